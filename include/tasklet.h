@@ -1,0 +1,629 @@
+/*
+ * tasklet.h -- libtasklet: persistent, migratable tasklets for C.
+ *
+ * A tasklet is a lightweight thread whose call stack is a chain of heap
+ * frames.  Each frame belongs to a registered *tasklet function*: a resumable
+ * step function over a struct of locals, described by a schema of named,
+ * typed fields.  Nothing of a suspended tasklet lives on the C stack, so the
+ * whole runtime can later be written out by name (functions by name@version,
+ * tasklets and channels by 64-bit id, resume points as small integers).
+ *
+ * Threading: a runtime and everything it owns (tasklets, channels, values)
+ * is driven by one thread at a time.  Several runtimes may live in one
+ * process, each on its own thread; there is no global mutable state.
+ *
+ * Errors: functions returning int return TL_OK (0) or a negative TL_E* code;
+ * tl_errmsg() gives a message with detail for the last error of a runtime.
+ *
+ * Ownership: _new/_free pairs allocate and free library objects; _retain /
+ * _release count references on shared ones.  Each doc comment says who owns
+ * what.
+ */
+#ifndef TASKLET_H
+#define TASKLET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TL_API
+#elif defined(__GNUC__)
+#define TL_API __attribute__((visibility("default")))
+#else
+#define TL_API
+#endif
+
+/* ------------------------------------------------------------------------
+ * Version
+ * --------------------------------------------------------------------- */
+#define TL_VERSION_MAJOR 0
+#define TL_VERSION_MINOR 1
+#define TL_VERSION_PATCH 0
+#define TL_VERSION_STRING "0.1.0"
+#define TL_VERSION_NUMBER \
+    (TL_VERSION_MAJOR * 1000000 + TL_VERSION_MINOR * 1000 + TL_VERSION_PATCH)
+
+/* The version of the library actually linked; compare with
+ * TL_VERSION_NUMBER to detect a header/library mismatch. */
+TL_API int tl_version_number(void);
+TL_API const char *tl_version_string(void);
+
+/* ------------------------------------------------------------------------
+ * Errors: one table gives the codes, their names and their messages.
+ * --------------------------------------------------------------------- */
+#define TL_ERRNO_MAP(X)                                                      \
+    X(ENOMEM, -1, "out of memory")                                           \
+    X(EINVAL, -2, "invalid argument")                                        \
+    X(EMISUSE, -3, "invalid or destroyed handle")                            \
+    X(ECLOSED, -4, "channel closed")                                         \
+    X(EDEADLOCK, -5, "deadlock: every tasklet is blocked and no timer is set") \
+    X(EKILLED, -6, "tasklet killed")                                         \
+    X(EDONE, -7, "tasklet already finished")                                 \
+    X(ESELF, -8, "operation not allowed on the current tasklet")             \
+    X(ENOFUNC, -9, "unknown tasklet function")                               \
+    X(EEXIST, -10, "already exists")                                         \
+    X(EBADPC, -11, "unknown resume point")                                   \
+    X(ESTATE, -12, "tasklet is in the wrong state for this operation")       \
+    X(EAGAIN, -13, "operation would block")                                  \
+    X(ETYPE, -14, "wrong value type")                                        \
+    X(EBUSY, -15, "runtime is busy running")                                 \
+    X(ERANGE, -16, "value out of range")                                     \
+    X(ESCHEMA, -17, "invalid locals schema")                                 \
+    X(ENOTASKLET, -18, "not called from inside a tasklet")                   \
+    X(EUSER, -100, "user error")
+
+enum {
+    TL_OK = 0,
+#define TL__ERRDEF(name, code, msg) TL_##name = (code),
+    TL_ERRNO_MAP(TL__ERRDEF)
+#undef TL__ERRDEF
+};
+
+/* Codes at or below TL_EUSER are free for applications (tl_throw,
+ * TL_FAIL, tl_error_value); tl_strerror() reports them as "user error". */
+
+/* A static message for any code; never NULL. */
+TL_API const char *tl_strerror(int code);
+/* The symbolic name ("TL_ECLOSED") for a code, or "TL_EUSER". */
+TL_API const char *tl_errname(int code);
+
+/* ------------------------------------------------------------------------
+ * Handles (opaque)
+ * --------------------------------------------------------------------- */
+typedef struct tl_runtime tl_runtime;
+typedef struct tl_tasklet tl_tasklet;
+typedef struct tl_chan tl_chan;
+typedef struct tl_frame tl_frame;
+
+/* ------------------------------------------------------------------------
+ * Values: msgpack's data model plus references to channels and tasklets.
+ *
+ * A tl_value is a 16-byte struct passed by value.  Scalars (nil, bool,
+ * integers, double) live inline and never allocate.  Strings, binaries,
+ * arrays and maps are immutable, reference-counted buffers; channel and
+ * tasklet values hold a reference.  Error values carry a code and an
+ * optional message: a receiver that takes one gets the error delivered
+ * (Stackless's send_exception).  Every value that owns something must be
+ * released exactly once with tl_release() (nil-safe; scalars are no-ops).
+ * --------------------------------------------------------------------- */
+typedef enum tl_vtype {
+    TL_V_NIL = 0,
+    TL_V_BOOL,
+    TL_V_INT,     /* int64_t  */
+    TL_V_UINT,    /* uint64_t */
+    TL_V_DOUBLE,
+    TL_V_STR,
+    TL_V_BIN,
+    TL_V_ARRAY,
+    TL_V_MAP,
+    TL_V_CHAN,
+    TL_V_TASKLET,
+    TL_V_ERROR
+} tl_vtype;
+
+typedef struct tl_value {
+    uint8_t type; /* tl_vtype */
+    uint8_t reserved_[3];
+    int32_t aux;  /* TL_V_ERROR: the error code */
+    union {
+        int64_t i;
+        uint64_t u;
+        double d;
+        int b;
+        void *p; /* library-owned object */
+    } as;
+} tl_value;
+
+static inline tl_value tl_nil(void) { tl_value v = {0}; return v; }
+static inline tl_value tl_bool(int b)
+{ tl_value v = {0}; v.type = TL_V_BOOL; v.as.b = b != 0; return v; }
+static inline tl_value tl_i64(int64_t i)
+{ tl_value v = {0}; v.type = TL_V_INT; v.as.i = i; return v; }
+static inline tl_value tl_u64(uint64_t u)
+{ tl_value v = {0}; v.type = TL_V_UINT; v.as.u = u; return v; }
+static inline tl_value tl_f64(double d)
+{ tl_value v = {0}; v.type = TL_V_DOUBLE; v.as.d = d; return v; }
+
+static inline tl_vtype tl_type(tl_value v) { return (tl_vtype)v.type; }
+/* Scalar accessors: the value converted if it is a number (ints, uints and
+ * doubles convert to each other with C semantics), else 0. */
+TL_API int64_t tl_as_i64(tl_value v);
+TL_API uint64_t tl_as_u64(tl_value v);
+TL_API double tl_as_f64(tl_value v);
+TL_API int tl_as_bool(tl_value v);
+
+/* A new string or binary value holding a copy of n bytes of s.  The
+ * result has one reference, owned by the caller.  TL_ENOMEM, TL_EINVAL. */
+TL_API int tl_str_new(tl_runtime *rt, const char *s, size_t n, tl_value *out);
+TL_API int tl_bin_new(tl_runtime *rt, const void *p, size_t n, tl_value *out);
+/* The bytes of a string or binary (NUL-terminated for convenience), and
+ * their length; NULL and 0 for other types.  Borrowed from v. */
+TL_API const char *tl_str_data(tl_value v, size_t *len);
+/* An array of n items, or a map of npairs key/value pairs (kv[2i] is a
+ * key, kv[2i+1] its value).  Items are copied and retained: the caller
+ * keeps its own references.  Keys should be unique.  TL_ENOMEM, TL_EINVAL. */
+TL_API int tl_array_new(tl_runtime *rt, const tl_value *items, size_t n,
+                        tl_value *out);
+TL_API int tl_map_new(tl_runtime *rt, const tl_value *kv, size_t npairs,
+                      tl_value *out);
+/* Element count of a string/binary (bytes), array (items) or map (pairs);
+ * 0 for other types. */
+TL_API size_t tl_len(tl_value v);
+/* Item i of an array; map key or value of pair i.  Borrowed; nil when out
+ * of range or of the wrong type. */
+TL_API tl_value tl_array_at(tl_value v, size_t i);
+TL_API tl_value tl_map_key(tl_value v, size_t i);
+TL_API tl_value tl_map_val(tl_value v, size_t i);
+/* The value stored under key in a map (compared with tl_equal), borrowed;
+ * returns 1 when found, 0 otherwise. */
+TL_API int tl_map_get(tl_value map, tl_value key, tl_value *out);
+/* Deep structural equality; channels and tasklets compare by identity. */
+TL_API int tl_equal(tl_value a, tl_value b);
+
+/* A value referring to a channel or tasklet; it holds one reference. */
+TL_API tl_value tl_chan_value(tl_chan *ch);
+TL_API tl_value tl_tasklet_value(tl_tasklet *t);
+/* The channel or tasklet a value refers to (borrowed), or NULL. */
+TL_API tl_chan *tl_as_chan(tl_value v);
+TL_API tl_tasklet *tl_as_tasklet(tl_value v);
+/* An error value: code (< 0) and an optional message (copied).  On
+ * allocation failure the value still carries the code, without message. */
+TL_API tl_value tl_error_value(tl_runtime *rt, int code, const char *msg);
+/* The code and message (borrowed, may be NULL) of an error value. */
+TL_API int tl_error_code(tl_value v);
+TL_API const char *tl_error_msg(tl_value v);
+
+TL_API void tl__retain_slow(tl_value v);
+TL_API void tl__release_slow(tl_value v);
+/* One more reference to v; returns v. */
+static inline tl_value tl_retain(tl_value v)
+{ if (v.type >= TL_V_STR) tl__retain_slow(v); return v; }
+/* Drops the reference v owns.  Nil and scalars are no-ops. */
+static inline void tl_release(tl_value v)
+{ if (v.type >= TL_V_STR) tl__release_slow(v); }
+/* Releases *dst, then moves v into it (v's reference passes to *dst). */
+static inline void tl_value_set(tl_value *dst, tl_value v)
+{ tl_value old = *dst; *dst = v; tl_release(old); }
+
+/* ------------------------------------------------------------------------
+ * Allocation: a pluggable allocator, in Lua's style.
+ *
+ * alloc(ud, ptr, osize, nsize): nsize == 0 frees ptr (of osize bytes) and
+ * returns NULL; otherwise behaves like realloc and returns NULL on failure.
+ * osize is the block's previous size, or 0 for a new block.
+ * --------------------------------------------------------------------- */
+typedef void *(*tl_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* Wall-clock time in nanoseconds since the Unix epoch. */
+typedef int64_t (*tl_clock_fn)(void *ud);
+
+typedef struct tl_config {
+    tl_alloc_fn alloc;   /* NULL: the C library's malloc/realloc/free */
+    void *alloc_ud;
+    tl_clock_fn clock;   /* NULL: clock_gettime(CLOCK_REALTIME) */
+    void *clock_ud;
+} tl_config;
+
+/* ------------------------------------------------------------------------
+ * Runtime
+ * --------------------------------------------------------------------- */
+
+/* Creates a runtime.  cfg may be NULL for defaults; it is copied.
+ * *out receives the runtime, owned by the caller (tl_runtime_free).
+ * TL_ENOMEM, TL_EINVAL (out NULL). */
+TL_API int tl_runtime_new(const tl_config *cfg, tl_runtime **out);
+
+/* Kills every tasklet (running each frame's cleanup), then frees the
+ * runtime and everything it owns.  Handles and values from it become
+ * invalid.  Must not be called from inside tl_run.  NULL is a no-op. */
+TL_API void tl_runtime_free(tl_runtime *rt);
+
+/* The code and message of the last error in this runtime.  The message
+ * names what failed and, where it helps, what to do; it stays valid until
+ * the next failing call on the runtime. */
+TL_API int tl_errcode(const tl_runtime *rt);
+TL_API const char *tl_errmsg(const tl_runtime *rt);
+
+/* ------------------------------------------------------------------------
+ * Tasklet functions: registered by name and version, with a schema.
+ * --------------------------------------------------------------------- */
+
+/* Status a step function returns to the scheduler.  Only ever produced by
+ * the TL_ macros below; do not construct one by hand. */
+typedef enum tl_status { TL__CONT = 0, TL__SWITCH = 1, TL__AGAIN = 2 } tl_status;
+
+/* A step function: runs frame f from its current resume point until it
+ * suspends, calls, returns or fails.  locals points to the frame's locals
+ * struct (zeroed, then filled with the arguments, at frame creation). */
+typedef tl_status (*tl_step_fn)(tl_frame *f, void *locals);
+
+/* Field types of a locals schema.  The schema names the fields a
+ * snapshot keeps; fields not in the schema are scratch space.
+ * TL_T_VALUE, TL_T_CHAN and TL_T_TASKLET fields *own* a reference: the
+ * frame releases them when it is popped (returned or unwound). */
+typedef enum tl_ftype {
+    TL_T_BOOL = 1,  /* bool / _Bool (1 byte) */
+    TL_T_I32,       /* int32_t  */
+    TL_T_I64,       /* int64_t  */
+    TL_T_U32,       /* uint32_t */
+    TL_T_U64,       /* uint64_t */
+    TL_T_F64,       /* double   */
+    TL_T_VALUE,     /* tl_value */
+    TL_T_CHAN,      /* tl_chan *   (owns a reference) */
+    TL_T_TASKLET,   /* tl_tasklet * (owns a reference) */
+    TL_T_BYTES      /* char/uint8_t array of any size, kept verbatim */
+} tl_ftype;
+
+typedef struct tl_field {
+    const char *name;   /* stable name, used as the snapshot map key */
+    uint16_t type;      /* tl_ftype */
+    uint16_t size;      /* bytes; checked against the type */
+    uint32_t offset;    /* offsetof in the locals struct */
+} tl_field;
+
+#define TL_FIELD(T, member, ftype) \
+    { #member, (ftype), (uint16_t)sizeof(((T *)0)->member), \
+      (uint32_t)offsetof(T, member) }
+#define TL_COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Called for every frame popped (return, failure, kill, runtime free),
+ * before the frame's owned references are released.  It must not
+ * suspend; it may release resources held in the locals. */
+typedef void (*tl_cleanup_fn)(tl_frame *f, void *locals);
+
+/* A tasklet function's descriptor.  The program keeps it alive (static
+ * storage) for as long as any runtime uses it. */
+typedef struct tl_func {
+    const char *name;         /* stable dotted name, e.g. "example.summer" */
+    uint32_t version;         /* bump when resume points or locals change  */
+    tl_step_fn step;
+    size_t locals_size;       /* sizeof the locals struct (<= 64 KiB)      */
+    const tl_field *fields;   /* the schema; may be NULL when nfields == 0 */
+    size_t nfields;
+    tl_cleanup_fn cleanup;    /* optional */
+} tl_func;
+
+/* Registers fn in rt, after checking its schema (field sizes match their
+ * types, fields inside the struct and not overlapping, names unique).
+ * TL_EEXIST if name@version is registered with another descriptor,
+ * TL_ESCHEMA / TL_EINVAL on a bad descriptor, TL_ENOMEM. */
+TL_API int tl_register(tl_runtime *rt, const tl_func *fn);
+
+/* The descriptor registered as name@version, or NULL (errmsg set,
+ * TL_ENOFUNC). */
+TL_API const tl_func *tl_lookup(tl_runtime *rt, const char *name,
+                                uint32_t version);
+
+/* ------------------------------------------------------------------------
+ * Tasklets
+ * --------------------------------------------------------------------- */
+typedef enum tl_state {
+    TL_RUNNABLE = 1, /* in the run queue            */
+    TL_RUNNING,      /* the current tasklet         */
+    TL_BLOCKED,      /* waiting; see tl_wait_kind    */
+    TL_DONE,         /* returned a value             */
+    TL_FAILED,       /* an error unwound every frame */
+    TL_KILLED        /* killed                       */
+} tl_state;
+
+typedef enum tl_wait {
+    TL_WAIT_NONE = 0,
+    TL_WAIT_SEND,
+    TL_WAIT_RECV,
+    TL_WAIT_SELECT,
+    TL_WAIT_SLEEP,
+    TL_WAIT_JOIN
+} tl_wait;
+
+/* Creates a tasklet running fn, appended to the back of the run queue.
+ * The first argsize bytes of fn's locals are copied from args (args may
+ * be NULL when argsize is 0); the rest is zero.  References in schema
+ * fields of type VALUE, CHAN and TASKLET within the copied bytes are
+ * retained: the caller keeps its own.
+ * If out is not NULL it receives a handle the caller owns and must drop
+ * with tl_tasklet_release(); with out NULL the tasklet is detached and
+ * reclaimed when it ends.
+ * TL_ENOFUNC (fn not registered here), TL_EINVAL (argsize too big),
+ * TL_ENOMEM. */
+TL_API int tl_spawn(tl_runtime *rt, const tl_func *fn, const void *args,
+                    size_t argsize, tl_tasklet **out);
+/* The same, finding the function by registered name and version. */
+TL_API int tl_spawn_by_name(tl_runtime *rt, const char *name,
+                            uint32_t version, const void *args,
+                            size_t argsize, tl_tasklet **out);
+
+TL_API tl_tasklet *tl_tasklet_retain(tl_tasklet *t);
+TL_API void tl_tasklet_release(tl_tasklet *t);
+
+/* The currently running tasklet (borrowed), or NULL outside a tasklet. */
+TL_API tl_tasklet *tl_current(tl_runtime *rt);
+
+/* Identity and status; on an invalid handle these return 0 / NULL. */
+TL_API uint64_t tl_tasklet_id(const tl_tasklet *t);
+TL_API tl_runtime *tl_tasklet_runtime(const tl_tasklet *t);
+TL_API int tl_tasklet_state(const tl_tasklet *t);   /* tl_state, or <0 */
+TL_API int tl_tasklet_wait(const tl_tasklet *t);    /* tl_wait          */
+/* The function of the tasklet's top frame, or NULL once it has ended. */
+TL_API const tl_func *tl_tasklet_func(const tl_tasklet *t);
+/* Number of frames on the tasklet's heap stack. */
+TL_API size_t tl_tasklet_depth(const tl_tasklet *t);
+/* The code a failed or killed tasklet ended with, else TL_OK. */
+TL_API int tl_tasklet_error(const tl_tasklet *t);
+/* A retained copy of a finished tasklet's return value (TL_ESTATE if it
+ * has not returned). */
+TL_API int tl_tasklet_result(tl_tasklet *t, tl_value *out);
+/* A name for messages and tracing (copied; NULL clears). */
+TL_API int tl_tasklet_set_name(tl_tasklet *t, const char *name);
+TL_API const char *tl_tasklet_name(const tl_tasklet *t);
+/* Opaque user data, never persisted. */
+TL_API int tl_tasklet_set_userdata(tl_tasklet *t, void *ud);
+TL_API void *tl_tasklet_userdata(const tl_tasklet *t);
+
+/* Kills t now: it leaves whatever queue it is in, every frame is unwound
+ * (each frame's cleanup runs), its state becomes TL_KILLED and joiners
+ * get TL_EKILLED.  TL_EDONE if t already ended, TL_ESELF if t is the
+ * running tasklet (return or TL_FAIL instead), TL_EMISUSE. */
+TL_API int tl_kill(tl_tasklet *t);
+
+/* Delivers the error code (< 0; msg optional, copied) at t's suspension
+ * point: t leaves its wait queue and runs next.  Unless the frame
+ * catches errors (tl_frame_catch), the error unwinds it and is delivered
+ * to the caller frame, and so on; a tasklet whose last frame unwinds ends
+ * TL_FAILED.  A frame that has not started yet is unwound at once.
+ * TL_EDONE, TL_ESELF, TL_EINVAL (code >= 0), TL_EMISUSE. */
+TL_API int tl_throw(tl_tasklet *t, int code, const char *msg);
+
+/* ------------------------------------------------------------------------
+ * Inside a tasklet function
+ * --------------------------------------------------------------------- */
+TL_API tl_tasklet *tl_frame_tasklet(const tl_frame *f);
+TL_API tl_runtime *tl_frame_runtime(const tl_frame *f);
+TL_API const tl_func *tl_frame_func(const tl_frame *f);
+/* With on != 0, errors delivered to this frame (thrown, received, or a
+ * failing callee) do not unwind it: the macro resumes normally and
+ * tl_frame_error() returns the code (and clears it).  Kill is never
+ * caught. */
+TL_API void tl_frame_catch(tl_frame *f, int on);
+TL_API int tl_frame_error(tl_frame *f);
+/* The message that came with the error last delivered to this tasklet
+ * (valid until the next error), or "". */
+TL_API const char *tl_frame_errmsg(const tl_frame *f);
+
+/* ------------------------------------------------------------------------
+ * Scheduler
+ * --------------------------------------------------------------------- */
+
+/* Runs tasklets until none is runnable and no timer is pending, sleeping
+ * until the next deadline when only timers remain.  Returns TL_OK when
+ * every tasklet has ended; TL_EDEADLOCK (errmsg names the blocked
+ * tasklets) when some are blocked with nothing left to wake them; the
+ * error code of a detached tasklet that failed (run again to go on);
+ * TL_EBUSY when called from inside a tasklet. */
+TL_API int tl_run(tl_runtime *rt);
+
+/* The watchdog: runs at most max_steps scheduler steps (resumptions of a
+ * tasklet) without ever sleeping, and returns.  *steps (if not NULL)
+ * receives how many ran.  Timers whose deadline passed are fired first.
+ * Returns TL_OK, or a failed detached tasklet's code; does not report
+ * deadlock (see tl_run, tl_runnable_count, tl_next_deadline). */
+TL_API int tl_run_steps(tl_runtime *rt, uint64_t max_steps, uint64_t *steps);
+
+TL_API size_t tl_runnable_count(const tl_runtime *rt);
+TL_API size_t tl_blocked_count(const tl_runtime *rt);
+/* Live tasklets (not ended). */
+TL_API size_t tl_tasklet_count(const tl_runtime *rt);
+/* The earliest timer deadline (ns, wall clock) in *deadline; returns 1 if
+ * there is one, 0 if none. */
+TL_API int tl_next_deadline(const tl_runtime *rt, int64_t *deadline);
+/* The runtime's wall clock (ns since the epoch). */
+TL_API int64_t tl_now(const tl_runtime *rt);
+
+/* Tracing: called at each switch from prev to next (either may be NULL:
+ * NULL prev when the scheduler starts a step from idle, NULL next when it
+ * goes idle). */
+typedef void (*tl_schedule_cb)(void *ud, tl_tasklet *prev, tl_tasklet *next);
+/* Called on each channel operation: t sends (sending=1) or receives on
+ * ch; will_block says whether it is about to block. */
+typedef void (*tl_channel_cb)(void *ud, tl_chan *ch, tl_tasklet *t,
+                              int sending, int will_block);
+TL_API void tl_set_schedule_callback(tl_runtime *rt, tl_schedule_cb cb,
+                                     void *ud);
+TL_API void tl_set_channel_callback(tl_runtime *rt, tl_channel_cb cb,
+                                    void *ud);
+
+/* ------------------------------------------------------------------------
+ * Channels (Stackless semantics)
+ * --------------------------------------------------------------------- */
+
+/* Creates a channel.  capacity 0 is a synchronous rendezvous channel;
+ * capacity N > 0 buffers up to N values.  The caller owns one reference
+ * (tl_chan_release).  TL_ENOMEM, TL_EINVAL. */
+TL_API int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out);
+TL_API tl_chan *tl_chan_retain(tl_chan *ch);
+TL_API void tl_chan_release(tl_chan *ch);
+
+TL_API uint64_t tl_chan_id(const tl_chan *ch);
+TL_API int tl_chan_set_name(tl_chan *ch, const char *name);
+TL_API const char *tl_chan_name(const tl_chan *ch);
+TL_API size_t tl_chan_capacity(const tl_chan *ch);
+/* Values waiting in a buffered channel's buffer. */
+TL_API size_t tl_chan_count(const tl_chan *ch);
+/* Waiting senders minus waiting receivers (Stackless's balance). */
+TL_API int tl_chan_balance(const tl_chan *ch);
+
+/* Who runs right after a rendezvous: -1 the receiver (default), 1 the
+ * sender, 0 neither (the woken side goes to the back of the run queue and
+ * the current tasklet continues).  TL_EINVAL outside -1..1. */
+TL_API int tl_chan_set_preference(tl_chan *ch, int pref);
+TL_API int tl_chan_preference(const tl_chan *ch);
+/* With on != 0, every rendezvous reschedules: the woken side and then the
+ * current tasklet go to the back of the run queue. */
+TL_API int tl_chan_set_schedule_all(tl_chan *ch, int on);
+TL_API int tl_chan_schedule_all(const tl_chan *ch);
+
+/* Close: a closing channel refuses any operation that would block
+ * (TL_ECLOSED) but completes those that can; it is closed once no
+ * tasklet waits on it and its buffer is empty.  open() undoes close(). */
+TL_API int tl_chan_close(tl_chan *ch);
+TL_API int tl_chan_open(tl_chan *ch);
+TL_API int tl_chan_closing(const tl_chan *ch);
+TL_API int tl_chan_closed(const tl_chan *ch);
+
+/* Non-blocking operations, usable from outside tasklets (the host
+ * program) as well as inside.  try_send sends a retained copy of v (the
+ * caller keeps its reference); try_recv gives the caller a reference.
+ * A woken tasklet is appended to the run queue.
+ * TL_EAGAIN if it would block, TL_ECLOSED, TL_EMISUSE. */
+TL_API int tl_chan_try_send(tl_chan *ch, tl_value v);
+TL_API int tl_chan_try_recv(tl_chan *ch, tl_value *out);
+
+/* Wakes every waiting tasklet with err (< 0) delivered at its
+ * suspension point (used to tear a channel down). */
+TL_API int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg);
+
+/* A select case: send value on ch, or receive from ch. */
+enum { TL_OP_SEND = 1, TL_OP_RECV = 2 };
+typedef struct tl_case {
+    tl_chan *ch;
+    int op;          /* TL_OP_SEND or TL_OP_RECV */
+    tl_value value;  /* TL_OP_SEND: the value (a retained copy is sent) */
+} tl_case;
+/* Most cases a select may wait on. */
+#define TL_SELECT_MAX 64
+
+/* ------------------------------------------------------------------------
+ * Internal entry points behind the macros.  Not part of the API: their
+ * names and signatures may change; use the macros.
+ * --------------------------------------------------------------------- */
+struct tl__frame_head {
+    uint32_t pc;     /* resume point; 0 = not started */
+    uint32_t flags;  /* TL__F_* */
+};
+#define TL__F_ERR 1u /* an error is pending for this frame */
+#define TL__HEAD(f) ((struct tl__frame_head *)(void *)(f))
+
+TL_API tl_status tl__yield(tl_frame *f);
+TL_API tl_status tl__send(tl_frame *f, tl_chan *ch, tl_value v);
+TL_API tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code,
+                                const char *msg);
+TL_API tl_status tl__recv(tl_frame *f, tl_chan *ch);
+TL_API tl_status tl__select(tl_frame *f, tl_case *cases, int n);
+TL_API tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
+                          size_t argsize);
+TL_API tl_status tl__join(tl_frame *f, tl_tasklet *t);
+TL_API tl_status tl__sleep_until(tl_frame *f, int64_t deadline_ns);
+TL_API tl_status tl__return(tl_frame *f, tl_value v);
+TL_API tl_status tl__fail(tl_frame *f, int code, const char *msg);
+TL_API tl_status tl__unwind(tl_frame *f);
+TL_API tl_status tl__bad_pc(tl_frame *f);
+TL_API tl_value tl__take(tl_frame *f);
+TL_API int tl__selected(tl_frame *f);
+
+#define TL__AWAIT(f, op, after)                                    \
+    do {                                                           \
+        TL__HEAD(f)->pc = __LINE__;                                \
+        {                                                          \
+            tl_status tl__s = (op);                                \
+            if (tl__s != TL__CONT) return tl__s;                   \
+        }                                                          \
+        /* FALLTHROUGH */                                          \
+        case __LINE__:                                             \
+        if (TL__HEAD(f)->flags & TL__F_ERR) return tl__unwind(f); \
+        after;                                                     \
+    } while (0)
+
+/* ------------------------------------------------------------------------
+ * Writing a tasklet function
+ *
+ *   typedef struct { int64_t i, sum; tl_chan *in; tl_value v; } summer_t;
+ *   static tl_status summer(tl_frame *f, void *locals) {
+ *       summer_t *L = locals;
+ *       TL_BEGIN(f);
+ *       for (L->i = 0; L->i < 10; L->i++) {
+ *           TL_RECV(f, L->in, L->v);      // may suspend
+ *           L->sum += tl_as_i64(L->v);
+ *       }
+ *       TL_RETURN(f, tl_i64(L->sum));
+ *       TL_END(f);
+ *   }
+ *
+ * Each suspending macro is a resume point numbered by its source line:
+ * at most one per line.  Whatever must survive a suspension lives in the
+ * locals struct; plain C locals are fine between suspension points.  A
+ * suspending macro must not appear inside a nested switch.
+ * --------------------------------------------------------------------- */
+#define TL_BEGIN(f) switch (TL__HEAD(f)->pc) { case 0:
+/* Falling off the end returns nil. */
+#define TL_END(f)                                 \
+    return tl__return((f), tl_nil());             \
+    default: return tl__bad_pc(f); }
+
+/* Goes to the back of the run queue. */
+#define TL_YIELD(f) TL__AWAIT(f, tl__yield(f), (void)0)
+/* Sends a retained copy of v on ch (the frame keeps its own reference);
+ * blocks until a receiver takes it (or, buffered, until there is room). */
+#define TL_SEND(f, ch, v) TL__AWAIT(f, tl__send((f), (ch), (v)), (void)0)
+/* Receives from ch into the tl_value lvalue dst (its old value released). */
+#define TL_RECV(f, ch, dst) \
+    TL__AWAIT(f, tl__recv((f), (ch)), tl_value_set(&(dst), tl__take(f)))
+/* Sends an error: the receiver gets code delivered at its resume point. */
+#define TL_SEND_ERROR(f, ch, code, msg) \
+    TL__AWAIT(f, tl__send_error((f), (ch), (code), (msg)), (void)0)
+/* Calls fn with *args (a pointer to a prefix of fn's locals, e.g. a
+ * compound literal) and stores its return value in dst.  args == NULL is
+ * not allowed; use TL_CALL0. */
+#define TL_CALL(f, fn, args, dst)                                   \
+    TL__AWAIT(f, tl__call((f), (fn), (args), sizeof *(args)),       \
+              tl_value_set(&(dst), tl__take(f)))
+#define TL_CALL0(f, fn, dst) \
+    TL__AWAIT(f, tl__call((f), (fn), NULL, 0), tl_value_set(&(dst), tl__take(f)))
+/* Waits for tasklet t to end; dst gets its return value (an error ending
+ * is delivered as an error at this resume point). */
+#define TL_JOIN(f, t, dst) \
+    TL__AWAIT(f, tl__join((f), (t)), tl_value_set(&(dst), tl__take(f)))
+/* Sleeps until the wall-clock deadline (ns since the epoch), or for ms. */
+#define TL_SLEEP_UNTIL(f, deadline_ns) \
+    TL__AWAIT(f, tl__sleep_until((f), (deadline_ns)), (void)0)
+#define TL_SLEEP(f, ms)                                                      \
+    TL_SLEEP_UNTIL(f, tl_now(tl_frame_runtime(f)) + (int64_t)(ms) * 1000000)
+/* Waits on n cases (an array in the locals, so it survives suspension);
+ * idx gets the index of the case that fired, dst the received value
+ * (nil for a send).  With several ready, one is chosen at random. */
+#define TL_SELECT(f, cases, n, idx, dst)                        \
+    TL__AWAIT(f, tl__select((f), (cases), (n)),                 \
+              ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f))))
+/* Returns a retained copy of v to the caller frame (or to joiners); the
+ * frame's own references are released as it is popped. */
+#define TL_RETURN(f, v) return tl__return((f), (v))
+/* Fails this frame with code (< 0): the error is delivered to the caller
+ * frame, or ends the tasklet TL_FAILED. */
+#define TL_FAIL(f, code, msg) return tl__fail((f), (code), (msg))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TASKLET_H */

@@ -1,0 +1,521 @@
+/*
+ * chan.c -- channels with Stackless semantics, buffers and select.
+ *
+ * A channel keeps two FIFO queues of waiters: senders (each offering a
+ * value: a plain sender keeps it in t->xfer, a select waiter in its case)
+ * and receivers.  balance = nsend - nrecv.  A value is only ever moved,
+ * never copied through a pointer the user owns.
+ *
+ * After a rendezvous the side that waited is woken.  Who runs next
+ * (after_rendezvous) is Stackless's rule: with schedule_all both go to the
+ * back of the run queue, woken side first; if the waiting side is the
+ * preferred one (preference -1 prefers receivers, 1 senders) it runs next
+ * and the current tasklet goes to the back; otherwise the woken side goes
+ * to the back and the current tasklet continues.
+ *
+ * Every queued waiter holds a reference on its channel, so a channel is
+ * never freed under a blocked tasklet.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_CAPACITY ((size_t)1 << 24)
+#define SEL_TAG ((uintptr_t)1)
+
+static bool valid(const tl_chan *ch) { return ch && ch->magic == TL__MAGIC_CHAN; }
+
+const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n)
+{
+    if (ch->name)
+        snprintf(buf, n, "channel #%llu '%s'", (unsigned long long)ch->id, ch->name);
+    else
+        snprintf(buf, n, "channel #%llu", (unsigned long long)ch->id);
+    return buf;
+}
+
+/* ---- lifecycle ---- */
+
+int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (!out)
+        return tl__seterr(rt, TL_EINVAL, "tl_chan_new: out is NULL");
+    if (capacity > MAX_CAPACITY)
+        return tl__seterr(rt, TL_ERANGE, "tl_chan_new: capacity %zu exceeds %zu",
+                          capacity, MAX_CAPACITY);
+    tl_chan *ch = tl__calloc(rt, sizeof *ch);
+    tl_value *buf = capacity ? tl__alloc(rt, capacity * sizeof *buf) : NULL;
+    if (!ch || (capacity && !buf)) {
+        tl__free(rt, ch, sizeof *ch);
+        return tl__seterr(rt, TL_ENOMEM, "tl_chan_new: out of memory");
+    }
+    ch->magic = TL__MAGIC_CHAN;
+    ch->pref = -1;
+    ch->refs = 1;
+    ch->id = ++rt->next_cid;
+    ch->rt = rt;
+    ch->buf = buf;
+    ch->cap = capacity;
+    tl__list_init(&ch->sendq);
+    tl__list_init(&ch->recvq);
+    tl__list_push_back(&rt->chans, &ch->all);
+    *out = ch;
+    return TL_OK;
+}
+
+static void chan_free(tl_chan *ch)
+{
+    tl_runtime *rt = ch->rt;
+    for (size_t i = 0; i < ch->count; i++)
+        tl_release(ch->buf[(ch->head + i) % ch->cap]);
+    tl__free(rt, ch->buf, ch->cap * sizeof *ch->buf);
+    tl__strfree(rt, ch->name);
+    tl__list_unlink(&ch->all);
+    ch->magic = TL__MAGIC_DEAD;
+    tl__free(rt, ch, sizeof *ch);
+}
+
+tl_chan *tl_chan_retain(tl_chan *ch)
+{
+    if (valid(ch))
+        ch->refs++;
+    return ch;
+}
+
+void tl_chan_release(tl_chan *ch)
+{
+    if (!valid(ch))
+        return;
+    if (--ch->refs == 0 && !ch->rt->tearing_down)
+        chan_free(ch);
+}
+
+void tl__chan_free_all(tl_runtime *rt)
+{
+    while (!tl__list_empty(&rt->chans))
+        chan_free(TL__CONTAINER(rt->chans.next, tl_chan, all));
+}
+
+/* ---- properties ---- */
+
+uint64_t tl_chan_id(const tl_chan *ch) { return valid(ch) ? ch->id : 0; }
+const char *tl_chan_name(const tl_chan *ch) { return valid(ch) ? ch->name : NULL; }
+size_t tl_chan_capacity(const tl_chan *ch) { return valid(ch) ? ch->cap : 0; }
+size_t tl_chan_count(const tl_chan *ch) { return valid(ch) ? ch->count : 0; }
+int tl_chan_balance(const tl_chan *ch) { return valid(ch) ? ch->nsend - ch->nrecv : 0; }
+int tl_chan_preference(const tl_chan *ch) { return valid(ch) ? ch->pref : 0; }
+int tl_chan_schedule_all(const tl_chan *ch) { return valid(ch) ? ch->sched_all : 0; }
+int tl_chan_closing(const tl_chan *ch) { return valid(ch) ? ch->closing : 0; }
+
+int tl_chan_closed(const tl_chan *ch)
+{
+    return valid(ch) && ch->closing && ch->nsend == 0 && ch->nrecv == 0 && ch->count == 0;
+}
+
+int tl_chan_set_name(tl_chan *ch, const char *name)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    char *copy = name ? tl__strdup(ch->rt, name) : NULL;
+    if (name && !copy)
+        return tl__seterr(ch->rt, TL_ENOMEM, "tl_chan_set_name: out of memory");
+    tl__strfree(ch->rt, ch->name);
+    ch->name = copy;
+    return TL_OK;
+}
+
+int tl_chan_set_preference(tl_chan *ch, int pref)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    if (pref < -1 || pref > 1)
+        return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_set_preference: %d is not -1, 0 or 1", pref);
+    ch->pref = (int8_t)pref;
+    return TL_OK;
+}
+
+int tl_chan_set_schedule_all(tl_chan *ch, int on)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    ch->sched_all = on != 0;
+    return TL_OK;
+}
+
+int tl_chan_close(tl_chan *ch)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    ch->closing = 1;
+    return TL_OK;
+}
+
+int tl_chan_open(tl_chan *ch)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    ch->closing = 0;
+    return TL_OK;
+}
+
+/* ---- waiters ---- */
+
+static tl__link *queue_of(tl_chan *ch, int op) { return op == TL_OP_SEND ? &ch->sendq : &ch->recvq; }
+
+static void enqueue(tl_chan *ch, tl__waiter *w, int op)
+{
+    tl__list_push_back(queue_of(ch, op), &w->link);
+    if (op == TL_OP_SEND)
+        ch->nsend++;
+    else
+        ch->nrecv++;
+    ch->refs++;
+}
+
+/* Unlinks w; the channel reference it held passes to the caller. */
+static void dequeue(tl_chan *ch, tl__waiter *w, int op)
+{
+    tl__list_unlink(&w->link);
+    if (op == TL_OP_SEND)
+        ch->nsend--;
+    else
+        ch->nrecv--;
+}
+
+static tl__sel *sel_alloc(tl_runtime *rt, int n)
+{
+    size_t bytes = sizeof(tl__sel) + (size_t)n * sizeof(tl__selw);
+    tl__sel *s = tl__alloc(rt, bytes);
+    if (s)
+        s->bytes = bytes;
+    return s;
+}
+
+/* Ends a select: unlinks all its waiters but the one already taken
+ * (fired), releases their channel references, records the fired case. */
+static tl_tasklet *sel_finish(tl__sel *sel, int fired)
+{
+    tl_tasklet *t = sel->t;
+    for (int i = 0; i < sel->n; i++) {
+        tl__selw *w = &sel->ws[i];
+        tl_chan *ch = (tl_chan *)(w->w.on & ~SEL_TAG);
+        if (i != fired)
+            dequeue(ch, &w->w, sel->cases[i].op);
+        tl_chan_release(ch);
+    }
+    t->ext->sel = NULL;
+    t->ext->sel_fired = fired;
+    tl__free(t->rt, sel, sel->bytes);
+    return t;
+}
+
+/* Unblocks the owner of waiter w (already dequeued from ch); for a
+ * sender, *v receives the value it offered. */
+static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl_value *v)
+{
+    tl_tasklet *t;
+    if (w->on & SEL_TAG) {
+        tl__selw *sw = (tl__selw *)w;
+        tl_case *c = &sw->sel->cases[sw->idx];
+        if (v)
+            *v = tl_retain(c->value);
+        t = sel_finish(sw->sel, sw->idx);
+    } else {
+        t = TL__CONTAINER(w, tl_tasklet, w);
+        if (v) {
+            *v = t->xfer;
+            t->xfer = tl_nil();
+        }
+        ch->refs--; /* the caller holds its own reference */
+    }
+    t->w.on = 0;
+    t->wait = TL_WAIT_NONE;
+    t->rt->nblocked--;
+    return t;
+}
+
+static tl_tasklet *take_sender(tl_chan *ch, tl_value *v)
+{
+    tl__waiter *w = (tl__waiter *)ch->sendq.next;
+    dequeue(ch, w, TL_OP_SEND);
+    return release_waiter(ch, w, v);
+}
+
+static tl_tasklet *take_receiver(tl_chan *ch)
+{
+    tl__waiter *w = (tl__waiter *)ch->recvq.next;
+    dequeue(ch, w, TL_OP_RECV);
+    return release_waiter(ch, w, NULL);
+}
+
+void tl__chan_forget_waiter(tl_tasklet *t)
+{
+    if (t->wait == TL_WAIT_SELECT) {
+        sel_finish(t->ext->sel, -1);
+        t->ext->sel_fired = -1;
+        return;
+    }
+    tl_chan *ch = (tl_chan *)t->w.on;
+    dequeue(ch, &t->w, t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV);
+    tl_chan_release(ch);
+}
+
+/* Makes target runnable after a rendezvous; dir is +1 when cur sent,
+ * -1 when it received.  cur is NULL outside tasklets. */
+static tl_status after_rendezvous(tl_chan *ch, tl_tasklet *cur, tl_tasklet *target, int dir)
+{
+    tl_runtime *rt = ch->rt;
+    if (cur) {
+        if (ch->sched_all) {
+            tl__runq_push_back(rt, target);
+            tl__runq_push_back(rt, cur);
+            return TL__SWITCH;
+        }
+        if (ch->pref == -dir) {
+            tl__runq_push_front(rt, target);
+            tl__runq_push_back(rt, cur);
+            return TL__SWITCH;
+        }
+    }
+    tl__runq_push_back(rt, target);
+    return TL__CONT;
+}
+
+/* ---- the operations ---- */
+
+/* Completes a send of v (owned) if it can without blocking. */
+static bool send_now(tl_chan *ch, tl_tasklet *cur, tl_value v, tl_status *st)
+{
+    if (ch->nrecv) {
+        tl_tasklet *target = take_receiver(ch);
+        tl__deliver_value(target, v);
+        *st = after_rendezvous(ch, cur, target, +1);
+        return true;
+    }
+    if (ch->count < ch->cap) {
+        ch->buf[(ch->head + ch->count++) % ch->cap] = v;
+        *st = TL__CONT;
+        return true;
+    }
+    return false;
+}
+
+/* Completes a receive into *out if it can without blocking. */
+static bool recv_now(tl_chan *ch, tl_tasklet *cur, tl_value *out, tl_status *st)
+{
+    if (ch->count) {
+        *out = ch->buf[ch->head];
+        ch->head = (ch->head + 1) % ch->cap;
+        ch->count--;
+        *st = TL__CONT;
+        if (ch->nsend) { /* a blocked sender's value takes the freed slot */
+            tl_value v;
+            tl_tasklet *sender = take_sender(ch, &v);
+            ch->buf[(ch->head + ch->count++) % ch->cap] = v;
+            *st = after_rendezvous(ch, cur, sender, -1);
+        }
+        return true;
+    }
+    if (ch->nsend) {
+        tl_tasklet *sender = take_sender(ch, out);
+        *st = after_rendezvous(ch, cur, sender, -1);
+        return true;
+    }
+    return false;
+}
+
+static bool can_send(const tl_chan *ch) { return ch->nrecv || ch->count < ch->cap; }
+static bool can_recv(const tl_chan *ch) { return ch->count || ch->nsend; }
+
+static tl_status send_value(tl_frame *f, tl_chan *ch, tl_value v)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    tl_status st;
+    if (!valid(ch) || ch->rt != rt) {
+        tl_release(v);
+        return tl__op_error(f, TL_EMISUSE, "send: invalid channel handle");
+    }
+    if (rt->chan_cb)
+        rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch));
+    if (send_now(ch, t, v, &st))
+        return st;
+    if (ch->closing) {
+        char label[96];
+        tl_release(v);
+        return tl__op_error(f, TL_ECLOSED, "send on %s, which is closing",
+                            tl__chan_label(ch, label, sizeof label));
+    }
+    t->xfer = v;
+    t->w.on = (uintptr_t)ch;
+    enqueue(ch, &t->w, TL_OP_SEND);
+    tl__block(t, TL_WAIT_SEND);
+    return TL__SWITCH;
+}
+
+tl_status tl__send(tl_frame *f, tl_chan *ch, tl_value v)
+{
+    return send_value(f, ch, tl_retain(v));
+}
+
+tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code, const char *msg)
+{
+    return send_value(f, ch, tl_error_value(f->t->rt, code, msg));
+}
+
+tl_status tl__recv(tl_frame *f, tl_chan *ch)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    tl_status st;
+    tl_value v;
+    if (!valid(ch) || ch->rt != rt)
+        return tl__op_error(f, TL_EMISUSE, "receive: invalid channel handle");
+    if (rt->chan_cb)
+        rt->chan_cb(rt->chan_ud, ch, t, 0, !can_recv(ch));
+    if (recv_now(ch, t, &v, &st)) {
+        tl__deliver_value(t, v);
+        return st;
+    }
+    if (ch->closing) {
+        char label[96];
+        return tl__op_error(f, TL_ECLOSED, "receive on %s, which is %s",
+                            tl__chan_label(ch, label, sizeof label),
+                            tl_chan_closed(ch) ? "closed" : "closing");
+    }
+    t->w.on = (uintptr_t)ch;
+    enqueue(ch, &t->w, TL_OP_RECV);
+    tl__block(t, TL_WAIT_RECV);
+    return TL__SWITCH;
+}
+
+int tl_chan_try_send(tl_chan *ch, tl_value v)
+{
+    tl_status st;
+    if (!valid(ch))
+        return TL_EMISUSE;
+    tl_runtime *rt = ch->rt;
+    if (rt->chan_cb)
+        rt->chan_cb(rt->chan_ud, ch, rt->current, 1, 0);
+    if (send_now(ch, NULL, tl_retain(v), &st))
+        return TL_OK;
+    tl_release(v);
+    if (ch->closing)
+        return tl__seterr(rt, TL_ECLOSED, "tl_chan_try_send: channel #%llu is closing",
+                          (unsigned long long)ch->id);
+    return tl__seterr(rt, TL_EAGAIN, "tl_chan_try_send: no receiver is waiting and "
+                      "the buffer is full");
+}
+
+int tl_chan_try_recv(tl_chan *ch, tl_value *out)
+{
+    tl_status st;
+    if (!valid(ch) || !out)
+        return TL_EMISUSE;
+    tl_runtime *rt = ch->rt;
+    if (rt->chan_cb)
+        rt->chan_cb(rt->chan_ud, ch, rt->current, 0, 0);
+    if (recv_now(ch, NULL, out, &st))
+        return TL_OK;
+    if (ch->closing)
+        return tl__seterr(rt, TL_ECLOSED, "tl_chan_try_recv: channel #%llu is %s",
+                          (unsigned long long)ch->id, tl_chan_closed(ch) ? "closed" : "closing");
+    return tl__seterr(rt, TL_EAGAIN, "tl_chan_try_recv: no sender is waiting and "
+                      "the buffer is empty");
+}
+
+int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    if (err >= 0)
+        return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_fail_waiters: code %d is not negative", err);
+    tl_chan_retain(ch);
+    while (ch->nsend || ch->nrecv) {
+        tl_value v = tl_nil();
+        tl_tasklet *t = ch->nsend ? take_sender(ch, &v) : take_receiver(ch);
+        tl_release(v);
+        tl__deliver_error(t, err, msg ? msg : tl_strerror(err));
+        tl__runq_push_back(ch->rt, t);
+    }
+    tl_chan_release(ch);
+    return TL_OK;
+}
+
+/* ---- select ---- */
+
+static tl_status select_fire(tl_frame *f, tl_case *c)
+{
+    tl_status st;
+    tl_value v;
+    if (c->op == TL_OP_SEND) {
+        send_now(c->ch, f->t, tl_retain(c->value), &st);
+        return st;
+    }
+    recv_now(c->ch, f->t, &v, &st);
+    tl__deliver_value(f->t, v);
+    return st;
+}
+
+static tl_status select_block(tl_frame *f, tl_case *cases, int n)
+{
+    tl_tasklet *t = f->t;
+    tl__sel *sel = sel_alloc(t->rt, n);
+    if (!sel)
+        return tl__op_error(f, TL_ENOMEM, "select: out of memory");
+    sel->t = t;
+    sel->cases = cases;
+    sel->n = n;
+    for (int i = 0; i < n; i++) {
+        tl__selw *w = &sel->ws[i];
+        w->sel = sel;
+        w->idx = i;
+        w->w.on = (uintptr_t)cases[i].ch | SEL_TAG;
+        enqueue(cases[i].ch, &w->w, cases[i].op);
+    }
+    t->ext->sel = sel;
+    tl__block(t, TL_WAIT_SELECT);
+    return TL__SWITCH;
+}
+
+tl_status tl__select(tl_frame *f, tl_case *cases, int n)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    int nready = 0, closing = -1;
+    if (!cases || n < 1 || n > TL_SELECT_MAX)
+        return tl__op_error(f, TL_EINVAL, "select: %d cases (1 to %d allowed)", n, TL_SELECT_MAX);
+    for (int i = 0; i < n; i++) {
+        tl_chan *ch = cases[i].ch;
+        if (!valid(ch) || ch->rt != rt || (cases[i].op != TL_OP_SEND && cases[i].op != TL_OP_RECV))
+            return tl__op_error(f, TL_EINVAL, "select: case %d has an invalid channel or op", i);
+        bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);
+        nready += ready;
+        if (!ready && ch->closing && closing < 0)
+            closing = i;
+    }
+    tl__ext *x = tl__ext_get(t);
+    if (!x)
+        return tl__op_error(f, TL_ENOMEM, "select: out of memory");
+    if (nready) {
+        int k = (int)(tl__random(rt) % (uint64_t)nready);
+        for (int i = 0; i < n; i++) {
+            tl_chan *ch = cases[i].ch;
+            bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);
+            if (ready && k-- == 0) {
+                x->sel_fired = i;
+                return select_fire(f, &cases[i]);
+            }
+        }
+    }
+    x->sel_fired = -1;
+    if (closing >= 0) {
+        char label[96];
+        return tl__op_error(f, TL_ECLOSED, "select: case %d would block on %s, which is closing",
+                            closing, tl__chan_label(cases[closing].ch, label, sizeof label));
+    }
+    return select_block(f, cases, n);
+}

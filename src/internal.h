@@ -1,0 +1,279 @@
+/*
+ * internal.h -- structures shared by the runtime's source files.
+ *
+ * Layout budget: a tasklet blocked on a channel costs its tl_tasklet
+ * (88 bytes) plus one frame (32-byte head + locals), both carved from
+ * per-runtime slabs with no per-object header.  Nothing here is persisted
+ * as a pointer: snapshots use ids, names and resume points.
+ */
+#ifndef TL_INTERNAL_H
+#define TL_INTERNAL_H
+
+#include "tasklet.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TL__HIDDEN __attribute__((visibility("hidden")))
+
+#define TL__MAGIC_RT 0x746c5254u   /* "tlRT" */
+#define TL__MAGIC_TASK 0x746c544bu /* "tlTK" */
+#define TL__MAGIC_CHAN 0x746c4348u /* "tlCH" */
+#define TL__MAGIC_DEAD 0u
+
+#define TL__CONTAINER(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TL__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TL__ASAN 1
+#endif
+
+/* ---- intrusive doubly-linked list with a sentinel head ---- */
+typedef struct tl__link {
+    struct tl__link *next, *prev;
+} tl__link;
+
+static inline void tl__list_init(tl__link *h) { h->next = h->prev = h; }
+static inline bool tl__list_empty(const tl__link *h) { return h->next == h; }
+static inline void tl__list_push_back(tl__link *h, tl__link *l)
+{
+    l->prev = h->prev;
+    l->next = h;
+    h->prev->next = l;
+    h->prev = l;
+}
+static inline void tl__list_push_front(tl__link *h, tl__link *l)
+{
+    l->next = h->next;
+    l->prev = h;
+    h->next->prev = l;
+    h->next = l;
+}
+static inline void tl__list_unlink(tl__link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = l;
+}
+
+/* ---- slabs: fixed-size objects, free list, chunks kept until the end ---- */
+typedef struct tl__chunk tl__chunk;
+typedef struct tl__slab {
+    size_t objsize;   /* multiple of 8, >= 16 */
+    void *free;       /* free objects; the link is at offset 8 */
+    tl__chunk *chunks;
+    size_t nextcount; /* objects in the next chunk */
+    size_t live;
+} tl__slab;
+
+/* ---- waiters: what links a blocked tasklet into a queue ---- */
+/* `on` holds what a tasklet waits on: a channel (low bit set for a
+ * select waiter, which is then a tl__selw), a joined tasklet, or the
+ * index of its timer in the timer heap. */
+typedef struct tl__waiter {
+    tl__link link;
+    uintptr_t on;
+} tl__waiter;
+
+typedef struct tl__sel tl__sel;
+typedef struct tl__selw {
+    tl__waiter w;
+    tl__sel *sel;
+    int idx;
+} tl__selw;
+
+struct tl__sel {
+    tl_tasklet *t;
+    tl_case *cases; /* in the frame's locals */
+    int n;
+    size_t bytes;
+    tl__selw ws[];
+};
+
+/* Rarely used tasklet state, allocated on first use. */
+typedef struct tl__ext {
+    char *name;
+    void *userdata;
+    tl__link joiners;
+    char *errmsg;    /* message of the last error delivered */
+    tl__sel *sel;    /* select in progress */
+    int sel_fired;
+} tl__ext;
+
+/* A registered function with what the hot path needs precomputed. */
+typedef struct tl__fn {
+    const tl_func *fn;
+    tl_step_fn step;
+    uint32_t frame_size; /* frame head + locals, rounded to 16 */
+    int slab_class;      /* -1: allocated directly */
+    uint16_t nrefs;      /* schema fields owning a reference */
+    uint16_t *refs;      /* their indices in fn->fields */
+} tl__fn;
+
+struct tl_frame {
+    struct tl__frame_head h; /* pc, flags: read inline by the macros */
+    const tl__fn *fn;
+    tl_frame *parent;
+    tl_tasklet *t;
+    /* locals follow, 16-byte aligned */
+};
+#define TL__F_CATCH 2u
+#define TL__LOCALS(f) ((void *)((f) + 1))
+
+struct tl_tasklet {
+    uint32_t magic;
+    uint8_t state;   /* tl_state */
+    uint8_t wait;    /* tl_wait  */
+    uint16_t flags;
+    uint32_t refs;   /* handles + values + 1 while not ended */
+    int32_t err;     /* pending or final error */
+    uint64_t id;
+    tl__waiter w;    /* run queue, channel queue, joiners, or timer */
+    tl_runtime *rt;
+    tl_frame *top;
+    tl_value xfer;   /* value in flight: sent, received, returned */
+    tl__ext *ext;
+};
+
+#define TL__TF_DETACHED_FAIL 1u
+
+struct tl_chan {
+    uint32_t magic;
+    int8_t pref;
+    uint8_t closing;
+    uint8_t sched_all;
+    uint8_t reserved;
+    uint32_t refs;
+    int32_t nsend, nrecv; /* waiters in sendq / recvq */
+    uint64_t id;
+    tl_runtime *rt;
+    tl__link sendq, recvq;
+    tl_value *buf;
+    size_t cap, head, count;
+    char *name;
+    tl__link all; /* in rt->chans */
+};
+
+typedef struct tl__timer {
+    int64_t deadline;
+    tl_tasklet *t;
+} tl__timer;
+
+typedef struct tl__fnmap {
+    tl__fn **slots;  /* open addressing */
+    size_t cap, n;
+} tl__fnmap;
+
+#define TL__FRAME_CLASSES 64 /* frames up to 64 * 16 = 1024 bytes */
+
+struct tl_runtime {
+    uint32_t magic;
+    int running;
+    int tearing_down;
+    tl_alloc_fn alloc;
+    void *alloc_ud;
+    tl_clock_fn clock;
+    void *clock_ud;
+
+    tl_tasklet *current;
+    tl_tasklet *last; /* last dispatched, for the schedule callback */
+    tl__link runq;
+    size_t nrunnable, nblocked, nlive;
+    uint64_t next_tid, next_cid;
+    uint32_t steps_since_timers;
+    int pending_fail; /* a detached tasklet failed: tl_run reports it */
+
+    tl__timer *timers;
+    size_t ntimers, captimers;
+
+    tl__fnmap by_ptr, by_name;
+    const tl_func *cache_key; /* last tl_func looked up by pointer */
+    tl__fn *cache_val;
+
+    tl__slab tasklets;
+    tl__slab exts;
+    tl__slab frames[TL__FRAME_CLASSES];
+    tl__link chans;
+
+    tl_schedule_cb sched_cb;
+    void *sched_ud;
+    tl_channel_cb chan_cb;
+    void *chan_ud;
+
+    uint64_t rng;
+    int errcode;
+    char errmsg[512];
+};
+
+/* ---- alloc.c ---- */
+TL__HIDDEN void *tl__alloc(tl_runtime *rt, size_t n);
+TL__HIDDEN void *tl__calloc(tl_runtime *rt, size_t n);
+TL__HIDDEN void *tl__realloc(tl_runtime *rt, void *p, size_t o, size_t n);
+TL__HIDDEN void tl__free(tl_runtime *rt, void *p, size_t n);
+TL__HIDDEN char *tl__strdup(tl_runtime *rt, const char *s);
+TL__HIDDEN void tl__strfree(tl_runtime *rt, char *s);
+TL__HIDDEN void tl__slab_init(tl__slab *s, size_t objsize);
+TL__HIDDEN void *tl__slab_get(tl_runtime *rt, tl__slab *s);
+TL__HIDDEN void tl__slab_put(tl__slab *s, void *obj);
+TL__HIDDEN void tl__slab_destroy(tl_runtime *rt, tl__slab *s);
+typedef void (*tl__slab_visit)(void *obj, void *ud);
+/* Visits every live object whose first word equals magic. */
+TL__HIDDEN void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn,
+                              void *ud);
+
+/* ---- error.c ---- */
+TL__HIDDEN int tl__seterr(tl_runtime *rt, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- registry.c ---- */
+TL__HIDDEN tl__fn *tl__fn_find(tl_runtime *rt, const tl_func *fn);
+TL__HIDDEN void tl__registry_free(tl_runtime *rt);
+
+
+/* ---- tasklet.c ---- */
+TL__HIDDEN tl__ext *tl__ext_get(tl_tasklet *t);
+TL__HIDDEN void tl__deliver_error(tl_tasklet *t, int code, const char *msg);
+TL__HIDDEN void tl__deliver_value(tl_tasklet *t, tl_value v);
+TL__HIDDEN tl_status tl__op_error(tl_frame *f, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+TL__HIDDEN void tl__block(tl_tasklet *t, int wait);
+TL__HIDDEN void tl__wake(tl_tasklet *t);
+TL__HIDDEN void tl__tasklet_free_all(tl_runtime *rt);
+TL__HIDDEN const char *tl__tasklet_label(const tl_tasklet *t, char *buf,
+                                         size_t n);
+
+/* ---- sched.c ---- */
+static inline void tl__runq_push_back(tl_runtime *rt, tl_tasklet *t)
+{
+    t->state = TL_RUNNABLE;
+    tl__list_push_back(&rt->runq, &t->w.link);
+    rt->nrunnable++;
+}
+static inline void tl__runq_push_front(tl_runtime *rt, tl_tasklet *t)
+{
+    t->state = TL_RUNNABLE;
+    tl__list_push_front(&rt->runq, &t->w.link);
+    rt->nrunnable++;
+}
+static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
+{
+    tl__list_unlink(&t->w.link);
+    rt->nrunnable--;
+}
+TL__HIDDEN int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline);
+TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);
+TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
+
+/* ---- chan.c ---- */
+TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);
+TL__HIDDEN void tl__chan_free_all(tl_runtime *rt);
+TL__HIDDEN const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n);
+
+#endif /* TL_INTERNAL_H */

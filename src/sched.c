@@ -1,0 +1,396 @@
+/*
+ * sched.c -- the runtime and its scheduler.
+ *
+ * The run queue is a FIFO of runnable tasklets linked through t->w.link;
+ * the current tasklet is not in it while it runs.  One scheduler step
+ * pops the head and runs its top frame until the step function returns
+ * TL__SWITCH (the tasklet has been parked somewhere: run queue, a wait
+ * queue, the timer heap, or it ended); TL__AGAIN means "run the new top
+ * frame of the same tasklet" (after a call, return or unwind).
+ *
+ * Tasklet states and the functions behind each transition:
+ *
+ *            tl_spawn                      dispatch (run_some)
+ *   (new) ------------> RUNNABLE ---------------------------> RUNNING
+ *                        ^   ^  \                              |  |  |
+ *   tl__wake, tl_throw   |   |   `-- tl_kill --> KILLED         |  |  |
+ *   timer fire  ---------'   `----- tl__yield, preference ------'  |  |
+ *                        |                                         |  |
+ *                     BLOCKED <-- tl__send/recv/select/join/sleep -'  |
+ *                        |   `-- tl_kill --> KILLED                   |
+ *                        `-- tl_throw: RUNNABLE (error pending)       |
+ *                                                                     |
+ *            tl__return (last frame) -> DONE;  error unwinds last     |
+ *            frame (propagate) -> FAILED  <---------------------------'
+ *
+ * Timers are a binary min-heap of wall-clock deadlines; a sleeping
+ * tasklet keeps its heap index in t->w.on.  Deadlines are absolute
+ * wall-clock times so that a stored runtime can keep them across a
+ * restart.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TIMER_CHECK_EVERY 128
+
+static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, nsize);
+}
+
+static int64_t default_clock(void *ud)
+{
+    struct timespec ts;
+    (void)ud;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
+{
+    if (!out)
+        return TL_EINVAL;
+    *out = NULL;
+    tl_alloc_fn alloc = cfg && cfg->alloc ? cfg->alloc : default_alloc;
+    void *ud = cfg && cfg->alloc ? cfg->alloc_ud : NULL;
+    tl_runtime *rt = alloc(ud, NULL, 0, sizeof *rt);
+    if (!rt)
+        return TL_ENOMEM;
+    memset(rt, 0, sizeof *rt);
+    rt->alloc = alloc;
+    rt->alloc_ud = ud;
+    rt->clock = cfg && cfg->clock ? cfg->clock : default_clock;
+    rt->clock_ud = cfg && cfg->clock ? cfg->clock_ud : NULL;
+    tl__list_init(&rt->runq);
+    tl__list_init(&rt->chans);
+    tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
+    tl__slab_init(&rt->exts, sizeof(tl__ext));
+    for (int i = 0; i < TL__FRAME_CLASSES; i++)
+        tl__slab_init(&rt->frames[i], (size_t)(i + 1) * 16);
+    rt->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)rt;
+    rt->magic = TL__MAGIC_RT;
+    *out = rt;
+    return TL_OK;
+}
+
+void tl_runtime_free(tl_runtime *rt)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || rt->running)
+        return;
+    tl__tasklet_free_all(rt);
+    tl__chan_free_all(rt);
+    tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
+    tl__registry_free(rt);
+    rt->magic = TL__MAGIC_DEAD;
+    rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
+}
+
+int64_t tl_now(const tl_runtime *rt)
+{
+    return rt ? rt->clock(rt->clock_ud) : 0;
+}
+
+uint64_t tl__random(tl_runtime *rt)
+{
+    uint64_t x = rt->rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rt->rng = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* ---- timers: a binary min-heap ---- */
+
+static void heap_set(tl_runtime *rt, size_t i, tl__timer tm)
+{
+    rt->timers[i] = tm;
+    tm.t->w.on = i;
+}
+
+static void heap_up(tl_runtime *rt, size_t i)
+{
+    tl__timer tm = rt->timers[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (rt->timers[p].deadline <= tm.deadline)
+            break;
+        heap_set(rt, i, rt->timers[p]);
+        i = p;
+    }
+    heap_set(rt, i, tm);
+}
+
+static void heap_down(tl_runtime *rt, size_t i)
+{
+    tl__timer tm = rt->timers[i];
+    size_t n = rt->ntimers;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && rt->timers[c + 1].deadline < rt->timers[c].deadline)
+            c++;
+        if (tm.deadline <= rt->timers[c].deadline)
+            break;
+        heap_set(rt, i, rt->timers[c]);
+        i = c;
+    }
+    heap_set(rt, i, tm);
+}
+
+int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline)
+{
+    if (rt->ntimers == rt->captimers) {
+        size_t ncap = rt->captimers ? rt->captimers * 2 : 16;
+        tl__timer *nt = tl__realloc(rt, rt->timers, rt->captimers * sizeof *nt,
+                                    ncap * sizeof *nt);
+        if (!nt)
+            return TL_ENOMEM;
+        rt->timers = nt;
+        rt->captimers = ncap;
+    }
+    rt->timers[rt->ntimers] = (tl__timer){deadline, t};
+    heap_up(rt, rt->ntimers++);
+    return TL_OK;
+}
+
+static void heap_remove_at(tl_runtime *rt, size_t i)
+{
+    size_t last = --rt->ntimers;
+    if (i == last)
+        return;
+    heap_set(rt, i, rt->timers[last]);
+    if (i > 0 && rt->timers[i].deadline < rt->timers[(i - 1) / 2].deadline)
+        heap_up(rt, i);
+    else
+        heap_down(rt, i);
+}
+
+void tl__timer_remove(tl_runtime *rt, tl_tasklet *t)
+{
+    heap_remove_at(rt, (size_t)t->w.on);
+}
+
+static void fire_timers(tl_runtime *rt)
+{
+    rt->steps_since_timers = 0;
+    if (!rt->ntimers)
+        return;
+    int64_t now = rt->clock(rt->clock_ud);
+    while (rt->ntimers && rt->timers[0].deadline <= now) {
+        tl_tasklet *t = rt->timers[0].t;
+        heap_remove_at(rt, 0);
+        t->w.on = 0;
+        tl__wake(t);
+    }
+}
+
+int tl_next_deadline(const tl_runtime *rt, int64_t *deadline)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || !rt->ntimers)
+        return 0;
+    if (deadline)
+        *deadline = rt->timers[0].deadline;
+    return 1;
+}
+
+tl_status tl__sleep_until(tl_frame *f, int64_t deadline)
+{
+    tl_tasklet *t = f->t;
+    if (tl__timer_add(t->rt, t, deadline) != TL_OK)
+        return tl__op_error(f, TL_ENOMEM, "sleep: out of memory for a timer");
+    tl__block(t, TL_WAIT_SLEEP);
+    return TL__SWITCH;
+}
+
+tl_status tl__yield(tl_frame *f)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    if (tl__list_empty(&rt->runq))
+        return TL__CONT;
+    tl__runq_push_back(rt, t);
+    return TL__SWITCH;
+}
+
+/* ---- the run loop ---- */
+
+static void trace_switch(tl_runtime *rt, tl_tasklet *next)
+{
+    rt->sched_cb(rt->sched_ud, rt->last, next);
+    rt->last = next;
+}
+
+/* Runs up to max steps; returns TL_OK or a detached tasklet's failure. */
+static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
+{
+    uint64_t n = 0;
+    while (n < max && !tl__list_empty(&rt->runq)) {
+        if (++rt->steps_since_timers >= TIMER_CHECK_EVERY)
+            fire_timers(rt);
+        tl_tasklet *t = TL__CONTAINER(rt->runq.next, tl_tasklet, w.link);
+        tl__list_unlink(&t->w.link);
+        rt->nrunnable--;
+        t->state = TL_RUNNING;
+        rt->current = t;
+        if (rt->sched_cb)
+            trace_switch(rt, t);
+        tl_status s;
+        do {
+            tl_frame *f = t->top;
+            s = f->fn->step(f, TL__LOCALS(f));
+        } while (s == TL__AGAIN);
+        rt->current = NULL;
+        n++;
+        if (rt->pending_fail)
+            break;
+    }
+    *ran += n;
+    if (rt->pending_fail) {
+        int err = rt->pending_fail;
+        rt->pending_fail = 0;
+        return err;
+    }
+    return TL_OK;
+}
+
+static void sleep_until(tl_runtime *rt, int64_t deadline)
+{
+    int64_t d = deadline - rt->clock(rt->clock_ud);
+    if (d <= 0)
+        return;
+    struct timespec ts = {(time_t)(d / 1000000000), (long)(d % 1000000000)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    size_t listed, total;
+} deadlock_msg;
+
+static void blocked_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    deadlock_msg *m = ud;
+    if (t->state != TL_BLOCKED)
+        return;
+    m->total++;
+    if (m->listed >= 8 || m->len >= m->cap)
+        return;
+    char label[160], on[160] = "";
+    static const char *const what[] = {"?", "send on", "receive on", "select on",
+                                       "sleep", "join"};
+    if (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV)
+        tl__chan_label((tl_chan *)t->w.on, on, sizeof on);
+    else if (t->wait == TL_WAIT_JOIN)
+        tl__tasklet_label((tl_tasklet *)t->w.on, on, sizeof on);
+    int k = snprintf(m->buf + m->len, m->cap - m->len, "%s%s (%s %s)",
+                     m->listed ? "; " : "", tl__tasklet_label(t, label, sizeof label),
+                     what[t->wait < 6 ? t->wait : 0], on);
+    if (k > 0)
+        m->len += (size_t)k < m->cap - m->len ? (size_t)k : m->cap - m->len - 1;
+    m->listed++;
+}
+
+static int report_deadlock(tl_runtime *rt)
+{
+    char list[400];
+    deadlock_msg m = {list, 0, sizeof list, 0, 0};
+    list[0] = '\0';
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, blocked_visit, &m);
+    return tl__seterr(rt, TL_EDEADLOCK,
+                      "deadlock: %zu tasklet(s) blocked with nothing left to wake them: %s%s",
+                      m.total, list, m.total > m.listed ? "; ..." : "");
+}
+
+int tl_run(tl_runtime *rt)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (rt->running)
+        return tl__seterr(rt, TL_EBUSY, "tl_run: the runtime is already running");
+    rt->running = 1;
+    int rc = TL_OK;
+    for (;;) {
+        uint64_t ran = 0;
+        rc = run_some(rt, UINT64_MAX, &ran);
+        if (rc != TL_OK)
+            break;
+        if (rt->sched_cb && rt->last)
+            trace_switch(rt, NULL);
+        if (!rt->ntimers) {
+            if (rt->nblocked)
+                rc = report_deadlock(rt);
+            break;
+        }
+        sleep_until(rt, rt->timers[0].deadline);
+        fire_timers(rt);
+    }
+    rt->running = 0;
+    return rc;
+}
+
+int tl_run_steps(tl_runtime *rt, uint64_t max_steps, uint64_t *steps)
+{
+    uint64_t ran = 0;
+    if (steps)
+        *steps = 0;
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (rt->running)
+        return tl__seterr(rt, TL_EBUSY, "tl_run_steps: the runtime is already running");
+    rt->running = 1;
+    fire_timers(rt);
+    int rc = run_some(rt, max_steps, &ran);
+    if (rt->sched_cb && rt->last && tl__list_empty(&rt->runq))
+        trace_switch(rt, NULL);
+    rt->running = 0;
+    if (steps)
+        *steps = ran;
+    return rc;
+}
+
+size_t tl_runnable_count(const tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->nrunnable : 0;
+}
+
+size_t tl_blocked_count(const tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->nblocked : 0;
+}
+
+size_t tl_tasklet_count(const tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->nlive : 0;
+}
+
+void tl_set_schedule_callback(tl_runtime *rt, tl_schedule_cb cb, void *ud)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return;
+    rt->sched_cb = cb;
+    rt->sched_ud = ud;
+}
+
+void tl_set_channel_callback(tl_runtime *rt, tl_channel_cb cb, void *ud)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return;
+    rt->chan_cb = cb;
+    rt->chan_ud = ud;
+}

@@ -1,0 +1,648 @@
+/*
+ * tasklet.c -- tasklets and their heap frames.
+ *
+ * A tasklet's call stack is a singly linked chain of tl_frame, top first;
+ * the scheduler always runs the top frame, so the C stack stays flat and
+ * deep recursion costs heap only.  A frame owns the references held in
+ * its schema fields of type VALUE, CHAN and TASKLET and releases them when
+ * popped, after its function's cleanup.
+ *
+ * Errors travel up the chain: the failing frame is popped and the error
+ * flagged on its caller (TL__F_ERR, unless the caller catches), whose
+ * resume point then unwinds in turn.  Kill is not delivered: it pops every
+ * frame at once.
+ *
+ * References: t->refs counts user handles, values, joiners, and one for
+ * being alive; the tasklet is freed when it drops to zero.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- references held in locals ---- */
+
+static void field_retain(const tl_field *fd, char *locals)
+{
+    void *p = locals + fd->offset;
+    switch (fd->type) {
+    case TL_T_VALUE: tl_retain(*(tl_value *)p); break;
+    case TL_T_CHAN: if (*(tl_chan **)p) tl_chan_retain(*(tl_chan **)p); break;
+    case TL_T_TASKLET: if (*(tl_tasklet **)p) tl_tasklet_retain(*(tl_tasklet **)p); break;
+    default: break;
+    }
+}
+
+static void field_release(const tl_field *fd, char *locals)
+{
+    void *p = locals + fd->offset;
+    switch (fd->type) {
+    case TL_T_VALUE:
+        tl_value_set((tl_value *)p, tl_nil());
+        break;
+    case TL_T_CHAN:
+        tl_chan_release(*(tl_chan **)p);
+        *(tl_chan **)p = NULL;
+        break;
+    case TL_T_TASKLET:
+        tl_tasklet_release(*(tl_tasklet **)p);
+        *(tl_tasklet **)p = NULL;
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- frames ---- */
+
+static tl_frame *frame_alloc(tl_runtime *rt, const tl__fn *e)
+{
+    if (e->slab_class >= 0)
+        return tl__slab_get(rt, &rt->frames[e->slab_class]);
+    return tl__alloc(rt, e->frame_size);
+}
+
+static void frame_dealloc(tl_runtime *rt, tl_frame *f)
+{
+    const tl__fn *e = f->fn;
+    if (e->slab_class >= 0)
+        tl__slab_put(&rt->frames[e->slab_class], f);
+    else
+        tl__free(rt, f, e->frame_size);
+}
+
+static int check_args(tl_runtime *rt, const tl__fn *e, const void *args,
+                      size_t argsize)
+{
+    const tl_func *fn = e->fn;
+    if (argsize > fn->locals_size || (!args && argsize))
+        return tl__seterr(rt, TL_EINVAL, "%s@%u: %zu bytes of arguments for %zu bytes of locals",
+                          fn->name, fn->version, argsize, fn->locals_size);
+    for (unsigned i = 0; i < e->nrefs; i++) {
+        const tl_field *fd = &fn->fields[e->refs[i]];
+        if (fd->offset < argsize && fd->offset + fd->size > argsize)
+            return tl__seterr(rt, TL_EINVAL, "%s@%u: arguments end inside field '%s'",
+                              fn->name, fn->version, fd->name);
+    }
+    return TL_OK;
+}
+
+/* Pushes a frame for e on t, locals = args then zeros. */
+static tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
+                            const void *args, size_t argsize)
+{
+    tl_frame *f = frame_alloc(rt, e);
+    if (!f)
+        return NULL;
+    size_t ls = e->fn->locals_size;
+    char *locals = TL__LOCALS(f);
+    f->h.pc = 0;
+    f->h.flags = 0;
+    f->fn = e;
+    f->parent = t->top;
+    f->t = t;
+    if (argsize)
+        memcpy(locals, args, argsize);
+    memset(locals + argsize, 0, ls - argsize);
+    for (unsigned i = 0; i < e->nrefs; i++) {
+        const tl_field *fd = &e->fn->fields[e->refs[i]];
+        if (fd->offset < argsize)
+            field_retain(fd, locals);
+    }
+    t->top = f;
+    return f;
+}
+
+static void frame_pop(tl_tasklet *t)
+{
+    tl_frame *f = t->top;
+    const tl__fn *e = f->fn;
+    char *locals = TL__LOCALS(f);
+    if (e->fn->cleanup)
+        e->fn->cleanup(f, locals);
+    t->top = f->parent;
+    for (unsigned i = 0; i < e->nrefs; i++)
+        field_release(&e->fn->fields[e->refs[i]], locals);
+    frame_dealloc(t->rt, f);
+}
+
+/* ---- lifecycle ---- */
+
+tl__ext *tl__ext_get(tl_tasklet *t)
+{
+    if (!t->ext) {
+        tl__ext *x = tl__slab_get(t->rt, &t->rt->exts);
+        if (!x)
+            return NULL;
+        memset(x, 0, sizeof *x);
+        tl__list_init(&x->joiners);
+        t->ext = x;
+    }
+    return t->ext;
+}
+
+static void set_errmsg(tl_tasklet *t, const char *msg)
+{
+    tl__ext *x = tl__ext_get(t);
+    if (!x)
+        return;
+    char *copy = msg ? tl__strdup(t->rt, msg) : NULL;
+    tl__strfree(t->rt, x->errmsg);
+    x->errmsg = copy;
+}
+
+static void tasklet_free(tl_tasklet *t)
+{
+    tl_runtime *rt = t->rt;
+    tl_value_set(&t->xfer, tl_nil());
+    if (t->ext) {
+        tl__strfree(rt, t->ext->name);
+        tl__strfree(rt, t->ext->errmsg);
+        tl__slab_put(&rt->exts, t->ext);
+        t->ext = NULL;
+    }
+    if (rt->last == t)
+        rt->last = NULL;
+    tl__slab_put(&rt->tasklets, t);
+}
+
+tl_tasklet *tl_tasklet_retain(tl_tasklet *t)
+{
+    if (t && t->magic == TL__MAGIC_TASK)
+        t->refs++;
+    return t;
+}
+
+void tl_tasklet_release(tl_tasklet *t)
+{
+    if (!t || t->magic != TL__MAGIC_TASK)
+        return;
+    if (--t->refs == 0 && !t->rt->tearing_down)
+        tasklet_free(t);
+}
+
+const char *tl__tasklet_label(const tl_tasklet *t, char *buf, size_t n)
+{
+    const char *name = t->ext && t->ext->name ? t->ext->name : NULL;
+    const tl_func *fn = t->top ? t->top->fn->fn : NULL;
+    int k = snprintf(buf, n, "tasklet #%llu", (unsigned long long)t->id);
+    if (name && k >= 0 && (size_t)k < n)
+        k += snprintf(buf + k, n - (size_t)k, " '%s'", name);
+    if (fn && k >= 0 && (size_t)k < n)
+        snprintf(buf + k, n - (size_t)k, " in %s@%u", fn->name, fn->version);
+    return buf;
+}
+
+void tl__block(tl_tasklet *t, int wait)
+{
+    t->state = TL_BLOCKED;
+    t->wait = (uint8_t)wait;
+    t->rt->nblocked++;
+}
+
+void tl__wake(tl_tasklet *t)
+{
+    t->wait = TL_WAIT_NONE;
+    t->rt->nblocked--;
+    tl__runq_push_back(t->rt, t);
+}
+
+void tl__deliver_error(tl_tasklet *t, int code, const char *msg)
+{
+    t->err = code;
+    set_errmsg(t, msg);
+    if (t->top && !(t->top->h.flags & TL__F_CATCH))
+        t->top->h.flags |= TL__F_ERR;
+}
+
+/* Gives a value to t's resume point; an error value is delivered as an
+ * error instead. */
+void tl__deliver_value(tl_tasklet *t, tl_value v)
+{
+    if (v.type == TL_V_ERROR) {
+        tl__deliver_error(t, v.aux, tl_error_msg(v));
+        tl_release(v);
+        return;
+    }
+    tl_value_set(&t->xfer, v);
+}
+
+tl_status tl__op_error(tl_frame *f, int code, const char *fmt, ...)
+{
+    tl_runtime *rt = f->t->rt;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rt->errmsg, sizeof rt->errmsg, fmt, ap);
+    va_end(ap);
+    rt->errcode = code;
+    tl__deliver_error(f->t, code, rt->errmsg);
+    return TL__CONT;
+}
+
+static void wake_joiners(tl_tasklet *t)
+{
+    if (!t->ext)
+        return;
+    tl__link *h = &t->ext->joiners;
+    while (!tl__list_empty(h)) {
+        tl_tasklet *j = TL__CONTAINER(h->next, tl_tasklet, w.link);
+        tl__list_unlink(&j->w.link);
+        j->w.on = 0;
+        if (t->state == TL_DONE)
+            tl_value_set(&j->xfer, tl_retain(t->xfer));
+        else
+            tl__deliver_error(j, t->err, t->ext->errmsg);
+        tl__wake(j);
+        t->refs--; /* the reference the joiner took; t is still alive here */
+    }
+}
+
+static void finish(tl_tasklet *t, int state, int err)
+{
+    tl_runtime *rt = t->rt;
+    bool watched = t->refs > 1 || (t->ext && !tl__list_empty(&t->ext->joiners));
+    t->state = (uint8_t)state;
+    t->wait = TL_WAIT_NONE;
+    t->err = state == TL_DONE ? TL_OK : err;
+    rt->nlive--;
+    wake_joiners(t);
+    if (state == TL_FAILED && !watched && !rt->pending_fail) {
+        char label[160];
+        tl__tasklet_label(t, label, sizeof label);
+        rt->pending_fail = err;
+        tl__seterr(rt, err, "%s failed: %s (%s)", label,
+                   t->ext && t->ext->errmsg ? t->ext->errmsg : tl_strerror(err),
+                   tl_errname(err));
+    }
+    tl_tasklet_release(t);
+}
+
+/* The frame on top has been popped with t->err set: pass it on. */
+static tl_status propagate(tl_tasklet *t)
+{
+    if (t->top) {
+        if (!(t->top->h.flags & TL__F_CATCH))
+            t->top->h.flags |= TL__F_ERR;
+        return TL__AGAIN;
+    }
+    finish(t, TL_FAILED, t->err);
+    return TL__SWITCH;
+}
+
+/* ---- entry points behind the macros ---- */
+
+tl_status tl__return(tl_frame *f, tl_value v)
+{
+    tl_tasklet *t = f->t;
+    tl_value_set(&t->xfer, tl_retain(v));
+    frame_pop(t);
+    if (t->top)
+        return TL__AGAIN;
+    finish(t, TL_DONE, TL_OK);
+    return TL__SWITCH;
+}
+
+tl_status tl__unwind(tl_frame *f)
+{
+    tl_tasklet *t = f->t;
+    tl_value_set(&t->xfer, tl_nil());
+    frame_pop(t);
+    return propagate(t);
+}
+
+tl_status tl__fail(tl_frame *f, int code, const char *msg)
+{
+    tl_tasklet *t = f->t;
+    t->err = code < 0 ? code : TL_EINVAL;
+    set_errmsg(t, msg ? msg : tl_strerror(t->err));
+    return tl__unwind(f);
+}
+
+tl_status tl__bad_pc(tl_frame *f)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "resume point %u is unknown to %s@%u",
+             f->h.pc, f->fn->fn->name, f->fn->fn->version);
+    return tl__fail(f, TL_EBADPC, msg);
+}
+
+tl_value tl__take(tl_frame *f)
+{
+    tl_value v = f->t->xfer;
+    f->t->xfer = tl_nil();
+    return v;
+}
+
+tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
+                   size_t argsize)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    const tl__fn *e = fn ? tl__fn_find(rt, fn) : NULL;
+    if (!e)
+        return tl__op_error(f, TL_ENOFUNC, "call from %s@%u: function %s is not registered",
+                            f->fn->fn->name, f->fn->fn->version, fn ? fn->name : "(null)");
+    if (check_args(rt, e, args, argsize) != TL_OK)
+        return tl__op_error(f, TL_EINVAL, "%s", rt->errmsg);
+    if (!frame_push(rt, t, e, args, argsize))
+        return tl__op_error(f, TL_ENOMEM, "call %s@%u: out of memory for a frame",
+                            fn->name, fn->version);
+    return TL__AGAIN;
+}
+
+tl_status tl__join(tl_frame *f, tl_tasklet *target)
+{
+    tl_tasklet *t = f->t;
+    if (!target || target->magic != TL__MAGIC_TASK || target->rt != t->rt)
+        return tl__op_error(f, TL_EMISUSE, "join: invalid tasklet handle");
+    if (target == t)
+        return tl__op_error(f, TL_ESELF, "join: a tasklet cannot join itself");
+    if (target->state == TL_DONE) {
+        tl_value_set(&t->xfer, tl_retain(target->xfer));
+        return TL__CONT;
+    }
+    if (target->state >= TL_FAILED) {
+        tl__deliver_error(t, target->err, target->ext ? target->ext->errmsg : NULL);
+        return TL__CONT;
+    }
+    tl__ext *x = tl__ext_get(target);
+    if (!x)
+        return tl__op_error(f, TL_ENOMEM, "join: out of memory");
+    target->refs++;
+    tl__list_push_back(&x->joiners, &t->w.link);
+    t->w.on = (uintptr_t)target;
+    tl__block(t, TL_WAIT_JOIN);
+    return TL__SWITCH;
+}
+
+int tl__selected(tl_frame *f)
+{
+    return f->t->ext ? f->t->ext->sel_fired : -1;
+}
+
+/* ---- public API ---- */
+
+static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
+                 size_t argsize, tl_tasklet **out)
+{
+    int rc = check_args(rt, e, args, argsize);
+    if (rc != TL_OK)
+        return rc;
+    tl_tasklet *t = tl__slab_get(rt, &rt->tasklets);
+    if (!t)
+        return tl__seterr(rt, TL_ENOMEM, "tl_spawn: out of memory for a tasklet");
+    memset(t, 0, sizeof *t);
+    t->rt = rt;
+    if (!frame_push(rt, t, e, args, argsize)) {
+        tl__slab_put(&rt->tasklets, t);
+        return tl__seterr(rt, TL_ENOMEM, "tl_spawn: out of memory for a frame");
+    }
+    t->magic = TL__MAGIC_TASK;
+    t->id = ++rt->next_tid;
+    t->refs = out ? 2 : 1;
+    rt->nlive++;
+    tl__runq_push_back(rt, t);
+    if (out)
+        *out = t;
+    return TL_OK;
+}
+
+int tl_spawn(tl_runtime *rt, const tl_func *fn, const void *args,
+             size_t argsize, tl_tasklet **out)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    const tl__fn *e = fn ? tl__fn_find(rt, fn) : NULL;
+    if (!e)
+        return tl__seterr(rt, TL_ENOFUNC, "tl_spawn: function %s is not registered in "
+                          "this runtime (call tl_register first)", fn && fn->name ? fn->name : "(null)");
+    return spawn(rt, e, args, argsize, out);
+}
+
+int tl_spawn_by_name(tl_runtime *rt, const char *name, uint32_t version,
+                     const void *args, size_t argsize, tl_tasklet **out)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    const tl_func *fn = tl_lookup(rt, name, version);
+    if (!fn)
+        return rt->errcode;
+    return spawn(rt, tl__fn_find(rt, fn), args, argsize, out);
+}
+
+tl_tasklet *tl_current(tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->current : NULL;
+}
+
+#define VALID(t) ((t) && (t)->magic == TL__MAGIC_TASK)
+
+uint64_t tl_tasklet_id(const tl_tasklet *t) { return VALID(t) ? t->id : 0; }
+tl_runtime *tl_tasklet_runtime(const tl_tasklet *t) { return VALID(t) ? t->rt : NULL; }
+int tl_tasklet_state(const tl_tasklet *t) { return VALID(t) ? t->state : TL_EMISUSE; }
+int tl_tasklet_wait(const tl_tasklet *t) { return VALID(t) ? t->wait : TL_EMISUSE; }
+int tl_tasklet_error(const tl_tasklet *t) { return VALID(t) ? (t->state >= TL_FAILED ? t->err : TL_OK) : TL_EMISUSE; }
+
+const tl_func *tl_tasklet_func(const tl_tasklet *t)
+{
+    return VALID(t) && t->top ? t->top->fn->fn : NULL;
+}
+
+size_t tl_tasklet_depth(const tl_tasklet *t)
+{
+    size_t n = 0;
+    if (VALID(t))
+        for (const tl_frame *f = t->top; f; f = f->parent)
+            n++;
+    return n;
+}
+
+int tl_tasklet_result(tl_tasklet *t, tl_value *out)
+{
+    if (!VALID(t) || !out)
+        return TL_EMISUSE;
+    if (t->state != TL_DONE)
+        return tl__seterr(t->rt, TL_ESTATE, "tl_tasklet_result: tasklet #%llu has not returned",
+                          (unsigned long long)t->id);
+    *out = tl_retain(t->xfer);
+    return TL_OK;
+}
+
+int tl_tasklet_set_name(tl_tasklet *t, const char *name)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    tl__ext *x = tl__ext_get(t);
+    char *copy = name ? tl__strdup(t->rt, name) : NULL;
+    if (!x || (name && !copy))
+        return tl__seterr(t->rt, TL_ENOMEM, "tl_tasklet_set_name: out of memory");
+    tl__strfree(t->rt, x->name);
+    x->name = copy;
+    return TL_OK;
+}
+
+const char *tl_tasklet_name(const tl_tasklet *t)
+{
+    return VALID(t) && t->ext ? t->ext->name : NULL;
+}
+
+int tl_tasklet_set_userdata(tl_tasklet *t, void *ud)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    tl__ext *x = tl__ext_get(t);
+    if (!x)
+        return tl__seterr(t->rt, TL_ENOMEM, "tl_tasklet_set_userdata: out of memory");
+    x->userdata = ud;
+    return TL_OK;
+}
+
+void *tl_tasklet_userdata(const tl_tasklet *t)
+{
+    return VALID(t) && t->ext ? t->ext->userdata : NULL;
+}
+
+/* Takes t out of whatever queue holds it (not the current tasklet). */
+static void detach(tl_tasklet *t)
+{
+    tl_runtime *rt = t->rt;
+    if (t->state == TL_RUNNABLE) {
+        tl__runq_remove(rt, t);
+        return;
+    }
+    if (t->state != TL_BLOCKED)
+        return;
+    switch (t->wait) {
+    case TL_WAIT_SEND:
+    case TL_WAIT_RECV:
+    case TL_WAIT_SELECT:
+        tl__chan_forget_waiter(t);
+        break;
+    case TL_WAIT_SLEEP:
+        tl__timer_remove(rt, t);
+        break;
+    case TL_WAIT_JOIN:
+        tl__list_unlink(&t->w.link);
+        tl_tasklet_release((tl_tasklet *)t->w.on);
+        break;
+    default:
+        break;
+    }
+    t->w.on = 0;
+    t->wait = TL_WAIT_NONE;
+    rt->nblocked--;
+    tl_value_set(&t->xfer, tl_nil());
+}
+
+static int check_target(tl_tasklet *t, const char *what)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (t->state >= TL_DONE)
+        return tl__seterr(t->rt, TL_EDONE, "%s: tasklet #%llu has already ended", what,
+                          (unsigned long long)t->id);
+    if (t == t->rt->current)
+        return tl__seterr(t->rt, TL_ESELF, "%s: tasklet #%llu is the running tasklet; "
+                          "return or use TL_FAIL instead", what, (unsigned long long)t->id);
+    return TL_OK;
+}
+
+int tl_kill(tl_tasklet *t)
+{
+    int rc = check_target(t, "tl_kill");
+    if (rc != TL_OK)
+        return rc;
+    t->refs++; /* keep t while its cleanups run */
+    detach(t);
+    while (t->top)
+        frame_pop(t);
+    set_errmsg(t, "killed");
+    finish(t, TL_KILLED, TL_EKILLED);
+    tl_tasklet_release(t);
+    return TL_OK;
+}
+
+int tl_throw(tl_tasklet *t, int code, const char *msg)
+{
+    int rc = check_target(t, "tl_throw");
+    if (rc != TL_OK)
+        return rc;
+    if (code >= 0)
+        return tl__seterr(t->rt, TL_EINVAL, "tl_throw: error code %d is not negative", code);
+    t->refs++;
+    detach(t);
+    while (t->top && t->top->h.pc == 0)
+        frame_pop(t); /* not started: nowhere to deliver, unwind now */
+    tl__deliver_error(t, code, msg ? msg : tl_strerror(code));
+    if (t->top)
+        tl__runq_push_front(t->rt, t);
+    else
+        finish(t, TL_FAILED, code);
+    tl_tasklet_release(t);
+    return TL_OK;
+}
+
+/* ---- frames, from inside ---- */
+
+tl_tasklet *tl_frame_tasklet(const tl_frame *f) { return f ? f->t : NULL; }
+tl_runtime *tl_frame_runtime(const tl_frame *f) { return f ? f->t->rt : NULL; }
+const tl_func *tl_frame_func(const tl_frame *f) { return f ? f->fn->fn : NULL; }
+
+void tl_frame_catch(tl_frame *f, int on)
+{
+    if (!f)
+        return;
+    if (on)
+        f->h.flags |= TL__F_CATCH;
+    else
+        f->h.flags &= ~TL__F_CATCH;
+}
+
+int tl_frame_error(tl_frame *f)
+{
+    if (!f)
+        return TL_EMISUSE;
+    int err = f->t->err;
+    f->t->err = TL_OK;
+    return err;
+}
+
+const char *tl_frame_errmsg(const tl_frame *f)
+{
+    if (!f || !f->t->ext || !f->t->ext->errmsg)
+        return "";
+    return f->t->ext->errmsg;
+}
+
+/* ---- teardown ---- */
+
+static void kill_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    (void)ud;
+    if (t->state < TL_DONE)
+        tl_kill(t);
+}
+
+static void free_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    (void)ud;
+    tl_value_set(&t->xfer, tl_nil());
+    if (t->ext) {
+        tl__strfree(t->rt, t->ext->name);
+        tl__strfree(t->rt, t->ext->errmsg);
+    }
+}
+
+void tl__tasklet_free_all(tl_runtime *rt)
+{
+    rt->current = NULL;
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, kill_visit, NULL);
+    rt->tearing_down = 1;
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, free_visit, NULL);
+    tl__slab_destroy(rt, &rt->tasklets);
+    tl__slab_destroy(rt, &rt->exts);
+    for (int i = 0; i < TL__FRAME_CLASSES; i++)
+        tl__slab_destroy(rt, &rt->frames[i]);
+}
