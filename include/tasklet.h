@@ -593,11 +593,12 @@ TL_API int tl__selected(tl_frame *f);
 /* Sends an error: the receiver gets code delivered at its resume point. */
 #define TL_SEND_ERROR(f, ch, code, msg) \
     TL__AWAIT(f, tl__send_error((f), (ch), (code), (msg)), (void)0)
-/* Calls fn with *args (a pointer to a prefix of fn's locals, e.g. a
- * compound literal) and stores its return value in dst.  args == NULL is
- * not allowed; use TL_CALL0. */
-#define TL_CALL(f, fn, args, dst)                                   \
-    TL__AWAIT(f, tl__call((f), (fn), (args), sizeof *(args)),       \
+/* Calls fn, storing its return value in dst.  The arguments, last so a
+ * compound literal with commas can be given, are a pointer to a prefix of
+ * fn's locals: TL_CALL(f, &fib_fn, L->r, &(fib_t){ .n = L->n - 1 }).
+ * TL_CALL0 calls without arguments (locals all zero). */
+#define TL_CALL(f, fn, dst, ...)                                          \
+    TL__AWAIT(f, tl__call((f), (fn), (__VA_ARGS__), sizeof *(__VA_ARGS__)), \
               tl_value_set(&(dst), tl__take(f)))
 #define TL_CALL0(f, fn, dst) \
     TL__AWAIT(f, tl__call((f), (fn), NULL, 0), tl_value_set(&(dst), tl__take(f)))

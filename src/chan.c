@@ -46,12 +46,15 @@ int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out)
     if (capacity > MAX_CAPACITY)
         return tl__seterr(rt, TL_ERANGE, "tl_chan_new: capacity %zu exceeds %zu",
                           capacity, MAX_CAPACITY);
-    tl_chan *ch = tl__calloc(rt, sizeof *ch);
+    tl_chan *ch = tl__slab_get(rt, &rt->chan_slab);
     tl_value *buf = capacity ? tl__alloc(rt, capacity * sizeof *buf) : NULL;
     if (!ch || (capacity && !buf)) {
-        tl__free(rt, ch, sizeof *ch);
+        if (ch)
+            tl__slab_put(&rt->chan_slab, ch);
+        tl__free(rt, buf, capacity * sizeof *buf);
         return tl__seterr(rt, TL_ENOMEM, "tl_chan_new: out of memory");
     }
+    memset(ch, 0, sizeof *ch);
     ch->magic = TL__MAGIC_CHAN;
     ch->pref = -1;
     ch->refs = 1;
@@ -74,8 +77,7 @@ static void chan_free(tl_chan *ch)
     tl__free(rt, ch->buf, ch->cap * sizeof *ch->buf);
     tl__strfree(rt, ch->name);
     tl__list_unlink(&ch->all);
-    ch->magic = TL__MAGIC_DEAD;
-    tl__free(rt, ch, sizeof *ch);
+    tl__slab_put(&rt->chan_slab, ch);
 }
 
 tl_chan *tl_chan_retain(tl_chan *ch)
@@ -97,6 +99,7 @@ void tl__chan_free_all(tl_runtime *rt)
 {
     while (!tl__list_empty(&rt->chans))
         chan_free(TL__CONTAINER(rt->chans.next, tl_chan, all));
+    tl__slab_destroy(rt, &rt->chan_slab);
 }
 
 /* ---- properties ---- */

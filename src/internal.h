@@ -3,7 +3,9 @@
  *
  * Layout budget: a tasklet blocked on a channel costs its tl_tasklet
  * (88 bytes) plus one frame (32-byte head + locals), both carved from
- * per-runtime slabs with no per-object header.  Nothing here is persisted
+ * per-runtime slabs with no per-object header.  Tasklets and channels live
+ * in slabs too, so a stale handle still points at mapped memory whose
+ * magic reads as dead.  Nothing here is persisted
  * as a pointer: snapshots use ids, names and resume points.
  */
 #ifndef TL_INTERNAL_H
@@ -199,6 +201,7 @@ struct tl_runtime {
 
     tl__slab tasklets;
     tl__slab exts;
+    tl__slab chan_slab;
     tl__slab frames[TL__FRAME_CLASSES];
     tl__link chans;
 

@@ -57,17 +57,22 @@ static int map_grow(tl_runtime *rt, tl__fnmap *m, bool by_ptr)
     return TL_OK;
 }
 
-static int map_put(tl_runtime *rt, tl__fnmap *m, tl__fn *e, bool by_ptr)
+static int map_reserve(tl_runtime *rt, tl__fnmap *m, bool by_ptr)
 {
-    if ((m->n + 1) * 2 > m->cap && map_grow(rt, m, by_ptr) != TL_OK)
-        return TL_ENOMEM;
+    if ((m->n + 1) * 2 > m->cap)
+        return map_grow(rt, m, by_ptr);
+    return TL_OK;
+}
+
+/* Inserts e; map_reserve must have made room. */
+static void map_put(tl__fnmap *m, tl__fn *e, bool by_ptr)
+{
     uint64_t h = by_ptr ? hash_ptr(e->fn) : hash_name(e->fn->name, e->fn->version);
     size_t j = h & (m->cap - 1);
     while (m->slots[j])
         j = (j + 1) & (m->cap - 1);
     m->slots[j] = e;
     m->n++;
-    return TL_OK;
 }
 
 tl__fn *tl__fn_find(tl_runtime *rt, const tl_func *fn)
@@ -212,16 +217,20 @@ int tl_register(tl_runtime *rt, const tl_func *fn)
         return tl__seterr(rt, TL_EEXIST, "tl_register: %s@%u is already registered "
                           "with another descriptor", fn->name, fn->version);
     }
+    if (tl__fn_find(rt, fn))
+        return tl__seterr(rt, TL_EEXIST, "tl_register: this descriptor is already "
+                          "registered under another name or version");
     tl__fn *e = fn_entry_new(rt, fn);
-    if (!e || map_put(rt, &rt->by_name, e, false) != TL_OK) {
+    if (!e || map_reserve(rt, &rt->by_name, false) != TL_OK ||
+        map_reserve(rt, &rt->by_ptr, true) != TL_OK) {
         if (e) {
             tl__free(rt, e->refs, e->nrefs * sizeof *e->refs);
             tl__free(rt, e, sizeof *e);
         }
         return tl__seterr(rt, TL_ENOMEM, "tl_register %s@%u: out of memory", fn->name, fn->version);
     }
-    if (!tl__fn_find(rt, fn) && map_put(rt, &rt->by_ptr, e, true) != TL_OK)
-        return tl__seterr(rt, TL_ENOMEM, "tl_register %s@%u: out of memory", fn->name, fn->version);
+    map_put(&rt->by_name, e, false);
+    map_put(&rt->by_ptr, e, true);
     return TL_OK;
 }
 

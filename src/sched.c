@@ -76,6 +76,7 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     tl__list_init(&rt->chans);
     tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
     tl__slab_init(&rt->exts, sizeof(tl__ext));
+    tl__slab_init(&rt->chan_slab, sizeof(tl_chan));
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
         tl__slab_init(&rt->frames[i], (size_t)(i + 1) * 16);
     rt->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)rt;
