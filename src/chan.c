@@ -343,7 +343,7 @@ static tl_status send_value(tl_frame *f, tl_chan *ch, tl_value v)
         return tl__op_error(f, TL_EMISUSE, "send: invalid channel handle");
     }
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch));
+        rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch) && !ch->closing);
     if (send_now(ch, t, v, &st))
         return st;
     if (ch->closing) {
@@ -378,7 +378,7 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
     if (!valid(ch) || ch->rt != rt)
         return tl__op_error(f, TL_EMISUSE, "receive: invalid channel handle");
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, t, 0, !can_recv(ch));
+        rt->chan_cb(rt->chan_ud, ch, t, 0, !can_recv(ch) && !ch->closing);
     if (recv_now(ch, t, &v, &st)) {
         tl__deliver_value(t, v);
         return st;
@@ -510,6 +510,8 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
             bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);
             if (ready && k-- == 0) {
                 x->sel_fired = i;
+                if (rt->chan_cb)
+                    rt->chan_cb(rt->chan_ud, ch, t, cases[i].op == TL_OP_SEND, 0);
                 return select_fire(f, &cases[i]);
             }
         }
@@ -520,5 +522,7 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
         return tl__op_error(f, TL_ECLOSED, "select: case %d would block on %s, which is closing",
                             closing, tl__chan_label(cases[closing].ch, label, sizeof label));
     }
+    for (int i = 0; i < n && rt->chan_cb; i++)
+        rt->chan_cb(rt->chan_ud, cases[i].ch, t, cases[i].op == TL_OP_SEND, 1);
     return select_block(f, cases, n);
 }

@@ -90,7 +90,6 @@ void tl_runtime_free(tl_runtime *rt)
     if (!rt || rt->magic != TL__MAGIC_RT || rt->running)
         return;
     tl__tasklet_free_all(rt);
-    tl__chan_free_all(rt);
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
     rt->magic = TL__MAGIC_DEAD;

@@ -635,12 +635,16 @@ static void free_visit(void *obj, void *ud)
     }
 }
 
+/* Kills every tasklet (cleanups run), then frees what tasklets and
+ * channels own.  Channels go before the tasklet slabs: buffered values may
+ * refer to tasklets, whose headers must still be readable then. */
 void tl__tasklet_free_all(tl_runtime *rt)
 {
     rt->current = NULL;
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, kill_visit, NULL);
     rt->tearing_down = 1;
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, free_visit, NULL);
+    tl__chan_free_all(rt);
     tl__slab_destroy(rt, &rt->tasklets);
     tl__slab_destroy(rt, &rt->exts);
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
