@@ -74,6 +74,13 @@ TL_API const char *tl_version_string(void);
     X(ERANGE, -16, "value out of range")                                     \
     X(ESCHEMA, -17, "invalid locals schema")                                 \
     X(ENOTASKLET, -18, "not called from inside a tasklet")                   \
+    X(ECORRUPT, -19, "snapshot or store is corrupt")                         \
+    X(EFORMAT, -20, "unsupported snapshot or store format version")          \
+    X(ESTORE, -21, "store (SQLite) error")                                   \
+    X(ELOCKED, -22, "store is owned by another running process")             \
+    X(ENOENT, -23, "not found")                                              \
+    X(EIO, -24, "I/O error (disk full, read-only or failing)")               \
+    X(ENOTEMPTY, -25, "runtime is not empty")                                \
     X(EUSER, -100, "user error")
 
 enum {
@@ -514,6 +521,109 @@ typedef struct tl_case {
 } tl_case;
 /* Most cases a select may wait on. */
 #define TL_SELECT_MAX 64
+
+/* ------------------------------------------------------------------------
+ * Snapshots: the whole runtime as msgpack records (docs/FORMAT.md)
+ * --------------------------------------------------------------------- */
+#define TL_FORMAT_VERSION 1
+
+/* The node id written into snapshots (copied; 1 to 63 bytes). */
+TL_API int tl_set_node_id(tl_runtime *rt, const char *node);
+TL_API const char *tl_node_id(const tl_runtime *rt);
+
+/* Encodes every tasklet (frames, locals, what it waits on), channel
+ * (queues, buffers), timer and id counter into a new buffer: *buf (free it
+ * with tl_snapshot_free) of *len bytes.  Deterministic.  Must be called
+ * between scheduler steps.  References the program holds (handles) are not
+ * saved: after a load, everything is held only by the runtime.
+ * TL_EBUSY (inside a tasklet), TL_ESTATE (a select whose cases do not lie
+ * in the frame's locals), TL_ERANGE (a value nested deeper than 16),
+ * TL_ENOMEM. */
+TL_API int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len);
+TL_API void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len);
+
+/* Loads a snapshot into rt, which must hold no tasklets and no channels
+ * (TL_ENOTEMPTY) and must have registered every function the snapshot
+ * needs, or an upgrade for it.  Locals are matched by field name: a field
+ * the snapshot lacks is zero, a field the program lacks is ignored, a field
+ * whose type changed is an error.  All or nothing: on error rt is left
+ * empty.  Objects nothing refers to (ended tasklets, channels no tasklet
+ * holds) are not restored.  TL_ECORRUPT (bad bytes, dangling ids),
+ * TL_EFORMAT (newer format), TL_ENOFUNC (names the missing name@version),
+ * TL_ESCHEMA (a field changed type), TL_ENOMEM. */
+TL_API int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len);
+
+/* The tasklet or channel with this id (borrowed), or NULL (TL_ENOENT). */
+TL_API tl_tasklet *tl_tasklet_find(tl_runtime *rt, uint64_t id);
+TL_API tl_chan *tl_chan_find(tl_runtime *rt, uint64_t id);
+TL_API tl_chan *tl_chan_find_name(tl_runtime *rt, const char *name);
+
+/* Code evolution.  A snapshot frame of name@old_version, which the program
+ * no longer registers, is loaded as a frame of `to` (registered): fields of
+ * the same name and type are copied, then fn maps the rest.  old_locals is
+ * a map (field name string -> value, borrowed) of the old frame's locals;
+ * fn sets *new_pc to the resume point in `to` and may fill new_locals
+ * (retaining any reference it stores there).  A non-zero return aborts the
+ * load with that code. */
+typedef int (*tl_upgrade_fn)(void *ud, uint32_t old_pc, tl_value old_locals,
+                             void *new_locals, uint32_t *new_pc);
+TL_API int tl_register_upgrade(tl_runtime *rt, const char *name,
+                               uint32_t old_version, const tl_func *to,
+                               tl_upgrade_fn fn, void *ud);
+
+/* ------------------------------------------------------------------------
+ * The SQLite store: checkpoints, restore after a crash (docs/FORMAT.md)
+ * --------------------------------------------------------------------- */
+typedef struct tl_store tl_store;
+
+enum {
+    TL_STORE_READONLY = 1, /* inspect only: never writes, takes no ownership */
+    TL_STORE_NOSYNC = 2    /* no fsync at commit: a power loss may lose the
+                            * last checkpoints (a process crash still cannot) */
+};
+
+/* Opens (creating if needed, unless read-only) the store at path.  *out is
+ * set even on failure, so that tl_store_errmsg can say why; close it with
+ * tl_store_close.  TL_ESTORE (not a SQLite file, cannot open), TL_EFORMAT
+ * (another application's file, or a newer store version), TL_EIO. */
+TL_API int tl_store_open(const char *path, int flags, tl_store **out);
+/* Takes a final checkpoint if the policy asks for one on close, releases
+ * ownership and closes.  Returns that checkpoint's result.  NULL-safe. */
+TL_API int tl_store_close(tl_store *st);
+TL_API int tl_store_errcode(const tl_store *st);
+TL_API const char *tl_store_errmsg(const tl_store *st);
+
+/* Makes st the store of rt: st takes ownership of the file (a row naming
+ * this pid and host); a store owned by another live process is refused
+ * with TL_ELOCKED naming it; the row of a dead owner on this host is taken
+ * over.  One runtime per store, one store per runtime. */
+TL_API int tl_store_attach(tl_store *st, tl_runtime *rt);
+
+/* Loads the latest checkpoint into the attached, empty runtime (the
+ * functions must be registered first).  TL_ENOENT if there is none yet;
+ * the errors of tl_snapshot_load otherwise. */
+TL_API int tl_store_restore(tl_store *st);
+
+/* Writes a checkpoint of the attached runtime in one transaction: only the
+ * chunks that changed since the last one (all of them the first time).
+ * On failure (TL_EIO: disk full or read-only, TL_ESTORE) nothing is
+ * written, the previous checkpoint stays whole and the next call retries.
+ * Must be called between scheduler steps (TL_EBUSY otherwise). */
+TL_API int tl_store_checkpoint(tl_store *st);
+
+/* The id of the latest checkpoint (0 if none). */
+TL_API int64_t tl_store_last_checkpoint(const tl_store *st);
+
+/* Checkpoint policy: when the scheduler checkpoints on its own.  Failures
+ * make tl_run / tl_run_steps return the error. */
+typedef struct tl_policy {
+    uint64_t every_steps; /* after this many scheduler steps (0: off)    */
+    uint64_t every_ms;    /* when this many ms passed since the last (0: off) */
+    int on_idle;          /* when nothing is runnable (before sleeping or
+                           * returning from tl_run)                       */
+    int on_close;         /* in tl_store_close                           */
+} tl_policy;
+TL_API int tl_store_set_policy(tl_store *st, const tl_policy *p);
 
 /* ------------------------------------------------------------------------
  * Internal entry points behind the macros.  Not part of the API: their

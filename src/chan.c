@@ -65,6 +65,7 @@ int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out)
     tl__list_init(&ch->sendq);
     tl__list_init(&ch->recvq);
     tl__list_push_back(&rt->chans, &ch->all);
+    ch->dirty = 1;
     *out = ch;
     return TL_OK;
 }
@@ -77,6 +78,8 @@ static void chan_free(tl_chan *ch)
     tl__free(rt, ch->buf, ch->cap * sizeof *ch->buf);
     tl__strfree(rt, ch->name);
     tl__list_unlink(&ch->all);
+    if (!rt->tearing_down)
+        tl__note_gone(rt, 2, ch->id);
     tl__slab_put(&rt->chan_slab, ch);
 }
 
@@ -127,6 +130,7 @@ int tl_chan_set_name(tl_chan *ch, const char *name)
         return tl__seterr(ch->rt, TL_ENOMEM, "tl_chan_set_name: out of memory");
     tl__strfree(ch->rt, ch->name);
     ch->name = copy;
+    ch->dirty = 1;
     return TL_OK;
 }
 
@@ -137,6 +141,7 @@ int tl_chan_set_preference(tl_chan *ch, int pref)
     if (pref < -1 || pref > 1)
         return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_set_preference: %d is not -1, 0 or 1", pref);
     ch->pref = (int8_t)pref;
+    ch->dirty = 1;
     return TL_OK;
 }
 
@@ -145,6 +150,7 @@ int tl_chan_set_schedule_all(tl_chan *ch, int on)
     if (!valid(ch))
         return TL_EMISUSE;
     ch->sched_all = on != 0;
+    ch->dirty = 1;
     return TL_OK;
 }
 
@@ -153,6 +159,7 @@ int tl_chan_close(tl_chan *ch)
     if (!valid(ch))
         return TL_EMISUSE;
     ch->closing = 1;
+    ch->dirty = 1;
     return TL_OK;
 }
 
@@ -161,16 +168,44 @@ int tl_chan_open(tl_chan *ch)
     if (!valid(ch))
         return TL_EMISUSE;
     ch->closing = 0;
+    ch->dirty = 1;
     return TL_OK;
+}
+
+tl_chan *tl_chan_find(tl_runtime *rt, uint64_t id)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return NULL;
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (ch->id == id)
+            return ch;
+    }
+    tl__seterr(rt, TL_ENOENT, "no channel #%llu in this runtime", (unsigned long long)id);
+    return NULL;
+}
+
+tl_chan *tl_chan_find_name(tl_runtime *rt, const char *name)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || !name)
+        return NULL;
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (ch->name && strcmp(ch->name, name) == 0)
+            return ch;
+    }
+    tl__seterr(rt, TL_ENOENT, "no channel named '%s' in this runtime", name);
+    return NULL;
 }
 
 /* ---- waiters ---- */
 
 static tl__link *queue_of(tl_chan *ch, int op) { return op == TL_OP_SEND ? &ch->sendq : &ch->recvq; }
 
-static void enqueue(tl_chan *ch, tl__waiter *w, int op)
+void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op)
 {
     tl__list_push_back(queue_of(ch, op), &w->link);
+    ch->dirty = 1;
     if (op == TL_OP_SEND)
         ch->nsend++;
     else
@@ -182,6 +217,7 @@ static void enqueue(tl_chan *ch, tl__waiter *w, int op)
 static void dequeue(tl_chan *ch, tl__waiter *w, int op)
 {
     tl__list_unlink(&w->link);
+    ch->dirty = 1;
     if (op == TL_OP_SEND)
         ch->nsend--;
     else
@@ -300,6 +336,7 @@ static bool send_now(tl_chan *ch, tl_tasklet *cur, tl_value v, tl_status *st)
     }
     if (ch->count < ch->cap) {
         ch->buf[(ch->head + ch->count++) % ch->cap] = v;
+        ch->dirty = 1;
         *st = TL__CONT;
         return true;
     }
@@ -313,6 +350,7 @@ static bool recv_now(tl_chan *ch, tl_tasklet *cur, tl_value *out, tl_status *st)
         *out = ch->buf[ch->head];
         ch->head = (ch->head + 1) % ch->cap;
         ch->count--;
+        ch->dirty = 1;
         *st = TL__CONT;
         if (ch->nsend) { /* a blocked sender's value takes the freed slot */
             tl_value v;
@@ -354,7 +392,7 @@ static tl_status send_value(tl_frame *f, tl_chan *ch, tl_value v)
     }
     t->xfer = v;
     t->w.on = (uintptr_t)ch;
-    enqueue(ch, &t->w, TL_OP_SEND);
+    tl__chan_enqueue(ch, &t->w, TL_OP_SEND);
     tl__block(t, TL_WAIT_SEND);
     return TL__SWITCH;
 }
@@ -390,7 +428,7 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
                             tl_chan_closed(ch) ? "closed" : "closing");
     }
     t->w.on = (uintptr_t)ch;
-    enqueue(ch, &t->w, TL_OP_RECV);
+    tl__chan_enqueue(ch, &t->w, TL_OP_RECV);
     tl__block(t, TL_WAIT_RECV);
     return TL__SWITCH;
 }
@@ -477,11 +515,29 @@ static tl_status select_block(tl_frame *f, tl_case *cases, int n)
         w->sel = sel;
         w->idx = i;
         w->w.on = (uintptr_t)cases[i].ch | SEL_TAG;
-        enqueue(cases[i].ch, &w->w, cases[i].op);
+        tl__chan_enqueue(cases[i].ch, &w->w, cases[i].op);
     }
     t->ext->sel = sel;
     tl__block(t, TL_WAIT_SELECT);
     return TL__SWITCH;
+}
+
+tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n)
+{
+    tl__sel *sel = sel_alloc(rt, n);
+    if (!sel)
+        return NULL;
+    sel->t = t;
+    sel->cases = cases;
+    sel->n = n;
+    for (int i = 0; i < n; i++) {
+        sel->ws[i].sel = sel;
+        sel->ws[i].idx = i;
+        sel->ws[i].w.on = 1;
+        tl__list_init(&sel->ws[i].w.link);
+    }
+    t->ext->sel = sel;
+    return sel;
 }
 
 tl_status tl__select(tl_frame *f, tl_case *cases, int n)

@@ -144,7 +144,7 @@ struct tl_tasklet {
     tl__ext *ext;
 };
 
-#define TL__TF_DETACHED_FAIL 1u
+#define TL__TF_DIRTY 1u /* changed since the last checkpoint */
 
 struct tl_chan {
     uint32_t magic;
@@ -161,6 +161,7 @@ struct tl_chan {
     size_t cap, head, count;
     char *name;
     tl__link all; /* in rt->chans */
+    uint8_t dirty; /* changed since the last checkpoint */
 };
 
 typedef struct tl__timer {
@@ -210,6 +211,20 @@ struct tl_runtime {
     tl_channel_cb chan_cb;
     void *chan_ud;
 
+    /* persistence: chunks (id >> 8) whose objects were freed since the
+     * last checkpoint, so their records must be rewritten */
+    int track_gone;   /* a store is attached */
+    uint64_t *gone;   /* (kind << 62) | key, unsorted, may repeat;
+                       * ngone == SIZE_MAX: lost track, rewrite all */
+    size_t ngone, capgone;
+    char node[64];
+    struct upgrade *upgrades; /* persist/decode.c */
+    /* called by the scheduler for checkpoint policies (persist/) */
+    int (*policy_hook)(void *ud, int idle);
+    void *policy_ud;
+    uint64_t policy_every;  /* steps between calls when busy (0: never) */
+    uint64_t policy_count;
+
     uint64_t rng;
     int errcode;
     char errmsg[512];
@@ -256,12 +271,14 @@ TL__HIDDEN const char *tl__tasklet_label(const tl_tasklet *t, char *buf,
 static inline void tl__runq_push_back(tl_runtime *rt, tl_tasklet *t)
 {
     t->state = TL_RUNNABLE;
+    t->flags |= TL__TF_DIRTY;
     tl__list_push_back(&rt->runq, &t->w.link);
     rt->nrunnable++;
 }
 static inline void tl__runq_push_front(tl_runtime *rt, tl_tasklet *t)
 {
     t->state = TL_RUNNABLE;
+    t->flags |= TL__TF_DIRTY;
     tl__list_push_front(&rt->runq, &t->w.link);
     rt->nrunnable++;
 }
@@ -274,8 +291,17 @@ TL__HIDDEN int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline);
 TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);
 TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
 
+TL__HIDDEN void tl__note_gone(tl_runtime *rt, int kind, uint64_t id);
+TL__HIDDEN void tl__upgrades_free(tl_runtime *rt);
+/* A new frame of e on top of t, locals zeroed (for the loader). */
+TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
+TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);
+
 /* ---- chan.c ---- */
 TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);
+TL__HIDDEN void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op);
+/* A select block for t over cases, its waiters unlinked (for the loader). */
+TL__HIDDEN tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n);
 TL__HIDDEN void tl__chan_free_all(tl_runtime *rt);
 TL__HIDDEN const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n);
 

@@ -85,6 +85,43 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     return TL_OK;
 }
 
+void tl__note_gone(tl_runtime *rt, int kind, uint64_t id)
+{
+    uint64_t key = ((uint64_t)kind << 62) | (id >> 8);
+    if (!rt->track_gone || rt->ngone == SIZE_MAX)
+        return;
+    if (rt->ngone && rt->gone[rt->ngone - 1] == key)
+        return;
+    if (rt->ngone == rt->capgone) {
+        size_t ncap = rt->capgone ? rt->capgone * 2 : 64;
+        uint64_t *g = tl__realloc(rt, rt->gone, rt->capgone * sizeof *g, ncap * sizeof *g);
+        if (!g) { /* remembered coarsely instead: every chunk is rewritten */
+            rt->ngone = SIZE_MAX;
+            return;
+        }
+        rt->gone = g;
+        rt->capgone = ncap;
+    }
+    if (rt->ngone != SIZE_MAX)
+        rt->gone[rt->ngone++] = key;
+}
+
+int tl_set_node_id(tl_runtime *rt, const char *node)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (!node || strlen(node) >= sizeof rt->node)
+        return tl__seterr(rt, TL_EINVAL, "tl_set_node_id: a node id is 1 to %zu bytes",
+                          sizeof rt->node - 1);
+    memcpy(rt->node, node, strlen(node) + 1);
+    return TL_OK;
+}
+
+const char *tl_node_id(const tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->node : "";
+}
+
 void tl_runtime_free(tl_runtime *rt)
 {
     if (!rt || rt->magic != TL__MAGIC_RT || rt->running)
@@ -92,6 +129,8 @@ void tl_runtime_free(tl_runtime *rt)
     tl__tasklet_free_all(rt);
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
+    tl__upgrades_free(rt);
+    tl__free(rt, rt->gone, rt->capgone * sizeof *rt->gone);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
 }
@@ -256,6 +295,14 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         n++;
         if (rt->pending_fail)
             break;
+        if (rt->policy_every && ++rt->policy_count >= rt->policy_every) {
+            rt->policy_count = 0;
+            int rc = rt->policy_hook(rt->policy_ud, 0);
+            if (rc != TL_OK) {
+                *ran += n;
+                return rc;
+            }
+        }
     }
     *ran += n;
     if (rt->pending_fail) {
@@ -264,6 +311,12 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         return err;
     }
     return TL_OK;
+}
+
+/* The checkpoint policy's chance to act when nothing is runnable. */
+static int policy_idle(tl_runtime *rt)
+{
+    return rt->policy_hook ? rt->policy_hook(rt->policy_ud, 1) : TL_OK;
 }
 
 static void sleep_until(tl_runtime *rt, int64_t deadline)
@@ -332,6 +385,11 @@ int tl_run(tl_runtime *rt)
             break;
         if (rt->sched_cb && rt->last)
             trace_switch(rt, NULL);
+        rc = policy_idle(rt);
+        if (rc != TL_OK)
+            break;
+        if (!tl__list_empty(&rt->runq))
+            continue;
         if (!rt->ntimers) {
             if (rt->nblocked)
                 rc = report_deadlock(rt);
@@ -358,6 +416,8 @@ int tl_run_steps(tl_runtime *rt, uint64_t max_steps, uint64_t *steps)
     int rc = run_some(rt, max_steps, &ran);
     if (rt->sched_cb && rt->last && tl__list_empty(&rt->runq))
         trace_switch(rt, NULL);
+    if (rc == TL_OK && tl__list_empty(&rt->runq) && ran)
+        rc = policy_idle(rt);
     rt->running = 0;
     if (steps)
         *steps = ran;

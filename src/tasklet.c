@@ -113,18 +113,26 @@ static tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
     return f;
 }
 
-static void frame_pop(tl_tasklet *t)
+tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e)
+{
+    return frame_push(rt, t, e, NULL, 0);
+}
+
+/* Pops the top frame: its cleanup (if run_cleanup), then its references. */
+static void frame_drop(tl_tasklet *t, bool run_cleanup)
 {
     tl_frame *f = t->top;
     const tl__fn *e = f->fn;
     char *locals = TL__LOCALS(f);
-    if (e->fn->cleanup)
+    if (run_cleanup && e->fn->cleanup)
         e->fn->cleanup(f, locals);
     t->top = f->parent;
     for (unsigned i = 0; i < e->nrefs; i++)
         field_release(&e->fn->fields[e->refs[i]], locals);
     frame_dealloc(t->rt, f);
 }
+
+static void frame_pop(tl_tasklet *t) { frame_drop(t, true); }
 
 /* ---- lifecycle ---- */
 
@@ -163,6 +171,7 @@ static void tasklet_free(tl_tasklet *t)
     }
     if (rt->last == t)
         rt->last = NULL;
+    tl__note_gone(rt, 1, t->id);
     tl__slab_put(&rt->tasklets, t);
 }
 
@@ -196,6 +205,7 @@ const char *tl__tasklet_label(const tl_tasklet *t, char *buf, size_t n)
 void tl__block(tl_tasklet *t, int wait)
 {
     t->state = TL_BLOCKED;
+    t->flags |= TL__TF_DIRTY;
     t->wait = (uint8_t)wait;
     t->rt->nblocked++;
 }
@@ -262,6 +272,7 @@ static void finish(tl_tasklet *t, int state, int err)
     tl_runtime *rt = t->rt;
     bool watched = t->refs > 1 || (t->ext && !tl__list_empty(&t->ext->joiners));
     t->state = (uint8_t)state;
+    t->flags |= TL__TF_DIRTY;
     t->wait = TL_WAIT_NONE;
     t->err = state == TL_DONE ? TL_OK : err;
     rt->nlive--;
@@ -380,6 +391,13 @@ int tl__selected(tl_frame *f)
     return f->t->ext ? f->t->ext->sel_fired : -1;
 }
 
+static void find_visit(void *obj, void *ud)
+{
+    struct { uint64_t id; tl_tasklet *found; } *q = ud;
+    if (((tl_tasklet *)obj)->id == q->id)
+        q->found = obj;
+}
+
 /* ---- public API ---- */
 
 static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
@@ -478,6 +496,7 @@ int tl_tasklet_set_name(tl_tasklet *t, const char *name)
         return tl__seterr(t->rt, TL_ENOMEM, "tl_tasklet_set_name: out of memory");
     tl__strfree(t->rt, x->name);
     x->name = copy;
+    t->flags |= TL__TF_DIRTY;
     return TL_OK;
 }
 
@@ -614,6 +633,17 @@ const char *tl_frame_errmsg(const tl_frame *f)
     return f->t->ext->errmsg;
 }
 
+tl_tasklet *tl_tasklet_find(tl_runtime *rt, uint64_t id)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return NULL;
+    struct { uint64_t id; tl_tasklet *found; } q = {id, NULL};
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, find_visit, &q);
+    if (!q.found)
+        tl__seterr(rt, TL_ENOENT, "no tasklet #%llu in this runtime", (unsigned long long)id);
+    return q.found;
+}
+
 /* ---- teardown ---- */
 
 static void kill_visit(void *obj, void *ud)
@@ -638,6 +668,45 @@ static void free_visit(void *obj, void *ud)
 /* Kills every tasklet (cleanups run), then frees what tasklets and
  * channels own.  Channels go before the tasklet slabs: buffered values may
  * refer to tasklets, whose headers must still be readable then. */
+/* After a failed load: drop what a half-built tasklet holds, running no
+ * cleanup (its frames never ran in this process). */
+static void reset_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    (void)ud;
+    tl__sel *sel = t->ext ? t->ext->sel : NULL;
+    if (sel) {
+        for (int i = 0; i < sel->n; i++)
+            tl_value_set(&sel->cases[i].value, tl_nil());
+        tl__free(t->rt, sel, sel->bytes);
+    }
+    while (t->top)
+        frame_drop(t, false);
+    free_visit(obj, ud);
+}
+
+void tl__runtime_reset(tl_runtime *rt)
+{
+    rt->tearing_down = 1;
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, reset_visit, NULL);
+    tl__chan_free_all(rt);
+    tl__slab_destroy(rt, &rt->tasklets);
+    tl__slab_destroy(rt, &rt->exts);
+    for (int i = 0; i < TL__FRAME_CLASSES; i++)
+        tl__slab_destroy(rt, &rt->frames[i]);
+    tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
+    tl__slab_init(&rt->exts, sizeof(tl__ext));
+    tl__slab_init(&rt->chan_slab, sizeof(tl_chan));
+    for (int i = 0; i < TL__FRAME_CLASSES; i++)
+        tl__slab_init(&rt->frames[i], (size_t)(i + 1) * 16);
+    tl__list_init(&rt->runq);
+    rt->nrunnable = rt->nblocked = rt->nlive = 0;
+    rt->ntimers = 0;
+    rt->ngone = 0;
+    rt->current = rt->last = NULL;
+    rt->tearing_down = 0;
+}
+
 void tl__tasklet_free_all(tl_runtime *rt)
 {
     rt->current = NULL;

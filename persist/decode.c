@@ -1,0 +1,997 @@
+/*
+ * decode.c -- records back into a runtime, all or nothing.
+ *
+ * Load in four passes over the decoded documents:
+ *   1. head: magic, format, counters;
+ *   2. shells: every tasklet and channel allocated with its id (so that
+ *      references can be resolved in any order), functions resolved by
+ *      name@version (or an upgrade) and their schemas compared;
+ *   3. contents: frames and locals, values, buffers, channel queues,
+ *      timers, joiners, selects, the run queue;
+ *   4. checks and references: every blocked tasklet sits in the queue it
+ *      claims, then objects nothing refers to are dropped.
+ * Any failure resets the runtime to empty (tl__runtime_reset).  Every
+ * record is bounds-checked (tl__msgpack_check) before msgpack-c sees it,
+ * and its CRC checked after inflating.
+ */
+#include "persist.h"
+
+#include <msgpack.h>
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+#define MAX_RAWLEN ((uint64_t)256 << 20)
+#define MAX_DEPTH 40
+
+typedef struct fnref {
+    const tl__fn *e;         /* what the frame becomes */
+    const msgpack_object *fields; /* the snapshot's schema: [[name, type]...] */
+    const struct upgrade *up;
+    char label[160];
+} fnref;
+
+typedef struct doc {
+    int kind;
+    uint64_t key;
+    char *bytes;      /* the inflated document */
+    size_t len;
+    msgpack_unpacked up;
+    fnref *funcs;
+    size_t nfuncs;
+} doc;
+
+typedef struct idmap {
+    uint64_t *ids;
+    void **objs;
+    size_t cap;
+} idmap;
+
+typedef struct loader {
+    tl_runtime *rt;
+    const char *where;
+    doc head;
+    doc *docs;
+    size_t ndocs;
+    idmap tasklets, chans;
+    uint64_t max_tid, max_cid;
+} loader;
+
+static int corrupt(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int corrupt(loader *ld, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return tl__seterr(ld->rt, TL_ECORRUPT, "%s: %s", ld->where, msg);
+}
+
+/* ---- small helpers over msgpack objects ---- */
+
+static bool is_uint(const msgpack_object *o) { return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER; }
+static bool is_int(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+}
+static int64_t as_int(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)o->via.u64 : o->via.i64;
+}
+static bool is_array(const msgpack_object *o, uint32_t n)
+{
+    return o->type == MSGPACK_OBJECT_ARRAY && (n == UINT32_MAX || o->via.array.size == n);
+}
+static bool str_is(const msgpack_object *o, const char *s)
+{
+    size_t n = strlen(s);
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n && memcmp(o->via.str.ptr, s, n) == 0;
+}
+
+static const msgpack_object *map_get(const msgpack_object *m, const char *key)
+{
+    if (m->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < m->via.map.size; i++)
+        if (str_is(&m->via.map.ptr[i].key, key))
+            return &m->via.map.ptr[i].val;
+    return NULL;
+}
+
+static uint64_t ext_id(const msgpack_object *o)
+{
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++)
+        id = (id << 8) | (unsigned char)o->via.ext.ptr[i];
+    return id;
+}
+
+/* ---- id maps ---- */
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ULL;
+    return x ^ (x >> 27);
+}
+
+static int idmap_init(tl_runtime *rt, idmap *m, size_t n)
+{
+    m->cap = 16;
+    while (m->cap < 2 * n + 2)
+        m->cap *= 2;
+    m->ids = tl__calloc(rt, m->cap * sizeof *m->ids);
+    m->objs = tl__calloc(rt, m->cap * sizeof *m->objs);
+    return m->ids && m->objs ? TL_OK : TL_ENOMEM;
+}
+
+static void idmap_free(tl_runtime *rt, idmap *m)
+{
+    tl__free(rt, m->ids, m->cap * sizeof *m->ids);
+    tl__free(rt, m->objs, m->cap * sizeof *m->objs);
+}
+
+static void **idmap_slot(idmap *m, uint64_t id)
+{
+    size_t j = mix(id) & (m->cap - 1);
+    while (m->objs[j] && m->ids[j] != id)
+        j = (j + 1) & (m->cap - 1);
+    m->ids[j] = id;
+    return &m->objs[j];
+}
+
+static void *idmap_get(idmap *m, uint64_t id) { return m->cap ? *idmap_slot(m, id) : NULL; }
+
+/* ---- records ---- */
+
+static int inflate_doc(loader *ld, const msgpack_object *rec, doc *d, const char *what)
+{
+    const msgpack_object *a = rec->via.array.ptr;
+    if (!is_array(rec, 5) || !str_is(&a[0], "tlrec") || !is_uint(&a[1]) || !is_uint(&a[2]) ||
+        !is_uint(&a[3]) || a[4].type != MSGPACK_OBJECT_BIN)
+        return corrupt(ld, "%s: not a record", what);
+    uint64_t flags = a[1].via.u64, crc = a[2].via.u64, rawlen = a[3].via.u64;
+    if (flags > 1 || rawlen > MAX_RAWLEN)
+        return corrupt(ld, "%s: bad record flags or length", what);
+    d->len = (size_t)rawlen;
+    d->bytes = tl__alloc(ld->rt, d->len ? d->len : 1);
+    if (!d->bytes)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
+    if (flags & 1) {
+        uLongf n = (uLongf)d->len;
+        if (uncompress((Bytef *)d->bytes, &n, (const Bytef *)a[4].via.bin.ptr,
+                       a[4].via.bin.size) != Z_OK || n != d->len)
+            return corrupt(ld, "%s: compressed payload does not inflate", what);
+    } else {
+        if (a[4].via.bin.size != d->len)
+            return corrupt(ld, "%s: payload length differs from the record's", what);
+        memcpy(d->bytes, a[4].via.bin.ptr, d->len);
+    }
+    if (crc32(0L, (const Bytef *)d->bytes, (uInt)d->len) != crc)
+        return corrupt(ld, "%s: CRC mismatch (damaged record)", what);
+    return TL_OK;
+}
+
+/* Decodes raw record bytes into d (the document, unpacked). */
+static int read_record(loader *ld, const tl__raw *raw, doc *d, const char *what)
+{
+    msgpack_unpacked rec;
+    size_t off = 0;
+    int rc;
+    msgpack_unpacked_init(&d->up);
+    if (!raw->p || tl__msgpack_check(raw->p, raw->n, 8) != raw->n)
+        return corrupt(ld, "%s: truncated or malformed record", what);
+    msgpack_unpacked_init(&rec);
+    if (msgpack_unpack_next(&rec, raw->p, raw->n, &off) != MSGPACK_UNPACK_SUCCESS)
+        rc = corrupt(ld, "%s: undecodable record", what);
+    else
+        rc = inflate_doc(ld, &rec.data, d, what);
+    msgpack_unpacked_destroy(&rec);
+    if (rc != TL_OK)
+        return rc;
+    off = 0;
+    if (tl__msgpack_check((const unsigned char *)d->bytes, d->len, MAX_DEPTH) != d->len ||
+        msgpack_unpack_next(&d->up, d->bytes, d->len, &off) != MSGPACK_UNPACK_SUCCESS)
+        return corrupt(ld, "%s: malformed document", what);
+    return TL_OK;
+}
+
+static void doc_free(loader *ld, doc *d)
+{
+    msgpack_unpacked_destroy(&d->up);
+    tl__free(ld->rt, d->bytes, d->len ? d->len : 1);
+    tl__free(ld->rt, d->funcs, d->nfuncs * sizeof *d->funcs);
+}
+
+/* ---- pass 1: the head ---- */
+
+static int read_head(loader *ld)
+{
+    const msgpack_object *h = &ld->head.up.data;
+    const msgpack_object *magic = map_get(h, "magic"), *format = map_get(h, "format");
+    const msgpack_object *tid = map_get(h, "next_tid"), *cid = map_get(h, "next_cid");
+    const msgpack_object *runq = map_get(h, "runq");
+    if (!magic || !str_is(magic, "libtasklet"))
+        return corrupt(ld, "head: bad magic (not a libtasklet snapshot)");
+    if (!format || !is_uint(format))
+        return corrupt(ld, "head: no format version");
+    if (format->via.u64 > TL_FORMAT_VERSION)
+        return tl__seterr(ld->rt, TL_EFORMAT, "%s: format version %llu is newer than this "
+                          "library reads (%d); upgrade libtasklet", ld->where,
+                          (unsigned long long)format->via.u64, TL_FORMAT_VERSION);
+    if (!tid || !cid || !is_uint(tid) || !is_uint(cid) || !runq || !is_array(runq, UINT32_MAX))
+        return corrupt(ld, "head: missing counters or run queue");
+    ld->max_tid = tid->via.u64;
+    ld->max_cid = cid->via.u64;
+    return TL_OK;
+}
+
+/* ---- pass 2: functions and shells ---- */
+
+struct upgrade {
+    struct upgrade *next;
+    char *name;
+    uint32_t old_version;
+    const tl_func *to;
+    tl_upgrade_fn fn;
+    void *ud;
+};
+
+static const struct upgrade *find_upgrade(tl_runtime *rt, const char *name, size_t n, uint32_t v)
+{
+    for (const struct upgrade *u = rt->upgrades; u; u = u->next)
+        if (u->old_version == v && strlen(u->name) == n && memcmp(u->name, name, n) == 0)
+            return u;
+    return NULL;
+}
+
+static int resolve_func(loader *ld, const msgpack_object *f, fnref *r)
+{
+    const msgpack_object *a = f->via.array.ptr;
+    char name[128];
+    if (!is_array(f, 3) || a[0].type != MSGPACK_OBJECT_STR || a[0].via.str.size >= sizeof name ||
+        !is_uint(&a[1]) || a[1].via.u64 > UINT32_MAX || !is_array(&a[2], UINT32_MAX))
+        return corrupt(ld, "a function entry is malformed");
+    memcpy(name, a[0].via.str.ptr, a[0].via.str.size);
+    name[a[0].via.str.size] = '\0';
+    uint32_t version = (uint32_t)a[1].via.u64;
+    snprintf(r->label, sizeof r->label, "%s@%u", name, version);
+    r->fields = &a[2];
+    const tl_func *fn = tl_lookup(ld->rt, name, version);
+    if (!fn) {
+        r->up = find_upgrade(ld->rt, name, strlen(name), version);
+        if (!r->up)
+            return tl__seterr(ld->rt, TL_ENOFUNC, "%s needs function %s, which this program "
+                              "does not register (and no upgrade from it is registered)",
+                              ld->where, r->label);
+        fn = r->up->to;
+    }
+    r->e = tl__fn_find(ld->rt, fn);
+    return r->e ? TL_OK : tl__seterr(ld->rt, TL_ENOFUNC, "%s: upgrade target of %s is not "
+                                     "registered", ld->where, r->label);
+}
+
+static int new_tasklet_shell(loader *ld, uint64_t id)
+{
+    void **slot = idmap_slot(&ld->tasklets, id);
+    if (*slot)
+        return corrupt(ld, "tasklet #%llu appears twice", (unsigned long long)id);
+    tl_tasklet *t = tl__slab_get(ld->rt, &ld->rt->tasklets);
+    if (!t)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    memset(t, 0, sizeof *t);
+    t->magic = TL__MAGIC_TASK;
+    t->rt = ld->rt;
+    t->id = id;
+    t->state = TL_DONE;
+    tl__list_init(&t->w.link);
+    *slot = t;
+    if (id > ld->max_tid)
+        ld->max_tid = id;
+    return TL_OK;
+}
+
+static int new_chan_shell(loader *ld, const msgpack_object *c)
+{
+    const msgpack_object *a = c->via.array.ptr;
+    if (!is_array(c, 10) || !is_uint(&a[0]) || !is_uint(&a[2]) || a[2].via.u64 > ((uint64_t)1 << 24))
+        return corrupt(ld, "a channel record is malformed");
+    uint64_t id = a[0].via.u64;
+    void **slot = idmap_slot(&ld->chans, id);
+    if (*slot)
+        return corrupt(ld, "channel #%llu appears twice", (unsigned long long)id);
+    tl_chan *ch;
+    int rc = tl_chan_new(ld->rt, (size_t)a[2].via.u64, &ch);
+    if (rc != TL_OK)
+        return rc;
+    ch->id = id;
+    ch->refs = 0;
+    *slot = ch;
+    if (id > ld->max_cid)
+        ld->max_cid = id;
+    return TL_OK;
+}
+
+static int chunk_list(loader *ld, doc *d, const msgpack_object **list)
+{
+    const msgpack_object *o = &d->up.data;
+    *list = NULL;
+    if (is_array(o, 0))
+        return TL_OK; /* tombstone */
+    *list = map_get(o, d->kind == TL__KIND_TASKLETS ? "tasklets" : "chans");
+    if (!*list || !is_array(*list, UINT32_MAX))
+        return corrupt(ld, "chunk %d/%llu is malformed", d->kind, (unsigned long long)d->key);
+    return TL_OK;
+}
+
+static int shells_of(loader *ld, doc *d)
+{
+    const msgpack_object *list;
+    int rc = chunk_list(ld, d, &list);
+    if (rc != TL_OK || !list)
+        return rc;
+    if (d->kind == TL__KIND_CHANS) {
+        for (uint32_t i = 0; i < list->via.array.size && rc == TL_OK; i++)
+            rc = new_chan_shell(ld, &list->via.array.ptr[i]);
+        return rc;
+    }
+    const msgpack_object *funcs = map_get(&d->up.data, "funcs");
+    if (!funcs || !is_array(funcs, UINT32_MAX))
+        return corrupt(ld, "tasklet chunk %llu has no function table", (unsigned long long)d->key);
+    d->nfuncs = funcs->via.array.size;
+    d->funcs = tl__calloc(ld->rt, (d->nfuncs + 1) * sizeof *d->funcs);
+    if (!d->funcs)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (size_t i = 0; i < d->nfuncs && rc == TL_OK; i++)
+        rc = resolve_func(ld, &funcs->via.array.ptr[i], &d->funcs[i]);
+    for (uint32_t i = 0; i < list->via.array.size && rc == TL_OK; i++) {
+        const msgpack_object *t = &list->via.array.ptr[i];
+        if (!is_array(t, 9) || !is_uint(&t->via.array.ptr[0]))
+            return corrupt(ld, "a tasklet record in chunk %llu is malformed", (unsigned long long)d->key);
+        rc = new_tasklet_shell(ld, t->via.array.ptr[0].via.u64);
+    }
+    return rc;
+}
+
+/* ---- pass 3: values ---- */
+
+static int dec_value(loader *ld, const msgpack_object *o, tl_value *out, int depth);
+
+static int dec_items(loader *ld, const msgpack_object *o, tl_value *out, int depth)
+{
+    bool map = o->type == MSGPACK_OBJECT_MAP;
+    size_t n = map ? o->via.map.size : o->via.array.size;
+    size_t count = map ? 2 * n : n;
+    tl_value *items = tl__calloc(ld->rt, (count + 1) * sizeof *items);
+    int rc = items ? TL_OK : tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (size_t i = 0; i < n && rc == TL_OK; i++) {
+        if (map) {
+            rc = dec_value(ld, &o->via.map.ptr[i].key, &items[2 * i], depth + 1);
+            if (rc == TL_OK)
+                rc = dec_value(ld, &o->via.map.ptr[i].val, &items[2 * i + 1], depth + 1);
+        } else {
+            rc = dec_value(ld, &o->via.array.ptr[i], &items[i], depth + 1);
+        }
+    }
+    if (rc == TL_OK)
+        rc = map ? tl_map_new(ld->rt, items, n, out) : tl_array_new(ld->rt, items, n, out);
+    for (size_t i = 0; items && i < count; i++)
+        tl_release(items[i]);
+    tl__free(ld->rt, items, (count + 1) * sizeof *items);
+    return rc;
+}
+
+static int dec_ext(loader *ld, const msgpack_object *o, tl_value *out)
+{
+    int8_t type = o->via.ext.type;
+    uint32_t n = o->via.ext.size;
+    if ((type == 1 || type == 2) && n == 8) {
+        uint64_t id = ext_id(o);
+        void *obj = idmap_get(type == 1 ? &ld->chans : &ld->tasklets, id);
+        if (!obj)
+            return corrupt(ld, "a value refers to %s #%llu, which the snapshot lacks",
+                           type == 1 ? "channel" : "tasklet", (unsigned long long)id);
+        *out = type == 1 ? tl_chan_value(obj) : tl_tasklet_value(obj);
+        return TL_OK;
+    }
+    if (type == 3 && n >= 4) {
+        const unsigned char *p = (const unsigned char *)o->via.ext.ptr;
+        int32_t code = (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+                                 ((uint32_t)p[2] << 8) | p[3]);
+        char msg[256];
+        size_t m = n - 4 < sizeof msg - 1 ? n - 4 : sizeof msg - 1;
+        memcpy(msg, p + 4, m);
+        msg[m] = '\0';
+        *out = tl_error_value(ld->rt, code, m ? msg : NULL);
+        return TL_OK;
+    }
+    return corrupt(ld, "unknown extension type %d in a value", type);
+}
+
+static int dec_value(loader *ld, const msgpack_object *o, tl_value *out, int depth)
+{
+    *out = tl_nil();
+    if (depth > 16)
+        return corrupt(ld, "a value is nested too deep");
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return TL_OK;
+    case MSGPACK_OBJECT_BOOLEAN: *out = tl_bool(o->via.boolean); return TL_OK;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *out = o->via.u64 > INT64_MAX ? tl_u64(o->via.u64) : tl_i64((int64_t)o->via.u64);
+        return TL_OK;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = tl_i64(o->via.i64); return TL_OK;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: *out = tl_f64(o->via.f64); return TL_OK;
+    case MSGPACK_OBJECT_STR: return tl_str_new(ld->rt, o->via.str.ptr, o->via.str.size, out);
+    case MSGPACK_OBJECT_BIN: return tl_bin_new(ld->rt, o->via.bin.ptr, o->via.bin.size, out);
+    case MSGPACK_OBJECT_ARRAY:
+    case MSGPACK_OBJECT_MAP: return dec_items(ld, o, out, depth);
+    case MSGPACK_OBJECT_EXT: return dec_ext(ld, o, out);
+    default: return corrupt(ld, "unknown msgpack type in a value");
+    }
+}
+
+/* ---- pass 3: frames and locals ---- */
+
+static const char *const type_names[] = {
+    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
+};
+
+static const msgpack_object *snapshot_type(const fnref *r, const char *field)
+{
+    for (uint32_t i = 0; i < r->fields->via.array.size; i++) {
+        const msgpack_object *fd = &r->fields->via.array.ptr[i];
+        if (is_array(fd, 2) && str_is(&fd->via.array.ptr[0], field))
+            return &fd->via.array.ptr[1];
+    }
+    return NULL;
+}
+
+static int dec_ref_field(loader *ld, const tl_field *fd, const msgpack_object *o, void *p)
+{
+    int chan = fd->type == TL_T_CHAN;
+    if (o->type == MSGPACK_OBJECT_NIL)
+        return TL_OK;
+    if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != (chan ? 1 : 2) || o->via.ext.size != 8)
+        return corrupt(ld, "field '%s' does not hold a %s reference", fd->name, chan ? "channel" : "tasklet");
+    uint64_t id = ext_id(o);
+    void *obj = idmap_get(chan ? &ld->chans : &ld->tasklets, id);
+    if (!obj)
+        return corrupt(ld, "field '%s' refers to %s #%llu, which the snapshot lacks (dangling id)",
+                       fd->name, chan ? "channel" : "tasklet", (unsigned long long)id);
+    if (chan)
+        *(tl_chan **)p = tl_chan_retain(obj);
+    else
+        *(tl_tasklet **)p = tl_tasklet_retain(obj);
+    return TL_OK;
+}
+
+static int dec_field(loader *ld, const tl_field *fd, const msgpack_object *o, char *locals)
+{
+    void *p = locals + fd->offset;
+    int64_t i;
+    switch (fd->type) {
+    case TL_T_BOOL:
+        if (o->type != MSGPACK_OBJECT_BOOLEAN) break;
+        *(unsigned char *)p = o->via.boolean;
+        return TL_OK;
+    case TL_T_I32:
+    case TL_T_I64:
+        if (!is_int(o)) break;
+        i = as_int(o);
+        if (fd->type == TL_T_I32) {
+            if (i < INT32_MIN || i > INT32_MAX) break;
+            int32_t x = (int32_t)i;
+            memcpy(p, &x, 4);
+        } else {
+            memcpy(p, &i, 8);
+        }
+        return TL_OK;
+    case TL_T_U32:
+    case TL_T_U64:
+        if (!is_uint(o) || (fd->type == TL_T_U32 && o->via.u64 > UINT32_MAX)) break;
+        if (fd->type == TL_T_U32) {
+            uint32_t x = (uint32_t)o->via.u64;
+            memcpy(p, &x, 4);
+        } else {
+            memcpy(p, &o->via.u64, 8);
+        }
+        return TL_OK;
+    case TL_T_F64:
+        if (o->type != MSGPACK_OBJECT_FLOAT64 && o->type != MSGPACK_OBJECT_FLOAT32) break;
+        memcpy(p, &o->via.f64, 8);
+        return TL_OK;
+    case TL_T_VALUE: return dec_value(ld, o, (tl_value *)p, 0);
+    case TL_T_CHAN:
+    case TL_T_TASKLET: return dec_ref_field(ld, fd, o, p);
+    default:
+        if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != fd->size) break;
+        memcpy(p, o->via.bin.ptr, fd->size);
+        return TL_OK;
+    }
+    return corrupt(ld, "field '%s' holds a value of the wrong kind for %s",
+                   fd->name, type_names[fd->type]);
+}
+
+/* Fills the locals of a frame of r->e from the snapshot's map, by name. */
+static int dec_locals(loader *ld, const fnref *r, const msgpack_object *map, char *locals)
+{
+    const tl_func *fn = r->e->fn;
+    for (size_t i = 0; i < fn->nfields; i++) {
+        const tl_field *fd = &fn->fields[i];
+        const msgpack_object *type = snapshot_type(r, fd->name);
+        const msgpack_object *val = map_get(map, fd->name);
+        if (!type || !val)
+            continue; /* added field: stays zero */
+        if (!str_is(type, type_names[fd->type])) {
+            if (r->up)
+                continue; /* the upgrade maps it */
+            return tl__seterr(ld->rt, TL_ESCHEMA, "%s: field '%s' of %s changed type (the "
+                              "snapshot has %.*s, the program %s); register an upgrade or a "
+                              "new version", ld->where, fd->name, r->label,
+                              type->type == MSGPACK_OBJECT_STR ? (int)type->via.str.size : 1,
+                              type->type == MSGPACK_OBJECT_STR ? type->via.str.ptr : "?",
+                              type_names[fd->type]);
+        }
+        int rc = dec_field(ld, fd, val, locals);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+static int run_upgrade(loader *ld, const fnref *r, const msgpack_object *map, char *locals,
+                       uint32_t *pc)
+{
+    tl_value old;
+    int rc = dec_value(ld, map, &old, 0);
+    if (rc != TL_OK)
+        return rc;
+    rc = r->up->fn(r->up->ud, *pc, old, locals, pc);
+    tl_release(old);
+    if (rc != TL_OK)
+        return tl__seterr(ld->rt, rc, "%s: the upgrade of %s failed (%s)", ld->where, r->label,
+                          tl_strerror(rc));
+    return TL_OK;
+}
+
+static int dec_frame(loader *ld, doc *d, tl_tasklet *t, const msgpack_object *fo)
+{
+    const msgpack_object *a = fo->via.array.ptr;
+    if (!is_array(fo, 4) || !is_uint(&a[0]) || a[0].via.u64 >= d->nfuncs || !is_uint(&a[1]) ||
+        a[1].via.u64 > UINT32_MAX || !is_uint(&a[2]) || a[3].type != MSGPACK_OBJECT_MAP)
+        return corrupt(ld, "a frame of tasklet #%llu is malformed", (unsigned long long)t->id);
+    const fnref *r = &d->funcs[a[0].via.u64];
+    tl_frame *f = tl__frame_new(ld->rt, t, r->e);
+    if (!f)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for a frame", ld->where);
+    f->h.pc = (uint32_t)a[1].via.u64;
+    f->h.flags = (uint32_t)a[2].via.u64 & (TL__F_ERR | TL__F_CATCH);
+    int rc = dec_locals(ld, r, &a[3], TL__LOCALS(f));
+    if (rc == TL_OK && r->up)
+        rc = run_upgrade(ld, r, &a[3], TL__LOCALS(f), &f->h.pc);
+    return rc;
+}
+
+/* ---- pass 3: tasklets ---- */
+
+static int dec_select(loader *ld, tl_tasklet *t, const msgpack_object *sel)
+{
+    const msgpack_object *at = map_get(sel, "at"), *cases = map_get(sel, "cases");
+    if (!at || !is_uint(at) || !cases || !is_array(cases, UINT32_MAX) ||
+        cases->via.array.size < 1 || cases->via.array.size > TL_SELECT_MAX || !t->top)
+        return corrupt(ld, "tasklet #%llu: bad select", (unsigned long long)t->id);
+    uint32_t n = cases->via.array.size;
+    size_t size = t->top->fn->fn->locals_size;
+    if (at->via.u64 > size || n * sizeof(tl_case) > size - at->via.u64 ||
+        at->via.u64 % _Alignof(tl_case))
+        return corrupt(ld, "tasklet #%llu: select cases outside the frame", (unsigned long long)t->id);
+    tl_case *cs = (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at->via.u64);
+    tl__sel *s = tl__sel_new(ld->rt, t, cs, (int)n);
+    if (!s)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *c = &cases->via.array.ptr[i];
+        if (!is_array(c, 3) || !is_uint(&c->via.array.ptr[0]) || !is_uint(&c->via.array.ptr[1]) ||
+            (c->via.array.ptr[1].via.u64 != TL_OP_SEND && c->via.array.ptr[1].via.u64 != TL_OP_RECV))
+            return corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
+        tl_chan *ch = idmap_get(&ld->chans, c->via.array.ptr[0].via.u64);
+        if (!ch)
+            return corrupt(ld, "tasklet #%llu selects on a missing channel", (unsigned long long)t->id);
+        cs[i].ch = ch;
+        cs[i].op = (int)c->via.array.ptr[1].via.u64;
+        int rc = dec_value(ld, &c->via.array.ptr[2], &cs[i].value, 0);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+static int dec_extra(loader *ld, tl_tasklet *t, const msgpack_object *x)
+{
+    if (x->type == MSGPACK_OBJECT_NIL)
+        return TL_OK;
+    if (x->type != MSGPACK_OBJECT_MAP)
+        return corrupt(ld, "tasklet #%llu: bad extra", (unsigned long long)t->id);
+    tl__ext *e = tl__ext_get(t);
+    if (!e)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    const msgpack_object *name = map_get(x, "name"), *msg = map_get(x, "msg");
+    const msgpack_object *fired = map_get(x, "fired"), *sel = map_get(x, "sel");
+    char buf[256];
+    if (name && name->type == MSGPACK_OBJECT_STR) {
+        snprintf(buf, sizeof buf, "%.*s", (int)name->via.str.size, name->via.str.ptr);
+        e->name = tl__strdup(ld->rt, buf);
+    }
+    if (msg && msg->type == MSGPACK_OBJECT_STR) {
+        snprintf(buf, sizeof buf, "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
+        e->errmsg = tl__strdup(ld->rt, buf);
+    }
+    e->sel_fired = fired && is_int(fired) ? (int)as_int(fired) : -1;
+    if (t->wait == TL_WAIT_SELECT)
+        return sel ? dec_select(ld, t, sel) : corrupt(ld, "tasklet #%llu: select without cases",
+                                                       (unsigned long long)t->id);
+    return TL_OK;
+}
+
+static int check_state(loader *ld, tl_tasklet *t, uint64_t state, uint64_t wait, size_t nframes)
+{
+    bool ended = state >= TL_DONE && state <= TL_KILLED;
+    if ((state != TL_RUNNABLE && state != TL_BLOCKED && !ended) || wait > TL_WAIT_JOIN ||
+        (state == TL_BLOCKED) != (wait != TL_WAIT_NONE) || ended == (nframes > 0))
+        return corrupt(ld, "tasklet #%llu has an impossible state", (unsigned long long)t->id);
+    return TL_OK;
+}
+
+static int dec_wait(loader *ld, tl_tasklet *t, const msgpack_object *on)
+{
+    switch (t->wait) {
+    case TL_WAIT_SEND:
+    case TL_WAIT_RECV:
+    case TL_WAIT_JOIN:
+        if (!is_uint(on) || !idmap_get(t->wait == TL_WAIT_JOIN ? &ld->tasklets : &ld->chans, on->via.u64))
+            return corrupt(ld, "tasklet #%llu waits on a missing %s", (unsigned long long)t->id,
+                           t->wait == TL_WAIT_JOIN ? "tasklet" : "channel");
+        return TL_OK; /* linked from the queue side, pass 4 checks */
+    case TL_WAIT_SLEEP:
+        if (!is_int(on))
+            return corrupt(ld, "tasklet #%llu sleeps without a deadline", (unsigned long long)t->id);
+        return tl__timer_add(ld->rt, t, as_int(on)) == TL_OK
+                   ? TL_OK : tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    default:
+        return TL_OK;
+    }
+}
+
+static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
+{
+    const msgpack_object *a = o->via.array.ptr;
+    tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
+    if (!is_uint(&a[1]) || !is_uint(&a[2]) || !is_int(&a[3]) || !is_array(&a[7], UINT32_MAX))
+        return corrupt(ld, "tasklet #%llu: malformed record", (unsigned long long)t->id);
+    int rc = check_state(ld, t, a[1].via.u64, a[2].via.u64, a[7].via.array.size);
+    if (rc != TL_OK)
+        return rc;
+    t->state = (uint8_t)a[1].via.u64;
+    t->wait = (uint8_t)a[2].via.u64;
+    t->err = (int32_t)as_int(&a[3]);
+    for (uint32_t i = 0; i < a[7].via.array.size && rc == TL_OK; i++)
+        rc = dec_frame(ld, d, t, &a[7].via.array.ptr[i]);
+    if (rc == TL_OK)
+        rc = dec_value(ld, &a[6], &t->xfer, 0);
+    if (rc == TL_OK)
+        rc = dec_extra(ld, t, &a[8]);
+    if (rc == TL_OK)
+        rc = dec_wait(ld, t, &a[5]);
+    return rc;
+}
+
+/* ---- pass 3: channels ---- */
+
+static int link_waiter(loader *ld, tl_chan *ch, const msgpack_object *w, int op)
+{
+    const msgpack_object *a = w->via.array.ptr;
+    if (!is_array(w, 2) || !is_uint(&a[0]) || !is_int(&a[1]))
+        return corrupt(ld, "channel #%llu: malformed waiter", (unsigned long long)ch->id);
+    tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
+    int64_t idx = as_int(&a[1]);
+    if (!t || t->state != TL_BLOCKED)
+        return corrupt(ld, "channel #%llu queues tasklet #%llu, which is not blocked",
+                       (unsigned long long)ch->id, (unsigned long long)a[0].via.u64);
+    tl__waiter *wt;
+    if (idx < 0) {
+        if (t->wait != (op == TL_OP_SEND ? TL_WAIT_SEND : TL_WAIT_RECV))
+            return corrupt(ld, "tasklet #%llu is queued on channel #%llu but waits for something else",
+                           (unsigned long long)t->id, (unsigned long long)ch->id);
+        wt = &t->w;
+        wt->on = (uintptr_t)ch;
+    } else {
+        tl__sel *s = t->ext ? t->ext->sel : NULL;
+        if (t->wait != TL_WAIT_SELECT || !s || idx >= s->n || s->cases[idx].ch != ch ||
+            s->cases[idx].op != op)
+            return corrupt(ld, "channel #%llu queues a select case that tasklet #%llu lacks",
+                           (unsigned long long)ch->id, (unsigned long long)t->id);
+        wt = &s->ws[idx].w;
+        wt->on = (uintptr_t)ch | 1;
+    }
+    if (wt->link.next != &wt->link)
+        return corrupt(ld, "tasklet #%llu is queued twice", (unsigned long long)t->id);
+    tl__chan_enqueue(ch, wt, op);
+    return TL_OK;
+}
+
+static int dec_chan(loader *ld, const msgpack_object *o)
+{
+    const msgpack_object *a = o->via.array.ptr;
+    tl_chan *ch = idmap_get(&ld->chans, a[0].via.u64);
+    if ((a[1].type != MSGPACK_OBJECT_NIL && a[1].type != MSGPACK_OBJECT_STR) || !is_int(&a[3]) ||
+        as_int(&a[3]) < -1 || as_int(&a[3]) > 1 || a[4].type != MSGPACK_OBJECT_BOOLEAN ||
+        a[5].type != MSGPACK_OBJECT_BOOLEAN || !is_array(&a[7], UINT32_MAX) ||
+        a[7].via.array.size > ch->cap || !is_array(&a[8], UINT32_MAX) || !is_array(&a[9], UINT32_MAX))
+        return corrupt(ld, "channel #%llu: malformed record", (unsigned long long)ch->id);
+    if (a[1].type == MSGPACK_OBJECT_STR) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%.*s", (int)a[1].via.str.size, a[1].via.str.ptr);
+        if (tl_chan_set_name(ch, buf) != TL_OK)
+            return TL_ENOMEM;
+    }
+    ch->pref = (int8_t)as_int(&a[3]);
+    ch->sched_all = a[4].via.boolean;
+    ch->closing = a[5].via.boolean;
+    int rc = TL_OK;
+    for (uint32_t i = 0; i < a[7].via.array.size && rc == TL_OK; i++) {
+        rc = dec_value(ld, &a[7].via.array.ptr[i], &ch->buf[i], 0);
+        ch->count += rc == TL_OK;
+    }
+    for (uint32_t i = 0; i < a[8].via.array.size && rc == TL_OK; i++)
+        rc = link_waiter(ld, ch, &a[8].via.array.ptr[i], TL_OP_SEND);
+    for (uint32_t i = 0; i < a[9].via.array.size && rc == TL_OK; i++)
+        rc = link_waiter(ld, ch, &a[9].via.array.ptr[i], TL_OP_RECV);
+    return rc;
+}
+
+static int contents_of(loader *ld, doc *d)
+{
+    const msgpack_object *list;
+    int rc = chunk_list(ld, d, &list);
+    for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++)
+        rc = d->kind == TL__KIND_TASKLETS ? dec_tasklet(ld, d, &list->via.array.ptr[i])
+                                          : dec_chan(ld, &list->via.array.ptr[i]);
+    return rc;
+}
+
+/* ---- pass 4: joiners, run queue, checks, references ---- */
+
+static int link_joiners(loader *ld, doc *d)
+{
+    const msgpack_object *list;
+    int rc = chunk_list(ld, d, &list);
+    for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++) {
+        const msgpack_object *a = list->via.array.ptr[i].via.array.ptr;
+        const msgpack_object *js = map_get(&a[8], "joiners");
+        tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
+        for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
+            const msgpack_object *jid = &js->via.array.ptr[j];
+            tl_tasklet *w = is_uint(jid) ? idmap_get(&ld->tasklets, jid->via.u64) : NULL;
+            if (!w || w->wait != TL_WAIT_JOIN || w->w.link.next != &w->w.link ||
+                t->state >= TL_DONE)
+                return corrupt(ld, "tasklet #%llu lists a joiner that does not join it",
+                               (unsigned long long)t->id);
+            tl__list_push_back(&t->ext->joiners, &w->w.link);
+            w->w.on = (uintptr_t)t;
+            t->refs++;
+        }
+    }
+    return rc;
+}
+
+static int link_runq(loader *ld)
+{
+    const msgpack_object *runq = map_get(&ld->head.up.data, "runq");
+    for (uint32_t i = 0; i < runq->via.array.size; i++) {
+        const msgpack_object *id = &runq->via.array.ptr[i];
+        tl_tasklet *t = is_uint(id) ? idmap_get(&ld->tasklets, id->via.u64) : NULL;
+        if (!t || t->state != TL_RUNNABLE || t->w.link.next != &t->w.link)
+            return corrupt(ld, "the run queue lists a tasklet that is not runnable");
+        tl__runq_push_back(ld->rt, t);
+    }
+    return TL_OK;
+}
+
+typedef struct finish_ctx {
+    loader *ld;
+    int rc;
+} finish_ctx;
+
+static void finish_visit(void *obj, void *ud)
+{
+    finish_ctx *c = ud;
+    tl_tasklet *t = obj;
+    bool linked = t->w.link.next != &t->w.link;
+    if (c->rc != TL_OK)
+        return;
+    if (t->state < TL_DONE) {
+        t->refs++; /* alive */
+        c->ld->rt->nlive++;
+    }
+    if (t->state == TL_BLOCKED) {
+        c->ld->rt->nblocked++;
+        bool sel_ok = true;
+        if (t->wait == TL_WAIT_SELECT)
+            for (int i = 0; i < t->ext->sel->n; i++)
+                sel_ok = sel_ok && t->ext->sel->ws[i].w.link.next != &t->ext->sel->ws[i].w.link;
+        bool ok = t->wait == TL_WAIT_SELECT ? sel_ok : t->wait == TL_WAIT_SLEEP ? !linked : linked;
+        if (!ok)
+            c->rc = corrupt(c->ld, "tasklet #%llu is blocked but not in the queue it waits on",
+                            (unsigned long long)t->id);
+    } else if (t->state == TL_RUNNABLE && !linked) {
+        c->rc = corrupt(c->ld, "runnable tasklet #%llu is missing from the run queue",
+                        (unsigned long long)t->id);
+    }
+}
+
+static void drop_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    (void)ud;
+    if (t->refs == 0) { /* ended and unreferenced: drop it */
+        t->refs = 1;
+        tl_tasklet_release(t);
+    }
+}
+
+static void drop_unreferenced_chans(tl_runtime *rt)
+{
+    tl__link *l = rt->chans.next;
+    while (l != &rt->chans) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        l = l->next; /* ch may go */
+        if (ch->refs == 0) {
+            ch->refs = 1;
+            tl_chan_release(ch);
+        }
+    }
+}
+
+static int finish(loader *ld)
+{
+    finish_ctx c = {ld, TL_OK};
+    for (size_t i = 0; i < ld->ndocs && c.rc == TL_OK; i++)
+        if (ld->docs[i].kind == TL__KIND_TASKLETS)
+            c.rc = link_joiners(ld, &ld->docs[i]);
+    if (c.rc == TL_OK)
+        c.rc = link_runq(ld);
+    if (c.rc == TL_OK)
+        tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, finish_visit, &c);
+    if (c.rc != TL_OK)
+        return c.rc;
+    tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
+    drop_unreferenced_chans(ld->rt);
+    ld->rt->next_tid = ld->max_tid;
+    ld->rt->next_cid = ld->max_cid;
+    return TL_OK;
+}
+
+/* ---- driver ---- */
+
+static int count_objects(loader *ld, size_t *nt, size_t *nc)
+{
+    *nt = *nc = 0;
+    for (size_t i = 0; i < ld->ndocs; i++) {
+        const msgpack_object *list;
+        int rc = chunk_list(ld, &ld->docs[i], &list);
+        if (rc != TL_OK)
+            return rc;
+        if (list)
+            *(ld->docs[i].kind == TL__KIND_TASKLETS ? nt : nc) += list->via.array.size;
+    }
+    return TL_OK;
+}
+
+static int load_all(loader *ld, const tl__raw *head, const tl__raw *chunks, size_t n)
+{
+    char what[64];
+    size_t nt, nc;
+    int rc = read_record(ld, head, &ld->head, "head record");
+    if (rc == TL_OK)
+        rc = read_head(ld);
+    for (size_t i = 0; i < n && rc == TL_OK; i++) {
+        snprintf(what, sizeof what, "chunk %d/%llu", chunks[i].kind, (unsigned long long)chunks[i].key);
+        if (chunks[i].kind != TL__KIND_TASKLETS && chunks[i].kind != TL__KIND_CHANS)
+            return corrupt(ld, "%s: unknown kind", what);
+        ld->docs[i].kind = chunks[i].kind;
+        ld->docs[i].key = chunks[i].key;
+        ld->ndocs = i + 1;
+        rc = read_record(ld, &chunks[i], &ld->docs[i], what);
+    }
+    if (rc == TL_OK)
+        rc = count_objects(ld, &nt, &nc);
+    if (rc == TL_OK && (idmap_init(ld->rt, &ld->tasklets, nt) != TL_OK ||
+                        idmap_init(ld->rt, &ld->chans, nc) != TL_OK))
+        rc = tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++) /* channels first: tasklets refer */
+        if (ld->docs[i].kind == TL__KIND_CHANS)
+            rc = shells_of(ld, &ld->docs[i]);
+    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
+        if (ld->docs[i].kind == TL__KIND_TASKLETS)
+            rc = shells_of(ld, &ld->docs[i]);
+    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
+        if (ld->docs[i].kind == TL__KIND_TASKLETS)
+            rc = contents_of(ld, &ld->docs[i]);
+    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
+        if (ld->docs[i].kind == TL__KIND_CHANS)
+            rc = contents_of(ld, &ld->docs[i]);
+    return rc == TL_OK ? finish(ld) : rc;
+}
+
+int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
+             const char *where)
+{
+    loader ld;
+    if (rt->nlive || !tl__list_empty(&rt->chans) || rt->tasklets.live)
+        return tl__seterr(rt, TL_ENOTEMPTY, "%s: load into a runtime with no tasklets and no "
+                          "channels", where);
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "%s: cannot load from inside a tasklet", where);
+    memset(&ld, 0, sizeof ld);
+    ld.rt = rt;
+    ld.where = where;
+    msgpack_unpacked_init(&ld.head.up);
+    ld.docs = tl__calloc(rt, (n + 1) * sizeof *ld.docs);
+    if (!ld.docs)
+        return tl__seterr(rt, TL_ENOMEM, "%s: out of memory", where);
+    for (size_t i = 0; i <= n; i++)
+        msgpack_unpacked_init(&ld.docs[i].up);
+    int rc = load_all(&ld, head, chunks, n);
+    for (size_t i = 0; i <= n; i++)
+        doc_free(&ld, &ld.docs[i]);
+    doc_free(&ld, &ld.head);
+    tl__free(rt, ld.docs, (n + 1) * sizeof *ld.docs);
+    idmap_free(rt, &ld.tasklets);
+    idmap_free(rt, &ld.chans);
+    if (rc != TL_OK) {
+        int code = rt->errcode;
+        char msg[sizeof rt->errmsg];
+        memcpy(msg, rt->errmsg, sizeof msg);
+        tl__runtime_reset(rt);
+        rt->errcode = code;
+        memcpy(rt->errmsg, msg, sizeof msg);
+        return rc;
+    }
+    tl__clear_dirty(rt);
+    return TL_OK;
+}
+
+int tl_register_upgrade(tl_runtime *rt, const char *name, uint32_t old_version,
+                        const tl_func *to, tl_upgrade_fn fn, void *ud)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (!name || !to || !fn)
+        return tl__seterr(rt, TL_EINVAL, "tl_register_upgrade: name, target and function are needed");
+    if (!tl__fn_find(rt, to))
+        return tl__seterr(rt, TL_ENOFUNC, "tl_register_upgrade: register %s@%u first",
+                          to->name, to->version);
+    struct upgrade *u = tl__calloc(rt, sizeof *u);
+    char *copy = tl__strdup(rt, name);
+    if (!u || !copy) {
+        tl__free(rt, u, sizeof *u);
+        tl__strfree(rt, copy);
+        return tl__seterr(rt, TL_ENOMEM, "tl_register_upgrade: out of memory");
+    }
+    *u = (struct upgrade){rt->upgrades, copy, old_version, to, fn, ud};
+    rt->upgrades = u;
+    return TL_OK;
+}
+
+void tl__upgrades_free(tl_runtime *rt)
+{
+    while (rt->upgrades) {
+        struct upgrade *u = rt->upgrades;
+        rt->upgrades = u->next;
+        tl__strfree(rt, u->name);
+        tl__free(rt, u, sizeof *u);
+    }
+}

@@ -1,0 +1,534 @@
+/*
+ * encode.c -- the runtime to msgpack records (docs/FORMAT.md).
+ *
+ * Invariants: output is deterministic (objects sorted by id, locals in
+ * schema order, zlib at a fixed level); nothing written is a pointer.
+ * Encoding never changes the runtime; dirty flags are only cleared by
+ * tl__clear_dirty once a checkpoint is committed.
+ */
+#include "persist.h"
+
+#include <msgpack.h>
+#include <string.h>
+#include <zlib.h>
+
+#define COMPRESS_MIN 512
+#define MAX_VALUE_DEPTH 16
+
+/* ---- buffers ---- */
+
+void tl__buf_init(tl__buf *b, tl_runtime *rt)
+{
+    memset(b, 0, sizeof *b);
+    b->rt = rt;
+}
+
+void tl__buf_free(tl__buf *b)
+{
+    tl__free(b->rt, b->p, b->cap);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+int tl__buf_write(void *data, const char *p, size_t n)
+{
+    tl__buf *b = data;
+    if (b->oom)
+        return -1;
+    if (b->len + n > b->cap) {
+        size_t ncap = b->cap ? b->cap : 256;
+        while (ncap < b->len + n)
+            ncap *= 2;
+        char *np = tl__realloc(b->rt, b->p, b->cap, ncap);
+        if (!np) {
+            b->oom = 1;
+            return -1;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_ref(msgpack_packer *pk, int8_t type, uint64_t id)
+{
+    unsigned char be[8];
+    for (int i = 0; i < 8; i++)
+        be[i] = (unsigned char)(id >> (56 - 8 * i));
+    msgpack_pack_ext(pk, 8, type);
+    msgpack_pack_ext_body(pk, be, 8);
+}
+
+/* ---- values ---- */
+
+static int enc_value(msgpack_packer *pk, tl_value v, int depth);
+
+static int enc_items(msgpack_packer *pk, tl_value v, int depth)
+{
+    size_t n = tl_len(v);
+    if (v.type == TL_V_ARRAY) {
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++)
+            if (enc_value(pk, tl_array_at(v, i), depth + 1) != TL_OK)
+                return TL_ERANGE;
+        return TL_OK;
+    }
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < n; i++)
+        if (enc_value(pk, tl_map_key(v, i), depth + 1) != TL_OK ||
+            enc_value(pk, tl_map_val(v, i), depth + 1) != TL_OK)
+            return TL_ERANGE;
+    return TL_OK;
+}
+
+static void enc_error(msgpack_packer *pk, tl_value v)
+{
+    const char *msg = tl_error_msg(v);
+    size_t n = msg ? strlen(msg) : 0;
+    uint32_t code = (uint32_t)tl_error_code(v);
+    unsigned char be[4] = {(unsigned char)(code >> 24), (unsigned char)(code >> 16),
+                           (unsigned char)(code >> 8), (unsigned char)code};
+    msgpack_pack_ext(pk, 4 + n, 3);
+    msgpack_pack_ext_body(pk, be, 4);
+    if (n)
+        msgpack_pack_ext_body(pk, msg, n);
+}
+
+static int enc_value(msgpack_packer *pk, tl_value v, int depth)
+{
+    size_t n;
+    const char *s;
+    if (depth > MAX_VALUE_DEPTH)
+        return TL_ERANGE;
+    switch (v.type) {
+    case TL_V_NIL: msgpack_pack_nil(pk); break;
+    case TL_V_BOOL: v.as.b ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
+    case TL_V_INT: msgpack_pack_int64(pk, v.as.i); break;
+    case TL_V_UINT: msgpack_pack_uint64(pk, v.as.u); break;
+    case TL_V_DOUBLE: msgpack_pack_double(pk, v.as.d); break;
+    case TL_V_STR:
+        s = tl_str_data(v, &n);
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, s, n);
+        break;
+    case TL_V_BIN:
+        s = tl_str_data(v, &n);
+        msgpack_pack_bin(pk, n);
+        msgpack_pack_bin_body(pk, s, n);
+        break;
+    case TL_V_ARRAY:
+    case TL_V_MAP: return enc_items(pk, v, depth);
+    case TL_V_CHAN: pack_ref(pk, 1, tl_chan_id(v.as.p)); break;
+    case TL_V_TASKLET: pack_ref(pk, 2, tl_tasklet_id(v.as.p)); break;
+    case TL_V_ERROR: enc_error(pk, v); break;
+    default: msgpack_pack_nil(pk); break;
+    }
+    return TL_OK;
+}
+
+/* ---- locals ---- */
+
+static const char *const type_names[] = {
+    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
+};
+
+static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
+{
+    const void *p = locals + fd->offset;
+    pack_cstr(pk, fd->name);
+    switch (fd->type) {
+    case TL_T_BOOL: *(const unsigned char *)p ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
+    case TL_T_I32: { int32_t x; memcpy(&x, p, 4); msgpack_pack_int32(pk, x); break; }
+    case TL_T_I64: { int64_t x; memcpy(&x, p, 8); msgpack_pack_int64(pk, x); break; }
+    case TL_T_U32: { uint32_t x; memcpy(&x, p, 4); msgpack_pack_uint32(pk, x); break; }
+    case TL_T_U64: { uint64_t x; memcpy(&x, p, 8); msgpack_pack_uint64(pk, x); break; }
+    case TL_T_F64: { double x; memcpy(&x, p, 8); msgpack_pack_double(pk, x); break; }
+    case TL_T_VALUE: return enc_value(pk, *(const tl_value *)p, 0);
+    case TL_T_CHAN: {
+        tl_chan *ch = *(tl_chan *const *)p;
+        if (ch)
+            pack_ref(pk, 1, ch->id);
+        else
+            msgpack_pack_nil(pk);
+        break;
+    }
+    case TL_T_TASKLET: {
+        tl_tasklet *t = *(tl_tasklet *const *)p;
+        if (t)
+            pack_ref(pk, 2, t->id);
+        else
+            msgpack_pack_nil(pk);
+        break;
+    }
+    default:
+        msgpack_pack_bin(pk, fd->size);
+        msgpack_pack_bin_body(pk, p, fd->size);
+    }
+    return TL_OK;
+}
+
+/* Functions used by one chunk, in order of first use. */
+typedef struct functab {
+    const tl__fn *fn[64];
+    size_t n;
+    int overflow;
+} functab;
+
+static size_t functab_index(functab *ft, const tl__fn *e)
+{
+    for (size_t i = 0; i < ft->n; i++)
+        if (ft->fn[i] == e)
+            return i;
+    if (ft->n == TL_COUNTOF(ft->fn)) {
+        ft->overflow = 1;
+        return 0;
+    }
+    ft->fn[ft->n] = e;
+    return ft->n++;
+}
+
+static int enc_frame(msgpack_packer *pk, const tl_frame *f, functab *ft)
+{
+    const tl_func *fn = f->fn->fn;
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint64(pk, functab_index(ft, f->fn));
+    msgpack_pack_uint32(pk, f->h.pc);
+    msgpack_pack_uint32(pk, f->h.flags & (TL__F_ERR | TL__F_CATCH));
+    msgpack_pack_map(pk, fn->nfields);
+    for (size_t i = 0; i < fn->nfields; i++)
+        if (enc_field(pk, &fn->fields[i], TL__LOCALS(f)) != TL_OK)
+            return TL_ERANGE;
+    return TL_OK;
+}
+
+static int enc_frames(msgpack_packer *pk, const tl_tasklet *t, functab *ft)
+{
+    const tl_frame *small[32], **chain = small;
+    size_t depth = tl_tasklet_depth(t), i = depth;
+    int rc = TL_OK;
+    if (depth > TL_COUNTOF(small)) {
+        chain = tl__alloc(t->rt, depth * sizeof *chain);
+        if (!chain)
+            return tl__seterr(t->rt, TL_ENOMEM, "snapshot: out of memory");
+    }
+    for (const tl_frame *f = t->top; f; f = f->parent)
+        chain[--i] = f; /* bottom first */
+    msgpack_pack_array(pk, depth);
+    for (i = 0; i < depth && rc == TL_OK; i++)
+        rc = enc_frame(pk, chain[i], ft);
+    if (chain != small)
+        tl__free(t->rt, chain, depth * sizeof *chain);
+    return rc;
+}
+
+static int64_t wait_on(const tl_tasklet *t, const tl_runtime *rt)
+{
+    switch (t->wait) {
+    case TL_WAIT_SEND:
+    case TL_WAIT_RECV: return (int64_t)((const tl_chan *)t->w.on)->id;
+    case TL_WAIT_SLEEP: return rt->timers[t->w.on].deadline;
+    case TL_WAIT_JOIN: return (int64_t)((const tl_tasklet *)t->w.on)->id;
+    default: return 0;
+    }
+}
+
+static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
+{
+    const tl__sel *sel = t->ext->sel;
+    const char *locals = TL__LOCALS(t->top);
+    const char *at = (const char *)sel->cases;
+    size_t size = t->top->fn->fn->locals_size;
+    if (at < locals || at + (size_t)sel->n * sizeof(tl_case) > locals + size)
+        return tl__seterr(t->rt, TL_ESTATE, "tasklet #%llu waits in a select whose cases "
+                          "are not in its frame's locals: it cannot be saved",
+                          (unsigned long long)t->id);
+    pack_cstr(pk, "sel");
+    msgpack_pack_map(pk, 2);
+    pack_cstr(pk, "at");
+    msgpack_pack_uint64(pk, (uint64_t)(at - locals));
+    pack_cstr(pk, "cases");
+    msgpack_pack_array(pk, (size_t)sel->n);
+    for (int i = 0; i < sel->n; i++) {
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint64(pk, sel->cases[i].ch->id);
+        msgpack_pack_int(pk, sel->cases[i].op);
+        if (enc_value(pk, sel->cases[i].value, 0) != TL_OK)
+            return TL_ERANGE;
+    }
+    return TL_OK;
+}
+
+static size_t extra_count(const tl_tasklet *t)
+{
+    const tl__ext *x = t->ext;
+    if (!x)
+        return 0;
+    return (x->name != NULL) + (x->errmsg != NULL) + 1 /* fired */ +
+           !tl__list_empty(&x->joiners) + (x->sel != NULL);
+}
+
+static int enc_extra(msgpack_packer *pk, const tl_tasklet *t)
+{
+    const tl__ext *x = t->ext;
+    size_t n = extra_count(t);
+    if (!n) {
+        msgpack_pack_nil(pk);
+        return TL_OK;
+    }
+    msgpack_pack_map(pk, n);
+    if (x->name) { pack_cstr(pk, "name"); pack_cstr(pk, x->name); }
+    if (x->errmsg) { pack_cstr(pk, "msg"); pack_cstr(pk, x->errmsg); }
+    pack_cstr(pk, "fired");
+    msgpack_pack_int(pk, x->sel_fired);
+    if (!tl__list_empty(&x->joiners)) {
+        size_t nj = 0;
+        for (tl__link *l = x->joiners.next; l != &x->joiners; l = l->next)
+            nj++;
+        pack_cstr(pk, "joiners");
+        msgpack_pack_array(pk, nj);
+        for (tl__link *l = x->joiners.next; l != &x->joiners; l = l->next)
+            msgpack_pack_uint64(pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
+    }
+    return x->sel ? enc_select(pk, t) : TL_OK;
+}
+
+static int enc_tasklet(msgpack_packer *pk, const tl_tasklet *t, functab *ft)
+{
+    msgpack_pack_array(pk, 9);
+    msgpack_pack_uint64(pk, t->id);
+    msgpack_pack_uint8(pk, t->state);
+    msgpack_pack_uint8(pk, t->wait);
+    msgpack_pack_int32(pk, t->err);
+    msgpack_pack_uint8(pk, 0); /* extrefs: reserved */
+    if (t->state == TL_BLOCKED && t->wait != TL_WAIT_SELECT)
+        msgpack_pack_int64(pk, wait_on(t, t->rt));
+    else
+        msgpack_pack_nil(pk);
+    if (enc_value(pk, t->xfer, 0) != TL_OK || enc_frames(pk, t, ft) != TL_OK)
+        return tl__seterr(t->rt, TL_ERANGE, "tasklet #%llu holds a value nested deeper "
+                          "than %d levels", (unsigned long long)t->id, MAX_VALUE_DEPTH);
+    return enc_extra(pk, t);
+}
+
+static void enc_funcs(msgpack_packer *pk, const functab *ft)
+{
+    msgpack_pack_array(pk, ft->n);
+    for (size_t i = 0; i < ft->n; i++) {
+        const tl_func *fn = ft->fn[i]->fn;
+        msgpack_pack_array(pk, 3);
+        pack_cstr(pk, fn->name);
+        msgpack_pack_uint32(pk, fn->version);
+        msgpack_pack_array(pk, fn->nfields);
+        for (size_t j = 0; j < fn->nfields; j++) {
+            msgpack_pack_array(pk, 2);
+            pack_cstr(pk, fn->fields[j].name);
+            pack_cstr(pk, type_names[fn->fields[j].type]);
+        }
+    }
+}
+
+/* The tasklets of one chunk; functab is filled as frames are written,
+ * then written before them (hence the two buffers). */
+static int enc_tasklet_chunk(tl_runtime *rt, void **objs, size_t n, tl__buf *doc)
+{
+    tl__buf body;
+    msgpack_packer pk;
+    functab ft = {.n = 0};
+    int rc = TL_OK;
+    tl__buf_init(&body, rt);
+    msgpack_packer_init(&pk, &body, tl__buf_write);
+    msgpack_pack_array(&pk, n);
+    for (size_t i = 0; i < n && rc == TL_OK; i++)
+        rc = enc_tasklet(&pk, objs[i], &ft);
+    if (rc == TL_OK && ft.overflow)
+        rc = tl__seterr(rt, TL_ERANGE, "more than 64 functions in one chunk of 256 tasklets");
+    if (rc == TL_OK) {
+        msgpack_packer_init(&pk, doc, tl__buf_write);
+        msgpack_pack_map(&pk, 2);
+        pack_cstr(&pk, "funcs");
+        enc_funcs(&pk, &ft);
+        pack_cstr(&pk, "tasklets");
+        tl__buf_write(doc, body.p, body.len);
+    }
+    if (body.oom)
+        rc = TL_ENOMEM;
+    tl__buf_free(&body);
+    return rc;
+}
+
+static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
+{
+    msgpack_pack_array(pk, n);
+    for (const tl__link *l = q->next; l != q; l = l->next) {
+        const tl__waiter *w = (const tl__waiter *)l;
+        msgpack_pack_array(pk, 2);
+        if (w->on & 1) {
+            const tl__selw *sw = (const tl__selw *)w;
+            msgpack_pack_uint64(pk, sw->sel->t->id);
+            msgpack_pack_int(pk, sw->idx);
+        } else {
+            msgpack_pack_uint64(pk, TL__CONTAINER(w, tl_tasklet, w)->id);
+            msgpack_pack_int(pk, -1);
+        }
+    }
+}
+
+static int enc_chan(msgpack_packer *pk, const tl_chan *ch)
+{
+    msgpack_pack_array(pk, 10);
+    msgpack_pack_uint64(pk, ch->id);
+    if (ch->name)
+        pack_cstr(pk, ch->name);
+    else
+        msgpack_pack_nil(pk);
+    msgpack_pack_uint64(pk, ch->cap);
+    msgpack_pack_int(pk, ch->pref);
+    ch->sched_all ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    ch->closing ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    msgpack_pack_uint8(pk, 0); /* extrefs: reserved */
+    msgpack_pack_array(pk, ch->count);
+    for (size_t i = 0; i < ch->count; i++)
+        if (enc_value(pk, ch->buf[(ch->head + i) % ch->cap], 0) != TL_OK)
+            return tl__seterr(ch->rt, TL_ERANGE, "channel #%llu buffers a value nested too deep",
+                              (unsigned long long)ch->id);
+    enc_queue(pk, &ch->sendq, (size_t)ch->nsend);
+    enc_queue(pk, &ch->recvq, (size_t)ch->nrecv);
+    return TL_OK;
+}
+
+static int enc_chan_chunk(void **objs, size_t n, tl__buf *doc)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, doc, tl__buf_write);
+    msgpack_pack_map(&pk, 1);
+    pack_cstr(&pk, "chans");
+    msgpack_pack_array(&pk, n);
+    for (size_t i = 0; i < n; i++)
+        if (enc_chan(&pk, objs[i]) != TL_OK)
+            return TL_ERANGE;
+    return doc->oom ? TL_ENOMEM : TL_OK;
+}
+
+/* ---- records ---- */
+
+static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
+{
+    msgpack_packer pk;
+    unsigned char *z = NULL;
+    uLongf zlen = 0;
+    size_t zcap = 0;
+    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
+    int compressed = doc->len >= COMPRESS_MIN;
+    if (compressed) {
+        zcap = compressBound((uLong)doc->len);
+        z = tl__alloc(rt, zcap);
+        zlen = (uLongf)zcap;
+        if (!z || compress2(z, &zlen, (const Bytef *)doc->p, (uLong)doc->len, 1) != Z_OK) {
+            tl__free(rt, z, zcap);
+            return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
+        }
+    }
+    msgpack_packer_init(&pk, out, tl__buf_write);
+    msgpack_pack_array(&pk, 5);
+    pack_cstr(&pk, "tlrec");
+    msgpack_pack_uint8(&pk, (uint8_t)compressed);
+    msgpack_pack_uint32(&pk, crc);
+    msgpack_pack_uint64(&pk, doc->len);
+    msgpack_pack_bin(&pk, compressed ? zlen : doc->len);
+    msgpack_pack_bin_body(&pk, compressed ? (const char *)z : doc->p, compressed ? zlen : doc->len);
+    tl__free(rt, z, zcap);
+    return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : TL_OK;
+}
+
+int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix, size_t key, tl__buf *out)
+{
+    tl__buf doc;
+    void **objs = ix->objs + ix->start[key];
+    size_t n = ix->start[key + 1] - ix->start[key];
+    int rc;
+    tl__buf_init(&doc, rt);
+    if (n == 0) { /* tombstone */
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &doc, tl__buf_write);
+        msgpack_pack_array(&pk, 0);
+        rc = TL_OK;
+    } else if (kind == TL__KIND_TASKLETS) {
+        rc = enc_tasklet_chunk(rt, objs, n, &doc);
+    } else {
+        rc = enc_chan_chunk(objs, n, &doc);
+    }
+    if (rc == TL_OK && doc.oom)
+        rc = tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
+    if (rc == TL_OK)
+        rc = wrap_record(rt, &doc, out);
+    tl__buf_free(&doc);
+    return rc;
+}
+
+/* ---- head ---- */
+
+static int cmp_fn(const void *a, const void *b)
+{
+    const tl_func *x = (*(const tl__fn *const *)a)->fn, *y = (*(const tl__fn *const *)b)->fn;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->version > y->version) - (x->version < y->version);
+}
+
+static void enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
+{
+    const tl__fn *seen[256];
+    size_t n = 0;
+    for (size_t i = 0; i < tix->start[tix->nkeys]; i++) {
+        for (const tl_frame *f = ((tl_tasklet *)tix->objs[i])->top; f; f = f->parent) {
+            size_t j = 0;
+            while (j < n && seen[j] != f->fn)
+                j++;
+            if (j == n && n < TL_COUNTOF(seen))
+                seen[n++] = f->fn;
+        }
+    }
+    qsort(seen, n, sizeof seen[0], cmp_fn);
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        char buf[300];
+        snprintf(buf, sizeof buf, "%s@%u", seen[i]->fn->name, seen[i]->fn->version);
+        pack_cstr(pk, buf);
+    }
+    (void)rt;
+}
+
+int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
+                 const tl__index *cix, tl__buf *out)
+{
+    tl__buf doc;
+    msgpack_packer pk;
+    tl__buf_init(&doc, rt);
+    msgpack_packer_init(&pk, &doc, tl__buf_write);
+    msgpack_pack_map(&pk, 11);
+    pack_cstr(&pk, "magic"); pack_cstr(&pk, "libtasklet");
+    pack_cstr(&pk, "format"); msgpack_pack_uint32(&pk, TL_FORMAT_VERSION);
+    pack_cstr(&pk, "lib"); pack_cstr(&pk, TL_VERSION_STRING);
+    pack_cstr(&pk, "node"); pack_cstr(&pk, rt->node);
+    pack_cstr(&pk, "time"); msgpack_pack_int64(&pk, time);
+    pack_cstr(&pk, "needs"); enc_needs(&pk, rt, tix);
+    pack_cstr(&pk, "next_tid"); msgpack_pack_uint64(&pk, rt->next_tid);
+    pack_cstr(&pk, "next_cid"); msgpack_pack_uint64(&pk, rt->next_cid);
+    pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->start[tix->nkeys]);
+    pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->start[cix->nkeys]);
+    pack_cstr(&pk, "runq");
+    msgpack_pack_array(&pk, rt->nrunnable);
+    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
+        msgpack_pack_uint64(&pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
+    int rc = doc.oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : wrap_record(rt, &doc, out);
+    tl__buf_free(&doc);
+    return rc;
+}

@@ -1,0 +1,71 @@
+/*
+ * persist.h -- what the snapshot codec and the store share (internal).
+ *
+ * The runtime is written as records (docs/FORMAT.md): one head and chunks
+ * of at most 256 tasklets or channels, grouped by id >> 8.  The encoder
+ * works from a tl__index (every object bucketed by chunk, sorted by id);
+ * the loader takes raw records and rebuilds the runtime all or nothing.
+ */
+#ifndef TL_PERSIST_H
+#define TL_PERSIST_H
+
+#include "../src/internal.h"
+
+#define TL__KIND_TASKLETS 1
+#define TL__KIND_CHANS 2
+#define TL__CHUNK_SHIFT 8
+
+/* A growable byte buffer in the runtime's allocator. */
+typedef struct tl__buf {
+    tl_runtime *rt;
+    char *p;
+    size_t len, cap;
+    int oom;
+} tl__buf;
+
+TL__HIDDEN void tl__buf_init(tl__buf *b, tl_runtime *rt);
+TL__HIDDEN void tl__buf_free(tl__buf *b);
+TL__HIDDEN int tl__buf_write(void *data, const char *p, size_t n);
+
+/* Objects of one kind bucketed by chunk key 0..nkeys-1:
+ * objs[start[k] .. start[k+1]) are chunk k's, sorted by id. */
+typedef struct tl__index {
+    size_t nkeys;
+    size_t *start;        /* nkeys + 1 */
+    void **objs;
+    unsigned char *dirty; /* per key */
+} tl__index;
+
+/* Builds the index of tasklets (kind 1) or channels (kind 2); marks a
+ * chunk dirty when one of its objects is or one was freed since the last
+ * checkpoint (or every chunk when all is set). */
+TL__HIDDEN int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix);
+TL__HIDDEN void tl__index_free(tl_runtime *rt, tl__index *ix);
+/* After a committed checkpoint: forget what was dirty. */
+TL__HIDDEN void tl__clear_dirty(tl_runtime *rt);
+
+/* Encoders: each appends one record to out. */
+TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
+                            const tl__index *cix, tl__buf *out);
+TL__HIDDEN int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix,
+                             size_t key, tl__buf *out);
+
+/* A raw record handed to the loader (bytes borrowed). */
+typedef struct tl__raw {
+    int kind;        /* 0 for the head */
+    uint64_t key;
+    const void *p;
+    size_t n;
+} tl__raw;
+
+/* Rebuilds rt (empty) from a head and its chunks.  where names the source
+ * for messages ("snapshot", "store checkpoint 7"). */
+TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
+                        size_t nchunks, const char *where);
+
+/* Checks that p[0..n) holds exactly one well-formed msgpack value whose
+ * declared counts fit the bytes and whose nesting is at most maxdepth;
+ * returns its length, or 0 if malformed. */
+TL__HIDDEN size_t tl__msgpack_check(const unsigned char *p, size_t n, int maxdepth);
+
+#endif

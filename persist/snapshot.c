@@ -1,0 +1,331 @@
+/*
+ * snapshot.c -- chunk indexes and standalone snapshots.
+ *
+ * tl__index_build buckets every tasklet or channel by chunk key (id >> 8)
+ * with a counting sort, then orders each bucket by id: O(n) for a million
+ * objects.  A standalone snapshot (tl_snapshot_save) is the head record and
+ * every chunk record in one msgpack array; tl_snapshot_load hands the same
+ * records to the loader the store uses.
+ */
+#include "persist.h"
+
+#include <msgpack.h>
+#include <string.h>
+
+/* ---- chunk index ---- */
+
+typedef struct index_fill {
+    tl__index *ix;
+    size_t *pos;
+    int kind;
+} index_fill;
+
+static uint64_t obj_id(const void *obj, int kind)
+{
+    return kind == TL__KIND_TASKLETS ? ((const tl_tasklet *)obj)->id : ((const tl_chan *)obj)->id;
+}
+
+static bool obj_dirty(const void *obj, int kind)
+{
+    return kind == TL__KIND_TASKLETS ? (((const tl_tasklet *)obj)->flags & TL__TF_DIRTY) != 0
+                                     : ((const tl_chan *)obj)->dirty != 0;
+}
+
+static void count_visit(void *obj, void *ud)
+{
+    index_fill *f = ud;
+    f->ix->start[(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT) + 1]++;
+}
+
+static void place_visit(void *obj, void *ud)
+{
+    index_fill *f = ud;
+    size_t key = obj_id(obj, f->kind) >> TL__CHUNK_SHIFT;
+    f->ix->objs[f->pos[key]++] = obj;
+    if (obj_dirty(obj, f->kind))
+        f->ix->dirty[key] = 1;
+}
+
+static void sort_bucket(void **objs, size_t n, int kind)
+{
+    for (size_t i = 1; i < n; i++) { /* nearly sorted: insertion sort */
+        void *x = objs[i];
+        uint64_t id = obj_id(x, kind);
+        size_t j = i;
+        while (j > 0 && obj_id(objs[j - 1], kind) > id) {
+            objs[j] = objs[j - 1];
+            j--;
+        }
+        objs[j] = x;
+    }
+}
+
+static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)
+{
+    if (kind == TL__KIND_TASKLETS) {
+        tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, fn, ud);
+        return;
+    }
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
+        fn(TL__CONTAINER(l, tl_chan, all), ud);
+}
+
+static void mark_gone(tl_runtime *rt, int kind, tl__index *ix, int all)
+{
+    if (all || rt->ngone == SIZE_MAX) {
+        memset(ix->dirty, 1, ix->nkeys);
+        return;
+    }
+    for (size_t i = 0; i < rt->ngone; i++) {
+        uint64_t g = rt->gone[i];
+        size_t key = (size_t)(g & ((1ULL << 62) - 1));
+        if ((int)(g >> 62) == kind && key < ix->nkeys)
+            ix->dirty[key] = 1;
+    }
+}
+
+int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
+{
+    uint64_t maxid = kind == TL__KIND_TASKLETS ? rt->next_tid : rt->next_cid;
+    index_fill f = {ix, NULL, kind};
+    memset(ix, 0, sizeof *ix);
+    ix->nkeys = (size_t)(maxid >> TL__CHUNK_SHIFT) + 1;
+    ix->start = tl__calloc(rt, (ix->nkeys + 1) * sizeof *ix->start);
+    ix->dirty = tl__calloc(rt, ix->nkeys);
+    f.pos = tl__alloc(rt, ix->nkeys * sizeof *f.pos);
+    if (!ix->start || !ix->dirty || !f.pos)
+        goto oom;
+    each_object(rt, kind, count_visit, &f);
+    for (size_t k = 0; k < ix->nkeys; k++)
+        ix->start[k + 1] += ix->start[k];
+    ix->objs = tl__alloc(rt, (ix->start[ix->nkeys] + 1) * sizeof *ix->objs);
+    if (!ix->objs)
+        goto oom;
+    memcpy(f.pos, ix->start, ix->nkeys * sizeof *f.pos);
+    each_object(rt, kind, place_visit, &f);
+    for (size_t k = 0; k < ix->nkeys; k++)
+        sort_bucket(ix->objs + ix->start[k], ix->start[k + 1] - ix->start[k], kind);
+    mark_gone(rt, kind, ix, all);
+    tl__free(rt, f.pos, ix->nkeys * sizeof *f.pos);
+    return TL_OK;
+oom:
+    tl__free(rt, f.pos, ix->nkeys * sizeof *f.pos);
+    tl__index_free(rt, ix);
+    return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+}
+
+void tl__index_free(tl_runtime *rt, tl__index *ix)
+{
+    if (ix->start)
+        tl__free(rt, ix->objs, (ix->start[ix->nkeys] + 1) * sizeof *ix->objs);
+    tl__free(rt, ix->start, (ix->nkeys + 1) * sizeof *ix->start);
+    tl__free(rt, ix->dirty, ix->nkeys);
+    memset(ix, 0, sizeof *ix);
+}
+
+static void clear_visit(void *obj, void *ud)
+{
+    (void)ud;
+    ((tl_tasklet *)obj)->flags &= (uint16_t)~TL__TF_DIRTY;
+}
+
+void tl__clear_dirty(tl_runtime *rt)
+{
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, clear_visit, NULL);
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
+        TL__CONTAINER(l, tl_chan, all)->dirty = 0;
+    rt->ngone = 0;
+}
+
+/* ---- standalone snapshots ---- */
+
+static int save_chunks(tl_runtime *rt, int kind, const tl__index *ix, msgpack_packer *pk,
+                       tl__buf *out)
+{
+    for (size_t k = 0; k < ix->nkeys; k++) {
+        if (ix->start[k] == ix->start[k + 1])
+            continue;
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_int(pk, kind);
+        msgpack_pack_uint64(pk, k);
+        int rc = tl__enc_chunk(rt, kind, ix, k, out);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+static size_t nonempty(const tl__index *ix)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < ix->nkeys; k++)
+        n += ix->start[k] != ix->start[k + 1];
+    return n;
+}
+
+int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len)
+{
+    tl__index tix, cix;
+    tl__buf out;
+    msgpack_packer pk;
+    if (!rt || rt->magic != TL__MAGIC_RT || !buf || !len)
+        return TL_EMISUSE;
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save: called from inside a tasklet; "
+                          "save between scheduler steps");
+    int rc = tl__index_build(rt, TL__KIND_TASKLETS, 1, &tix);
+    if (rc != TL_OK)
+        return rc;
+    rc = tl__index_build(rt, TL__KIND_CHANS, 1, &cix);
+    if (rc != TL_OK) {
+        tl__index_free(rt, &tix);
+        return rc;
+    }
+    tl__buf_init(&out, rt);
+    msgpack_packer_init(&pk, &out, tl__buf_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_str(&pk, 19);
+    msgpack_pack_str_body(&pk, "libtasklet-snapshot", 19);
+    msgpack_pack_uint32(&pk, TL_FORMAT_VERSION);
+    rc = tl__enc_head(rt, tl_now(rt), &tix, &cix, &out);
+    if (rc == TL_OK) {
+        msgpack_pack_array(&pk, nonempty(&tix) + nonempty(&cix));
+        rc = save_chunks(rt, TL__KIND_TASKLETS, &tix, &pk, &out);
+    }
+    if (rc == TL_OK)
+        rc = save_chunks(rt, TL__KIND_CHANS, &cix, &pk, &out);
+    if (rc == TL_OK && out.oom)
+        rc = tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save: out of memory");
+    tl__index_free(rt, &tix);
+    tl__index_free(rt, &cix);
+    if (rc != TL_OK) {
+        tl__buf_free(&out);
+        return rc;
+    }
+    *buf = out.p;
+    *len = out.len;
+    /* the caller frees exactly len bytes: shrink the block to that */
+    if (out.cap != out.len) {
+        char *p = tl__realloc(rt, out.p, out.cap, out.len ? out.len : 1);
+        if (p)
+            *buf = p;
+        else
+            tl__free(rt, out.p, out.cap), *buf = NULL, rc = TL_ENOMEM;
+    }
+    return rc == TL_OK ? TL_OK : tl__seterr(rt, rc, "tl_snapshot_save: out of memory");
+}
+
+void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len)
+{
+    if (rt && rt->magic == TL__MAGIC_RT && buf)
+        tl__free(rt, buf, len ? len : 1);
+}
+
+/* ---- standalone load ---- */
+
+static bool is_str(const msgpack_object *o, const char *s)
+{
+    size_t n = strlen(s);
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+           memcmp(o->via.str.ptr, s, n) == 0;
+}
+
+/* The records inside an outer array, by their offsets in buf: re-packing
+ * would copy, so each record is located with tl__msgpack_check. */
+static int split_records(tl_runtime *rt, const unsigned char *p, size_t n,
+                         const msgpack_object *chunks, tl__raw **out)
+{
+    tl__raw *raws = tl__calloc(rt, (chunks->via.array.size + 1) * sizeof *raws);
+    if (!raws)
+        return tl__seterr(rt, TL_ENOMEM, "tl_snapshot_load: out of memory");
+    *out = raws;
+    (void)p;
+    (void)n;
+    for (uint32_t i = 0; i < chunks->via.array.size; i++) {
+        const msgpack_object *c = &chunks->via.array.ptr[i];
+        if (c->type != MSGPACK_OBJECT_ARRAY || c->via.array.size != 3 ||
+            c->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            c->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return tl__seterr(rt, TL_ECORRUPT, "snapshot: chunk entry %u is malformed", i);
+        raws[i].kind = (int)c->via.array.ptr[0].via.u64;
+        raws[i].key = c->via.array.ptr[1].via.u64;
+    }
+    return TL_OK;
+}
+
+/* Finds where each record of the outer array starts and ends, walking the
+ * bytes with the checker (records are the 3rd and 4th items). */
+static int locate(const unsigned char *p, size_t n, size_t *head_at, size_t *head_len,
+                  tl__raw *raws, size_t nraws)
+{
+    size_t off = 1; /* fixarray header of 4 */
+    size_t k;
+    for (int item = 0; item < 2; item++) { /* magic, format */
+        k = tl__msgpack_check(p + off, n - off, 40);
+        if (!k)
+            return -1;
+        off += k;
+    }
+    *head_at = off;
+    *head_len = tl__msgpack_check(p + off, n - off, 40);
+    if (!*head_len)
+        return -1;
+    off += *head_len;
+    /* array header of the chunk list */
+    unsigned char b = p[off];
+    off += (b & 0xf0) == 0x90 ? 1 : b == 0xdc ? 3 : 5;
+    for (size_t i = 0; i < nraws; i++) {
+        unsigned char cb = p[off];
+        off += (cb & 0xf0) == 0x90 ? 1 : cb == 0xdc ? 3 : 5; /* [kind, key, rec] */
+        for (int item = 0; item < 2; item++)
+            off += tl__msgpack_check(p + off, n - off, 40);
+        raws[i].p = p + off;
+        raws[i].n = tl__msgpack_check(p + off, n - off, 40);
+        off += raws[i].n;
+    }
+    return 0;
+}
+
+int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len)
+{
+    msgpack_unpacked up;
+    tl__raw *raws = NULL;
+    size_t off = 0, head_at = 0, head_len = 0;
+    int rc;
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (!buf || tl__msgpack_check(buf, len, 40) != len)
+        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: %zu bytes are not one well-formed "
+                          "snapshot (truncated or damaged)", len);
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, buf, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&up);
+        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: undecodable msgpack");
+    }
+    const msgpack_object *o = &up.data;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4 ||
+        !is_str(&o->via.array.ptr[0], "libtasklet-snapshot")) {
+        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: not a libtasklet snapshot (bad magic)");
+    } else if (o->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no format version");
+    } else if (o->via.array.ptr[1].via.u64 > TL_FORMAT_VERSION) {
+        rc = tl__seterr(rt, TL_EFORMAT, "tl_snapshot_load: format version %llu is newer than "
+                        "this library reads (%d); upgrade libtasklet",
+                        (unsigned long long)o->via.array.ptr[1].via.u64, TL_FORMAT_VERSION);
+    } else if (o->via.array.ptr[3].type != MSGPACK_OBJECT_ARRAY) {
+        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no chunk list");
+    } else {
+        const msgpack_object *chunks = &o->via.array.ptr[3];
+        rc = split_records(rt, buf, len, chunks, &raws);
+        if (rc == TL_OK && locate(buf, len, &head_at, &head_len, raws, chunks->via.array.size))
+            rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
+        if (rc == TL_OK) {
+            tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
+            rc = tl__load(rt, &head, raws, chunks->via.array.size, "snapshot");
+        }
+        if (raws)
+            tl__free(rt, raws, (chunks->via.array.size + 1) * sizeof *raws);
+    }
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
