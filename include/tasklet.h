@@ -625,6 +625,10 @@ typedef struct tl_policy {
 } tl_policy;
 TL_API int tl_store_set_policy(tl_store *st, const tl_policy *p);
 
+/* The store's sqlite3 connection (sqlite3 *), for tests and tools that
+ * need a pragma; do not write the store's tables through it. */
+TL_API void *tl_store_sqlite(tl_store *st);
+
 /* ------------------------------------------------------------------------
  * Internal entry points behind the macros.  Not part of the API: their
  * names and signatures may change; use the macros.

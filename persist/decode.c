@@ -690,16 +690,12 @@ static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
 
 /* ---- pass 3: channels ---- */
 
-static int link_waiter(loader *ld, tl_chan *ch, const msgpack_object *w, int op)
+static int link_waiter(loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, int op)
 {
-    const msgpack_object *a = w->via.array.ptr;
-    if (!is_array(w, 2) || !is_uint(&a[0]) || !is_int(&a[1]))
-        return corrupt(ld, "channel #%llu: malformed waiter", (unsigned long long)ch->id);
-    tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
-    int64_t idx = as_int(&a[1]);
+    tl_tasklet *t = idmap_get(&ld->tasklets, tid);
     if (!t || t->state != TL_BLOCKED)
         return corrupt(ld, "channel #%llu queues tasklet #%llu, which is not blocked",
-                       (unsigned long long)ch->id, (unsigned long long)a[0].via.u64);
+                       (unsigned long long)ch->id, (unsigned long long)tid);
     tl__waiter *wt;
     if (idx < 0) {
         if (t->wait != (op == TL_OP_SEND ? TL_WAIT_SEND : TL_WAIT_RECV))
@@ -722,6 +718,36 @@ static int link_waiter(loader *ld, tl_chan *ch, const msgpack_object *w, int op)
     return TL_OK;
 }
 
+/* [ids (delta-coded), cases ([position, case index] of select waiters)] */
+static int dec_queue(loader *ld, tl_chan *ch, const msgpack_object *q, int op)
+{
+    const msgpack_object *ids = &q->via.array.ptr[0], *cases = &q->via.array.ptr[1];
+    uint64_t id = 0;
+    uint32_t next_sel = 0;
+    int rc = TL_OK;
+    if (!is_array(q, 2) || !is_array(ids, UINT32_MAX) || !is_array(cases, UINT32_MAX))
+        return corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
+    for (uint32_t i = 0; i < ids->via.array.size && rc == TL_OK; i++) {
+        const msgpack_object *c = next_sel < cases->via.array.size ? &cases->via.array.ptr[next_sel] : NULL;
+        int64_t idx = -1;
+        if (!is_int(&ids->via.array.ptr[i]))
+            return corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
+        id += (uint64_t)as_int(&ids->via.array.ptr[i]);
+        if (c && is_array(c, 2) && is_uint(&c->via.array.ptr[0]) && c->via.array.ptr[0].via.u64 == i) {
+            if (!is_int(&c->via.array.ptr[1]))
+                return corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
+            idx = as_int(&c->via.array.ptr[1]);
+            if (idx < 0)
+                return corrupt(ld, "channel #%llu: negative select case", (unsigned long long)ch->id);
+            next_sel++;
+        }
+        rc = link_waiter(ld, ch, id, idx, op);
+    }
+    if (rc == TL_OK && next_sel != cases->via.array.size)
+        return corrupt(ld, "channel #%llu: select cases out of order", (unsigned long long)ch->id);
+    return rc;
+}
+
 static int dec_chan(loader *ld, const msgpack_object *o)
 {
     const msgpack_object *a = o->via.array.ptr;
@@ -729,7 +755,7 @@ static int dec_chan(loader *ld, const msgpack_object *o)
     if ((a[1].type != MSGPACK_OBJECT_NIL && a[1].type != MSGPACK_OBJECT_STR) || !is_int(&a[3]) ||
         as_int(&a[3]) < -1 || as_int(&a[3]) > 1 || a[4].type != MSGPACK_OBJECT_BOOLEAN ||
         a[5].type != MSGPACK_OBJECT_BOOLEAN || !is_array(&a[7], UINT32_MAX) ||
-        a[7].via.array.size > ch->cap || !is_array(&a[8], UINT32_MAX) || !is_array(&a[9], UINT32_MAX))
+        a[7].via.array.size > ch->cap || !is_array(&a[8], 2) || !is_array(&a[9], 2))
         return corrupt(ld, "channel #%llu: malformed record", (unsigned long long)ch->id);
     if (a[1].type == MSGPACK_OBJECT_STR) {
         char buf[256];
@@ -745,10 +771,10 @@ static int dec_chan(loader *ld, const msgpack_object *o)
         rc = dec_value(ld, &a[7].via.array.ptr[i], &ch->buf[i], 0);
         ch->count += rc == TL_OK;
     }
-    for (uint32_t i = 0; i < a[8].via.array.size && rc == TL_OK; i++)
-        rc = link_waiter(ld, ch, &a[8].via.array.ptr[i], TL_OP_SEND);
-    for (uint32_t i = 0; i < a[9].via.array.size && rc == TL_OK; i++)
-        rc = link_waiter(ld, ch, &a[9].via.array.ptr[i], TL_OP_RECV);
+    if (rc == TL_OK)
+        rc = dec_queue(ld, ch, &a[8], TL_OP_SEND);
+    if (rc == TL_OK)
+        rc = dec_queue(ld, ch, &a[9], TL_OP_RECV);
     return rc;
 }
 

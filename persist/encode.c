@@ -365,20 +365,34 @@ static int enc_tasklet_chunk(tl_runtime *rt, void **objs, size_t n, tl__buf *doc
     return rc;
 }
 
+static uint64_t waiter_tid(const tl__waiter *w)
+{
+    return w->on & 1 ? ((const tl__selw *)w)->sel->t->id : TL__CONTAINER(w, tl_tasklet, w)->id;
+}
+
+/* A queue as [ids, cases]: ids delta-coded (waiters usually arrive in id
+ * order, so a million of them compress to almost nothing), cases the
+ * [position, case index] of the select waiters among them. */
 static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
 {
+    uint64_t prev = 0;
+    size_t nsel = 0, pos = 0;
+    msgpack_pack_array(pk, 2);
     msgpack_pack_array(pk, n);
     for (const tl__link *l = q->next; l != q; l = l->next) {
+        uint64_t id = waiter_tid((const tl__waiter *)l);
+        msgpack_pack_int64(pk, (int64_t)(id - prev));
+        prev = id;
+        nsel += ((const tl__waiter *)l)->on & 1;
+    }
+    msgpack_pack_array(pk, nsel);
+    for (const tl__link *l = q->next; l != q; l = l->next, pos++) {
         const tl__waiter *w = (const tl__waiter *)l;
+        if (!(w->on & 1))
+            continue;
         msgpack_pack_array(pk, 2);
-        if (w->on & 1) {
-            const tl__selw *sw = (const tl__selw *)w;
-            msgpack_pack_uint64(pk, sw->sel->t->id);
-            msgpack_pack_int(pk, sw->idx);
-        } else {
-            msgpack_pack_uint64(pk, TL__CONTAINER(w, tl_tasklet, w)->id);
-            msgpack_pack_int(pk, -1);
-        }
+        msgpack_pack_uint64(pk, pos);
+        msgpack_pack_int(pk, ((const tl__selw *)w)->idx);
     }
 }
 
@@ -449,19 +463,28 @@ static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
     return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : TL_OK;
 }
 
+int tl__enc_tombstone(tl_runtime *rt, tl__buf *out)
+{
+    tl__buf doc;
+    msgpack_packer pk;
+    tl__buf_init(&doc, rt);
+    msgpack_packer_init(&pk, &doc, tl__buf_write);
+    msgpack_pack_array(&pk, 0);
+    int rc = doc.oom ? TL_ENOMEM : wrap_record(rt, &doc, out);
+    tl__buf_free(&doc);
+    return rc;
+}
+
 int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix, size_t key, tl__buf *out)
 {
     tl__buf doc;
     void **objs = ix->objs + ix->start[key];
     size_t n = ix->start[key + 1] - ix->start[key];
     int rc;
+    if (n == 0)
+        return tl__enc_tombstone(rt, out);
     tl__buf_init(&doc, rt);
-    if (n == 0) { /* tombstone */
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &doc, tl__buf_write);
-        msgpack_pack_array(&pk, 0);
-        rc = TL_OK;
-    } else if (kind == TL__KIND_TASKLETS) {
+    if (kind == TL__KIND_TASKLETS) {
         rc = enc_tasklet_chunk(rt, objs, n, &doc);
     } else {
         rc = enc_chan_chunk(objs, n, &doc);

@@ -47,6 +47,7 @@ TL__HIDDEN void tl__clear_dirty(tl_runtime *rt);
 /* Encoders: each appends one record to out. */
 TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
                             const tl__index *cix, tl__buf *out);
+TL__HIDDEN int tl__enc_tombstone(tl_runtime *rt, tl__buf *out);
 TL__HIDDEN int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix,
                              size_t key, tl__buf *out);
 

@@ -1,0 +1,613 @@
+/*
+ * store.c -- the SQLite store: checkpoints in one transaction each,
+ * incremental, owned by one running process at a time.
+ *
+ * State machine of a store handle (function behind each transition):
+ *
+ *   tl_store_open --> OPEN --tl_store_attach--> OWNER (owner row = us)
+ *                      |                          |  tl_store_checkpoint:
+ *                      |                          |  BEGIN IMMEDIATE, insert
+ *                      |                          |  dirty chunks + head,
+ *                      |                          |  COMMIT (or ROLLBACK and
+ *                      |                          |  keep the dirty flags)
+ *                      |                          |  tl_store_restore: load
+ *                      |                          |  the latest checkpoint
+ *                      `------ tl_store_close <---'  (owner row deleted)
+ *
+ * A crash at any instant leaves the previous checkpoint whole: every
+ * checkpoint is one SQLite transaction in WAL mode.  With TL_STORE_NOSYNC
+ * the WAL is not fsynced at commit (synchronous=NORMAL): a process crash
+ * loses nothing committed, a power loss may lose the last checkpoints.
+ */
+#include "persist.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define APP_ID 1414288212 /* 0x544C5354 "TLST" */
+#define SCHEMA_VERSION 1
+#define POLICY_POLL_STEPS 256
+
+struct tl_store {
+    sqlite3 *db;
+    int flags;
+    tl_runtime *rt;
+    int owner;          /* we hold the owner row */
+    int full_next;      /* next checkpoint writes every chunk */
+    int64_t last;       /* latest checkpoint id */
+    int64_t last_time;  /* when we last checkpointed (ns) */
+    tl_policy policy;
+    sqlite3_stmt *ins_chunk;
+    int errcode;
+    char errmsg[512];
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS owner(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+    " tasklets INTEGER NOT NULL, channels INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " head BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS chunks(kind INTEGER NOT NULL, key INTEGER NOT NULL,"
+    " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;";
+
+/* ---- errors ---- */
+
+static int st_err(tl_store *st, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int st_err(tl_store *st, int code, const char *fmt, ...)
+{
+    va_list ap;
+    st->errcode = code;
+    va_start(ap, fmt);
+    vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
+    va_end(ap);
+    if (st->rt) {
+        st->rt->errcode = code;
+        snprintf(st->rt->errmsg, sizeof st->rt->errmsg, "%s", st->errmsg);
+    }
+    return code;
+}
+
+/* Maps a SQLite failure to our codes: I/O trouble (full, read-only) is
+ * TL_EIO, the rest TL_ESTORE. */
+static int sql_err(tl_store *st, int rc, const char *what)
+{
+    int code = TL_ESTORE;
+    int prim = rc & 0xff;
+    if (prim == SQLITE_FULL || prim == SQLITE_IOERR || prim == SQLITE_READONLY ||
+        prim == SQLITE_CANTOPEN)
+        code = TL_EIO;
+    else if (prim == SQLITE_NOTADB)
+        code = TL_EFORMAT;
+    return st_err(st, code, "%s: %s (SQLite: %s)", what, sqlite3_errstr(rc),
+                  st->db ? sqlite3_errmsg(st->db) : "no database");
+}
+
+int tl_store_errcode(const tl_store *st) { return st ? st->errcode : TL_EMISUSE; }
+
+const char *tl_store_errmsg(const tl_store *st)
+{
+    if (!st)
+        return "no store";
+    return st->errcode == TL_OK ? "no error" : st->errmsg;
+}
+
+int64_t tl_store_last_checkpoint(const tl_store *st) { return st ? st->last : 0; }
+
+/* ---- opening ---- */
+
+static int pragma_int(tl_store *st, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(s);
+        *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int exec(tl_store *st, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? TL_OK : sql_err(st, rc, what);
+}
+
+static int init_schema(tl_store *st)
+{
+    char sql[256];
+    int rc = exec(st, "BEGIN IMMEDIATE", "creating the store");
+    if (rc == TL_OK)
+        rc = exec(st, schema_sql, "creating the store");
+    snprintf(sql, sizeof sql,
+             "PRAGMA application_id=%d; PRAGMA user_version=%d;"
+             "INSERT OR REPLACE INTO meta VALUES('format', %d), ('lib', '%s'), ('created', %lld);",
+             APP_ID, SCHEMA_VERSION, TL_FORMAT_VERSION, TL_VERSION_STRING,
+             (long long)time(NULL) * 1000000000LL);
+    if (rc == TL_OK)
+        rc = exec(st, sql, "creating the store");
+    if (rc == TL_OK)
+        return exec(st, "COMMIT", "creating the store");
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int check_identity(tl_store *st, const char *path)
+{
+    int64_t app = 0, ver = 0, tables = 0;
+    int rc = pragma_int(st, "PRAGMA application_id", &app);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(st, "PRAGMA user_version", &ver);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(st, "SELECT count(*) FROM sqlite_master", &tables);
+    if (rc != SQLITE_OK)
+        return sql_err(st, rc, path);
+    if (app == 0 && ver == 0 && tables == 0) {
+        if (st->flags & TL_STORE_READONLY)
+            return st_err(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
+        return init_schema(st);
+    }
+    if (app != APP_ID)
+        return st_err(st, TL_EFORMAT, "%s is a SQLite file of another application "
+                      "(application_id %lld), not a libtasklet store", path, (long long)app);
+    if (ver > SCHEMA_VERSION)
+        return st_err(st, TL_EFORMAT, "%s has store version %lld, newer than this library "
+                      "reads (%d); upgrade libtasklet", path, (long long)ver, SCHEMA_VERSION);
+    return TL_OK;
+}
+
+static int configure(tl_store *st)
+{
+    sqlite3_busy_timeout(st->db, 5000);
+    if (st->flags & TL_STORE_READONLY)
+        return TL_OK;
+    int rc = exec(st, "PRAGMA journal_mode=WAL", "enabling WAL");
+    if (rc == TL_OK)
+        rc = exec(st, st->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
+                                                  : "PRAGMA synchronous=FULL", "setting durability");
+    return rc;
+}
+
+static void load_last(tl_store *st)
+{
+    int64_t last = 0;
+    if (pragma_int(st, "SELECT coalesce(max(id), 0) FROM checkpoints", &last) == SQLITE_OK)
+        st->last = last;
+}
+
+int tl_store_open(const char *path, int flags, tl_store **out)
+{
+    if (!out)
+        return TL_EINVAL;
+    tl_store *st = calloc(1, sizeof *st);
+    *out = st;
+    if (!st)
+        return TL_ENOMEM;
+    st->flags = flags;
+    st->full_next = 1;
+    if (!path)
+        return st_err(st, TL_EINVAL, "tl_store_open: no path");
+    int oflags = flags & TL_STORE_READONLY ? SQLITE_OPEN_READONLY
+                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(st, rc, path);
+    rc = configure(st);
+    if (rc == TL_OK)
+        rc = check_identity(st, path);
+    if (rc == TL_OK && !(flags & TL_STORE_READONLY))
+        rc = sqlite3_prepare_v2(st->db, "INSERT INTO chunks(kind, key, ckpt, data) VALUES(?,?,?,?)",
+                                -1, &st->ins_chunk, NULL) == SQLITE_OK
+                 ? TL_OK : sql_err(st, sqlite3_errcode(st->db), path);
+    if (rc == TL_OK)
+        load_last(st);
+    return rc;
+}
+
+/* ---- ownership ---- */
+
+static void hostname(char *buf, size_t n)
+{
+    if (gethostname(buf, n) != 0)
+        snprintf(buf, n, "localhost");
+    buf[n - 1] = '\0';
+}
+
+static bool pid_alive(int64_t pid)
+{
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+static int claim_owner(tl_store *st)
+{
+    char host[256];
+    sqlite3_stmt *s = NULL;
+    int rc = exec(st, "BEGIN IMMEDIATE", "claiming the store");
+    hostname(host, sizeof host);
+    if (rc != TL_OK)
+        return rc;
+    if (sqlite3_prepare_v2(st->db, "SELECT pid, host, since FROM owner WHERE id = 1", -1, &s, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        int64_t pid = sqlite3_column_int64(s, 0);
+        const char *ohost = (const char *)sqlite3_column_text(s, 1);
+        bool same_host = ohost && strcmp(ohost, host) == 0;
+        if (pid != getpid() && (!same_host || pid_alive(pid))) {
+            rc = st_err(st, TL_ELOCKED, "the store is owned by pid %lld on host %s; stop that "
+                        "process first (a dead owner on this host is taken over)",
+                        (long long)pid, ohost ? ohost : "?");
+        }
+    }
+    sqlite3_finalize(s);
+    if (rc == TL_OK) {
+        char sql[512];
+        char *q = sqlite3_mprintf("%q", host);
+        snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO owner VALUES(1, %lld, '%s', %lld)",
+                 (long long)getpid(), q ? q : "?", (long long)time(NULL));
+        sqlite3_free(q);
+        rc = exec(st, sql, "claiming the store");
+    }
+    if (rc == TL_OK)
+        rc = exec(st, "COMMIT", "claiming the store");
+    if (rc != TL_OK)
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int tl_store_attach(tl_store *st, tl_runtime *rt)
+{
+    if (!st || !st->db || !rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (st->flags & TL_STORE_READONLY)
+        return st_err(st, TL_EINVAL, "tl_store_attach: the store was opened read-only");
+    if (st->rt || rt->track_gone)
+        return st_err(st, TL_EINVAL, "tl_store_attach: one runtime per store, one store per runtime");
+    int rc = claim_owner(st);
+    if (rc != TL_OK)
+        return rc;
+    st->owner = 1;
+    st->rt = rt;
+    rt->track_gone = 1;
+    st->full_next = 1;
+    return TL_OK;
+}
+
+/* ---- checkpoint ---- */
+
+static int put_chunk(tl_store *st, int kind, size_t key, int64_t ckpt, const tl__buf *rec)
+{
+    sqlite3_stmt *s = st->ins_chunk;
+    sqlite3_reset(s);
+    sqlite3_bind_int(s, 1, kind);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)key);
+    sqlite3_bind_int64(s, 3, ckpt);
+    sqlite3_bind_blob(s, 4, rec->p, (int)rec->len, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_DONE ? TL_OK : sql_err(st, rc, "writing a chunk");
+}
+
+static int put_chunk(tl_store *st, int kind, size_t key, int64_t ckpt, const tl__buf *rec);
+
+/* In a full checkpoint, chunks the store still has but the runtime does
+ * not must be written as tombstones too: those in the runtime's id range
+ * are marked dirty (and so written, empty), those beyond it written here. */
+static int mark_stored_keys(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
+{
+    sqlite3_stmt *s;
+    uint64_t *beyond = NULL; /* (kind << 62) | key */
+    size_t n = 0, cap = 0;
+    int out = TL_OK, rc;
+    if (sqlite3_prepare_v2(st->db, "SELECT DISTINCT kind, key FROM chunks", -1, &s, NULL) != SQLITE_OK)
+        return sql_err(st, sqlite3_errcode(st->db), "listing chunks");
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int kind = sqlite3_column_int(s, 0);
+        uint64_t key = (uint64_t)sqlite3_column_int64(s, 1);
+        tl__index *ix = kind == TL__KIND_TASKLETS ? tix : cix;
+        if (key < ix->nkeys) {
+            ix->dirty[key] = 1;
+            continue;
+        }
+        if (n == cap) {
+            uint64_t *nb = realloc(beyond, (cap = cap ? 2 * cap : 16) * sizeof *nb);
+            if (!nb)
+                out = st_err(st, TL_ENOMEM, "checkpoint: out of memory");
+            else
+                beyond = nb;
+        }
+        if (out == TL_OK)
+            beyond[n++] = ((uint64_t)kind << 62) | key;
+    }
+    sqlite3_finalize(s);
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(st, rc, "listing chunks");
+    tl__buf tomb;
+    tl__buf_init(&tomb, st->rt);
+    if (out == TL_OK && n)
+        out = tl__enc_tombstone(st->rt, &tomb);
+    for (size_t i = 0; i < n && out == TL_OK; i++)
+        out = put_chunk(st, (int)(beyond[i] >> 62), (size_t)(beyond[i] & ((1ULL << 62) - 1)),
+                        ckpt, &tomb);
+    tl__buf_free(&tomb);
+    free(beyond);
+    return out;
+}
+
+static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt, int64_t *bytes)
+{
+    tl__buf rec;
+    int rc = TL_OK;
+    tl__buf_init(&rec, st->rt);
+    for (size_t k = 0; k < ix->nkeys && rc == TL_OK; k++) {
+        if (!ix->dirty[k])
+            continue;
+        rec.len = 0;
+        rc = tl__enc_chunk(st->rt, kind, ix, k, &rec);
+        if (rc == TL_OK)
+            rc = put_chunk(st, kind, k, ckpt, &rec);
+        *bytes += (int64_t)rec.len;
+    }
+    tl__buf_free(&rec);
+    return rc;
+}
+
+static bool any_dirty(const tl__index *ix)
+{
+    for (size_t k = 0; k < ix->nkeys; k++)
+        if (ix->dirty[k])
+            return true;
+    return false;
+}
+
+static int put_head(tl_store *st, int64_t ckpt, int64_t now, const tl__index *tix,
+                    const tl__index *cix, int64_t bytes)
+{
+    tl__buf rec;
+    sqlite3_stmt *s;
+    tl__buf_init(&rec, st->rt);
+    int rc = tl__enc_head(st->rt, now, tix, cix, &rec);
+    if (rc != TL_OK)
+        return rc;
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)", -1, &s, NULL) !=
+        SQLITE_OK) {
+        tl__buf_free(&rec);
+        return sql_err(st, sqlite3_errcode(st->db), "writing a checkpoint");
+    }
+    sqlite3_bind_int64(s, 1, ckpt);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)tix->start[tix->nkeys]);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)cix->start[cix->nkeys]);
+    sqlite3_bind_int64(s, 5, bytes + (int64_t)rec.len);
+    sqlite3_bind_blob(s, 6, rec.p, (int)rec.len, SQLITE_STATIC);
+    int src = sqlite3_step(s);
+    sqlite3_finalize(s);
+    tl__buf_free(&rec);
+    return src == SQLITE_DONE ? TL_OK : sql_err(st, src, "writing a checkpoint");
+}
+
+static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
+{
+    int64_t bytes = 0, now = tl_now(st->rt);
+    int rc = exec(st, "BEGIN IMMEDIATE", "starting a checkpoint");
+    if (rc != TL_OK)
+        return rc;
+    if (st->full_next)
+        rc = mark_stored_keys(st, tix, cix, ckpt);
+    if (rc == TL_OK)
+        rc = write_kind(st, TL__KIND_TASKLETS, tix, ckpt, &bytes);
+    if (rc == TL_OK)
+        rc = write_kind(st, TL__KIND_CHANS, cix, ckpt, &bytes);
+    if (rc == TL_OK)
+        rc = put_head(st, ckpt, now, tix, cix, bytes);
+    if (rc == TL_OK) {
+        int src = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+        rc = src == SQLITE_OK ? TL_OK : sql_err(st, src, "committing a checkpoint");
+    }
+    if (rc != TL_OK) {
+        char keep[sizeof st->errmsg];
+        memcpy(keep, st->errmsg, sizeof keep);
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        memcpy(st->errmsg, keep, sizeof keep);
+    }
+    st->last_time = now;
+    return rc;
+}
+
+int tl_store_checkpoint(tl_store *st)
+{
+    tl__index tix, cix;
+    if (!st || !st->db)
+        return TL_EMISUSE;
+    if (!st->rt)
+        return st_err(st, TL_EINVAL, "tl_store_checkpoint: attach a runtime first");
+    if (st->rt->current)
+        return st_err(st, TL_EBUSY, "tl_store_checkpoint: called from inside a tasklet; "
+                      "checkpoints happen between scheduler steps");
+    int rc = tl__index_build(st->rt, TL__KIND_TASKLETS, st->full_next, &tix);
+    if (rc != TL_OK)
+        return st_err(st, rc, "%s", st->rt->errmsg);
+    rc = tl__index_build(st->rt, TL__KIND_CHANS, st->full_next, &cix);
+    if (rc != TL_OK) {
+        tl__index_free(st->rt, &tix);
+        return st_err(st, rc, "%s", st->rt->errmsg);
+    }
+    if (st->full_next || any_dirty(&tix) || any_dirty(&cix)) {
+        rc = write_checkpoint(st, &tix, &cix, st->last + 1);
+        if (rc == TL_OK) {
+            st->last++;
+            st->full_next = 0;
+            tl__clear_dirty(st->rt);
+        } else if (st->errcode != rc) {
+            st_err(st, rc, "checkpoint: %s", st->rt->errmsg);
+        }
+    }
+    tl__index_free(st->rt, &tix);
+    tl__index_free(st->rt, &cix);
+    return rc;
+}
+
+/* ---- restore ---- */
+
+typedef struct raw_list {
+    tl__raw *raws;
+    size_t n, cap;
+} raw_list;
+
+static int raw_push(tl_store *st, raw_list *l, int kind, uint64_t key, const void *p, int n)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        tl__raw *r = realloc(l->raws, ncap * sizeof *r);
+        if (!r)
+            return st_err(st, TL_ENOMEM, "restore: out of memory");
+        l->raws = r;
+        l->cap = ncap;
+    }
+    void *copy = malloc(n > 0 ? (size_t)n : 1);
+    if (!copy)
+        return st_err(st, TL_ENOMEM, "restore: out of memory");
+    if (n > 0)
+        memcpy(copy, p, (size_t)n);
+    l->raws[l->n++] = (tl__raw){kind, key, copy, (size_t)(n > 0 ? n : 0)};
+    return TL_OK;
+}
+
+static void raw_free(raw_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free((void *)l->raws[i].p);
+    free(l->raws);
+}
+
+static int read_chunks(tl_store *st, int64_t ckpt, raw_list *l)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db,
+        "SELECT c.kind, c.key, c.data FROM chunks c WHERE c.ckpt = (SELECT max(ckpt) FROM chunks d"
+        " WHERE d.kind = c.kind AND d.key = c.key AND d.ckpt <= ?1) ORDER BY c.kind, c.key",
+        -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(st, rc, "reading chunks");
+    sqlite3_bind_int64(s, 1, ckpt);
+    int out = TL_OK;
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        out = raw_push(st, l, sqlite3_column_int(s, 0), (uint64_t)sqlite3_column_int64(s, 1),
+                       sqlite3_column_blob(s, 2), sqlite3_column_bytes(s, 2));
+    sqlite3_finalize(s);
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(st, rc, "reading chunks");
+    return out;
+}
+
+static int read_head(tl_store *st, int64_t *ckpt, raw_list *head)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT id, head FROM checkpoints ORDER BY id DESC LIMIT 1",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(st, rc, "reading checkpoints");
+    rc = sqlite3_step(s);
+    int out;
+    if (rc == SQLITE_ROW) {
+        *ckpt = sqlite3_column_int64(s, 0);
+        out = raw_push(st, head, 0, 0, sqlite3_column_blob(s, 1), sqlite3_column_bytes(s, 1));
+    } else {
+        out = rc == SQLITE_DONE ? st_err(st, TL_ENOENT, "the store has no checkpoint yet")
+                                : sql_err(st, rc, "reading checkpoints");
+    }
+    sqlite3_finalize(s);
+    return out;
+}
+
+int tl_store_restore(tl_store *st)
+{
+    raw_list head = {0}, chunks = {0};
+    int64_t ckpt = 0;
+    char where[64];
+    if (!st || !st->db)
+        return TL_EMISUSE;
+    if (!st->rt)
+        return st_err(st, TL_EINVAL, "tl_store_restore: attach a runtime first");
+    int rc = exec(st, "BEGIN", "restoring"); /* one consistent view */
+    if (rc == TL_OK)
+        rc = read_head(st, &ckpt, &head);
+    if (rc == TL_OK)
+        rc = read_chunks(st, ckpt, &chunks);
+    sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == TL_OK) {
+        snprintf(where, sizeof where, "store checkpoint %lld", (long long)ckpt);
+        rc = tl__load(st->rt, &head.raws[0], chunks.raws, chunks.n, where);
+        if (rc != TL_OK)
+            st_err(st, rc, "%s", st->rt->errmsg);
+    }
+    if (rc == TL_OK) {
+        st->last = ckpt;
+        st->full_next = 0; /* the runtime now equals checkpoint ckpt */
+    }
+    raw_free(&head);
+    raw_free(&chunks);
+    return rc;
+}
+
+/* ---- policy ---- */
+
+static int policy_hook(void *ud, int idle)
+{
+    tl_store *st = ud;
+    const tl_policy *p = &st->policy;
+    bool due = (!idle && p->every_steps) || (idle && p->on_idle);
+    if (!due && p->every_ms)
+        due = tl_now(st->rt) - st->last_time >= (int64_t)p->every_ms * 1000000;
+    return due ? tl_store_checkpoint(st) : TL_OK;
+}
+
+int tl_store_set_policy(tl_store *st, const tl_policy *p)
+{
+    if (!st || !p)
+        return TL_EMISUSE;
+    if (!st->rt)
+        return st_err(st, TL_EINVAL, "tl_store_set_policy: attach a runtime first");
+    st->policy = *p;
+    st->last_time = tl_now(st->rt);
+    tl_runtime *rt = st->rt;
+    bool any = p->every_steps || p->every_ms || p->on_idle;
+    rt->policy_hook = any ? policy_hook : NULL;
+    rt->policy_ud = st;
+    rt->policy_every = p->every_steps ? p->every_steps : p->every_ms ? POLICY_POLL_STEPS : 0;
+    rt->policy_count = 0;
+    return TL_OK;
+}
+
+/* ---- closing ---- */
+
+int tl_store_close(tl_store *st)
+{
+    int rc = TL_OK;
+    if (!st)
+        return TL_OK;
+    if (st->rt && st->policy.on_close && !st->rt->running)
+        rc = tl_store_checkpoint(st);
+    if (st->owner)
+        sqlite3_exec(st->db, "DELETE FROM owner WHERE id = 1", NULL, NULL, NULL);
+    if (st->rt) {
+        st->rt->track_gone = 0;
+        st->rt->policy_hook = NULL;
+        st->rt->policy_every = 0;
+    }
+    sqlite3_finalize(st->ins_chunk);
+    sqlite3_close(st->db);
+    free(st);
+    return rc;
+}
+
+void *tl_store_sqlite(tl_store *st) { return st ? st->db : NULL; }

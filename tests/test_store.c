@@ -1,0 +1,460 @@
+/*
+ * test_store.c -- the SQLite store: checkpoint and restore, incremental
+ * checkpoints, identity checks, ownership between real processes, a full
+ * or read-only disk during a checkpoint, and checkpoint policies.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tasklet.h"
+
+static char dir[64];
+static char path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/tl-store-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/app.db", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+typedef struct { tl_chan *in; tl_value v; int64_t got; } rx_t;
+static const tl_field rx_fields[] = {
+    TL_FIELD(rx_t, in, TL_T_CHAN), TL_FIELD(rx_t, v, TL_T_VALUE), TL_FIELD(rx_t, got, TL_T_I64),
+};
+
+static tl_status receiver(tl_frame *f, void *locals)
+{
+    rx_t *L = locals;
+    TL_BEGIN(f);
+    TL_RECV(f, L->in, L->v);
+    L->got = tl_as_i64(L->v);
+    TL_YIELD(f);
+    TL_RETURN(f, tl_i64(L->got));
+    TL_END(f);
+}
+static const tl_func receiver_fn = {"store.receiver", 1, receiver, sizeof(rx_t), rx_fields,
+                                    TL_COUNTOF(rx_fields), NULL};
+
+typedef struct { int64_t i, n; } loop_t;
+static const tl_field loop_fields[] = {TL_FIELD(loop_t, i, TL_T_I64), TL_FIELD(loop_t, n, TL_T_I64)};
+
+static tl_status looper(tl_frame *f, void *locals)
+{
+    loop_t *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_YIELD(f);
+    TL_END(f);
+}
+static const tl_func looper_fn = {"store.looper", 1, looper, sizeof(loop_t), loop_fields,
+                                  TL_COUNTOF(loop_fields), NULL};
+
+static tl_runtime *new_rt(void)
+{
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    assert_int_equal(tl_register(rt, &receiver_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &looper_fn), TL_OK);
+    return rt;
+}
+
+static tl_store *open_attached(tl_runtime *rt)
+{
+    tl_store *st;
+    int rc = tl_store_open(path, 0, &st);
+    if (rc != TL_OK)
+        fail_msg("open: %s", tl_store_errmsg(st));
+    rc = tl_store_attach(st, rt);
+    if (rc != TL_OK)
+        fail_msg("attach: %s", tl_store_errmsg(st));
+    return st;
+}
+
+static int64_t query(const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int64_t v = -1;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* n receivers blocked on a named channel */
+static void spawn_receivers(tl_runtime *rt, int n)
+{
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    assert_int_equal(tl_chan_set_name(ch, "in"), TL_OK);
+    rx_t a = {.in = ch};
+    for (int i = 0; i < n; i++)
+        assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
+    tl_chan_release(ch);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+}
+
+static void test_restore_without_checkpoint(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_ENOENT);
+    assert_int_equal(tl_store_last_checkpoint(st), 0);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    assert_int_equal(query("PRAGMA application_id"), 1414288212);
+    assert_int_equal(query("PRAGMA user_version"), 1);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'format'"), 1);
+    assert_int_equal(query("SELECT count(*) FROM owner"), 0); /* released on close */
+}
+
+static void test_checkpoint_and_restore(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 5);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    {
+        sqlite3 *db;
+        sqlite3_stmt *s;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+        sqlite3_finalize(s);
+        sqlite3_close(db);
+    }
+
+    rt = new_rt();
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    assert_int_equal(tl_tasklet_count(rt), 5);
+    assert_int_equal(tl_blocked_count(rt), 5);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    assert_non_null(in);
+    assert_int_equal(tl_chan_balance(in), -5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(tl_chan_try_send(in, tl_i64(i)), TL_OK);
+    assert_int_equal(tl_run(rt), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 0);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+
+    rt = new_rt(); /* the last checkpoint: nothing left */
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 0);
+    assert_null(tl_chan_find_name(rt, "in")); /* nothing refers to it any more */
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+static void test_incremental(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 2000);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    int64_t full_rows = query("SELECT count(*) FROM chunks WHERE ckpt = 1");
+    int64_t full_bytes = query("SELECT bytes FROM checkpoints WHERE id = 1");
+    assert_int_equal(full_rows, 8 + 1); /* 2000 tasklets in 8 chunks, one channel chunk */
+    /* nothing changed: no new checkpoint */
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    /* wake 20 receivers (the first 20, all in chunk 0) */
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(tl_chan_try_send(in, tl_i64(100 + i)), TL_OK);
+    uint64_t steps;
+    assert_int_equal(tl_run_steps(rt, 20, &steps), TL_OK); /* each is past its receive */
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE ckpt = 2"), 2);
+    assert_true(query("SELECT bytes FROM checkpoints WHERE id = 2") * 4 < full_bytes);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+
+    rt = new_rt(); /* checkpoint 2 = chunk 0 of ckpt 2 + chunks 1..7 of ckpt 1 */
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 2000);
+    assert_int_equal(tl_runnable_count(rt), 20);
+    assert_int_equal(tl_blocked_count(rt), 1980);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_tasklet_count(rt), 1980);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+static void test_not_ours(void **state)
+{
+    (void)state;
+    tl_store *st;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA application_id = 42; CREATE TABLE t(x);", NULL, NULL,
+                                  NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(tl_store_open(path, 0, &st), TL_EFORMAT);
+    assert_non_null(strstr(tl_store_errmsg(st), "another application"));
+    tl_store_close(st);
+
+    FILE *fp = fopen(path, "wb"); /* random bytes: not a database at all */
+    for (int i = 0; i < 4096; i++)
+        fputc((i * 7919) & 0xff, fp);
+    fclose(fp);
+    int rc = tl_store_open(path, 0, &st);
+    assert_true(rc == TL_EFORMAT || rc == TL_ESTORE);
+    assert_true(strlen(tl_store_errmsg(st)) > 10);
+    tl_store_close(st);
+}
+
+static void test_newer_store_version(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    tl_store_close(st);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(tl_store_open(path, 0, &st), TL_EFORMAT);
+    assert_non_null(strstr(tl_store_errmsg(st), "newer"));
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+/* ---- ownership between processes ---- */
+
+static void test_owner_lock_and_takeover(void **state)
+{
+    (void)state;
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        tl_runtime *rt;
+        tl_store *st;
+        if (tl_runtime_new(NULL, &rt) != TL_OK || tl_store_open(path, 0, &st) != TL_OK ||
+            tl_store_attach(st, rt) != TL_OK)
+            _exit(3);
+        if (write(ready[1], "k", 1) != 1)
+            _exit(4);
+        pause(); /* owns the store until killed */
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    tl_runtime *rt = new_rt();
+    tl_store *st;
+    assert_int_equal(tl_store_open(path, 0, &st), TL_OK);
+    assert_int_equal(tl_store_attach(st, rt), TL_ELOCKED);
+    char want[32];
+    snprintf(want, sizeof want, "pid %d", (int)child);
+    assert_non_null(strstr(tl_store_errmsg(st), want));
+    /* reading is still allowed */
+    tl_store *ro;
+    assert_int_equal(tl_store_open(path, TL_STORE_READONLY, &ro), TL_OK);
+    tl_store_close(ro);
+    /* the owner dies without cleaning up: its row is stale and taken over */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    assert_int_equal(query("SELECT pid FROM owner"), child);
+    assert_int_equal(tl_store_attach(st, rt), TL_OK);
+    assert_int_equal(query("SELECT pid FROM owner"), getpid());
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    close(ready[0]);
+    close(ready[1]);
+}
+
+/* ---- a full or read-only disk during a checkpoint ---- */
+
+static void test_disk_full_keeps_last_checkpoint(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 100);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    sqlite3 *db = tl_store_sqlite(st);
+    char sql[64];
+    int64_t pages = 0;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    pages = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK); /* the disk is full */
+    /* lots of new state that cannot fit */
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    rx_t a = {.in = ch};
+    for (int i = 0; i < 20000; i++)
+        assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
+    tl_chan_release(ch);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_int_equal(tl_store_errcode(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "full"));
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    /* the previous checkpoint is whole and loadable */
+    {
+        tl_runtime *other = new_rt();
+        tl_store *ro;
+        assert_int_equal(tl_store_open(path, TL_STORE_READONLY, &ro), TL_OK);
+        tl_store_close(ro);
+        assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
+        tl_runtime_free(other);
+    }
+    /* space again: the retry writes everything that was pending */
+    assert_int_equal(sqlite3_exec(db, "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    rt = new_rt();
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 20100);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+static void test_read_only_disk(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 10);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(sqlite3_exec(tl_store_sqlite(st), "PRAGMA query_only = 1", NULL, NULL, NULL),
+                     SQLITE_OK);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    assert_int_equal(tl_chan_try_send(in, tl_i64(1)), TL_OK);
+    uint64_t steps;
+    assert_int_equal(tl_run_steps(rt, 1, &steps), TL_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "read"));
+    assert_int_equal(sqlite3_exec(tl_store_sqlite(st), "PRAGMA query_only = 0", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+/* ---- policies ---- */
+
+static void test_policies(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    tl_policy p = {.every_steps = 100, .on_idle = 1, .on_close = 1};
+    assert_int_equal(tl_store_set_policy(st, &p), TL_OK);
+    loop_t a = {.n = 1000};
+    assert_int_equal(tl_spawn(rt, &looper_fn, &a, sizeof a, NULL), TL_OK);
+    assert_int_equal(tl_spawn(rt, &looper_fn, &a, sizeof a, NULL), TL_OK);
+    assert_int_equal(tl_run(rt), TL_OK);
+    /* 2002 steps: 20 on the step count, then one when idle */
+    assert_int_equal(tl_store_last_checkpoint(st), 21);
+    /* on close: only if something changed since */
+    assert_int_equal(tl_spawn(rt, &looper_fn, &a, sizeof a, NULL), TL_OK);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    assert_int_equal(query("SELECT max(id) FROM checkpoints"), 22);
+    tl_runtime_free(rt);
+
+    rt = new_rt(); /* on idle with the bounded run */
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 1);
+    assert_int_equal(tl_spawn(rt, &looper_fn, &a, sizeof a, NULL), TL_OK); /* two: yields switch */
+    tl_policy q = {.on_idle = 1};
+    assert_int_equal(tl_store_set_policy(st, &q), TL_OK);
+    uint64_t steps;
+    assert_int_equal(tl_run_steps(rt, 10, &steps), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 22); /* still busy */
+    assert_int_equal(tl_run_steps(rt, 10000, &steps), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 23);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+static void test_damaged_chunk(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 300);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE chunks SET data = substr(data, 1, length(data) - 9) "
+                                      "|| x'00' || substr(data, length(data) - 7) "
+                                      "WHERE kind = 1 AND key = 1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    rt = new_rt();
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_ECORRUPT);
+    assert_non_null(strstr(tl_store_errmsg(st), "chunk 1/1"));
+    assert_int_equal(tl_tasklet_count(rt), 0);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_restore_without_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_and_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incremental, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_ours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_store_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_lock_and_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_keeps_last_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_policies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
