@@ -641,7 +641,7 @@ struct tl__frame_head {
 #define TL__HEAD(f) ((struct tl__frame_head *)(void *)(f))
 
 TL_API tl_status tl__yield(tl_frame *f);
-TL_API tl_status tl__send(tl_frame *f, tl_chan *ch, tl_value v);
+TL_API tl_status tl__send_w(tl_frame *f, tl_chan *ch, uint64_t head, uint64_t bits);
 TL_API tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code,
                                 const char *msg);
 TL_API tl_status tl__recv(tl_frame *f, tl_chan *ch);
@@ -650,7 +650,20 @@ TL_API tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
                           size_t argsize);
 TL_API tl_status tl__join(tl_frame *f, tl_tasklet *t);
 TL_API tl_status tl__sleep_until(tl_frame *f, int64_t deadline_ns);
-TL_API tl_status tl__return(tl_frame *f, tl_value v);
+TL_API tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits);
+/* A value crosses into the library as two words: GCC copies a by-value
+ * tl_value through memory in a way that stalls store forwarding. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+static inline uint64_t tl__head(tl_value v)
+{ return (uint64_t)v.type << 56 | (uint64_t)(uint32_t)v.aux; }
+#else
+static inline uint64_t tl__head(tl_value v)
+{ return (uint64_t)v.type | (uint64_t)(uint32_t)v.aux << 32; }
+#endif
+static inline tl_status tl__send(tl_frame *f, tl_chan *ch, tl_value v)
+{ return tl__send_w(f, ch, tl__head(v), v.as.u); }
+static inline tl_status tl__return(tl_frame *f, tl_value v)
+{ return tl__return_w(f, tl__head(v), v.as.u); }
 TL_API tl_status tl__fail(tl_frame *f, int code, const char *msg);
 TL_API tl_status tl__unwind(tl_frame *f);
 TL_API tl_status tl__bad_pc(tl_frame *f);

@@ -25,10 +25,15 @@ static uint64_t obj_id(const void *obj, int kind)
     return kind == TL__KIND_TASKLETS ? ((const tl_tasklet *)obj)->id : ((const tl_chan *)obj)->id;
 }
 
+/* A tasklet is marked dirty when dispatched, blocked or ended; one woken
+ * since (runnable, not yet dispatched) changed too, and is not marked on
+ * the hot path, so it counts as dirty here. */
 static bool obj_dirty(const void *obj, int kind)
 {
-    return kind == TL__KIND_TASKLETS ? (((const tl_tasklet *)obj)->flags & TL__TF_DIRTY) != 0
-                                     : ((const tl_chan *)obj)->dirty != 0;
+    if (kind == TL__KIND_CHANS)
+        return ((const tl_chan *)obj)->dirty != 0;
+    const tl_tasklet *t = obj;
+    return (t->flags & TL__TF_DIRTY) || t->state == TL_RUNNABLE;
 }
 
 static void count_visit(void *obj, void *ud)

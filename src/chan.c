@@ -253,20 +253,20 @@ static tl_tasklet *sel_finish(tl__sel *sel, int fired)
 
 /* Unblocks the owner of waiter w (already dequeued from ch); for a
  * sender, *v receives the value it offered. */
-static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl_value *v)
+static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl__vw *v)
 {
     tl_tasklet *t;
     if (w->on & SEL_TAG) {
         tl__selw *sw = (tl__selw *)w;
         tl_case *c = &sw->sel->cases[sw->idx];
         if (v)
-            *v = tl_retain(c->value);
+            *v = tl__vw_of(tl_retain(c->value));
         t = sel_finish(sw->sel, sw->idx);
     } else {
         t = TL__CONTAINER(w, tl_tasklet, w);
         if (v) {
-            *v = t->xfer;
-            t->xfer = tl_nil();
+            *v = tl__vw_load(&t->xfer);
+            tl__vw_store(&t->xfer, tl__vw_make(0, 0));
         }
         ch->refs--; /* the caller holds its own reference */
     }
@@ -276,7 +276,7 @@ static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl_value *v)
     return t;
 }
 
-static tl_tasklet *take_sender(tl_chan *ch, tl_value *v)
+static tl_tasklet *take_sender(tl_chan *ch, tl__vw *v)
 {
     tl__waiter *w = (tl__waiter *)ch->sendq.next;
     dequeue(ch, w, TL_OP_SEND);
@@ -325,8 +325,15 @@ static tl_status after_rendezvous(tl_chan *ch, tl_tasklet *cur, tl_tasklet *targ
 
 /* ---- the operations ---- */
 
+/* Slot i places after head, wrapping without a division. */
+static inline size_t slot(const tl_chan *ch, size_t i)
+{
+    size_t k = ch->head + i;
+    return k >= ch->cap ? k - ch->cap : k;
+}
+
 /* Completes a send of v (owned) if it can without blocking. */
-static bool send_now(tl_chan *ch, tl_tasklet *cur, tl_value v, tl_status *st)
+static inline __attribute__((always_inline)) bool send_now(tl_chan *ch, tl_tasklet *cur, tl__vw v, tl_status *st)
 {
     if (ch->nrecv) {
         tl_tasklet *target = take_receiver(ch);
@@ -335,7 +342,7 @@ static bool send_now(tl_chan *ch, tl_tasklet *cur, tl_value v, tl_status *st)
         return true;
     }
     if (ch->count < ch->cap) {
-        ch->buf[(ch->head + ch->count++) % ch->cap] = v;
+        tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
         ch->dirty = 1;
         *st = TL__CONT;
         return true;
@@ -344,18 +351,18 @@ static bool send_now(tl_chan *ch, tl_tasklet *cur, tl_value v, tl_status *st)
 }
 
 /* Completes a receive into *out if it can without blocking. */
-static bool recv_now(tl_chan *ch, tl_tasklet *cur, tl_value *out, tl_status *st)
+static inline __attribute__((always_inline)) bool recv_now(tl_chan *ch, tl_tasklet *cur, tl__vw *out, tl_status *st)
 {
     if (ch->count) {
-        *out = ch->buf[ch->head];
-        ch->head = (ch->head + 1) % ch->cap;
+        *out = tl__vw_load(&ch->buf[ch->head]);
+        ch->head = slot(ch, 1);
         ch->count--;
         ch->dirty = 1;
         *st = TL__CONT;
         if (ch->nsend) { /* a blocked sender's value takes the freed slot */
-            tl_value v;
+            tl__vw v;
             tl_tasklet *sender = take_sender(ch, &v);
-            ch->buf[(ch->head + ch->count++) % ch->cap] = v;
+            tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
             *st = after_rendezvous(ch, cur, sender, -1);
         }
         return true;
@@ -368,43 +375,57 @@ static bool recv_now(tl_chan *ch, tl_tasklet *cur, tl_value *out, tl_status *st)
     return false;
 }
 
+static __attribute__((noinline, cold)) tl_status send_closing(tl_frame *f, tl_chan *ch, tl__vw v)
+{
+    char label[96];
+    tl__vw_release(v);
+    return tl__op_error(f, TL_ECLOSED, "send on %s, which is closing",
+                        tl__chan_label(ch, label, sizeof label));
+}
+
+static __attribute__((noinline, cold)) tl_status recv_closing(tl_frame *f, tl_chan *ch)
+{
+    char label[96];
+    return tl__op_error(f, TL_ECLOSED, "receive on %s, which is %s",
+                        tl__chan_label(ch, label, sizeof label),
+                        tl_chan_closed(ch) ? "closed" : "closing");
+}
+
 static bool can_send(const tl_chan *ch) { return ch->nrecv || ch->count < ch->cap; }
 static bool can_recv(const tl_chan *ch) { return ch->count || ch->nsend; }
 
-static tl_status send_value(tl_frame *f, tl_chan *ch, tl_value v)
+static tl_status send_value(tl_frame *f, tl_chan *ch, tl__vw v)
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
     tl_status st;
     if (!valid(ch) || ch->rt != rt) {
-        tl_release(v);
+        tl__vw_release(v);
         return tl__op_error(f, TL_EMISUSE, "send: invalid channel handle");
     }
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch) && !ch->closing);
     if (send_now(ch, t, v, &st))
         return st;
-    if (ch->closing) {
-        char label[96];
-        tl_release(v);
-        return tl__op_error(f, TL_ECLOSED, "send on %s, which is closing",
-                            tl__chan_label(ch, label, sizeof label));
-    }
-    t->xfer = v;
+    if (ch->closing)
+        return send_closing(f, ch, v);
+    tl__vw_store(&t->xfer, v);
     t->w.on = (uintptr_t)ch;
     tl__chan_enqueue(ch, &t->w, TL_OP_SEND);
     tl__block(t, TL_WAIT_SEND);
     return TL__SWITCH;
 }
 
-tl_status tl__send(tl_frame *f, tl_chan *ch, tl_value v)
+tl_status tl__send_w(tl_frame *f, tl_chan *ch, uint64_t head, uint64_t bits)
 {
-    return send_value(f, ch, tl_retain(v));
+    tl__vw w = tl__vw_make(head, bits);
+    tl__vw_retain(w);
+    return send_value(f, ch, w);
 }
 
 tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code, const char *msg)
 {
-    return send_value(f, ch, tl_error_value(f->t->rt, code, msg));
+    return send_value(f, ch, tl__vw_of(tl_error_value(f->t->rt, code, msg)));
 }
 
 tl_status tl__recv(tl_frame *f, tl_chan *ch)
@@ -412,7 +433,7 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
     tl_status st;
-    tl_value v;
+    tl__vw v;
     if (!valid(ch) || ch->rt != rt)
         return tl__op_error(f, TL_EMISUSE, "receive: invalid channel handle");
     if (rt->chan_cb)
@@ -421,12 +442,8 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
         tl__deliver_value(t, v);
         return st;
     }
-    if (ch->closing) {
-        char label[96];
-        return tl__op_error(f, TL_ECLOSED, "receive on %s, which is %s",
-                            tl__chan_label(ch, label, sizeof label),
-                            tl_chan_closed(ch) ? "closed" : "closing");
-    }
+    if (ch->closing)
+        return recv_closing(f, ch);
     t->w.on = (uintptr_t)ch;
     tl__chan_enqueue(ch, &t->w, TL_OP_RECV);
     tl__block(t, TL_WAIT_RECV);
@@ -441,7 +458,7 @@ int tl_chan_try_send(tl_chan *ch, tl_value v)
     tl_runtime *rt = ch->rt;
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, rt->current, 1, 0);
-    if (send_now(ch, NULL, tl_retain(v), &st))
+    if (send_now(ch, NULL, tl__vw_of(tl_retain(v)), &st))
         return TL_OK;
     tl_release(v);
     if (ch->closing)
@@ -459,8 +476,11 @@ int tl_chan_try_recv(tl_chan *ch, tl_value *out)
     tl_runtime *rt = ch->rt;
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, rt->current, 0, 0);
-    if (recv_now(ch, NULL, out, &st))
+    tl__vw w;
+    if (recv_now(ch, NULL, &w, &st)) {
+        *out = tl__vw_value(w);
         return TL_OK;
+    }
     if (ch->closing)
         return tl__seterr(rt, TL_ECLOSED, "tl_chan_try_recv: channel #%llu is %s",
                           (unsigned long long)ch->id, tl_chan_closed(ch) ? "closed" : "closing");
@@ -476,9 +496,9 @@ int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
         return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_fail_waiters: code %d is not negative", err);
     tl_chan_retain(ch);
     while (ch->nsend || ch->nrecv) {
-        tl_value v = tl_nil();
+        tl__vw v = tl__vw_make(0, 0);
         tl_tasklet *t = ch->nsend ? take_sender(ch, &v) : take_receiver(ch);
-        tl_release(v);
+        tl__vw_release(v);
         tl__deliver_error(t, err, msg ? msg : tl_strerror(err));
         tl__runq_push_back(ch->rt, t);
     }
@@ -491,9 +511,9 @@ int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
 static tl_status select_fire(tl_frame *f, tl_case *c)
 {
     tl_status st;
-    tl_value v;
+    tl__vw v;
     if (c->op == TL_OP_SEND) {
-        send_now(c->ch, f->t, tl_retain(c->value), &st);
+        send_now(c->ch, f->t, tl__vw_of(tl_retain(c->value)), &st);
         return st;
     }
     recv_now(c->ch, f->t, &v, &st);
@@ -560,7 +580,7 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
     if (!x)
         return tl__op_error(f, TL_ENOMEM, "select: out of memory");
     if (nready) {
-        int k = (int)(tl__random(rt) % (uint64_t)nready);
+        int k = (int)(((tl__random(rt) >> 32) * (uint64_t)nready) >> 32);
         for (int i = 0; i < n; i++) {
             tl_chan *ch = cases[i].ch;
             bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);

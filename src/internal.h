@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define TL__HIDDEN __attribute__((visibility("hidden")))
 
@@ -230,6 +231,39 @@ struct tl_runtime {
     char errmsg[512];
 };
 
+/* A value as two words: head holds the first 8 bytes of the tl_value (the
+ * type is its first byte in memory), bits the union.
+ * The hot paths move values as word pairs so that GCC never reloads two
+ * 8-byte stores with one 16-byte load (a store-forwarding stall). */
+typedef struct { uint64_t head, bits; } tl__vw;
+static inline tl__vw tl__vw_make(uint64_t head, uint64_t bits) { tl__vw w = {head, bits}; return w; }
+/* Word access to a tl_value; may_alias keeps it within the aliasing rules.
+ * (memcpy would be the portable spelling, but GCC 12 turns it back into a
+ * 16-byte vector load and the stall returns.) */
+typedef uint64_t __attribute__((may_alias)) tl__word;
+static inline tl__vw tl__vw_load(const tl_value *p)
+{ const tl__word *q = (const tl__word *)(const void *)p; return tl__vw_make(q[0], q[1]); }
+static inline void tl__vw_store(tl_value *p, tl__vw w)
+{ tl__word *q = (tl__word *)(void *)p; q[0] = w.head; q[1] = w.bits; }
+static inline tl_value tl__vw_value(tl__vw w) { tl_value v; memcpy(&v, &w, sizeof v); return v; }
+static inline tl__vw tl__vw_of(tl_value v) { tl__vw w; memcpy(&w, &v, sizeof w); return w; }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+static inline int tl__vw_type(tl__vw w) { return (int)(uint8_t)(w.head >> 56); }
+#else
+static inline int tl__vw_type(tl__vw w) { return (int)(uint8_t)w.head; }
+#endif
+static inline void tl__vw_retain(tl__vw w)
+{ if (tl__vw_type(w) >= TL_V_STR) tl__retain_slow(tl__vw_value(w)); }
+static inline void tl__vw_release(tl__vw w)
+{ if (tl__vw_type(w) >= TL_V_STR) tl__release_slow(tl__vw_value(w)); }
+/* Replaces *dst (its old reference released first: w is owned apart). */
+static inline void tl__vw_replace(tl_value *dst, tl__vw w)
+{
+    if (dst->type >= TL_V_STR)
+        tl__release_slow(*dst);
+    tl__vw_store(dst, w);
+}
+
 /* ---- alloc.c ---- */
 TL__HIDDEN void *tl__alloc(tl_runtime *rt, size_t n);
 TL__HIDDEN void *tl__calloc(tl_runtime *rt, size_t n);
@@ -242,6 +276,30 @@ TL__HIDDEN void *tl__slab_get(tl_runtime *rt, tl__slab *s);
 TL__HIDDEN void tl__slab_put(tl__slab *s, void *obj);
 TL__HIDDEN void tl__slab_destroy(tl_runtime *rt, tl__slab *s);
 typedef void (*tl__slab_visit)(void *obj, void *ud);
+/* Inline fast paths: pop/push the free list. */
+static inline void *tl__slab_get_fast(tl_runtime *rt, tl__slab *s)
+{
+#ifndef TL__ASAN
+    void *obj = s->free;
+    if (obj) {
+        s->free = *(void **)((char *)obj + 8);
+        s->live++;
+        return obj;
+    }
+#endif
+    return tl__slab_get(rt, s);
+}
+static inline void tl__slab_put_fast(tl__slab *s, void *obj)
+{
+#ifndef TL__ASAN
+    *(uint32_t *)obj = TL__MAGIC_DEAD;
+    *(void **)((char *)obj + 8) = s->free;
+    s->free = obj;
+    s->live--;
+#else
+    tl__slab_put(s, obj);
+#endif
+}
 /* Visits every live object whose first word equals magic. */
 TL__HIDDEN void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn,
                               void *ud);
@@ -258,11 +316,9 @@ TL__HIDDEN void tl__registry_free(tl_runtime *rt);
 /* ---- tasklet.c ---- */
 TL__HIDDEN tl__ext *tl__ext_get(tl_tasklet *t);
 TL__HIDDEN void tl__deliver_error(tl_tasklet *t, int code, const char *msg);
-TL__HIDDEN void tl__deliver_value(tl_tasklet *t, tl_value v);
+TL__HIDDEN void tl__deliver_value(tl_tasklet *t, tl__vw v);
 TL__HIDDEN tl_status tl__op_error(tl_frame *f, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-TL__HIDDEN void tl__block(tl_tasklet *t, int wait);
-TL__HIDDEN void tl__wake(tl_tasklet *t);
 TL__HIDDEN void tl__tasklet_free_all(tl_runtime *rt);
 TL__HIDDEN const char *tl__tasklet_label(const tl_tasklet *t, char *buf,
                                          size_t n);
@@ -271,14 +327,12 @@ TL__HIDDEN const char *tl__tasklet_label(const tl_tasklet *t, char *buf,
 static inline void tl__runq_push_back(tl_runtime *rt, tl_tasklet *t)
 {
     t->state = TL_RUNNABLE;
-    t->flags |= TL__TF_DIRTY;
     tl__list_push_back(&rt->runq, &t->w.link);
     rt->nrunnable++;
 }
 static inline void tl__runq_push_front(tl_runtime *rt, tl_tasklet *t)
 {
     t->state = TL_RUNNABLE;
-    t->flags |= TL__TF_DIRTY;
     tl__list_push_front(&rt->runq, &t->w.link);
     rt->nrunnable++;
 }
@@ -286,6 +340,19 @@ static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
 {
     tl__list_unlink(&t->w.link);
     rt->nrunnable--;
+}
+static inline void tl__block(tl_tasklet *t, int wait)
+{
+    t->state = TL_BLOCKED;
+    t->flags |= TL__TF_DIRTY;
+    t->wait = (uint8_t)wait;
+    t->rt->nblocked++;
+}
+static inline void tl__wake(tl_tasklet *t)
+{
+    t->wait = TL_WAIT_NONE;
+    t->rt->nblocked--;
+    tl__runq_push_back(t->rt, t);
 }
 TL__HIDDEN int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline);
 TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);

@@ -283,6 +283,7 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         tl__list_unlink(&t->w.link);
         rt->nrunnable--;
         t->state = TL_RUNNING;
+        t->flags |= TL__TF_DIRTY;
         rt->current = t;
         if (rt->sched_cb)
             trace_switch(rt, t);

@@ -58,7 +58,7 @@ static void field_release(const tl_field *fd, char *locals)
 static tl_frame *frame_alloc(tl_runtime *rt, const tl__fn *e)
 {
     if (e->slab_class >= 0)
-        return tl__slab_get(rt, &rt->frames[e->slab_class]);
+        return tl__slab_get_fast(rt, &rt->frames[e->slab_class]);
     return tl__alloc(rt, e->frame_size);
 }
 
@@ -66,12 +66,12 @@ static void frame_dealloc(tl_runtime *rt, tl_frame *f)
 {
     const tl__fn *e = f->fn;
     if (e->slab_class >= 0)
-        tl__slab_put(&rt->frames[e->slab_class], f);
+        tl__slab_put_fast(&rt->frames[e->slab_class], f);
     else
         tl__free(rt, f, e->frame_size);
 }
 
-static int check_args(tl_runtime *rt, const tl__fn *e, const void *args,
+static inline int check_args(tl_runtime *rt, const tl__fn *e, const void *args,
                       size_t argsize)
 {
     const tl_func *fn = e->fn;
@@ -88,7 +88,7 @@ static int check_args(tl_runtime *rt, const tl__fn *e, const void *args,
 }
 
 /* Pushes a frame for e on t, locals = args then zeros. */
-static tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
+static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
                             const void *args, size_t argsize)
 {
     tl_frame *f = frame_alloc(rt, e);
@@ -103,7 +103,8 @@ static tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
     f->t = t;
     if (argsize)
         memcpy(locals, args, argsize);
-    memset(locals + argsize, 0, ls - argsize);
+    if (ls > argsize)
+        memset(locals + argsize, 0, ls - argsize);
     for (unsigned i = 0; i < e->nrefs; i++) {
         const tl_field *fd = &e->fn->fields[e->refs[i]];
         if (fd->offset < argsize)
@@ -119,7 +120,7 @@ tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e)
 }
 
 /* Pops the top frame: its cleanup (if run_cleanup), then its references. */
-static void frame_drop(tl_tasklet *t, bool run_cleanup)
+static inline void frame_drop(tl_tasklet *t, bool run_cleanup)
 {
     tl_frame *f = t->top;
     const tl__fn *e = f->fn;
@@ -202,20 +203,6 @@ const char *tl__tasklet_label(const tl_tasklet *t, char *buf, size_t n)
     return buf;
 }
 
-void tl__block(tl_tasklet *t, int wait)
-{
-    t->state = TL_BLOCKED;
-    t->flags |= TL__TF_DIRTY;
-    t->wait = (uint8_t)wait;
-    t->rt->nblocked++;
-}
-
-void tl__wake(tl_tasklet *t)
-{
-    t->wait = TL_WAIT_NONE;
-    t->rt->nblocked--;
-    tl__runq_push_back(t->rt, t);
-}
 
 void tl__deliver_error(tl_tasklet *t, int code, const char *msg)
 {
@@ -227,14 +214,15 @@ void tl__deliver_error(tl_tasklet *t, int code, const char *msg)
 
 /* Gives a value to t's resume point; an error value is delivered as an
  * error instead. */
-void tl__deliver_value(tl_tasklet *t, tl_value v)
+void tl__deliver_value(tl_tasklet *t, tl__vw w)
 {
-    if (v.type == TL_V_ERROR) {
+    if (tl__vw_type(w) == TL_V_ERROR) {
+        tl_value v = tl__vw_value(w);
         tl__deliver_error(t, v.aux, tl_error_msg(v));
         tl_release(v);
         return;
     }
-    tl_value_set(&t->xfer, v);
+    tl__vw_replace(&t->xfer, w);
 }
 
 tl_status tl__op_error(tl_frame *f, int code, const char *fmt, ...)
@@ -302,10 +290,12 @@ static tl_status propagate(tl_tasklet *t)
 
 /* ---- entry points behind the macros ---- */
 
-tl_status tl__return(tl_frame *f, tl_value v)
+tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits)
 {
     tl_tasklet *t = f->t;
-    tl_value_set(&t->xfer, tl_retain(v));
+    tl__vw w = tl__vw_make(head, bits);
+    tl__vw_retain(w);
+    tl__vw_replace(&t->xfer, w);
     frame_pop(t);
     if (t->top)
         return TL__AGAIN;
@@ -349,11 +339,11 @@ tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
-    const tl__fn *e = fn ? tl__fn_find(rt, fn) : NULL;
+    const tl__fn *e = fn && fn == rt->cache_key ? rt->cache_val : fn ? tl__fn_find(rt, fn) : NULL;
     if (!e)
         return tl__op_error(f, TL_ENOFUNC, "call from %s@%u: function %s is not registered",
                             f->fn->fn->name, f->fn->fn->version, fn ? fn->name : "(null)");
-    if (check_args(rt, e, args, argsize) != TL_OK)
+    if ((argsize > e->fn->locals_size || e->nrefs) && check_args(rt, e, args, argsize) != TL_OK)
         return tl__op_error(f, TL_EINVAL, "%s", rt->errmsg);
     if (!frame_push(rt, t, e, args, argsize))
         return tl__op_error(f, TL_ENOMEM, "call %s@%u: out of memory for a frame",

@@ -1,0 +1,557 @@
+/*
+ * tl-bench.c -- micro-benchmarks of libtasklet's hot paths.
+ *
+ * Prints one JSON object per line: {"name": ..., "value": ..., "unit": ...}.
+ *
+ * A timed benchmark runs once to warm up (slabs filled, caches and branch
+ * predictors hot), then REPS more times in the same runtime; the lowest
+ * per-operation figure is reported, since noise only ever adds time.
+ * CLOCK_MONOTONIC is read around tl_run alone: creating channels and
+ * spawning the tasklets is setup, except in 'spawn', which times it.
+ * 'blocked_tasklet_bytes' is not timed: it counts bytes through the
+ * tl_config allocator.
+ *
+ * Usage: tl-bench [--quick] [NAME]
+ *   NAME     run only the benchmarks whose name contains NAME
+ *   --quick  iteration counts divided by 100, for a smoke test
+ */
+#include "tasklet.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REPS 5
+#define QUICK_DIVISOR 100
+#define SPAWN_BATCH 1000
+#define SELECT_CASES 4
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int report(tl_runtime *rt, int rc, const char *what)
+{
+    const char *detail = rt && tl_errcode(rt) == rc ? tl_errmsg(rt) : tl_strerror(rc);
+    fprintf(stderr, "tl-bench: %s failed: %s (%s)\n", what, detail, tl_errname(rc));
+    return rc;
+}
+
+#define TRY(rt, call)                             \
+    do {                                          \
+        int try_rc_ = (call);                     \
+        if (try_rc_ != TL_OK)                     \
+            return report((rt), try_rc_, #call);  \
+    } while (0)
+
+/* ------------------------------------------------------------------------
+ * Tasklet functions
+ * --------------------------------------------------------------------- */
+
+/* yield: n times to the back of the run queue. */
+typedef struct {
+    int64_t n, i;
+} loop_locals;
+
+static const tl_field loop_fields[] = {
+    TL_FIELD(loop_locals, n, TL_T_I64),
+    TL_FIELD(loop_locals, i, TL_T_I64),
+};
+
+static tl_status yielder(tl_frame *f, void *locals)
+{
+    loop_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_YIELD(f);
+    TL_END(f);
+}
+
+static const tl_func yielder_fn = {
+    "bench.yielder", 1, yielder, sizeof(loop_locals),
+    loop_fields, TL_COUNTOF(loop_fields), NULL,
+};
+
+/* Channel loops: n messages out, in, or both.  The frames own their
+ * channel references, so a channel dies with the tasklets using it. */
+typedef struct {
+    tl_chan *out, *in;
+    tl_value v;
+    int64_t n, i;
+} chan_locals;
+
+static const tl_field chan_fields[] = {
+    TL_FIELD(chan_locals, out, TL_T_CHAN),
+    TL_FIELD(chan_locals, in, TL_T_CHAN),
+    TL_FIELD(chan_locals, v, TL_T_VALUE),
+    TL_FIELD(chan_locals, n, TL_T_I64),
+    TL_FIELD(chan_locals, i, TL_T_I64),
+};
+
+static tl_status pinger(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_SEND(f, L->out, tl_i64(L->i));
+        TL_RECV(f, L->in, L->v);
+    }
+    TL_END(f);
+}
+
+static tl_status ponger(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_RECV(f, L->in, L->v);
+        TL_SEND(f, L->out, L->v);
+    }
+    TL_END(f);
+}
+
+static tl_status producer(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_SEND(f, L->out, tl_i64(L->i));
+    TL_END(f);
+}
+
+static tl_status consumer(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_RECV(f, L->in, L->v);
+    TL_END(f);
+}
+
+#define CHAN_FUNC(fname, step)                                   \
+    {fname, 1, step, sizeof(chan_locals), chan_fields,           \
+     TL_COUNTOF(chan_fields), NULL}
+static const tl_func pinger_fn = CHAN_FUNC("bench.pinger", pinger);
+static const tl_func ponger_fn = CHAN_FUNC("bench.ponger", ponger);
+static const tl_func producer_fn = CHAN_FUNC("bench.producer", producer);
+static const tl_func consumer_fn = CHAN_FUNC("bench.consumer", consumer);
+
+/* spawn: returns at once. */
+static tl_status noop(tl_frame *f, void *locals)
+{
+    (void)locals;
+    TL_BEGIN(f);
+    TL_END(f);
+}
+
+static const tl_func noop_fn = {"bench.noop", 1, noop, 0, NULL, 0, NULL};
+
+/* call_return: caller calls leaf n times; leaf returns its argument. */
+typedef struct {
+    int64_t x;
+} leaf_locals;
+
+static const tl_field leaf_fields[] = {TL_FIELD(leaf_locals, x, TL_T_I64)};
+
+static tl_status leaf(tl_frame *f, void *locals)
+{
+    leaf_locals *L = locals;
+    TL_BEGIN(f);
+    TL_RETURN(f, tl_i64(L->x));
+    TL_END(f);
+}
+
+static const tl_func leaf_fn = {
+    "bench.leaf", 1, leaf, sizeof(leaf_locals),
+    leaf_fields, TL_COUNTOF(leaf_fields), NULL,
+};
+
+typedef struct {
+    int64_t n, i;
+    tl_value v;
+} caller_locals;
+
+static const tl_field caller_fields[] = {
+    TL_FIELD(caller_locals, n, TL_T_I64),
+    TL_FIELD(caller_locals, i, TL_T_I64),
+    TL_FIELD(caller_locals, v, TL_T_VALUE),
+};
+
+static tl_status caller(tl_frame *f, void *locals)
+{
+    caller_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_CALL(f, &leaf_fn, L->v, &(leaf_locals){L->i});
+    TL_END(f);
+}
+
+static const tl_func caller_fn = {
+    "bench.caller", 1, caller, sizeof(caller_locals),
+    caller_fields, TL_COUNTOF(caller_fields), NULL,
+};
+
+/* select: n selects receiving from SELECT_CASES channels.  The cases
+ * borrow their channels (scratch space, not in the schema): the host
+ * holds them for the whole run. */
+typedef struct {
+    tl_case cases[SELECT_CASES];
+    int64_t n, i;
+    tl_value v;
+    int64_t idx;
+} select_locals;
+
+static const tl_field select_fields[] = {
+    TL_FIELD(select_locals, n, TL_T_I64),
+    TL_FIELD(select_locals, i, TL_T_I64),
+    TL_FIELD(select_locals, v, TL_T_VALUE),
+    TL_FIELD(select_locals, idx, TL_T_I64),
+};
+
+static tl_status selector(tl_frame *f, void *locals)
+{
+    select_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_SELECT(f, L->cases, SELECT_CASES, L->idx, L->v);
+    TL_END(f);
+}
+
+static const tl_func selector_fn = {
+    "bench.selector", 1, selector, sizeof(select_locals),
+    select_fields, TL_COUNTOF(select_fields), NULL,
+};
+
+/* blocked_tasklet_bytes: receives once, then ends. */
+typedef struct {
+    tl_chan *in;
+    tl_value v;
+    int64_t x;
+} blocker_locals;
+_Static_assert(sizeof(blocker_locals) == 32, "blocker locals must be 32 bytes");
+
+static const tl_field blocker_fields[] = {
+    TL_FIELD(blocker_locals, in, TL_T_CHAN),
+    TL_FIELD(blocker_locals, v, TL_T_VALUE),
+    TL_FIELD(blocker_locals, x, TL_T_I64),
+};
+
+static tl_status blocker(tl_frame *f, void *locals)
+{
+    blocker_locals *L = locals;
+    TL_BEGIN(f);
+    TL_RECV(f, L->in, L->v);
+    L->x = tl_as_i64(L->v);
+    TL_END(f);
+}
+
+static const tl_func blocker_fn = {
+    "bench.blocker", 1, blocker, sizeof(blocker_locals),
+    blocker_fields, TL_COUNTOF(blocker_fields), NULL,
+};
+
+static const tl_func *const all_funcs[] = {
+    &yielder_fn, &pinger_fn, &ponger_fn, &producer_fn, &consumer_fn,
+    &noop_fn, &leaf_fn, &caller_fn, &selector_fn, &blocker_fn,
+};
+
+/* A runtime with every benchmark function registered. */
+static int runtime_open(const tl_config *cfg, tl_runtime **out)
+{
+    TRY(NULL, tl_runtime_new(cfg, out));
+    for (size_t i = 0; i < TL_COUNTOF(all_funcs); i++) {
+        int rc = tl_register(*out, all_funcs[i]);
+        if (rc != TL_OK) {
+            report(*out, rc, "tl_register");
+            tl_runtime_free(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    return TL_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Timed repetitions: each sets up n operations in rt, runs them, and
+ * stores the nanoseconds per operation in *per_op.
+ * --------------------------------------------------------------------- */
+typedef int (*rep_fn)(tl_runtime *rt, uint64_t n, double *per_op);
+
+static int run_timed(tl_runtime *rt, uint64_t ops, double *per_op)
+{
+    int64_t t0 = now_ns();
+    int rc = tl_run(rt);
+    int64_t t1 = now_ns();
+    if (rc != TL_OK)
+        return report(rt, rc, "tl_run");
+    *per_op = (double)(t1 - t0) / (double)ops;
+    return TL_OK;
+}
+
+/* Two tasklets yield n times each: 2n switches. */
+static int rep_yield(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    loop_locals args = {(int64_t)n, 0};
+    TRY(rt, tl_spawn(rt, &yielder_fn, &args, sizeof args, NULL));
+    TRY(rt, tl_spawn(rt, &yielder_fn, &args, sizeof args, NULL));
+    return run_timed(rt, 2 * n, per_op);
+}
+
+/* Spawns fa(out = a, in = b) and fb(out = b, in = a); the tasklets own
+ * the channels once spawned. */
+static int spawn_pair(tl_runtime *rt, size_t capacity, const tl_func *fa,
+                      const tl_func *fb, uint64_t n)
+{
+    tl_chan *a, *b;
+    TRY(rt, tl_chan_new(rt, capacity, &a));
+    int rc = tl_chan_new(rt, capacity, &b);
+    if (rc != TL_OK) {
+        tl_chan_release(a);
+        return report(rt, rc, "tl_chan_new");
+    }
+    chan_locals la = {a, b, tl_nil(), (int64_t)n, 0};
+    chan_locals lb = {b, a, tl_nil(), (int64_t)n, 0};
+    rc = tl_spawn(rt, fa, &la, sizeof la, NULL);
+    if (rc == TL_OK)
+        rc = tl_spawn(rt, fb, &lb, sizeof lb, NULL);
+    tl_chan_release(a);
+    tl_chan_release(b);
+    return rc == TL_OK ? TL_OK : report(rt, rc, "tl_spawn");
+}
+
+/* n round trips over two rendezvous channels: 2n messages. */
+static int rep_pingpong(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    int rc = spawn_pair(rt, 0, &pinger_fn, &ponger_fn, n);
+    return rc == TL_OK ? run_timed(rt, 2 * n, per_op) : rc;
+}
+
+/* n messages from a producer to a consumer through one channel with a
+ * 1024-slot buffer. */
+static int rep_buffered(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    tl_chan *ch;
+    TRY(rt, tl_chan_new(rt, 1024, &ch));
+    chan_locals lp = {ch, NULL, tl_nil(), (int64_t)n, 0};
+    chan_locals lc = {NULL, ch, tl_nil(), (int64_t)n, 0};
+    int rc = tl_spawn(rt, &producer_fn, &lp, sizeof lp, NULL);
+    if (rc == TL_OK)
+        rc = tl_spawn(rt, &consumer_fn, &lc, sizeof lc, NULL);
+    tl_chan_release(ch);
+    if (rc != TL_OK)
+        return report(rt, rc, "tl_spawn");
+    return run_timed(rt, n, per_op);
+}
+
+/* n detached tasklets that return at once, spawned SPAWN_BATCH at a time
+ * and run; spawning is timed too. */
+static int rep_spawn(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    uint64_t batches = (n + SPAWN_BATCH - 1) / SPAWN_BATCH;
+    int64_t t0 = now_ns();
+    for (uint64_t b = 0; b < batches; b++) {
+        for (int i = 0; i < SPAWN_BATCH; i++)
+            TRY(rt, tl_spawn(rt, &noop_fn, NULL, 0, NULL));
+        TRY(rt, tl_run(rt));
+    }
+    int64_t t1 = now_ns();
+    *per_op = (double)(t1 - t0) / (double)(batches * SPAWN_BATCH);
+    return TL_OK;
+}
+
+/* n calls of a leaf function that returns its argument. */
+static int rep_call(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    caller_locals args = {(int64_t)n, 0, tl_nil()};
+    TRY(rt, tl_spawn(rt, &caller_fn, &args, sizeof args, NULL));
+    return run_timed(rt, n, per_op);
+}
+
+/* n selects over SELECT_CASES buffered channels, each preloaded with n
+ * values so that every case is ready at every select: the figure is the
+ * select's ready path (validate, scan, pick at random, receive). */
+static int rep_select(tl_runtime *rt, uint64_t n, double *per_op)
+{
+    select_locals args;
+    int rc = TL_OK, made = 0;
+    memset(&args, 0, sizeof args);
+    args.n = (int64_t)n;
+    for (; made < SELECT_CASES && rc == TL_OK; made++) {
+        tl_case *c = &args.cases[made];
+        c->op = TL_OP_RECV;
+        rc = tl_chan_new(rt, n, &c->ch);
+        for (uint64_t i = 0; i < n && rc == TL_OK; i++)
+            rc = tl_chan_try_send(c->ch, tl_i64((int64_t)i));
+    }
+    if (rc == TL_OK)
+        rc = tl_spawn(rt, &selector_fn, &args, sizeof args, NULL);
+    if (rc == TL_OK)
+        rc = run_timed(rt, n, per_op);
+    else
+        report(rt, rc, "select setup");
+    for (int k = 0; k < made; k++)
+        tl_chan_release(args.cases[k].ch);
+    return rc;
+}
+
+/* Warms up with one repetition, then keeps the best of REPS. */
+static int best_of(rep_fn rep, uint64_t n, double *best)
+{
+    tl_runtime *rt;
+    double x;
+    int rc = runtime_open(NULL, &rt);
+    if (rc != TL_OK)
+        return rc;
+    rc = rep(rt, n, &x);
+    *best = INFINITY;
+    for (int i = 0; i < REPS && rc == TL_OK; i++) {
+        rc = rep(rt, n, &x);
+        if (rc == TL_OK && x < *best)
+            *best = x;
+    }
+    tl_runtime_free(rt);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Memory per blocked tasklet, through a counting allocator
+ * --------------------------------------------------------------------- */
+typedef struct {
+    size_t bytes; /* currently allocated, as requested */
+} alloc_count;
+
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    alloc_count *c = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        c->bytes -= old;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p)
+        c->bytes = c->bytes - old + nsize;
+    return p;
+}
+
+static int spawn_blocked(tl_runtime *rt, tl_chan *ch, uint64_t n)
+{
+    blocker_locals args = {ch, tl_nil(), 0};
+    for (uint64_t i = 0; i < n; i++)
+        TRY(rt, tl_spawn(rt, &blocker_fn, &args, sizeof args, NULL));
+    TRY(rt, tl_run_steps(rt, UINT64_MAX, NULL));
+    if (tl_blocked_count(rt) != n) {
+        fprintf(stderr, "tl-bench: %zu tasklets blocked, expected %" PRIu64 "\n",
+                tl_blocked_count(rt), n);
+        return TL_ESTATE;
+    }
+    return TL_OK;
+}
+
+/* Bytes allocated by spawning n tasklets and running them until each is
+ * blocked receiving on one channel, divided by n. */
+static int measure_blocked_bytes(uint64_t n, double *per_tasklet)
+{
+    alloc_count count = {0};
+    tl_config cfg = {counting_alloc, &count, NULL, NULL};
+    tl_runtime *rt;
+    tl_chan *ch;
+    int rc = runtime_open(&cfg, &rt);
+    if (rc != TL_OK)
+        return rc;
+    rc = tl_chan_new(rt, 0, &ch);
+    if (rc == TL_OK) {
+        size_t before = count.bytes;
+        rc = spawn_blocked(rt, ch, n);
+        *per_tasklet = (double)(count.bytes - before) / (double)n;
+        tl_chan_release(ch);
+    } else {
+        report(rt, rc, "tl_chan_new");
+    }
+    tl_runtime_free(rt);
+    if (count.bytes != 0)
+        fprintf(stderr, "tl-bench: %zu bytes still allocated after tl_runtime_free\n",
+                count.bytes);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Driver
+ * --------------------------------------------------------------------- */
+typedef struct bench {
+    const char *name;
+    const char *unit;
+    uint64_t n;                                 /* operations, full run  */
+    rep_fn rep;                                 /* timed: best of REPS   */
+    int (*measure)(uint64_t n, double *value); /* otherwise: measured once */
+} bench;
+
+static const bench benches[] = {
+    {"yield", "ns/switch", 5000000, rep_yield, NULL},
+    {"chan_pingpong", "ns/msg", 2500000, rep_pingpong, NULL},
+    {"chan_buffered", "ns/msg", 5000000, rep_buffered, NULL},
+    {"spawn", "ns/tasklet", 2000000, rep_spawn, NULL},
+    {"call_return", "ns/call", 5000000, rep_call, NULL},
+    {"select", "ns/select", 1 << 17, rep_select, NULL},
+    {"blocked_tasklet_bytes", "bytes/tasklet", 1000000, NULL, measure_blocked_bytes},
+};
+
+static int run_bench(const bench *b, int quick)
+{
+    uint64_t n = quick ? b->n / QUICK_DIVISOR : b->n;
+    double value = 0;
+    int rc = b->rep ? best_of(b->rep, n, &value) : b->measure(n, &value);
+    if (rc != TL_OK) {
+        fprintf(stderr, "tl-bench: benchmark %s failed\n", b->name);
+        return rc;
+    }
+    printf("{\"name\": \"%s\", \"value\": %.2f, \"unit\": \"%s\"}\n", b->name, value, b->unit);
+    fflush(stdout);
+    return TL_OK;
+}
+
+static int usage(FILE *to)
+{
+    fprintf(to, "usage: tl-bench [--quick] [NAME]\n"
+                "  NAME     run only the benchmarks whose name contains NAME\n"
+                "  --quick  small iteration counts, for a smoke test\n"
+                "benchmarks:");
+    for (size_t i = 0; i < TL_COUNTOF(benches); i++)
+        fprintf(to, " %s", benches[i].name);
+    fprintf(to, "\n");
+    return to == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0, ran = 0, failed = 0;
+    const char *pattern = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return usage(stdout);
+        else if (argv[i][0] == '-' || pattern)
+            return usage(stderr);
+        else
+            pattern = argv[i];
+    }
+    for (size_t i = 0; i < TL_COUNTOF(benches); i++) {
+        if (pattern && !strstr(benches[i].name, pattern))
+            continue;
+        ran++;
+        failed += run_bench(&benches[i], quick) != TL_OK;
+    }
+    if (!ran) {
+        fprintf(stderr, "tl-bench: no benchmark matches '%s'\n", pattern);
+        return usage(stderr);
+    }
+    return failed ? 1 : 0;
+}
