@@ -15,6 +15,8 @@
  *   NAME     run only the benchmarks whose name contains NAME
  *   --quick  iteration counts divided by 100, for a smoke test
  */
+#include <sqlite3.h>
+
 #include "tasklet.h"
 
 #include <inttypes.h>
@@ -483,6 +485,120 @@ static int measure_blocked_bytes(uint64_t n, double *per_tasklet)
 }
 
 /* ------------------------------------------------------------------------
+ * Persistence: n tasklets blocked with 32 bytes of locals, checkpointed to
+ * a store on disk (fsync at commit), 1% of them changed, then restored.
+ * One run gives the four figures.
+ * --------------------------------------------------------------------- */
+static struct {
+    int done, rc;
+    double full_s, incr_s, restore_s, bytes;
+} persist;
+
+static int persist_store_bytes(tl_store *st, int64_t ckpt, double *bytes)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(tl_store_sqlite(st), "SELECT bytes FROM checkpoints WHERE id = ?",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(s, 1, ckpt);
+        rc = sqlite3_step(s) == SQLITE_ROW ? SQLITE_OK : SQLITE_ERROR;
+        *bytes = (double)sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_OK ? TL_OK : TL_ESTORE;
+}
+
+static int store_fail(tl_store *st, int rc, const char *what)
+{
+    fprintf(stderr, "tl-bench: %s: %s: %s\n", what, tl_strerror(rc), tl_store_errmsg(st));
+    return rc;
+}
+
+/* Checkpoints n blocked tasklets, changes 1%, checkpoints again. */
+static int persist_write(const char *path, uint64_t n)
+{
+    tl_runtime *rt;
+    tl_chan *ch;
+    tl_store *st;
+    int rc = runtime_open(NULL, &rt);
+    if (rc != TL_OK)
+        return rc;
+    rc = tl_chan_new(rt, 0, &ch);
+    if (rc == TL_OK)
+        rc = spawn_blocked(rt, ch, n);
+    if (rc == TL_OK && (rc = tl_store_open(path, 0, &st)) == TL_OK) {
+        if ((rc = tl_store_attach(st, rt)) != TL_OK)
+            store_fail(st, rc, "attach");
+        int64_t t0 = now_ns();
+        if (rc == TL_OK && (rc = tl_store_checkpoint(st)) != TL_OK)
+            store_fail(st, rc, "full checkpoint");
+        int64_t t1 = now_ns();
+        persist.full_s = (double)(t1 - t0) / 1e9;
+        if (rc == TL_OK)
+            rc = persist_store_bytes(st, 1, &persist.bytes);
+        persist.bytes /= (double)n;
+        for (uint64_t i = 0; rc == TL_OK && i < n / 100; i++) /* wakes the first 1% */
+            rc = tl_chan_try_send(ch, tl_i64((int64_t)i));
+        if (rc == TL_OK)
+            rc = tl_run_steps(rt, UINT64_MAX, NULL);
+        int64_t t2 = now_ns();
+        if (rc == TL_OK && (rc = tl_store_checkpoint(st)) != TL_OK)
+            store_fail(st, rc, "incremental checkpoint");
+        persist.incr_s = (double)(now_ns() - t2) / 1e9;
+        tl_store_close(st);
+    } else if (rc != TL_OK) {
+        report(rt, rc, "persist setup");
+    }
+    tl_chan_release(ch);
+    tl_runtime_free(rt);
+    return rc;
+}
+
+static int persist_restore(const char *path, uint64_t n)
+{
+    tl_runtime *rt;
+    tl_store *st;
+    int rc = runtime_open(NULL, &rt);
+    if (rc != TL_OK)
+        return rc;
+    if ((rc = tl_store_open(path, 0, &st)) == TL_OK && (rc = tl_store_attach(st, rt)) == TL_OK) {
+        int64_t t0 = now_ns();
+        rc = tl_store_restore(st);
+        persist.restore_s = (double)(now_ns() - t0) / 1e9;
+        if (rc != TL_OK)
+            store_fail(st, rc, "restore");
+        else if (tl_blocked_count(rt) != n - n / 100)
+            rc = TL_ESTATE;
+    }
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    return rc;
+}
+
+static int persist_run(uint64_t n)
+{
+    char dir[] = "tl-bench-store-XXXXXX", path[64], cmd[96];
+    if (persist.done)
+        return persist.rc;
+    persist.done = 1;
+    if (!mkdtemp(dir))
+        return persist.rc = TL_EIO;
+    snprintf(path, sizeof path, "%s/bench.db", dir);
+    persist.rc = persist_write(path, n);
+    if (persist.rc == TL_OK)
+        persist.rc = persist_restore(path, n);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "tl-bench: could not remove %s\n", dir);
+    return persist.rc;
+}
+
+static int measure_ckpt_full(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.full_s; return rc; }
+static int measure_ckpt_incr(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.incr_s; return rc; }
+static int measure_restore(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.restore_s; return rc; }
+static int measure_snap_bytes(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.bytes; return rc; }
+
+/* ------------------------------------------------------------------------
  * Driver
  * --------------------------------------------------------------------- */
 typedef struct bench {
@@ -501,6 +617,10 @@ static const bench benches[] = {
     {"call_return", "ns/call", 5000000, rep_call, NULL},
     {"select", "ns/select", 1 << 17, rep_select, NULL},
     {"blocked_tasklet_bytes", "bytes/tasklet", 1000000, NULL, measure_blocked_bytes},
+    {"checkpoint_full_1m", "s", 1000000, NULL, measure_ckpt_full},
+    {"checkpoint_incr_1pct", "s", 1000000, NULL, measure_ckpt_incr},
+    {"restore_1m", "s", 1000000, NULL, measure_restore},
+    {"snapshot_bytes_per_tasklet", "bytes/tasklet", 1000000, NULL, measure_snap_bytes},
 };
 
 static int run_bench(const bench *b, int quick)
@@ -512,7 +632,8 @@ static int run_bench(const bench *b, int quick)
         fprintf(stderr, "tl-bench: benchmark %s failed\n", b->name);
         return rc;
     }
-    printf("{\"name\": \"%s\", \"value\": %.2f, \"unit\": \"%s\"}\n", b->name, value, b->unit);
+    printf("{\"name\": \"%s\", \"value\": %.*f, \"unit\": \"%s\"}\n", b->name,
+           strcmp(b->unit, "s") == 0 ? 4 : 2, value, b->unit);
     fflush(stdout);
     return TL_OK;
 }

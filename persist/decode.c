@@ -160,9 +160,7 @@ static int inflate_doc(loader *ld, const msgpack_object *rec, doc *d, const char
     if (!d->bytes)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
     if (flags & 1) {
-        uLongf n = (uLongf)d->len;
-        if (uncompress((Bytef *)d->bytes, &n, (const Bytef *)a[4].via.bin.ptr,
-                       a[4].via.bin.size) != Z_OK || n != d->len)
+        if (tl__inflate(ld->rt, a[4].via.bin.ptr, a[4].via.bin.size, d->bytes, d->len) != 0)
             return corrupt(ld, "%s: compressed payload does not inflate", what);
     } else {
         if (a[4].via.bin.size != d->len)

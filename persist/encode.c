@@ -9,6 +9,7 @@
 #include "persist.h"
 
 #include <msgpack.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -432,24 +433,94 @@ static int enc_chan_chunk(void **objs, size_t n, tl__buf *doc)
     return doc->oom ? TL_ENOMEM : TL_OK;
 }
 
+/* ---- zlib streams, kept per runtime: setting one up costs ~256 KB of
+ * allocation, far more than compressing a 10 KB chunk ---- */
+
+static z_stream *deflater(tl_runtime *rt)
+{
+    if (!rt->zdef) {
+        z_stream *zs = calloc(1, sizeof *zs);
+        if (!zs || deflateInit(zs, 1) != Z_OK) {
+            free(zs);
+            return NULL;
+        }
+        rt->zdef = zs;
+    }
+    deflateReset(rt->zdef);
+    return rt->zdef;
+}
+
+int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_t dstlen)
+{
+    if (!rt->zinf) {
+        z_stream *zs = calloc(1, sizeof *zs);
+        if (!zs || inflateInit(zs) != Z_OK) {
+            free(zs);
+            return -1;
+        }
+        rt->zinf = zs;
+    }
+    z_stream *zs = rt->zinf;
+    inflateReset(zs);
+    zs->next_in = (Bytef *)(uintptr_t)src;
+    zs->avail_in = (uInt)srclen;
+    zs->next_out = dst;
+    zs->avail_out = (uInt)dstlen;
+    int zrc = inflate(zs, Z_FINISH);
+    return zrc == Z_STREAM_END && zs->total_out == dstlen && zs->avail_in == 0 ? 0 : -1;
+}
+
+void tl__zlib_free(tl_runtime *rt)
+{
+    if (rt->zdef) {
+        deflateEnd(rt->zdef);
+        free(rt->zdef);
+    }
+    if (rt->zinf) {
+        inflateEnd(rt->zinf);
+        free(rt->zinf);
+    }
+    tl__free(rt, rt->zbuf, rt->zcap);
+    rt->zdef = rt->zinf = NULL;
+    rt->zbuf = NULL;
+    rt->zcap = 0;
+}
+
+/* Compresses doc into rt->zbuf; returns the length, 0 on failure. */
+static size_t compress_doc(tl_runtime *rt, const tl__buf *doc)
+{
+    size_t need = deflateBound(NULL, (uLong)doc->len) + 64;
+    if (need > rt->zcap) {
+        unsigned char *nb = tl__realloc(rt, rt->zbuf, rt->zcap, need);
+        if (!nb)
+            return 0;
+        rt->zbuf = nb;
+        rt->zcap = need;
+    }
+    z_stream *zs = deflater(rt);
+    if (!zs)
+        return 0;
+    zs->next_in = (Bytef *)doc->p;
+    zs->avail_in = (uInt)doc->len;
+    zs->next_out = rt->zbuf;
+    zs->avail_out = (uInt)rt->zcap;
+    return deflate(zs, Z_FINISH) == Z_STREAM_END ? (size_t)zs->total_out : 0;
+}
+
 /* ---- records ---- */
 
 static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
 {
     msgpack_packer pk;
-    unsigned char *z = NULL;
-    uLongf zlen = 0;
-    size_t zcap = 0;
+    const unsigned char *z = NULL;
+    size_t zlen = 0;
     uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
     int compressed = doc->len >= COMPRESS_MIN;
     if (compressed) {
-        zcap = compressBound((uLong)doc->len);
-        z = tl__alloc(rt, zcap);
-        zlen = (uLongf)zcap;
-        if (!z || compress2(z, &zlen, (const Bytef *)doc->p, (uLong)doc->len, 1) != Z_OK) {
-            tl__free(rt, z, zcap);
+        zlen = compress_doc(rt, doc);
+        z = rt->zbuf;
+        if (!zlen)
             return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
-        }
     }
     msgpack_packer_init(&pk, out, tl__buf_write);
     msgpack_pack_array(&pk, 5);
@@ -459,7 +530,6 @@ static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
     msgpack_pack_uint64(&pk, doc->len);
     msgpack_pack_bin(&pk, compressed ? zlen : doc->len);
     msgpack_pack_bin_body(&pk, compressed ? (const char *)z : doc->p, compressed ? zlen : doc->len);
-    tl__free(rt, z, zcap);
     return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : TL_OK;
 }
 

@@ -64,6 +64,11 @@ typedef struct tl__raw {
 TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
                         size_t nchunks, const char *where);
 
+/* Inflates src into dst (exactly dstlen bytes expected) with the
+ * runtime's reusable stream; returns 0 on success. */
+TL__HIDDEN int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst,
+                           size_t dstlen);
+
 /* Checks that p[0..n) holds exactly one well-formed msgpack value whose
  * declared counts fit the bytes and whose nesting is at most maxdepth;
  * returns its length, or 0 if malformed. */

@@ -220,6 +220,9 @@ struct tl_runtime {
     size_t ngone, capgone;
     char node[64];
     struct upgrade *upgrades; /* persist/decode.c */
+    void *zdef, *zinf;        /* zlib streams, reused record to record */
+    unsigned char *zbuf;      /* compression output, reused */
+    size_t zcap;
     /* called by the scheduler for checkpoint policies (persist/) */
     int (*policy_hook)(void *ud, int idle);
     void *policy_ud;
@@ -360,6 +363,7 @@ TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
 
 TL__HIDDEN void tl__note_gone(tl_runtime *rt, int kind, uint64_t id);
 TL__HIDDEN void tl__upgrades_free(tl_runtime *rt);
+TL__HIDDEN void tl__zlib_free(tl_runtime *rt);
 /* A new frame of e on top of t, locals zeroed (for the loader). */
 TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
 TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);

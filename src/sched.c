@@ -130,6 +130,7 @@ void tl_runtime_free(tl_runtime *rt)
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
     tl__upgrades_free(rt);
+    tl__zlib_free(rt);
     tl__free(rt, rt->gone, rt->capgone * sizeof *rt->gone);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
