@@ -380,6 +380,9 @@ TL_API const tl_func *tl_tasklet_func(const tl_tasklet *t);
 TL_API size_t tl_tasklet_depth(const tl_tasklet *t);
 /* The code a failed or killed tasklet ended with, else TL_OK. */
 TL_API int tl_tasklet_error(const tl_tasklet *t);
+/* The message of the last error delivered to t (the one it failed with,
+ * once it has failed), or "" if none.  Valid until the next error. */
+TL_API const char *tl_tasklet_errmsg(const tl_tasklet *t);
 /* A retained copy of a finished tasklet's return value (TL_ESTATE if it
  * has not returned). */
 TL_API int tl_tasklet_result(tl_tasklet *t, tl_value *out);
@@ -449,9 +452,10 @@ TL_API int tl_next_deadline(const tl_runtime *rt, int64_t *deadline);
 /* The runtime's wall clock (ns since the epoch). */
 TL_API int64_t tl_now(const tl_runtime *rt);
 
-/* Tracing: called at each switch from prev to next (either may be NULL:
- * NULL prev when the scheduler starts a step from idle, NULL next when it
- * goes idle). */
+/* Tracing: called at each switch from prev to next.  prev is NULL when the
+ * scheduler starts from idle or when the previous tasklet has just ended
+ * (it may be freed); next is NULL when the scheduler goes idle after a
+ * tasklet that is still alive. */
 typedef void (*tl_schedule_cb)(void *ud, tl_tasklet *prev, tl_tasklet *next);
 /* Called on each channel operation: t sends (sending=1) or receives on
  * ch; will_block says whether it is about to block. */
@@ -494,7 +498,10 @@ TL_API int tl_chan_schedule_all(const tl_chan *ch);
 
 /* Close: a closing channel refuses any operation that would block
  * (TL_ECLOSED) but completes those that can; it is closed once no
- * tasklet waits on it and its buffer is empty.  open() undoes close(). */
+ * tasklet waits on it and its buffer is empty.  open() undoes close().
+ * As in Stackless, tasklets already blocked on it stay blocked: to end a
+ * stream, close and then wake them with tl_chan_fail_waiters(ch,
+ * TL_ECLOSED, ...). */
 TL_API int tl_chan_close(tl_chan *ch);
 TL_API int tl_chan_open(tl_chan *ch);
 TL_API int tl_chan_closing(const tl_chan *ch);

@@ -1,15 +1,17 @@
 /*
  * decode.c -- records back into a runtime, all or nothing.
  *
- * Load in four passes over the decoded documents:
- *   1. head: magic, format, counters;
- *   2. shells: every tasklet and channel allocated with its id (so that
- *      references can be resolved in any order), functions resolved by
- *      name@version (or an upgrade) and their schemas compared;
- *   3. contents: frames and locals, values, buffers, channel queues,
- *      timers, joiners, selects, the run queue;
- *   4. checks and references: every blocked tasklet sits in the queue it
- *      claims, then objects nothing refers to are dropped.
+ * The loader streams: it decodes one record, applies it and frees it, so
+ * a million tasklets never sit in memory twice.  Order:
+ *   1. the head: magic, format, counters, how many objects to expect;
+ *   2. tasklet chunks: functions resolved by name@version (or an upgrade)
+ *      and their schemas matched once per chunk; frames, locals, values,
+ *      timers.  A reference to an object not seen yet creates an empty
+ *      *shell* with that id, filled when its record comes;
+ *   3. channel chunks: buffers and queues (every tasklet exists by then);
+ *   4. checks: no shell left empty (a dangling id), counts as the head
+ *      says, every blocked tasklet in the queue it claims; joiners and the
+ *      run queue linked; objects nothing refers to dropped.
  * Any failure resets the runtime to empty (tl__runtime_reset).  Every
  * record is bounds-checked (tl__msgpack_check) before msgpack-c sees it,
  * and its CRC checked after inflating.
@@ -24,10 +26,14 @@
 #define MAX_RAWLEN ((uint64_t)256 << 20)
 #define MAX_DEPTH 40
 
+/* How a schema field of the program's function appears in the snapshot. */
+enum { FIELD_ABSENT, FIELD_SAME, FIELD_CHANGED };
+
 typedef struct fnref {
-    const tl__fn *e;         /* what the frame becomes */
+    const tl__fn *e;              /* what the frame becomes */
     const msgpack_object *fields; /* the snapshot's schema: [[name, type]...] */
     const struct upgrade *up;
+    uint8_t *match;               /* per field of e: FIELD_* */
     char label[160];
 } fnref;
 
@@ -41,20 +47,28 @@ typedef struct doc {
     size_t nfuncs;
 } doc;
 
+/* id -> object: a dense array when ids are dense (the usual case), else
+ * an open-addressing table; either way bounded by the head's counts. */
 typedef struct idmap {
     uint64_t *ids;
     void **objs;
-    size_t cap;
+    size_t cap, n, limit;
+    int direct;
 } idmap;
+
+typedef struct joinrec {
+    tl_tasklet *joinee;
+    uint64_t joiner;
+} joinrec;
 
 typedef struct loader {
     tl_runtime *rt;
     const char *where;
     doc head;
-    doc *docs;
-    size_t ndocs;
     idmap tasklets, chans;
-    uint64_t max_tid, max_cid;
+    uint64_t max_tid, max_cid, ntasklets, nchans;
+    joinrec *joins;
+    size_t njoins, capjoins;
 } loader;
 
 static int corrupt(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -117,10 +131,18 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 27);
 }
 
-static int idmap_init(tl_runtime *rt, idmap *m, size_t n)
+static int idmap_init(tl_runtime *rt, idmap *m, uint64_t n, uint64_t maxid)
 {
+    memset(m, 0, sizeof *m);
+    m->limit = (size_t)n;
+    if (maxid <= 4 * n + 65536 && maxid < ((uint64_t)1 << 26)) {
+        m->direct = 1;
+        m->cap = (size_t)maxid + 1;
+        m->objs = tl__calloc(rt, m->cap * sizeof *m->objs);
+        return m->objs ? TL_OK : TL_ENOMEM;
+    }
     m->cap = 16;
-    while (m->cap < 2 * n + 2)
+    while (m->cap < 2 * n + 16)
         m->cap *= 2;
     m->ids = tl__calloc(rt, m->cap * sizeof *m->ids);
     m->objs = tl__calloc(rt, m->cap * sizeof *m->objs);
@@ -129,20 +151,30 @@ static int idmap_init(tl_runtime *rt, idmap *m, size_t n)
 
 static void idmap_free(tl_runtime *rt, idmap *m)
 {
-    tl__free(rt, m->ids, m->cap * sizeof *m->ids);
+    tl__free(rt, m->ids, m->direct ? 0 : m->cap * sizeof *m->ids);
     tl__free(rt, m->objs, m->cap * sizeof *m->objs);
 }
 
+/* The slot for id, or NULL when the map cannot hold it (more objects
+ * than the head announced, or an id beyond its counter). */
 static void **idmap_slot(idmap *m, uint64_t id)
 {
+    if (m->direct)
+        return id < m->cap ? &m->objs[id] : NULL;
     size_t j = mix(id) & (m->cap - 1);
     while (m->objs[j] && m->ids[j] != id)
         j = (j + 1) & (m->cap - 1);
+    if (!m->objs[j] && m->n >= m->limit)
+        return NULL;
     m->ids[j] = id;
     return &m->objs[j];
 }
 
-static void *idmap_get(idmap *m, uint64_t id) { return m->cap ? *idmap_slot(m, id) : NULL; }
+static void *idmap_find(idmap *m, uint64_t id)
+{
+    void **slot = idmap_slot(m, id);
+    return slot ? *slot : NULL;
+}
 
 /* ---- records ---- */
 
@@ -198,6 +230,9 @@ static int read_record(loader *ld, const tl__raw *raw, doc *d, const char *what)
 
 static void doc_free(loader *ld, doc *d)
 {
+    for (size_t i = 0; d->funcs && i < d->nfuncs; i++)
+        if (d->funcs[i].match)
+            tl__free(ld->rt, d->funcs[i].match, d->funcs[i].e->fn->nfields + 1);
     msgpack_unpacked_destroy(&d->up);
     tl__free(ld->rt, d->bytes, d->len ? d->len : 1);
     tl__free(ld->rt, d->funcs, d->nfuncs * sizeof *d->funcs);
@@ -245,6 +280,30 @@ static const struct upgrade *find_upgrade(tl_runtime *rt, const char *name, size
     return NULL;
 }
 
+static const char *const type_names[] = {
+    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
+};
+
+/* Matches the program's schema against the snapshot's, once per chunk. */
+static int match_fields(loader *ld, fnref *r)
+{
+    const tl_func *fn = r->e->fn;
+    r->match = tl__calloc(ld->rt, fn->nfields + 1);
+    if (!r->match)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (size_t i = 0; i < fn->nfields; i++) {
+        for (uint32_t j = 0; j < r->fields->via.array.size; j++) {
+            const msgpack_object *fd = &r->fields->via.array.ptr[j];
+            if (!is_array(fd, 2) || !str_is(&fd->via.array.ptr[0], fn->fields[i].name))
+                continue;
+            r->match[i] = str_is(&fd->via.array.ptr[1], type_names[fn->fields[i].type])
+                              ? FIELD_SAME : FIELD_CHANGED;
+            break;
+        }
+    }
+    return TL_OK;
+}
+
 static int resolve_func(loader *ld, const msgpack_object *f, fnref *r)
 {
     const msgpack_object *a = f->via.array.ptr;
@@ -267,49 +326,60 @@ static int resolve_func(loader *ld, const msgpack_object *f, fnref *r)
         fn = r->up->to;
     }
     r->e = tl__fn_find(ld->rt, fn);
-    return r->e ? TL_OK : tl__seterr(ld->rt, TL_ENOFUNC, "%s: upgrade target of %s is not "
-                                     "registered", ld->where, r->label);
+    if (!r->e)
+        return tl__seterr(ld->rt, TL_ENOFUNC, "%s: upgrade target of %s is not registered",
+                          ld->where, r->label);
+    return match_fields(ld, r);
 }
 
-static int new_tasklet_shell(loader *ld, uint64_t id)
+/* The tasklet with this id, created as an empty shell (state 0) if its
+ * record has not been seen yet. */
+static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
 {
-    void **slot = idmap_slot(&ld->tasklets, id);
+    void **slot = id ? idmap_slot(&ld->tasklets, id) : NULL;
+    if (!slot) {
+        corrupt(ld, "tasklet id %llu is out of range or more tasklets than the head "
+                "announces", (unsigned long long)id);
+        return NULL;
+    }
     if (*slot)
-        return corrupt(ld, "tasklet #%llu appears twice", (unsigned long long)id);
+        return *slot;
     tl_tasklet *t = tl__slab_get(ld->rt, &ld->rt->tasklets);
-    if (!t)
-        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    if (!t) {
+        tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+        return NULL;
+    }
     memset(t, 0, sizeof *t);
     t->magic = TL__MAGIC_TASK;
     t->rt = ld->rt;
     t->id = id;
-    t->state = TL_DONE;
     tl__list_init(&t->w.link);
     *slot = t;
-    if (id > ld->max_tid)
-        ld->max_tid = id;
-    return TL_OK;
+    ld->tasklets.n++;
+    return t;
 }
 
-static int new_chan_shell(loader *ld, const msgpack_object *c)
+/* The channel with this id, created as an unbuffered shell (reserved = 1)
+ * if its record has not been seen yet. */
+static tl_chan *get_chan(loader *ld, uint64_t id)
 {
-    const msgpack_object *a = c->via.array.ptr;
-    if (!is_array(c, 10) || !is_uint(&a[0]) || !is_uint(&a[2]) || a[2].via.u64 > ((uint64_t)1 << 24))
-        return corrupt(ld, "a channel record is malformed");
-    uint64_t id = a[0].via.u64;
-    void **slot = idmap_slot(&ld->chans, id);
-    if (*slot)
-        return corrupt(ld, "channel #%llu appears twice", (unsigned long long)id);
+    void **slot = id ? idmap_slot(&ld->chans, id) : NULL;
     tl_chan *ch;
-    int rc = tl_chan_new(ld->rt, (size_t)a[2].via.u64, &ch);
-    if (rc != TL_OK)
-        return rc;
+    if (!slot) {
+        corrupt(ld, "channel id %llu is out of range or more channels than the head "
+                "announces", (unsigned long long)id);
+        return NULL;
+    }
+    if (*slot)
+        return *slot;
+    if (tl_chan_new(ld->rt, 0, &ch) != TL_OK)
+        return NULL;
     ch->id = id;
     ch->refs = 0;
+    ch->reserved = 1;
     *slot = ch;
-    if (id > ld->max_cid)
-        ld->max_cid = id;
-    return TL_OK;
+    ld->chans.n++;
+    return ch;
 }
 
 static int chunk_list(loader *ld, doc *d, const msgpack_object **list)
@@ -322,35 +392,6 @@ static int chunk_list(loader *ld, doc *d, const msgpack_object **list)
     if (!*list || !is_array(*list, UINT32_MAX))
         return corrupt(ld, "chunk %d/%llu is malformed", d->kind, (unsigned long long)d->key);
     return TL_OK;
-}
-
-static int shells_of(loader *ld, doc *d)
-{
-    const msgpack_object *list;
-    int rc = chunk_list(ld, d, &list);
-    if (rc != TL_OK || !list)
-        return rc;
-    if (d->kind == TL__KIND_CHANS) {
-        for (uint32_t i = 0; i < list->via.array.size && rc == TL_OK; i++)
-            rc = new_chan_shell(ld, &list->via.array.ptr[i]);
-        return rc;
-    }
-    const msgpack_object *funcs = map_get(&d->up.data, "funcs");
-    if (!funcs || !is_array(funcs, UINT32_MAX))
-        return corrupt(ld, "tasklet chunk %llu has no function table", (unsigned long long)d->key);
-    d->nfuncs = funcs->via.array.size;
-    d->funcs = tl__calloc(ld->rt, (d->nfuncs + 1) * sizeof *d->funcs);
-    if (!d->funcs)
-        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-    for (size_t i = 0; i < d->nfuncs && rc == TL_OK; i++)
-        rc = resolve_func(ld, &funcs->via.array.ptr[i], &d->funcs[i]);
-    for (uint32_t i = 0; i < list->via.array.size && rc == TL_OK; i++) {
-        const msgpack_object *t = &list->via.array.ptr[i];
-        if (!is_array(t, 9) || !is_uint(&t->via.array.ptr[0]))
-            return corrupt(ld, "a tasklet record in chunk %llu is malformed", (unsigned long long)d->key);
-        rc = new_tasklet_shell(ld, t->via.array.ptr[0].via.u64);
-    }
-    return rc;
 }
 
 /* ---- pass 3: values ---- */
@@ -387,10 +428,9 @@ static int dec_ext(loader *ld, const msgpack_object *o, tl_value *out)
     uint32_t n = o->via.ext.size;
     if ((type == 1 || type == 2) && n == 8) {
         uint64_t id = ext_id(o);
-        void *obj = idmap_get(type == 1 ? &ld->chans : &ld->tasklets, id);
+        void *obj = type == 1 ? (void *)get_chan(ld, id) : (void *)get_tasklet(ld, id);
         if (!obj)
-            return corrupt(ld, "a value refers to %s #%llu, which the snapshot lacks",
-                           type == 1 ? "channel" : "tasklet", (unsigned long long)id);
+            return ld->rt->errcode;
         *out = type == 1 ? tl_chan_value(obj) : tl_tasklet_value(obj);
         return TL_OK;
     }
@@ -433,10 +473,6 @@ static int dec_value(loader *ld, const msgpack_object *o, tl_value *out, int dep
 
 /* ---- pass 3: frames and locals ---- */
 
-static const char *const type_names[] = {
-    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
-};
-
 static const msgpack_object *snapshot_type(const fnref *r, const char *field)
 {
     for (uint32_t i = 0; i < r->fields->via.array.size; i++) {
@@ -455,10 +491,9 @@ static int dec_ref_field(loader *ld, const tl_field *fd, const msgpack_object *o
     if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != (chan ? 1 : 2) || o->via.ext.size != 8)
         return corrupt(ld, "field '%s' does not hold a %s reference", fd->name, chan ? "channel" : "tasklet");
     uint64_t id = ext_id(o);
-    void *obj = idmap_get(chan ? &ld->chans : &ld->tasklets, id);
+    void *obj = chan ? (void *)get_chan(ld, id) : (void *)get_tasklet(ld, id);
     if (!obj)
-        return corrupt(ld, "field '%s' refers to %s #%llu, which the snapshot lacks (dangling id)",
-                       fd->name, chan ? "channel" : "tasklet", (unsigned long long)id);
+        return ld->rt->errcode;
     if (chan)
         *(tl_chan **)p = tl_chan_retain(obj);
     else
@@ -513,19 +548,27 @@ static int dec_field(loader *ld, const tl_field *fd, const msgpack_object *o, ch
                    fd->name, type_names[fd->type]);
 }
 
+/* The value of field i in a locals map: written in schema order, so item
+ * i is almost always it. */
+static const msgpack_object *local_value(const msgpack_object *map, size_t i, const char *name)
+{
+    if (i < map->via.map.size && str_is(&map->via.map.ptr[i].key, name))
+        return &map->via.map.ptr[i].val;
+    return map_get(map, name);
+}
+
 /* Fills the locals of a frame of r->e from the snapshot's map, by name. */
 static int dec_locals(loader *ld, const fnref *r, const msgpack_object *map, char *locals)
 {
     const tl_func *fn = r->e->fn;
     for (size_t i = 0; i < fn->nfields; i++) {
         const tl_field *fd = &fn->fields[i];
-        const msgpack_object *type = snapshot_type(r, fd->name);
-        const msgpack_object *val = map_get(map, fd->name);
-        if (!type || !val)
+        if (r->match[i] == FIELD_ABSENT)
             continue; /* added field: stays zero */
-        if (!str_is(type, type_names[fd->type])) {
+        if (r->match[i] == FIELD_CHANGED) {
             if (r->up)
                 continue; /* the upgrade maps it */
+            const msgpack_object *type = snapshot_type(r, fd->name);
             return tl__seterr(ld->rt, TL_ESCHEMA, "%s: field '%s' of %s changed type (the "
                               "snapshot has %.*s, the program %s); register an upgrade or a "
                               "new version", ld->where, fd->name, r->label,
@@ -533,6 +576,9 @@ static int dec_locals(loader *ld, const fnref *r, const msgpack_object *map, cha
                               type->type == MSGPACK_OBJECT_STR ? type->via.str.ptr : "?",
                               type_names[fd->type]);
         }
+        const msgpack_object *val = local_value(map, i, fd->name);
+        if (!val)
+            continue;
         int rc = dec_field(ld, fd, val, locals);
         if (rc != TL_OK)
             return rc;
@@ -595,9 +641,9 @@ static int dec_select(loader *ld, tl_tasklet *t, const msgpack_object *sel)
         if (!is_array(c, 3) || !is_uint(&c->via.array.ptr[0]) || !is_uint(&c->via.array.ptr[1]) ||
             (c->via.array.ptr[1].via.u64 != TL_OP_SEND && c->via.array.ptr[1].via.u64 != TL_OP_RECV))
             return corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
-        tl_chan *ch = idmap_get(&ld->chans, c->via.array.ptr[0].via.u64);
+        tl_chan *ch = get_chan(ld, c->via.array.ptr[0].via.u64);
         if (!ch)
-            return corrupt(ld, "tasklet #%llu selects on a missing channel", (unsigned long long)t->id);
+            return ld->rt->errcode;
         cs[i].ch = ch;
         cs[i].op = (int)c->via.array.ptr[1].via.u64;
         int rc = dec_value(ld, &c->via.array.ptr[2], &cs[i].value, 0);
@@ -628,6 +674,20 @@ static int dec_extra(loader *ld, tl_tasklet *t, const msgpack_object *x)
         e->errmsg = tl__strdup(ld->rt, buf);
     }
     e->sel_fired = fired && is_int(fired) ? (int)as_int(fired) : -1;
+    const msgpack_object *js = map_get(x, "joiners");
+    for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
+        if (!is_uint(&js->via.array.ptr[j]))
+            return corrupt(ld, "tasklet #%llu: bad joiner", (unsigned long long)t->id);
+        if (ld->njoins == ld->capjoins) {
+            size_t ncap = ld->capjoins ? 2 * ld->capjoins : 16;
+            joinrec *nj = tl__realloc(ld->rt, ld->joins, ld->capjoins * sizeof *nj, ncap * sizeof *nj);
+            if (!nj)
+                return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+            ld->joins = nj;
+            ld->capjoins = ncap;
+        }
+        ld->joins[ld->njoins++] = (joinrec){t, js->via.array.ptr[j].via.u64};
+    }
     if (t->wait == TL_WAIT_SELECT)
         return sel ? dec_select(ld, t, sel) : corrupt(ld, "tasklet #%llu: select without cases",
                                                        (unsigned long long)t->id);
@@ -648,11 +708,18 @@ static int dec_wait(loader *ld, tl_tasklet *t, const msgpack_object *on)
     switch (t->wait) {
     case TL_WAIT_SEND:
     case TL_WAIT_RECV:
-    case TL_WAIT_JOIN:
-        if (!is_uint(on) || !idmap_get(t->wait == TL_WAIT_JOIN ? &ld->tasklets : &ld->chans, on->via.u64))
-            return corrupt(ld, "tasklet #%llu waits on a missing %s", (unsigned long long)t->id,
-                           t->wait == TL_WAIT_JOIN ? "tasklet" : "channel");
-        return TL_OK; /* linked from the queue side, pass 4 checks */
+        if (!is_uint(on) || !get_chan(ld, on->via.u64))
+            return is_uint(on) ? ld->rt->errcode
+                               : corrupt(ld, "tasklet #%llu: bad wait", (unsigned long long)t->id);
+        return TL_OK; /* linked from the queue side; the checks see to it */
+    case TL_WAIT_JOIN: {
+        tl_tasklet *joinee = is_uint(on) ? get_tasklet(ld, on->via.u64) : NULL;
+        if (!joinee)
+            return is_uint(on) ? ld->rt->errcode
+                               : corrupt(ld, "tasklet #%llu: bad wait", (unsigned long long)t->id);
+        t->w.on = (uintptr_t)joinee; /* linked with the joinee's list */
+        return TL_OK;
+    }
     case TL_WAIT_SLEEP:
         if (!is_int(on))
             return corrupt(ld, "tasklet #%llu sleeps without a deadline", (unsigned long long)t->id);
@@ -666,7 +733,13 @@ static int dec_wait(loader *ld, tl_tasklet *t, const msgpack_object *on)
 static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
 {
     const msgpack_object *a = o->via.array.ptr;
-    tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
+    if (!is_array(o, 9) || !is_uint(&a[0]))
+        return corrupt(ld, "a tasklet record in chunk %llu is malformed", (unsigned long long)d->key);
+    tl_tasklet *t = get_tasklet(ld, a[0].via.u64);
+    if (!t)
+        return ld->rt->errcode;
+    if (t->state != 0)
+        return corrupt(ld, "tasklet #%llu appears twice", (unsigned long long)t->id);
     if (!is_uint(&a[1]) || !is_uint(&a[2]) || !is_int(&a[3]) || !is_array(&a[7], UINT32_MAX))
         return corrupt(ld, "tasklet #%llu: malformed record", (unsigned long long)t->id);
     int rc = check_state(ld, t, a[1].via.u64, a[2].via.u64, a[7].via.array.size);
@@ -690,7 +763,7 @@ static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
 
 static int link_waiter(loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, int op)
 {
-    tl_tasklet *t = idmap_get(&ld->tasklets, tid);
+    tl_tasklet *t = idmap_find(&ld->tasklets, tid);
     if (!t || t->state != TL_BLOCKED)
         return corrupt(ld, "channel #%llu queues tasklet #%llu, which is not blocked",
                        (unsigned long long)ch->id, (unsigned long long)tid);
@@ -746,10 +819,38 @@ static int dec_queue(loader *ld, tl_chan *ch, const msgpack_object *q, int op)
     return rc;
 }
 
+/* The channel of a record: a new one, or the shell references made. */
+static tl_chan *chan_of_record(loader *ld, const msgpack_object *a)
+{
+    uint64_t id = a[0].via.u64;
+    size_t cap = (size_t)a[2].via.u64;
+    tl_chan *ch = get_chan(ld, id);
+    if (!ch)
+        return NULL;
+    if (!ch->reserved) {
+        corrupt(ld, "channel #%llu appears twice", (unsigned long long)id);
+        return NULL;
+    }
+    ch->reserved = 0;
+    if (cap) {
+        ch->buf = tl__alloc(ld->rt, cap * sizeof *ch->buf);
+        if (!ch->buf) {
+            tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+            return NULL;
+        }
+        ch->cap = cap;
+    }
+    return ch;
+}
+
 static int dec_chan(loader *ld, const msgpack_object *o)
 {
     const msgpack_object *a = o->via.array.ptr;
-    tl_chan *ch = idmap_get(&ld->chans, a[0].via.u64);
+    if (!is_array(o, 10) || !is_uint(&a[0]) || !is_uint(&a[2]) || a[2].via.u64 > ((uint64_t)1 << 24))
+        return corrupt(ld, "a channel record is malformed");
+    tl_chan *ch = chan_of_record(ld, a);
+    if (!ch)
+        return ld->rt->errcode;
     if ((a[1].type != MSGPACK_OBJECT_NIL && a[1].type != MSGPACK_OBJECT_STR) || !is_int(&a[3]) ||
         as_int(&a[3]) < -1 || as_int(&a[3]) > 1 || a[4].type != MSGPACK_OBJECT_BOOLEAN ||
         a[5].type != MSGPACK_OBJECT_BOOLEAN || !is_array(&a[7], UINT32_MAX) ||
@@ -776,10 +877,27 @@ static int dec_chan(loader *ld, const msgpack_object *o)
     return rc;
 }
 
+static int resolve_funcs(loader *ld, doc *d)
+{
+    const msgpack_object *funcs = map_get(&d->up.data, "funcs");
+    int rc = TL_OK;
+    if (!funcs || !is_array(funcs, UINT32_MAX))
+        return corrupt(ld, "tasklet chunk %llu has no function table", (unsigned long long)d->key);
+    d->nfuncs = funcs->via.array.size;
+    d->funcs = tl__calloc(ld->rt, (d->nfuncs + 1) * sizeof *d->funcs);
+    if (!d->funcs)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (size_t i = 0; i < d->nfuncs && rc == TL_OK; i++)
+        rc = resolve_func(ld, &funcs->via.array.ptr[i], &d->funcs[i]);
+    return rc;
+}
+
 static int contents_of(loader *ld, doc *d)
 {
     const msgpack_object *list;
     int rc = chunk_list(ld, d, &list);
+    if (rc == TL_OK && list && d->kind == TL__KIND_TASKLETS)
+        rc = resolve_funcs(ld, d);
     for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++)
         rc = d->kind == TL__KIND_TASKLETS ? dec_tasklet(ld, d, &list->via.array.ptr[i])
                                           : dec_chan(ld, &list->via.array.ptr[i]);
@@ -788,27 +906,19 @@ static int contents_of(loader *ld, doc *d)
 
 /* ---- pass 4: joiners, run queue, checks, references ---- */
 
-static int link_joiners(loader *ld, doc *d)
+static int link_joiners(loader *ld)
 {
-    const msgpack_object *list;
-    int rc = chunk_list(ld, d, &list);
-    for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++) {
-        const msgpack_object *a = list->via.array.ptr[i].via.array.ptr;
-        const msgpack_object *js = map_get(&a[8], "joiners");
-        tl_tasklet *t = idmap_get(&ld->tasklets, a[0].via.u64);
-        for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
-            const msgpack_object *jid = &js->via.array.ptr[j];
-            tl_tasklet *w = is_uint(jid) ? idmap_get(&ld->tasklets, jid->via.u64) : NULL;
-            if (!w || w->wait != TL_WAIT_JOIN || w->w.link.next != &w->w.link ||
-                t->state >= TL_DONE)
-                return corrupt(ld, "tasklet #%llu lists a joiner that does not join it",
-                               (unsigned long long)t->id);
-            tl__list_push_back(&t->ext->joiners, &w->w.link);
-            w->w.on = (uintptr_t)t;
-            t->refs++;
-        }
+    for (size_t i = 0; i < ld->njoins; i++) {
+        tl_tasklet *t = ld->joins[i].joinee;
+        tl_tasklet *w = idmap_find(&ld->tasklets, ld->joins[i].joiner);
+        if (!w || w->wait != TL_WAIT_JOIN || w->w.on != (uintptr_t)t ||
+            w->w.link.next != &w->w.link || t->state >= TL_DONE)
+            return corrupt(ld, "tasklet #%llu lists a joiner that does not join it",
+                           (unsigned long long)t->id);
+        tl__list_push_back(&t->ext->joiners, &w->w.link);
+        t->refs++;
     }
-    return rc;
+    return TL_OK;
 }
 
 static int link_runq(loader *ld)
@@ -816,7 +926,7 @@ static int link_runq(loader *ld)
     const msgpack_object *runq = map_get(&ld->head.up.data, "runq");
     for (uint32_t i = 0; i < runq->via.array.size; i++) {
         const msgpack_object *id = &runq->via.array.ptr[i];
-        tl_tasklet *t = is_uint(id) ? idmap_get(&ld->tasklets, id->via.u64) : NULL;
+        tl_tasklet *t = is_uint(id) ? idmap_find(&ld->tasklets, id->via.u64) : NULL;
         if (!t || t->state != TL_RUNNABLE || t->w.link.next != &t->w.link)
             return corrupt(ld, "the run queue lists a tasklet that is not runnable");
         tl__runq_push_back(ld->rt, t);
@@ -836,6 +946,11 @@ static void finish_visit(void *obj, void *ud)
     bool linked = t->w.link.next != &t->w.link;
     if (c->rc != TL_OK)
         return;
+    if (t->state == 0) {
+        c->rc = corrupt(c->ld, "a reference to tasklet #%llu, which the snapshot lacks "
+                        "(dangling id)", (unsigned long long)t->id);
+        return;
+    }
     if (t->state < TL_DONE) {
         t->refs++; /* alive */
         c->ld->rt->nlive++;
@@ -879,16 +994,38 @@ static void drop_unreferenced_chans(tl_runtime *rt)
     }
 }
 
+static int check_chans(loader *ld)
+{
+    for (tl__link *l = ld->rt->chans.next; l != &ld->rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (ch->reserved)
+            return corrupt(ld, "a reference to channel #%llu, which the snapshot lacks "
+                           "(dangling id)", (unsigned long long)ch->id);
+    }
+    return TL_OK;
+}
+
+static int check_counts(loader *ld)
+{
+    if (ld->tasklets.n != ld->ntasklets || ld->chans.n != ld->nchans)
+        return corrupt(ld, "%zu tasklets and %zu channels, the head announces %llu and %llu "
+                       "(a chunk is missing)", ld->tasklets.n, ld->chans.n,
+                       (unsigned long long)ld->ntasklets, (unsigned long long)ld->nchans);
+    return TL_OK;
+}
+
 static int finish(loader *ld)
 {
     finish_ctx c = {ld, TL_OK};
-    for (size_t i = 0; i < ld->ndocs && c.rc == TL_OK; i++)
-        if (ld->docs[i].kind == TL__KIND_TASKLETS)
-            c.rc = link_joiners(ld, &ld->docs[i]);
+    c.rc = check_chans(ld);
+    if (c.rc == TL_OK)
+        c.rc = link_joiners(ld);
     if (c.rc == TL_OK)
         c.rc = link_runq(ld);
     if (c.rc == TL_OK)
         tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, finish_visit, &c);
+    if (c.rc == TL_OK)
+        c.rc = check_counts(ld);
     if (c.rc != TL_OK)
         return c.rc;
     tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
@@ -900,53 +1037,57 @@ static int finish(loader *ld)
 
 /* ---- driver ---- */
 
-static int count_objects(loader *ld, size_t *nt, size_t *nc)
+static int read_counts(loader *ld)
 {
-    *nt = *nc = 0;
-    for (size_t i = 0; i < ld->ndocs; i++) {
-        const msgpack_object *list;
-        int rc = chunk_list(ld, &ld->docs[i], &list);
-        if (rc != TL_OK)
-            return rc;
-        if (list)
-            *(ld->docs[i].kind == TL__KIND_TASKLETS ? nt : nc) += list->via.array.size;
-    }
+    const msgpack_object *h = &ld->head.up.data;
+    const msgpack_object *nt = map_get(h, "ntasklets"), *nc = map_get(h, "nchans");
+    if (!nt || !nc || !is_uint(nt) || !is_uint(nc) || nt->via.u64 > ((uint64_t)1 << 32) ||
+        nc->via.u64 > ((uint64_t)1 << 32))
+        return corrupt(ld, "head: missing or absurd object counts");
+    ld->ntasklets = nt->via.u64;
+    ld->nchans = nc->via.u64;
+    if (idmap_init(ld->rt, &ld->tasklets, ld->ntasklets, ld->max_tid) != TL_OK ||
+        idmap_init(ld->rt, &ld->chans, ld->nchans, ld->max_cid) != TL_OK)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %llu objects", ld->where,
+                          (unsigned long long)(ld->ntasklets + ld->nchans));
     return TL_OK;
+}
+
+/* Decodes, applies and frees each record of one kind. */
+static int stream_kind(loader *ld, int kind, const tl__raw *chunks, size_t n)
+{
+    char what[64];
+    int rc = TL_OK;
+    for (size_t i = 0; i < n && rc == TL_OK; i++) {
+        if (chunks[i].kind != TL__KIND_TASKLETS && chunks[i].kind != TL__KIND_CHANS)
+            return corrupt(ld, "chunk %d/%llu: unknown kind", chunks[i].kind,
+                           (unsigned long long)chunks[i].key);
+        if (chunks[i].kind != kind)
+            continue;
+        doc d;
+        memset(&d, 0, sizeof d);
+        d.kind = kind;
+        d.key = chunks[i].key;
+        snprintf(what, sizeof what, "chunk %d/%llu", kind, (unsigned long long)chunks[i].key);
+        rc = read_record(ld, &chunks[i], &d, what);
+        if (rc == TL_OK)
+            rc = contents_of(ld, &d);
+        doc_free(ld, &d);
+    }
+    return rc;
 }
 
 static int load_all(loader *ld, const tl__raw *head, const tl__raw *chunks, size_t n)
 {
-    char what[64];
-    size_t nt, nc;
     int rc = read_record(ld, head, &ld->head, "head record");
     if (rc == TL_OK)
         rc = read_head(ld);
-    for (size_t i = 0; i < n && rc == TL_OK; i++) {
-        snprintf(what, sizeof what, "chunk %d/%llu", chunks[i].kind, (unsigned long long)chunks[i].key);
-        if (chunks[i].kind != TL__KIND_TASKLETS && chunks[i].kind != TL__KIND_CHANS)
-            return corrupt(ld, "%s: unknown kind", what);
-        ld->docs[i].kind = chunks[i].kind;
-        ld->docs[i].key = chunks[i].key;
-        ld->ndocs = i + 1;
-        rc = read_record(ld, &chunks[i], &ld->docs[i], what);
-    }
     if (rc == TL_OK)
-        rc = count_objects(ld, &nt, &nc);
-    if (rc == TL_OK && (idmap_init(ld->rt, &ld->tasklets, nt) != TL_OK ||
-                        idmap_init(ld->rt, &ld->chans, nc) != TL_OK))
-        rc = tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++) /* channels first: tasklets refer */
-        if (ld->docs[i].kind == TL__KIND_CHANS)
-            rc = shells_of(ld, &ld->docs[i]);
-    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
-        if (ld->docs[i].kind == TL__KIND_TASKLETS)
-            rc = shells_of(ld, &ld->docs[i]);
-    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
-        if (ld->docs[i].kind == TL__KIND_TASKLETS)
-            rc = contents_of(ld, &ld->docs[i]);
-    for (size_t i = 0; i < ld->ndocs && rc == TL_OK; i++)
-        if (ld->docs[i].kind == TL__KIND_CHANS)
-            rc = contents_of(ld, &ld->docs[i]);
+        rc = read_counts(ld);
+    if (rc == TL_OK)
+        rc = stream_kind(ld, TL__KIND_TASKLETS, chunks, n);
+    if (rc == TL_OK)
+        rc = stream_kind(ld, TL__KIND_CHANS, chunks, n);
     return rc == TL_OK ? finish(ld) : rc;
 }
 
@@ -963,18 +1104,11 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     ld.rt = rt;
     ld.where = where;
     msgpack_unpacked_init(&ld.head.up);
-    ld.docs = tl__calloc(rt, (n + 1) * sizeof *ld.docs);
-    if (!ld.docs)
-        return tl__seterr(rt, TL_ENOMEM, "%s: out of memory", where);
-    for (size_t i = 0; i <= n; i++)
-        msgpack_unpacked_init(&ld.docs[i].up);
     int rc = load_all(&ld, head, chunks, n);
-    for (size_t i = 0; i <= n; i++)
-        doc_free(&ld, &ld.docs[i]);
     doc_free(&ld, &ld.head);
-    tl__free(rt, ld.docs, (n + 1) * sizeof *ld.docs);
     idmap_free(rt, &ld.tasklets);
     idmap_free(rt, &ld.chans);
+    tl__free(rt, ld.joins, ld.capjoins * sizeof *ld.joins);
     if (rc != TL_OK) {
         int code = rt->errcode;
         char msg[sizeof rt->errmsg];

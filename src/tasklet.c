@@ -451,6 +451,11 @@ int tl_tasklet_state(const tl_tasklet *t) { return VALID(t) ? t->state : TL_EMIS
 int tl_tasklet_wait(const tl_tasklet *t) { return VALID(t) ? t->wait : TL_EMISUSE; }
 int tl_tasklet_error(const tl_tasklet *t) { return VALID(t) ? (t->state >= TL_FAILED ? t->err : TL_OK) : TL_EMISUSE; }
 
+const char *tl_tasklet_errmsg(const tl_tasklet *t)
+{
+    return VALID(t) && t->ext && t->ext->errmsg ? t->ext->errmsg : "";
+}
+
 const tl_func *tl_tasklet_func(const tl_tasklet *t)
 {
     return VALID(t) && t->top ? t->top->fn->fn : NULL;

@@ -264,6 +264,7 @@ static void test_throw_unwinds_to_failed(void **state)
     assert_int_equal(tl_run(rt), TL_OK); /* someone holds a handle: not reported */
     assert_int_equal(tl_tasklet_state(t), TL_FAILED);
     assert_int_equal(tl_tasklet_error(t), TL_EUSER - 5);
+    assert_string_equal(tl_tasklet_errmsg(t), "boom");
     assert_int_equal(ncleanups, 3);
     assert_int_equal(cleanup_log[0], 2);
     assert_int_equal(cleanup_log[2], 0);
