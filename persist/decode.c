@@ -1118,6 +1118,7 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
         memcpy(rt->errmsg, msg, sizeof msg);
         return rc;
     }
+    tl__dmap_reserve(rt, rt->next_tid);
     tl__clear_dirty(rt);
     return TL_OK;
 }

@@ -576,27 +576,25 @@ static int cmp_fn(const void *a, const void *b)
     return c ? c : (x->version > y->version) - (x->version < y->version);
 }
 
-static void enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
+/* The functions with live frames, from the per-function frame counts. */
+static int enc_needs(msgpack_packer *pk, tl_runtime *rt)
 {
-    const tl__fn *seen[256];
+    const tl__fn **used = tl__alloc(rt, (rt->by_name.n + 1) * sizeof *used);
     size_t n = 0;
-    for (size_t i = 0; i < tix->start[tix->nkeys]; i++) {
-        for (const tl_frame *f = ((tl_tasklet *)tix->objs[i])->top; f; f = f->parent) {
-            size_t j = 0;
-            while (j < n && seen[j] != f->fn)
-                j++;
-            if (j == n && n < TL_COUNTOF(seen))
-                seen[n++] = f->fn;
-        }
-    }
-    qsort(seen, n, sizeof seen[0], cmp_fn);
+    if (!used)
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
+    for (size_t i = 0; i < rt->by_name.cap; i++)
+        if (rt->by_name.slots[i] && rt->by_name.slots[i]->live)
+            used[n++] = rt->by_name.slots[i];
+    qsort(used, n, sizeof used[0], cmp_fn);
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n; i++) {
         char buf[300];
-        snprintf(buf, sizeof buf, "%s@%u", seen[i]->fn->name, seen[i]->fn->version);
+        snprintf(buf, sizeof buf, "%s@%u", used[i]->fn->name, used[i]->fn->version);
         pack_cstr(pk, buf);
     }
-    (void)rt;
+    tl__free(rt, used, (rt->by_name.n + 1) * sizeof *used);
+    return TL_OK;
 }
 
 int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
@@ -612,11 +610,15 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "lib"); pack_cstr(&pk, TL_VERSION_STRING);
     pack_cstr(&pk, "node"); pack_cstr(&pk, rt->node);
     pack_cstr(&pk, "time"); msgpack_pack_int64(&pk, time);
-    pack_cstr(&pk, "needs"); enc_needs(&pk, rt, tix);
+    pack_cstr(&pk, "needs");
+    if (enc_needs(&pk, rt) != TL_OK) {
+        tl__buf_free(&doc);
+        return TL_ENOMEM;
+    }
     pack_cstr(&pk, "next_tid"); msgpack_pack_uint64(&pk, rt->next_tid);
     pack_cstr(&pk, "next_cid"); msgpack_pack_uint64(&pk, rt->next_cid);
-    pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->start[tix->nkeys]);
-    pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->start[cix->nkeys]);
+    pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->total);
+    pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->total);
     pack_cstr(&pk, "runq");
     msgpack_pack_array(&pk, rt->nrunnable);
     for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)

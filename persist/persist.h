@@ -30,15 +30,17 @@ TL__HIDDEN int tl__buf_write(void *data, const char *p, size_t n);
 /* Objects of one kind bucketed by chunk key 0..nkeys-1:
  * objs[start[k] .. start[k+1]) are chunk k's, sorted by id. */
 typedef struct tl__index {
+    size_t total;         /* objects of this kind in the runtime */
     size_t nkeys;
     size_t *start;        /* nkeys + 1 */
     void **objs;
     unsigned char *dirty; /* per key */
 } tl__index;
 
-/* Builds the index of tasklets (kind 1) or channels (kind 2); marks a
- * chunk dirty when one of its objects is or one was freed since the last
- * checkpoint (or every chunk when all is set). */
+/* Builds the index of tasklets (kind 1) or channels (kind 2) and marks
+ * the chunks that changed since the last checkpoint (every chunk when all
+ * is set).  For tasklets, only the dirty chunks' objects are collected,
+ * unless all is set: the other ranges are left empty. */
 TL__HIDDEN int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix);
 TL__HIDDEN void tl__index_free(tl_runtime *rt, tl__index *ix);
 /* After a committed checkpoint: forget what was dirty. */

@@ -18,6 +18,9 @@ typedef struct index_fill {
     tl__index *ix;
     size_t *pos;
     int kind;
+    int all;
+    const unsigned char *dmap; /* tasklets: dirty chunks */
+    size_t dcap;
 } index_fill;
 
 static uint64_t obj_id(const void *obj, int kind)
@@ -25,29 +28,31 @@ static uint64_t obj_id(const void *obj, int kind)
     return kind == TL__KIND_TASKLETS ? ((const tl_tasklet *)obj)->id : ((const tl_chan *)obj)->id;
 }
 
-/* A tasklet is marked dirty when dispatched, blocked or ended; one woken
- * since (runnable, not yet dispatched) changed too, and is not marked on
- * the hot path, so it counts as dirty here. */
-static bool obj_dirty(const void *obj, int kind)
+/* Whether an object's chunk goes into this index. */
+static bool wanted(const index_fill *f, size_t key)
 {
-    if (kind == TL__KIND_CHANS)
-        return ((const tl_chan *)obj)->dirty != 0;
-    const tl_tasklet *t = obj;
-    return (t->flags & TL__TF_DIRTY) || t->state == TL_RUNNABLE;
+    if (f->all || f->kind == TL__KIND_CHANS)
+        return true;
+    return key < f->dcap && f->dmap[key];
 }
 
 static void count_visit(void *obj, void *ud)
 {
     index_fill *f = ud;
-    f->ix->start[(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT) + 1]++;
+    size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
+    f->ix->total++;
+    if (wanted(f, key))
+        f->ix->start[key + 1]++;
 }
 
 static void place_visit(void *obj, void *ud)
 {
     index_fill *f = ud;
-    size_t key = obj_id(obj, f->kind) >> TL__CHUNK_SHIFT;
+    size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
+    if (!wanted(f, key))
+        return;
     f->ix->objs[f->pos[key]++] = obj;
-    if (obj_dirty(obj, f->kind))
+    if (f->kind == TL__KIND_CHANS && ((const tl_chan *)obj)->dirty)
         f->ix->dirty[key] = 1;
 }
 
@@ -75,10 +80,14 @@ static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)
         fn(TL__CONTAINER(l, tl_chan, all), ud);
 }
 
-static void mark_gone(tl_runtime *rt, int kind, tl__index *ix, int all)
+static void mark_dirty(tl_runtime *rt, int kind, tl__index *ix, int all)
 {
-    if (all || rt->ngone == SIZE_MAX) {
+    if (all) {
         memset(ix->dirty, 1, ix->nkeys);
+        return;
+    }
+    if (kind == TL__KIND_TASKLETS) {
+        memcpy(ix->dirty, rt->dmap, ix->nkeys < rt->dcap ? ix->nkeys : rt->dcap);
         return;
     }
     for (size_t i = 0; i < rt->ngone; i++) {
@@ -92,7 +101,11 @@ static void mark_gone(tl_runtime *rt, int kind, tl__index *ix, int all)
 int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
 {
     uint64_t maxid = kind == TL__KIND_TASKLETS ? rt->next_tid : rt->next_cid;
-    index_fill f = {ix, NULL, kind};
+    if (kind == TL__KIND_TASKLETS) /* woken, not yet run: changed too */
+        for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
+            tl__mark(rt, TL__CONTAINER(l, tl_tasklet, w.link));
+    all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : rt->ngone == SIZE_MAX);
+    index_fill f = {ix, NULL, kind, all, rt->dmap, rt->dcap};
     memset(ix, 0, sizeof *ix);
     ix->nkeys = (size_t)(maxid >> TL__CHUNK_SHIFT) + 1;
     ix->start = tl__calloc(rt, (ix->nkeys + 1) * sizeof *ix->start);
@@ -107,10 +120,11 @@ int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
     if (!ix->objs)
         goto oom;
     memcpy(f.pos, ix->start, ix->nkeys * sizeof *f.pos);
-    each_object(rt, kind, place_visit, &f);
+    if (ix->start[ix->nkeys])
+        each_object(rt, kind, place_visit, &f);
     for (size_t k = 0; k < ix->nkeys; k++)
         sort_bucket(ix->objs + ix->start[k], ix->start[k + 1] - ix->start[k], kind);
-    mark_gone(rt, kind, ix, all);
+    mark_dirty(rt, kind, ix, all);
     tl__free(rt, f.pos, ix->nkeys * sizeof *f.pos);
     return TL_OK;
 oom:
@@ -128,15 +142,11 @@ void tl__index_free(tl_runtime *rt, tl__index *ix)
     memset(ix, 0, sizeof *ix);
 }
 
-static void clear_visit(void *obj, void *ud)
-{
-    (void)ud;
-    ((tl_tasklet *)obj)->flags &= (uint16_t)~TL__TF_DIRTY;
-}
-
 void tl__clear_dirty(tl_runtime *rt)
 {
-    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, clear_visit, NULL);
+    if (rt->dmap)
+        memset(rt->dmap, 0, rt->dcap);
+    rt->dmap_lost = 0;
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
         TL__CONTAINER(l, tl_chan, all)->dirty = 0;
     rt->ngone = 0;

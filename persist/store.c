@@ -278,6 +278,8 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
     st->owner = 1;
     st->rt = rt;
     rt->track_gone = 1;
+    tl__dmap_reserve(rt, rt->next_tid);
+    rt->dmap_lost = 1;
     st->full_next = 1;
     return TL_OK;
 }
@@ -385,8 +387,8 @@ static int put_head(tl_store *st, int64_t ckpt, int64_t now, const tl__index *ti
     }
     sqlite3_bind_int64(s, 1, ckpt);
     sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)tix->start[tix->nkeys]);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)cix->start[cix->nkeys]);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)tix->total);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)cix->total);
     sqlite3_bind_int64(s, 5, bytes + (int64_t)rec.len);
     sqlite3_bind_blob(s, 6, rec.p, (int)rec.len, SQLITE_STATIC);
     int src = sqlite3_step(s);

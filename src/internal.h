@@ -117,6 +117,7 @@ typedef struct tl__fn {
     uint32_t frame_size; /* frame head + locals, rounded to 16 */
     int slab_class;      /* -1: allocated directly */
     uint16_t nrefs;      /* schema fields owning a reference */
+    uint64_t live;       /* frames of this function alive now */
     uint16_t *refs;      /* their indices in fn->fields */
 } tl__fn;
 
@@ -145,7 +146,6 @@ struct tl_tasklet {
     tl__ext *ext;
 };
 
-#define TL__TF_DIRTY 1u /* changed since the last checkpoint */
 
 struct tl_chan {
     uint32_t magic;
@@ -214,7 +214,11 @@ struct tl_runtime {
 
     /* persistence: chunks (id >> 8) whose objects were freed since the
      * last checkpoint, so their records must be rewritten */
-    int track_gone;   /* a store is attached */
+    int track_gone;   /* a store is attached: track what changes */
+    unsigned char *dmap; /* tasklet chunks (id >> 8) changed since the last
+                          * checkpoint; kept while a store is attached */
+    size_t dcap;
+    int dmap_lost;    /* a mark fell outside dmap: rewrite every chunk */
     uint64_t *gone;   /* (kind << 62) | key, unsorted, may repeat;
                        * ngone == SIZE_MAX: lost track, rewrite all */
     size_t ngone, capgone;
@@ -344,10 +348,20 @@ static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
     tl__list_unlink(&t->w.link);
     rt->nrunnable--;
 }
+/* Notes that t's chunk changed since the last checkpoint. */
+static inline void tl__mark(tl_runtime *rt, const tl_tasklet *t)
+{
+    size_t k = (size_t)(t->id >> 8);
+    if (k < rt->dcap)
+        rt->dmap[k] = 1;
+    else
+        rt->dmap_lost = 1;
+}
+TL__HIDDEN void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid);
+
 static inline void tl__block(tl_tasklet *t, int wait)
 {
     t->state = TL_BLOCKED;
-    t->flags |= TL__TF_DIRTY;
     t->wait = (uint8_t)wait;
     t->rt->nblocked++;
 }

@@ -85,6 +85,25 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     return TL_OK;
 }
 
+/* Makes dmap cover ids up to maxid (while a store is attached). */
+void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid)
+{
+    size_t need = (size_t)(maxid >> 8) + 1;
+    if (!rt->track_gone || need <= rt->dcap)
+        return;
+    size_t ncap = rt->dcap ? rt->dcap : 64;
+    while (ncap < need)
+        ncap *= 2;
+    unsigned char *d = tl__realloc(rt, rt->dmap, rt->dcap, ncap);
+    if (!d) {
+        rt->dmap_lost = 1;
+        return;
+    }
+    memset(d + rt->dcap, 0, ncap - rt->dcap);
+    rt->dmap = d;
+    rt->dcap = ncap;
+}
+
 void tl__note_gone(tl_runtime *rt, int kind, uint64_t id)
 {
     uint64_t key = ((uint64_t)kind << 62) | (id >> 8);
@@ -132,6 +151,7 @@ void tl_runtime_free(tl_runtime *rt)
     tl__upgrades_free(rt);
     tl__zlib_free(rt);
     tl__free(rt, rt->gone, rt->capgone * sizeof *rt->gone);
+    tl__free(rt, rt->dmap, rt->dcap);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
 }
@@ -284,7 +304,7 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         tl__list_unlink(&t->w.link);
         rt->nrunnable--;
         t->state = TL_RUNNING;
-        t->flags |= TL__TF_DIRTY;
+        tl__mark(rt, t);
         rt->current = t;
         if (rt->sched_cb)
             trace_switch(rt, t);

@@ -101,6 +101,7 @@ static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *
     f->fn = e;
     f->parent = t->top;
     f->t = t;
+    ((tl__fn *)e)->live++;
     if (argsize)
         memcpy(locals, args, argsize);
     if (ls > argsize)
@@ -130,6 +131,7 @@ static inline void frame_drop(tl_tasklet *t, bool run_cleanup)
     t->top = f->parent;
     for (unsigned i = 0; i < e->nrefs; i++)
         field_release(&e->fn->fields[e->refs[i]], locals);
+    ((tl__fn *)e)->live--;
     frame_dealloc(t->rt, f);
 }
 
@@ -172,7 +174,7 @@ static void tasklet_free(tl_tasklet *t)
     }
     if (rt->last == t)
         rt->last = NULL;
-    tl__note_gone(rt, 1, t->id);
+    tl__mark(rt, t);
     tl__slab_put(&rt->tasklets, t);
 }
 
@@ -260,7 +262,7 @@ static void finish(tl_tasklet *t, int state, int err)
     tl_runtime *rt = t->rt;
     bool watched = t->refs > 1 || (t->ext && !tl__list_empty(&t->ext->joiners));
     t->state = (uint8_t)state;
-    t->flags |= TL__TF_DIRTY;
+    tl__mark(rt, t);
     t->wait = TL_WAIT_NONE;
     t->err = state == TL_DONE ? TL_OK : err;
     rt->nlive--;
@@ -406,6 +408,8 @@ static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
         return tl__seterr(rt, TL_ENOMEM, "tl_spawn: out of memory for a frame");
     }
     t->magic = TL__MAGIC_TASK;
+    if ((rt->next_tid + 1) >> 8 >= rt->dcap)
+        tl__dmap_reserve(rt, rt->next_tid + 1);
     t->id = ++rt->next_tid;
     t->refs = out ? 2 : 1;
     rt->nlive++;
@@ -491,7 +495,7 @@ int tl_tasklet_set_name(tl_tasklet *t, const char *name)
         return tl__seterr(t->rt, TL_ENOMEM, "tl_tasklet_set_name: out of memory");
     tl__strfree(t->rt, x->name);
     x->name = copy;
-    t->flags |= TL__TF_DIRTY;
+    tl__mark(t->rt, t);
     return TL_OK;
 }
 
@@ -698,6 +702,7 @@ void tl__runtime_reset(tl_runtime *rt)
     rt->nrunnable = rt->nblocked = rt->nlive = 0;
     rt->ntimers = 0;
     rt->ngone = 0;
+    rt->dmap_lost = 1;
     rt->current = rt->last = NULL;
     rt->tearing_down = 0;
 }
