@@ -192,6 +192,7 @@ struct tl_runtime {
     size_t nrunnable, nblocked, nlive;
     uint64_t next_tid, next_cid;
     uint32_t steps_since_timers;
+    uint32_t cdepth; /* callee steps run directly from tl__call, nested */
     int pending_fail; /* a detached tasklet failed: tl_run reports it */
 
     tl__timer *timers;

@@ -336,6 +336,23 @@ tl_value tl__take(tl_frame *f)
     return v;
 }
 
+/* Runs a callee just pushed over f.  A call that completes without
+ * suspending then resumes the caller in place (TL__CONT), saving two trips
+ * through the scheduler.  The C stack stays bounded: past DIRECT_DEPTH
+ * nested calls the scheduler's flat loop takes over (TL__AGAIN). */
+#define DIRECT_DEPTH 32
+
+static tl_status run_callee(tl_runtime *rt, tl_tasklet *t, tl_frame *f)
+{
+    if (rt->cdepth >= DIRECT_DEPTH)
+        return TL__AGAIN;
+    tl_frame *callee = t->top;
+    rt->cdepth++;
+    tl_status s = callee->fn->step(callee, TL__LOCALS(callee));
+    rt->cdepth--;
+    return s == TL__AGAIN && t->top == f ? TL__CONT : s;
+}
+
 tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
                    size_t argsize)
 {
@@ -350,7 +367,7 @@ tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
     if (!frame_push(rt, t, e, args, argsize))
         return tl__op_error(f, TL_ENOMEM, "call %s@%u: out of memory for a frame",
                             fn->name, fn->version);
-    return TL__AGAIN;
+    return run_callee(rt, t, f);
 }
 
 tl_status tl__join(tl_frame *f, tl_tasklet *target)
