@@ -547,6 +547,12 @@ TL_API const char *tl_node_id(const tl_runtime *rt);
  * in the frame's locals), TL_ERANGE (a value nested deeper than 16),
  * TL_ENOMEM. */
 TL_API int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len);
+/* The same for tasklet t and everything it references, transitively: the
+ * channels and tasklets named in its frames, values, and what it waits
+ * on, with the values buffered in those channels.  Other tasklets waiting
+ * on those channels, or joining t, are left out (the loaded channels'
+ * queues hold only what was saved).  Free with tl_snapshot_free(rt of t). */
+TL_API int tl_snapshot_save_tasklet(tl_tasklet *t, void **buf, size_t *len);
 TL_API void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len);
 
 /* Loads a snapshot into rt, which must hold no tasklets and no channels

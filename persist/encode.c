@@ -268,13 +268,21 @@ static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
     return TL_OK;
 }
 
+static size_t joiner_count(const tl__ext *x)
+{
+    size_t n = 0;
+    for (tl__link *l = x->joiners.next; l != &x->joiners; l = l->next)
+        n += tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link));
+    return n;
+}
+
 static size_t extra_count(const tl_tasklet *t)
 {
     const tl__ext *x = t->ext;
     if (!x)
         return 0;
     return (x->name != NULL) + (x->errmsg != NULL) + 1 /* fired */ +
-           !tl__list_empty(&x->joiners) + (x->sel != NULL);
+           (joiner_count(x) > 0) + (x->sel != NULL);
 }
 
 static int enc_extra(msgpack_packer *pk, const tl_tasklet *t)
@@ -290,14 +298,13 @@ static int enc_extra(msgpack_packer *pk, const tl_tasklet *t)
     if (x->errmsg) { pack_cstr(pk, "msg"); pack_cstr(pk, x->errmsg); }
     pack_cstr(pk, "fired");
     msgpack_pack_int(pk, x->sel_fired);
-    if (!tl__list_empty(&x->joiners)) {
-        size_t nj = 0;
-        for (tl__link *l = x->joiners.next; l != &x->joiners; l = l->next)
-            nj++;
+    size_t nj = joiner_count(x);
+    if (nj) {
         pack_cstr(pk, "joiners");
         msgpack_pack_array(pk, nj);
         for (tl__link *l = x->joiners.next; l != &x->joiners; l = l->next)
-            msgpack_pack_uint64(pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
+            if (tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link)))
+                msgpack_pack_uint64(pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
     }
     return x->sel ? enc_select(pk, t) : TL_OK;
 }
@@ -371,28 +378,44 @@ static uint64_t waiter_tid(const tl__waiter *w)
     return w->on & 1 ? ((const tl__selw *)w)->sel->t->id : TL__CONTAINER(w, tl_tasklet, w)->id;
 }
 
+static const tl_tasklet *waiter_tasklet(const tl__waiter *w)
+{
+    return w->on & 1 ? ((const tl__selw *)w)->sel->t : TL__CONTAINER(w, tl_tasklet, w);
+}
+
 /* A queue as [ids, cases]: ids delta-coded (waiters usually arrive in id
  * order, so a million of them compress to almost nothing), cases the
- * [position, case index] of the select waiters among them. */
+ * [position, case index] of the select waiters among them.  Waiters left
+ * out of a subset snapshot are skipped. */
 static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
 {
     uint64_t prev = 0;
     size_t nsel = 0, pos = 0;
+    if (q->next != q && waiter_tasklet((const tl__waiter *)q->next)->rt->subset) {
+        n = 0;
+        for (const tl__link *l = q->next; l != q; l = l->next)
+            n += tl__t_in(waiter_tasklet((const tl__waiter *)l));
+    }
     msgpack_pack_array(pk, 2);
     msgpack_pack_array(pk, n);
     for (const tl__link *l = q->next; l != q; l = l->next) {
+        if (!tl__t_in(waiter_tasklet((const tl__waiter *)l)))
+            continue;
         uint64_t id = waiter_tid((const tl__waiter *)l);
         msgpack_pack_int64(pk, (int64_t)(id - prev));
         prev = id;
         nsel += ((const tl__waiter *)l)->on & 1;
     }
     msgpack_pack_array(pk, nsel);
-    for (const tl__link *l = q->next; l != q; l = l->next, pos++) {
+    for (const tl__link *l = q->next; l != q; l = l->next) {
         const tl__waiter *w = (const tl__waiter *)l;
+        if (!tl__t_in(waiter_tasklet(w)))
+            continue;
+        pos++;
         if (!(w->on & 1))
             continue;
         msgpack_pack_array(pk, 2);
-        msgpack_pack_uint64(pk, pos);
+        msgpack_pack_uint64(pk, pos - 1);
         msgpack_pack_int(pk, ((const tl__selw *)w)->idx);
     }
 }
@@ -576,16 +599,29 @@ static int cmp_fn(const void *a, const void *b)
     return c ? c : (x->version > y->version) - (x->version < y->version);
 }
 
-/* The functions with live frames, from the per-function frame counts. */
-static int enc_needs(msgpack_packer *pk, tl_runtime *rt)
+/* Whether a subset tasklet has a frame of e. */
+static bool subset_uses(const tl__index *tix, const tl__fn *e)
+{
+    for (size_t i = 0; i < tix->start[tix->nkeys]; i++)
+        for (const tl_frame *f = ((const tl_tasklet *)tix->objs[i])->top; f; f = f->parent)
+            if (f->fn == e)
+                return true;
+    return false;
+}
+
+/* The functions with live frames, from the per-function frame counts (or,
+ * for a subset, from its frames). */
+static int enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
 {
     const tl__fn **used = tl__alloc(rt, (rt->by_name.n + 1) * sizeof *used);
     size_t n = 0;
     if (!used)
         return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
-    for (size_t i = 0; i < rt->by_name.cap; i++)
-        if (rt->by_name.slots[i] && rt->by_name.slots[i]->live)
-            used[n++] = rt->by_name.slots[i];
+    for (size_t i = 0; i < rt->by_name.cap; i++) {
+        const tl__fn *e = rt->by_name.slots[i];
+        if (e && e->live && (!rt->subset || subset_uses(tix, e)))
+            used[n++] = e;
+    }
     qsort(used, n, sizeof used[0], cmp_fn);
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n; i++) {
@@ -611,7 +647,7 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "node"); pack_cstr(&pk, rt->node);
     pack_cstr(&pk, "time"); msgpack_pack_int64(&pk, time);
     pack_cstr(&pk, "needs");
-    if (enc_needs(&pk, rt) != TL_OK) {
+    if (enc_needs(&pk, rt, tix) != TL_OK) {
         tl__buf_free(&doc);
         return TL_ENOMEM;
     }
@@ -620,9 +656,13 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->total);
     pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->total);
     pack_cstr(&pk, "runq");
-    msgpack_pack_array(&pk, rt->nrunnable);
+    size_t nq = 0;
     for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
-        msgpack_pack_uint64(&pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
+        nq += tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link));
+    msgpack_pack_array(&pk, nq);
+    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
+        if (tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link)))
+            msgpack_pack_uint64(&pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
     int rc = doc.oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : wrap_record(rt, &doc, out);
     tl__buf_free(&doc);
     return rc;

@@ -30,7 +30,8 @@ TL__HIDDEN int tl__buf_write(void *data, const char *p, size_t n);
 /* Objects of one kind bucketed by chunk key 0..nkeys-1:
  * objs[start[k] .. start[k+1]) are chunk k's, sorted by id. */
 typedef struct tl__index {
-    size_t total;         /* objects of this kind in the runtime */
+    size_t total;         /* objects of this kind in the snapshot */
+    int subset;           /* only those in the subset (rt->subset) */
     size_t nkeys;
     size_t *start;        /* nkeys + 1 */
     void **objs;
@@ -45,6 +46,16 @@ TL__HIDDEN int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
 TL__HIDDEN void tl__index_free(tl_runtime *rt, tl__index *ix);
 /* After a committed checkpoint: forget what was dirty. */
 TL__HIDDEN void tl__clear_dirty(tl_runtime *rt);
+
+/* In the snapshot being encoded (always, unless encoding a subset). */
+static inline bool tl__t_in(const tl_tasklet *t)
+{
+    return !t->rt->subset || (t->flags & TL__TF_SUBSET);
+}
+static inline bool tl__ch_in(const tl_chan *ch)
+{
+    return !ch->rt->subset || ch->reserved == 2;
+}
 
 /* Encoders: each appends one record to out. */
 TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,

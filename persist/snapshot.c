@@ -29,8 +29,10 @@ static uint64_t obj_id(const void *obj, int kind)
 }
 
 /* Whether an object's chunk goes into this index. */
-static bool wanted(const index_fill *f, size_t key)
+static bool wanted(const index_fill *f, const void *obj, size_t key)
 {
+    if (f->ix->subset)
+        return f->kind == TL__KIND_TASKLETS ? tl__t_in(obj) : tl__ch_in(obj);
     if (f->all || f->kind == TL__KIND_CHANS)
         return true;
     return key < f->dcap && f->dmap[key];
@@ -40,8 +42,9 @@ static void count_visit(void *obj, void *ud)
 {
     index_fill *f = ud;
     size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
-    f->ix->total++;
-    if (wanted(f, key))
+    bool in = wanted(f, obj, key);
+    f->ix->total += !f->ix->subset || in;
+    if (in)
         f->ix->start[key + 1]++;
 }
 
@@ -49,7 +52,7 @@ static void place_visit(void *obj, void *ud)
 {
     index_fill *f = ud;
     size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
-    if (!wanted(f, key))
+    if (!wanted(f, obj, key))
         return;
     f->ix->objs[f->pos[key]++] = obj;
     if (f->kind == TL__KIND_CHANS && ((const tl_chan *)obj)->dirty)
@@ -107,6 +110,7 @@ int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
     all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : rt->ngone == SIZE_MAX);
     index_fill f = {ix, NULL, kind, all, rt->dmap, rt->dcap};
     memset(ix, 0, sizeof *ix);
+    ix->subset = rt->subset;
     ix->nkeys = (size_t)(maxid >> TL__CHUNK_SHIFT) + 1;
     ix->start = tl__calloc(rt, (ix->nkeys + 1) * sizeof *ix->start);
     ix->dirty = tl__calloc(rt, ix->nkeys);
@@ -178,16 +182,11 @@ static size_t nonempty(const tl__index *ix)
     return n;
 }
 
-int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len)
+static int save(tl_runtime *rt, void **buf, size_t *len)
 {
     tl__index tix, cix;
     tl__buf out;
     msgpack_packer pk;
-    if (!rt || rt->magic != TL__MAGIC_RT || !buf || !len)
-        return TL_EMISUSE;
-    if (rt->current)
-        return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save: called from inside a tasklet; "
-                          "save between scheduler steps");
     int rc = tl__index_build(rt, TL__KIND_TASKLETS, 1, &tix);
     if (rc != TL_OK)
         return rc;
@@ -228,6 +227,154 @@ int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len)
             tl__free(rt, out.p, out.cap), *buf = NULL, rc = TL_ENOMEM;
     }
     return rc == TL_OK ? TL_OK : tl__seterr(rt, rc, "tl_snapshot_save: out of memory");
+}
+
+int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || !buf || !len)
+        return TL_EMISUSE;
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save: called from inside a tasklet; "
+                          "save between scheduler steps");
+    return save(rt, buf, len);
+}
+
+/* ---- one tasklet and what it references ---- */
+
+/* Objects reached so far (channels tagged with the low bit), in order;
+ * processed breadth first, unmarked at the end. */
+typedef struct closure {
+    tl_runtime *rt;
+    uintptr_t *objs;
+    size_t n, cap;
+    int oom;
+} closure;
+
+static void reach(closure *c, uintptr_t obj)
+{
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 32;
+        uintptr_t *no = tl__realloc(c->rt, c->objs, c->cap * sizeof *no, ncap * sizeof *no);
+        if (!no) {
+            c->oom = 1;
+            return;
+        }
+        c->objs = no;
+        c->cap = ncap;
+    }
+    c->objs[c->n++] = obj;
+}
+
+static void reach_tasklet(closure *c, tl_tasklet *t)
+{
+    if (t && t->magic == TL__MAGIC_TASK && !(t->flags & TL__TF_SUBSET)) {
+        t->flags |= TL__TF_SUBSET;
+        reach(c, (uintptr_t)t);
+    }
+}
+
+static void reach_chan(closure *c, tl_chan *ch)
+{
+    if (ch && ch->magic == TL__MAGIC_CHAN && ch->reserved != 2) {
+        ch->reserved = 2;
+        reach(c, (uintptr_t)ch | 1);
+    }
+}
+
+static void reach_value(closure *c, tl_value v, int depth)
+{
+    size_t n = tl_len(v);
+    if (depth > 16)
+        return; /* the encoder reports it */
+    if (v.type == TL_V_CHAN)
+        reach_chan(c, v.as.p);
+    else if (v.type == TL_V_TASKLET)
+        reach_tasklet(c, v.as.p);
+    for (size_t i = 0; v.type == TL_V_ARRAY && i < n; i++)
+        reach_value(c, tl_array_at(v, i), depth + 1);
+    for (size_t i = 0; v.type == TL_V_MAP && i < n; i++) {
+        reach_value(c, tl_map_key(v, i), depth + 1);
+        reach_value(c, tl_map_val(v, i), depth + 1);
+    }
+}
+
+static void reach_frame(closure *c, const tl_frame *f)
+{
+    const tl_func *fn = f->fn->fn;
+    const char *locals = TL__LOCALS(f);
+    for (unsigned i = 0; i < f->fn->nrefs; i++) {
+        const tl_field *fd = &fn->fields[f->fn->refs[i]];
+        const void *p = locals + fd->offset;
+        if (fd->type == TL_T_VALUE)
+            reach_value(c, *(const tl_value *)p, 0);
+        else if (fd->type == TL_T_CHAN)
+            reach_chan(c, *(tl_chan *const *)p);
+        else
+            reach_tasklet(c, *(tl_tasklet *const *)p);
+    }
+}
+
+static void reach_from_tasklet(closure *c, tl_tasklet *t)
+{
+    for (const tl_frame *f = t->top; f; f = f->parent)
+        reach_frame(c, f);
+    reach_value(c, t->xfer, 0);
+    if (t->state != TL_BLOCKED)
+        return;
+    if (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV)
+        reach_chan(c, (tl_chan *)t->w.on);
+    else if (t->wait == TL_WAIT_JOIN)
+        reach_tasklet(c, (tl_tasklet *)t->w.on);
+    else if (t->wait == TL_WAIT_SELECT)
+        for (int i = 0; i < t->ext->sel->n; i++) {
+            reach_chan(c, t->ext->sel->cases[i].ch);
+            reach_value(c, t->ext->sel->cases[i].value, 0);
+        }
+}
+
+static void closure_of(closure *c, tl_tasklet *root)
+{
+    reach_tasklet(c, root);
+    for (size_t i = 0; i < c->n && !c->oom; i++) {
+        if (c->objs[i] & 1) {
+            tl_chan *ch = (tl_chan *)(c->objs[i] & ~(uintptr_t)1);
+            for (size_t k = 0; k < ch->count; k++)
+                reach_value(c, ch->buf[(ch->head + k) % ch->cap], 0);
+        } else {
+            reach_from_tasklet(c, (tl_tasklet *)c->objs[i]);
+        }
+    }
+}
+
+static void closure_clear(closure *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->objs[i] & 1)
+            ((tl_chan *)(c->objs[i] & ~(uintptr_t)1))->reserved = 0;
+        else
+            ((tl_tasklet *)c->objs[i])->flags &= (uint16_t)~TL__TF_SUBSET;
+    }
+    tl__free(c->rt, c->objs, c->cap * sizeof *c->objs);
+}
+
+int tl_snapshot_save_tasklet(tl_tasklet *t, void **buf, size_t *len)
+{
+    if (!t || t->magic != TL__MAGIC_TASK || !buf || !len)
+        return TL_EMISUSE;
+    tl_runtime *rt = t->rt;
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save_tasklet: called from inside a "
+                          "tasklet; save between scheduler steps");
+    closure c = {rt, NULL, 0, 0, 0};
+    closure_of(&c, t);
+    int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save_tasklet: out of memory") : TL_OK;
+    if (rc == TL_OK) {
+        rt->subset = 1;
+        rc = save(rt, buf, len);
+        rt->subset = 0;
+    }
+    closure_clear(&c);
+    return rc;
 }
 
 void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len)

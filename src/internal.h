@@ -135,7 +135,7 @@ struct tl_tasklet {
     uint32_t magic;
     uint8_t state;   /* tl_state */
     uint8_t wait;    /* tl_wait  */
-    uint16_t flags;
+    uint16_t flags;  /* TL__TF_* */
     uint32_t refs;   /* handles + values + 1 while not ended */
     int32_t err;     /* pending or final error */
     uint64_t id;
@@ -147,12 +147,14 @@ struct tl_tasklet {
 };
 
 
+#define TL__TF_SUBSET 1u /* in the tasklet snapshot being encoded */
+
 struct tl_chan {
     uint32_t magic;
     int8_t pref;
     uint8_t closing;
     uint8_t sched_all;
-    uint8_t reserved;
+    uint8_t reserved; /* loader: 1 = shell; encoder: 2 = in the subset */
     uint32_t refs;
     int32_t nsend, nrecv; /* waiters in sendq / recvq */
     uint64_t id;
@@ -220,6 +222,8 @@ struct tl_runtime {
                           * checkpoint; kept while a store is attached */
     size_t dcap;
     int dmap_lost;    /* a mark fell outside dmap: rewrite every chunk */
+    int subset;       /* encoding only the TL__TF_SUBSET tasklets and the
+                       * channels with reserved == 2 */
     uint64_t *gone;   /* (kind << 62) | key, unsorted, may repeat;
                        * ngone == SIZE_MAX: lost track, rewrite all */
     size_t ngone, capgone;

@@ -619,6 +619,92 @@ static void test_dangling_channel(void **state)
     free(buf);
 }
 
+/* ---- one tasklet with what it references ---- */
+
+typedef struct { tl_chan *in, *side; tl_value v; int64_t sum; } one_t;
+static const tl_field one_fields[] = {
+    TL_FIELD(one_t, in, TL_T_CHAN), TL_FIELD(one_t, side, TL_T_CHAN),
+    TL_FIELD(one_t, v, TL_T_VALUE), TL_FIELD(one_t, sum, TL_T_I64),
+};
+
+static tl_status one(tl_frame *f, void *locals)
+{
+    one_t *L = locals;
+    TL_BEGIN(f);
+    TL_RECV(f, L->in, L->v);
+    L->sum = tl_as_i64(L->v);
+    TL_RECV(f, L->side, L->v);
+    L->sum += tl_as_i64(L->v);
+    TL_RECV(f, L->side, L->v);
+    L->sum += (int64_t)tl_len(L->v);
+    TL_RETURN(f, tl_i64(L->sum));
+    TL_END(f);
+}
+static const tl_func one_fn = {"snap.one", 1, one, sizeof(one_t), one_fields,
+                               TL_COUNTOF(one_fields), NULL};
+
+static void test_save_one_tasklet(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt(), *b = new_rt();
+    tl_chan *in, *side, *other;
+    tl_tasklet *t;
+    tl_value s;
+    assert_int_equal(tl_register(a, &one_fn), TL_OK);
+    assert_int_equal(tl_register(b, &one_fn), TL_OK);
+    assert_int_equal(tl_chan_new(a, 0, &in), TL_OK);
+    assert_int_equal(tl_chan_new(a, 4, &side), TL_OK);
+    assert_int_equal(tl_chan_new(a, 0, &other), TL_OK);
+    assert_int_equal(tl_chan_set_name(in, "in"), TL_OK);
+    assert_int_equal(tl_chan_try_send(side, tl_i64(10)), TL_OK);
+    assert_int_equal(tl_str_new(a, "twenty chars long!!!", 20, &s), TL_OK);
+    assert_int_equal(tl_chan_try_send(side, s), TL_OK);
+    tl_release(s);
+    one_t args = {.in = in, .side = side};
+    assert_int_equal(tl_spawn(a, &one_fn, &args, sizeof args, &t), TL_OK);
+    one_t bystander = {.in = in};             /* also waits on in: stays behind */
+    assert_int_equal(tl_spawn(a, &one_fn, &bystander, sizeof bystander, NULL), TL_OK);
+    one_t unrelated = {.in = other};
+    assert_int_equal(tl_spawn(a, &one_fn, &unrelated, sizeof unrelated, NULL), TL_OK);
+    assert_int_equal(tl_run(a), TL_EDEADLOCK);
+    assert_int_equal(tl_chan_balance(in), -2);
+
+    void *buf;
+    size_t len;
+    assert_int_equal(tl_snapshot_save_tasklet(t, &buf, &len), TL_OK);
+    assert_int_equal(tl_snapshot_load(b, buf, len), TL_OK);
+    assert_int_equal(tl_tasklet_count(b), 1);
+    tl_tasklet *moved = tl_tasklet_find(b, tl_tasklet_id(t));
+    assert_non_null(moved);
+    tl_tasklet_retain(moved);
+    tl_chan *bin = tl_chan_find_name(b, "in");
+    assert_non_null(bin);
+    assert_int_equal(tl_chan_balance(bin), -1);           /* only the saved waiter */
+    assert_non_null(tl_chan_find(b, tl_chan_id(side)));
+    assert_int_equal(tl_chan_count(tl_chan_find(b, tl_chan_id(side))), 2);
+    assert_null(tl_chan_find(b, tl_chan_id(other)));      /* not referenced */
+    assert_int_equal(tl_chan_try_send(bin, tl_i64(5)), TL_OK);
+    assert_int_equal(tl_run(b), TL_OK);
+    tl_value r;
+    assert_int_equal(tl_tasklet_result(moved, &r), TL_OK);
+    assert_int_equal(tl_as_i64(r), 5 + 10 + 20);
+    /* the source is untouched: still three blocked, marks cleared */
+    assert_int_equal(tl_blocked_count(a), 3);
+    void *whole;
+    size_t wlen;
+    assert_int_equal(tl_snapshot_save(a, &whole, &wlen), TL_OK);
+    assert_true(wlen > len);
+    tl_snapshot_free(a, whole, wlen);
+    tl_snapshot_free(a, buf, len);
+    tl_tasklet_release(moved);
+    tl_tasklet_release(t);
+    tl_chan_release(in);
+    tl_chan_release(side);
+    tl_chan_release(other);
+    tl_runtime_free(a);
+    tl_runtime_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_field_type_changed),
         cmocka_unit_test(test_upgrade_hook),
         cmocka_unit_test(test_dangling_channel),
+        cmocka_unit_test(test_save_one_tasklet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
