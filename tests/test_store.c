@@ -418,6 +418,51 @@ static void test_policies(void **state)
     tl_runtime_free(rt);
 }
 
+/* every_ms, on a fake clock that each step moves on by 1 ms */
+static int64_t fake_now;
+static int64_t fake_clock(void *ud)
+{
+    (void)ud;
+    return fake_now;
+}
+
+static tl_status ticker(tl_frame *f, void *locals)
+{
+    loop_t *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        fake_now += 1000000;
+        TL_YIELD(f);
+    }
+    TL_END(f);
+}
+static const tl_func ticker_fn = {"store.ticker", 1, ticker, sizeof(loop_t), loop_fields,
+                                  TL_COUNTOF(loop_fields), NULL};
+
+static void test_policy_every_ms(void **state)
+{
+    (void)state;
+    tl_runtime *rt;
+    tl_config cfg = {0};
+    cfg.clock = fake_clock;
+    fake_now = 1700000000LL * 1000000000LL;
+    assert_int_equal(tl_runtime_new(&cfg, &rt), TL_OK);
+    assert_int_equal(tl_register(rt, &ticker_fn), TL_OK);
+    tl_store *st = open_attached(rt);
+    tl_policy p = {.every_ms = 500};
+    assert_int_equal(tl_store_set_policy(st, &p), TL_OK);
+    loop_t a = {.n = 3000};
+    assert_int_equal(tl_spawn(rt, &ticker_fn, &a, sizeof a, NULL), TL_OK);
+    assert_int_equal(tl_spawn(rt, &ticker_fn, &a, sizeof a, NULL), TL_OK);
+    assert_int_equal(tl_run(rt), TL_OK);
+    /* 6000 ms of fake time, looked at every 256 steps (256 ms): a checkpoint
+     * at most every 512 ms and at least every 768 ms */
+    int64_t n = tl_store_last_checkpoint(st);
+    assert_true(n >= 6000 / 768 && n <= 6000 / 500);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 static void test_damaged_chunk(void **state)
 {
     (void)state;
@@ -454,6 +499,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disk_full_keeps_last_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_policy_every_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
