@@ -53,6 +53,7 @@ typedef struct idmap {
     uint64_t *ids;
     void **objs;
     size_t cap, n, limit;
+    uint64_t maxid;  /* the head's counter: no id above it */
     int direct;
 } idmap;
 
@@ -135,6 +136,7 @@ static int idmap_init(tl_runtime *rt, idmap *m, uint64_t n, uint64_t maxid)
 {
     memset(m, 0, sizeof *m);
     m->limit = (size_t)n;
+    m->maxid = maxid;
     if (maxid <= 4 * n + 65536 && maxid < ((uint64_t)1 << 26)) {
         m->direct = 1;
         m->cap = (size_t)maxid + 1;
@@ -159,8 +161,10 @@ static void idmap_free(tl_runtime *rt, idmap *m)
  * than the head announced, or an id beyond its counter). */
 static void **idmap_slot(idmap *m, uint64_t id)
 {
+    if (id > m->maxid)
+        return NULL;
     if (m->direct)
-        return id < m->cap ? &m->objs[id] : NULL;
+        return &m->objs[id];
     size_t j = mix(id) & (m->cap - 1);
     while (m->objs[j] && m->ids[j] != id)
         j = (j + 1) & (m->cap - 1);
@@ -632,6 +636,12 @@ static int dec_select(loader *ld, tl_tasklet *t, const msgpack_object *sel)
     if (at->via.u64 > size || n * sizeof(tl_case) > size - at->via.u64 ||
         at->via.u64 % _Alignof(tl_case))
         return corrupt(ld, "tasklet #%llu: select cases outside the frame", (unsigned long long)t->id);
+    const tl_func *fn = t->top->fn->fn;
+    uint64_t lo = at->via.u64, hi = lo + n * sizeof(tl_case);
+    for (size_t i = 0; i < fn->nfields; i++)
+        if (fn->fields[i].offset < hi && lo < (uint64_t)fn->fields[i].offset + fn->fields[i].size)
+            return corrupt(ld, "tasklet #%llu: select cases overlap field '%s'",
+                           (unsigned long long)t->id, fn->fields[i].name);
     tl_case *cs = (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at->via.u64);
     tl__sel *s = tl__sel_new(ld->rt, t, cs, (int)n);
     if (!s)
@@ -981,17 +991,32 @@ static void drop_visit(void *obj, void *ud)
     }
 }
 
-static void drop_unreferenced_chans(tl_runtime *rt)
+/* Frees the channels nothing refers to.  They are collected first and
+ * held: freeing one releases what its buffer holds, which may free other
+ * channels, so the list must not be walked while freeing.  (A collected
+ * channel is referenced by nothing, so no cascade reaches another.) */
+static int drop_unreferenced_chans(loader *ld)
 {
-    tl__link *l = rt->chans.next;
-    while (l != &rt->chans) {
+    tl_runtime *rt = ld->rt;
+    size_t n = 0, k = 0;
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
+        n += TL__CONTAINER(l, tl_chan, all)->refs == 0;
+    if (!n)
+        return TL_OK;
+    tl_chan **drop = tl__alloc(rt, n * sizeof *drop);
+    if (!drop)
+        return tl__seterr(rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
-        l = l->next; /* ch may go */
         if (ch->refs == 0) {
             ch->refs = 1;
-            tl_chan_release(ch);
+            drop[k++] = ch;
         }
     }
+    for (size_t i = 0; i < k; i++)
+        tl_chan_release(drop[i]);
+    tl__free(rt, drop, n * sizeof *drop);
+    return TL_OK;
 }
 
 static int check_chans(loader *ld)
@@ -1029,7 +1054,9 @@ static int finish(loader *ld)
     if (c.rc != TL_OK)
         return c.rc;
     tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
-    drop_unreferenced_chans(ld->rt);
+    int rc = drop_unreferenced_chans(ld);
+    if (rc != TL_OK)
+        return rc;
     ld->rt->next_tid = ld->max_tid;
     ld->rt->next_cid = ld->max_cid;
     return TL_OK;
@@ -1037,13 +1064,20 @@ static int finish(loader *ld)
 
 /* ---- driver ---- */
 
-static int read_counts(loader *ld)
+/* The head's object counts, which size the id maps, may not exceed what
+ * the chunk records present can hold (256 objects each). */
+static int read_counts(loader *ld, const tl__raw *chunks, size_t n)
 {
     const msgpack_object *h = &ld->head.up.data;
     const msgpack_object *nt = map_get(h, "ntasklets"), *nc = map_get(h, "nchans");
-    if (!nt || !nc || !is_uint(nt) || !is_uint(nc) || nt->via.u64 > ((uint64_t)1 << 32) ||
-        nc->via.u64 > ((uint64_t)1 << 32))
-        return corrupt(ld, "head: missing or absurd object counts");
+    uint64_t tchunks = 0, cchunks = 0;
+    for (size_t i = 0; i < n; i++) {
+        tchunks += chunks[i].kind == TL__KIND_TASKLETS;
+        cchunks += chunks[i].kind == TL__KIND_CHANS;
+    }
+    if (!nt || !nc || !is_uint(nt) || !is_uint(nc) ||
+        nt->via.u64 > tchunks << TL__CHUNK_SHIFT || nc->via.u64 > cchunks << TL__CHUNK_SHIFT)
+        return corrupt(ld, "head: object counts missing or larger than the chunks can hold");
     ld->ntasklets = nt->via.u64;
     ld->nchans = nc->via.u64;
     if (idmap_init(ld->rt, &ld->tasklets, ld->ntasklets, ld->max_tid) != TL_OK ||
@@ -1083,7 +1117,7 @@ static int load_all(loader *ld, const tl__raw *head, const tl__raw *chunks, size
     if (rc == TL_OK)
         rc = read_head(ld);
     if (rc == TL_OK)
-        rc = read_counts(ld);
+        rc = read_counts(ld, chunks, n);
     if (rc == TL_OK)
         rc = stream_kind(ld, TL__KIND_TASKLETS, chunks, n);
     if (rc == TL_OK)

@@ -248,10 +248,15 @@ static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
     const char *locals = TL__LOCALS(t->top);
     const char *at = (const char *)sel->cases;
     size_t size = t->top->fn->fn->locals_size;
-    if (at < locals || at + (size_t)sel->n * sizeof(tl_case) > locals + size)
+    const tl_func *fn = t->top->fn->fn;
+    size_t lo = (size_t)(at - locals), hi = lo + (size_t)sel->n * sizeof(tl_case);
+    bool overlap = false;
+    for (size_t i = 0; at >= locals && i < fn->nfields; i++)
+        overlap |= fn->fields[i].offset < hi && lo < (size_t)fn->fields[i].offset + fn->fields[i].size;
+    if (at < locals || at + (size_t)sel->n * sizeof(tl_case) > locals + size || overlap)
         return tl__seterr(t->rt, TL_ESTATE, "tasklet #%llu waits in a select whose cases "
-                          "are not in its frame's locals: it cannot be saved",
-                          (unsigned long long)t->id);
+                          "are not in its frame's locals, outside the schema's fields: it "
+                          "cannot be saved", (unsigned long long)t->id);
     pack_cstr(pk, "sel");
     msgpack_pack_map(pk, 2);
     pack_cstr(pk, "at");

@@ -24,12 +24,26 @@ typedef struct tl__obj {
 #define OBJ_BYTES(o) ((char *)((o) + 1))
 #define OBJ_ITEMS(o) ((tl_value *)(void *)((o) + 1))
 
+/* Doubles convert with saturation (NaN gives 0): a plain cast of an
+ * out-of-range double is undefined behaviour, and values come from files
+ * and peers. */
+static int64_t f64_to_i64(double d)
+{
+    if (d != d)
+        return 0;
+    if (d >= 9223372036854775807.0)
+        return INT64_MAX;
+    if (d <= -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)d;
+}
+
 int64_t tl_as_i64(tl_value v)
 {
     switch (v.type) {
     case TL_V_INT: return v.as.i;
     case TL_V_UINT: return (int64_t)v.as.u;
-    case TL_V_DOUBLE: return (int64_t)v.as.d;
+    case TL_V_DOUBLE: return f64_to_i64(v.as.d);
     case TL_V_BOOL: return v.as.b;
     default: return 0;
     }
@@ -40,7 +54,10 @@ uint64_t tl_as_u64(tl_value v)
     switch (v.type) {
     case TL_V_INT: return (uint64_t)v.as.i;
     case TL_V_UINT: return v.as.u;
-    case TL_V_DOUBLE: return v.as.d > 0 ? (uint64_t)v.as.d : 0;
+    case TL_V_DOUBLE:
+        if (!(v.as.d > 0))
+            return 0; /* and NaN */
+        return v.as.d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)v.as.d;
     case TL_V_BOOL: return (uint64_t)v.as.b;
     default: return 0;
     }

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <msgpack.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -600,6 +601,29 @@ static void test_dangling_channel(void **state)
     msgpack_object *chunks = &up.data.via.array.ptr[3];
     assert_int_equal(chunks->via.array.size, 2);
     chunks->via.array.size = 1; /* keep the tasklet chunk only */
+    /* and make the head agree (nchans 0), re-sealing its record */
+    msgpack_object *head = &up.data.via.array.ptr[2];
+    assert_int_equal(head->via.array.ptr[1].via.u64, 0); /* small: not compressed */
+    msgpack_unpacked hd;
+    size_t hoff = 0;
+    msgpack_unpacked_init(&hd);
+    assert_int_equal(msgpack_unpack_next(&hd, head->via.array.ptr[4].via.bin.ptr,
+                                         head->via.array.ptr[4].via.bin.size, &hoff),
+                     MSGPACK_UNPACK_SUCCESS);
+    for (uint32_t i = 0; i < hd.data.via.map.size; i++) {
+        msgpack_object_kv *kv = &hd.data.via.map.ptr[i];
+        if (kv->key.via.str.size == 6 && memcmp(kv->key.via.str.ptr, "nchans", 6) == 0)
+            kv->val.via.u64 = 0;
+    }
+    msgpack_sbuffer hb;
+    msgpack_packer hp;
+    msgpack_sbuffer_init(&hb);
+    msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
+    msgpack_pack_object(&hp, hd.data);
+    head->via.array.ptr[2].via.u64 = crc32(0, (const unsigned char *)hb.data, (unsigned)hb.size);
+    head->via.array.ptr[3].via.u64 = hb.size;
+    head->via.array.ptr[4].via.bin.ptr = hb.data;
+    head->via.array.ptr[4].via.bin.size = (uint32_t)hb.size;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -615,6 +639,8 @@ static void test_dangling_channel(void **state)
     assert_int_equal(finish_counter(b), 42);
     tl_runtime_free(b);
     msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&hb);
+    msgpack_unpacked_destroy(&hd);
     msgpack_unpacked_destroy(&up);
     free(buf);
 }
