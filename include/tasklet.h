@@ -597,8 +597,10 @@ enum {
 
 /* Opens (creating if needed, unless read-only) the store at path.  *out is
  * set even on failure, so that tl_store_errmsg can say why; close it with
- * tl_store_close.  TL_ESTORE (not a SQLite file, cannot open), TL_EFORMAT
- * (another application's file, or a newer store version), TL_EIO. */
+ * tl_store_close.  TL_EFORMAT (not a SQLite file, another application's
+ * file, or a newer store version), TL_EIO (cannot open or create the
+ * file), TL_ENOENT (read-only and no store there), TL_ESTORE (any other
+ * SQLite failure). */
 TL_API int tl_store_open(const char *path, int flags, tl_store **out);
 /* Takes a final checkpoint if the policy asks for one on close, releases
  * ownership and closes.  Returns that checkpoint's result.  NULL-safe. */

@@ -27,16 +27,23 @@ TL__HIDDEN void tl__buf_init(tl__buf *b, tl_runtime *rt);
 TL__HIDDEN void tl__buf_free(tl__buf *b);
 TL__HIDDEN int tl__buf_write(void *data, const char *p, size_t n);
 
-/* Objects of one kind bucketed by chunk key 0..nkeys-1:
- * objs[start[k] .. start[k+1]) are chunk k's, sorted by id. */
+/* Objects of one kind grouped by chunk: keys[i] is a chunk key (id >> 8),
+ * in increasing order, and objs[start[i] .. start[i+1]) its objects,
+ * sorted by id.  Sparse: only chunks with collected objects, plus dirty
+ * empty ones (to be written as tombstones), are listed. */
 typedef struct tl__index {
     size_t total;         /* objects of this kind in the snapshot */
     int subset;           /* only those in the subset (rt->subset) */
     size_t nkeys;
+    uint64_t *keys;
     size_t *start;        /* nkeys + 1 */
     void **objs;
-    unsigned char *dirty; /* per key */
+    unsigned char *dirty; /* per listed chunk */
+    size_t cap;           /* allocated entries of keys, start, dirty */
 } tl__index;
+
+/* The position of chunk key in ix, or SIZE_MAX. */
+TL__HIDDEN size_t tl__index_find(const tl__index *ix, uint64_t key);
 
 /* Builds the index of tasklets (kind 1) or channels (kind 2) and marks
  * the chunks that changed since the last checkpoint (every chunk when all

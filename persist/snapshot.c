@@ -14,63 +14,91 @@
 
 /* ---- chunk index ---- */
 
-typedef struct index_fill {
+/* An object with its id, for sorting without chasing pointers. */
+typedef struct idobj {
+    uint64_t id;
+    void *obj;
+} idobj;
+
+typedef struct collect {
+    tl_runtime *rt;
+    int kind, all;
     tl__index *ix;
-    size_t *pos;
-    int kind;
-    int all;
-    const unsigned char *dmap; /* tasklets: dirty chunks */
-    size_t dcap;
-} index_fill;
+    idobj *v;
+    size_t n, cap;
+    int oom;
+} collect;
 
 static uint64_t obj_id(const void *obj, int kind)
 {
     return kind == TL__KIND_TASKLETS ? ((const tl_tasklet *)obj)->id : ((const tl_chan *)obj)->id;
 }
 
-/* Whether an object's chunk goes into this index. */
-static bool wanted(const index_fill *f, const void *obj, size_t key)
+/* Whether an object goes into this index: all of them, the subset, or
+ * (incremental tasklets) those whose chunk is marked in dmap. */
+static bool wanted(const collect *c, const void *obj)
 {
-    if (f->ix->subset)
-        return f->kind == TL__KIND_TASKLETS ? tl__t_in(obj) : tl__ch_in(obj);
-    if (f->all || f->kind == TL__KIND_CHANS)
+    const tl_runtime *rt = c->rt;
+    if (c->ix->subset)
+        return c->kind == TL__KIND_TASKLETS ? tl__t_in(obj) : tl__ch_in(obj);
+    if (c->all || c->kind == TL__KIND_CHANS)
         return true;
-    return key < f->dcap && f->dmap[key];
+    size_t key = (size_t)(obj_id(obj, c->kind) >> TL__CHUNK_SHIFT);
+    return key < rt->dcap && rt->dmap[key];
 }
 
-static void count_visit(void *obj, void *ud)
+static void collect_visit(void *obj, void *ud)
 {
-    index_fill *f = ud;
-    size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
-    bool in = wanted(f, obj, key);
-    f->ix->total += !f->ix->subset || in;
-    if (in)
-        f->ix->start[key + 1]++;
-}
-
-static void place_visit(void *obj, void *ud)
-{
-    index_fill *f = ud;
-    size_t key = (size_t)(obj_id(obj, f->kind) >> TL__CHUNK_SHIFT);
-    if (!wanted(f, obj, key))
+    collect *c = ud;
+    bool in = wanted(c, obj);
+    c->ix->total += !c->ix->subset || in;
+    if (!in || c->oom)
         return;
-    f->ix->objs[f->pos[key]++] = obj;
-    if (f->kind == TL__KIND_CHANS && ((const tl_chan *)obj)->dirty)
-        f->ix->dirty[key] = 1;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 256;
+        idobj *nv = tl__realloc(c->rt, c->v, c->cap * sizeof *nv, ncap * sizeof *nv);
+        if (!nv) {
+            c->oom = 1;
+            return;
+        }
+        c->v = nv;
+        c->cap = ncap;
+    }
+    c->v[c->n++] = (idobj){obj_id(obj, c->kind), obj};
 }
 
-static void sort_bucket(void **objs, size_t n, int kind)
+/* LSD radix sort by id, 11 bits a pass, as many passes as the largest id
+ * needs: O(n), whatever order the slab walk gave. */
+static int sort_by_id(tl_runtime *rt, idobj *v, size_t n)
 {
-    for (size_t i = 1; i < n; i++) { /* nearly sorted: insertion sort */
-        void *x = objs[i];
-        uint64_t id = obj_id(x, kind);
-        size_t j = i;
-        while (j > 0 && obj_id(objs[j - 1], kind) > id) {
-            objs[j] = objs[j - 1];
-            j--;
+    uint64_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max = v[i].id > max ? v[i].id : max;
+    if (n < 2 || !max)
+        return TL_OK;
+    idobj *tmp = tl__alloc(rt, n * sizeof *tmp);
+    if (!tmp)
+        return TL_ENOMEM;
+    idobj *src = v, *dst = tmp;
+    for (int shift = 0; shift < 64 && (max >> shift); shift += 11) {
+        size_t count[2048] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[(src[i].id >> shift) & 2047]++;
+        for (size_t d = 0, sum = 0; d < 2048; d++) {
+            size_t c = count[d];
+            count[d] = sum;
+            sum += c;
         }
-        objs[j] = x;
+        for (size_t i = 0; i < n; i++)
+            dst[count[(src[i].id >> shift) & 2047]++] = src[i];
+        idobj *t = src;
+        src = dst;
+        dst = t;
     }
+    if (src != v)
+        memcpy(v, src, n * sizeof *v);
+    tl__free(rt, tmp, n * sizeof *tmp);
+    return TL_OK;
 }
 
 static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)
@@ -83,66 +111,112 @@ static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)
         fn(TL__CONTAINER(l, tl_chan, all), ud);
 }
 
-static void mark_dirty(tl_runtime *rt, int kind, tl__index *ix, int all)
+/* Chunks changed while empty now (their objects were freed): listed too,
+ * so that tombstones replace what the store has for them. */
+static size_t dirty_empty_keys(tl_runtime *rt, int kind, uint64_t *out, size_t max)
 {
-    if (all) {
-        memset(ix->dirty, 1, ix->nkeys);
-        return;
-    }
+    size_t n = 0;
     if (kind == TL__KIND_TASKLETS) {
-        memcpy(ix->dirty, rt->dmap, ix->nkeys < rt->dcap ? ix->nkeys : rt->dcap);
-        return;
+        for (size_t k = 0; k < rt->dcap && n < max; k++)
+            if (rt->dmap[k])
+                out[n++] = k;
+        return n;
     }
-    for (size_t i = 0; i < rt->ngone; i++) {
-        uint64_t g = rt->gone[i];
-        size_t key = (size_t)(g & ((1ULL << 62) - 1));
-        if ((int)(g >> 62) == kind && key < ix->nkeys)
-            ix->dirty[key] = 1;
+    for (size_t i = 0; i < rt->ngone && n < max; i++)
+        if ((int)(rt->gone[i] >> 62) == kind)
+            out[n++] = rt->gone[i] & ((1ULL << 62) - 1);
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Fills keys/start/dirty from the sorted objects and the extra keys. */
+static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
+{
+    size_t nextra = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
+    uint64_t *extra = tl__alloc(rt, (nextra + 1) * sizeof *extra);
+    size_t cap = n + nextra + 1;
+    ix->keys = tl__alloc(rt, cap * sizeof *ix->keys);
+    ix->start = tl__alloc(rt, (cap + 1) * sizeof *ix->start);
+    ix->dirty = tl__calloc(rt, cap);
+    ix->objs = tl__alloc(rt, (n + 1) * sizeof *ix->objs);
+    if (!extra || !ix->keys || !ix->start || !ix->dirty || !ix->objs) {
+        tl__free(rt, extra, (nextra + 1) * sizeof *extra);
+        return TL_ENOMEM;
     }
+    ix->cap = cap;
+    nextra = all ? 0 : dirty_empty_keys(rt, kind, extra, nextra);
+    qsort(extra, nextra, sizeof *extra, cmp_u64);
+    size_t i = 0, e = 0, k = 0;
+    while (i < n || e < nextra) {
+        uint64_t key = i < n ? v[i].id >> TL__CHUNK_SHIFT : UINT64_MAX;
+        if (e < nextra && extra[e] < key)
+            key = extra[e];
+        ix->keys[k] = key;
+        ix->start[k] = i;
+        ix->dirty[k] = (unsigned char)(all || kind == TL__KIND_TASKLETS);
+        while (e < nextra && extra[e] == key) {
+            ix->dirty[k] = 1;
+            e++;
+        }
+        for (; i < n && v[i].id >> TL__CHUNK_SHIFT == key; i++) {
+            ix->objs[i] = v[i].obj;
+            if (kind == TL__KIND_CHANS && ((const tl_chan *)v[i].obj)->dirty)
+                ix->dirty[k] = 1;
+        }
+        k++;
+    }
+    ix->nkeys = k;
+    ix->start[k] = n;
+    tl__free(rt, extra, (nextra + 1) * sizeof *extra);
+    return TL_OK;
 }
 
 int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
 {
-    uint64_t maxid = kind == TL__KIND_TASKLETS ? rt->next_tid : rt->next_cid;
     if (kind == TL__KIND_TASKLETS) /* woken, not yet run: changed too */
         for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
             tl__mark(rt, TL__CONTAINER(l, tl_tasklet, w.link));
     all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : rt->ngone == SIZE_MAX);
-    index_fill f = {ix, NULL, kind, all, rt->dmap, rt->dcap};
     memset(ix, 0, sizeof *ix);
     ix->subset = rt->subset;
-    ix->nkeys = (size_t)(maxid >> TL__CHUNK_SHIFT) + 1;
-    ix->start = tl__calloc(rt, (ix->nkeys + 1) * sizeof *ix->start);
-    ix->dirty = tl__calloc(rt, ix->nkeys);
-    f.pos = tl__alloc(rt, ix->nkeys * sizeof *f.pos);
-    if (!ix->start || !ix->dirty || !f.pos)
-        goto oom;
-    each_object(rt, kind, count_visit, &f);
-    for (size_t k = 0; k < ix->nkeys; k++)
-        ix->start[k + 1] += ix->start[k];
-    ix->objs = tl__alloc(rt, (ix->start[ix->nkeys] + 1) * sizeof *ix->objs);
-    if (!ix->objs)
-        goto oom;
-    memcpy(f.pos, ix->start, ix->nkeys * sizeof *f.pos);
-    if (ix->start[ix->nkeys])
-        each_object(rt, kind, place_visit, &f);
-    for (size_t k = 0; k < ix->nkeys; k++)
-        sort_bucket(ix->objs + ix->start[k], ix->start[k + 1] - ix->start[k], kind);
-    mark_dirty(rt, kind, ix, all);
-    tl__free(rt, f.pos, ix->nkeys * sizeof *f.pos);
+    collect c = {rt, kind, all, ix, NULL, 0, 0, 0};
+    each_object(rt, kind, collect_visit, &c);
+    int rc = c.oom ? TL_ENOMEM : sort_by_id(rt, c.v, c.n);
+    if (rc == TL_OK)
+        rc = group(rt, kind, all || rt->subset, ix, c.v, c.n);
+    tl__free(rt, c.v, c.cap * sizeof *c.v);
+    if (rc != TL_OK) {
+        tl__index_free(rt, ix);
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+    }
     return TL_OK;
-oom:
-    tl__free(rt, f.pos, ix->nkeys * sizeof *f.pos);
-    tl__index_free(rt, ix);
-    return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+}
+
+size_t tl__index_find(const tl__index *ix, uint64_t key)
+{
+    size_t lo = 0, hi = ix->nkeys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ix->keys[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ix->nkeys && ix->keys[lo] == key ? lo : SIZE_MAX;
 }
 
 void tl__index_free(tl_runtime *rt, tl__index *ix)
 {
     if (ix->start)
         tl__free(rt, ix->objs, (ix->start[ix->nkeys] + 1) * sizeof *ix->objs);
-    tl__free(rt, ix->start, (ix->nkeys + 1) * sizeof *ix->start);
-    tl__free(rt, ix->dirty, ix->nkeys);
+    tl__free(rt, ix->keys, ix->cap * sizeof *ix->keys);
+    tl__free(rt, ix->start, (ix->cap + 1) * sizeof *ix->start);
+    tl__free(rt, ix->dirty, ix->cap);
     memset(ix, 0, sizeof *ix);
 }
 
@@ -166,7 +240,7 @@ static int save_chunks(tl_runtime *rt, int kind, const tl__index *ix, msgpack_pa
             continue;
         msgpack_pack_array(pk, 3);
         msgpack_pack_int(pk, kind);
-        msgpack_pack_uint64(pk, k);
+        msgpack_pack_uint64(pk, ix->keys[k]);
         int rc = tl__enc_chunk(rt, kind, ix, k, out);
         if (rc != TL_OK)
             return rc;

@@ -223,9 +223,22 @@ static void hostname(char *buf, size_t n)
     buf[n - 1] = '\0';
 }
 
+/* Whether pid runs: it exists and is not a zombie (a killed owner its
+ * parent has not reaped yet is dead for our purpose). */
 static bool pid_alive(int64_t pid)
 {
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    char path[64], buf[256];
+    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+        return false;
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return true; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
 }
 
 static int claim_owner(tl_store *st)
@@ -316,8 +329,9 @@ static int mark_stored_keys(tl_store *st, tl__index *tix, tl__index *cix, int64_
         int kind = sqlite3_column_int(s, 0);
         uint64_t key = (uint64_t)sqlite3_column_int64(s, 1);
         tl__index *ix = kind == TL__KIND_TASKLETS ? tix : cix;
-        if (key < ix->nkeys) {
-            ix->dirty[key] = 1;
+        size_t at = tl__index_find(ix, key);
+        if (at != SIZE_MAX) {
+            ix->dirty[at] = 1;
             continue;
         }
         if (n == cap) {
@@ -356,7 +370,7 @@ static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt,
         rec.len = 0;
         rc = tl__enc_chunk(st->rt, kind, ix, k, &rec);
         if (rc == TL_OK)
-            rc = put_chunk(st, kind, k, ckpt, &rec);
+            rc = put_chunk(st, kind, (size_t)ix->keys[k], ckpt, &rec);
         *bytes += (int64_t)rec.len;
     }
     tl__buf_free(&rec);
@@ -494,9 +508,12 @@ static void raw_free(raw_list *l)
 static int read_chunks(tl_store *st, int64_t ckpt, raw_list *l)
 {
     sqlite3_stmt *s;
+    /* the newest row per chunk at or below ckpt, found on the primary key
+     * (kind, key, ckpt) without reading the superseded rows' blobs */
     int rc = sqlite3_prepare_v2(st->db,
-        "SELECT c.kind, c.key, c.data FROM chunks c WHERE c.ckpt = (SELECT max(ckpt) FROM chunks d"
-        " WHERE d.kind = c.kind AND d.key = c.key AND d.ckpt <= ?1) ORDER BY c.kind, c.key",
+        "SELECT c.kind, c.key, c.data FROM (SELECT kind, key, max(ckpt) AS m FROM chunks"
+        " WHERE ckpt <= ?1 GROUP BY kind, key) l JOIN chunks c"
+        " ON c.kind = l.kind AND c.key = l.key AND c.ckpt = l.m ORDER BY c.kind, c.key",
         -1, &s, NULL);
     if (rc != SQLITE_OK)
         return sql_err(st, rc, "reading chunks");

@@ -363,6 +363,7 @@ static inline void tl__mark(tl_runtime *rt, const tl_tasklet *t)
         rt->dmap_lost = 1;
 }
 TL__HIDDEN void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid);
+#define TL__DMAP_MAX ((size_t)1 << 24) /* bytes: ids below 2^32 */
 
 static inline void tl__block(tl_tasklet *t, int wait)
 {

@@ -91,6 +91,10 @@ void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid)
     size_t need = (size_t)(maxid >> 8) + 1;
     if (!rt->track_gone || need <= rt->dcap)
         return;
+    if (need > TL__DMAP_MAX) { /* ids this sparse: full checkpoints from now */
+        rt->dmap_lost = 1;
+        return;
+    }
     size_t ncap = rt->dcap ? rt->dcap : 64;
     while (ncap < need)
         ncap *= 2;
