@@ -1,0 +1,210 @@
+/*
+ * tasklet.c -- the `tasklet` command: finds the command, parses its
+ * options, prints help, and runs it (cmd_view.c, cmd_verify.c,
+ * cmd_prune.c).  docs/CLI.md describes every command.
+ *
+ * Exit status: 0 success; 1 the command failed or the store is damaged;
+ * 2 a usage error, or the file cannot be opened, is not SQLite, or is not
+ * a libtasklet store.
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { OPT_JSON = 1, OPT_CKPT = 2, OPT_KEEP = 4, OPT_ALL = 8 };
+
+typedef struct cli_cmd {
+    const char *name, *usage, *summary, *help;
+    unsigned opts;
+    int nargs; /* positionals: DB, or DB and ID */
+    int (*run)(const cli_opts *o);
+} cli_cmd;
+
+static const cli_cmd commands[] = {
+    {"ls", "[--json] [--ckpt N] DB", "tasklets and channels of the latest checkpoint",
+     "Lists the tasklets (id, name, top function, state, what it waits on) and the\n"
+     "channels (id, name, balance, queue length, capacity, closing) of the latest\n"
+     "checkpoint.\n",
+     OPT_JSON | OPT_CKPT, 1, cli_cmd_ls},
+    {"show", "[--json] [--ckpt N] DB ID", "one tasklet: its record, frames and locals",
+     "Shows tasklet ID of the latest checkpoint: every field of its record, then its\n"
+     "frames bottom to top with function, resume point (pc) and every local.\n",
+     OPT_JSON | OPT_CKPT, 2, cli_cmd_show},
+    {"dump", "[--json] [--ckpt N] DB", "the whole latest snapshot, decoded",
+     "Prints the latest checkpoint whole: its row, its head, and every chunk it\n"
+     "selects (functions, tasklets, channels), then the tombstones it selects.\n",
+     OPT_JSON | OPT_CKPT, 1, cli_cmd_dump},
+    {"verify", "[--json] [--ckpt N | --all] DB", "check every record and the latest checkpoint",
+     "Checks the store's identity and schema version, meta 'format', every stored\n"
+     "record (envelope, CRC, zlib, document shape), and then the latest checkpoint\n"
+     "(or --ckpt N, or --all checkpoints) across its records: counts against the\n"
+     "head, ids that must exist, queues against waits.  Prints\n"
+     "\"ok: checkpoint N, T tasklets, C channels\" and exits 0 when sound; otherwise\n"
+     "prints one line per problem naming the record and exits 1.\n",
+     OPT_JSON | OPT_CKPT | OPT_ALL, 1, cli_cmd_verify},
+    {"checkpoints", "[--json] DB", "list the checkpoints",
+     "Lists the checkpoints: id, time (ISO 8601, UTC), tasklets, channels, and the\n"
+     "record bytes each wrote.\n",
+     OPT_JSON, 1, cli_cmd_checkpoints},
+    {"prune", "[--json] --keep N DB", "delete all but the N newest checkpoints",
+     "Deletes all but the N newest checkpoints, and every chunk row no kept checkpoint\n"
+     "needs, in one transaction; prints what was removed.  Every kept checkpoint stays\n"
+     "loadable.  The only command that writes; it waits up to 5 s for a busy store.\n",
+     OPT_JSON | OPT_KEEP, 1, cli_cmd_prune},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static void usage(FILE *out)
+{
+    fputs("usage: tasklet COMMAND [OPTIONS] DB [ARGS]\n\n"
+          "Inspects and maintains libtasklet stores (SQLite files, docs/FORMAT.md).\n\n"
+          "commands:\n", out);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fputs("\nRun 'tasklet COMMAND --help' for a command's options.\n"
+          "Exit status: 0 ok; 1 failure or damaged store; 2 usage error, or not a\n"
+          "libtasklet store.\n", out);
+}
+
+static void command_help(const cli_cmd *c)
+{
+    printf("usage: tasklet %s %s\n\n%s\noptions:\n", c->name, c->usage, c->help);
+    if (c->opts & OPT_JSON)
+        puts("  --json      print one JSON document instead of text");
+    if (c->opts & OPT_CKPT)
+        puts("  --ckpt N    use checkpoint N instead of the latest");
+    if (c->opts & OPT_ALL)
+        puts("  --all       check every checkpoint, not only the latest");
+    if (c->opts & OPT_KEEP)
+        puts("  --keep N    how many of the newest checkpoints to keep (N >= 1)");
+    puts("  --help      show this help");
+}
+
+static int usage_error(const cli_cmd *c, const char *what, const char *arg)
+{
+    cli_complain("%s: %s%s%s", c->name, what, arg ? " " : "", arg ? arg : "");
+    fprintf(stderr, "usage: tasklet %s %s\n", c->name, c->usage);
+    return CLI_EXIT_USAGE;
+}
+
+/* "--name N" or "--name=N": 1 and *val when argv[*i] is that option. */
+static int opt_value(const char *name, int argc, char **argv, int *i, const char **val)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n))
+        return 0;
+    if (argv[*i][n] == '=') {
+        *val = argv[*i] + n + 1;
+        return 1;
+    }
+    if (argv[*i][n])
+        return 0;
+    *val = *i + 1 < argc ? argv[++*i] : NULL;
+    return 1;
+}
+
+static int number_opt(const cli_cmd *c, const char *name, const char *val, int64_t *out,
+                      bool *has)
+{
+    uint64_t u;
+    if (!val || *val == '#' || !cli_parse_u64(val, &u) || u < 1 || u > INT64_MAX)
+        return usage_error(c, name, "needs a number >= 1");
+    *out = (int64_t)u;
+    *has = true;
+    return 0;
+}
+
+/* One option at argv[*i]: 0 taken, -1 help printed, else an exit code. */
+static int parse_opt(const cli_cmd *c, int argc, char **argv, int *i, cli_opts *o)
+{
+    const char *a = argv[*i], *val;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        command_help(c);
+        return -1;
+    }
+    if ((c->opts & OPT_JSON) && !strcmp(a, "--json"))
+        return o->json = true, 0;
+    if ((c->opts & OPT_ALL) && !strcmp(a, "--all"))
+        return o->all = true, 0;
+    if ((c->opts & OPT_CKPT) && opt_value("--ckpt", argc, argv, i, &val))
+        return number_opt(c, "--ckpt", val, &o->ckpt, &o->has_ckpt);
+    if ((c->opts & OPT_KEEP) && opt_value("--keep", argc, argv, i, &val))
+        return number_opt(c, "--keep", val, &o->keep, &o->has_keep);
+    return usage_error(c, "unknown option", a);
+}
+
+static int parse_args(const cli_cmd *c, int argc, char **argv, cli_opts *o)
+{
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, rc;
+    bool opts_done = false;
+    for (int i = 2; i < argc; i++) {
+        if (!opts_done && !strcmp(argv[i], "--"))
+            opts_done = true;
+        else if (!opts_done && argv[i][0] == '-' && argv[i][1]) {
+            if ((rc = parse_opt(c, argc, argv, &i, o)) != 0)
+                return rc;
+        } else if (npos < c->nargs)
+            pos[npos++] = argv[i];
+        else
+            return usage_error(c, "unexpected argument", argv[i]);
+    }
+    if (npos < c->nargs)
+        return usage_error(c, npos == 0 ? "missing DB" : "missing ID", NULL);
+    if (o->all && o->has_ckpt)
+        return usage_error(c, "--all and --ckpt exclude each other", NULL);
+    o->db = pos[0];
+    o->arg = pos[1];
+    return 0;
+}
+
+static const cli_cmd *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+static int run_command(const cli_cmd *c, int argc, char **argv)
+{
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    int rc = parse_args(c, argc, argv, &o);
+    if (rc < 0)
+        return CLI_EXIT_OK;
+    if (rc > 0)
+        return rc;
+    return c->run(&o);
+}
+
+int main(int argc, char **argv)
+{
+    const cli_cmd *c;
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        c = argc > 2 && !strcmp(argv[1], "help") ? find_command(argv[2]) : NULL;
+        if (c)
+            command_help(c);
+        else
+            usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tasklet %s (store format %d, schema %d)\n", CLI_VERSION, CLI_FORMAT_VERSION,
+               CLI_STORE_VERSION);
+        return CLI_EXIT_OK;
+    }
+    c = find_command(argv[1]);
+    if (!c) {
+        cli_complain("unknown command '%s'", argv[1]);
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    return run_command(c, argc, argv);
+}
