@@ -357,6 +357,8 @@ static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
     t->magic = TL__MAGIC_TASK;
     t->rt = ld->rt;
     t->id = id;
+    t->refs = 1; /* the loader's, until finish: a temporary reference
+                  * (an upgrade's old locals) must not free a shell */
     tl__list_init(&t->w.link);
     *slot = t;
     ld->tasklets.n++;
@@ -379,7 +381,7 @@ static tl_chan *get_chan(loader *ld, uint64_t id)
     if (tl_chan_new(ld->rt, 0, &ch) != TL_OK)
         return NULL;
     ch->id = id;
-    ch->refs = 0;
+    ch->refs = 1; /* the loader's, until finish */
     ch->reserved = 1;
     *slot = ch;
     ld->chans.n++;
@@ -764,6 +766,9 @@ static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
         rc = dec_value(ld, &a[6], &t->xfer, 0);
     if (rc == TL_OK)
         rc = dec_extra(ld, t, &a[8]);
+    if (rc == TL_OK && t->wait == TL_WAIT_SELECT && !(t->ext && t->ext->sel))
+        rc = corrupt(ld, "tasklet #%llu waits in a select without its cases",
+                     (unsigned long long)t->id);
     if (rc == TL_OK)
         rc = dec_wait(ld, t, &a[5]);
     return rc;
@@ -870,7 +875,7 @@ static int dec_chan(loader *ld, const msgpack_object *o)
         char buf[256];
         snprintf(buf, sizeof buf, "%.*s", (int)a[1].via.str.size, a[1].via.str.ptr);
         if (tl_chan_set_name(ch, buf) != TL_OK)
-            return TL_ENOMEM;
+            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
     }
     ch->pref = (int8_t)as_int(&a[3]);
     ch->sched_all = a[4].via.boolean;
@@ -981,38 +986,31 @@ static void finish_visit(void *obj, void *ud)
     }
 }
 
+/* Drops the loader's reference: an ended tasklet nothing refers to goes. */
 static void drop_visit(void *obj, void *ud)
 {
-    tl_tasklet *t = obj;
     (void)ud;
-    if (t->refs == 0) { /* ended and unreferenced: drop it */
-        t->refs = 1;
-        tl_tasklet_release(t);
-    }
+    tl_tasklet_release(obj);
 }
 
-/* Frees the channels nothing refers to.  They are collected first and
- * held: freeing one releases what its buffer holds, which may free other
- * channels, so the list must not be walked while freeing.  (A collected
- * channel is referenced by nothing, so no cascade reaches another.) */
+/* Drops the loader's reference on every channel: those nothing refers to
+ * go.  They are collected first: freeing one releases what its buffer
+ * holds, which may free others, so the list is not walked while freeing.
+ * (Every channel still listed keeps the loader's reference until its turn,
+ * so no cascade frees one twice.) */
 static int drop_unreferenced_chans(loader *ld)
 {
     tl_runtime *rt = ld->rt;
     size_t n = 0, k = 0;
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
-        n += TL__CONTAINER(l, tl_chan, all)->refs == 0;
+        n++;
     if (!n)
         return TL_OK;
     tl_chan **drop = tl__alloc(rt, n * sizeof *drop);
     if (!drop)
         return tl__seterr(rt, TL_ENOMEM, "%s: out of memory", ld->where);
-    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
-        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
-        if (ch->refs == 0) {
-            ch->refs = 1;
-            drop[k++] = ch;
-        }
-    }
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
+        drop[k++] = TL__CONTAINER(l, tl_chan, all);
     for (size_t i = 0; i < k; i++)
         tl_chan_release(drop[i]);
     tl__free(rt, drop, n * sizeof *drop);
@@ -1154,6 +1152,7 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     }
     tl__dmap_reserve(rt, rt->next_tid);
     tl__clear_dirty(rt);
+    rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */
     return TL_OK;
 }
 

@@ -234,15 +234,17 @@ static tl__sel *sel_alloc(tl_runtime *rt, int n)
 }
 
 /* Ends a select: unlinks all its waiters but the one already taken
- * (fired), releases their channel references, records the fired case. */
+ * (fired), releases their channel references (the fired one's passes to
+ * the caller), records the fired case. */
 static tl_tasklet *sel_finish(tl__sel *sel, int fired)
 {
     tl_tasklet *t = sel->t;
     for (int i = 0; i < sel->n; i++) {
         tl__selw *w = &sel->ws[i];
         tl_chan *ch = (tl_chan *)(w->w.on & ~SEL_TAG);
-        if (i != fired)
-            dequeue(ch, &w->w, sel->cases[i].op);
+        if (i == fired)
+            continue;
+        dequeue(ch, &w->w, sel->cases[i].op);
         tl_chan_release(ch);
     }
     t->ext->sel = NULL;
@@ -251,9 +253,18 @@ static tl_tasklet *sel_finish(tl__sel *sel, int fired)
     return t;
 }
 
+/* Drops a reference the caller knows is valid (no handle check). */
+static inline void chan_unref(tl_chan *ch)
+{
+    if (--ch->refs == 0 && !ch->rt->tearing_down)
+        chan_free(ch);
+}
+
 /* Unblocks the owner of waiter w (already dequeued from ch); for a
- * sender, *v receives the value it offered. */
-static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl__vw *v)
+ * sender, *v receives the value it offered.  The waiter's reference on ch
+ * passes to the caller, who drops it (chan_unref) once done with ch: the
+ * waiter may have held the last one. */
+static tl_tasklet *release_waiter(tl__waiter *w, tl__vw *v)
 {
     tl_tasklet *t;
     if (w->on & SEL_TAG) {
@@ -268,7 +279,6 @@ static tl_tasklet *release_waiter(tl_chan *ch, tl__waiter *w, tl__vw *v)
             *v = tl__vw_load(&t->xfer);
             tl__vw_store(&t->xfer, tl__vw_make(0, 0));
         }
-        ch->refs--; /* the caller holds its own reference */
     }
     t->w.on = 0;
     t->wait = TL_WAIT_NONE;
@@ -280,14 +290,14 @@ static tl_tasklet *take_sender(tl_chan *ch, tl__vw *v)
 {
     tl__waiter *w = (tl__waiter *)ch->sendq.next;
     dequeue(ch, w, TL_OP_SEND);
-    return release_waiter(ch, w, v);
+    return release_waiter(w, v);
 }
 
 static tl_tasklet *take_receiver(tl_chan *ch)
 {
     tl__waiter *w = (tl__waiter *)ch->recvq.next;
     dequeue(ch, w, TL_OP_RECV);
-    return release_waiter(ch, w, NULL);
+    return release_waiter(w, NULL);
 }
 
 void tl__chan_forget_waiter(tl_tasklet *t)
@@ -339,6 +349,7 @@ static inline __attribute__((always_inline)) bool send_now(tl_chan *ch, tl_taskl
         tl_tasklet *target = take_receiver(ch);
         tl__deliver_value(target, v);
         *st = after_rendezvous(ch, cur, target, +1);
+        chan_unref(ch); /* the waiter's reference; ch may go now */
         return true;
     }
     if (ch->count < ch->cap) {
@@ -364,12 +375,14 @@ static inline __attribute__((always_inline)) bool recv_now(tl_chan *ch, tl_taskl
             tl_tasklet *sender = take_sender(ch, &v);
             tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
             *st = after_rendezvous(ch, cur, sender, -1);
+            chan_unref(ch); /* the waiter's reference */
         }
         return true;
     }
     if (ch->nsend) {
         tl_tasklet *sender = take_sender(ch, out);
         *st = after_rendezvous(ch, cur, sender, -1);
+        chan_unref(ch); /* the waiter's reference; ch may go now */
         return true;
     }
     return false;
@@ -498,6 +511,7 @@ int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
     while (ch->nsend || ch->nrecv) {
         tl__vw v = tl__vw_make(0, 0);
         tl_tasklet *t = ch->nsend ? take_sender(ch, &v) : take_receiver(ch);
+        chan_unref(ch); /* the waiter's; ours keeps ch alive */
         tl__vw_release(v);
         tl__deliver_error(t, err, msg ? msg : tl_strerror(err));
         tl__runq_push_back(ch->rt, t);

@@ -10,7 +10,10 @@
  *   - then the runtime runs a bounded number of scheduler steps, with the
  *     host poking its channels and a fake clock firing timers; whatever
  *     state it reaches must save, and load again;
- *   - everything is freed (LeakSanitizer checks that).
+ *   - everything is freed (LeakSanitizer checks that);
+ *   - for one input in 4 (chosen by its CRC), the load instead runs out
+ *     of memory at an allocation chosen by the input: it must still be
+ *     all or nothing.
  * Any broken rule calls abort() after printing which one.
  *
  * Every record carries a CRC32 of its document, so random byte flips
@@ -49,6 +52,31 @@ static int64_t fake_clock(void *ud)
     return fake_now;
 }
 
+/* Allocation failure injection: fail_at >= 0 fails that allocation,
+ * counted from arming, and with fail_all every later one too. */
+static int64_t fail_at = -1, seen;
+static int fail_all;
+
+static void *failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (fail_at >= 0 && (fail_all ? seen++ >= fail_at : seen++ == fail_at))
+        return NULL;
+    return realloc(ptr, nsize);
+}
+
+static void arm_failure(int64_t at, int all)
+{
+    fail_at = at;
+    fail_all = all;
+    seen = 0;
+}
+
 static void die(const char *rule, tl_runtime *rt, int rc)
 {
     fprintf(stderr, "fuzz_snapshot: %s (rc %d %s): %s\n", rule, rc, tl_errname(rc),
@@ -61,6 +89,7 @@ static tl_runtime *new_runtime(void)
     tl_runtime *rt;
     tl_config cfg = {0};
     cfg.clock = fake_clock;
+    cfg.alloc = failing_alloc;
     if (tl_runtime_new(&cfg, &rt) != TL_OK)
         die("tl_runtime_new failed", NULL, TL_ENOMEM);
     int rc = tl_set_node_id(rt, FZ_NODE);
@@ -124,6 +153,19 @@ static void check_failed_load(tl_runtime *rt, int rc, const uint8_t *data, size_
     int ok = tl_snapshot_load(rt, good, good_len);
     if (ok != TL_OK)
         die("after a failed load, a good snapshot no longer loads (runtime not empty?)", rt, ok);
+}
+
+/* A load that ran out of memory: all or nothing still holds. */
+static void check_failed_load_enomem(tl_runtime *rt, int rc)
+{
+    if (!documented_load_error(rc))
+        die("a load short of memory returned an undocumented code", rt, rc);
+    if (tl_tasklet_count(rt) != 0 || tl_runnable_count(rt) != 0 || tl_blocked_count(rt) != 0 ||
+        tl_next_deadline(rt, NULL))
+        die("a load short of memory left tasklets or timers behind", rt, rc);
+    int ok = tl_snapshot_load(rt, good, good_len);
+    if (ok != TL_OK)
+        die("after a load short of memory, a good snapshot no longer loads", rt, ok);
 }
 
 /* Saves rt; TL_ENOMEM is the only acceptable failure. Returns 0 then. */
@@ -231,6 +273,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #endif
     fake_now = FZ_EPOCH;
     tl_runtime *rt = new_runtime();
+    uint32_t h = (uint32_t)crc32(0L, data, (uInt)size);
+    if (h % 4 == 0) { /* one input in 4: the load runs out of memory */
+        arm_failure((int64_t)(h >> 8) % 256, (h >> 16) & 1);
+        int rc = tl_snapshot_load(rt, data, size);
+        arm_failure(-1, 0);
+        if (rc != TL_OK)
+            check_failed_load_enomem(rt, rc);
+        tl_runtime_free(rt);
+        return 0;
+    }
     int rc = tl_snapshot_load(rt, data, size);
     if (rc != TL_OK) {
         check_failed_load(rt, rc, data, size);
