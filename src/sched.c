@@ -308,7 +308,8 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         tl__list_unlink(&t->w.link);
         rt->nrunnable--;
         t->state = TL_RUNNING;
-        tl__mark(rt, t);
+        if (rt->track_gone) /* a store is attached: note the chunk changed */
+            tl__mark(rt, t);
         rt->current = t;
         if (rt->sched_cb)
             trace_switch(rt, t);
