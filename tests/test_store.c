@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,8 +37,10 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
+    char cmd[160];
     (void)state;
+    snprintf(cmd, sizeof cmd, "%s/mnt", dir);
+    umount2(cmd, MNT_DETACH); /* a test that mounted and failed */
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -428,6 +432,91 @@ static void test_read_only_disk(void **state)
     tl_runtime_free(rt);
 }
 
+/* ---- a real full, then read-only, filesystem (needs root for mount) ---- */
+
+static int mount_tmpfs(const char *where, const char *opts)
+{
+    return mount("tmpfs", where, "tmpfs", 0, opts);
+}
+
+static void test_real_full_then_read_only_fs(void **state)
+{
+    (void)state;
+    char mnt[128], db[160];
+    snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (geteuid() != 0 || mount_tmpfs(mnt, "size=256k") != 0) {
+        skip(); /* unprivileged: the pragma-based tests above still run */
+        return;
+    }
+    snprintf(db, sizeof db, "%s/app.db", mnt);
+    tl_runtime *rt = new_rt();
+    tl_store *st;
+    assert_int_equal(tl_store_open(db, 0, &st), TL_OK);
+    assert_int_equal(tl_store_attach(st, rt), TL_OK);
+    spawn_receivers(rt, 100);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    /* far more than 256 KiB of new state: the disk fills up */
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 400; i++) {
+        unsigned char blob[2048]; /* incompressible: zlib cannot hide it */
+        for (size_t k = 0; k < sizeof blob; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            blob[k] = (unsigned char)x;
+        }
+        tl_value big;
+        assert_int_equal(tl_bin_new(rt, blob, sizeof blob, &big), TL_OK);
+        rx_t a = {.in = ch, .v = big};  /* 2 KiB in each one's locals */
+        assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
+        tl_release(big);
+    }
+    tl_chan_release(ch);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    int rc = tl_store_checkpoint(st);
+    assert_int_equal(rc, TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "full"));
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    /* the last good checkpoint is whole: another runtime restores it */
+    {
+        tl_runtime *other = new_rt();
+        tl_store *ro;
+        assert_int_equal(tl_store_open(db, TL_STORE_READONLY, &ro), TL_OK);
+        tl_store_close(ro);
+        tl_runtime_free(other);
+    }
+    /* room again: the retry writes everything pending */
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT, "size=64m"), 0);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    /* the filesystem turns read-only (while the store is closed: the kernel
+     * refuses to remount a filesystem with files open for writing) */
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    rt = new_rt();
+    rc = tl_store_open(db, 0, &st);
+    if (rc == TL_OK)
+        rc = tl_store_attach(st, rt);
+    assert_int_equal(rc, TL_EIO);
+    assert_true(strlen(tl_store_errmsg(st)) > 10);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    /* writable again: everything committed is there */
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT, NULL), 0);
+    rt = new_rt();
+    assert_int_equal(tl_store_open(db, 0, &st), TL_OK);
+    assert_int_equal(tl_store_attach(st, rt), TL_OK);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 500);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    assert_int_equal(umount(mnt), 0);
+}
+
 /* ---- policies ---- */
 
 static void test_policies(void **state)
@@ -546,6 +635,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zombie_owner_is_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_keeps_last_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_real_full_then_read_only_fs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_every_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
