@@ -284,10 +284,6 @@ static const struct upgrade *find_upgrade(tl_runtime *rt, const char *name, size
     return NULL;
 }
 
-static const char *const type_names[] = {
-    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
-};
-
 /* Matches the program's schema against the snapshot's, once per chunk. */
 static int match_fields(loader *ld, fnref *r)
 {
@@ -300,7 +296,7 @@ static int match_fields(loader *ld, fnref *r)
             const msgpack_object *fd = &r->fields->via.array.ptr[j];
             if (!is_array(fd, 2) || !str_is(&fd->via.array.ptr[0], fn->fields[i].name))
                 continue;
-            r->match[i] = str_is(&fd->via.array.ptr[1], type_names[fn->fields[i].type])
+            r->match[i] = str_is(&fd->via.array.ptr[1], tl__type_names[fn->fields[i].type])
                               ? FIELD_SAME : FIELD_CHANGED;
             break;
         }
@@ -551,7 +547,7 @@ static int dec_field(loader *ld, const tl_field *fd, const msgpack_object *o, ch
         return TL_OK;
     }
     return corrupt(ld, "field '%s' holds a value of the wrong kind for %s",
-                   fd->name, type_names[fd->type]);
+                   fd->name, tl__type_names[fd->type]);
 }
 
 /* The value of field i in a locals map: written in schema order, so item
@@ -580,7 +576,7 @@ static int dec_locals(loader *ld, const fnref *r, const msgpack_object *map, cha
                               "new version", ld->where, fd->name, r->label,
                               type->type == MSGPACK_OBJECT_STR ? (int)type->via.str.size : 1,
                               type->type == MSGPACK_OBJECT_STR ? type->via.str.ptr : "?",
-                              type_names[fd->type]);
+                              tl__type_names[fd->type]);
         }
         const msgpack_object *val = local_value(map, i, fd->name);
         if (!val)

@@ -138,7 +138,8 @@ static int enc_value(msgpack_packer *pk, tl_value v, int depth)
 
 /* ---- locals ---- */
 
-static const char *const type_names[] = {
+/* On-disk field type names, indexed by tl_ftype (FORMAT.md section 4). */
+const char *const tl__type_names[11] = {
     "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
 };
 
@@ -344,7 +345,7 @@ static void enc_funcs(msgpack_packer *pk, const functab *ft)
         for (size_t j = 0; j < fn->nfields; j++) {
             msgpack_pack_array(pk, 2);
             pack_cstr(pk, fn->fields[j].name);
-            pack_cstr(pk, type_names[fn->fields[j].type]);
+            pack_cstr(pk, tl__type_names[fn->fields[j].type]);
         }
     }
 }

@@ -64,6 +64,9 @@ static inline bool tl__ch_in(const tl_chan *ch)
     return !ch->rt->subset || ch->reserved == 2;
 }
 
+/* On-disk field type names, indexed by tl_ftype. */
+TL__HIDDEN extern const char *const tl__type_names[11];
+
 /* Encoders: each appends one record to out. */
 TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
                             const tl__index *cix, tl__buf *out);

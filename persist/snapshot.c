@@ -468,15 +468,12 @@ static bool is_str(const msgpack_object *o, const char *s)
 
 /* The records inside an outer array, by their offsets in buf: re-packing
  * would copy, so each record is located with tl__msgpack_check. */
-static int split_records(tl_runtime *rt, const unsigned char *p, size_t n,
-                         const msgpack_object *chunks, tl__raw **out)
+static int split_records(tl_runtime *rt, const msgpack_object *chunks, tl__raw **out)
 {
     tl__raw *raws = tl__calloc(rt, (chunks->via.array.size + 1) * sizeof *raws);
     if (!raws)
         return tl__seterr(rt, TL_ENOMEM, "tl_snapshot_load: out of memory");
     *out = raws;
-    (void)p;
-    (void)n;
     for (uint32_t i = 0; i < chunks->via.array.size; i++) {
         const msgpack_object *c = &chunks->via.array.ptr[i];
         if (c->type != MSGPACK_OBJECT_ARRAY || c->via.array.size != 3 ||
@@ -552,7 +549,7 @@ int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len)
         rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no chunk list");
     } else {
         const msgpack_object *chunks = &o->via.array.ptr[3];
-        rc = split_records(rt, buf, len, chunks, &raws);
+        rc = split_records(rt, chunks, &raws);
         if (rc == TL_OK && locate(buf, len, &head_at, &head_len, raws, chunks->via.array.size))
             rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
         if (rc == TL_OK) {
