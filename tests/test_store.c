@@ -265,10 +265,12 @@ static void test_newer_store_version(void **state)
 
 /* ---- ownership between processes ---- */
 
-static void test_owner_lock_and_takeover(void **state)
+/* A child process that owns the store until it is killed; returns its pid
+ * once it does. */
+static pid_t spawn_owner(void)
 {
-    (void)state;
     int ready[2];
+    char c;
     assert_int_equal(pipe(ready), 0);
     pid_t child = fork();
     assert_true(child >= 0);
@@ -280,11 +282,19 @@ static void test_owner_lock_and_takeover(void **state)
             _exit(3);
         if (write(ready[1], "k", 1) != 1)
             _exit(4);
-        pause(); /* owns the store until killed */
+        pause();
         _exit(0);
     }
-    char c;
     assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
+    return child;
+}
+
+static void test_owner_lock_and_takeover(void **state)
+{
+    (void)state;
+    pid_t child = spawn_owner();
     tl_runtime *rt = new_rt();
     tl_store *st;
     assert_int_equal(tl_store_open(path, 0, &st), TL_OK);
@@ -304,30 +314,12 @@ static void test_owner_lock_and_takeover(void **state)
     assert_int_equal(query("SELECT pid FROM owner"), getpid());
     tl_store_close(st);
     tl_runtime_free(rt);
-    close(ready[0]);
-    close(ready[1]);
 }
 
 static void test_zombie_owner_is_dead(void **state)
 {
     (void)state;
-    int ready[2];
-    assert_int_equal(pipe(ready), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        tl_runtime *rt;
-        tl_store *st;
-        if (tl_runtime_new(NULL, &rt) != TL_OK || tl_store_open(path, 0, &st) != TL_OK ||
-            tl_store_attach(st, rt) != TL_OK)
-            _exit(3);
-        if (write(ready[1], "k", 1) != 1)
-            _exit(4);
-        pause();
-        _exit(0);
-    }
-    char c;
-    assert_int_equal(read(ready[0], &c, 1), 1);
+    pid_t child = spawn_owner();
     kill(child, SIGKILL);
     /* not reaped yet: a zombie until waitpid */
     for (int i = 0; i < 1000; i++) {
@@ -350,8 +342,6 @@ static void test_zombie_owner_is_dead(void **state)
     waitpid(child, NULL, 0);
     tl_store_close(st);
     tl_runtime_free(rt);
-    close(ready[0]);
-    close(ready[1]);
 }
 
 /* ---- a full or read-only disk during a checkpoint ---- */
