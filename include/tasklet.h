@@ -81,6 +81,11 @@ TL_API const char *tl_version_string(void);
     X(ENOENT, -23, "not found")                                              \
     X(EIO, -24, "I/O error (disk full, read-only or failing)")               \
     X(ENOTEMPTY, -25, "runtime is not empty")                                \
+    X(ENOTSUP, -26, "operation not supported")                               \
+    X(ELINK, -27, "link to the peer node is down")                           \
+    X(EMOVED, -28, "tasklet moved to another runtime")                       \
+    X(EPROTO, -29, "protocol error from a peer")                             \
+    X(EAUTH, -30, "peer failed authentication")                              \
     X(EUSER, -100, "user error")
 
 enum {
@@ -343,7 +348,8 @@ typedef enum tl_wait {
     TL_WAIT_RECV,
     TL_WAIT_SELECT,
     TL_WAIT_SLEEP,
-    TL_WAIT_JOIN
+    TL_WAIT_JOIN,
+    TL_WAIT_MOVE   /* between TL_MIGRATE and its departure (transient) */
 } tl_wait;
 
 /* Creates a tasklet running fn, appended to the back of the run queue.
@@ -519,6 +525,16 @@ TL_API int tl_chan_try_recv(tl_chan *ch, tl_value *out);
  * suspension point (used to tear a channel down). */
 TL_API int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg);
 
+/* Pins ch (on != 0): the runtime itself holds it until unpinned, and
+ * snapshots and checkpoints keep it even when no tasklet refers to it, so a
+ * channel that other nodes address by name or id survives a restart.  A
+ * tasklet moving to another node pins the channels it leaves behind. */
+TL_API int tl_chan_pin(tl_chan *ch, int on);
+TL_API int tl_chan_pinned(const tl_chan *ch);
+/* Whether ch is a remote reference (a channel whose home is another node;
+ * see tasklet_node.h).  Its home node and id there, if asked for. */
+TL_API int tl_chan_remote(const tl_chan *ch, const char **node, uint64_t *id);
+
 /* A select case: send value on ch, or receive from ch. */
 enum { TL_OP_SEND = 1, TL_OP_RECV = 2 };
 typedef struct tl_case {
@@ -640,6 +656,25 @@ typedef struct tl_policy {
 } tl_policy;
 TL_API int tl_store_set_policy(tl_store *st, const tl_policy *p);
 
+/* Handover through the store's mailbox: a job moves to whichever process
+ * next takes it, with no socket.
+ *
+ * tl_store_export moves suspended tasklet t (runnable, or blocked in a
+ * send, receive or sleep) out of its runtime into the mailbox, addressed to
+ * node `to`, in one transaction with a checkpoint of the runtime without
+ * it: st must be the store attached to t's runtime.  Its channels stay
+ * behind (pinned) and become remote channels at the destination.  The
+ * handle t then reads TL_KILLED with TL_EMOVED.  On failure nothing was
+ * written and the tasklet is back in the runtime under a new id.
+ *
+ * tl_store_import takes every tasklet addressed to rt's node id (see
+ * tl_set_node_id) out of the mailbox into rt, in one transaction: when st
+ * is rt's attached store, the same transaction as a checkpoint holding
+ * them; when rt has no store, a transaction on st alone (the tasklets then
+ * live only in memory).  All or nothing; *count gets how many came. */
+TL_API int tl_store_export(tl_store *st, tl_tasklet *t, const char *to);
+TL_API int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count);
+
 /* The store's sqlite3 connection (sqlite3 *), for tests and tools that
  * need a pragma; do not write the store's tables through it. */
 TL_API void *tl_store_sqlite(tl_store *st);
@@ -661,6 +696,7 @@ TL_API tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code,
                                 const char *msg);
 TL_API tl_status tl__recv(tl_frame *f, tl_chan *ch);
 TL_API tl_status tl__select(tl_frame *f, tl_case *cases, int n);
+TL_API tl_status tl__move(tl_frame *f, const char *node);
 TL_API tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
                           size_t argsize);
 TL_API tl_status tl__join(tl_frame *f, tl_tasklet *t);
@@ -759,6 +795,11 @@ TL_API int tl__selected(tl_frame *f);
 #define TL_SELECT(f, cases, n, idx, dst)                        \
     TL__AWAIT(f, tl__select((f), (cases), (n)),                 \
               ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f))))
+/* Moves the running tasklet, with all its frames, to the node named node
+ * (a tl_node peer, see tasklet_node.h): it resumes there after this point.
+ * On failure (no such peer, the peer refused it) it resumes here with the
+ * error delivered.  Moving to the own node is a no-op. */
+#define TL_MIGRATE(f, node) TL__AWAIT(f, tl__move((f), (node)), (void)0)
 /* Returns a retained copy of v to the caller frame (or to joiners); the
  * frame's own references are released as it is popped. */
 #define TL_RETURN(f, v) return tl__return((f), (v))

@@ -70,6 +70,8 @@ typedef struct loader {
     uint64_t max_tid, max_cid, ntasklets, nchans;
     joinrec *joins;
     size_t njoins, capjoins;
+    int import;          /* tl__import: one moving tasklet, next to others */
+    tl_tasklet *moved;   /* import: that tasklet */
 } loader;
 
 static int corrupt(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -342,6 +344,10 @@ static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
                 "announces", (unsigned long long)id);
         return NULL;
     }
+    if (ld->import && (*slot || ld->moved)) {
+        corrupt(ld, "a moving tasklet may not refer to tasklets (#%llu)", (unsigned long long)id);
+        return NULL;
+    }
     if (*slot)
         return *slot;
     tl_tasklet *t = tl__slab_get(ld->rt, &ld->rt->tasklets);
@@ -352,7 +358,9 @@ static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
     memset(t, 0, sizeof *t);
     t->magic = TL__MAGIC_TASK;
     t->rt = ld->rt;
-    t->id = id;
+    t->id = ld->import ? ++ld->rt->next_tid : id;
+    if (ld->import)
+        ld->moved = t;
     t->refs = 1; /* the loader's, until finish: a temporary reference
                   * (an upgrade's old locals) must not free a shell */
     tl__list_init(&t->w.link);
@@ -374,6 +382,11 @@ static tl_chan *get_chan(loader *ld, uint64_t id)
     }
     if (*slot)
         return *slot;
+    if (ld->import) { /* channel records come first: every id is known */
+        corrupt(ld, "a reference to channel #%llu, which the snapshot lacks (dangling id)",
+                (unsigned long long)id);
+        return NULL;
+    }
     if (tl_chan_new(ld->rt, 0, &ch) != TL_OK)
         return NULL;
     ch->id = id;
@@ -716,10 +729,22 @@ static int dec_wait(loader *ld, tl_tasklet *t, const msgpack_object *on)
     switch (t->wait) {
     case TL_WAIT_SEND:
     case TL_WAIT_RECV:
-        if (!is_uint(on) || !get_chan(ld, on->via.u64))
+    {
+        tl_chan *ch = is_uint(on) ? get_chan(ld, on->via.u64) : NULL;
+        if (!ch)
             return is_uint(on) ? ld->rt->errcode
                                : corrupt(ld, "tasklet #%llu: bad wait", (unsigned long long)t->id);
-        return TL_OK; /* linked from the queue side; the checks see to it */
+        if (!ld->import)
+            return TL_OK; /* linked from the queue side; the checks see to it */
+        int op = t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV;
+        if (ch->remote) {
+            tl__proxy_enqueue(ch, t, op);
+        } else {
+            t->w.on = (uintptr_t)ch;
+            tl__chan_enqueue(ch, &t->w, op);
+        }
+        return TL_OK;
+    }
     case TL_WAIT_JOIN: {
         tl_tasklet *joinee = is_uint(on) ? get_tasklet(ld, on->via.u64) : NULL;
         if (!joinee)
@@ -753,6 +778,10 @@ static int dec_tasklet(loader *ld, doc *d, const msgpack_object *o)
     int rc = check_state(ld, t, a[1].via.u64, a[2].via.u64, a[7].via.array.size);
     if (rc != TL_OK)
         return rc;
+    if (ld->import && (a[1].via.u64 >= TL_DONE || a[2].via.u64 == TL_WAIT_SELECT ||
+                       a[2].via.u64 == TL_WAIT_JOIN))
+        return corrupt(ld, "a moving tasklet must be runnable, or blocked in a send, "
+                       "receive or sleep");
     t->state = (uint8_t)a[1].via.u64;
     t->wait = (uint8_t)a[2].via.u64;
     t->err = (int32_t)as_int(&a[3]);
@@ -785,7 +814,16 @@ static int link_waiter(loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, int o
                            (unsigned long long)t->id, (unsigned long long)ch->id);
         wt = &t->w;
         wt->on = (uintptr_t)ch;
+        if (ch->remote) {
+            if (wt->link.next != &wt->link)
+                return corrupt(ld, "tasklet #%llu is queued twice", (unsigned long long)t->id);
+            tl__proxy_enqueue(ch, t, op);
+            return TL_OK;
+        }
     } else {
+        if (ch->remote)
+            return corrupt(ld, "channel #%llu is remote and queues a select",
+                           (unsigned long long)ch->id);
         tl__sel *s = t->ext ? t->ext->sel : NULL;
         if (t->wait != TL_WAIT_SELECT || !s || idx >= s->n || s->cases[idx].ch != ch ||
             s->cases[idx].op != op)
@@ -854,14 +892,127 @@ static tl_chan *chan_of_record(loader *ld, const msgpack_object *a)
     return ch;
 }
 
+/* The 11th item of a channel record: {"home": [node, id, name|nil],
+ * "pinned": true}, both optional.  *node is NULL without a home. */
+typedef struct chan_extra {
+    char node[64];
+    int home, pinned;
+    uint64_t id;
+    char name[256];
+    int named;
+} chan_extra;
+
+static int chan_extra_of(loader *ld, const msgpack_object *o, chan_extra *x)
+{
+    memset(x, 0, sizeof *x);
+    if (o->via.array.size < 11)
+        return TL_OK;
+    const msgpack_object *m = &o->via.array.ptr[10];
+    if (m->type != MSGPACK_OBJECT_MAP)
+        return corrupt(ld, "a channel record's extra is not a map");
+    const msgpack_object *home = map_get(m, "home"), *pinned = map_get(m, "pinned");
+    if (pinned)
+        x->pinned = pinned->type == MSGPACK_OBJECT_BOOLEAN && pinned->via.boolean;
+    if (!home)
+        return TL_OK;
+    const msgpack_object *h = home->via.array.ptr;
+    if (!is_array(home, 3) || h[0].type != MSGPACK_OBJECT_STR || h[0].via.str.size == 0 ||
+        h[0].via.str.size >= sizeof x->node || !is_uint(&h[1]) ||
+        (h[2].type != MSGPACK_OBJECT_NIL &&
+         (h[2].type != MSGPACK_OBJECT_STR || h[2].via.str.size >= sizeof x->name)) ||
+        (h[1].via.u64 == 0 && h[2].type == MSGPACK_OBJECT_NIL))
+        return corrupt(ld, "a channel record has a malformed home");
+    x->home = 1;
+    memcpy(x->node, h[0].via.str.ptr, h[0].via.str.size);
+    x->id = h[1].via.u64;
+    if (h[2].type == MSGPACK_OBJECT_STR) {
+        x->named = 1;
+        memcpy(x->name, h[2].via.str.ptr, h[2].via.str.size);
+    }
+    return TL_OK;
+}
+
+/* Import: the channel a moving tasklet's reference means here (retained
+ * for the loader): the local one when its home is this node, else a proxy
+ * (an existing one for the same home channel, or a new one). */
+static tl_chan *resolve_home(loader *ld, const chan_extra *x)
+{
+    tl_runtime *rt = ld->rt;
+    tl_chan *ch = NULL;
+    if (strcmp(x->node, rt->node) == 0) {
+        ch = x->named ? tl_chan_find_name(rt, x->name) : tl_chan_find(rt, x->id);
+        if (!ch || ch->remote) {
+            char id[24];
+            snprintf(id, sizeof id, "#%llu", (unsigned long long)x->id);
+            tl__seterr(rt, TL_ENOENT, "%s: the moving tasklet refers to channel %s/%s, which "
+                       "no longer exists here", ld->where, x->node, x->named ? x->name : id);
+            return NULL;
+        }
+        return tl_chan_retain(ch);
+    }
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
+        tl_chan *p = TL__CONTAINER(l, tl_chan, all);
+        const tl__remote *r = p->remote;
+        if (r && r->id == x->id && strcmp(r->node, x->node) == 0 && !r->name == !x->named &&
+            (!x->named || strcmp(r->name, x->name) == 0))
+            return tl_chan_retain(p);
+    }
+    if (tl_chan_new(rt, 0, &ch) != TL_OK)
+        return NULL;
+    if (tl__chan_make_proxy(ch, x->node, x->id, x->named ? x->name : NULL) != TL_OK) {
+        tl_chan_release(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+static int dec_chan_import(loader *ld, const msgpack_object *o)
+{
+    const msgpack_object *a = o->via.array.ptr;
+    chan_extra x;
+    if (!is_array(o, 11) || !is_uint(&a[0]))
+        return corrupt(ld, "a moving tasklet's channel record is malformed");
+    int rc = chan_extra_of(ld, o, &x);
+    if (rc != TL_OK)
+        return rc;
+    if (!x.home)
+        return corrupt(ld, "a moving tasklet's channel #%llu has no home",
+                       (unsigned long long)a[0].via.u64);
+    void **slot = a[0].via.u64 ? idmap_slot(&ld->chans, a[0].via.u64) : NULL;
+    if (!slot || *slot)
+        return corrupt(ld, "channel id %llu is out of range or appears twice",
+                       (unsigned long long)a[0].via.u64);
+    tl_chan *ch = resolve_home(ld, &x);
+    if (!ch)
+        return ld->rt->errcode;
+    *slot = ch;
+    ld->chans.n++;
+    return TL_OK;
+}
+
 static int dec_chan(loader *ld, const msgpack_object *o)
 {
     const msgpack_object *a = o->via.array.ptr;
-    if (!is_array(o, 10) || !is_uint(&a[0]) || !is_uint(&a[2]) || a[2].via.u64 > ((uint64_t)1 << 24))
+    chan_extra x;
+    if (ld->import)
+        return dec_chan_import(ld, o);
+    if ((!is_array(o, 10) && !is_array(o, 11)) || !is_uint(&a[0]) || !is_uint(&a[2]) ||
+        a[2].via.u64 > ((uint64_t)1 << 24))
         return corrupt(ld, "a channel record is malformed");
+    int xrc = chan_extra_of(ld, o, &x);
+    if (xrc != TL_OK)
+        return xrc;
     tl_chan *ch = chan_of_record(ld, a);
     if (!ch)
         return ld->rt->errcode;
+    if (x.home && (a[2].via.u64 || a[7].type != MSGPACK_OBJECT_ARRAY || a[7].via.array.size))
+        return corrupt(ld, "remote channel #%llu has a buffer", (unsigned long long)ch->id);
+    if (x.home && tl__chan_make_proxy(ch, x.node, x.id, x.named ? x.name : NULL) != TL_OK)
+        return ld->rt->errcode;
+    if (x.pinned && !ch->pinned) {
+        ch->pinned = 1;
+        ch->refs++;
+    }
     if ((a[1].type != MSGPACK_OBJECT_NIL && a[1].type != MSGPACK_OBJECT_STR) || !is_int(&a[3]) ||
         as_int(&a[3]) < -1 || as_int(&a[3]) > 1 || a[4].type != MSGPACK_OBJECT_BOOLEAN ||
         a[5].type != MSGPACK_OBJECT_BOOLEAN || !is_array(&a[7], UINT32_MAX) ||
@@ -1105,6 +1256,30 @@ static int stream_kind(loader *ld, int kind, const tl__raw *chunks, size_t n)
     return rc;
 }
 
+/* Import: the moving tasklet complete and alone; then it joins the run
+ * queue (if runnable) and the runtime's counts. */
+static int finish_import(loader *ld)
+{
+    tl_tasklet *t = ld->moved;
+    if (!t || ld->tasklets.n != 1 || t->state == 0)
+        return corrupt(ld, "a moving snapshot must hold exactly one tasklet");
+    if (ld->chans.n != ld->nchans)
+        return corrupt(ld, "%zu channels, the head announces %llu", ld->chans.n,
+                       (unsigned long long)ld->nchans);
+    const msgpack_object *runq = map_get(&ld->head.up.data, "runq");
+    uint32_t nrun = runq ? runq->via.array.size : 0;
+    if ((t->state == TL_RUNNABLE) != (nrun == 1) || nrun > 1 ||
+        (nrun && (!is_uint(&runq->via.array.ptr[0]) ||
+                  idmap_find(&ld->tasklets, runq->via.array.ptr[0].via.u64) != t)))
+        return corrupt(ld, "the run queue does not match the moving tasklet");
+    if (t->state == TL_RUNNABLE)
+        tl__runq_push_back(ld->rt, t);
+    else
+        ld->rt->nblocked++;
+    ld->rt->nlive++;
+    return TL_OK; /* the loader's reference becomes the "alive" one */
+}
+
 static int load_all(loader *ld, const tl__raw *head, const tl__raw *chunks, size_t n)
 {
     int rc = read_record(ld, head, &ld->head, "head record");
@@ -1112,11 +1287,14 @@ static int load_all(loader *ld, const tl__raw *head, const tl__raw *chunks, size
         rc = read_head(ld);
     if (rc == TL_OK)
         rc = read_counts(ld, chunks, n);
+    /* an import resolves channels first: references find them resolved */
     if (rc == TL_OK)
-        rc = stream_kind(ld, TL__KIND_TASKLETS, chunks, n);
+        rc = stream_kind(ld, ld->import ? TL__KIND_CHANS : TL__KIND_TASKLETS, chunks, n);
     if (rc == TL_OK)
-        rc = stream_kind(ld, TL__KIND_CHANS, chunks, n);
-    return rc == TL_OK ? finish(ld) : rc;
+        rc = stream_kind(ld, ld->import ? TL__KIND_TASKLETS : TL__KIND_CHANS, chunks, n);
+    if (rc != TL_OK)
+        return rc;
+    return ld->import ? finish_import(ld) : finish(ld);
 }
 
 int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
@@ -1149,6 +1327,60 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     tl__dmap_reserve(rt, rt->next_tid);
     tl__clear_dirty(rt);
     rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */
+    return TL_OK;
+}
+
+/* Drops the loader's reference on every channel it resolved. */
+static void release_chans(loader *ld)
+{
+    for (size_t i = 0; ld->chans.objs && i < ld->chans.cap; i++)
+        if (ld->chans.objs[i])
+            tl_chan_release(ld->chans.objs[i]);
+}
+
+int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
+               tl_tasklet **out)
+{
+    loader ld;
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "import: cannot import from inside a tasklet");
+    memset(&ld, 0, sizeof ld);
+    ld.rt = rt;
+    ld.where = "moving tasklet";
+    ld.import = 1;
+    msgpack_unpacked_init(&ld.head.up);
+    int rc = load_all(&ld, head, chunks, n);
+    doc_free(&ld, &ld.head);
+    tl_tasklet *t = ld.moved;
+    if (rc != TL_OK && t)
+        tl__tasklet_scrap(t);
+    release_chans(&ld);
+    idmap_free(rt, &ld.tasklets);
+    idmap_free(rt, &ld.chans);
+    tl__free(rt, ld.joins, ld.capjoins * sizeof *ld.joins);
+    if (rc != TL_OK)
+        return rc;
+    tl__dmap_reserve(rt, rt->next_tid);
+    tl__mark(rt, t);
+    rt->errcode = TL_OK;
+    *out = t;
+    if (t->state == TL_BLOCKED && (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV)) {
+        tl_chan *ch = (tl_chan *)t->w.on;
+        if (!ch->remote) {
+            tl__chan_rematch(ch); /* home again: partners may be waiting */
+        } else if (!rt->hooks) {
+            tl__remote_complete(t, TL_ELINK, "the runtime has no node for a remote channel",
+                                tl_nil());
+        } else if (rt->hooks->remote_op(rt->hooks_ud, ch, t,
+                                        t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV)
+                   != TL_OK) {
+            char msg[sizeof rt->errmsg];
+            memcpy(msg, rt->errmsg, sizeof msg);
+            tl__remote_complete(t, rt->errcode, msg, tl_nil());
+        } else {
+            t->flags |= TL__TF_REMOTE;
+        }
+    }
     return TL_OK;
 }
 

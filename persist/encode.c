@@ -397,7 +397,9 @@ static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
 {
     uint64_t prev = 0;
     size_t nsel = 0, pos = 0;
-    if (q->next != q && waiter_tasklet((const tl__waiter *)q->next)->rt->subset) {
+    const tl__waiter *w0 = (const tl__waiter *)q->next;
+    if (q->next != q && (waiter_tasklet(w0)->rt->subset ||
+                         (!(w0->on & 1) && ((const tl_chan *)w0->on)->remote))) {
         n = 0;
         for (const tl__link *l = q->next; l != q; l = l->next)
             n += tl__t_in(waiter_tasklet((const tl__waiter *)l));
@@ -426,26 +428,53 @@ static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
     }
 }
 
+/* The 11th item: where the channel lives (for a proxy, and for every
+ * channel of a moving tasklet) and whether it is pinned. */
+static void enc_chan_extra(msgpack_packer *pk, const tl_chan *ch, int moving)
+{
+    const tl__remote *r = ch->remote;
+    int home = r != NULL || moving, pinned = ch->pinned && !moving;
+    msgpack_pack_map(pk, (size_t)(home + pinned));
+    if (home) {
+        pack_cstr(pk, "home");
+        msgpack_pack_array(pk, 3);
+        pack_cstr(pk, r ? r->node : ch->rt->node);
+        msgpack_pack_uint64(pk, r ? r->id : ch->id);
+        if (r && r->name)
+            pack_cstr(pk, r->name);
+        else
+            msgpack_pack_nil(pk);
+    }
+    if (pinned) {
+        pack_cstr(pk, "pinned");
+        msgpack_pack_true(pk);
+    }
+}
+
 static int enc_chan(msgpack_packer *pk, const tl_chan *ch)
 {
-    msgpack_pack_array(pk, 10);
+    int moving = ch->rt->subset == 2;
+    int extra = moving || ch->remote || ch->pinned;
+    msgpack_pack_array(pk, extra ? 11 : 10);
     msgpack_pack_uint64(pk, ch->id);
-    if (ch->name)
+    if (ch->name && !moving)
         pack_cstr(pk, ch->name);
     else
         msgpack_pack_nil(pk);
-    msgpack_pack_uint64(pk, ch->cap);
+    msgpack_pack_uint64(pk, moving ? 0 : ch->cap);
     msgpack_pack_int(pk, ch->pref);
     ch->sched_all ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     ch->closing ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     msgpack_pack_uint8(pk, 0); /* extrefs: reserved */
-    msgpack_pack_array(pk, ch->count);
-    for (size_t i = 0; i < ch->count; i++)
+    msgpack_pack_array(pk, moving ? 0 : ch->count);
+    for (size_t i = 0; !moving && i < ch->count; i++)
         if (enc_value(pk, ch->buf[(ch->head + i) % ch->cap], 0) != TL_OK)
             return tl__seterr(ch->rt, TL_ERANGE, "channel #%llu buffers a value nested too deep",
                               (unsigned long long)ch->id);
     enc_queue(pk, &ch->sendq, (size_t)ch->nsend);
     enc_queue(pk, &ch->recvq, (size_t)ch->nrecv);
+    if (extra)
+        enc_chan_extra(pk, ch, moving);
     return TL_OK;
 }
 

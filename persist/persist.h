@@ -64,6 +64,26 @@ static inline bool tl__ch_in(const tl_chan *ch)
     return !ch->rt->subset || ch->reserved == 2;
 }
 
+/* Encodes suspended tasklet t to move it to another node: a standalone
+ * snapshot whose channels are references to their homes (no buffers), the
+ * local ones pinned.  TL_ENOTSUP (it waits in a select or join, or holds
+ * a tasklet reference), TL_ESTATE, TL_ENOMEM. */
+TL__HIDDEN int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len);
+/* Loads such a snapshot into rt, which may hold other tasklets: the
+ * tasklet gets a fresh id, channels whose home is rt's node resolve to the
+ * local ones, others to proxies (reused when rt has one).  All or nothing.
+ * *out (borrowed) is the tasklet.  Proxied operations it waits on are
+ * issued through rt's hooks. */
+TL__HIDDEN int tl__snapshot_import(tl_runtime *rt, const void *buf, size_t len,
+                                   tl_tasklet **out);
+
+/* The node's hook into every checkpoint transaction (db: the sqlite3
+ * handle), and a way to force the next checkpoint to be written. */
+TL__HIDDEN void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud);
+TL__HIDDEN void tl__store_touch(tl_store *st);
+/* A fresh random transfer id (32 hex digits and a NUL). */
+TL__HIDDEN int tl__new_xid(char out[40]);
+
 /* On-disk field type names, indexed by tl_ftype. */
 TL__HIDDEN extern const char *const tl__type_names[11];
 
@@ -86,6 +106,11 @@ typedef struct tl__raw {
  * for messages ("snapshot", "store checkpoint 7"). */
 TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
                         size_t nchunks, const char *where);
+
+/* The same, importing a moving tasklet next to what rt holds (see
+ * tl__snapshot_import). */
+TL__HIDDEN int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
+                          size_t nchunks, tl_tasklet **out);
 
 /* Inflates src into dst (exactly dstlen bytes expected) with the
  * runtime's reusable stream; returns 0 on success. */

@@ -322,6 +322,8 @@ typedef struct closure {
     uintptr_t *objs;
     size_t n, cap;
     int oom;
+    int moving;      /* channels are left behind: their buffers not reached */
+    size_t trefs;    /* tasklet references met (moving: none allowed) */
 } closure;
 
 static void reach(closure *c, uintptr_t obj)
@@ -341,6 +343,7 @@ static void reach(closure *c, uintptr_t obj)
 
 static void reach_tasklet(closure *c, tl_tasklet *t)
 {
+    c->trefs++;
     if (t && t->magic == TL__MAGIC_TASK && !(t->flags & TL__TF_SUBSET)) {
         t->flags |= TL__TF_SUBSET;
         reach(c, (uintptr_t)t);
@@ -412,7 +415,7 @@ static void closure_of(closure *c, tl_tasklet *root)
     for (size_t i = 0; i < c->n && !c->oom; i++) {
         if (c->objs[i] & 1) {
             tl_chan *ch = (tl_chan *)(c->objs[i] & ~(uintptr_t)1);
-            for (size_t k = 0; k < ch->count; k++)
+            for (size_t k = 0; k < ch->count && !c->moving; k++)
                 reach_value(c, ch->buf[(ch->head + k) % ch->cap], 0);
         } else {
             reach_from_tasklet(c, (tl_tasklet *)c->objs[i]);
@@ -439,13 +442,50 @@ int tl_snapshot_save_tasklet(tl_tasklet *t, void **buf, size_t *len)
     if (rt->current)
         return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save_tasklet: called from inside a "
                           "tasklet; save between scheduler steps");
-    closure c = {rt, NULL, 0, 0, 0};
+    closure c = {rt, NULL, 0, 0, 0, 0, 0};
     closure_of(&c, t);
     int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save_tasklet: out of memory") : TL_OK;
     if (rc == TL_OK) {
         rt->subset = 1;
         rc = save(rt, buf, len);
         rt->subset = 0;
+    }
+    closure_clear(&c);
+    return rc;
+}
+
+int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
+{
+    tl_runtime *rt = t->rt;
+    char label[160];
+    if (rt->current)
+        return tl__seterr(rt, TL_EBUSY, "moving a tasklet: called from inside a tasklet");
+    if (t->state != TL_RUNNABLE && t->state != TL_BLOCKED)
+        return tl__seterr(rt, TL_ESTATE, "%s cannot move: it is not suspended",
+                          tl__tasklet_label(t, label, sizeof label));
+    if (t->state == TL_BLOCKED && t->wait != TL_WAIT_SEND && t->wait != TL_WAIT_RECV &&
+        t->wait != TL_WAIT_SLEEP)
+        return tl__seterr(rt, TL_ENOTSUP, "%s cannot move while it waits in a %s",
+                          tl__tasklet_label(t, label, sizeof label),
+                          t->wait == TL_WAIT_SELECT ? "select" : "join");
+    if (!rt->node[0])
+        return tl__seterr(rt, TL_ESTATE, "moving a tasklet: the runtime has no node id");
+    closure c = {rt, NULL, 0, 0, 0, 1, 0};
+    closure_of(&c, t);
+    int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "moving a tasklet: out of memory") : TL_OK;
+    if (rc == TL_OK && c.trefs > 1)
+        rc = tl__seterr(rt, TL_ENOTSUP, "%s cannot move: it holds a tasklet reference "
+                        "(only channels can be left behind)",
+                        tl__tasklet_label(t, label, sizeof label));
+    if (rc == TL_OK) {
+        rt->subset = 2;
+        rc = save(rt, buf, len);
+        rt->subset = 0;
+    }
+    for (size_t i = 0; rc == TL_OK && i < c.n; i++) {
+        tl_chan *ch = (tl_chan *)(c.objs[i] & ~(uintptr_t)1);
+        if ((c.objs[i] & 1) && !ch->remote)
+            tl_chan_pin(ch, 1); /* others will address it */
     }
     closure_clear(&c);
     return rc;
@@ -519,14 +559,15 @@ static int locate(const unsigned char *p, size_t n, size_t *head_at, size_t *hea
     return 0;
 }
 
-int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len)
+/* A standalone snapshot into rt: loaded whole (import 0) or imported
+ * next to what rt holds (import 1, *out the tasklet). */
+static int load_standalone(tl_runtime *rt, const void *buf, size_t len, int import,
+                           tl_tasklet **out)
 {
     msgpack_unpacked up;
     tl__raw *raws = NULL;
     size_t off = 0, head_at = 0, head_len = 0;
     int rc;
-    if (!rt || rt->magic != TL__MAGIC_RT)
-        return TL_EMISUSE;
     if (!buf || tl__msgpack_check(buf, len, 40) != len)
         return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: %zu bytes are not one well-formed "
                           "snapshot (truncated or damaged)", len);
@@ -554,11 +595,25 @@ int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len)
             rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
         if (rc == TL_OK) {
             tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
-            rc = tl__load(rt, &head, raws, chunks->via.array.size, "snapshot");
+            rc = import ? tl__import(rt, &head, raws, chunks->via.array.size, out)
+                        : tl__load(rt, &head, raws, chunks->via.array.size, "snapshot");
         }
         if (raws)
             tl__free(rt, raws, (chunks->via.array.size + 1) * sizeof *raws);
     }
     msgpack_unpacked_destroy(&up);
     return rc;
+}
+
+int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    return load_standalone(rt, buf, len, 0, NULL);
+}
+
+int tl__snapshot_import(tl_runtime *rt, const void *buf, size_t len, tl_tasklet **out)
+{
+    *out = NULL;
+    return load_standalone(rt, buf, len, 1, out);
 }

@@ -44,8 +44,32 @@ struct tl_store {
     int64_t last_time;  /* when we last checkpointed (ns) */
     tl_policy policy;
     sqlite3_stmt *ins_chunk;
+    int (*extra)(void *ud, void *db); /* the node's tables, per checkpoint */
+    void *extra_ud;
+    int touched;        /* next checkpoint writes even if nothing changed */
+    struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
+    char (*unmail)[40]; /* mailbox rows to delete with it */
+    size_t nunmail;
     int errcode;
     char errmsg[512];
+};
+
+/* Tables for moving tasklets (added in 0.2, created on open if missing):
+ * the mailbox (handover through the store), and a node's outbox (sent,
+ * not yet acknowledged) and inbox (transfer ids already taken). */
+#define MIGRATION_SQL                                                                   \
+    "CREATE TABLE IF NOT EXISTS mailbox(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"  \
+    " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"            \
+    "CREATE TABLE IF NOT EXISTS outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"      \
+    " data BLOB NOT NULL);"                                                            \
+    "CREATE TABLE IF NOT EXISTS inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"       \
+    " time INTEGER NOT NULL);"
+
+struct mail {
+    struct mail *next;
+    char xid[40], to[64];
+    void *data;
+    size_t len;
 };
 
 static const char schema_sql[] =
@@ -56,7 +80,8 @@ static const char schema_sql[] =
     " tasklets INTEGER NOT NULL, channels INTEGER NOT NULL, bytes INTEGER NOT NULL,"
     " head BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS chunks(kind INTEGER NOT NULL, key INTEGER NOT NULL,"
-    " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;";
+    " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;"
+    MIGRATION_SQL;
 
 /* ---- errors ---- */
 
@@ -157,6 +182,9 @@ static int check_identity(tl_store *st, const char *path)
             return st_err(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
         return init_schema(st);
     }
+    if (app == APP_ID && ver <= SCHEMA_VERSION && !(st->flags & TL_STORE_READONLY) &&
+        sqlite3_exec(st->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return sql_err(st, sqlite3_errcode(st->db), path);
     if (app != APP_ID)
         return st_err(st, TL_EFORMAT, "%s is a SQLite file of another application "
                       "(application_id %lld), not a libtasklet store", path, (long long)app);
@@ -290,6 +318,7 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
         return rc;
     st->owner = 1;
     st->rt = rt;
+    rt->store = st;
     rt->track_gone = 1;
     tl__dmap_reserve(rt, rt->next_tid);
     rt->dmap_lost = 1;
@@ -411,6 +440,40 @@ static int put_head(tl_store *st, int64_t ckpt, int64_t now, const tl__index *ti
     return src == SQLITE_DONE ? TL_OK : sql_err(st, src, "writing a checkpoint");
 }
 
+/* The mailbox rows queued by tl_store_export and tl_store_import. */
+static int write_mail(tl_store *st, int64_t now)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = SQLITE_OK;
+    if (st->mail)
+        rc = sqlite3_prepare_v2(st->db, "INSERT INTO mailbox VALUES(?,?,?,?,?)", -1, &s, NULL);
+    for (struct mail *m = st->mail; m && rc == SQLITE_OK; m = m->next) {
+        sqlite3_bind_text(s, 1, m->xid, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, m->to, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, st->rt->node, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, now);
+        sqlite3_bind_blob(s, 5, m->data, (int)m->len, SQLITE_STATIC);
+        rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(st->db);
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (rc == SQLITE_OK && st->nunmail)
+        rc = sqlite3_prepare_v2(st->db, "DELETE FROM mailbox WHERE xid = ?", -1, &s, NULL);
+    for (size_t i = 0; i < st->nunmail && rc == SQLITE_OK; i++) {
+        sqlite3_bind_text(s, 1, st->unmail[i], -1, SQLITE_STATIC);
+        rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(st->db);
+        sqlite3_reset(s);
+        if (rc == SQLITE_OK && sqlite3_changes(st->db) != 1) {
+            sqlite3_finalize(s);
+            return st_err(st, TL_EBUSY, "mailbox row %s was taken by another process meanwhile",
+                          st->unmail[i]);
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_OK ? TL_OK : sql_err(st, rc, "writing the mailbox");
+}
+
 static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
 {
     int64_t bytes = 0, now = tl_now(st->rt);
@@ -425,6 +488,10 @@ static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_
         rc = write_kind(st, TL__KIND_CHANS, cix, ckpt, &bytes);
     if (rc == TL_OK)
         rc = put_head(st, ckpt, now, tix, cix, bytes);
+    if (rc == TL_OK)
+        rc = write_mail(st, now);
+    if (rc == TL_OK && st->extra && st->extra(st->extra_ud, st->db) != TL_OK)
+        rc = st->errcode ? st->errcode : st_err(st, TL_ESTORE, "writing the node's tables");
     if (rc == TL_OK) {
         int src = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
         rc = src == SQLITE_OK ? TL_OK : sql_err(st, src, "committing a checkpoint");
@@ -457,11 +524,13 @@ int tl_store_checkpoint(tl_store *st)
         tl__index_free(st->rt, &tix);
         return st_err(st, rc, "%s", st->rt->errmsg);
     }
-    if (st->full_next || any_dirty(&tix) || any_dirty(&cix)) {
+    if (st->full_next || st->touched || st->mail || st->nunmail || any_dirty(&tix) ||
+        any_dirty(&cix)) {
         rc = write_checkpoint(st, &tix, &cix, st->last + 1);
         if (rc == TL_OK) {
             st->last++;
             st->full_next = 0;
+            st->touched = 0;
             tl__clear_dirty(st->rt);
         } else if (st->errcode != rc) {
             st_err(st, rc, "checkpoint: %s", st->rt->errmsg);
@@ -607,6 +676,173 @@ int tl_store_set_policy(tl_store *st, const tl_policy *p)
     return TL_OK;
 }
 
+/* ---- handover through the mailbox ---- */
+
+static void mail_clear(tl_store *st)
+{
+    while (st->mail) {
+        struct mail *m = st->mail;
+        st->mail = m->next;
+        tl_snapshot_free(st->rt, m->data, m->len);
+        free(m);
+    }
+    free(st->unmail);
+    st->unmail = NULL;
+    st->nunmail = 0;
+}
+
+/* A fresh transfer id: 32 hex digits from the kernel's random source. */
+int tl__new_xid(char out[40])
+{
+    unsigned char r[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(r, 1, sizeof r, f) : 0;
+    if (f)
+        fclose(f);
+    if (got != sizeof r)
+        return TL_EIO;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    return TL_OK;
+}
+
+int tl_store_export(tl_store *st, tl_tasklet *t, const char *to)
+{
+    if (!st || !st->db || !t || t->magic != TL__MAGIC_TASK)
+        return TL_EMISUSE;
+    tl_runtime *rt = t->rt;
+    if (st->rt != rt)
+        return st_err(st, TL_EINVAL, "tl_store_export: the tasklet's runtime is not the one "
+                      "attached to this store");
+    if (!to || !*to || strlen(to) >= 64)
+        return st_err(st, TL_EINVAL, "tl_store_export: the node name must be 1 to 63 bytes");
+    struct mail *m = calloc(1, sizeof *m);
+    if (!m)
+        return st_err(st, TL_ENOMEM, "tl_store_export: out of memory");
+    int rc = tl__new_xid(m->xid);
+    if (rc != TL_OK) {
+        free(m);
+        return st_err(st, rc, "tl_store_export: no random source for a transfer id");
+    }
+    snprintf(m->to, sizeof m->to, "%s", to);
+    rc = tl__snapshot_save_moving(t, &m->data, &m->len);
+    if (rc != TL_OK) {
+        free(m);
+        return st_err(st, rc, "tl_store_export: %s", rt->errmsg);
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "moved to node '%s' through the store", to);
+    tl__tasklet_depart(t, TL_EMOVED, msg);
+    st->mail = m;
+    rc = tl_store_checkpoint(st);
+    st->mail = NULL;
+    if (rc != TL_OK) {
+        /* nothing was written: the tasklet comes back, under a new id */
+        tl_tasklet *back;
+        char keep[sizeof st->errmsg];
+        memcpy(keep, st->errmsg, sizeof keep);
+        if (tl__snapshot_import(rt, m->data, m->len, &back) != TL_OK)
+            snprintf(keep, sizeof keep, "%.200s; and the tasklet could not be put back: %.200s",
+                     st->errmsg, rt->errmsg);
+        memcpy(st->errmsg, keep, sizeof keep);
+        st->errcode = rc;
+    }
+    tl_snapshot_free(rt, m->data, m->len);
+    free(m);
+    return rc;
+}
+
+int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count)
+{
+    sqlite3_stmt *s = NULL;
+    size_t n = 0;
+    if (count)
+        *count = 0;
+    if (!st || !st->db || !rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (st->flags & TL_STORE_READONLY)
+        return st_err(st, TL_EINVAL, "tl_store_import: the store was opened read-only");
+    if (rt->store && rt->store != st)
+        return st_err(st, TL_EINVAL, "tl_store_import: the runtime checkpoints into another "
+                      "store; the handover would not be one transaction");
+    if (!rt->node[0])
+        return st_err(st, TL_EINVAL, "tl_store_import: the runtime has no node id");
+    int attached = st->rt == rt;
+    int rc = exec(st, attached ? "BEGIN" : "BEGIN IMMEDIATE", "importing");
+    if (rc != TL_OK)
+        return rc;
+    rc = sqlite3_prepare_v2(st->db, "SELECT xid, data FROM mailbox WHERE to_node = ? "
+                            "ORDER BY time, xid", -1, &s, NULL) == SQLITE_OK
+             ? TL_OK : sql_err(st, sqlite3_errcode(st->db), "reading the mailbox");
+    tl_tasklet **got = NULL;
+    size_t cap = 0;
+    if (rc == TL_OK)
+        sqlite3_bind_text(s, 1, rt->node, -1, SQLITE_STATIC);
+    while (rc == TL_OK) {
+        int src = sqlite3_step(s);
+        if (src == SQLITE_DONE)
+            break;
+        if (src != SQLITE_ROW) {
+            rc = sql_err(st, src, "reading the mailbox");
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            tl_tasklet **ng = realloc(got, ncap * sizeof *ng);
+            char (*nu)[40] = realloc(st->unmail, ncap * sizeof *nu);
+            if (nu)
+                st->unmail = nu;
+            if (!ng || !nu) {
+                free(ng ? ng : got);
+                got = NULL;
+                rc = st_err(st, TL_ENOMEM, "tl_store_import: out of memory");
+                break;
+            }
+            got = ng;
+            cap = ncap;
+        }
+        snprintf(st->unmail[n], 40, "%s", (const char *)sqlite3_column_text(s, 0));
+        rc = tl__snapshot_import(rt, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
+                                 &got[n]);
+        if (rc != TL_OK)
+            st_err(st, rc, "tl_store_import: mailbox row %s: %s", st->unmail[n], rt->errmsg);
+        else
+            n++;
+    }
+    sqlite3_finalize(s);
+    st->nunmail = n;
+    if (rc == TL_OK && n && attached) {
+        sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL); /* the read */
+        rc = tl_store_checkpoint(st); /* the deletes ride on it */
+    } else if (rc == TL_OK && n) {
+        rc = write_mail(st, 0);
+        if (rc == TL_OK && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            rc = sql_err(st, sqlite3_errcode(st->db), "committing the import");
+    }
+    if (rc != TL_OK || !n || !attached)
+        sqlite3_exec(st->db, attached ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+    if (rc != TL_OK) {
+        /* all or nothing: what came in goes again, silently */
+        for (size_t i = 0; i < n; i++)
+            tl__tasklet_depart(got[i], TL_EMOVED, "import undone");
+    } else if (count) {
+        *count = n;
+    }
+    free(got);
+    free(st->unmail);
+    st->unmail = NULL;
+    st->nunmail = 0;
+    return rc;
+}
+
+void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud)
+{
+    st->extra = fn;
+    st->extra_ud = ud;
+}
+
+void tl__store_touch(tl_store *st) { st->touched = 1; }
+
 /* ---- closing ---- */
 
 int tl_store_close(tl_store *st)
@@ -618,7 +854,9 @@ int tl_store_close(tl_store *st)
         rc = tl_store_checkpoint(st);
     if (st->owner)
         sqlite3_exec(st->db, "DELETE FROM owner WHERE id = 1", NULL, NULL, NULL);
+    mail_clear(st);
     if (st->rt) {
+        st->rt->store = NULL;
         st->rt->track_gone = 0;
         st->rt->policy_hook = NULL;
         st->rt->policy_every = 0;

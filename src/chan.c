@@ -28,7 +28,12 @@ static bool valid(const tl_chan *ch) { return ch && ch->magic == TL__MAGIC_CHAN;
 
 const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n)
 {
-    if (ch->name)
+    if (ch->remote && ch->remote->name)
+        snprintf(buf, n, "remote channel %s/%s", ch->remote->node, ch->remote->name);
+    else if (ch->remote)
+        snprintf(buf, n, "remote channel %s/#%llu", ch->remote->node,
+                 (unsigned long long)ch->remote->id);
+    else if (ch->name)
         snprintf(buf, n, "channel #%llu '%s'", (unsigned long long)ch->id, ch->name);
     else
         snprintf(buf, n, "channel #%llu", (unsigned long long)ch->id);
@@ -77,6 +82,10 @@ static void chan_free(tl_chan *ch)
         tl_release(ch->buf[(ch->head + i) % ch->cap]);
     tl__free(rt, ch->buf, ch->cap * sizeof *ch->buf);
     tl__strfree(rt, ch->name);
+    if (ch->remote) {
+        tl__strfree(rt, ch->remote->name);
+        tl__free(rt, ch->remote, sizeof *ch->remote);
+    }
     tl__list_unlink(&ch->all);
     if (!rt->tearing_down)
         tl__note_gone(rt, 2, ch->id);
@@ -103,6 +112,51 @@ void tl__chan_free_all(tl_runtime *rt)
     while (!tl__list_empty(&rt->chans))
         chan_free(TL__CONTAINER(rt->chans.next, tl_chan, all));
     tl__slab_destroy(rt, &rt->chan_slab);
+}
+
+int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id, const char *name)
+{
+    tl__remote *r = tl__calloc(ch->rt, sizeof *r);
+    char *nm = name ? tl__strdup(ch->rt, name) : NULL;
+    if (!r || (name && !nm)) {
+        tl__free(ch->rt, r, sizeof *r);
+        tl__strfree(ch->rt, nm);
+        return tl__seterr(ch->rt, TL_ENOMEM, "out of memory for a remote channel");
+    }
+    snprintf(r->node, sizeof r->node, "%s", node);
+    r->id = id;
+    r->name = nm;
+    ch->remote = r;
+    ch->dirty = 1;
+    return TL_OK;
+}
+
+int tl_chan_pin(tl_chan *ch, int on)
+{
+    if (!valid(ch))
+        return TL_EMISUSE;
+    if (!on == !ch->pinned)
+        return TL_OK;
+    ch->pinned = on != 0;
+    ch->dirty = 1;
+    if (on)
+        ch->refs++;
+    else
+        tl_chan_release(ch);
+    return TL_OK;
+}
+
+int tl_chan_pinned(const tl_chan *ch) { return valid(ch) ? ch->pinned : 0; }
+
+int tl_chan_remote(const tl_chan *ch, const char **node, uint64_t *id)
+{
+    if (!valid(ch) || !ch->remote)
+        return 0;
+    if (node)
+        *node = ch->remote->node;
+    if (id)
+        *id = ch->remote->id;
+    return 1;
 }
 
 /* ---- properties ---- */
@@ -191,7 +245,7 @@ tl_chan *tl_chan_find_name(tl_runtime *rt, const char *name)
         return NULL;
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
-        if (ch->name && strcmp(ch->name, name) == 0)
+        if (ch->name && !ch->remote && strcmp(ch->name, name) == 0)
             return ch;
     }
     tl__seterr(rt, TL_ENOENT, "no channel named '%s' in this runtime", name);
@@ -308,7 +362,115 @@ void tl__chan_forget_waiter(tl_tasklet *t)
         return;
     }
     tl_chan *ch = (tl_chan *)t->w.on;
-    dequeue(ch, &t->w, t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV);
+    if (ch->remote) {
+        tl__list_unlink(&t->w.link);
+        ch->dirty = 1;
+        if (t->flags & TL__TF_REMOTE) {
+            t->flags &= (uint16_t)~TL__TF_REMOTE;
+            if (t->rt->hooks)
+                t->rt->hooks->remote_cancel(t->rt->hooks_ud, ch, t);
+        }
+    } else {
+        dequeue(ch, &t->w, t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV);
+    }
+    tl_chan_release(ch);
+}
+
+static inline size_t slot(const tl_chan *ch, size_t i);
+
+/* ---- proxies: channels whose home is another node ---- */
+
+void tl__proxy_enqueue(tl_chan *ch, tl_tasklet *t, int op)
+{
+    tl__list_push_back(op == TL_OP_SEND ? &ch->sendq : &ch->recvq, &t->w.link);
+    t->w.on = (uintptr_t)ch;
+    ch->refs++;
+    ch->dirty = 1;
+}
+
+void tl__remote_complete(tl_tasklet *t, int code, const char *msg, tl_value v)
+{
+    tl_chan *ch = (tl_chan *)t->w.on;
+    int wait = t->wait;
+    tl__list_unlink(&t->w.link);
+    t->flags &= (uint16_t)~TL__TF_REMOTE;
+    t->w.on = 0;
+    ch->dirty = 1;
+    if (wait == TL_WAIT_SEND)
+        tl_value_set(&t->xfer, tl_nil());
+    if (code < 0) {
+        tl_release(v);
+        tl__deliver_error(t, code, msg);
+    } else if (wait == TL_WAIT_RECV) {
+        tl__deliver_value(t, tl__vw_of(v));
+    } else {
+        tl_release(v);
+    }
+    tl__mark(t->rt, t);
+    tl__wake(t);
+    tl_chan_release(ch);
+}
+
+static __attribute__((noinline, cold)) tl_status remote_block(tl_frame *f, tl_chan *ch, tl__vw v, int op)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    if (!rt->hooks) {
+        char label[96];
+        tl__vw_release(v);
+        return tl__op_error(f, TL_ELINK, "%s on %s: a remote channel, and this runtime has "
+                            "no node", op == TL_OP_SEND ? "send" : "receive",
+                            tl__chan_label(ch, label, sizeof label));
+    }
+    if (op == TL_OP_SEND)
+        tl__vw_store(&t->xfer, v);
+    tl__proxy_enqueue(ch, t, op);
+    tl__block(t, op == TL_OP_SEND ? TL_WAIT_SEND : TL_WAIT_RECV);
+    if (rt->hooks->remote_op(rt->hooks_ud, ch, t, op) != TL_OK) {
+        tl__list_unlink(&t->w.link);
+        t->w.on = 0;
+        t->wait = TL_WAIT_NONE;
+        t->state = TL_RUNNING;
+        rt->nblocked--;
+        tl_value_set(&t->xfer, tl_nil());
+        tl__deliver_error(t, rt->errcode, rt->errmsg);
+        tl_chan_release(ch);
+        return TL__CONT;
+    }
+    t->flags |= TL__TF_REMOTE;
+    return TL__SWITCH;
+}
+
+void tl__chan_rematch(tl_chan *ch)
+{
+    ch->refs++;
+    for (;;) {
+        tl__vw v;
+        if (ch->count && ch->nrecv) {
+            v = tl__vw_load(&ch->buf[ch->head]);
+            ch->head = slot(ch, 1);
+            ch->count--;
+            tl_tasklet *r = take_receiver(ch);
+            tl__deliver_value(r, v);
+            tl__runq_push_back(ch->rt, r);
+            ch->refs--;
+        } else if (ch->nsend && (ch->nrecv || ch->count < ch->cap)) {
+            tl_tasklet *s = take_sender(ch, &v);
+            tl__runq_push_back(ch->rt, s);
+            ch->refs--;
+            if (ch->nrecv) {
+                tl_tasklet *r = take_receiver(ch);
+                tl__deliver_value(r, v);
+                tl__runq_push_back(ch->rt, r);
+                ch->refs--;
+            } else {
+                tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
+            }
+        } else {
+            break;
+        }
+        ch->dirty = 1;
+    }
     tl_chan_release(ch);
 }
 
@@ -420,6 +582,8 @@ static tl_status send_value(tl_frame *f, tl_chan *ch, tl__vw v)
         rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch) && !ch->closing);
     if (send_now(ch, t, v, &st))
         return st;
+    if (ch->remote)
+        return remote_block(f, ch, v, TL_OP_SEND);
     if (ch->closing)
         return send_closing(f, ch, v);
     tl__vw_store(&t->xfer, v);
@@ -455,6 +619,8 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
         tl__deliver_value(t, v);
         return st;
     }
+    if (ch->remote)
+        return remote_block(f, ch, tl__vw_make(0, 0), TL_OP_RECV);
     if (ch->closing)
         return recv_closing(f, ch);
     t->w.on = (uintptr_t)ch;
@@ -469,6 +635,9 @@ int tl_chan_try_send(tl_chan *ch, tl_value v)
     if (!valid(ch))
         return TL_EMISUSE;
     tl_runtime *rt = ch->rt;
+    if (ch->remote)
+        return tl__seterr(rt, TL_ENOTSUP, "tl_chan_try_send: channel #%llu is remote; "
+                          "send from a tasklet", (unsigned long long)ch->id);
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, rt->current, 1, 0);
     if (send_now(ch, NULL, tl__vw_of(tl_retain(v)), &st))
@@ -487,6 +656,9 @@ int tl_chan_try_recv(tl_chan *ch, tl_value *out)
     if (!valid(ch) || !out)
         return TL_EMISUSE;
     tl_runtime *rt = ch->rt;
+    if (ch->remote)
+        return tl__seterr(rt, TL_ENOTSUP, "tl_chan_try_recv: channel #%llu is remote; "
+                          "receive from a tasklet", (unsigned long long)ch->id);
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, rt->current, 0, 0);
     tl__vw w;
@@ -508,6 +680,11 @@ int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
     if (err >= 0)
         return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_fail_waiters: code %d is not negative", err);
     tl_chan_retain(ch);
+    while (ch->remote && (!tl__list_empty(&ch->sendq) || !tl__list_empty(&ch->recvq))) {
+        tl__link *l = !tl__list_empty(&ch->sendq) ? ch->sendq.next : ch->recvq.next;
+        tl_tasklet *t = TL__CONTAINER(l, tl_tasklet, w.link);
+        tl__remote_complete(t, err, msg ? msg : tl_strerror(err), tl_nil());
+    }
     while (ch->nsend || ch->nrecv) {
         tl__vw v = tl__vw_make(0, 0);
         tl_tasklet *t = ch->nsend ? take_sender(ch, &v) : take_receiver(ch);
@@ -585,6 +762,9 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
         tl_chan *ch = cases[i].ch;
         if (!valid(ch) || ch->rt != rt || (cases[i].op != TL_OP_SEND && cases[i].op != TL_OP_RECV))
             return tl__op_error(f, TL_EINVAL, "select: case %d has an invalid channel or op", i);
+        if (ch->remote)
+            return tl__op_error(f, TL_ENOTSUP, "select: case %d is on a remote channel "
+                                "(select works on local channels only)", i);
         bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);
         nready += ready;
         if (!ready && ch->closing && closing < 0)

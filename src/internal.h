@@ -148,6 +148,29 @@ struct tl_tasklet {
 
 
 #define TL__TF_SUBSET 1u /* in the tasklet snapshot being encoded */
+#define TL__TF_REMOTE 2u /* blocked on a proxy with its request issued */
+
+/* A channel whose home is another node (a proxy): operations on it are
+ * forwarded there by the node (migrate/).  Its waiters sit in its queues
+ * but are not counted in nsend/nrecv, so the fast paths never match them. */
+typedef struct tl__remote {
+    char node[64];  /* the home node */
+    uint64_t id;    /* the channel's id there (0: addressed by name) */
+    char *name;     /* or its name there (NULL: by id) */
+} tl__remote;
+
+/* What the node (migrate/) plugs into a runtime. */
+typedef struct tl__hooks {
+    /* t has just blocked on proxy ch for op (value in t->xfer for a send):
+     * issue the request; non-zero (with rt's error set) fails the op. */
+    int (*remote_op)(void *ud, tl_chan *ch, tl_tasklet *t, int op);
+    /* t leaves proxy ch's queue before an answer came (killed, moved). */
+    void (*remote_cancel)(void *ud, tl_chan *ch, tl_tasklet *t);
+    /* t (running) asks to move to node; non-zero fails the TL_MIGRATE. */
+    int (*move)(void *ud, tl_tasklet *t, const char *node);
+    /* between steps, after a move was asked for: carry out the moves */
+    void (*moves)(void *ud);
+} tl__hooks;
 
 struct tl_chan {
     uint32_t magic;
@@ -165,6 +188,8 @@ struct tl_chan {
     char *name;
     tl__link all; /* in rt->chans */
     uint8_t dirty; /* changed since the last checkpoint */
+    uint8_t pinned; /* held by the runtime itself (tl_chan_pin) */
+    tl__remote *remote; /* a proxy: the channel lives on another node */
 };
 
 typedef struct tl__timer {
@@ -196,6 +221,10 @@ struct tl_runtime {
     uint32_t steps_since_timers;
     uint32_t cdepth; /* callee steps run directly from tl__call, nested */
     int pending_fail; /* a detached tasklet failed: tl_run reports it */
+    int attention;    /* pending_fail or pending moves: checked per step */
+    int moves_pending;
+    const tl__hooks *hooks; /* the node's, or NULL */
+    void *hooks_ud;
 
     tl__timer *timers;
     size_t ntimers, captimers;
@@ -218,6 +247,7 @@ struct tl_runtime {
     /* persistence: chunks (id >> 8) whose objects were freed since the
      * last checkpoint, so their records must be rewritten */
     int track_gone;   /* a store is attached: track what changes */
+    struct tl_store *store; /* that store */
     unsigned char *dmap; /* tasklet chunks (id >> 8) changed since the last
                           * checkpoint; kept while a store is attached */
     size_t dcap;
@@ -387,6 +417,12 @@ TL__HIDDEN void tl__zlib_free(tl_runtime *rt);
 /* A new frame of e on top of t, locals zeroed (for the loader). */
 TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
 TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);
+/* Takes t (suspended, not running) out of the runtime without running its
+ * cleanups: it lives on elsewhere.  It ends TL_KILLED with code (TL_EMOVED)
+ * and msg; joiners get that error. */
+TL__HIDDEN void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg);
+/* Frees a tasklet the loader built but never counted in the runtime. */
+TL__HIDDEN void tl__tasklet_scrap(tl_tasklet *t);
 
 /* ---- chan.c ---- */
 TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);
@@ -394,6 +430,19 @@ TL__HIDDEN void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op);
 /* A select block for t over cases, its waiters unlinked (for the loader). */
 TL__HIDDEN tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n);
 TL__HIDDEN void tl__chan_free_all(tl_runtime *rt);
+/* Links waiter t into proxy ch's queue (uncounted; t->w.on = ch; takes a
+ * reference on ch). */
+TL__HIDDEN void tl__proxy_enqueue(tl_chan *ch, tl_tasklet *t, int op);
+/* The answer to t's request on a proxy: an error (code < 0), or for a
+ * receive the value v (owned).  t becomes runnable. */
+TL__HIDDEN void tl__remote_complete(tl_tasklet *t, int code, const char *msg, tl_value v);
+/* Performs the rendezvous a queue holding both senders and receivers (or
+ * a receiver and buffered values) allows: after a loader linked a waiter
+ * into a channel that had partners waiting. */
+TL__HIDDEN void tl__chan_rematch(tl_chan *ch);
+/* Makes ch a proxy of node/id (or node/name); 0 or TL_ENOMEM. */
+TL__HIDDEN int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id,
+                                   const char *name);
 TL__HIDDEN const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n);
 
 #endif /* TL_INTERNAL_H */

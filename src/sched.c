@@ -279,6 +279,27 @@ tl_status tl__sleep_until(tl_frame *f, int64_t deadline)
     return TL__SWITCH;
 }
 
+tl_status tl__move(tl_frame *f, const char *node)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    if (!node || !*node)
+        return tl__op_error(f, TL_EINVAL, "TL_MIGRATE: no node named");
+    if (!rt->hooks || !rt->hooks->move)
+        return tl__op_error(f, TL_ENOTSUP, "TL_MIGRATE to '%s': this runtime has no node "
+                            "(tl_node_new)", node);
+    if (strcmp(node, rt->node) == 0)
+        return TL__CONT;
+    if (rt->hooks->move(rt->hooks_ud, t, node) != TL_OK) {
+        tl__deliver_error(t, rt->errcode, rt->errmsg);
+        return TL__CONT;
+    }
+    tl__block(t, TL_WAIT_MOVE);
+    rt->moves_pending = 1;
+    rt->attention = 1;
+    return TL__SWITCH;
+}
+
 tl_status tl__yield(tl_frame *f)
 {
     tl_tasklet *t = f->t;
@@ -320,8 +341,15 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
         } while (s == TL__AGAIN);
         rt->current = NULL;
         n++;
-        if (rt->pending_fail)
-            break;
+        if (rt->attention) {
+            if (rt->moves_pending) {
+                rt->moves_pending = 0;
+                rt->hooks->moves(rt->hooks_ud);
+            }
+            rt->attention = rt->pending_fail;
+            if (rt->pending_fail)
+                break;
+        }
         if (rt->policy_every && ++rt->policy_count >= rt->policy_every) {
             rt->policy_count = 0;
             int rc = rt->policy_hook(rt->policy_ud, 0);
@@ -335,6 +363,7 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
     if (rt->pending_fail) {
         int err = rt->pending_fail;
         rt->pending_fail = 0;
+        rt->attention = rt->moves_pending;
         return err;
     }
     return TL_OK;
@@ -373,14 +402,14 @@ static void blocked_visit(void *obj, void *ud)
         return;
     char label[160], on[160] = "";
     static const char *const what[] = {"?", "send on", "receive on", "select on",
-                                       "sleep", "join"};
+                                       "sleep", "join", "move"};
     if (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV)
         tl__chan_label((tl_chan *)t->w.on, on, sizeof on);
     else if (t->wait == TL_WAIT_JOIN)
         tl__tasklet_label((tl_tasklet *)t->w.on, on, sizeof on);
     int k = snprintf(m->buf + m->len, m->cap - m->len, "%s%s (%s %s)",
                      m->listed ? "; " : "", tl__tasklet_label(t, label, sizeof label),
-                     what[t->wait < 6 ? t->wait : 0], on);
+                     what[t->wait < 7 ? t->wait : 0], on);
     if (k > 0)
         m->len += (size_t)k < m->cap - m->len ? (size_t)k : m->cap - m->len - 1;
     m->listed++;

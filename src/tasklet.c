@@ -271,6 +271,7 @@ static void finish(tl_tasklet *t, int state, int err)
         char label[160];
         tl__tasklet_label(t, label, sizeof label);
         rt->pending_fail = err;
+        rt->attention = 1;
         tl__seterr(rt, err, "%s failed: %s (%s)", label,
                    t->ext && t->ext->errmsg ? t->ext->errmsg : tl_strerror(err),
                    tl_errname(err));
@@ -615,6 +616,38 @@ int tl_throw(tl_tasklet *t, int code, const char *msg)
         finish(t, TL_FAILED, code);
     tl_tasklet_release(t);
     return TL_OK;
+}
+
+void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg)
+{
+    t->refs++;
+    detach(t);
+    while (t->top)
+        frame_drop(t, false);
+    set_errmsg(t, msg);
+    finish(t, TL_KILLED, code);
+    tl_tasklet_release(t);
+}
+
+void tl__tasklet_scrap(tl_tasklet *t)
+{
+    tl__sel *sel = t->ext ? t->ext->sel : NULL;
+    if (t->w.link.next != &t->w.link && (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV))
+        tl__chan_forget_waiter(t);
+    else if (t->w.link.next != &t->w.link)
+        tl__list_unlink(&t->w.link);
+    if (t->wait == TL_WAIT_SLEEP && t->w.on < t->rt->ntimers &&
+        t->rt->timers[t->w.on].t == t)
+        tl__timer_remove(t->rt, t);
+    if (sel) {
+        for (int i = 0; i < sel->n; i++)
+            tl_value_set(&sel->cases[i].value, tl_nil());
+        tl__free(t->rt, sel, sel->bytes);
+        t->ext->sel = NULL;
+    }
+    while (t->top)
+        frame_drop(t, false);
+    tasklet_free(t);
 }
 
 /* ---- frames, from inside ---- */
