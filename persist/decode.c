@@ -338,7 +338,7 @@ static int resolve_func(loader *ld, const msgpack_object *f, fnref *r)
  * record has not been seen yet. */
 static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
 {
-    void **slot = id ? idmap_slot(&ld->tasklets, id) : NULL;
+    void **slot = id && ld->tasklets.objs ? idmap_slot(&ld->tasklets, id) : NULL;
     if (!slot) {
         corrupt(ld, "tasklet id %llu is out of range or more tasklets than the head "
                 "announces", (unsigned long long)id);
@@ -373,7 +373,7 @@ static tl_tasklet *get_tasklet(loader *ld, uint64_t id)
  * if its record has not been seen yet. */
 static tl_chan *get_chan(loader *ld, uint64_t id)
 {
-    void **slot = id ? idmap_slot(&ld->chans, id) : NULL;
+    void **slot = id && ld->chans.objs ? idmap_slot(&ld->chans, id) : NULL;
     tl_chan *ch;
     if (!slot) {
         corrupt(ld, "channel id %llu is out of range or more channels than the head "
@@ -1328,6 +1328,16 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     tl__clear_dirty(rt);
     rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */
     return TL_OK;
+}
+
+int tl__unpack_value(tl_runtime *rt, const void *obj, tl_value *out)
+{
+    loader ld;
+    memset(&ld, 0, sizeof ld);
+    ld.rt = rt;
+    ld.where = "message";
+    ld.import = 1; /* no id maps: a channel or tasklet reference is refused */
+    return dec_value(&ld, obj, out, 0);
 }
 
 /* Drops the loader's reference on every channel it resolved. */

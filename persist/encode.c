@@ -143,6 +143,11 @@ const char *const tl__type_names[11] = {
     "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
 };
 
+int tl__pack_value(void *packer, tl_value v)
+{
+    return enc_value(packer, v, 0);
+}
+
 static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
 {
     const void *p = locals + fd->offset;

@@ -84,6 +84,13 @@ TL__HIDDEN void tl__store_touch(tl_store *st);
 /* A fresh random transfer id (32 hex digits and a NUL). */
 TL__HIDDEN int tl__new_xid(char out[40]);
 
+/* A value in the snapshot encoding (FORMAT.md section 1), into a
+ * msgpack_packer; TL_ERANGE when nested deeper than 16. */
+TL__HIDDEN int tl__pack_value(void *packer, tl_value v);
+/* And back from a msgpack_object: plain data and errors only (a channel or
+ * tasklet reference is TL_ECORRUPT); TL_ENOMEM. */
+TL__HIDDEN int tl__unpack_value(tl_runtime *rt, const void *obj, tl_value *out);
+
 /* On-disk field type names, indexed by tl_ftype. */
 TL__HIDDEN extern const char *const tl__type_names[11];
 

@@ -1,0 +1,130 @@
+/*
+ * tasklet_node.h -- moving tasklets between runtimes, processes and
+ * machines (libtasklet's migrate/ module).
+ *
+ * A node wraps one runtime and gives it a name (its node id), links to
+ * other nodes and an event loop.  Over a link:
+ *   - a suspended tasklet moves (TL_MIGRATE from inside, tl_node_migrate
+ *     from outside) with its frames and locals, exactly once: the source
+ *     keeps it until the destination acknowledges it (after checkpointing
+ *     it, when the destination has a store), transfers carry an id so a
+ *     retry is idempotent, and with stores on both sides a crash of either
+ *     at any instant leaves the tasklet in exactly one place;
+ *   - the channels it held stay home and become remote channels at the
+ *     destination: a send there blocks until a receiver at home takes the
+ *     value, a receive until a sender at home gives one.
+ * Links are TCP or Unix sockets (docs/PROTOCOL.md): a handshake with
+ * magic, protocol version and node ids, then length-prefixed msgpack
+ * frames.  Peers prove they hold the cluster's shared secret (HMAC-SHA-
+ * 512-256 over fresh nonces, libsodium's crypto_auth); traffic is not
+ * encrypted.  Only functions the receiving program registered can run:
+ * frames carry names and data, never code or pointers.
+ *
+ * One thread drives a node (tl_node_poll / tl_node_run) and its runtime.
+ * Several nodes may live in one process, one per thread, linked with
+ * tl_node_pair.
+ */
+#ifndef TASKLET_NODE_H
+#define TASKLET_NODE_H
+
+#include "tasklet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TL_PROTO_VERSION 1
+
+typedef struct tl_node tl_node;
+
+/* Receives one line: why a peer was refused or dropped, links up and down. */
+typedef void (*tl_log_fn)(void *ud, const char *msg);
+
+typedef struct tl_node_config {
+    /* This node's id, 1 to 63 bytes of [A-Za-z0-9._-]; it becomes the
+     * runtime's node id (tl_set_node_id).  Required. */
+    const char *node_id;
+    /* The cluster's shared secret, at least 16 bytes.  Required for
+     * tl_node_listen and tl_node_connect (not for tl_node_pair). */
+    const void *secret;
+    size_t secret_len;
+    /* The store attached to the runtime, or NULL.  With one, transfers are
+     * checkpointed before they are sent or acknowledged (exactly once
+     * across crashes), and the node's outbox and inbox live in it. */
+    tl_store *store;
+    tl_log_fn log;   /* NULL: lines go to stderr */
+    void *log_ud;
+    uint32_t max_frame; /* largest frame accepted, bytes (default and
+                         * maximum 64 MiB) */
+    uint32_t batch;     /* scheduler steps per tl_node_poll (default 1024) */
+} tl_node_config;
+
+/* Creates a node around rt and registers its internal function
+ * ("tl.agent"): create it before tl_store_restore.  TL_EINVAL (bad id or
+ * secret), TL_EEXIST (rt has a node), TL_ENOMEM. */
+TL_API int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out);
+/* Closes every link and detaches from the runtime (which stays usable).
+ * Transfers not yet acknowledged stay in the store's outbox, if any. */
+TL_API void tl_node_free(tl_node *n);
+TL_API tl_runtime *tl_node_runtime(const tl_node *n);
+TL_API const char *tl_node_name(const tl_node *n);
+/* The message of the node's last error (the runtime's). */
+TL_API const char *tl_node_errmsg(const tl_node *n);
+
+/* Listens on addr: "tcp://HOST:PORT" (HOST an IPv4 address, default
+ * 127.0.0.1; PORT 0 picks a free port) or "unix:PATH".  TL_EINVAL (bad
+ * address, no secret), TL_EIO (cannot bind). */
+TL_API int tl_node_listen(tl_node *n, const char *addr);
+/* The address listened on, the port resolved ("" before tl_node_listen). */
+TL_API const char *tl_node_address(const tl_node *n);
+/* Dials addr and keeps a link there: redials every 100 ms when it drops.
+ * Returns at once; the handshake completes in tl_node_poll. */
+TL_API int tl_node_connect(tl_node *n, const char *addr);
+/* Links two nodes of one process (each then driven by its own thread):
+ * the same protocol over a socket pair.  Call before either runs. */
+TL_API int tl_node_pair(tl_node *a, tl_node *b);
+/* 1 when an authenticated link to node peer is up. */
+TL_API int tl_node_connected(const tl_node *n, const char *peer);
+/* Polls until a link to peer is up: TL_OK, or TL_ELINK after timeout_ms. */
+TL_API int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms);
+
+/* Moves suspended tasklet t (runnable, or blocked in a send, receive or
+ * sleep) to node peer, which needs a link up.  t's handle reads TL_KILLED
+ * with TL_EMOVED at once; the transfer completes in tl_node_poll.  If the
+ * peer refuses it (an unknown function, say), the tasklet comes back under
+ * a new id with that error thrown at its suspension point.  TL_ELINK (no
+ * link to peer), TL_ENOTSUP (waits in a select or join, or holds a tasklet
+ * reference), TL_ESTATE (running or ended). */
+TL_API int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer);
+
+/* The channel at "node/name": the local channel of that name when node is
+ * this node, else a remote reference to it (resolved by name at the home
+ * on each operation).  A new reference: release it.  TL_EINVAL, TL_ENOENT. */
+TL_API int tl_node_chan(tl_node *n, const char *path, tl_chan **out);
+
+/* One round: up to cfg.batch scheduler steps, the checkpoint a transfer
+ * needs, then I/O, waiting at most timeout_ms (-1: until something
+ * happens) when nothing is runnable.  Returns TL_OK or what tl_run_steps
+ * or a checkpoint returned. */
+TL_API int tl_node_poll(tl_node *n, int timeout_ms);
+/* Polls until tl_node_stop (TL_OK) or an error. */
+TL_API int tl_node_run(tl_node *n);
+/* Makes tl_node_run return after the current round; callable from a
+ * tasklet, a callback or another thread. */
+TL_API void tl_node_stop(tl_node *n);
+
+typedef struct tl_node_stats {
+    uint64_t moved_out;   /* transfers acknowledged by the destination */
+    uint64_t moved_in;    /* tasklets imported */
+    uint64_t refused;     /* transfers the destination refused */
+    uint64_t duplicates;  /* transfers received again, acknowledged only */
+    uint64_t pending;     /* transfers sent, not yet acknowledged */
+    uint64_t remote_ops;  /* remote channel operations answered */
+    uint64_t links_up, links_dropped;
+} tl_node_stats;
+TL_API void tl_node_stats_get(const tl_node *n, tl_node_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TASKLET_NODE_H */

@@ -1,0 +1,17 @@
+/*
+ * node_internal.h -- the node's entry points for tests and the fuzzer.
+ */
+#ifndef TL_NODE_INTERNAL_H
+#define TL_NODE_INTERNAL_H
+
+#include "tasklet_node.h"
+
+#include <stddef.h>
+
+/* Feeds bytes to n as if they came from one peer's link (authenticated
+ * already when authed is set): frames are parsed and acted on, the
+ * runtime runs what they started, then the link is dropped. */
+__attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *bytes,
+                                                        size_t len, int authed);
+
+#endif
