@@ -1905,7 +1905,7 @@ int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         return TL_EIO;
     set_nonblock(sv[0]);
-    conn *l = conn_new(n, sv[0], 0, "fuzz");
+    conn *l = link_new(n, sv[0], 0, "fuzz");
     if (!l) {
         close(sv[0]);
         close(sv[1]);
