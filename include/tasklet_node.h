@@ -90,11 +90,15 @@ TL_API int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms);
 
 /* Moves suspended tasklet t (runnable, or blocked in a send, receive or
  * sleep) to node peer, which needs a link up.  t's handle reads TL_KILLED
- * with TL_EMOVED at once; the transfer completes in tl_node_poll.  If the
- * peer refuses it (an unknown function, say), the tasklet comes back under
- * a new id with that error thrown at its suspension point.  TL_ELINK (no
- * link to peer), TL_ENOTSUP (waits in a select or join, or holds a tasklet
- * reference), TL_ESTATE (running or ended). */
+ * with TL_EMOVED at once; the transfer completes in tl_node_poll.  A
+ * tasklet blocked on a remote channel moves once the channel's home has
+ * answered the cancellation of its request (if the operation completed
+ * meanwhile, it moves runnable with the result; if the link to the home
+ * drops, it stays with TL_ELINK delivered).  If the peer refuses it (an
+ * unknown function, say), the tasklet comes back under a new id with that
+ * error thrown at its suspension point.  TL_ELINK (no link to peer),
+ * TL_ENOTSUP (waits in a select or join, or holds a tasklet reference),
+ * TL_ESTATE (running or ended), TL_EBUSY (already moving). */
 TL_API int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer);
 
 /* The channel at "node/name": the local channel of that name when node is

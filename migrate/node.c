@@ -49,7 +49,7 @@
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
 
 enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
-       M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22 };
+       M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22, M_CANCELLED = 23 };
 enum { L_CONNECTING, L_HANDSHAKE, L_UP, L_DEAD };
 
 typedef struct dial dial;
@@ -87,7 +87,9 @@ typedef struct outx {       /* a transfer not yet acknowledged */
 
 typedef struct xidref { conn *l; char xid[40]; char peer[64]; } xidref;
 
-typedef struct rop { uint64_t req; tl_tasklet *t; conn *via; } rop;   /* ours, remote */
+/* A request of ours at a channel's home.  moving: the waiter is to move
+ * to that node once the home answered the CANCEL sent for it. */
+typedef struct rop { uint64_t req; tl_tasklet *t; conn *via; char moving[64]; } rop;
 typedef struct agent { uint64_t req; tl_tasklet *t; conn *via; } agent; /* theirs, here */
 typedef struct move { tl_tasklet *t; char peer[64]; } move;
 
@@ -580,7 +582,7 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
     if (vc != TL_OK)
         return tl__seterr(n->rt, vc, "send on %s: a value crossing nodes cannot hold channel "
                           "or tasklet references or nest deeper than 16", label);
-    rop ro = {++n->next_req, tl_tasklet_retain(t), l};
+    rop ro = {++n->next_req, tl_tasklet_retain(t), l, ""};
     if (VEC_PUSH(n->rops, ro) != 0) {
         tl_tasklet_release(t);
         return tl__seterr(n->rt, TL_ENOMEM, "out of memory for a remote operation");
@@ -1088,6 +1090,9 @@ static void on_done(conn *l, const msgpack_object *o)
             tl__remote_complete(r.t, (int)code, msg, v);
         else
             tl_release(v);
+        if (r.moving[0] && r.t->state == TL_RUNNABLE && depart(n, r.t, r.moving) != TL_OK)
+            logf_(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r.t->id,
+                  r.moving, n->rt->errmsg);
         release_rop(&r);
         return;
     }
@@ -1109,6 +1114,42 @@ static void on_cancel(conn *l, const msgpack_object *o)
         if (a.t->state < TL_DONE)
             tl_kill(a.t);
         tl_tasklet_release(a.t);
+        /* the operation did not happen: say so (its DONE, had it
+         * happened, would have gone out before this) */
+        msgpack_packer pk;
+        size_t at = frame_begin(l, &pk);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint8(&pk, M_CANCELLED);
+        msgpack_pack_uint64(&pk, a.req);
+        frame_end(l, at);
+        flush(l);
+        return;
+    }
+}
+
+static int depart(tl_node *n, tl_tasklet *t, const char *peer);
+
+/* The home stopped our request for a waiter that is moving: it moves
+ * now, still waiting on the remote channel. */
+static void on_cancelled(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    if (o->via.array.size < 2 || !is_u(item(o, 1))) {
+        drop_link(l, "malformed cancelled");
+        return;
+    }
+    for (size_t i = 0; i < n->rops.n; i++) {
+        if (n->rops.v[i].req != item(o, 1)->via.u64 || n->rops.v[i].via != l)
+            continue;
+        rop r = n->rops.v[i];
+        n->rops.v[i] = n->rops.v[--n->rops.n];
+        if (r.moving[0] && r.t->state == TL_BLOCKED) {
+            r.t->flags &= (uint16_t)~TL__TF_REMOTE;
+            if (depart(n, r.t, r.moving) != TL_OK)
+                logf_(n, "tasklet #%llu could not move to %s: %s",
+                      (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
+        }
+        release_rop(&r);
         return;
     }
 }
@@ -1152,6 +1193,7 @@ static void on_frame(conn *l, const unsigned char *p, size_t len)
         case M_OP: on_op(l, o); break;
         case M_DONE: on_done(l, o); break;
         case M_CANCEL: on_cancel(l, o); break;
+        case M_CANCELLED: on_cancelled(l, o); break;
         default: drop_link(l, "unknown message type %llu", (unsigned long long)type);
         }
     }
@@ -1236,6 +1278,10 @@ static int write_tables(void *ud, void *dbp)
     tl_node *n = ud;
     sqlite3 *db = dbp;
     sqlite3_stmt *s = NULL;
+    if (!db) { /* the store is closing */
+        n->store = NULL;
+        return TL_OK;
+    }
     int bad = sqlite3_exec(db, "DELETE FROM outbox; DELETE FROM inbox;", NULL, NULL, NULL) != SQLITE_OK;
     if (!bad)
         bad = sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES(?,?,?)", -1, &s, NULL) != SQLITE_OK;
@@ -1726,6 +1772,26 @@ int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer)
                           "runtime");
     if (strlen(peer) >= 64 || !up_link(n, peer))
         return tl__seterr(n->rt, TL_ELINK, "tl_node_migrate: no link to node '%s'", peer);
+    if (t->state == TL_BLOCKED && (t->flags & TL__TF_REMOTE)) {
+        /* its request at the home must stop first, or be answered */
+        for (size_t i = 0; i < n->rops.n; i++) {
+            rop *r = &n->rops.v[i];
+            if (r->t != t)
+                continue;
+            if (r->moving[0])
+                return tl__seterr(n->rt, TL_EBUSY, "tl_node_migrate: tasklet #%llu is already "
+                                  "moving to %s", (unsigned long long)t->id, r->moving);
+            snprintf(r->moving, sizeof r->moving, "%s", peer);
+            msgpack_packer pk;
+            size_t at = frame_begin(r->via, &pk);
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint8(&pk, M_CANCEL);
+            msgpack_pack_uint64(&pk, r->req);
+            frame_end(r->via, at);
+            flush(r->via);
+            return TL_OK;
+        }
+    }
     return depart(n, t, peer);
 }
 

@@ -470,6 +470,10 @@ int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
                           t->wait == TL_WAIT_SELECT ? "select" : "join");
     if (!rt->node[0])
         return tl__seterr(rt, TL_ESTATE, "moving a tasklet: the runtime has no node id");
+    if (t->state == TL_BLOCKED && (t->flags & TL__TF_REMOTE))
+        return tl__seterr(rt, TL_EBUSY, "%s cannot move while its operation on a remote "
+                          "channel is in flight (tl_node_migrate waits for it)",
+                          tl__tasklet_label(t, label, sizeof label));
     closure c = {rt, NULL, 0, 0, 0, 1, 0};
     closure_of(&c, t);
     int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "moving a tasklet: out of memory") : TL_OK;

@@ -855,6 +855,8 @@ int tl_store_close(tl_store *st)
     if (st->owner)
         sqlite3_exec(st->db, "DELETE FROM owner WHERE id = 1", NULL, NULL, NULL);
     mail_clear(st);
+    if (st->extra)
+        st->extra(st->extra_ud, NULL); /* the node forgets this store */
     if (st->rt) {
         st->rt->store = NULL;
         st->rt->track_gone = 0;
