@@ -120,7 +120,10 @@ struct tl_node {
     conn *links;
     dial *dials;
     outx *out, **out_tail;
+    outx *next_send;       /* every transfer before it has been sent */
     size_t nout;
+    VEC(outx *) xbatch;    /* scratch: one XFER frame's transfers */
+    uint64_t xid_prefix, xid_seq;
     xset seen;
     VEC(xidref) acks;      /* to send once the imports are checkpointed */
     VEC(xidref) forgets;   /* to send once the outbox removal is */
@@ -471,6 +474,7 @@ static void drop_link(conn *l, const char *fmt, ...)
     for (outx *x = n->out; x; x = x->next)
         if (x->sent == l)
             x->sent = NULL;
+    n->next_send = n->out;
     for (size_t i = 0; i < n->acks.n; i++)
         if (n->acks.v[i].l == l)
             n->acks.v[i].l = NULL;
@@ -652,10 +656,10 @@ static int depart(tl_node *n, tl_tasklet *t, const char *peer)
     outx *x = calloc(1, sizeof *x);
     if (!x)
         return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
-    if (tl__new_xid(x->xid) != TL_OK) {
-        free(x);
-        return tl__seterr(n->rt, TL_EIO, "moving a tasklet: no random source for its id");
-    }
+    /* a random 64-bit prefix per node instance, then a counter: unique
+     * across restarts without a system call per transfer */
+    snprintf(x->xid, sizeof x->xid, "%016llx%016llx", (unsigned long long)n->xid_prefix,
+             (unsigned long long)++n->xid_seq);
     int rc = tl__snapshot_save_moving(t, &x->data, &x->len);
     if (rc != TL_OK) {
         free(x);
@@ -669,6 +673,8 @@ static int depart(tl_node *n, tl_tasklet *t, const char *peer)
     n->need_ckpt |= n->store != NULL;
     *n->out_tail = x;
     n->out_tail = &x->next;
+    if (!n->next_send)
+        n->next_send = x;
     n->nout++;
     return TL_OK;
 }
@@ -861,6 +867,8 @@ static outx *take_outx(tl_node *n, const char *peer, const char *xid)
     for (outx **pp = &n->out; *pp; pp = &(*pp)->next) {
         outx *x = *pp;
         if (strcmp(x->xid, xid) == 0 && strcmp(x->peer, peer) == 0) {
+            if (n->next_send == x)
+                n->next_send = x->next;
             *pp = x->next;
             if (n->out_tail == &x->next)
                 n->out_tail = pp;
@@ -1218,7 +1226,7 @@ static void on_bytes(conn *l)
         on_frame(l, p + 4, len);
         off += 4 + (size_t)len;
     }
-    if (l->state == L_DEAD)
+    if (l->state == L_DEAD || off == 0)
         return;
     memmove(l->rbuf, l->rbuf + off, l->rlen - off);
     l->rlen -= off;
@@ -1332,6 +1340,8 @@ static int read_tables(tl_node *n)
         x->durable = 1;
         *n->out_tail = x;
         n->out_tail = &x->next;
+        if (!n->next_send)
+            n->next_send = x;
         n->nout++;
     }
     sqlite3_finalize(s);
@@ -1396,10 +1406,10 @@ static int settle(tl_node *n)
             return tl__seterr(n->rt, rc, "checkpoint for a transfer: %s",
                               tl_store_errmsg(n->store));
         n->need_ckpt = 0;
+        for (outx *x = n->next_send; x; x = x->next)
+            x->durable = 1;
     }
     if (!n->need_ckpt) {
-        for (outx *x = n->out; x; x = x->next)
-            x->durable = 1;
         for (size_t i = 0; i < n->acks.n; i++) {
             conn *l = n->acks.v[i].l;
             size_t j = i;
@@ -1436,35 +1446,39 @@ static int settle(tl_node *n)
         }
         n->forgets.n = 0;
     }
-    /* transfers: batched per link */
+    /* transfers: batched per link, in order */
+    while (n->next_send && n->next_send->sent)
+        n->next_send = n->next_send->next;
     for (conn *l = n->links; l; l = l->next) {
-        if (l->state != L_UP)
-            continue;
-        size_t cnt = 0, bytes = 0;
-        for (outx *x = n->out; x; x = x->next)
-            if (x->durable && !x->sent && strcmp(x->peer, l->peer) == 0 &&
-                (cnt == 0 || bytes + x->len <= XFER_BATCH_BYTES)) {
-                cnt++;
-                bytes += x->len;
-            }
-        if (!cnt) {
-            flush(l);
+        size_t bytes = 0;
+        n->xbatch.n = 0;
+        for (outx *x = n->next_send; x && l->state == L_UP; x = x->next) {
+            if (x->sent || !x->durable || strcmp(x->peer, l->peer) != 0)
+                continue;
+            if (n->xbatch.n && bytes + x->len > XFER_BATCH_BYTES)
+                break;
+            if (VEC_PUSH(n->xbatch, x) != 0)
+                break;
+            bytes += x->len;
+        }
+        if (!n->xbatch.n) {
+            if (l->state != L_DEAD)
+                flush(l);
             continue;
         }
         msgpack_packer pk;
         size_t at = frame_begin(l, &pk);
         msgpack_pack_array(&pk, 2);
         msgpack_pack_uint8(&pk, M_XFER);
-        msgpack_pack_array(&pk, cnt);
-        for (outx *x = n->out; x && cnt; x = x->next)
-            if (x->durable && !x->sent && strcmp(x->peer, l->peer) == 0) {
-                msgpack_pack_array(&pk, 2);
-                pack_str(&pk, x->xid);
-                msgpack_pack_bin(&pk, x->len);
-                msgpack_pack_bin_body(&pk, x->data, x->len);
-                x->sent = l;
-                cnt--;
-            }
+        msgpack_pack_array(&pk, n->xbatch.n);
+        for (size_t i = 0; i < n->xbatch.n; i++) {
+            outx *x = n->xbatch.v[i];
+            msgpack_pack_array(&pk, 2);
+            pack_str(&pk, x->xid);
+            msgpack_pack_bin(&pk, x->len);
+            msgpack_pack_bin_body(&pk, x->data, x->len);
+            x->sent = l;
+        }
         frame_end(l, at);
         flush(l);
     }
@@ -1583,6 +1597,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     n->batch = cfg->batch ? cfg->batch : 1024;
     n->lfd = -1;
     n->out_tail = &n->out;
+    randombytes_buf(&n->xid_prefix, sizeof n->xid_prefix);
     if (pipe(n->wake) != 0) {
         free(n);
         return tl__seterr(rt, TL_EIO, "tl_node_new: pipe: %s", strerror(errno));
@@ -1641,6 +1656,7 @@ void tl_node_free(tl_node *n)
     free(n->rops.v);
     free(n->agents.v);
     free(n->moves.v);
+    free(n->xbatch.v);
     free(n);
 }
 

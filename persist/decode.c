@@ -139,7 +139,7 @@ static int idmap_init(tl_runtime *rt, idmap *m, uint64_t n, uint64_t maxid)
     memset(m, 0, sizeof *m);
     m->limit = (size_t)n;
     m->maxid = maxid;
-    if (maxid <= 4 * n + 65536 && maxid < ((uint64_t)1 << 26)) {
+    if (maxid <= 4 * n + (n > 64 ? 65536 : 0) && maxid < ((uint64_t)1 << 26)) {
         m->direct = 1;
         m->cap = (size_t)maxid + 1;
         m->objs = tl__calloc(rt, m->cap * sizeof *m->objs);

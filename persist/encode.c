@@ -696,6 +696,17 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->total);
     pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->total);
     pack_cstr(&pk, "runq");
+    if (rt->subset == 2) { /* a moving tasklet: the run queue is it, or empty */
+        const tl_tasklet *t = tix->nkeys ? tix->objs[0] : NULL;
+        int runnable = t && t->state == TL_RUNNABLE;
+        msgpack_pack_array(&pk, (size_t)runnable);
+        if (runnable)
+            msgpack_pack_uint64(&pk, t->id);
+        int rc = doc.oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory")
+                         : wrap_record(rt, &doc, out);
+        tl__buf_free(&doc);
+        return rc;
+    }
     size_t nq = 0;
     for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
         nq += tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link));

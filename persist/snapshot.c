@@ -256,15 +256,46 @@ static size_t nonempty(const tl__index *ix)
     return n;
 }
 
-static int save(tl_runtime *rt, void **buf, size_t *len)
+/* The index of the objects given (tasklets, or channels tagged with the
+ * low bit) of one kind: a moving tasklet's snapshot is built from its
+ * closure, never from a walk over the whole runtime. */
+static int index_of(tl_runtime *rt, int kind, const uintptr_t *objs, size_t nobjs, tl__index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    ix->subset = rt->subset;
+    idobj *v = tl__alloc(rt, (nobjs + 1) * sizeof *v);
+    size_t n = 0;
+    if (!v)
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+    for (size_t i = 0; i < nobjs; i++)
+        if ((int)(objs[i] & 1) == (kind == TL__KIND_CHANS)) {
+            void *obj = (void *)(objs[i] & ~(uintptr_t)1);
+            v[n++] = (idobj){obj_id(obj, kind), obj};
+        }
+    ix->total = n;
+    int rc = sort_by_id(rt, v, n);
+    if (rc == TL_OK)
+        rc = group(rt, kind, 1, ix, v, n);
+    tl__free(rt, v, (nobjs + 1) * sizeof *v);
+    if (rc != TL_OK) {
+        tl__index_free(rt, ix);
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+    }
+    return TL_OK;
+}
+
+/* A standalone snapshot: of everything, or (objs) of those objects. */
+static int save(tl_runtime *rt, void **buf, size_t *len, const uintptr_t *objs, size_t nobjs)
 {
     tl__index tix, cix;
     tl__buf out;
     msgpack_packer pk;
-    int rc = tl__index_build(rt, TL__KIND_TASKLETS, 1, &tix);
+    int rc = objs ? index_of(rt, TL__KIND_TASKLETS, objs, nobjs, &tix)
+                  : tl__index_build(rt, TL__KIND_TASKLETS, 1, &tix);
     if (rc != TL_OK)
         return rc;
-    rc = tl__index_build(rt, TL__KIND_CHANS, 1, &cix);
+    rc = objs ? index_of(rt, TL__KIND_CHANS, objs, nobjs, &cix)
+              : tl__index_build(rt, TL__KIND_CHANS, 1, &cix);
     if (rc != TL_OK) {
         tl__index_free(rt, &tix);
         return rc;
@@ -310,7 +341,7 @@ int tl_snapshot_save(tl_runtime *rt, void **buf, size_t *len)
     if (rt->current)
         return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save: called from inside a tasklet; "
                           "save between scheduler steps");
-    return save(rt, buf, len);
+    return save(rt, buf, len, NULL, 0);
 }
 
 /* ---- one tasklet and what it references ---- */
@@ -447,7 +478,7 @@ int tl_snapshot_save_tasklet(tl_tasklet *t, void **buf, size_t *len)
     int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save_tasklet: out of memory") : TL_OK;
     if (rc == TL_OK) {
         rt->subset = 1;
-        rc = save(rt, buf, len);
+        rc = save(rt, buf, len, c.objs, c.n);
         rt->subset = 0;
     }
     closure_clear(&c);
@@ -483,7 +514,7 @@ int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
                         tl__tasklet_label(t, label, sizeof label));
     if (rc == TL_OK) {
         rt->subset = 2;
-        rc = save(rt, buf, len);
+        rc = save(rt, buf, len, c.objs, c.n);
         rt->subset = 0;
     }
     for (size_t i = 0; rc == TL_OK && i < c.n; i++) {
