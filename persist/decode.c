@@ -134,12 +134,12 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 27);
 }
 
-static int idmap_init(tl_runtime *rt, idmap *m, uint64_t n, uint64_t maxid)
+static int idmap_init(tl_runtime *rt, idmap *m, uint64_t n, uint64_t maxid, int sparse)
 {
     memset(m, 0, sizeof *m);
     m->limit = (size_t)n;
     m->maxid = maxid;
-    if (maxid <= 4 * n + (n > 64 ? 65536 : 0) && maxid < ((uint64_t)1 << 26)) {
+    if (!sparse && maxid <= 4 * n + 65536 && maxid < ((uint64_t)1 << 26)) {
         m->direct = 1;
         m->cap = (size_t)maxid + 1;
         m->objs = tl__calloc(rt, m->cap * sizeof *m->objs);
@@ -1225,8 +1225,9 @@ static int read_counts(loader *ld, const tl__raw *chunks, size_t n)
         return corrupt(ld, "head: object counts missing or larger than the chunks can hold");
     ld->ntasklets = nt->via.u64;
     ld->nchans = nc->via.u64;
-    if (idmap_init(ld->rt, &ld->tasklets, ld->ntasklets, ld->max_tid) != TL_OK ||
-        idmap_init(ld->rt, &ld->chans, ld->nchans, ld->max_cid) != TL_OK)
+    /* an import holds a few objects whatever the ids: no dense arrays */
+    if (idmap_init(ld->rt, &ld->tasklets, ld->ntasklets, ld->max_tid, ld->import) != TL_OK ||
+        idmap_init(ld->rt, &ld->chans, ld->nchans, ld->max_cid, ld->import) != TL_OK)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %llu objects", ld->where,
                           (unsigned long long)(ld->ntasklets + ld->nchans));
     return TL_OK;
