@@ -46,6 +46,7 @@
 #define MAX_HANDSHAKE_FRAME 1024u
 #define XFER_BATCH_BYTES ((size_t)4 << 20)
 #define REDIAL_NS 100000000LL
+#define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
 
 enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
@@ -74,6 +75,7 @@ struct dial {
     char addr[256];
     conn *conn;
     int64_t next_try;
+    int64_t backoff;  /* doubles while handshakes fail, up to 2 s */
 };
 
 typedef struct outx {       /* a transfer not yet acknowledged */
@@ -443,8 +445,11 @@ static void drop_link(conn *l, const char *fmt, ...)
     l->fd = -1;
     n->stats.links_dropped += was_up;
     if (l->dial) {
-        l->dial->conn = NULL;
-        l->dial->next_try = mono_ns() + REDIAL_NS;
+        dial *d = l->dial;
+        d->backoff = was_up || d->backoff < REDIAL_NS ? REDIAL_NS
+                     : d->backoff * 2 > MAX_REDIAL_NS ? MAX_REDIAL_NS : d->backoff * 2;
+        d->conn = NULL;
+        d->next_try = mono_ns() + d->backoff;
         l->dial = NULL;
     }
     char msg[160];
