@@ -33,6 +33,7 @@
 #include <poll.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,7 +135,7 @@ struct tl_node {
     VEC(move) moves;
     uint64_t next_req;
     int need_ckpt, started, wake[2];
-    volatile int stop;
+    atomic_int stop;  /* tl_node_stop may come from another thread */
     tl_node_stats stats;
 };
 
@@ -614,6 +615,9 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
         msgpack_pack_nil(&pk);
     frame_end(l, at);
     flush(l);
+    if (l->state == L_DEAD) /* the request did not go: drop_link released it */
+        return tl__seterr(n->rt, TL_ELINK, "%s on %s: the link to node %s was lost",
+                          op == TL_OP_SEND ? "send" : "receive", label, r->node);
     return TL_OK;
 }
 
@@ -1876,7 +1880,7 @@ int tl_node_poll(tl_node *n, int timeout_ms)
     /* how long to wait */
     int64_t now = mono_ns(), wait = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
     int64_t deadline;
-    if (tl_runnable_count(n->rt) || n->stop)
+    if (tl_runnable_count(n->rt) || atomic_load(&n->stop))
         wait = 0;
     if (wait != 0 && tl_next_deadline(n->rt, &deadline)) {
         int64_t d = deadline - tl_now(n->rt);
@@ -1961,9 +1965,9 @@ int tl_node_run(tl_node *n)
     if (!n)
         return TL_EMISUSE;
     int rc = TL_OK;
-    while (!n->stop && rc == TL_OK)
+    while (!atomic_load(&n->stop) && rc == TL_OK)
         rc = tl_node_poll(n, -1);
-    n->stop = 0;
+    atomic_store(&n->stop, 0);
     return rc;
 }
 
@@ -1971,7 +1975,7 @@ void tl_node_stop(tl_node *n)
 {
     if (!n)
         return;
-    n->stop = 1;
+    atomic_store(&n->stop, 1);
     ssize_t k = write(n->wake[1], "", 1);
     (void)k;
 }

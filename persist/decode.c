@@ -241,7 +241,7 @@ static void doc_free(loader *ld, doc *d)
             tl__free(ld->rt, d->funcs[i].match, d->funcs[i].e->fn->nfields + 1);
     msgpack_unpacked_destroy(&d->up);
     tl__free(ld->rt, d->bytes, d->len ? d->len : 1);
-    tl__free(ld->rt, d->funcs, d->nfuncs * sizeof *d->funcs);
+    tl__free(ld->rt, d->funcs, (d->nfuncs + 1) * sizeof *d->funcs);
 }
 
 /* ---- pass 1: the head ---- */

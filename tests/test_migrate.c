@@ -10,7 +10,10 @@
  *
  * Tasklets write what they saw into records (R[tag]): the node they ran
  * on, their locals, the error they caught.  Each runtime allocates through
- * a counting allocator: teardown checks that every byte came back.
+ * an allocator that keeps each block's size: teardown checks that every
+ * byte came back, and test_load_frees_with_alloc_size that every free
+ * states the size the block was given.  test_link_dead_before_op and
+ * test_load_frees_with_alloc_size pin library bugs (they fail until fixed).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -309,13 +312,18 @@ static tl_status peer(tl_frame *f, void *locals)
 static const tl_func peer_fn = {"test.migrate.peer", 1, peer, sizeof(peer_t), peer_fields,
                                 TL_COUNTOF(peer_fields), NULL};
 
-/* only_a: registered on A only.  Moves to dest, records what it caught. */
+/* only_a: registered on A only.  Moves to dest (or, with op TL_OP_RECV,
+ * receives on ch), records what it caught. */
 static tl_status only_a(tl_frame *f, void *locals)
 {
     peer_t *L = locals;
     TL_BEGIN(f);
     tl_frame_catch(f, 1);
-    TL_MIGRATE(f, L->dest);
+    if (L->op == TL_OP_RECV) {
+        TL_RECV(f, L->ch, L->v);
+    } else {
+        TL_MIGRATE(f, L->dest);
+    }
     rec *r = mark(f, L->id);
     r->err = tl_frame_error(f);
     snprintf(r->str, sizeof r->str, "%.31s", tl_frame_errmsg(f));
@@ -415,8 +423,25 @@ static tl_status stepper(tl_frame *f, void *locals)
 static const tl_func step_fn = {"test.migrate.stepper", 1, stepper, sizeof(step_t), step_fields,
                                 TL_COUNTOF(step_fields), NULL};
 
+/* sleeper: sleeps ms, records where it woke. */
+typedef struct { int64_t ms; int32_t id, pad_; } sleeper_t;
+static const tl_field sleeper_fields[] = {
+    TL_FIELD(sleeper_t, ms, TL_T_I64), TL_FIELD(sleeper_t, id, TL_T_I32),
+};
+
+static tl_status sleeper(tl_frame *f, void *locals)
+{
+    sleeper_t *L = locals;
+    TL_BEGIN(f);
+    TL_SLEEP(f, L->ms);
+    mark(f, L->id)->num = L->ms;
+    TL_END(f);
+}
+static const tl_func sleeper_fn = {"test.migrate.sleeper", 1, sleeper, sizeof(sleeper_t),
+                                   sleeper_fields, TL_COUNTOF(sleeper_fields), NULL};
+
 static const tl_func *const common_fns[] = {
-    &hop_fn, &trav_fn, &peer_fn, &sel_fn, &holder_fn, &visitor_fn, &step_fn,
+    &hop_fn, &trav_fn, &peer_fn, &sel_fn, &holder_fn, &visitor_fn, &step_fn, &sleeper_fn,
 };
 
 static int register_all(tl_runtime *rt)
@@ -732,6 +757,27 @@ static void test_link_break(void **state)
     assert_int_equal(stats(0).remote_ops, 1);
 }
 
+/* The link dies while B has not noticed yet, and a tasklet then starts a
+ * remote operation: the send of its request fails inside the operation.
+ * It must get TL_ELINK, not wait forever. */
+static void test_link_dead_before_op(void **state)
+{
+    (void)state;
+    tl_chan *ch = chan_new(0, 0);
+    assert_int_equal(tl_chan_set_name(ch, "jobs"), TL_OK);
+    tl_chan *p = proxy_b("jobs");
+    tl_node_free(F.n[0]); /* B reads nothing until it polls */
+    F.n[0] = NULL;
+    tl_tasklet *t = spawn_peer(1, (peer_t){.ch = p, .id = 1, .op = TL_OP_RECV, .catch_err = 1});
+    PUMP_ROUNDS(200);
+    assert_false(tl_node_connected(F.n[1], "A"));
+    if (!R[1].set)
+        print_error("still waiting: state %d, wait %d; log:\n%s", tl_tasklet_state(t),
+                    tl_tasklet_wait(t), F.log);
+    assert_int_equal(R[1].set, 1);
+    assert_int_equal(R[1].err, TL_ELINK);
+}
+
 /* ---- 5. refusal ---- */
 
 static void test_refused(void **state)
@@ -754,6 +800,102 @@ static void test_refused(void **state)
     assert_non_null(strstr(F.log, "refused"));
     PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0);
     assert_int_equal(tl_tasklet_count(F.rt[1]), 0);
+}
+
+/* A receiver refused while blocked: it is back in the receive, with the
+ * error delivered there. */
+static void test_refused_blocked(void **state)
+{
+    (void)state;
+    tl_chan *ch = chan_new(0, 0);
+    tl_tasklet *t = spawn(0, &only_a_fn, &(peer_t){.ch = ch, .id = 1, .op = TL_OP_RECV},
+                          sizeof(peer_t));
+    PUMP_UNTIL(tl_tasklet_wait(t) == TL_WAIT_RECV);
+    assert_int_equal(tl_node_migrate(F.n[0], t, "B"), TL_OK);
+    assert_moved(t);
+    PUMP_UNTIL(R[1].set && stats(0).refused == 1);
+    assert_int_equal(R[1].err, TL_ENOFUNC);
+    assert_string_equal(R[1].node, "A");
+    assert_int_equal(stats(0).pending, 0);
+    assert_int_equal(stats(1).moved_in, 0);
+    assert_int_equal(tl_chan_balance(ch), 0);
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0);
+}
+
+/* A remote waiter moved to its channel's home waits there directly: its
+ * request at home is cancelled, no agent is left. */
+static void test_remote_waiter_goes_home(void **state)
+{
+    (void)state;
+    tl_chan *ch = chan_new(0, 0);
+    assert_int_equal(tl_chan_set_name(ch, "jobs"), TL_OK);
+    tl_chan *p = proxy_b("jobs");
+    tl_tasklet *t = spawn_peer(1, (peer_t){.ch = p, .id = 1, .op = TL_OP_RECV});
+    PUMP_UNTIL(tl_chan_balance(ch) == -1 && tl_tasklet_count(F.rt[0]) == 1);
+    assert_int_equal(tl_node_migrate(F.n[1], t, "A"), TL_OK);
+    /* it leaves once the home has cancelled its request */
+    assert_int_equal(tl_node_migrate(F.n[1], t, "A"), TL_EBUSY);
+    PUMP_UNTIL(tl_tasklet_state(t) == TL_KILLED);
+    assert_moved(t);
+    PUMP_UNTIL(stats(0).moved_in == 1 && stats(1).pending == 0);
+    PUMP_ROUNDS(20);
+    assert_int_equal(tl_tasklet_count(F.rt[1]), 0);
+    assert_int_equal(tl_tasklet_count(F.rt[0]), 1); /* itself; the agent is gone */
+    assert_int_equal(tl_chan_balance(ch), -1);
+    assert_int_equal(tl_chan_try_send(ch, tl_i64(12)), TL_OK); /* straight to it */
+    PUMP_UNTIL(R[1].set);
+    assert_string_equal(R[1].node, "A");
+    assert_int_equal(R[1].err, 0);
+    assert_int_equal(R[1].num, 12);
+    assert_false(R[1].remote); /* the named proxy became the channel itself */
+    assert_int_equal(R[1].chid, tl_chan_id(ch));
+    assert_int_equal(stats(0).remote_ops, 0);
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0);
+}
+
+/* The same move while the home's answer is on its way: the receive
+ * completes first and the tasklet moves with the value; nothing is lost. */
+static void test_remote_waiter_moves_with_answer(void **state)
+{
+    (void)state;
+    tl_chan *ch = chan_new(0, 0);
+    assert_int_equal(tl_chan_set_name(ch, "jobs"), TL_OK);
+    tl_chan *p = proxy_b("jobs");
+    tl_tasklet *t = spawn_peer(1, (peer_t){.ch = p, .id = 1, .op = TL_OP_RECV});
+    PUMP_UNTIL(tl_chan_balance(ch) == -1);
+    spawn_peer(0, (peer_t){.ch = ch, .v = tl_i64(21), .id = 2, .op = TL_OP_SEND});
+    for (int i = 0; i < 100 && !R[2].set; i++) /* only A: the answer is sent, not read */
+        assert_int_equal(tl_node_poll(F.n[0], 0), TL_OK);
+    assert_int_equal(R[2].set, 1);
+    assert_int_equal(tl_tasklet_state(t), TL_BLOCKED);
+    assert_int_equal(tl_node_migrate(F.n[1], t, "A"), TL_OK);
+    PUMP_UNTIL(R[1].set);
+    assert_moved(t);
+    assert_string_equal(R[1].node, "A");
+    assert_int_equal(R[1].err, 0);
+    assert_int_equal(R[1].num, 21);
+    assert_false(R[1].remote);
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0 && stats(1).pending == 0);
+    assert_int_equal(tl_tasklet_count(F.rt[1]), 0);
+    assert_int_equal(stats(0).moved_in, 1);
+    assert_int_equal(stats(1).moved_out, 1);
+}
+
+/* A sleeping tasklet moved by the host wakes on the other node. */
+static void test_sleeper_moves(void **state)
+{
+    (void)state;
+    tl_tasklet *t = spawn(0, &sleeper_fn, &(sleeper_t){.ms = 20, .id = 1}, sizeof(sleeper_t));
+    assert_int_equal(tl_run_steps(F.rt[0], 1, NULL), TL_OK);
+    assert_int_equal(tl_tasklet_wait(t), TL_WAIT_SLEEP);
+    assert_int_equal(tl_node_migrate(F.n[0], t, "B"), TL_OK);
+    int64_t deadline;
+    assert_int_equal(tl_next_deadline(F.rt[0], &deadline), 0); /* its timer left A */
+    PUMP_UNTIL(stats(1).moved_in == 1);
+    assert_int_equal(tl_next_deadline(F.rt[1], &deadline), 1);
+    PUMP_UNTIL(R[1].set);
+    assert_string_equal(R[1].node, "B");
+    assert_int_equal(R[1].num, 20);
 }
 
 /* ---- 6. what cannot move, or cross ---- */
@@ -1270,16 +1412,22 @@ static void test_load_frees_with_alloc_size(void **state)
     void *buf;
     size_t len;
     (void)state;
+    memset(R, 0, sizeof R);
     tl_runtime *a = store_rt(&s1, "A", NULL);
     assert_int_equal(tl_spawn(a, &step_fn, &(step_t){.id = 1}, sizeof(step_t), NULL), TL_OK);
     assert_int_equal(tl_snapshot_save(a, &buf, &len), TL_OK);
     tl_runtime *b = store_rt(&s2, "A", NULL);
-    assert_int_equal(tl_snapshot_load(b, buf, len), TL_OK);
+    int rc = tl_snapshot_load(b, buf, len);
     tl_snapshot_free(a, buf, len);
-    assert_int_equal(s2.bad_osize, 0);
-    assert_int_equal(tl_run(b), TL_OK);
+    uint64_t bad_after_load = s2.bad_osize;
+    int rc_run = tl_run(b);
     tl_runtime_free(a);
     tl_runtime_free(b);
+    /* assert only now: a failure leaks nothing for ASan to report */
+    assert_int_equal(rc, TL_OK);
+    assert_int_equal(rc_run, TL_OK);
+    assert_int_equal(R[1].num, 1);
+    assert_int_equal(bad_after_load, 0);
     assert_int_equal(s1.bad_osize + s2.bad_osize, 0);
     assert_int_equal(s1.live, 0);
     assert_int_equal(s2.live, 0);
@@ -1295,7 +1443,12 @@ int main(void)
         T(test_remote_rendezvous),
         T(test_names),
         T(test_link_break),
+        T(test_link_dead_before_op),
         T(test_refused),
+        T(test_refused_blocked),
+        T(test_remote_waiter_goes_home),
+        T(test_remote_waiter_moves_with_answer),
+        T(test_sleeper_moves),
         T(test_migrate_unknown_and_self),
         T(test_host_migrate_refusals),
         T(test_remote_notsup),
