@@ -86,6 +86,7 @@ typedef struct outx {       /* a transfer not yet acknowledged */
     size_t len;
     int durable;            /* checkpointed (or no store) */
     conn *sent;             /* the link it went out on, or NULL */
+    int tried;              /* sent at least once (it may have arrived) */
 } outx;
 
 typedef struct xidref { conn *l; char xid[40]; char peer[64]; } xidref;
@@ -1487,6 +1488,7 @@ static int settle(tl_node *n)
             msgpack_pack_bin(&pk, x->len);
             msgpack_pack_bin_body(&pk, x->data, x->len);
             x->sent = l;
+            x->tried = 1;
         }
         frame_end(l, at);
         flush(l);
@@ -1643,9 +1645,18 @@ void tl_node_free(tl_node *n)
         n->dials = d->next;
         free(d);
     }
+    /* transfers that never left come back; those sent and not yet
+     * acknowledged may have arrived: with a store they are resent by the
+     * next node on it, without one they are reported */
     while (n->out) {
         outx *x = n->out;
+        tl_tasklet *t;
         n->out = x->next;
+        if (!x->tried && !n->store && tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK)
+            tl_throw(t, TL_ELINK, "the node closed before the tasklet could move");
+        else if (!n->store)
+            logf_(n, "transfer %s to %s was not acknowledged before the node closed: the "
+                  "tasklet may or may not have arrived", x->xid, x->peer);
         free_outx(n, x);
     }
     if (n->store)
