@@ -45,7 +45,7 @@
 #define MAGIC "libtasklet-node"
 #define MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
 #define MAX_HANDSHAKE_FRAME 1024u
-#define XFER_BATCH_BYTES ((size_t)4 << 20)
+#define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
 #define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
@@ -97,9 +97,14 @@ typedef struct rop { uint64_t req; tl_tasklet *t; conn *via; char moving[64]; } 
 typedef struct agent { uint64_t req; tl_tasklet *t; conn *via; } agent; /* theirs, here */
 typedef struct move { tl_tasklet *t; char peer[64]; } move;
 
+/* A transfer id: 32 hex digits on the wire, two words here. */
+typedef struct xkey {
+    uint64_t hi, lo;
+} xkey;
+
 /* The transfer ids taken: open addressing, tombstones on delete. */
 typedef struct xset {
-    char (*keys)[40];
+    xkey *keys;
     unsigned char *st;      /* 0 empty, 1 full, 2 deleted */
     size_t cap, n, used;
 } xset;
@@ -174,24 +179,51 @@ static void logf_(tl_node *n, const char *fmt, ...)
 
 /* ---- transfer id set ---- */
 
-static uint64_t xhash(const char *s)
+static int hexval(char c)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-static size_t xset_find(const xset *s, const char *xid, int *found)
+/* 32 lowercase hex digits into k; 0 if s is not that. */
+static int xid_parse(const char *s, xkey *k)
 {
-    size_t j = xhash(xid) & (s->cap - 1), tomb = SIZE_MAX;
+    uint64_t w[2] = {0, 0};
+    for (int i = 0; i < 32; i++) {
+        int v = hexval(s[i]);
+        if (v < 0)
+            return 0;
+        w[i / 16] = w[i / 16] << 4 | (uint64_t)v;
+    }
+    if (s[32])
+        return 0;
+    k->hi = w[0];
+    k->lo = w[1];
+    return 1;
+}
+
+static void xid_format(xkey k, char out[40])
+{
+    snprintf(out, 40, "%016llx%016llx", (unsigned long long)k.hi, (unsigned long long)k.lo);
+}
+
+static uint64_t xkhash(xkey k)
+{
+    uint64_t x = k.hi ^ (k.lo * 0x9e3779b97f4a7c15ULL);
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return x ^ (x >> 32);
+}
+
+static size_t xset_find(const xset *s, xkey k, int *found)
+{
+    size_t j = xkhash(k) & (s->cap - 1), tomb = SIZE_MAX;
     *found = 0;
     for (;;) {
         if (s->st[j] == 0)
             return tomb != SIZE_MAX ? tomb : j;
         if (s->st[j] == 2 && tomb == SIZE_MAX)
             tomb = j;
-        if (s->st[j] == 1 && strcmp(s->keys[j], xid) == 0) {
+        if (s->st[j] == 1 && s->keys[j].hi == k.hi && s->keys[j].lo == k.lo) {
             *found = 1;
             return j;
         }
@@ -199,15 +231,15 @@ static size_t xset_find(const xset *s, const char *xid, int *found)
     }
 }
 
-static int xset_has(const xset *s, const char *xid)
+static int xset_has(const xset *s, xkey k)
 {
     int found = 0;
     if (s->cap)
-        xset_find(s, xid, &found);
+        xset_find(s, k, &found);
     return found;
 }
 
-static int xset_add(xset *s, const char *xid)
+static int xset_add(xset *s, xkey k)
 {
     int found;
     if (2 * (s->used + 1) > s->cap) {
@@ -215,7 +247,7 @@ static int xset_add(xset *s, const char *xid)
         size_t ncap = 64;
         while (ncap < 4 * (s->n + 1))
             ncap *= 2; /* the rehash also drops the tombstones */
-        s->keys = calloc(ncap, sizeof *s->keys);
+        s->keys = malloc(ncap * sizeof *s->keys);
         s->st = calloc(ncap, 1);
         if (!s->keys || !s->st) {
             free(s->keys);
@@ -228,7 +260,7 @@ static int xset_add(xset *s, const char *xid)
         for (size_t i = 0; i < old.cap; i++)
             if (old.st[i] == 1) {
                 size_t j = xset_find(s, old.keys[i], &found);
-                memcpy(s->keys[j], old.keys[i], 40);
+                s->keys[j] = old.keys[i];
                 s->st[j] = 1;
                 s->n++;
                 s->used++;
@@ -236,20 +268,20 @@ static int xset_add(xset *s, const char *xid)
         free(old.keys);
         free(old.st);
     }
-    size_t j = xset_find(s, xid, &found);
+    size_t j = xset_find(s, k, &found);
     if (found)
         return TL_OK;
     s->used += s->st[j] == 0;
-    snprintf(s->keys[j], 40, "%s", xid);
+    s->keys[j] = k;
     s->st[j] = 1;
     s->n++;
     return TL_OK;
 }
 
-static void xset_del(xset *s, const char *xid)
+static void xset_del(xset *s, xkey k)
 {
     int found = 0;
-    size_t j = s->cap ? xset_find(s, xid, &found) : 0;
+    size_t j = s->cap ? xset_find(s, k, &found) : 0;
     if (found) {
         s->st[j] = 2;
         s->n--;
@@ -361,7 +393,7 @@ static conn *link_new(tl_node *n, int fd, int client, const char *where)
     l->fd = fd;
     l->client = client;
     l->state = L_HANDSHAKE;
-    snprintf(l->where, sizeof l->where, "%s", where);
+    snprintf(l->where, sizeof l->where, "%.127s", where);
     memcpy(l->key, n->key, sizeof l->key);
     randombytes_buf(l->mine, sizeof l->mine);
     l->next = n->links;
@@ -916,12 +948,14 @@ static void on_xfer(conn *l, const msgpack_object *o)
     }
     for (uint32_t i = 0; i < items->via.array.size && l->state == L_UP; i++) {
         const msgpack_object *it = item(items, i);
+        xkey k;
         if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 2 ||
-            !get_str(item(it, 0), xid, sizeof xid) || item(it, 1)->type != MSGPACK_OBJECT_BIN) {
+            !get_str(item(it, 0), xid, sizeof xid) || !xid_parse(xid, &k) ||
+            item(it, 1)->type != MSGPACK_OBJECT_BIN) {
             drop_link(l, "malformed transfer item");
             return;
         }
-        if (xset_has(&n->seen, xid)) {
+        if (xset_has(&n->seen, k)) {
             n->stats.duplicates++;
             queue_ack(n, l, xid);
             continue;
@@ -929,7 +963,7 @@ static void on_xfer(conn *l, const msgpack_object *o)
         tl_tasklet *t;
         int rc = tl__snapshot_import(n->rt, item(it, 1)->via.bin.ptr, item(it, 1)->via.bin.size,
                                      &t);
-        if (rc == TL_OK && xset_add(&n->seen, xid) != TL_OK) {
+        if (rc == TL_OK && xset_add(&n->seen, k) != TL_OK) {
             tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
             rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
         }
@@ -1017,9 +1051,11 @@ static void on_forget(conn *l, const msgpack_object *o)
         drop_link(l, "malformed forget");
         return;
     }
-    for (uint32_t i = 0; i < xs->via.array.size; i++)
-        if (get_str(item(xs, i), xid, sizeof xid))
-            xset_del(&l->node->seen, xid);
+    for (uint32_t i = 0; i < xs->via.array.size; i++) {
+        xkey k;
+        if (get_str(item(xs, i), xid, sizeof xid) && xid_parse(xid, &k))
+            xset_del(&l->node->seen, k);
+    }
 }
 
 static void reply_done(conn *l, uint64_t req, int code, const char *msg)
@@ -1258,9 +1294,12 @@ static void on_readable(conn *l)
         }
         ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, 0);
         if (k > 0) {
+            int drained = (size_t)k < l->rcap - l->rlen; /* a short read: nothing more now */
             l->rlen += (size_t)k;
             budget = (size_t)k < budget ? budget - (size_t)k : 0;
             on_bytes(l);
+            if (drained && l->state != L_DEAD)
+                budget = 0; /* poll says when more comes; no recv for EAGAIN */
             /* a frame larger than the buffer: grow it to fit */
             if (l->state != L_DEAD && l->rlen >= 4) {
                 const unsigned char *p = l->rbuf;
@@ -1317,7 +1356,9 @@ static int write_tables(void *ud, void *dbp)
     for (size_t i = 0; i < n->seen.cap && !bad; i++) {
         if (n->seen.st[i] != 1)
             continue;
-        sqlite3_bind_text(s, 1, n->seen.keys[i], -1, SQLITE_STATIC);
+        char xid[40];
+        xid_format(n->seen.keys[i], xid);
+        sqlite3_bind_text(s, 1, xid, -1, SQLITE_TRANSIENT);
         bad = bind_exec(s);
         sqlite3_reset(s);
     }
@@ -1357,8 +1398,12 @@ static int read_tables(tl_node *n)
     sqlite3_finalize(s);
     if (rc == TL_OK &&
         sqlite3_prepare_v2(db, "SELECT xid FROM inbox", -1, &s, NULL) == SQLITE_OK) {
-        while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW)
-            rc = xset_add(&n->seen, (const char *)sqlite3_column_text(s, 0));
+        while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW) {
+            xkey k;
+            const char *xid = (const char *)sqlite3_column_text(s, 0);
+            if (xid && xid_parse(xid, &k))
+                rc = xset_add(&n->seen, k);
+        }
         sqlite3_finalize(s);
     }
     return rc;
@@ -1438,20 +1483,26 @@ static int settle(tl_node *n)
                     pack_str(&pk, n->acks.v[j].xid);
                     n->acks.v[j].l = NULL;
                 }
-            frame_end(l, at);
-            flush(l);
+            frame_end(l, at); /* flushed below, with what else goes */
         }
         n->acks.n = 0;
         for (size_t i = 0; i < n->forgets.n; i++) {
-            conn *l = up_link(n, n->forgets.v[i].peer);
+            conn *l = n->forgets.v[i].peer[0] ? up_link(n, n->forgets.v[i].peer) : NULL;
+            size_t cnt = 0;
             if (!l)
                 continue; /* the peer keeps the id: harmless */
+            for (size_t j = i; j < n->forgets.n; j++)
+                cnt += strcmp(n->forgets.v[j].peer, l->peer) == 0;
             msgpack_packer pk;
             size_t at = frame_begin(l, &pk);
             msgpack_pack_array(&pk, 2);
             msgpack_pack_uint8(&pk, M_FORGET);
-            msgpack_pack_array(&pk, 1);
-            pack_str(&pk, n->forgets.v[i].xid);
+            msgpack_pack_array(&pk, cnt);
+            for (size_t j = i; j < n->forgets.n; j++)
+                if (strcmp(n->forgets.v[j].peer, l->peer) == 0) {
+                    pack_str(&pk, n->forgets.v[j].xid);
+                    n->forgets.v[j].peer[0] = '\0';
+                }
             frame_end(l, at);
         }
         n->forgets.n = 0;
@@ -1968,7 +2019,14 @@ int tl_node_poll(tl_node *n, int timeout_ms)
         if (!d->conn && d->next_try <= now)
             dial_now(n, d);
     reap_links(n);
-    return settle(n);
+    rc = settle(n); /* imports checkpointed and acknowledged */
+    if (rc == TL_OK && tl_runnable_count(n->rt)) {
+        /* what the I/O woke runs now, and what it sends goes in this round */
+        rc = tl_run_steps(n->rt, n->batch, NULL);
+        if (rc == TL_OK)
+            rc = settle(n);
+    }
+    return rc;
 }
 
 int tl_node_run(tl_node *n)
