@@ -266,7 +266,7 @@ TL_API const char *tl_errmsg(const tl_runtime *rt);
 
 /* Status a step function returns to the scheduler.  Only ever produced by
  * the TL_ macros below; do not construct one by hand. */
-typedef enum tl_status { TL__CONT = 0, TL__SWITCH = 1, TL__AGAIN = 2 } tl_status;
+typedef enum tl_status { TL__CONT = 0, TL__SWITCH = 1, TL__AGAIN = 2, TL__DONE = 3 } tl_status;
 
 /* A step function: runs frame f from its current resume point until it
  * suspends, calls, returns or fails.  locals points to the frame's locals
@@ -699,6 +699,12 @@ TL_API tl_status tl__select(tl_frame *f, tl_case *cases, int n);
 TL_API tl_status tl__move(tl_frame *f, const char *node);
 TL_API tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
                           size_t argsize);
+/* tl__call and tl__recv that, when they complete at once with a value
+ * and no error, store it in *dst (its old value released) and return
+ * TL__DONE instead of leaving it for tl__take. */
+TL_API tl_status tl__call_into(tl_frame *f, const tl_func *fn, const void *args,
+                               size_t argsize, tl_value *dst);
+TL_API tl_status tl__recv_into(tl_frame *f, tl_chan *ch, tl_value *dst);
 TL_API tl_status tl__join(tl_frame *f, tl_tasklet *t);
 TL_API tl_status tl__sleep_until(tl_frame *f, int64_t deadline_ns);
 TL_API tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits);
@@ -733,6 +739,22 @@ TL_API int tl__selected(tl_frame *f);
         if (TL__HEAD(f)->flags & TL__F_ERR) return tl__unwind(f); \
         after;                                                     \
     } while (0)
+/* The same for an op that may store its value in dst itself (TL__DONE)
+ * rather than leave it to be taken.  dst is evaluated by the op and, if it
+ * suspended, again at the resume point. */
+#define TL__AWAIT_INTO(f, op, dst)                                 \
+    do {                                                           \
+        TL__HEAD(f)->pc = __LINE__;                                \
+        {                                                          \
+            tl_status tl__s = (op);                                \
+            if (tl__s == TL__DONE) break;                          \
+            if (tl__s != TL__CONT) return tl__s;                   \
+        }                                                          \
+        /* FALLTHROUGH */                                          \
+        case __LINE__:                                             \
+        if (TL__HEAD(f)->flags & TL__F_ERR) return tl__unwind(f); \
+        tl_value_set(&(dst), tl__take(f));                         \
+    } while (0)
 
 /* ------------------------------------------------------------------------
  * Writing a tasklet function
@@ -750,7 +772,8 @@ TL_API int tl__selected(tl_frame *f);
  *   }
  *
  * Each suspending macro is a resume point numbered by its source line:
- * at most one per line.  Whatever must survive a suspension lives in the
+ * at most one per line.  A destination (dst) must be an lvalue without
+ * side effects.  Whatever must survive a suspension lives in the
  * locals struct; plain C locals are fine between suspension points.  A
  * suspending macro must not appear inside a nested switch.
  * --------------------------------------------------------------------- */
@@ -767,7 +790,7 @@ TL_API int tl__selected(tl_frame *f);
 #define TL_SEND(f, ch, v) TL__AWAIT(f, tl__send((f), (ch), (v)), (void)0)
 /* Receives from ch into the tl_value lvalue dst (its old value released). */
 #define TL_RECV(f, ch, dst) \
-    TL__AWAIT(f, tl__recv((f), (ch)), tl_value_set(&(dst), tl__take(f)))
+    TL__AWAIT_INTO(f, tl__recv_into((f), (ch), &(dst)), dst)
 /* Sends an error: the receiver gets code delivered at its resume point. */
 #define TL_SEND_ERROR(f, ch, code, msg) \
     TL__AWAIT(f, tl__send_error((f), (ch), (code), (msg)), (void)0)
@@ -775,11 +798,11 @@ TL_API int tl__selected(tl_frame *f);
  * compound literal with commas can be given, are a pointer to a prefix of
  * fn's locals: TL_CALL(f, &fib_fn, L->r, &(fib_t){ .n = L->n - 1 }).
  * TL_CALL0 calls without arguments (locals all zero). */
-#define TL_CALL(f, fn, dst, ...)                                          \
-    TL__AWAIT(f, tl__call((f), (fn), (__VA_ARGS__), sizeof *(__VA_ARGS__)), \
-              tl_value_set(&(dst), tl__take(f)))
+#define TL_CALL(f, fn, dst, ...)                                             \
+    TL__AWAIT_INTO(f, tl__call_into((f), (fn), (__VA_ARGS__),                \
+                                    sizeof *(__VA_ARGS__), &(dst)), dst)
 #define TL_CALL0(f, fn, dst) \
-    TL__AWAIT(f, tl__call((f), (fn), NULL, 0), tl_value_set(&(dst), tl__take(f)))
+    TL__AWAIT_INTO(f, tl__call_into((f), (fn), NULL, 0, &(dst)), dst)
 /* Waits for tasklet t to end; dst gets its return value (an error ending
  * is delivered as an error at this resume point). */
 #define TL_JOIN(f, t, dst) \

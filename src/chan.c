@@ -605,7 +605,10 @@ tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code, const char *msg)
     return send_value(f, ch, tl__vw_of(tl_error_value(f->t->rt, code, msg)));
 }
 
-tl_status tl__recv(tl_frame *f, tl_chan *ch)
+/* A receive; with dst, a value received at once goes straight there
+ * (TL__DONE), not through t->xfer and tl__take. */
+static inline __attribute__((always_inline)) tl_status recv(tl_frame *f, tl_chan *ch,
+                                                            tl_value *dst)
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
@@ -616,6 +619,11 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
     if (rt->chan_cb)
         rt->chan_cb(rt->chan_ud, ch, t, 0, !can_recv(ch) && !ch->closing);
     if (recv_now(ch, t, &v, &st)) {
+        if (dst && st == TL__CONT && tl__vw_type(v) != TL_V_ERROR &&
+            !(f->h.flags & TL__F_ERR)) {
+            tl__vw_set(dst, v);
+            return TL__DONE;
+        }
         tl__deliver_value(t, v);
         return st;
     }
@@ -627,6 +635,16 @@ tl_status tl__recv(tl_frame *f, tl_chan *ch)
     tl__chan_enqueue(ch, &t->w, TL_OP_RECV);
     tl__block(t, TL_WAIT_RECV);
     return TL__SWITCH;
+}
+
+tl_status tl__recv(tl_frame *f, tl_chan *ch)
+{
+    return recv(f, ch, NULL);
+}
+
+tl_status tl__recv_into(tl_frame *f, tl_chan *ch, tl_value *dst)
+{
+    return recv(f, ch, dst);
 }
 
 int tl_chan_try_send(tl_chan *ch, tl_value v)

@@ -117,6 +117,8 @@ typedef struct tl__fn {
     uint32_t frame_size; /* frame head + locals, rounded to 16 */
     int slab_class;      /* -1: allocated directly */
     uint16_t nrefs;      /* schema fields owning a reference */
+    uint8_t plain;       /* no such field, no cleanup, locals of at most
+                          * TL__PLAIN_LOCALS bytes: tl__call's short way */
     uint64_t live;       /* frames of this function alive now */
     uint16_t *refs;      /* their indices in fn->fields */
 } tl__fn;
@@ -203,6 +205,7 @@ typedef struct tl__fnmap {
 } tl__fnmap;
 
 #define TL__FRAME_CLASSES 64 /* frames up to 64 * 16 = 1024 bytes */
+#define TL__PLAIN_LOCALS 64  /* a plain function's locals, zeroed inline */
 
 struct tl_runtime {
     uint32_t magic;
@@ -219,7 +222,7 @@ struct tl_runtime {
     size_t nrunnable, nblocked, nlive;
     uint64_t next_tid, next_cid;
     uint32_t steps_since_timers;
-    uint32_t cdepth; /* callee steps run directly from tl__call, nested */
+    uintptr_t cstack; /* C stack where run_some runs steps (tl__call) */
     int pending_fail; /* a detached tasklet failed: tl_run reports it */
     int attention;    /* pending_fail or pending moves: checked per step */
     int moves_pending;
@@ -298,6 +301,35 @@ static inline void tl__vw_retain(tl__vw w)
 { if (tl__vw_type(w) >= TL_V_STR) tl__retain_slow(tl__vw_value(w)); }
 static inline void tl__vw_release(tl__vw w)
 { if (tl__vw_type(w) >= TL_V_STR) tl__release_slow(tl__vw_value(w)); }
+/* Stores w in *dst, then releases what *dst held (tl_value_set).  Only
+ * the type byte is read unless there is something to release: a 16-byte
+ * load of the two 8-byte stores of the last set would stall. */
+static inline void tl__vw_set(tl_value *dst, tl__vw w)
+{
+    if (dst->type >= TL_V_STR) {
+        tl_value old = *dst;
+        tl__vw_store(dst, w);
+        tl__release_slow(old);
+        return;
+    }
+    tl__vw_store(dst, w);
+}
+/* Ends an operation behind TL__AWAIT_INTO that completed at once
+ * (TL__CONT): unless an error is pending, moves the value in flight into
+ * *dst as the resume point would, and returns TL__DONE. */
+static inline tl_status tl__land(tl_frame *f, tl_value *dst)
+{
+    if (f->h.flags & TL__F_ERR)
+        return TL__CONT; /* the macro unwinds */
+    tl_value *xfer = &f->t->xfer;
+    tl__vw w = tl__vw_load(xfer);
+    /* in registers: GCC would otherwise copy with one 16-byte load from
+     * the two 8-byte stores just made by tl__return_w (a stall) */
+    __asm__("" : "+r"(w.head), "+r"(w.bits));
+    tl__vw_store(xfer, tl__vw_make(0, 0));
+    tl__vw_set(dst, w);
+    return TL__DONE;
+}
 /* Replaces *dst (its old reference released first: w is owned apart). */
 static inline void tl__vw_replace(tl_value *dst, tl__vw w)
 {

@@ -198,6 +198,7 @@ static tl__fn *fn_entry_new(tl_runtime *rt, const tl_func *fn)
     e->nrefs = (uint16_t)nrefs;
     e->frame_size = (uint32_t)((sizeof(tl_frame) + fn->locals_size + 15) & ~(size_t)15);
     e->slab_class = e->frame_size / 16 <= TL__FRAME_CLASSES ? (int)(e->frame_size / 16) - 1 : -1;
+    e->plain = !nrefs && !fn->cleanup && fn->locals_size <= TL__PLAIN_LOCALS;
     return e;
 }
 

@@ -322,6 +322,7 @@ static void trace_switch(tl_runtime *rt, tl_tasklet *next)
 static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
 {
     uint64_t n = 0;
+    rt->cstack = (uintptr_t)__builtin_frame_address(0);
     while (n < max && !tl__list_empty(&rt->runq)) {
         if (++rt->steps_since_timers >= TIMER_CHECK_EVERY)
             fire_timers(rt);

@@ -87,6 +87,33 @@ static inline int check_args(tl_runtime *rt, const tl__fn *e, const void *args,
     return TL_OK;
 }
 
+/* Copies the arguments into a new frame's locals.  Up to 16 bytes, the
+ * usual argument struct, move as two (possibly overlapping) words rather
+ * than through a call to memcpy. */
+static inline void copy_args(char *locals, const void *args, size_t n)
+{
+    const char *p = args;
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(locals, &a, 8);
+        memcpy(locals + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(locals, &a, 4);
+        memcpy(locals + n - 4, &b, 4);
+    } else if (n > 0 && n < 4) {
+        locals[0] = p[0];
+        locals[n / 2] = p[n / 2];
+        locals[n - 1] = p[n - 1];
+    } else if (n > 16) {
+        memcpy(locals, args, n);
+    }
+}
+
 /* Pushes a frame for e on t, locals = args then zeros. */
 static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
                             const void *args, size_t argsize)
@@ -102,8 +129,7 @@ static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *
     f->parent = t->top;
     f->t = t;
     ((tl__fn *)e)->live++;
-    if (argsize)
-        memcpy(locals, args, argsize);
+    copy_args(locals, args, argsize);
     if (ls > argsize)
         memset(locals + argsize, 0, ls - argsize);
     for (unsigned i = 0; i < e->nrefs; i++) {
@@ -293,17 +319,38 @@ static tl_status propagate(tl_tasklet *t)
 
 /* ---- entry points behind the macros ---- */
 
-tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits)
+static __attribute__((noinline)) tl_status return_slow(tl_frame *f, tl__vw w)
 {
     tl_tasklet *t = f->t;
-    tl__vw w = tl__vw_make(head, bits);
     tl__vw_retain(w);
     tl__vw_replace(&t->xfer, w);
-    frame_pop(t);
+    frame_drop(t, true);
     if (t->top)
         return TL__AGAIN;
     finish(t, TL_DONE, TL_OK);
     return TL__SWITCH;
+}
+
+static __attribute__((noinline)) tl_status return_last(tl_tasklet *t)
+{
+    finish(t, TL_DONE, TL_OK);
+    return TL__SWITCH;
+}
+
+tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits)
+{
+    tl_tasklet *t = f->t;
+    const tl__fn *e = f->fn;
+    tl__vw w = tl__vw_make(head, bits);
+    /* f is t's top frame.  The short way: a scalar from a plain frame. */
+    if (!e->plain || tl__vw_type(w) >= TL_V_STR || t->xfer.type >= TL_V_STR)
+        return return_slow(f, w);
+    tl_frame *parent = f->parent;
+    tl__vw_store(&t->xfer, w);
+    t->top = parent;
+    ((tl__fn *)e)->live--;
+    tl__slab_put_fast(&t->rt->frames[e->slab_class], f);
+    return parent ? TL__AGAIN : return_last(t);
 }
 
 tl_status tl__unwind(tl_frame *f)
@@ -337,38 +384,93 @@ tl_value tl__take(tl_frame *f)
     return v;
 }
 
-/* Runs a callee just pushed over f.  A call that completes without
- * suspending then resumes the caller in place (TL__CONT), saving two trips
- * through the scheduler.  The C stack stays bounded: past DIRECT_DEPTH
- * nested calls the scheduler's flat loop takes over (TL__AGAIN). */
-#define DIRECT_DEPTH 32
+/* A call pushes the callee's frame and runs its step at once, nested in
+ * the caller's C frame: a call that completes without suspending then
+ * resumes the caller in place (TL__CONT), saving two trips through the
+ * scheduler.  The C stack stays bounded: once direct calls have nested
+ * DIRECT_STACK bytes below the scheduler's frame (rt->cstack), the
+ * scheduler's flat loop takes over (TL__AGAIN).  Measuring the stack
+ * rather than counting calls keeps stores off the call path. */
+#define DIRECT_STACK 8192
 
-static tl_status run_callee(tl_runtime *rt, tl_tasklet *t, tl_frame *f)
+/* Runs callee, just pushed over f, if the C stack allows. */
+static inline tl_status run_callee(tl_runtime *rt, tl_frame *f, tl_frame *callee)
 {
-    if (rt->cdepth >= DIRECT_DEPTH)
+    if (rt->cstack - (uintptr_t)__builtin_frame_address(0) > DIRECT_STACK)
         return TL__AGAIN;
-    tl_frame *callee = t->top;
-    rt->cdepth++;
     tl_status s = callee->fn->step(callee, TL__LOCALS(callee));
-    rt->cdepth--;
-    return s == TL__AGAIN && t->top == f ? TL__CONT : s;
+    /* returned, or failed with the error flagged on f */
+    return s == TL__AGAIN && f->t->top == f ? TL__CONT : s;
+}
+
+/* frame_push without a call out, for a plain function (tl__fn.plain)
+ * whose frame is free in its slab and arguments of at most 16 bytes;
+ * NULL otherwise. */
+static inline tl_frame *push_plain(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
+                                   const void *args, size_t argsize)
+{
+    if (!e->plain || argsize > e->fn->locals_size || argsize > 16)
+        return NULL;
+    tl__slab *slab = &rt->frames[e->slab_class]; /* plain: slab_class >= 0 */
+    if (!slab->free)
+        return NULL;
+    tl_frame *f = tl__slab_get_fast(rt, slab);
+    f->h.pc = 0;
+    f->h.flags = 0;
+    f->fn = e;
+    f->parent = t->top;
+    f->t = t;
+    ((tl__fn *)e)->live++;
+    size_t area = e->frame_size - sizeof(tl_frame); /* the locals, rounded to 16 */
+    tl__word *w = TL__LOCALS(f);
+    for (size_t i = 0; i < TL__PLAIN_LOCALS / 8 && i * 8 < area; i += 2) {
+        w[i] = 0;
+        w[i + 1] = 0;
+    }
+    copy_args(TL__LOCALS(f), args, argsize);
+    t->top = f;
+    return f;
+}
+
+/* A call the general way: any function (e: fn's entry, if known),
+ * arguments checked. */
+static __attribute__((noinline)) tl_status call_slow(tl_frame *f, const tl_func *fn,
+                                                     const tl__fn *e, const void *args,
+                                                     size_t argsize)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    if (!e && fn)
+        e = tl__fn_find(rt, fn);
+    if (!e)
+        return tl__op_error(f, TL_ENOFUNC, "call from %s@%u: function %s is not registered",
+                            f->fn->fn->name, f->fn->fn->version, fn ? fn->name : "(null)");
+    if (check_args(rt, e, args, argsize) != TL_OK)
+        return tl__op_error(f, TL_EINVAL, "%s", rt->errmsg);
+    tl_frame *callee = push_plain(rt, t, e, args, argsize);
+    if (!callee)
+        callee = frame_push(rt, t, e, args, argsize);
+    if (!callee)
+        return tl__op_error(f, TL_ENOMEM, "call %s@%u: out of memory for a frame",
+                            fn->name, fn->version);
+    return run_callee(rt, f, callee);
 }
 
 tl_status tl__call(tl_frame *f, const tl_func *fn, const void *args,
                    size_t argsize)
 {
+    return call_slow(f, fn, NULL, args, argsize);
+}
+
+tl_status tl__call_into(tl_frame *f, const tl_func *fn, const void *args,
+                        size_t argsize, tl_value *dst)
+{
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
-    const tl__fn *e = fn && fn == rt->cache_key ? rt->cache_val : fn ? tl__fn_find(rt, fn) : NULL;
-    if (!e)
-        return tl__op_error(f, TL_ENOFUNC, "call from %s@%u: function %s is not registered",
-                            f->fn->fn->name, f->fn->fn->version, fn ? fn->name : "(null)");
-    if ((argsize > e->fn->locals_size || e->nrefs) && check_args(rt, e, args, argsize) != TL_OK)
-        return tl__op_error(f, TL_EINVAL, "%s", rt->errmsg);
-    if (!frame_push(rt, t, e, args, argsize))
-        return tl__op_error(f, TL_ENOMEM, "call %s@%u: out of memory for a frame",
-                            fn->name, fn->version);
-    return run_callee(rt, t, f);
+    const tl__fn *e = fn == rt->cache_key ? rt->cache_val : NULL;
+    tl_frame *callee = e ? push_plain(rt, t, e, args, argsize) : NULL;
+    tl_status s = callee ? run_callee(rt, f, callee) : call_slow(f, fn, e, args, argsize);
+    return s == TL__CONT ? tl__land(f, dst) : s;
 }
 
 tl_status tl__join(tl_frame *f, tl_tasklet *target)

@@ -425,6 +425,200 @@ static void test_args_are_retained(void **state)
 
 /* ---- one million tasklets ---- */
 
+/* ---- calls of plain functions (no reference fields): tl__call's short way ---- */
+
+/* Arguments are a prefix of these locals; the rest must arrive zeroed,
+ * even in a frame reused from the slab. */
+typedef struct { int32_t a, b, c, d; int64_t e, g, h; } probe_t;
+static const tl_field probe_fields[] = {
+    TL_FIELD(probe_t, a, TL_T_I32), TL_FIELD(probe_t, b, TL_T_I32),
+    TL_FIELD(probe_t, c, TL_T_I32), TL_FIELD(probe_t, d, TL_T_I32),
+    TL_FIELD(probe_t, e, TL_T_I64), TL_FIELD(probe_t, g, TL_T_I64),
+    TL_FIELD(probe_t, h, TL_T_I64),
+};
+
+static tl_status probe(tl_frame *f, void *locals)
+{
+    probe_t *L = locals;
+    TL_BEGIN(f);
+    if (L->g || L->h)
+        TL_FAIL(f, TL_EUSER, "locals past the arguments were not zeroed");
+    L->g = L->h = -1; /* dirties the frame for its next use */
+    TL_RETURN(f, tl_i64(L->a + 10 * L->b + 100 * L->c + 1000 * L->d + 10000 * L->e));
+    TL_END(f);
+}
+static const tl_func probe_fn = {"test.probe", 1, probe, sizeof(probe_t), probe_fields,
+                                 TL_COUNTOF(probe_fields), NULL};
+
+typedef struct { char k; } tiny_t;
+typedef struct { char k[3]; } args3_t;
+typedef struct { int32_t a; } args4_t;
+typedef struct { int32_t a, b; } args8_t;
+typedef struct { int32_t a, b, c; } args12_t;
+typedef struct { int32_t a, b, c, d; } args16_t;
+typedef struct { int32_t a, b, c, d; int64_t e; } args24_t;
+
+typedef struct { tl_value r[8]; int64_t seen[8]; } probes_t;
+static const tl_field probes_fields[] = {TL_FIELD(probes_t, seen, TL_T_BYTES)};
+
+static tl_status probes(tl_frame *f, void *locals)
+{
+    probes_t *L = locals;
+    TL_BEGIN(f);
+    TL_CALL0(f, &probe_fn, L->r[0]);
+    TL_CALL(f, &probe_fn, L->r[1], &(args4_t){1});
+    TL_CALL(f, &probe_fn, L->r[2], &(args8_t){1, 2});
+    TL_CALL(f, &probe_fn, L->r[3], &(args12_t){1, 2, 3});
+    TL_CALL(f, &probe_fn, L->r[4], &(args16_t){1, 2, 3, 4});
+    TL_CALL(f, &probe_fn, L->r[5], &(args24_t){1, 2, 3, 4, 5});
+    TL_CALL(f, &probe_fn, L->r[6], &(tiny_t){7});
+    TL_CALL(f, &probe_fn, L->r[7], &(args3_t){{1, 2, 3}});
+    for (int i = 0; i < 8; i++) {
+        L->seen[i] = tl_type(L->r[i]) == TL_V_INT ? tl_as_i64(L->r[i]) : -1;
+        tl_value_set(&L->r[i], tl_nil());
+    }
+    TL_END(f);
+}
+static const tl_func probes_fn = {"test.probes", 1, probes, sizeof(probes_t), probes_fields,
+                                  TL_COUNTOF(probes_fields), NULL};
+
+static void test_plain_call_arguments(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_tasklet *t;
+    assert_int_equal(tl_register(rt, &probe_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &probes_fn), TL_OK);
+    for (int round = 0; round < 3; round++) { /* frames come back dirty from the slab */
+        assert_int_equal(tl_spawn(rt, &probes_fn, NULL, 0, &t), TL_OK);
+        assert_int_equal(tl_run(rt), TL_OK);
+        assert_int_equal(tl_tasklet_state(t), TL_DONE);
+        tl_tasklet_release(t);
+    }
+}
+
+/* The results, checked through a probe run from a spawned tasklet. */
+typedef struct { int64_t out[8]; } seen_t;
+static seen_t last_seen;
+static void probes_cleanup(tl_frame *f, void *locals)
+{
+    (void)f;
+    memcpy(last_seen.out, ((probes_t *)locals)->seen, sizeof last_seen.out);
+}
+static const tl_func probes_seen_fn = {"test.probes_seen", 1, probes, sizeof(probes_t),
+                                       probes_fields, TL_COUNTOF(probes_fields), probes_cleanup};
+
+static void test_plain_call_results(void **state)
+{
+    tl_runtime *rt = *state;
+    int64_t want[8] = {0, 1, 21, 321, 4321, 54321, 0, 0};
+    int32_t a1 = 0, a3 = 0; /* 1- and 3-byte prefixes of probe_t.a */
+    memcpy(&a1, &(tiny_t){7}, sizeof(tiny_t));
+    memcpy(&a3, &(args3_t){{1, 2, 3}}, sizeof(args3_t));
+    want[6] = a1;
+    want[7] = a3;
+    assert_int_equal(tl_register(rt, &probe_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &probes_seen_fn), TL_OK);
+    for (int round = 0; round < 2; round++) {
+        memset(&last_seen, 0, sizeof last_seen);
+        assert_int_equal(tl_spawn(rt, &probes_seen_fn, NULL, 0, NULL), TL_OK);
+        assert_int_equal(tl_run(rt), TL_OK);
+        for (int i = 0; i < 8; i++)
+            assert_int_equal(last_seen.out[i], want[i]);
+    }
+}
+
+/* Plain recursion deeper than the C stack allowed for direct calls, a
+ * suspension at the bottom (saved and loaded there), or a failure
+ * unwinding through it all. */
+typedef struct { int64_t n, fail; } psum_t;
+static const tl_field psum_fields[] = {TL_FIELD(psum_t, n, TL_T_I64),
+                                       TL_FIELD(psum_t, fail, TL_T_I64)};
+static const tl_func psum_fn;
+static size_t psum_deepest;
+
+static tl_status psum(tl_frame *f, void *locals)
+{
+    psum_t *L = locals;
+    tl_value r = tl_nil();
+    TL_BEGIN(f);
+    if (L->n == 0) {
+        psum_deepest = tl_tasklet_depth(tl_frame_tasklet(f));
+        TL_YIELD(f);
+        if (L->fail)
+            TL_FAIL(f, TL_EUSER, "bottom");
+        TL_RETURN(f, tl_i64(0));
+    }
+    TL_CALL(f, &psum_fn, r, &(psum_t){L->n - 1, L->fail});
+    TL_RETURN(f, tl_i64(L->n + tl_as_i64(r)));
+    TL_END(f);
+}
+static const tl_func psum_fn = {"test.psum", 1, psum, sizeof(psum_t), psum_fields,
+                                TL_COUNTOF(psum_fields), NULL};
+
+static void test_plain_deep_recursion(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_tasklet *t, *u;
+    tl_value v;
+    assert_int_equal(tl_register(rt, &psum_fn), TL_OK);
+    psum_t a = {100000, 0}, b = {100000, 1};
+    assert_int_equal(tl_spawn(rt, &psum_fn, &a, sizeof a, &t), TL_OK);
+    assert_int_equal(tl_spawn(rt, &psum_fn, &b, sizeof b, &u), TL_OK);
+    assert_int_equal(tl_run(rt), TL_OK);
+    assert_int_equal(psum_deepest, 100001);
+    assert_int_equal(tl_tasklet_result(t, &v), TL_OK);
+    assert_int_equal(tl_as_i64(v), (int64_t)100000 * 100001 / 2);
+    assert_int_equal(tl_tasklet_state(u), TL_FAILED);
+    assert_int_equal(tl_tasklet_error(u), TL_EUSER);
+    assert_int_equal(tl_tasklet_depth(u), 0);
+    tl_tasklet_release(t);
+    tl_tasklet_release(u);
+}
+
+typedef struct { tl_value r; } pdrive_t;
+static const tl_field pdrive_fields[] = {TL_FIELD(pdrive_t, r, TL_T_VALUE)};
+static tl_status pdrive(tl_frame *f, void *locals)
+{
+    pdrive_t *L = locals;
+    TL_BEGIN(f);
+    TL_CALL(f, &psum_fn, L->r, &(psum_t){50, 0});
+    TL_RETURN(f, L->r);
+    TL_END(f);
+}
+static const tl_func pdrive_fn = {"test.pdrive", 1, pdrive, sizeof(pdrive_t), pdrive_fields,
+                                  TL_COUNTOF(pdrive_fields), NULL};
+
+/* Frames pushed by plain calls, suspended, are saved and restored like
+ * any other. */
+static void test_plain_frames_saved(void **state)
+{
+    tl_runtime *rt = *state, *rt2;
+    tl_tasklet *t;
+    tl_value v;
+    void *buf;
+    size_t len;
+    uint64_t steps;
+    assert_int_equal(tl_register(rt, &psum_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &pdrive_fn), TL_OK);
+    assert_int_equal(tl_spawn(rt, &pdrive_fn, NULL, 0, NULL), TL_OK);
+    assert_int_equal(tl_spawn(rt, &pdrive_fn, NULL, 0, NULL), TL_OK);
+    assert_int_equal(tl_run_steps(rt, 1, &steps), TL_OK); /* the first yields at depth 52 */
+    assert_int_equal(tl_snapshot_save(rt, &buf, &len), TL_OK);
+    assert_int_equal(tl_runtime_new(NULL, &rt2), TL_OK);
+    assert_int_equal(tl_register(rt2, &psum_fn), TL_OK);
+    assert_int_equal(tl_register(rt2, &pdrive_fn), TL_OK);
+    assert_int_equal(tl_snapshot_load(rt2, buf, len), TL_OK);
+    tl_snapshot_free(rt, buf, len);
+    t = tl_tasklet_retain(tl_tasklet_find(rt2, 1));
+    assert_non_null(t);
+    assert_int_equal(tl_tasklet_depth(t), 52);
+    assert_int_equal(tl_run(rt2), TL_OK);
+    assert_int_equal(tl_tasklet_result(t, &v), TL_OK);
+    assert_int_equal(tl_as_i64(v), 50 * 51 / 2);
+    tl_tasklet_release(t);
+    tl_runtime_free(rt2);
+}
+
 static void test_million_tasklets(void **state)
 {
     tl_runtime *rt = *state;
@@ -587,6 +781,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_self_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ids_names_userdata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_args_are_retained, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_call_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_call_results, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_deep_recursion, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_frames_saved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_million_tasklets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_alloc_on_yield, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_alloc_on_send_recv, setup, teardown),
