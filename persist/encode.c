@@ -639,37 +639,65 @@ static int cmp_fn(const void *a, const void *b)
     return c ? c : (x->version > y->version) - (x->version < y->version);
 }
 
-/* Whether a subset tasklet has a frame of e. */
-static bool subset_uses(const tl__index *tix, const tl__fn *e)
+/* Appends "name@version" to pk without printf. */
+static void pack_needed(msgpack_packer *pk, const tl_func *fn)
 {
-    for (size_t i = 0; i < tix->start[tix->nkeys]; i++)
-        for (const tl_frame *f = ((const tl_tasklet *)tix->objs[i])->top; f; f = f->parent)
-            if (f->fn == e)
-                return true;
-    return false;
+    char buf[300], digits[12];
+    size_t n = strlen(fn->name), k = 0;
+    uint32_t v = fn->version;
+    if (n > sizeof buf - sizeof digits - 1)
+        n = sizeof buf - sizeof digits - 1;
+    memcpy(buf, fn->name, n);
+    buf[n++] = '@';
+    do
+        digits[k++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (k)
+        buf[n++] = digits[--k];
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, buf, n);
 }
 
 /* The functions with live frames, from the per-function frame counts (or,
- * for a subset, from its frames). */
+ * for a subset, from its frames: a moving tasklet has a few). */
 static int enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
 {
-    const tl__fn **used = tl__alloc(rt, (rt->by_name.n + 1) * sizeof *used);
-    size_t n = 0;
+    size_t cap = rt->subset ? 16 : rt->by_name.n + 1, n = 0;
+    const tl__fn **used = tl__alloc(rt, cap * sizeof *used);
     if (!used)
         return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
-    for (size_t i = 0; i < rt->by_name.cap; i++) {
-        const tl__fn *e = rt->by_name.slots[i];
-        if (e && e->live && (!rt->subset || subset_uses(tix, e)))
-            used[n++] = e;
+    if (rt->subset) {
+        for (size_t i = 0; i < tix->start[tix->nkeys]; i++)
+            for (const tl_frame *f = ((const tl_tasklet *)tix->objs[i])->top; f; f = f->parent) {
+                size_t j = 0;
+                while (j < n && used[j] != f->fn)
+                    j++;
+                if (j < n)
+                    continue;
+                if (n == cap) {
+                    const tl__fn **nu = tl__realloc(rt, used, cap * sizeof *used,
+                                                    2 * cap * sizeof *used);
+                    if (!nu) {
+                        tl__free(rt, used, cap * sizeof *used);
+                        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
+                    }
+                    used = nu;
+                    cap *= 2;
+                }
+                used[n++] = f->fn;
+            }
+    } else {
+        for (size_t i = 0; i < rt->by_name.cap; i++) {
+            const tl__fn *e = rt->by_name.slots[i];
+            if (e && e->live)
+                used[n++] = e;
+        }
     }
     qsort(used, n, sizeof used[0], cmp_fn);
     msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++) {
-        char buf[300];
-        snprintf(buf, sizeof buf, "%s@%u", used[i]->fn->name, used[i]->fn->version);
-        pack_cstr(pk, buf);
-    }
-    tl__free(rt, used, (rt->by_name.n + 1) * sizeof *used);
+    for (size_t i = 0; i < n; i++)
+        pack_needed(pk, used[i]->fn);
+    tl__free(rt, used, cap * sizeof *used);
     return TL_OK;
 }
 
