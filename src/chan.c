@@ -423,7 +423,7 @@ static __attribute__((noinline, cold)) tl_status remote_block(tl_frame *f, tl_ch
                             tl__chan_label(ch, label, sizeof label));
     }
     if (op == TL_OP_SEND)
-        tl__vw_store(&t->xfer, v);
+        tl__vw_replace(&t->xfer, v);
     tl__proxy_enqueue(ch, t, op);
     tl__block(t, op == TL_OP_SEND ? TL_WAIT_SEND : TL_WAIT_RECV);
     if (rt->hooks->remote_op(rt->hooks_ud, ch, t, op) != TL_OK) {
@@ -586,7 +586,7 @@ static tl_status send_value(tl_frame *f, tl_chan *ch, tl__vw v)
         return remote_block(f, ch, v, TL_OP_SEND);
     if (ch->closing)
         return send_closing(f, ch, v);
-    tl__vw_store(&t->xfer, v);
+    tl__vw_replace(&t->xfer, v); /* a value left there (a damaged snapshot) is released */
     t->w.on = (uintptr_t)ch;
     tl__chan_enqueue(ch, &t->w, TL_OP_SEND);
     tl__block(t, TL_WAIT_SEND);
