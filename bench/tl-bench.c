@@ -11,6 +11,16 @@
  * 'blocked_tasklet_bytes' is not timed: it counts bytes through the
  * tl_config allocator.
  *
+ * The migration benchmarks fork a peer process running a node ("peer") and
+ * link it to a node in this process ("bench") over TCP on 127.0.0.1.
+ * migrate_rtt_us reports the median of n round trips of a tasklet, each
+ * timed on its own; remote_chan_msg_us the median time per message a
+ * remote sender sends to a receiver at the channel's home (each message a
+ * rendezvous, so one full round trip); remote_chan_pingpong_us the median
+ * of n ping-pongs (two such messages); migrate_throughput moves n tasklets
+ * in batches of 1000 and reports n over the time until the peer
+ * acknowledged them all.
+ *
  * Usage: tl-bench [--quick] [NAME]
  *   NAME     run only the benchmarks whose name contains NAME
  *   --quick  iteration counts divided by 100, for a smoke test
@@ -18,13 +28,17 @@
 #include <sqlite3.h>
 
 #include "tasklet.h"
+#include "tasklet_node.h"
 
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define REPS 5
 #define QUICK_DIVISOR 100
@@ -258,9 +272,113 @@ static const tl_func blocker_fn = {
     blocker_fields, TL_COUNTOF(blocker_fields), NULL,
 };
 
+/* migrate_rtt_us: n round trips to the peer and back; each trip is timed
+ * at home (CLOCK_MONOTONIC is one clock for both processes). */
+typedef struct {
+    int64_t n, i, t0;
+} bounce_locals;
+
+static const tl_field bounce_fields[] = {
+    TL_FIELD(bounce_locals, n, TL_T_I64),
+    TL_FIELD(bounce_locals, i, TL_T_I64),
+    TL_FIELD(bounce_locals, t0, TL_T_I64),
+};
+
+static struct {
+    int64_t *samples; /* ns, one per round trip, in this process */
+    int64_t nsamples;
+    int done;
+} mig;
+
+static tl_status bouncer(tl_frame *f, void *locals)
+{
+    bounce_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        L->t0 = now_ns();
+        TL_MIGRATE(f, "peer");
+        TL_MIGRATE(f, "bench");
+        if (L->i < mig.nsamples)
+            mig.samples[L->i] = now_ns() - L->t0;
+    }
+    mig.done = 1;
+    TL_END(f);
+}
+
+static const tl_func bouncer_fn = {
+    "bench.bouncer", 1, bouncer, sizeof(bounce_locals),
+    bounce_fields, TL_COUNTOF(bounce_fields), NULL,
+};
+
+/* remote_chan_msg_us: the remote pinger moves to the peer with the two
+ * channels of this process, where they are remote; there it sends on `out`
+ * and receives on `in` n times.  The remote ponger, at home, notes the
+ * time of each ping: consecutive pings are one round trip apart. */
+static tl_status remote_pinger(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    TL_MIGRATE(f, "peer");
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_SEND(f, L->out, tl_i64(L->i));
+        TL_RECV(f, L->in, L->v);
+    }
+    TL_END(f);
+}
+
+static tl_status remote_ponger(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_RECV(f, L->in, L->v);
+        if (L->i < mig.nsamples)
+            mig.samples[L->i] = now_ns();
+        TL_SEND(f, L->out, L->v);
+    }
+    mig.done = 1;
+    TL_END(f);
+}
+
+static const tl_func remote_pinger_fn = CHAN_FUNC("bench.remote_pinger", remote_pinger);
+static const tl_func remote_ponger_fn = CHAN_FUNC("bench.remote_ponger", remote_ponger);
+
+/* remote_chan_msg_us: the remote sender moves to the peer and sends n
+ * messages on `out`, a channel of this process, remote there.  Each send
+ * is a rendezvous: it completes when the receiver here has taken the
+ * value, so the next message leaves one full round trip (request, the
+ * receiver taking it, answer) after the previous one; the home receiver
+ * notes the time of each. */
+static tl_status remote_sender(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    TL_MIGRATE(f, "peer");
+    for (L->i = 0; L->i < L->n; L->i++)
+        TL_SEND(f, L->out, tl_i64(L->i));
+    TL_END(f);
+}
+
+static tl_status home_receiver(tl_frame *f, void *locals)
+{
+    chan_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_RECV(f, L->in, L->v);
+        if (L->i < mig.nsamples)
+            mig.samples[L->i] = now_ns();
+    }
+    mig.done = 1;
+    TL_END(f);
+}
+
+static const tl_func remote_sender_fn = CHAN_FUNC("bench.remote_sender", remote_sender);
+static const tl_func home_receiver_fn = CHAN_FUNC("bench.home_receiver", home_receiver);
+
 static const tl_func *const all_funcs[] = {
     &yielder_fn, &pinger_fn, &ponger_fn, &producer_fn, &consumer_fn,
     &noop_fn, &leaf_fn, &caller_fn, &selector_fn, &blocker_fn,
+    &bouncer_fn, &remote_pinger_fn, &remote_ponger_fn, &remote_sender_fn, &home_receiver_fn,
 };
 
 /* A runtime with every benchmark function registered. */
@@ -599,6 +717,253 @@ static int measure_restore(uint64_t n, double *v) { int rc = persist_run(n); *v 
 static int measure_snap_bytes(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.bytes; return rc; }
 
 /* ------------------------------------------------------------------------
+ * Migration: this process ("bench") and a forked peer process ("peer"),
+ * linked over TCP on 127.0.0.1.
+ * --------------------------------------------------------------------- */
+#define MIG_SECRET "tl-bench: the migration benchmarks' secret"
+#define MIG_TIMEOUT_S 120
+#define MIG_BATCH 1000 /* migrate_throughput: tasklets moved per tl_node_poll */
+
+typedef struct {
+    tl_runtime *rt;
+    tl_node *node;
+    pid_t pid;
+} mig_link;
+
+static void mig_log(void *ud, const char *msg)
+{
+    (void)ud;
+    if (getenv("TL_BENCH_VERBOSE"))
+        fprintf(stderr, "tl-bench node: %s\n", msg);
+}
+
+static int node_open(const char *id, tl_runtime **rt, tl_node **node)
+{
+    tl_node_config cfg = {id, MIG_SECRET, strlen(MIG_SECRET), NULL, mig_log, NULL, 0, 0};
+    int rc = runtime_open(NULL, rt);
+    if (rc != TL_OK)
+        return rc;
+    rc = tl_node_new(*rt, &cfg, node);
+    if (rc != TL_OK) {
+        report(*rt, rc, "tl_node_new");
+        tl_runtime_free(*rt);
+    }
+    return rc;
+}
+
+/* The peer: writes its address on fd, then serves until the link to
+ * "bench", once up, drops. */
+static int peer_main(int fd)
+{
+    tl_runtime *rt;
+    tl_node *node;
+    char addr[64] = "";
+    int rc = node_open("peer", &rt, &node), seen = 0; /* 1 linked, 2 was linked */
+    if (rc != TL_OK)
+        return rc;
+    if ((rc = tl_node_listen(node, "tcp://127.0.0.1:0")) == TL_OK)
+        snprintf(addr, sizeof addr, "%s", tl_node_address(node));
+    if (write(fd, addr, sizeof addr) != (ssize_t)sizeof addr && rc == TL_OK)
+        rc = TL_EIO;
+    close(fd);
+    int64_t end = now_ns() + (int64_t)MIG_TIMEOUT_S * 1000000000;
+    while (rc == TL_OK && seen < 2 && now_ns() < end) {
+        seen = tl_node_connected(node, "bench") ? 1 : 2 * seen;
+        rc = tl_node_poll(node, 100);
+    }
+    if (rc != TL_OK)
+        report(rt, rc, "the peer's tl_node_poll");
+    tl_node_free(node);
+    tl_runtime_free(rt);
+    return rc;
+}
+
+/* Forks the peer, then opens "bench" and links it to the peer. */
+static int mig_open(mig_link *m)
+{
+    int p[2];
+    char addr[64];
+    memset(m, 0, sizeof *m);
+    fflush(stdout);
+    if (pipe(p) != 0)
+        return TL_EIO;
+    m->pid = fork();
+    if (m->pid == 0) {
+        close(p[0]);
+        _exit(peer_main(p[1]) == TL_OK ? 0 : 1);
+    }
+    close(p[1]);
+    ssize_t k = m->pid > 0 ? read(p[0], addr, sizeof addr) : -1;
+    close(p[0]);
+    if (k != (ssize_t)sizeof addr || !addr[0]) {
+        fprintf(stderr, "tl-bench: the peer process did not start\n");
+        return TL_EIO;
+    }
+    addr[sizeof addr - 1] = '\0';
+    int rc = node_open("bench", &m->rt, &m->node);
+    if (rc != TL_OK)
+        return rc;
+    TRY(m->rt, tl_node_connect(m->node, addr));
+    TRY(m->rt, tl_node_wait_peer(m->node, "peer", 5000));
+    return TL_OK;
+}
+
+/* Closes "bench" (the peer then exits) and reaps the peer. */
+static int mig_close(mig_link *m, int rc)
+{
+    int status;
+    tl_node_free(m->node);
+    tl_runtime_free(m->rt);
+    if (m->pid > 0 && rc != TL_OK)
+        kill(m->pid, SIGKILL); /* it may never have been linked */
+    if (m->pid > 0 && (waitpid(m->pid, &status, 0) != m->pid || !WIFEXITED(status) ||
+                       WEXITSTATUS(status) != 0)) {
+        if (rc == TL_OK)
+            fprintf(stderr, "tl-bench: the peer process failed\n");
+        rc = rc == TL_OK ? TL_EIO : rc;
+    }
+    return rc;
+}
+
+/* Polls until *flag is set, or stats.moved_out reaches want (want > 0). */
+static int mig_poll_until(mig_link *m, const int *flag, uint64_t want)
+{
+    int64_t end = now_ns() + (int64_t)MIG_TIMEOUT_S * 1000000000;
+    tl_node_stats st;
+    for (;;) {
+        tl_node_stats_get(m->node, &st);
+        if ((flag && *flag) || (want && st.moved_out >= want))
+            return TL_OK;
+        if (now_ns() > end) {
+            fprintf(stderr, "tl-bench: no progress for %d s\n", MIG_TIMEOUT_S);
+            return TL_EIO;
+        }
+        TRY(m->rt, tl_node_poll(m->node, 100));
+    }
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_us(int64_t *v, int64_t n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_i64);
+    return (double)(n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2) / 1000.0;
+}
+
+static int mig_samples(int64_t n)
+{
+    mig.samples = calloc((size_t)n, sizeof *mig.samples);
+    mig.nsamples = mig.samples ? n : 0;
+    mig.done = 0;
+    return mig.samples ? TL_OK : TL_ENOMEM;
+}
+
+/* n round trips of one tasklet: TL_MIGRATE to the peer and back. */
+static int measure_migrate_rtt(uint64_t n, double *us)
+{
+    mig_link m = {NULL, NULL, 0};
+    bounce_locals args = {(int64_t)n, 0, 0};
+    int rc = n >= 1 ? mig_open(&m) : TL_EINVAL;
+    if (rc == TL_OK)
+        rc = mig_samples((int64_t)n);
+    if (rc == TL_OK)
+        rc = tl_spawn(m.rt, &bouncer_fn, &args, sizeof args, NULL);
+    if (rc == TL_OK)
+        rc = mig_poll_until(&m, &mig.done, 0);
+    if (rc == TL_OK)
+        *us = median_us(mig.samples, mig.nsamples);
+    free(mig.samples);
+    mig.samples = NULL;
+    return mig_close(&m, rc);
+}
+
+/* n tasklets moved with tl_node_migrate, MIG_BATCH at a time: spawned
+ * (not started yet), moved, then one tl_node_poll without waiting, so that
+ * both processes work at once.  Timed from the first spawn until the peer
+ * has acknowledged the last (tl_node_stats.moved_out). */
+static int measure_migrate_throughput(uint64_t n, double *per_s)
+{
+    mig_link m = {NULL, NULL, 0};
+    tl_tasklet *ts[MIG_BATCH];
+    int rc = mig_open(&m);
+    int64_t t0 = now_ns();
+    for (uint64_t done = 0; rc == TL_OK && done < n; done += MIG_BATCH) {
+        uint64_t k = n - done < MIG_BATCH ? n - done : MIG_BATCH, spawned = 0;
+        for (; rc == TL_OK && spawned < k; spawned++)
+            if ((rc = tl_spawn(m.rt, &noop_fn, NULL, 0, &ts[spawned])) != TL_OK)
+                report(m.rt, rc, "tl_spawn");
+        for (uint64_t i = 0; rc == TL_OK && i < k; i++)
+            if ((rc = tl_node_migrate(m.node, ts[i], "peer")) != TL_OK)
+                report(m.rt, rc, "tl_node_migrate");
+        for (uint64_t i = 0; i < spawned; i++)
+            tl_tasklet_release(ts[i]);
+        if (rc == TL_OK)
+            rc = tl_node_poll(m.node, 0);
+    }
+    if (rc == TL_OK)
+        rc = mig_poll_until(&m, NULL, n);
+    *per_s = (double)n / ((double)(now_ns() - t0) / 1e9);
+    return mig_close(&m, rc);
+}
+
+/* n ping-pongs between a tasklet on the peer and one here, over two
+ * channels of this process (remote channels on the peer). */
+static int measure_remote_msg(uint64_t n, double *us)
+{
+    mig_link m = {NULL, NULL, 0};
+    tl_chan *ch = NULL;
+    int rc = n >= 2 ? mig_open(&m) : TL_EINVAL;
+    if (rc == TL_OK && (rc = mig_samples((int64_t)n)) == TL_OK &&
+        (rc = tl_chan_new(m.rt, 0, &ch)) == TL_OK) {
+        chan_locals remote = {ch, NULL, tl_nil(), (int64_t)n, 0};
+        chan_locals home = {NULL, ch, tl_nil(), (int64_t)n, 0};
+        rc = tl_spawn(m.rt, &remote_sender_fn, &remote, sizeof remote, NULL);
+        if (rc == TL_OK)
+            rc = tl_spawn(m.rt, &home_receiver_fn, &home, sizeof home, NULL);
+    }
+    tl_chan_release(ch);
+    if (rc == TL_OK)
+        rc = mig_poll_until(&m, &mig.done, 0);
+    for (int64_t i = 0; rc == TL_OK && i + 1 < mig.nsamples; i++)
+        mig.samples[i] = mig.samples[i + 1] - mig.samples[i];
+    if (rc == TL_OK)
+        *us = median_us(mig.samples, mig.nsamples - 1);
+    free(mig.samples);
+    mig.samples = NULL;
+    return mig_close(&m, rc);
+}
+
+static int measure_remote_chan(uint64_t n, double *us)
+{
+    mig_link m = {NULL, NULL, 0};
+    tl_chan *ping = NULL, *pong = NULL;
+    int rc = n >= 2 ? mig_open(&m) : TL_EINVAL;
+    if (rc == TL_OK && (rc = mig_samples((int64_t)n)) == TL_OK &&
+        (rc = tl_chan_new(m.rt, 0, &ping)) == TL_OK && (rc = tl_chan_new(m.rt, 0, &pong)) == TL_OK) {
+        chan_locals remote = {ping, pong, tl_nil(), (int64_t)n, 0};
+        chan_locals home = {pong, ping, tl_nil(), (int64_t)n, 0};
+        rc = tl_spawn(m.rt, &remote_pinger_fn, &remote, sizeof remote, NULL);
+        if (rc == TL_OK)
+            rc = tl_spawn(m.rt, &remote_ponger_fn, &home, sizeof home, NULL);
+    }
+    tl_chan_release(ping);
+    tl_chan_release(pong);
+    if (rc == TL_OK)
+        rc = mig_poll_until(&m, &mig.done, 0);
+    for (int64_t i = 0; rc == TL_OK && i + 1 < mig.nsamples; i++)
+        mig.samples[i] = mig.samples[i + 1] - mig.samples[i];
+    if (rc == TL_OK)
+        *us = median_us(mig.samples, mig.nsamples - 1);
+    free(mig.samples);
+    mig.samples = NULL;
+    return mig_close(&m, rc);
+}
+
+/* ------------------------------------------------------------------------
  * Driver
  * --------------------------------------------------------------------- */
 typedef struct bench {
@@ -621,6 +986,10 @@ static const bench benches[] = {
     {"checkpoint_incr_1pct", "s", 1000000, NULL, measure_ckpt_incr},
     {"restore_1m", "s", 1000000, NULL, measure_restore},
     {"snapshot_bytes_per_tasklet", "bytes/tasklet", 1000000, NULL, measure_snap_bytes},
+    {"migrate_rtt_us", "us/round trip", 20000, NULL, measure_migrate_rtt},
+    {"migrate_throughput", "tasklets/s", 100000, NULL, measure_migrate_throughput},
+    {"remote_chan_msg_us", "us/msg", 20000, NULL, measure_remote_msg},
+    {"remote_chan_pingpong_us", "us/round trip", 20000, NULL, measure_remote_chan},
 };
 
 static int run_bench(const bench *b, int quick)

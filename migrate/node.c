@@ -2019,14 +2019,13 @@ int tl_node_poll(tl_node *n, int timeout_ms)
         if (!d->conn && d->next_try <= now)
             dial_now(n, d);
     reap_links(n);
-    rc = settle(n); /* imports checkpointed and acknowledged */
-    if (rc == TL_OK && tl_runnable_count(n->rt)) {
-        /* what the I/O woke runs now, and what it sends goes in this round */
-        rc = tl_run_steps(n->rt, n->batch, NULL);
-        if (rc == TL_OK)
-            rc = settle(n);
-    }
-    return rc;
+    rc = TL_OK;
+    if (n->store && n->need_ckpt)
+        rc = settle(n); /* imports are checkpointed before they run */
+    if (rc == TL_OK && tl_runnable_count(n->rt))
+        rc = tl_run_steps(n->rt, n->batch, NULL); /* what the I/O woke */
+    /* acknowledgements and what the woken sent leave in one write */
+    return rc == TL_OK ? settle(n) : rc;
 }
 
 int tl_node_run(tl_node *n)
