@@ -707,6 +707,13 @@ static int depart(tl_node *n, tl_tasklet *t, const char *peer)
         free(x);
         return rc;
     }
+    if (x->len + 128 > n->max_frame) {
+        size_t len = x->len;
+        tl_snapshot_free(n->rt, x->data, x->len);
+        free(x);
+        return tl__seterr(n->rt, TL_ERANGE, "moving a tasklet: its snapshot (%zu bytes) is "
+                          "larger than a frame may be (%u)", len, n->max_frame);
+    }
     snprintf(x->peer, sizeof x->peer, "%s", peer);
     char msg[128];
     snprintf(msg, sizeof msg, "moved to node %s", peer);
@@ -1023,7 +1030,7 @@ static void on_nack(conn *l, const msgpack_object *o)
         return;
     }
     get_str(item(o, 3), msg, sizeof msg);
-    int64_t code = item(o, 2)->via.i64;
+    int64_t code = is_u(item(o, 2)) ? 0 : item(o, 2)->via.i64;
     if (code >= 0 || code < INT32_MIN)
         code = TL_EPROTO;
     outx *x = take_outx(n, l->peer, xid);
@@ -1131,7 +1138,7 @@ static void on_done(conn *l, const msgpack_object *o)
             continue;
         rop r = n->rops.v[i];
         n->rops.v[i] = n->rops.v[--n->rops.n];
-        int64_t code = item(o, 2)->via.i64;
+        int64_t code = is_u(item(o, 2)) ? (item(o, 2)->via.u64 ? 1 : 0) : item(o, 2)->via.i64;
         tl_value v = tl_nil();
         if (code > 0 || code < INT32_MIN)
             code = TL_EPROTO;
@@ -1202,6 +1209,10 @@ static void on_cancelled(conn *l, const msgpack_object *o)
             if (depart(n, r.t, r.moving) != TL_OK)
                 logf_(n, "tasklet #%llu could not move to %s: %s",
                       (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
+        } else if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE)) {
+            /* not asked for: the operation did not happen; say so */
+            tl__remote_complete(r.t, TL_EPROTO, "the channel's home cancelled the operation",
+                                tl_nil());
         }
         release_rop(&r);
         return;
@@ -1335,8 +1346,11 @@ static int write_tables(void *ud, void *dbp)
     tl_node *n = ud;
     sqlite3 *db = dbp;
     sqlite3_stmt *s = NULL;
-    if (!db) { /* the store is closing */
+    if (!db) { /* the store is closing: from now on, memory only */
         n->store = NULL;
+        n->need_ckpt = 0;
+        for (outx *x = n->out; x; x = x->next)
+            x->durable = 1;
         return TL_OK;
     }
     int bad = sqlite3_exec(db, "DELETE FROM outbox; DELETE FROM inbox;", NULL, NULL, NULL) != SQLITE_OK;
@@ -1696,16 +1710,31 @@ void tl_node_free(tl_node *n)
         n->dials = d->next;
         free(d);
     }
-    /* transfers that never left come back; those sent and not yet
-     * acknowledged may have arrived: with a store they are resent by the
-     * next node on it, without one they are reported */
+    /* With a store, the outbox is made durable (the next node on the store
+     * resends it).  Otherwise, or if that checkpoint fails, transfers that
+     * never left come back; those sent and not yet acknowledged may have
+     * arrived and are reported. */
+    int durable = n->store != NULL;
+    if (n->store && n->need_ckpt) {
+        tl__store_touch(n->store);
+        durable = tl_store_checkpoint(n->store) == TL_OK;
+        for (outx *x = n->out; durable && x; x = x->next)
+            x->durable = 1;
+        if (!durable)
+            logf_(n, "closing: the outbox could not be checkpointed: %s",
+                  tl_store_errmsg(n->store));
+    }
     while (n->out) {
         outx *x = n->out;
         tl_tasklet *t;
         n->out = x->next;
-        if (!x->tried && !n->store && tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK)
+        if (durable && x->durable) {
+            free_outx(n, x);
+            continue;
+        }
+        if (!x->tried && tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK)
             tl_throw(t, TL_ELINK, "the node closed before the tasklet could move");
-        else if (!n->store)
+        else
             logf_(n, "transfer %s to %s was not acknowledged before the node closed: the "
                   "tasklet may or may not have arrived", x->xid, x->peer);
         free_outx(n, x);
@@ -2077,7 +2106,8 @@ int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
     }
     l->rbuf = malloc(len ? len : 1);
     if (l->rbuf) {
-        memcpy(l->rbuf, bytes, len);
+        if (len)
+            memcpy(l->rbuf, bytes, len);
         l->rlen = l->rcap = len;
         on_bytes(l);
     }

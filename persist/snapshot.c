@@ -374,7 +374,8 @@ static void reach(closure *c, uintptr_t obj)
 
 static void reach_tasklet(closure *c, tl_tasklet *t)
 {
-    c->trefs++;
+    if (t && t->magic == TL__MAGIC_TASK)
+        c->trefs++;
     if (t && t->magic == TL__MAGIC_TASK && !(t->flags & TL__TF_SUBSET)) {
         t->flags |= TL__TF_SUBSET;
         reach(c, (uintptr_t)t);

@@ -701,6 +701,8 @@ int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
     while (ch->remote && (!tl__list_empty(&ch->sendq) || !tl__list_empty(&ch->recvq))) {
         tl__link *l = !tl__list_empty(&ch->sendq) ? ch->sendq.next : ch->recvq.next;
         tl_tasklet *t = TL__CONTAINER(l, tl_tasklet, w.link);
+        if ((t->flags & TL__TF_REMOTE) && ch->rt->hooks) /* the home stops its agent */
+            ch->rt->hooks->remote_cancel(ch->rt->hooks_ud, ch, t);
         tl__remote_complete(t, err, msg ? msg : tl_strerror(err), tl_nil());
     }
     while (ch->nsend || ch->nrecv) {
