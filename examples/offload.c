@@ -3,22 +3,18 @@
  *
  *   offload [WORKERS]      1 to 16, default 3; 4 chunks of work per worker
  *
- * The coordinator ("coord") forks WORKERS processes ("w1", "w2", ...), each
- * with its own runtime and node listening on a free TCP port of 127.0.0.1;
- * their addresses come back through pipes and coord dials them.  The shared
- * secret is read from /dev/urandom before the fork.
- *
- * One work tasklet per chunk of [1, N] holds coord's channel in its locals
- * and starts with TL_MIGRATE to its worker (round robin).  The channel stays
- * home: on the worker it is a remote channel.  There the tasklet sums the
- * squares of its chunk, prints it (the worker's stdout is coord's) and
- * sends the sum on the channel, to the collector tasklet at coord, which
- * adds the sums, checks the total against the closed form N(N+1)(2N+1)/6
- * and stops coord.  coord exits, its links drop, and the workers exit.
+ * The coordinator ("coord") forks WORKERS processes ("w1", ...), each with
+ * a runtime and a node on a free TCP port of 127.0.0.1, which coord dials;
+ * the shared secret comes from /dev/urandom before the fork.  One work
+ * tasklet per chunk of [1, N] holds coord's channel in its locals and
+ * starts with TL_MIGRATE to its worker.  The channel stays home: on the
+ * worker it is a remote channel, on which the tasklet sends the sum of the
+ * squares of its chunk to the collector tasklet at coord.  The collector
+ * checks the total against the closed form N(N+1)(2N+1)/6 and stops coord;
+ * coord exits, its links drop, and the workers exit.
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,22 +92,22 @@ static const tl_func collect_fn = {"offload.collect", 1, collect_step, sizeof(co
                                    collect_fields, TL_COUNTOF(collect_fields), NULL};
 
 /* ---- processes ---- */
-
 /* The nodes' log lines (links up and down), shown with OFFLOAD_VERBOSE=1. */
-static void log_line(void *ud, const char *msg)
+static void log_line(void *id, const char *msg)
 {
     if (getenv("OFFLOAD_VERBOSE"))
-        fprintf(stderr, "offload %s: %s\n", tl_node_name(g_node), msg);
+        fprintf(stderr, "offload %s: %s\n", (const char *)id, msg);
 }
 
 /* Sets g_node: node id around a new runtime with both functions. */
 static int node_open(const char *id)
 {
     tl_runtime *rt = NULL;
-    tl_node_config cfg = {id, g_secret, sizeof g_secret, NULL, log_line, NULL, 0, 0};
+    tl_node_config cfg = {id, g_secret, sizeof g_secret, NULL, log_line, (void *)id, 0, 0};
     int rc = tl_runtime_new(NULL, &rt);
     if (rc == TL_OK && (rc = tl_register(rt, &work_fn)) == TL_OK &&
-        (rc = tl_register(rt, &collect_fn)) == TL_OK && (rc = tl_node_new(rt, &cfg, &g_node)) == TL_OK)
+        (rc = tl_register(rt, &collect_fn)) == TL_OK &&
+        (rc = tl_node_new(rt, &cfg, &g_node)) == TL_OK)
         return TL_OK;
     fprintf(stderr, "offload %s: %s\n", id, rt ? tl_errmsg(rt) : tl_strerror(rc));
     tl_runtime_free(rt);
@@ -203,6 +199,7 @@ int main(int argc, char **argv)
             rc = tl_node_wait_peer(g_node, id, 5000);
     }
     printf("offload: %d workers, %d chunks\n", workers, 4 * workers);
+    fflush(stdout); /* before the workers' lines */
     if (rc == TL_OK)
         rc = coordinate(workers, 4 * workers);
     if (rc != TL_OK)

@@ -10,16 +10,13 @@
  *   travel home PEER=ADDR...              dials the peers, then sends the
  *                                         traveler through them in order
  *
- * The traveler keeps everything it learns in its locals: the route so far
- * (node ids) and a running total, to which each node adds its WEIGHT.  Its
- * frame, locals and resume point move with TL_MIGRATE; it resumes on the
- * next node right after the macro.  A hop that fails (the link to the
- * next node is not up yet) resumes at the same point with the error,
- * caught: the traveler waits 20 ms and tries again.  Back home it prints
- *   home -> n1 -> n2 -> n3 -> home, total 60
- * and stops the home node.
+ * The traveler keeps what it learns in its locals: the route so far (node
+ * ids) and a running total, to which each node adds its WEIGHT.  Its frame
+ * moves with TL_MIGRATE and resumes on the next node right after the macro.
+ * A hop that fails (the next link is not up yet) resumes at the same point
+ * with the error, caught: the traveler waits 20 ms and tries again.  Back
+ * home it prints "home -> n1 -> n2 -> n3 -> home, total 60".
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +28,11 @@
 #define MAX_TRIES 100
 #define NODE_LIFETIME_S 60 /* a node left behind gives up after this */
 
-static int64_t g_weight;          /* what this process adds to the total */
-static tl_node *g_node;           /* this process's node */
-static int g_home_done;           /* home: the traveler came back */
-static volatile sig_atomic_t g_signalled;
+static int64_t g_weight; /* what this process adds to the total */
+static tl_node *g_node;  /* this process's node */
+static int g_home_done;  /* home: the traveler came back */
 
 /* ---- the traveler ---- */
-
 typedef struct {
     char hops[MAX_HOPS][64]; /* arguments: the nodes to visit, in order */
     int64_t nhops;
@@ -46,12 +41,9 @@ typedef struct {
 } traveler_t;
 
 static const tl_field traveler_fields[] = {
-    TL_FIELD(traveler_t, hops, TL_T_BYTES),
-    TL_FIELD(traveler_t, nhops, TL_T_I64),
-    TL_FIELD(traveler_t, hop, TL_T_I64),
-    TL_FIELD(traveler_t, tries, TL_T_I64),
-    TL_FIELD(traveler_t, total, TL_T_I64),
-    TL_FIELD(traveler_t, route, TL_T_BYTES),
+    TL_FIELD(traveler_t, hops, TL_T_BYTES), TL_FIELD(traveler_t, nhops, TL_T_I64),
+    TL_FIELD(traveler_t, hop, TL_T_I64), TL_FIELD(traveler_t, tries, TL_T_I64),
+    TL_FIELD(traveler_t, total, TL_T_I64), TL_FIELD(traveler_t, route, TL_T_BYTES),
 };
 
 /* Hop i goes to hops[i]; the last hop (i == nhops) goes home. */
@@ -91,24 +83,15 @@ static tl_status traveler_step(tl_frame *f, void *locals)
     TL_END(f);
 }
 
-static const tl_func traveler_fn = {
-    "travel.traveler", 1, traveler_step, sizeof(traveler_t),
-    traveler_fields, TL_COUNTOF(traveler_fields), NULL,
-};
+static const tl_func traveler_fn = {"travel.traveler", 1, traveler_step, sizeof(traveler_t),
+                                    traveler_fields, TL_COUNTOF(traveler_fields), NULL};
 
 /* ---- the processes ---- */
-
-/* Prints a line to stderr and returns rc. */
+/* Prints "travel: what: detail" to stderr and returns rc. */
 static int complain(int rc, const char *what, const char *detail)
 {
     fprintf(stderr, "travel: %s%s%s\n", what, *detail ? ": " : "", detail);
     return rc;
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_signalled = 1;
 }
 
 static void quiet_log(void *ud, const char *msg)
@@ -136,21 +119,17 @@ static int link_peers(tl_node *n, int argc, char **argv)
     return TL_OK;
 }
 
-/* A node serves until home leaves (its link drops), a signal, or timeout. */
+/* A node serves until home, once linked, has left (or a timeout). */
 static int serve(tl_node *n)
 {
     time_t end = time(NULL) + NODE_LIFETIME_S;
-    int home_seen = 0;
-    while (!g_signalled && time(NULL) < end) {
-        int rc = tl_node_poll(n, 100);
+    /* seen: 0 home not linked yet, 1 linked, 2 gone */
+    for (int seen = 0; seen < 2; seen = tl_node_connected(n, "home") ? 1 : 2 * seen) {
+        int rc = time(NULL) < end ? tl_node_poll(n, 100) : TL_ELINK;
         if (rc != TL_OK)
-            return complain(rc, "serving", tl_node_errmsg(n));
-        int up = tl_node_connected(n, "home");
-        if (home_seen && !up)
-            return TL_OK;
-        home_seen |= up;
+            return complain(rc, "serving", rc == TL_ELINK ? "home never came" : tl_node_errmsg(n));
     }
-    return g_signalled ? TL_OK : TL_ELINK;
+    return TL_OK;
 }
 
 /* Home spawns the traveler with the route, then runs until it is back. */
@@ -165,7 +144,7 @@ static int send_traveler(tl_node *n, int argc, char **argv)
     args.nhops = argc;
     int rc = tl_spawn(tl_node_runtime(n), &traveler_fn, &args, sizeof args, NULL);
     time_t end = time(NULL) + 10;
-    while (rc == TL_OK && !g_home_done && !g_signalled && time(NULL) < end)
+    while (rc == TL_OK && !g_home_done && time(NULL) < end)
         rc = tl_node_poll(n, 100);
     if (rc != TL_OK)
         return complain(rc, "home", tl_node_errmsg(n));
@@ -189,13 +168,12 @@ static int run(tl_runtime *rt, int argc, char **argv)
             rc = send_traveler(g_node, argc - 2, argv + 2);
     } else {
         g_weight = strtoll(argv[3], NULL, 10);
-        rc = tl_node_listen(g_node, "tcp://127.0.0.1:0");
+        if ((rc = tl_node_listen(g_node, "tcp://127.0.0.1:0")) != TL_OK)
+            complain(rc, "listen", tl_node_errmsg(g_node));
         if (rc == TL_OK) {
             printf("%s listening on %s\n", argv[2], tl_node_address(g_node));
-            fflush(stdout);
+            fflush(stdout); /* travel.sh waits for this line */
             rc = link_peers(g_node, argc - 4, argv + 4);
-        } else {
-            complain(rc, "listen", tl_node_errmsg(g_node));
         }
         if (rc == TL_OK)
             rc = serve(g_node);
@@ -213,8 +191,6 @@ int main(int argc, char **argv)
                         "(the secret, 16 bytes or more, in $TRAVEL_SECRET; see travel.sh)\n");
         return 2;
     }
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
     if (tl_runtime_new(NULL, &rt) != TL_OK)
         return EXIT_FAILURE;
     int rc = run(rt, argc, argv);

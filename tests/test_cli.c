@@ -9,6 +9,8 @@
  *   2: tasklets 1, 2, 300; channels 1, 2, 256       (256 unchanged)
  *   3: tasklets 1-7 (every state and wait kind, a compressed chunk),
  *      tasklet chunk 1 becomes a tombstone; channel chunk 1 still @1
+ * and the migration tests add a fourth (write_migrate_ckpt): channels
+ * 1-4 and 256, with remote and pinned ones, and the migration tables.
  * Each test gets a fresh temporary directory (mkdtemp) and store; the
  * tool's path comes from the TASKLET_CLI environment variable.  The
  * golden store libtasklet wrote (TASKLET_GOLDEN, if the file exists) must
@@ -353,11 +355,12 @@ static void tombstone(doc *d)
     msgpack_pack_array(&d->pk, 0);
 }
 
-/* [id, name, capacity, preference, schedule_all, closing, extrefs, ...] */
-static void chan_head(msgpack_packer *pk, uint64_t id, const char *name, uint64_t cap,
-                      bool closing)
+/* [id, name, capacity, preference, schedule_all, closing, extrefs, ...]:
+ * the first 7 of a record's `items` (10, or 11 with the extra map). */
+static void chan_head_n(msgpack_packer *pk, size_t items, uint64_t id, const char *name,
+                        uint64_t cap, bool closing)
 {
-    msgpack_pack_array(pk, 10);
+    msgpack_pack_array(pk, items);
     msgpack_pack_uint64(pk, id);
     if (name)
         pstr(pk, name);
@@ -374,6 +377,12 @@ static void chan_head(msgpack_packer *pk, uint64_t id, const char *name, uint64_
     else
         msgpack_pack_false(pk);
     msgpack_pack_uint64(pk, 0); /* extrefs: reserved */
+}
+
+static void chan_head(msgpack_packer *pk, uint64_t id, const char *name, uint64_t cap,
+                      bool closing)
+{
+    chan_head_n(pk, 10, id, name, cap, closing);
 }
 
 /* A queue (FORMAT.md section 5): [ids delta-coded, [[position, case]...]];
@@ -446,6 +455,66 @@ static void chan_chunk1(doc *d)
     msgpack_pack_array(&d->pk, 0);
     queue(&d->pk, 0, NULL, NULL);
     queue(&d->pk, 0, NULL, NULL);
+}
+
+/* Checkpoint 4 (test_migration_records): channel chunk 0 of checkpoint 3
+ * with the 11th items a migrating runtime writes (FORMAT.md section 5):
+ * channel 1 pinned, 3 a remote channel addressed by name, 4 one addressed
+ * by id (pinned, and with a key readers must skip).  Damage: BAD_EXTRA
+ * makes channel 3's extra an array instead of a map, BAD_BUFFER gives
+ * remote channel 3 a capacity. */
+enum { GOOD, BAD_EXTRA, BAD_BUFFER };
+
+static void chan_chunk0_migrate(doc *d, int damage)
+{
+    static const uint64_t five[] = {5};
+    static const int case1[] = {1};
+    msgpack_packer *pk = &d->pk;
+    doc_init(d);
+    msgpack_pack_map(pk, 1);
+    pstr(pk, "chans");
+    msgpack_pack_array(pk, 4);
+    chan_head_n(pk, 11, 1, "jobs", 0, false);
+    msgpack_pack_array(pk, 0);
+    queue(pk, 0, NULL, NULL);
+    chan1_receivers(pk, 3);
+    msgpack_pack_map(pk, 1);
+    pstr(pk, "pinned");
+    msgpack_pack_true(pk);
+    chan_head(pk, 2, NULL, 2, false);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int64(pk, 1);
+    pstr(pk, "x");
+    queue(pk, 1, five, case1);
+    queue(pk, 0, NULL, NULL);
+    chan_head_n(pk, 11, 3, NULL, damage == BAD_BUFFER ? 2 : 0, false);
+    msgpack_pack_array(pk, 0);
+    queue(pk, 0, NULL, NULL);
+    queue(pk, 0, NULL, NULL);
+    if (damage == BAD_EXTRA) {
+        msgpack_pack_array(pk, 0);
+    } else {
+        msgpack_pack_map(pk, 1);
+        pstr(pk, "home");
+        msgpack_pack_array(pk, 3);
+        pstr(pk, "node-b");
+        msgpack_pack_uint64(pk, 7);
+        pstr(pk, "orders");
+    }
+    chan_head_n(pk, 11, 4, NULL, 0, false);
+    msgpack_pack_array(pk, 0);
+    queue(pk, 0, NULL, NULL);
+    queue(pk, 0, NULL, NULL);
+    msgpack_pack_map(pk, 3);
+    pstr(pk, "home");
+    msgpack_pack_array(pk, 3);
+    pstr(pk, "node-b");
+    msgpack_pack_uint64(pk, 9);
+    msgpack_pack_nil(pk);
+    pstr(pk, "pinned");
+    msgpack_pack_true(pk);
+    pstr(pk, "later");
+    msgpack_pack_uint64(pk, 1);
 }
 
 static void head_doc(doc *d, int ckpt, uint64_t ntasklets, uint64_t nchans)
@@ -1285,6 +1354,89 @@ static void test_empty_store(void **state)
 
 /* The golden store libtasklet itself wrote (tests/data/golden-v1.db, when
  * it exists): the writer and this reader agree on every byte. */
+/* A store a node wrote: checkpoint 4 has remote and pinned channels (the
+ * 11th item of a channel record), and the store has the mailbox, outbox
+ * and inbox tables of migration (FORMAT.md section 7). */
+static void write_migrate_ckpt(const fixture *fx, int damage)
+{
+    sqlite3 *db;
+    doc d;
+    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    exec_ok(db, "CREATE TABLE mailbox(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"
+                " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
+                "CREATE TABLE outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"
+                " data BLOB NOT NULL);"
+                "CREATE TABLE inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"
+                " time INTEGER NOT NULL);"
+                "INSERT INTO mailbox VALUES ('00ff', 'node-b', 'test-node', 0, x'90');"
+                "INSERT INTO outbox VALUES ('01ff', 'node-b', x'90');"
+                "INSERT INTO inbox VALUES ('02ff', '', 0);"
+                "BEGIN");
+    chan_chunk0_migrate(&d, damage);
+    int64_t bytes = put_chunk(db, 2, 0, 4, &d);
+    put_ckpt(db, 4, 7, 5, bytes);
+    exec_ok(db, "COMMIT");
+    sqlite3_close(db);
+}
+
+static void test_migration_records(void **state)
+{
+    fixture *fx = *state;
+    write_migrate_ckpt(fx, GOOD);
+    run r = EXPECT(fx, 0, "verify", "--all", fx->db);
+    assert_contains(r.out, "ok: checkpoint");
+    run_free(&r);
+    r = EXPECT(fx, 0, "ls", fx->db);
+    assert_contains(r.out, "PINNED");
+    assert_contains(r.out, "node-b/orders");
+    assert_contains(r.out, "node-b/#9");
+    run_free(&r);
+    r = EXPECT(fx, 0, "ls", "--json", fx->db);
+    json_t *j = json_of(&r), *cs = json_object_get(j, "channels");
+    assert_int_equal(json_array_size(cs), 5);
+    assert_true(json_is_true(json_object_get(by_id(cs, 1), "pinned")));
+    assert_true(json_is_null(json_object_get(by_id(cs, 1), "home")));
+    assert_true(json_is_false(json_object_get(by_id(cs, 2), "pinned")));
+    json_t *h3 = json_object_get(by_id(cs, 3), "home"), *h4 = json_object_get(by_id(cs, 4), "home");
+    assert_string_equal(json_string_value(json_object_get(h3, "node")), "node-b");
+    assert_int_equal(json_integer_value(json_object_get(h3, "id")), 7);
+    assert_string_equal(json_string_value(json_object_get(h3, "name")), "orders");
+    assert_int_equal(json_integer_value(json_object_get(h4, "id")), 9);
+    assert_true(json_is_null(json_object_get(h4, "name")));
+    assert_true(json_is_true(json_object_get(by_id(cs, 4), "pinned")));
+    json_decref(j);
+    run_free(&r);
+    r = EXPECT(fx, 0, "dump", fx->db);
+    assert_contains(r.out, "  home      node-b/orders\n");
+    assert_contains(r.out, "  pinned    true\n");
+    run_free(&r);
+    r = EXPECT(fx, 0, "dump", "--json", fx->db);
+    json_decref(json_of(&r));
+    run_free(&r);
+    r = EXPECT(fx, 0, "show", fx->db, "2");
+    run_free(&r);
+    r = EXPECT(fx, 0, "verify", "--ckpt", "3", fx->db);
+    run_free(&r);
+}
+
+static void test_migration_bad_extra(void **state)
+{
+    fixture *fx = *state;
+    write_migrate_ckpt(fx, BAD_EXTRA);
+    run r = EXPECT(fx, 1, "verify", fx->db);
+    assert_contains(r.out, "extra is a array, not a map");
+    run_free(&r);
+}
+
+static void test_migration_remote_buffer(void **state)
+{
+    fixture *fx = *state;
+    write_migrate_ckpt(fx, BAD_BUFFER);
+    run r = EXPECT(fx, 1, "verify", fx->db);
+    assert_contains(r.out, "a remote channel with capacity 2");
+    run_free(&r);
+}
+
 static void test_golden_store(void **state)
 {
     fixture *fx = *state;
@@ -1341,6 +1493,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_refuses_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_bad_extra, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_remote_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_golden_store, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

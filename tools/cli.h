@@ -236,6 +236,12 @@ typedef struct cli_chan {
     const msgpack_object *name, *buffer; /* name: NULL when nil */
     cli_waiter *senders, *receivers;
     uint32_t nsenders, nreceivers;
+    /* The optional 11th item (FORMAT.md section 5): where the channel
+     * lives, for a remote channel (home_node NULL: a local one), and
+     * whether the runtime pins it. */
+    const msgpack_object *home_node, *home_name; /* home_name: NULL when nil */
+    uint64_t home_id;
+    bool pinned;
 } cli_chan;
 
 typedef struct cli_cchunk {
@@ -347,6 +353,9 @@ void cli_waiting_text(cli_buf *b, const cli_tasklet *t);
 json_t *cli_tasklet_json(const cli_tchunk *c, const cli_tasklet *t, bool full);
 void cli_tasklet_print(const cli_tchunk *c, const cli_tasklet *t);
 json_t *cli_chan_json(const cli_chan *ch, bool full);
+/* "node/name" or "node/#id": where remote channel ch lives (ch->home_node
+ * set). */
+void cli_chan_home_text(cli_buf *b, const cli_chan *ch);
 void cli_chan_print(const cli_chan *ch);
 json_t *cli_head_json(const cli_head *h);
 void cli_head_print(const cli_head *h);

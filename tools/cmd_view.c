@@ -100,16 +100,22 @@ static void ls_chan_row(cli_table *tab, const cli_chan *ch)
     cli_table_addf(tab, "%u", ch->buffer->via.array.size);
     cli_table_addf(tab, "%llu", (unsigned long long)ch->capacity);
     cli_table_add(tab, ch->closing ? "yes" : "no");
+    cli_table_add(tab, ch->pinned ? "yes" : "no");
+    cli_buf_reset(&b);
+    if (ch->home_node)
+        cli_chan_home_text(&b, ch);
+    cli_table_add(tab, ch->home_node ? cli_buf_str(&b) : "-");
     cli_buf_free(&b);
 }
 
 static void ls_text(const cli_snap *s)
 {
     static const char *const theads[] = {"ID", "NAME", "FUNCTION", "STATE", "WAITING"};
-    static const char *const cheads[] = {"ID", "NAME", "BALANCE", "QUEUE", "CAPACITY", "CLOSING"};
+    static const char *const cheads[] = {"ID",       "NAME",    "BALANCE", "QUEUE",
+                                         "CAPACITY", "CLOSING", "PINNED",  "HOME"};
     cli_table tt, ct;
     cli_table_init(&tt, 5, theads, "rllll");
-    cli_table_init(&ct, 6, cheads, "rlrrrl");
+    cli_table_init(&ct, 8, cheads, "rlrrrlll");
     for (size_t i = 0; i < s->nchunks; i++) {
         const cli_chunk *c = &s->chunks[i];
         for (uint32_t k = 0; k < c->t.ntasklets; k++)
@@ -120,7 +126,7 @@ static void ls_text(const cli_snap *s)
     ckpt_line(&s->ck);
     printf("\ntasklets (%zu)\n", tt.ncells / 5);
     cli_table_print(&tt, stdout, "  ");
-    printf("\nchannels (%zu)\n", ct.ncells / 6);
+    printf("\nchannels (%zu)\n", ct.ncells / 8);
     cli_table_print(&ct, stdout, "  ");
     cli_table_free(&tt);
     cli_table_free(&ct);

@@ -545,18 +545,60 @@ static int decode_waiters(cli_doc *doc, const msgpack_object *q, cli_waiter **ou
     return 0;
 }
 
+/* The 11th item: {"home": [node: str, id: uint, name: str|nil],
+ * "pinned": bool}, both optional, other keys ignored.  A home names its
+ * channel by name or by a non-zero id. */
+static int decode_chan_extra(const msgpack_object *x, cli_chan *ch, cli_err *e)
+{
+    const msgpack_object *home, *pinned;
+    if (x->type != MSGPACK_OBJECT_MAP)
+        return cli_fail(e, "extra is a %s, not a map", cli_mp_typename(x));
+    if (extra_key(x, "pinned", MSGPACK_OBJECT_BOOLEAN, &pinned, e) < 0
+        || extra_key(x, "home", MSGPACK_OBJECT_ARRAY, &home, e) < 0)
+        return cli_wrap(e, "extra");
+    ch->pinned = pinned && pinned->via.boolean;
+    if (!home)
+        return 0;
+    const msgpack_object *h = home->via.array.ptr;
+    if (want_array(home, 3, "home", e) < 0)
+        return cli_wrap(e, "extra");
+    if (h[0].type != MSGPACK_OBJECT_STR || h[0].via.str.size == 0)
+        return cli_fail(e, "extra: home node is not a non-empty str");
+    if (want_uint(&h[1], &ch->home_id, "home id", e) < 0)
+        return cli_wrap(e, "extra");
+    if (h[2].type != MSGPACK_OBJECT_NIL && h[2].type != MSGPACK_OBJECT_STR)
+        return cli_fail(e, "extra: home name is a %s, not a str or nil",
+                        cli_mp_typename(&h[2]));
+    if (h[2].type == MSGPACK_OBJECT_NIL && ch->home_id == 0)
+        return cli_fail(e, "extra: home has neither an id nor a name");
+    ch->home_node = &h[0];
+    ch->home_name = h[2].type == MSGPACK_OBJECT_STR ? &h[2] : NULL;
+    return 0;
+}
+
 static int decode_chan(cli_doc *doc, const msgpack_object *o, cli_chan *ch, uint32_t index,
                        cli_err *e)
 {
     const msgpack_object *a = o->via.array.ptr;
-    if (want_array(o, 10, "channel record", e) < 0 || chan_scalars(a, ch, e) < 0)
+    if (want_array(o, UINT32_MAX, "channel record", e) < 0)
         return cli_wrap(e, "chans[%u]", index);
+    if (o->via.array.size != 10 && o->via.array.size != 11)
+        return cli_fail(e, "chans[%u]: channel record has %u items, not 10 or 11", index,
+                        o->via.array.size);
+    if (chan_scalars(a, ch, e) < 0)
+        return cli_wrap(e, "chans[%u]", index);
+    if (o->via.array.size == 11 && decode_chan_extra(&a[10], ch, e) < 0)
+        return cli_wrap(e, "channel %llu", (unsigned long long)ch->id);
     ch->buffer = &a[7];
     if (want_array(ch->buffer, UINT32_MAX, "buffer", e) < 0
         || cli_check_value(ch->buffer, e) < 0
         || decode_waiters(doc, &a[8], &ch->senders, &ch->nsenders, "senders", e) < 0
         || decode_waiters(doc, &a[9], &ch->receivers, &ch->nreceivers, "receivers", e) < 0)
         return cli_wrap(e, "channel %llu", (unsigned long long)ch->id);
+    if (ch->home_node && (ch->capacity || ch->buffer->via.array.size))
+        return cli_fail(e, "channel %llu: a remote channel with capacity %llu and %u buffered "
+                        "values (it holds none)", (unsigned long long)ch->id,
+                        (unsigned long long)ch->capacity, ch->buffer->via.array.size);
     return 0;
 }
 

@@ -278,6 +278,29 @@ static json_t *waiters_json(const cli_waiter *w, uint32_t n)
     return a;
 }
 
+/* The home of a remote channel: {"node", "id", "name"}, or null. */
+static json_t *home_json(const cli_chan *ch)
+{
+    if (!ch->home_node)
+        return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "node", opt_str_json(ch->home_node));
+    json_object_set_new(o, "id", cli_json_u64(ch->home_id));
+    json_object_set_new(o, "name", opt_str_json(ch->home_name));
+    return o;
+}
+
+void cli_chan_home_text(cli_buf *b, const cli_chan *ch)
+{
+    cli_text_str(b, ch->home_node->via.str.ptr, ch->home_node->via.str.size, false);
+    if (ch->home_name) {
+        cli_buf_printf(b, "/");
+        cli_text_str(b, ch->home_name->via.str.ptr, ch->home_name->via.str.size, false);
+    } else {
+        cli_buf_printf(b, "/#%llu", (unsigned long long)ch->home_id);
+    }
+}
+
 json_t *cli_chan_json(const cli_chan *ch, bool full)
 {
     json_t *o = json_object();
@@ -287,6 +310,8 @@ json_t *cli_chan_json(const cli_chan *ch, bool full)
     json_object_set_new(o, "queue", json_integer(ch->buffer->via.array.size));
     json_object_set_new(o, "capacity", cli_json_u64(ch->capacity));
     json_object_set_new(o, "closing", json_boolean(ch->closing));
+    json_object_set_new(o, "pinned", json_boolean(ch->pinned));
+    json_object_set_new(o, "home", home_json(ch));
     if (!full)
         return o;
     json_object_set_new(o, "preference", json_integer((json_int_t)ch->preference));
@@ -322,6 +347,13 @@ void cli_chan_print(const cli_chan *ch)
            (unsigned long long)ch->capacity, ch->buffer->via.array.size,
            (long long)ch->nsenders - (long long)ch->nreceivers, (long long)ch->preference,
            ch->schedule_all ? "true" : "false", ch->closing ? "true" : "false");
+    if (ch->home_node) {
+        cli_buf_reset(&b);
+        cli_chan_home_text(&b, ch);
+        print_field("home", cli_buf_str(&b));
+    }
+    if (ch->pinned)
+        print_field("pinned", "true");
     print_value_field("buffer", ch->buffer);
     print_waiters("senders", ch->senders, ch->nsenders);
     print_waiters("receivers", ch->receivers, ch->nreceivers);

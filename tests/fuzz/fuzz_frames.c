@@ -8,6 +8,10 @@
  * on; clear: the link is in its handshake (HELLO, AUTH, the 1024-byte
  * limit).  The bytes go to tl__node_feed (migrate/node_internal.h), which
  * parses the frames, runs what they started, answers and drops the link.
+ * Bit 1 set: before that, every stored (not compressed) record of every
+ * snapshot inside an XFER frame gets a correct crc32 and rawlen
+ * (fix_xfers), so that mutated snapshots reach the import decoder instead
+ * of stopping at the CRC check.
  *
  * For each input, in a fresh runtime with the functions of fuzz_funcs.h and
  * fuzz_frame_funcs.h (fz.relay, the one the seeds move) and
@@ -28,7 +32,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <msgpack.h>
+#include <zlib.h>
+
 #include "../../migrate/node_internal.h"
+#include "../../persist/persist.h" /* tl__msgpack_check */
 #include "fuzz_frame_funcs.h"
 
 #define FZ_PEER "fuzz-peer"
@@ -134,6 +142,140 @@ static void check_save(tl_runtime *rt)
     tl_runtime_free(rt2);
 }
 
+/* ---- bit 1: fix the CRCs of transferred snapshots ---- */
+
+/* msgpack_sbuffer_write, but a no-op for 0 bytes (msgpack-c would do
+ * pointer arithmetic on the empty buffer's NULL). */
+static void put(msgpack_sbuffer *out, const void *p, size_t n)
+{
+    if (n)
+        msgpack_sbuffer_write(out, p, n);
+}
+
+/* A record [tag, flags, crc32, rawlen, payload] stored uncompressed, with
+ * its crc32 and rawlen made right; anything else as it was. */
+static void pack_record(msgpack_packer *pk, const msgpack_object *r)
+{
+    const msgpack_object *a = r->via.array.ptr;
+    if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != 5 ||
+        a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || (a[1].via.u64 & 1) ||
+        a[4].type != MSGPACK_OBJECT_BIN) {
+        msgpack_pack_object(pk, *r);
+        return;
+    }
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_object(pk, a[0]);
+    msgpack_pack_object(pk, a[1]);
+    msgpack_pack_uint32(pk, (uint32_t)crc32(0L, (const Bytef *)a[4].via.bin.ptr,
+                                            (uInt)a[4].via.bin.size));
+    msgpack_pack_uint32(pk, a[4].via.bin.size);
+    msgpack_pack_object(pk, a[4]);
+}
+
+/* A standalone snapshot [magic, format, head, [[kind, key, record]...]]
+ * with its records fixed, into out. */
+static void fix_snapshot(const char *p, size_t n, msgpack_sbuffer *out)
+{
+    msgpack_unpacked up;
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_unpacked_init(&up);
+    /* msgpack-c allocates what counts announce: pre-scan, as the library does */
+    int ok = tl__msgpack_check((const unsigned char *)p, n, 40) == n &&
+             msgpack_unpack_next(&up, p, n, &off) == MSGPACK_UNPACK_SUCCESS && off == n;
+    const msgpack_object *o = &up.data, *a = o->via.array.ptr;
+    if (!ok || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4 ||
+        a[3].type != MSGPACK_OBJECT_ARRAY) {
+        put(out, p, n);
+        msgpack_unpacked_destroy(&up);
+        return;
+    }
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_object(&pk, a[0]);
+    msgpack_pack_object(&pk, a[1]);
+    pack_record(&pk, &a[2]);
+    msgpack_pack_array(&pk, a[3].via.array.size);
+    for (uint32_t i = 0; i < a[3].via.array.size; i++) {
+        const msgpack_object *c = &a[3].via.array.ptr[i];
+        if (c->type != MSGPACK_OBJECT_ARRAY || c->via.array.size != 3) {
+            msgpack_pack_object(&pk, *c);
+            continue;
+        }
+        msgpack_pack_array(&pk, 3);
+        msgpack_pack_object(&pk, c->via.array.ptr[0]);
+        msgpack_pack_object(&pk, c->via.array.ptr[1]);
+        pack_record(&pk, &c->via.array.ptr[2]);
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* One frame's body, an XFER's snapshots fixed, into out. */
+static void fix_frame(const char *p, size_t n, msgpack_sbuffer *out)
+{
+    msgpack_unpacked up;
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_unpacked_init(&up);
+    /* msgpack-c allocates what counts announce: pre-scan, as the library does */
+    int ok = tl__msgpack_check((const unsigned char *)p, n, 40) == n &&
+             msgpack_unpack_next(&up, p, n, &off) == MSGPACK_UNPACK_SUCCESS && off == n;
+    const msgpack_object *o = &up.data, *a = o->via.array.ptr;
+    if (!ok || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 != 10 ||
+        a[1].type != MSGPACK_OBJECT_ARRAY) {
+        put(out, p, n);
+        msgpack_unpacked_destroy(&up);
+        return;
+    }
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_object(&pk, a[0]);
+    msgpack_pack_array(&pk, a[1].via.array.size);
+    for (uint32_t i = 0; i < a[1].via.array.size; i++) {
+        const msgpack_object *it = &a[1].via.array.ptr[i];
+        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 2 ||
+            it->via.array.ptr[1].type != MSGPACK_OBJECT_BIN) {
+            msgpack_pack_object(&pk, *it);
+            continue;
+        }
+        msgpack_sbuffer snap;
+        msgpack_sbuffer_init(&snap);
+        fix_snapshot(it->via.array.ptr[1].via.bin.ptr, it->via.array.ptr[1].via.bin.size, &snap);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_object(&pk, it->via.array.ptr[0]);
+        msgpack_pack_bin(&pk, snap.size);
+        if (snap.size)
+            msgpack_pack_bin_body(&pk, snap.data, snap.size);
+        msgpack_sbuffer_destroy(&snap);
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* The byte stream with every complete frame passed through fix_frame (its
+ * length prefix rewritten); what follows the last one is kept as is. */
+static void fix_xfers(const uint8_t *in, size_t len, msgpack_sbuffer *out)
+{
+    size_t off = 0;
+    while (len - off >= 4) {
+        const uint8_t *h = in + off;
+        size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+        if (n > len - off - 4)
+            break;
+        size_t at = out->size;
+        put(out, "\0\0\0\0", 4);
+        fix_frame((const char *)h + 4, n, out);
+        size_t m = out->size - at - 4;
+        unsigned char *p = (unsigned char *)out->data + at;
+        p[0] = (unsigned char)(m >> 24);
+        p[1] = (unsigned char)(m >> 16);
+        p[2] = (unsigned char)(m >> 8);
+        p[3] = (unsigned char)m;
+        off += 4 + n;
+    }
+    put(out, in + off, len - off);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -144,7 +286,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tl_node *n;
     tl_runtime *rt = new_runtime(&n);
     populate(rt);
-    tl__node_feed(n, data + 1, size - 1, data[0] & 1);
+    if (data[0] & 2) {
+        msgpack_sbuffer fixed;
+        msgpack_sbuffer_init(&fixed);
+        fix_xfers(data + 1, size - 1, &fixed);
+        tl__node_feed(n, fixed.size ? fixed.data : "", fixed.size, data[0] & 1);
+        msgpack_sbuffer_destroy(&fixed);
+    } else {
+        tl__node_feed(n, data + 1, size - 1, data[0] & 1);
+    }
     check_save(rt);
     fake_now += 1000000000; /* sleepers wake */
     tl_run_steps(rt, 1000, NULL);

@@ -1,10 +1,11 @@
 /*
  * make_frame_seeds.c -- writes the frame fuzzer's seed corpus
- * (corpus-frames/): one options byte (bit 0: the link is authenticated)
+ * (corpus-frames/): one options byte (bit 0: the link is authenticated,
+ * bit 1: the harness fixes snapshot CRCs)
  * then frames as a peer "fuzz-peer" sends them to node "fuzz-node"
  * (docs/PROTOCOL.md): HELLO, a HELLO of another protocol version, AUTH,
  * XFER with real moving-tasklet snapshots (tl__snapshot_save_moving, what
- * tl_node_migrate sends), OP, DONE, CANCEL, ACK, NACK, FORGET, ERROR, and
+ * tl_node_migrate sends), OP, DONE, CANCEL, CANCELLED, ACK, NACK, FORGET, ERROR, and
  * garbage.
  *
  * Usage: make_frame_seeds DIR.  The snapshots hold a time and the XFER ids
@@ -23,7 +24,7 @@
 #define FZ_PEER "fuzz-peer"
 
 enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
-       M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22 };
+       M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22, M_CANCELLED = 23 };
 
 static int64_t fake_now = FZ_EPOCH;
 
@@ -49,11 +50,13 @@ static msgpack_sbuffer seed;
 static msgpack_packer pk;
 static size_t frame_at;
 
-static void seed_begin(int authed)
+/* opts: bit 0 the link is authenticated, bit 1 the harness fixes the
+ * CRCs of transferred snapshots (fuzz_frames.c). */
+static void seed_begin(int opts)
 {
     msgpack_sbuffer_init(&seed);
     msgpack_packer_init(&pk, &seed, msgpack_sbuffer_write);
-    char opt = (char)(authed ? 1 : 0);
+    char opt = (char)opts;
     msgpack_sbuffer_write(&seed, &opt, 1);
 }
 
@@ -311,17 +314,17 @@ int main(int argc, char **argv)
     seed_begin(0); hello(TL_PROTO_VERSION + 1); seed_write(dir, "hello-version2");
     seed_begin(0); op(1, TL_OP_SEND, 0, "inbox", 5); seed_write(dir, "op-before-auth");
 
-    seed_begin(1); xfer(XID1, recv.p, recv.len); seed_write(dir, "xfer-remote-recv");
-    seed_begin(1); xfer(XID1, recv.p, recv.len); done(1, 0, NULL, 42);
+    seed_begin(3); xfer(XID1, recv.p, recv.len); seed_write(dir, "xfer-remote-recv");
+    seed_begin(3); xfer(XID1, recv.p, recv.len); done(1, 0, NULL, 42);
     seed_write(dir, "xfer-remote-recv-done");
-    seed_begin(1); xfer(XID1, recv.p, recv.len); done(1, TL_ECLOSED, "closed at home", 0);
+    seed_begin(3); xfer(XID1, recv.p, recv.len); done(1, TL_ECLOSED, "closed at home", 0);
     seed_write(dir, "xfer-remote-recv-error");
-    seed_begin(1); xfer(XID1, home.p, home.len); xfer(XID1, home.p, home.len);
+    seed_begin(3); xfer(XID1, home.p, home.len); xfer(XID1, home.p, home.len);
     seed_write(dir, "xfer-home-chan-twice");
-    seed_begin(1); xfer(XID1, home.p, home.len); xid_list(M_FORGET, XID1);
+    seed_begin(3); xfer(XID1, home.p, home.len); xid_list(M_FORGET, XID1);
     xfer(XID1, home.p, home.len); seed_write(dir, "xfer-forget-xfer");
-    seed_begin(1); xfer(XID2, sleeper.p, sleeper.len); seed_write(dir, "xfer-sleeper");
-    seed_begin(1); xfer(XID2, nested.p, nested.len); seed_write(dir, "xfer-nested");
+    seed_begin(3); xfer(XID2, sleeper.p, sleeper.len); seed_write(dir, "xfer-sleeper");
+    seed_begin(3); xfer(XID2, nested.p, nested.len); seed_write(dir, "xfer-nested");
 
     seed_begin(1); op(1, TL_OP_SEND, 0, "inbox", 5); op(2, TL_OP_RECV, 0, "results", 0);
     op(3, TL_OP_RECV, 0, "feed", 0); seed_write(dir, "op-named");
@@ -330,6 +333,9 @@ int main(int argc, char **argv)
     seed_begin(1); op(4, TL_OP_RECV, 0, "inbox", 0);
     frame_begin(); msgpack_pack_array(&pk, 2); msgpack_pack_uint8(&pk, M_CANCEL);
     msgpack_pack_uint64(&pk, 4); frame_end(); seed_write(dir, "op-cancel");
+    seed_begin(3); xfer(XID1, recv.p, recv.len);
+    frame_begin(); msgpack_pack_array(&pk, 2); msgpack_pack_uint8(&pk, M_CANCELLED);
+    msgpack_pack_uint64(&pk, 1); frame_end(); seed_write(dir, "xfer-remote-recv-cancelled");
     seed_begin(1); done(1, 0, NULL, 1); done(2, TL_ELINK, "gone", 0);
     seed_write(dir, "done-unknown");
     seed_begin(1); xid_list(M_ACK, XID1); xid_list(M_FORGET, XID2);
