@@ -45,6 +45,8 @@
 #define MAGIC "libtasklet-node"
 #define MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
 #define MAX_HANDSHAKE_FRAME 1024u
+#define MAX_HANDSHAKES 64        /* connections not yet authenticated */
+#define HANDSHAKE_NS 10000000000LL /* to authenticate, from connecting */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
 #define MAX_REDIAL_NS 2000000000LL
@@ -67,6 +69,7 @@ struct conn {
     unsigned char key[crypto_auth_KEYBYTES];
     unsigned char mine[32], theirs[32];
     int hello_got;
+    int64_t born;                /* handshakes must finish in time */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
 };
@@ -141,6 +144,7 @@ struct tl_node {
     VEC(move) moves;
     uint64_t next_req;
     int need_ckpt, started, wake[2];
+    int64_t accept_after;  /* accept paused until then (after an error) */
     atomic_int stop;  /* tl_node_stop may come from another thread */
     tl_node_stats stats;
 };
@@ -393,6 +397,7 @@ static conn *link_new(tl_node *n, int fd, int client, const char *where)
     l->fd = fd;
     l->client = client;
     l->state = L_HANDSHAKE;
+    l->born = mono_ns();
     snprintf(l->where, sizeof l->where, "%.127s", where);
     memcpy(l->key, n->key, sizeof l->key);
     randombytes_buf(l->mine, sizeof l->mine);
@@ -1294,7 +1299,14 @@ static void on_readable(conn *l)
     size_t budget = READ_BUDGET;
     while (l->state != L_DEAD && budget) {
         if (l->rcap - l->rlen < 65536) {
-            size_t ncap = l->rcap ? 2 * l->rcap : 131072;
+            /* before authentication a frame is at most 1 KiB: a small
+             * buffer, so that strangers cost little */
+            size_t ncap = l->state != L_UP ? 4 * MAX_HANDSHAKE_FRAME + 65536
+                          : l->rcap ? 2 * l->rcap : 131072;
+            if (l->state != L_UP && l->rcap >= ncap) {
+                drop_link(l, "too much data before authentication");
+                return;
+            }
             unsigned char *nb = realloc(l->rbuf, ncap);
             if (!nb) {
                 drop_link(l, "out of memory");
@@ -1437,11 +1449,6 @@ static int start(tl_node *n)
 {
     VEC(tl_tasklet *) stale = {NULL, 0, 0};
     n->started = 1;
-    if (n->store) {
-        int rc = read_tables(n);
-        if (rc != TL_OK)
-            return rc;
-    }
     tl__slab_each(&n->rt->tasklets, TL__MAGIC_TASK, agent_visit, &stale);
     for (size_t i = 0; i < stale.n; i++) {
         if (stale.v[i]->state < TL_DONE)
@@ -1620,10 +1627,27 @@ static void on_connected(conn *l)
 
 static void on_accept(tl_node *n)
 {
+    size_t pending = 0;
+    for (conn *l = n->links; l; l = l->next)
+        pending += l->state == L_HANDSHAKE;
     for (;;) {
         int fd = accept(n->lfd, NULL, NULL);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                /* out of descriptors, say: stop listening for a moment
+                 * rather than spin on a listener that stays readable */
+                logf_(n, "accept on %s: %s", n->laddr, strerror(errno));
+                n->accept_after = mono_ns() + REDIAL_NS;
+            }
             return;
+        }
+        if (pending >= MAX_HANDSHAKES) {
+            close(fd);
+            logf_(n, "refused a connection on %s: %d handshakes already pending", n->laddr,
+                  MAX_HANDSHAKES);
+            continue;
+        }
+        pending++;
         set_nonblock(fd);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1688,6 +1712,22 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
         return rc;
     }
     tl_set_node_id(rt, n->id);
+    /* the outbox and inbox come in now: a checkpoint before the first poll
+     * writes them back whole */
+    rc = n->store ? read_tables(n) : TL_OK;
+    if (rc != TL_OK) {
+        while (n->out) {
+            outx *x = n->out;
+            n->out = x->next;
+            free_outx(n, x);
+        }
+        free(n->seen.keys);
+        free(n->seen.st);
+        close(n->wake[0]);
+        close(n->wake[1]);
+        free(n);
+        return rc;
+    }
     if (n->store)
         tl__store_set_extra(n->store, write_tables, n);
     rt->hooks = &node_hooks;
@@ -1985,6 +2025,17 @@ int tl_node_poll(tl_node *n, int timeout_ms)
             wait = wait < 0 || d2 < wait ? d2 : wait;
         }
 
+    for (conn *l = n->links; l && wait != 0; l = l->next)
+        if (l->state == L_HANDSHAKE || l->state == L_CONNECTING) {
+            int64_t d3 = l->born + HANDSHAKE_NS - now;
+            d3 = d3 < 0 ? 0 : d3;
+            wait = wait < 0 || d3 < wait ? d3 : wait;
+        }
+    if (n->lfd >= 0 && n->accept_after > now && wait != 0) {
+        int64_t d4 = n->accept_after - now;
+        wait = wait < 0 || d4 < wait ? d4 : wait;
+    }
+
     size_t cnt = 2;
     for (conn *l = n->links; l; l = l->next)
         cnt++;
@@ -2001,7 +2052,7 @@ int tl_node_poll(tl_node *n, int timeout_ms)
     fds[k].fd = n->wake[0];
     fds[k].events = POLLIN;
     who[k++] = NULL;
-    if (n->lfd >= 0) {
+    if (n->lfd >= 0 && mono_ns() >= n->accept_after) {
         fds[k].fd = n->lfd;
         fds[k].events = POLLIN;
         who[k++] = NULL;
@@ -2047,6 +2098,9 @@ int tl_node_poll(tl_node *n, int timeout_ms)
     for (dial *d = n->dials; d; d = d->next)
         if (!d->conn && d->next_try <= now)
             dial_now(n, d);
+    for (conn *l = n->links; l; l = l->next)
+        if ((l->state == L_HANDSHAKE || l->state == L_CONNECTING) && now - l->born > HANDSHAKE_NS)
+            drop_link(l, "no authentication within %lld s", HANDSHAKE_NS / 1000000000LL);
     reap_links(n);
     rc = TL_OK;
     if (n->store && n->need_ckpt)

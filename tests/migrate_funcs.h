@@ -21,6 +21,10 @@
 
 #define MP_MAX_CARRIERS 512
 
+/* Where the functions report what they do, for a failing run's story:
+ * the node program prints; the test that inspects stores stays quiet. */
+static void (*mp_trace)(const char *what, int64_t n, uint64_t id, int64_t k);
+
 typedef struct carrier_l {
     int64_t n, due, tries;
     char dest[16];
@@ -53,6 +57,8 @@ static tl_status carrier(tl_frame *f, void *locals)
             TL_FAIL(f, TL_ENOENT, "mp.carrier: no channel 'collector' at the destination");
         L->out = tl_chan_retain(ch);
     }
+    if (mp_trace)
+        mp_trace("arrived", L->n, tl_tasklet_id(tl_frame_tasklet(f)), L->tries);
     TL_SEND(f, L->out, tl_i64(L->n));
     TL_END(f);
 }
@@ -103,6 +109,8 @@ static tl_status collector(tl_frame *f, void *locals)
         mp_duplicates = L->dups;
         if (tl_type(L->v) == TL_V_INT || tl_type(L->v) == TL_V_UINT) {
             collector_count(L, tl_as_i64(L->v));
+            if (mp_trace && tl_as_i64(L->v) >= 0 && tl_as_i64(L->v) < MP_MAX_CARRIERS)
+                mp_trace("got", tl_as_i64(L->v), 0, L->seen[tl_as_i64(L->v)]);
         } else if (tl_type(L->v) == TL_V_STR) {
             tl_value_set(&L->v, tl_nil());
             if (tl_bin_new(tl_frame_runtime(f), L->seen, sizeof L->seen, &L->v) != TL_OK)

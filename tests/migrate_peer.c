@@ -3,13 +3,17 @@
  *
  *   migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR]
  *                [--store FILE] [--role cmd|source|dest]
- *                [--count N] [--dest ID] [--pace MS]
+ *                [--count N] [--dest ID] [--pace MS] [--skip FUNC]
  *
  * It prints "address ADDR" (tl_node_address, "-" when not listening), then
  * "ready", and runs the node until SIGTERM, "quit" or the end of its
  * standard input (so it never outlives the test).  The node's log lines
- * come out as "log LINE".  On a clean stop it checkpoints (with a store),
- * frees everything and exits 0.
+ * come out as "log LINE", a detached tasklet that failed as
+ * "tasklet-failed TL_E... msg", and the exactly-once functions report as
+ * "trace arrived|got n=N id=ID k=K" (a carrier at its destination, with
+ * its failed tries; the collector, with the count of n).  On a clean stop it checkpoints (with a store),
+ * frees everything and exits 0.  --skip FUNC leaves that tasklet function
+ * unregistered, so that the node refuses tasklets running it.
  *
  * Roles:
  *   cmd     (default) reads commands, one a line, and answers on stdout:
@@ -26,6 +30,9 @@
  *                                on trip.c three calls deep
  *             trip-state         "trip-state STATE WAIT" of its handle
  *             migrate-trip PEER  tl_node_migrate of it; "migrate rc NAME"
+ *             migrate-blocked FUNC PEER   tl_node_migrate of every blocked
+ *                                tasklet running FUNC on top; "migrate-blocked
+ *                                COUNT NAME"
  *             quit
  *   source  first start (an empty store): N mp.carrier tasklets, carrier n
  *           due at start + n * pace ms, each moving to node --dest;
@@ -56,6 +63,11 @@ static void on_term(int sig)
     stopping = 1;
     if (node)
         tl_node_stop(node);
+}
+
+static void trace_line(const char *what, int64_t n, uint64_t id, int64_t k)
+{
+    printf("trace %s n=%" PRId64 " id=%" PRIu64 " k=%" PRId64 "\n", what, n, id, k);
 }
 
 static void log_line(void *ud, const char *msg)
@@ -267,8 +279,10 @@ static void cmd_op(tl_runtime *rt, const tl_func *fn, const char *path, const ch
     op_l args;
     memset(&args, 0, sizeof args);
     snprintf(args.path, sizeof args.path, "%s", path);
-    int rc = strchr(path, '/') ? tl_node_chan(node, path, &args.ch) : TL_OK;
-    if (!strchr(path, '/')) {
+    int rc;
+    if (strchr(path, '/')) {
+        rc = tl_node_chan(node, path, &args.ch);
+    } else {
         args.ch = tl_chan_find_name(rt, path);
         rc = args.ch ? TL_OK : TL_ENOENT;
         if (args.ch)
@@ -296,6 +310,22 @@ static void cmd_trip_start(tl_runtime *rt)
     if (rc == TL_OK)
         rc = tl_spawn(rt, &trip_fn, &args, sizeof args, &trip_handle);
     printf("trip-start %s\n", tl_errname(rc));
+}
+
+/* Moves every blocked tasklet whose top frame runs function fname (found
+ * by id: a test program may look). */
+static void cmd_migrate_blocked(tl_runtime *rt, const char *fname, const char *peer)
+{
+    int moved = 0, rc = TL_OK;
+    for (uint64_t id = 1; id < 65536 && rc == TL_OK; id++) {
+        tl_tasklet *t = tl_tasklet_find(rt, id);
+        const tl_func *fn = t ? tl_tasklet_func(t) : NULL;
+        if (!fn || strcmp(fn->name, fname) != 0 || tl_tasklet_state(t) != TL_BLOCKED)
+            continue;
+        rc = tl_node_migrate(node, t, peer);
+        moved += rc == TL_OK;
+    }
+    printf("migrate-blocked %d %s\n", moved, tl_errname(rc));
 }
 
 static void print_stats(tl_runtime *rt)
@@ -336,6 +366,8 @@ static void command(tl_runtime *rt, char *line)
     } else if (strcmp(w, "migrate-trip") == 0 && words[1]) {
         int rc = tl_node_migrate(node, trip_handle, words[1]);
         printf("migrate %d %s\n", rc, tl_errname(rc));
+    } else if (strcmp(w, "migrate-blocked") == 0 && words[2]) {
+        cmd_migrate_blocked(rt, words[1], words[2]);
     } else if (strcmp(w, "quit") == 0) {
         stopping = 1;
     } else {
@@ -374,7 +406,7 @@ static void read_commands(tl_runtime *rt, int with_commands)
 /* ---- roles with a store ---- */
 
 typedef struct opts {
-    const char *id, *secret, *listen, *connect, *store, *role, *dest;
+    const char *id, *secret, *listen, *connect, *store, *role, *dest, *skip;
     int count, pace;
 } opts;
 
@@ -463,7 +495,8 @@ static void print_status(tl_runtime *rt, const opts *o)
 static int usage(void)
 {
     fprintf(stderr, "usage: migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR] "
-            "[--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] [--pace MS]\n");
+            "[--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] [--pace MS] "
+            "[--skip FUNC]\n");
     return 2;
 }
 
@@ -484,6 +517,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (strcmp(k, "--dest") == 0) o->dest = v;
         else if (strcmp(k, "--count") == 0) o->count = atoi(v);
         else if (strcmp(k, "--pace") == 0) o->pace = atoi(v);
+        else if (strcmp(k, "--skip") == 0) o->skip = v;
         else return -1;
     }
     if (argc % 2 == 0 || !o->id || !o->secret || o->count < 0 || o->count > MP_MAX_CARRIERS)
@@ -497,16 +531,31 @@ static int fail(const char *what, int rc, const char *msg)
     return 1;
 }
 
-static int register_all(tl_runtime *rt)
+/* Registers every function but the one named skip (to make a peer that
+ * refuses tasklets running it). */
+static int register_all(tl_runtime *rt, const char *skip)
 {
     const tl_func *fns[] = {&sender_fn, &receiver_fn, &leg_fn, &trip_fn, &carrier_fn,
                             &collector_fn};
     for (size_t i = 0; i < TL_COUNTOF(fns); i++) {
+        if (skip && strcmp(skip, fns[i]->name) == 0)
+            continue;
         int rc = tl_register(rt, fns[i]);
         if (rc != TL_OK)
             return rc;
     }
     return TL_OK;
+}
+
+/* After a restart of the source: which carriers it holds (carrier n was
+ * spawned n-th on the first start, so its id is n + 1). */
+static void print_carriers(tl_runtime *rt, const opts *o)
+{
+    for (int i = 0; i < o->count; i++) {
+        tl_tasklet *t = tl_tasklet_find(rt, (uint64_t)i + 1);
+        if (t && tl_tasklet_state(t) < TL_DONE)
+            printf("trace held n=%d id=%d k=0\n", i, i + 1);
+    }
 }
 
 /* Store, node, restore or first start, listen and dial. */
@@ -543,6 +592,8 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
             printf("first-start %s\n", tl_errname(rc));
         } else if (rc == TL_OK) {
             printf("restored live=%zu\n", tl_tasklet_count(rt));
+            if (strcmp(o->role, "source") == 0)
+                print_carriers(rt, o);
             if (strcmp(o->role, "dest") == 0)
                 dest_recount(rt);
         }
@@ -580,6 +631,7 @@ int main(int argc, char **argv)
     tl_runtime *rt = NULL;
     tl_store *st = NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    mp_trace = trace_line;
     signal(SIGPIPE, SIG_IGN);
     if (parse(argc, argv, &o) != 0)
         return usage();
@@ -589,7 +641,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     if (tl_runtime_new(NULL, &rt) != TL_OK)
         return 1;
-    int rc = register_all(rt);
+    int rc = register_all(rt, o.skip);
     int status = rc != TL_OK ? fail("register", rc, tl_errmsg(rt)) : start(rt, &o, &st);
     if (status == 0)
         status = run(rt, &o);
@@ -598,6 +650,7 @@ int main(int argc, char **argv)
         if (rc != TL_OK)
             status = fail("last checkpoint", rc, tl_store_errmsg(st));
     }
+    signal(SIGTERM, SIG_IGN); /* on_term must not see the node freed */
     if (trip_handle)
         tl_tasklet_release(trip_handle);
     tl_node_free(node);
