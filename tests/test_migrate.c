@@ -440,8 +440,44 @@ static tl_status sleeper(tl_frame *f, void *locals)
 static const tl_func sleeper_fn = {"test.migrate.sleeper", 1, sleeper, sizeof(sleeper_t),
                                    sleeper_fields, TL_COUNTOF(sleeper_fields), NULL};
 
+/* ticker: counts scheduler rounds (one tick, then a zero sleep) until
+ * ticker_stop is set. */
+static long ticks;
+static int ticker_stop;
+typedef struct { int64_t n; } ticker_t;
+static const tl_field ticker_fields[] = {TL_FIELD(ticker_t, n, TL_T_I64)};
+static tl_status ticker(tl_frame *f, void *locals)
+{
+    ticker_t *L = locals;
+    TL_BEGIN(f);
+    while (!ticker_stop) {
+        ticks++;
+        L->n++;
+        TL_SLEEP(f, 0);
+    }
+    TL_END(f);
+}
+static const tl_func ticker_fn = {"test.migrate.ticker", 1, ticker, sizeof(ticker_t),
+                                  ticker_fields, TL_COUNTOF(ticker_fields), NULL};
+
+/* big: carries a large binary to B and records its length there (tag). */
+typedef struct { tl_value blob; int32_t tag, pad_; } big_t;
+static const tl_field big_fields[] = {TL_FIELD(big_t, blob, TL_T_VALUE),
+                                      TL_FIELD(big_t, tag, TL_T_I32)};
+static tl_status big(tl_frame *f, void *locals)
+{
+    big_t *L = locals;
+    TL_BEGIN(f);
+    TL_MIGRATE(f, "B");
+    mark(f, L->tag)->num = (int64_t)tl_len(L->blob);
+    TL_END(f);
+}
+static const tl_func big_fn = {"test.migrate.big", 1, big, sizeof(big_t), big_fields,
+                               TL_COUNTOF(big_fields), NULL};
+
 static const tl_func *const common_fns[] = {
     &hop_fn, &trav_fn, &peer_fn, &sel_fn, &holder_fn, &visitor_fn, &step_fn, &sleeper_fn,
+    &ticker_fn, &big_fn,
 };
 
 static int register_all(tl_runtime *rt)
@@ -1400,6 +1436,51 @@ static void test_store_mailbox(void **state)
     free_rt(other, &sc);
 }
 
+/* The network does not stall the scheduler: while a 4 MiB transfer is in
+ * flight (B not reading, so A's socket is full and its frame half written),
+ * A's other tasklets keep running; the transfer completes once B reads. */
+static void test_io_does_not_stall(void **state)
+{
+    enum { SIZE = 4 << 20 };
+    (void)state;
+    unsigned char *bytes = malloc(SIZE);
+    assert_non_null(bytes);
+    uint64_t x = 88172645463325252ULL; /* xorshift: incompressible */
+    for (size_t i = 0; i < SIZE; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes[i] = (unsigned char)x;
+    }
+    big_t args;
+    memset(&args, 0, sizeof args);
+    args.tag = 5;
+    assert_int_equal(tl_bin_new(F.rt[0], bytes, SIZE, &args.blob), TL_OK);
+    free(bytes);
+    ticks = 0;
+    ticker_stop = 0;
+    assert_int_equal(tl_spawn(F.rt[0], &ticker_fn, NULL, 0, NULL), TL_OK);
+    assert_int_equal(tl_spawn(F.rt[0], &big_fn, &args, sizeof args, NULL), TL_OK);
+    tl_release(args.blob);
+    /* A alone: the tasklet leaves, its frame cannot all be written */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(tl_node_poll(F.n[0], 0), TL_OK);
+    assert_int_equal(stats(0).pending, 1);
+    long before = ticks;
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(tl_node_poll(F.n[0], 0), TL_OK);
+    assert_int_equal(stats(0).pending, 1);    /* still in flight ... */
+    assert_int_equal(stats(0).moved_out, 0);
+    assert_true(ticks - before >= 40);        /* ... and A kept running */
+    assert_int_equal(R[5].set, 0);
+    PUMP_UNTIL(stats(0).moved_out == 1);
+    PUMP_UNTIL(R[5].set == 1);
+    assert_string_equal(R[5].node, "B");
+    assert_int_equal(R[5].num, SIZE);
+    ticker_stop = 1;
+    PUMP_ROUNDS(3);
+}
+
 /* ---- library bugs ---- */
 
 /* A snapshot load frees the chunk's function table with a size other than
@@ -1455,6 +1536,7 @@ int main(void)
         T(test_kill_remote_waiter),
         T(test_two_threads),
         T(test_snapshot_proxy_pinned),
+        T(test_io_does_not_stall),
         TS(test_store_mailbox),
         cmocka_unit_test(test_load_frees_with_alloc_size),
     };
