@@ -46,6 +46,8 @@
 #define MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
 #define MAX_HANDSHAKE_FRAME 1024u
 #define MAX_HANDSHAKES 64        /* connections not yet authenticated */
+#define SPIN_NS 50000LL           /* polls without sleeping for this long ... */
+#define SPIN_AFTER_IO_NS 1000000LL /* ... when a frame came within this */
 #define HANDSHAKE_NS 10000000000LL /* to authenticate, from connecting */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
@@ -145,6 +147,7 @@ struct tl_node {
     uint64_t next_req;
     int need_ckpt, started, wake[2];
     int64_t accept_after;  /* accept paused until then (after an error) */
+    int64_t last_io;       /* when a frame last came in */
     atomic_int stop;  /* tl_node_stop may come from another thread */
     tl_node_stats stats;
 };
@@ -1277,6 +1280,7 @@ static void on_bytes(conn *l)
     size_t off = 0;
     while (l->state != L_DEAD && l->rlen - off >= 4) {
         const unsigned char *p = l->rbuf + off;
+        n->last_io = mono_ns();
         uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
         uint32_t limit = l->state == L_UP ? n->max_frame : MAX_HANDSHAKE_FRAME;
         if (len == 0 || len > limit) {
@@ -2064,7 +2068,15 @@ int tl_node_poll(tl_node *n, int timeout_ms)
         who[k++] = l;
     }
     int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
-    int got = poll(fds, (nfds_t)k, ms);
+    int got = 0;
+    /* Right after traffic an answer usually follows within tens of
+     * microseconds: look for it a little while before sleeping, because
+     * waking a sleeping process costs more than that on a VM. */
+    if (ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS)
+        for (int64_t until = now + SPIN_NS; got == 0 && mono_ns() < until;)
+            got = poll(fds, (nfds_t)k, 0);
+    if (got == 0)
+        got = poll(fds, (nfds_t)k, ms);
     for (size_t i = 0; got > 0 && i < k; i++) {
         if (!fds[i].revents)
             continue;
