@@ -108,8 +108,10 @@ TL_API int tl_node_chan(tl_node *n, const char *path, tl_chan **out);
 
 /* One round: up to cfg.batch scheduler steps, the checkpoint a transfer
  * needs, then I/O, waiting at most timeout_ms (-1: until something
- * happens) when nothing is runnable.  Returns TL_OK or what tl_run_steps
- * or a checkpoint returned. */
+ * happens) when nothing is runnable.  Within a millisecond of receiving a
+ * frame, the wait first polls without sleeping for up to 50 us (an answer
+ * usually comes that soon, and waking up costs more).  Returns TL_OK or
+ * what tl_run_steps or a checkpoint returned. */
 TL_API int tl_node_poll(tl_node *n, int timeout_ms);
 /* Polls until tl_node_stop (TL_OK) or an error. */
 TL_API int tl_node_run(tl_node *n);
