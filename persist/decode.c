@@ -920,7 +920,9 @@ static int chan_extra_of(loader *ld, const msgpack_object *o, chan_extra *x)
         h[0].via.str.size >= sizeof x->node || !is_uint(&h[1]) ||
         (h[2].type != MSGPACK_OBJECT_NIL &&
          (h[2].type != MSGPACK_OBJECT_STR || h[2].via.str.size >= sizeof x->name)) ||
-        (h[1].via.u64 == 0 && h[2].type == MSGPACK_OBJECT_NIL))
+        (h[1].via.u64 == 0 && h[2].type == MSGPACK_OBJECT_NIL) ||
+        memchr(h[0].via.str.ptr, 0, h[0].via.str.size) ||
+        (h[2].type == MSGPACK_OBJECT_STR && memchr(h[2].via.str.ptr, 0, h[2].via.str.size)))
         return corrupt(ld, "a channel record has a malformed home");
     x->home = 1;
     memcpy(x->node, h[0].via.str.ptr, h[0].via.str.size);
