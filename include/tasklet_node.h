@@ -77,7 +77,8 @@ TL_API const char *tl_node_errmsg(const tl_node *n);
 TL_API int tl_node_listen(tl_node *n, const char *addr);
 /* The address listened on, the port resolved ("" before tl_node_listen). */
 TL_API const char *tl_node_address(const tl_node *n);
-/* Dials addr and keeps a link there: redials every 100 ms when it drops.
+/* Dials addr and keeps a link there: redials 100 ms after it drops (backing
+ * off up to 2 s while handshakes fail).
  * Returns at once; the handshake completes in tl_node_poll. */
 TL_API int tl_node_connect(tl_node *n, const char *addr);
 /* Links two nodes of one process (each then driven by its own thread):
