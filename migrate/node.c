@@ -1515,7 +1515,7 @@ static int settle(tl_node *n)
             conn *l = n->forgets.v[i].peer[0] ? up_link(n, n->forgets.v[i].peer) : NULL;
             size_t cnt = 0;
             if (!l)
-                continue; /* the peer keeps the id: harmless */
+                continue; /* kept for when a link to the peer is up */
             for (size_t j = i; j < n->forgets.n; j++)
                 cnt += strcmp(n->forgets.v[j].peer, l->peer) == 0;
             msgpack_packer pk;
@@ -1530,7 +1530,11 @@ static int settle(tl_node *n)
                 }
             frame_end(l, at);
         }
-        n->forgets.n = 0;
+        size_t kept = 0; /* those whose peer has no link now wait for one */
+        for (size_t i = 0; i < n->forgets.n; i++)
+            if (n->forgets.v[i].peer[0])
+                n->forgets.v[kept++] = n->forgets.v[i];
+        n->forgets.n = kept;
     }
     /* transfers: batched per link, in order */
     while (n->next_send && n->next_send->sent)
