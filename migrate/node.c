@@ -375,6 +375,39 @@ static void send_error(conn *l, int code, const char *msg)
     flush(l);
 }
 
+/* [type, req]: CANCEL and CANCELLED. */
+static void send_req(conn *l, int type, uint64_t req)
+{
+    msgpack_packer pk;
+    size_t at = frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    msgpack_pack_uint64(&pk, req);
+    frame_end(l, at);
+    flush(l);
+}
+
+/* DONE [req, code, msg|nil, value|nil]. */
+static void send_done(conn *l, uint64_t req, int code, const char *msg, const tl_value *v)
+{
+    msgpack_packer pk;
+    size_t at = frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, M_DONE);
+    msgpack_pack_uint64(&pk, req);
+    msgpack_pack_int(&pk, code);
+    if (msg)
+        pack_str(&pk, msg);
+    else
+        msgpack_pack_nil(&pk);
+    if (v)
+        tl__pack_value(&pk, *v);
+    else
+        msgpack_pack_nil(&pk);
+    frame_end(l, at);
+    flush(l);
+}
+
 /* ---- links ---- */
 
 static conn *up_link(tl_node *n, const char *peer)
@@ -671,15 +704,8 @@ static void hook_remote_cancel(void *ud, tl_chan *ch, tl_tasklet *t)
             continue;
         rop r = n->rops.v[i];
         n->rops.v[i] = n->rops.v[--n->rops.n];
-        if (r.via->state == L_UP) {
-            msgpack_packer pk;
-            size_t at = frame_begin(r.via, &pk);
-            msgpack_pack_array(&pk, 2);
-            msgpack_pack_uint8(&pk, M_CANCEL);
-            msgpack_pack_uint64(&pk, r.req);
-            frame_end(r.via, at);
-            flush(r.via);
-        }
+        if (r.via->state == L_UP)
+            send_req(r.via, M_CANCEL, r.req);
         tl_tasklet_release(r.t);
         return;
     }
@@ -708,8 +734,7 @@ static int depart(tl_node *n, tl_tasklet *t, const char *peer)
         return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
     /* a random 64-bit prefix per node instance, then a counter: unique
      * across restarts without a system call per transfer */
-    snprintf(x->xid, sizeof x->xid, "%016llx%016llx", (unsigned long long)n->xid_prefix,
-             (unsigned long long)++n->xid_seq);
+    xid_format((xkey){n->xid_prefix, ++n->xid_seq}, x->xid);
     int rc = tl__snapshot_save_moving(t, &x->data, &x->len);
     if (rc != TL_OK) {
         free(x);
@@ -805,24 +830,8 @@ static void agent_done(tl_frame *f, agent_l *L)
         agent a = n->agents.v[i];
         n->agents.v[i] = n->agents.v[--n->agents.n];
         n->stats.remote_ops++;
-        if (a.via->state == L_UP) {
-            msgpack_packer pk;
-            size_t at = frame_begin(a.via, &pk);
-            msgpack_pack_array(&pk, 5);
-            msgpack_pack_uint8(&pk, M_DONE);
-            msgpack_pack_uint64(&pk, a.req);
-            msgpack_pack_int(&pk, code);
-            if (msg)
-                pack_str(&pk, msg);
-            else
-                msgpack_pack_nil(&pk);
-            if (with_value)
-                tl__pack_value(&pk, L->v);
-            else
-                msgpack_pack_nil(&pk);
-            frame_end(a.via, at);
-            flush(a.via);
-        }
+        if (a.via->state == L_UP)
+            send_done(a.via, a.req, code, msg, with_value ? &L->v : NULL);
         tl_tasklet_release(a.t);
         return;
     }
@@ -1073,20 +1082,6 @@ static void on_forget(conn *l, const msgpack_object *o)
     }
 }
 
-static void reply_done(conn *l, uint64_t req, int code, const char *msg)
-{
-    msgpack_packer pk;
-    size_t at = frame_begin(l, &pk);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, M_DONE);
-    msgpack_pack_uint64(&pk, req);
-    msgpack_pack_int(&pk, code);
-    pack_str(&pk, msg);
-    msgpack_pack_nil(&pk);
-    frame_end(l, at);
-    flush(l);
-}
-
 static void on_op(conn *l, const msgpack_object *o)
 {
     tl_node *n = l->node;
@@ -1107,7 +1102,7 @@ static void on_op(conn *l, const msgpack_object *o)
             snprintf(msg, sizeof msg, "no channel %s/%s", n->id, name);
         else
             snprintf(msg, sizeof msg, "no channel %s/#%llu", n->id, (unsigned long long)id);
-        reply_done(l, req, TL_ENOENT, msg);
+        send_done(l, req, TL_ENOENT, msg, NULL);
         return;
     }
     agent_l args;
@@ -1116,7 +1111,8 @@ static void on_op(conn *l, const msgpack_object *o)
     args.req = req;
     args.op = (uint32_t)item(o, 2)->via.u64;
     if (args.op == TL_OP_SEND && tl__unpack_value(n->rt, item(o, 4), &args.v) != TL_OK) {
-        reply_done(l, req, TL_EPROTO, "the value sent is malformed or holds a reference");
+        send_done(l, req, TL_EPROTO, "the value sent is malformed or holds a reference",
+                  NULL);
         return;
     }
     tl_tasklet *t = NULL;
@@ -1129,7 +1125,7 @@ static void on_op(conn *l, const msgpack_object *o)
         rc = TL_ENOMEM;
     }
     if (rc != TL_OK)
-        reply_done(l, req, rc, "the home node could not start the operation");
+        send_done(l, req, rc, "the home node could not start the operation", NULL);
 }
 
 static void on_done(conn *l, const msgpack_object *o)
@@ -1185,13 +1181,7 @@ static void on_cancel(conn *l, const msgpack_object *o)
         tl_tasklet_release(a.t);
         /* the operation did not happen: say so (its DONE, had it
          * happened, would have gone out before this) */
-        msgpack_packer pk;
-        size_t at = frame_begin(l, &pk);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint8(&pk, M_CANCELLED);
-        msgpack_pack_uint64(&pk, a.req);
-        frame_end(l, at);
-        flush(l);
+        send_req(l, M_CANCELLED, a.req);
         return;
     }
 }
@@ -1946,13 +1936,7 @@ int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer)
                 return tl__seterr(n->rt, TL_EBUSY, "tl_node_migrate: tasklet #%llu is already "
                                   "moving to %s", (unsigned long long)t->id, r->moving);
             snprintf(r->moving, sizeof r->moving, "%s", peer);
-            msgpack_packer pk;
-            size_t at = frame_begin(r->via, &pk);
-            msgpack_pack_array(&pk, 2);
-            msgpack_pack_uint8(&pk, M_CANCEL);
-            msgpack_pack_uint64(&pk, r->req);
-            frame_end(r->via, at);
-            flush(r->via);
+            send_req(r->via, M_CANCEL, r->req);
             return TL_OK;
         }
     }
