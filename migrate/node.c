@@ -1263,6 +1263,12 @@ static void on_frame(conn *l, const unsigned char *p, size_t len)
     msgpack_unpacked_destroy(&up);
 }
 
+/* A frame's length prefix. */
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 /* Splits l->rbuf into frames. */
 static void on_bytes(conn *l)
 {
@@ -1271,7 +1277,7 @@ static void on_bytes(conn *l)
     while (l->state != L_DEAD && l->rlen - off >= 4) {
         const unsigned char *p = l->rbuf + off;
         n->last_io = mono_ns();
-        uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        uint32_t len = be32(p);
         uint32_t limit = l->state == L_UP ? n->max_frame : MAX_HANDSHAKE_FRAME;
         if (len == 0 || len > limit) {
             drop_link(l, "a frame of %u bytes (the limit is %u)", len, limit);
@@ -1320,7 +1326,7 @@ static void on_readable(conn *l)
             /* a frame larger than the buffer: grow it to fit */
             if (l->state != L_DEAD && l->rlen >= 4) {
                 const unsigned char *p = l->rbuf;
-                size_t need = 4 + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+                size_t need = 4 + (size_t)be32(p);
                 if (need > l->rcap && need <= (size_t)l->node->max_frame + 4) {
                     unsigned char *nb = realloc(l->rbuf, need);
                     if (!nb) {
@@ -1359,7 +1365,8 @@ static int write_tables(void *ud, void *dbp)
             x->durable = 1;
         return TL_OK;
     }
-    int bad = sqlite3_exec(db, "DELETE FROM outbox; DELETE FROM inbox;", NULL, NULL, NULL) != SQLITE_OK;
+    int bad = sqlite3_exec(db, "DELETE FROM outbox; DELETE FROM inbox;", NULL, NULL, NULL) !=
+              SQLITE_OK;
     if (!bad)
         bad = sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES(?,?,?)", -1, &s, NULL) != SQLITE_OK;
     for (outx *x = n->out; x && !bad; x = x->next) {
