@@ -114,6 +114,18 @@ static inline void copy_args(char *locals, const void *args, size_t n)
     }
 }
 
+/* The head of a new frame f of e, on top of t (not linked yet). */
+static inline __attribute__((always_inline)) void frame_head(tl_frame *f, tl_tasklet *t,
+                                                             const tl__fn *e)
+{
+    f->h.pc = 0;
+    f->h.flags = 0;
+    f->fn = e;
+    f->parent = t->top;
+    f->t = t;
+    ((tl__fn *)e)->live++;
+}
+
 /* Pushes a frame for e on t, locals = args then zeros. */
 static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *e,
                             const void *args, size_t argsize)
@@ -123,12 +135,7 @@ static inline tl_frame *frame_push(tl_runtime *rt, tl_tasklet *t, const tl__fn *
         return NULL;
     size_t ls = e->fn->locals_size;
     char *locals = TL__LOCALS(f);
-    f->h.pc = 0;
-    f->h.flags = 0;
-    f->fn = e;
-    f->parent = t->top;
-    f->t = t;
-    ((tl__fn *)e)->live++;
+    frame_head(f, t, e);
     copy_args(locals, args, argsize);
     if (ls > argsize)
         memset(locals + argsize, 0, ls - argsize);
@@ -415,12 +422,7 @@ static inline tl_frame *push_plain(tl_runtime *rt, tl_tasklet *t, const tl__fn *
     if (!slab->free)
         return NULL;
     tl_frame *f = tl__slab_get_fast(rt, slab);
-    f->h.pc = 0;
-    f->h.flags = 0;
-    f->fn = e;
-    f->parent = t->top;
-    f->t = t;
-    ((tl__fn *)e)->live++;
+    frame_head(f, t, e);
     size_t area = e->frame_size - sizeof(tl_frame); /* the locals, rounded to 16 */
     tl__word *w = TL__LOCALS(f);
     for (size_t i = 0; i < TL__PLAIN_LOCALS / 8 && i * 8 < area; i += 2) {
@@ -731,16 +733,11 @@ void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg)
     tl_tasklet_release(t);
 }
 
-void tl__tasklet_scrap(tl_tasklet *t)
+/* Drops what a tasklet the loader built holds (its select block, its
+ * frames), running no cleanup: its frames never ran in this process. */
+static void drop_contents(tl_tasklet *t)
 {
     tl__sel *sel = t->ext ? t->ext->sel : NULL;
-    if (t->w.link.next != &t->w.link && (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV))
-        tl__chan_forget_waiter(t);
-    else if (t->w.link.next != &t->w.link)
-        tl__list_unlink(&t->w.link);
-    if (t->wait == TL_WAIT_SLEEP && t->w.on < t->rt->ntimers &&
-        t->rt->timers[t->w.on].t == t)
-        tl__timer_remove(t->rt, t);
     if (sel) {
         for (int i = 0; i < sel->n; i++)
             tl_value_set(&sel->cases[i].value, tl_nil());
@@ -749,6 +746,18 @@ void tl__tasklet_scrap(tl_tasklet *t)
     }
     while (t->top)
         frame_drop(t, false);
+}
+
+void tl__tasklet_scrap(tl_tasklet *t)
+{
+    if (t->w.link.next != &t->w.link && (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV))
+        tl__chan_forget_waiter(t);
+    else if (t->w.link.next != &t->w.link)
+        tl__list_unlink(&t->w.link);
+    if (t->wait == TL_WAIT_SLEEP && t->w.on < t->rt->ntimers &&
+        t->rt->timers[t->w.on].t == t)
+        tl__timer_remove(t->rt, t);
+    drop_contents(t);
     tasklet_free(t);
 }
 
@@ -823,16 +832,7 @@ static void free_visit(void *obj, void *ud)
  * cleanup (its frames never ran in this process). */
 static void reset_visit(void *obj, void *ud)
 {
-    tl_tasklet *t = obj;
-    (void)ud;
-    tl__sel *sel = t->ext ? t->ext->sel : NULL;
-    if (sel) {
-        for (int i = 0; i < sel->n; i++)
-            tl_value_set(&sel->cases[i].value, tl_nil());
-        tl__free(t->rt, sel, sel->bytes);
-    }
-    while (t->top)
-        frame_drop(t, false);
+    drop_contents(obj);
     free_visit(obj, ud);
 }
 
