@@ -912,43 +912,24 @@ static int measure_migrate_throughput(uint64_t n, double *per_s)
 
 /* n ping-pongs between a tasklet on the peer and one here, over two
  * channels of this process (remote channels on the peer). */
-static int measure_remote_msg(uint64_t n, double *us)
-{
-    mig_link m = {NULL, NULL, 0};
-    tl_chan *ch = NULL;
-    int rc = n >= 2 ? mig_open(&m) : TL_EINVAL;
-    if (rc == TL_OK && (rc = mig_samples((int64_t)n)) == TL_OK &&
-        (rc = tl_chan_new(m.rt, 0, &ch)) == TL_OK) {
-        chan_locals remote = {ch, NULL, tl_nil(), (int64_t)n, 0};
-        chan_locals home = {NULL, ch, tl_nil(), (int64_t)n, 0};
-        rc = tl_spawn(m.rt, &remote_sender_fn, &remote, sizeof remote, NULL);
-        if (rc == TL_OK)
-            rc = tl_spawn(m.rt, &home_receiver_fn, &home, sizeof home, NULL);
-    }
-    tl_chan_release(ch);
-    if (rc == TL_OK)
-        rc = mig_poll_until(&m, &mig.done, 0);
-    for (int64_t i = 0; rc == TL_OK && i + 1 < mig.nsamples; i++)
-        mig.samples[i] = mig.samples[i + 1] - mig.samples[i];
-    if (rc == TL_OK)
-        *us = median_us(mig.samples, mig.nsamples - 1);
-    free(mig.samples);
-    mig.samples = NULL;
-    return mig_close(&m, rc);
-}
-
-static int measure_remote_chan(uint64_t n, double *us)
+/* A remote tasklet (remote_fn) sends on `ping`, a channel of this
+ * process, and, with replies, receives on `pong`; home_fn, here, takes the
+ * pings (and answers them) and notes the time of each.  The figure is the
+ * median time between consecutive pings. */
+static int measure_remote(uint64_t n, double *us, const tl_func *remote_fn,
+                          const tl_func *home_fn, int replies)
 {
     mig_link m = {NULL, NULL, 0};
     tl_chan *ping = NULL, *pong = NULL;
     int rc = n >= 2 ? mig_open(&m) : TL_EINVAL;
     if (rc == TL_OK && (rc = mig_samples((int64_t)n)) == TL_OK &&
-        (rc = tl_chan_new(m.rt, 0, &ping)) == TL_OK && (rc = tl_chan_new(m.rt, 0, &pong)) == TL_OK) {
+        (rc = tl_chan_new(m.rt, 0, &ping)) == TL_OK &&
+        (!replies || (rc = tl_chan_new(m.rt, 0, &pong)) == TL_OK)) {
         chan_locals remote = {ping, pong, tl_nil(), (int64_t)n, 0};
         chan_locals home = {pong, ping, tl_nil(), (int64_t)n, 0};
-        rc = tl_spawn(m.rt, &remote_pinger_fn, &remote, sizeof remote, NULL);
+        rc = tl_spawn(m.rt, remote_fn, &remote, sizeof remote, NULL);
         if (rc == TL_OK)
-            rc = tl_spawn(m.rt, &remote_ponger_fn, &home, sizeof home, NULL);
+            rc = tl_spawn(m.rt, home_fn, &home, sizeof home, NULL);
     }
     tl_chan_release(ping);
     tl_chan_release(pong);
@@ -961,6 +942,16 @@ static int measure_remote_chan(uint64_t n, double *us)
     free(mig.samples);
     mig.samples = NULL;
     return mig_close(&m, rc);
+}
+
+static int measure_remote_msg(uint64_t n, double *us)
+{
+    return measure_remote(n, us, &remote_sender_fn, &home_receiver_fn, 0);
+}
+
+static int measure_remote_chan(uint64_t n, double *us)
+{
+    return measure_remote(n, us, &remote_pinger_fn, &remote_ponger_fn, 1);
 }
 
 /* ------------------------------------------------------------------------
