@@ -1128,6 +1128,18 @@ static void on_op(conn *l, const msgpack_object *o)
         send_done(l, req, rc, "the home node could not start the operation", NULL);
 }
 
+/* Takes our request req on link l out of the table into *out; 0 if none. */
+static int take_rop(tl_node *n, conn *l, uint64_t req, rop *out)
+{
+    for (size_t i = 0; i < n->rops.n; i++)
+        if (n->rops.v[i].req == req && n->rops.v[i].via == l) {
+            *out = n->rops.v[i];
+            n->rops.v[i] = n->rops.v[--n->rops.n];
+            return 1;
+        }
+    return 0;
+}
+
 static void on_done(conn *l, const msgpack_object *o)
 {
     tl_node *n = l->node;
@@ -1136,32 +1148,26 @@ static void on_done(conn *l, const msgpack_object *o)
         drop_link(l, "malformed answer");
         return;
     }
-    uint64_t req = item(o, 1)->via.u64;
-    for (size_t i = 0; i < n->rops.n; i++) {
-        if (n->rops.v[i].req != req || n->rops.v[i].via != l)
-            continue;
-        rop r = n->rops.v[i];
-        n->rops.v[i] = n->rops.v[--n->rops.n];
-        int64_t code = is_u(item(o, 2)) ? (item(o, 2)->via.u64 ? 1 : 0) : item(o, 2)->via.i64;
-        tl_value v = tl_nil();
-        if (code > 0 || code < INT32_MIN)
-            code = TL_EPROTO;
-        get_str(item(o, 3), msg, sizeof msg);
-        if (code == 0 && tl__unpack_value(n->rt, item(o, 4), &v) != TL_OK) {
-            code = TL_EPROTO;
-            snprintf(msg, sizeof msg, "node %s answered with a malformed value", l->peer);
-        }
-        if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
-            tl__remote_complete(r.t, (int)code, msg, v);
-        else
-            tl_release(v);
-        if (r.moving[0] && r.t->state == TL_RUNNABLE && depart(n, r.t, r.moving) != TL_OK)
-            logf_(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r.t->id,
-                  r.moving, n->rt->errmsg);
-        release_rop(&r);
-        return;
+    rop r;
+    if (!take_rop(n, l, item(o, 1)->via.u64, &r))
+        return; /* an answer for a waiter that left (killed, moved): dropped */
+    int64_t code = is_u(item(o, 2)) ? (item(o, 2)->via.u64 ? 1 : 0) : item(o, 2)->via.i64;
+    tl_value v = tl_nil();
+    if (code > 0 || code < INT32_MIN)
+        code = TL_EPROTO;
+    get_str(item(o, 3), msg, sizeof msg);
+    if (code == 0 && tl__unpack_value(n->rt, item(o, 4), &v) != TL_OK) {
+        code = TL_EPROTO;
+        snprintf(msg, sizeof msg, "node %s answered with a malformed value", l->peer);
     }
-    /* an answer for a waiter that left (killed, moved): dropped */
+    if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
+        tl__remote_complete(r.t, (int)code, msg, v);
+    else
+        tl_release(v);
+    if (r.moving[0] && r.t->state == TL_RUNNABLE && depart(n, r.t, r.moving) != TL_OK)
+        logf_(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r.t->id,
+              r.moving, n->rt->errmsg);
+    release_rop(&r);
 }
 
 static void on_cancel(conn *l, const msgpack_object *o)
@@ -1197,24 +1203,20 @@ static void on_cancelled(conn *l, const msgpack_object *o)
         drop_link(l, "malformed cancelled");
         return;
     }
-    for (size_t i = 0; i < n->rops.n; i++) {
-        if (n->rops.v[i].req != item(o, 1)->via.u64 || n->rops.v[i].via != l)
-            continue;
-        rop r = n->rops.v[i];
-        n->rops.v[i] = n->rops.v[--n->rops.n];
-        if (r.moving[0] && r.t->state == TL_BLOCKED) {
-            r.t->flags &= (uint16_t)~TL__TF_REMOTE;
-            if (depart(n, r.t, r.moving) != TL_OK)
-                logf_(n, "tasklet #%llu could not move to %s: %s",
-                      (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
-        } else if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE)) {
-            /* not asked for: the operation did not happen; say so */
-            tl__remote_complete(r.t, TL_EPROTO, "the channel's home cancelled the operation",
-                                tl_nil());
-        }
-        release_rop(&r);
+    rop r;
+    if (!take_rop(n, l, item(o, 1)->via.u64, &r))
         return;
+    if (r.moving[0] && r.t->state == TL_BLOCKED) {
+        r.t->flags &= (uint16_t)~TL__TF_REMOTE;
+        if (depart(n, r.t, r.moving) != TL_OK)
+            logf_(n, "tasklet #%llu could not move to %s: %s",
+                  (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
+    } else if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE)) {
+        /* not asked for: the operation did not happen; say so */
+        tl__remote_complete(r.t, TL_EPROTO, "the channel's home cancelled the operation",
+                            tl_nil());
     }
+    release_rop(&r);
 }
 
 /* One frame from l: p[0..len) holds exactly one msgpack value. */
