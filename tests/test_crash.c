@@ -60,14 +60,17 @@ typedef struct run {
 } run;
 
 /* When to kill a run: at_ms after its start, or after its first output
- * (once it is past opening and restoring the store).  at_ms < 0: never,
- * the run must end within FINISH_TIMEOUT_MS. */
+ * (once it is past opening and restoring the store), or at_ms after it
+ * printed a number of at least at_count (at_count >= 0): a kill placed by
+ * progress lands mid-job however fast the disk is.  at_ms < 0: never, the
+ * run must end within FINISH_TIMEOUT_MS. */
 typedef struct when {
     int at_ms;
     bool after_output;
+    int64_t at_count;
 } when;
 
-static const when never = {-1, false};
+static const when never = {-1, false, -1};
 
 typedef struct fixture {
     char dir[256];
@@ -177,7 +180,9 @@ static run run_child(const char *const argv[], when k, watch *w)
     int fd;
     char buf[4096];
     double t0 = now_ms();
-    double deadline = t0 + (k.at_ms < 0 ? FINISH_TIMEOUT_MS : k.after_output ? 1e9 : k.at_ms);
+    bool by_count = k.at_ms >= 0 && k.at_count >= 0;
+    double deadline = t0 + (k.at_ms < 0 ? FINISH_TIMEOUT_MS
+                            : k.after_output || by_count ? 1e9 : k.at_ms);
     pid_t pid = spawn(argv, &fd);
     bool sent = false;
     for (;;) {
@@ -201,10 +206,14 @@ static run run_child(const char *const argv[], when k, watch *w)
             break;
         if (r.first_ms < 0) {
             r.first_ms = now_ms() - t0;
-            if (k.at_ms >= 0 && k.after_output)
+            if (k.at_ms >= 0 && k.after_output && !by_count)
                 deadline = now_ms() + k.at_ms;
         }
         watch_feed(w, buf, (size_t)got);
+        if (by_count && w->last >= k.at_count && deadline > now_ms() + k.at_ms) {
+            deadline = now_ms() + k.at_ms;
+            by_count = false;
+        }
     }
     w->plen = 0; /* a line cut by the kill */
     close(fd);
@@ -244,25 +253,52 @@ static void expect_monotonic(const watch *w)
         fail_msg("the printed %snumbers went backwards: %s", w->prefix, w->backwards);
 }
 
-/* Kills runs of argv at random instants until `kills` of them died by
- * SIGKILL.  Most runs get SIGKILL a uniform 0..max_ms after their first
- * output, when they are counting and checkpointing; one in four at a
- * uniform instant of their start-up (opening, creating or restoring the
- * store, the first checkpoint), measured as the runs go. */
-static int kill_runs(fixture *fx, const char *const argv[], watch *w, int kills, int max_ms)
+/* Starts the store again from nothing: a job finished before all its kills
+ * were done, so the next runs would find it finished and could not be
+ * killed mid-job.  The kills done so far still count. */
+static void restart_store(fixture *fx, watch *w)
+{
+    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    char path[340];
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        snprintf(path, sizeof path, "%s%s", fx->db, suffix[i]);
+        unlink(path);
+    }
+    watch_init(w, w->prefix);
+    fprintf(stderr, "test_crash: the job finished before its kills: a fresh store\n");
+}
+
+/* Kills runs of argv until `kills` of them died by SIGKILL.  With goal > 0
+ * (a job that prints its progress up to goal), kill i is placed by
+ * progress: 0..max_ms after the run printed a number in the i-th of
+ * kills+1 equal slices of [0, goal], so the kills spread over the job
+ * whatever the machine's or the disk's speed.  With goal == 0, 0..max_ms
+ * after the run's first output.  One run in four is killed instead at a
+ * uniform instant of its start-up (opening, creating or restoring the
+ * store), measured as the runs go.  A job that finishes anyway is started
+ * again on a fresh store (restart_store). */
+static int kill_runs(fixture *fx, const char *const argv[], watch *w, int kills, int max_ms,
+                     int64_t goal)
 {
     int died = 0, attempts = 0;
     while (died < kills) {
         assert_true(++attempts <= MAX_ATTEMPTS);
-        when k = {(int)(next_rand(fx) % (uint64_t)(max_ms + 1)), true};
+        when k = {(int)(next_rand(fx) % (uint64_t)(max_ms + 1)), true, -1};
+        if (goal > 0) {
+            int64_t slice = goal / (kills + 1);
+            k.at_count = slice * died + (int64_t)(next_rand(fx) % (uint64_t)slice);
+        }
         if (attempts % 4 == 0)
-            k = (when){(int)(next_rand(fx) % (uint64_t)(fx->startup_ms + 1)), false};
+            k = (when){(int)(next_rand(fx) % (uint64_t)(fx->startup_ms + 1)), false, -1};
+        w->final[0] = '\0';
         run r = run_child(argv, k, w);
         if (r.first_ms > fx->startup_ms)
             fx->startup_ms = r.first_ms;
         expect_killed_or_done(argv[0], r);
         expect_monotonic(w);
         died += died_by_kill(r);
+        if (!died_by_kill(r) && w->final[0] && died < kills)
+            restart_store(fx, w);
     }
     return attempts;
 }
@@ -321,7 +357,7 @@ static void test_counter_survives_kill9(void **state)
     watch w;
     watch_init(&w, "count ");
     double t0 = now_ms();
-    int attempts = kill_runs(fx, argv, &w, COUNTER_KILLS, 80);
+    int attempts = kill_runs(fx, argv, &w, COUNTER_KILLS, 5, strtoll(COUNTER_GOAL, NULL, 10));
     int64_t before = w.last;
     fprintf(stderr, "test_crash: counter: %d kills in %d runs (%.0f ms), count %" PRId64
             " before the last run\n", COUNTER_KILLS, attempts, now_ms() - t0, before);
@@ -364,7 +400,7 @@ static void test_batch_survives_kill9(void **state)
      * mid-job */
     int job_ms = (int)(r.ms - r.first_ms);
     int max_ms = job_ms / 10 > 3 ? job_ms / 10 : 3;
-    int attempts = kill_runs(fx, argv, &w, BATCH_KILLS, max_ms);
+    int attempts = kill_runs(fx, argv, &w, BATCH_KILLS, max_ms, strtoll(BATCH_RECORDS, NULL, 10));
     fprintf(stderr, "test_crash: batch: uninterrupted %.0f ms; %d kills in %d runs "
             "(delays 0..%d ms), progress %" PRId64 " before the last run\n",
             r.ms, BATCH_KILLS, attempts, max_ms, w.last);

@@ -166,10 +166,10 @@ static tl_node_stats stats(int i)
 }
 
 /* One round on each node that exists. */
-static int pump_once(void)
+static int pump_once(int timeout_ms)
 {
     for (int i = 0; i < 2; i++) {
-        int rc = F.n[i] ? tl_node_poll(F.n[i], 0) : TL_OK;
+        int rc = F.n[i] ? tl_node_poll(F.n[i], timeout_ms) : TL_OK;
         if (rc != TL_OK) {
             print_error("tl_node_poll(%d): %s: %s\n", i, tl_errname(rc),
                         tl_errmsg(F.rt[i]));
@@ -179,21 +179,34 @@ static int pump_once(void)
     return TL_OK;
 }
 
-#define PUMP_MAX 20000
-/* Polls both nodes until cond holds (bounded: a hang is a failure). */
+#define PUMP_SECONDS 60 /* a hang is a failure, after this much wall time */
+
+static double pump_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Polls both nodes until cond holds, bounded by wall-clock time, never by
+ * a count of rounds: a fast machine runs through any count before a
+ * tasklet's 20 ms sleep ends.  After the first rounds each poll may block
+ * for up to a millisecond, so a wait for a timer does not spin. */
 #define PUMP_UNTIL(cond)                                                   \
     do {                                                                   \
         int ok_ = 0;                                                       \
-        for (int i_ = 0; i_ < PUMP_MAX && !(ok_ = (cond)); i_++)           \
-            assert_int_equal(pump_once(), TL_OK);                          \
+        double end_ = pump_now() + PUMP_SECONDS;                           \
+        for (int i_ = 0; !(ok_ = (cond)) && pump_now() < end_; i_++)       \
+            assert_int_equal(pump_once(i_ < 100 ? 0 : 1), TL_OK);          \
         if (!ok_)                                                          \
-            print_error("%s:%d: never reached: %s\n", __FILE__, __LINE__, #cond); \
+            print_error("%s:%d: never reached in %d s: %s\n", __FILE__, __LINE__, \
+                        PUMP_SECONDS, #cond);                              \
         assert_true(ok_);                                                  \
     } while (0)
 #define PUMP_ROUNDS(k)                                                     \
     do {                                                                   \
         for (int i_ = 0; i_ < (k); i_++)                                   \
-            assert_int_equal(pump_once(), TL_OK);                          \
+            assert_int_equal(pump_once(0), TL_OK);                         \
     } while (0)
 
 static tl_node *node_new(tl_runtime *rt, const char *id, tl_store *st)
