@@ -300,13 +300,13 @@ tl_status tl__move(tl_frame *f, const char *node)
     return TL__SWITCH;
 }
 
+/* Always a switch, even alone in the run queue: continuing inline would
+ * keep a lone yielding tasklet inside one step for ever, so a bounded run
+ * would never return, timers never fire and the host never get control. */
 tl_status tl__yield(tl_frame *f)
 {
     tl_tasklet *t = f->t;
-    tl_runtime *rt = t->rt;
-    if (tl__list_empty(&rt->runq))
-        return TL__CONT;
-    tl__runq_push_back(rt, t);
+    tl__runq_push_back(t->rt, t);
     return TL__SWITCH;
 }
 

@@ -90,7 +90,7 @@ static void test_fifo_round_robin(void **state)
     assert_memory_equal(order, want, sizeof want);
 }
 
-static void test_yield_alone_continues(void **state)
+static void test_yield_alone_is_a_step(void **state)
 {
     tl_runtime *rt = *state;
     uint64_t steps;
@@ -98,9 +98,13 @@ static void test_yield_alone_continues(void **state)
     assert_int_equal(tl_register(rt, &yielder_fn), TL_OK);
     w_t a = {.id = 7, .n = 5};
     assert_int_equal(tl_spawn(rt, &yielder_fn, &a, sizeof a, NULL), TL_OK);
-    /* with nobody else runnable, yield does not return to the scheduler */
+    /* with nobody else runnable, a yield still ends the step */
     assert_int_equal(tl_run_steps(rt, 1, &steps), TL_OK);
     assert_int_equal(steps, 1);
+    assert_int_equal(norder, 1);
+    assert_int_equal(tl_tasklet_count(rt), 1);
+    assert_int_equal(tl_run_steps(rt, 100, &steps), TL_OK);
+    assert_int_equal(steps, 5); /* four more yields, then the end */
     assert_int_equal(norder, 5);
     assert_int_equal(tl_tasklet_count(rt), 0);
 }
@@ -194,6 +198,35 @@ static void test_sleep_real_clock(void **state)
     assert_int_equal(tl_tasklet_result(t, &v), TL_OK);
     assert_true(tl_as_i64(v) >= start + 20 * 1000000); /* never woken early */
     tl_tasklet_release(t);
+}
+
+/* A lone tasklet that only yields still hands control back: a bounded run
+ * returns after its steps, and a timer due meanwhile fires (issue 11,
+ * item 10: the yield used to continue inline when the queue was empty). */
+static void test_lone_yield_returns_to_host(void **state)
+{
+    tl_runtime *rt = *state;
+    norder = 0;
+    assert_int_equal(tl_register(rt, &yielder_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &sleeper_fn), TL_OK);
+    w_t a = {.id = 1, .n = INT64_MAX};
+    tl_tasklet *y;
+    assert_int_equal(tl_spawn(rt, &yielder_fn, &a, sizeof a, &y), TL_OK);
+    uint64_t steps = 0;
+    assert_int_equal(tl_run_steps(rt, 5, &steps), TL_OK);
+    assert_int_equal(steps, 5);
+    assert_int_equal(norder, 5);
+    w_t s = {.id = 2, .ms = 10};
+    tl_tasklet *sl;
+    assert_int_equal(tl_spawn(rt, &sleeper_fn, &s, sizeof s, &sl), TL_OK);
+    assert_int_equal(tl_run_steps(rt, 2, NULL), TL_OK); /* the sleeper is asleep */
+    assert_int_equal(tl_tasklet_wait(sl), TL_WAIT_SLEEP);
+    clk.now += 10 * 1000000;
+    for (int i = 0; i < 100 && tl_tasklet_state(sl) != TL_DONE; i++)
+        assert_int_equal(tl_run_steps(rt, 1000, NULL), TL_OK);
+    assert_int_equal(tl_tasklet_state(sl), TL_DONE); /* woken while the yielder runs */
+    assert_int_equal(tl_tasklet_state(y), TL_RUNNABLE);
+    assert_int_equal(tl_kill(y), TL_OK);
 }
 
 static void test_kill_sleeper_removes_timer(void **state)
@@ -437,11 +470,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_round_robin, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_yield_alone_continues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_yield_alone_is_a_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounded_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timers_fake_clock, setup_fake_clock, teardown),
         cmocka_unit_test_setup_teardown(test_sleep_real_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_sleeper_removes_timer, setup_fake_clock, teardown),
+        cmocka_unit_test_setup_teardown(test_lone_yield_returns_to_host, setup_fake_clock, teardown),
         cmocka_unit_test_setup_teardown(test_deadlock_names_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detached_failure_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_inside_tasklet_is_busy, setup, teardown),
