@@ -137,19 +137,29 @@ static int cmp_u64(const void *a, const void *b)
 /* Fills keys/start/dirty from the sorted objects and the extra keys. */
 static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
 {
-    size_t nextra = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
-    uint64_t *extra = tl__alloc(rt, (nextra + 1) * sizeof *extra);
-    size_t cap = n + nextra + 1;
+    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
+    size_t esize = (room + 1) * sizeof(uint64_t); /* freed with this size */
+    uint64_t *extra = tl__alloc(rt, esize);
+    size_t cap = n + room + 1;
     ix->keys = tl__alloc(rt, cap * sizeof *ix->keys);
     ix->start = tl__alloc(rt, (cap + 1) * sizeof *ix->start);
     ix->dirty = tl__calloc(rt, cap);
     ix->objs = tl__alloc(rt, (n + 1) * sizeof *ix->objs);
     if (!extra || !ix->keys || !ix->start || !ix->dirty || !ix->objs) {
-        tl__free(rt, extra, (nextra + 1) * sizeof *extra);
+        /* tl__index_free cannot know these sizes yet (cap, start[nkeys]) */
+        tl__free(rt, extra, esize);
+        tl__free(rt, ix->keys, cap * sizeof *ix->keys);
+        tl__free(rt, ix->start, (cap + 1) * sizeof *ix->start);
+        tl__free(rt, ix->dirty, cap);
+        tl__free(rt, ix->objs, (n + 1) * sizeof *ix->objs);
+        ix->keys = NULL;
+        ix->start = NULL;
+        ix->dirty = NULL;
+        ix->objs = NULL;
         return TL_ENOMEM;
     }
     ix->cap = cap;
-    nextra = all ? 0 : dirty_empty_keys(rt, kind, extra, nextra);
+    size_t nextra = all ? 0 : dirty_empty_keys(rt, kind, extra, room);
     qsort(extra, nextra, sizeof *extra, cmp_u64);
     size_t i = 0, e = 0, k = 0;
     while (i < n || e < nextra) {
@@ -172,7 +182,7 @@ static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *
     }
     ix->nkeys = k;
     ix->start[k] = n;
-    tl__free(rt, extra, (nextra + 1) * sizeof *extra);
+    tl__free(rt, extra, esize);
     return TL_OK;
 }
 
