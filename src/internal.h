@@ -261,7 +261,7 @@ struct tl_runtime {
                        * ngone == SIZE_MAX: lost track, rewrite all */
     size_t ngone, capgone;
     char node[64];
-    struct upgrade *upgrades; /* persist/decode.c */
+    struct upgrade *upgrades; /* persist/decode_upgrade.c */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
     unsigned char *zbuf;      /* compression output, reused */
     size_t zcap;

@@ -1,0 +1,186 @@
+/*
+ * decode_tasklet.c -- a tasklet record.
+ *
+ * [id, state, wait, err, extrefs, on, xfer, frames, extra] (FORMAT.md 4):
+ * the state and wait are checked for consistency, the frames pushed
+ * (decode_frame.c), then the extra map (name, error message, select,
+ * joiners) and what the tasklet waits on: a channel (linked from the
+ * channel's queue record, or at once on import), a joinee, a deadline.
+ * Invariants: a record fills a shell exactly once; an ended tasklet has
+ * no frames and a live one has some; a select's cases lie inside the top
+ * frame's locals, aligned, overlapping no field; joiners are linked only
+ * once every tasklet exists (decode_finish.c).
+ */
+#include "decode.h"
+
+#include <stdio.h>
+
+/* ---- pass 3: tasklets ---- */
+
+static int dec_select(tl__loader *ld, tl_tasklet *t, const msgpack_object *sel)
+{
+    const msgpack_object *at = map_get(sel, "at"), *cases = map_get(sel, "cases");
+    if (!at || !is_uint(at) || !cases || !is_array(cases, UINT32_MAX) ||
+        cases->via.array.size < 1 || cases->via.array.size > TL_SELECT_MAX || !t->top)
+        return tl__corrupt(ld, "tasklet #%llu: bad select", (unsigned long long)t->id);
+    uint32_t n = cases->via.array.size;
+    size_t size = t->top->fn->fn->locals_size;
+    if (at->via.u64 > size || n * sizeof(tl_case) > size - at->via.u64 ||
+        at->via.u64 % _Alignof(tl_case))
+        return tl__corrupt(ld, "tasklet #%llu: select cases outside the frame",
+                           (unsigned long long)t->id);
+    const tl_func *fn = t->top->fn->fn;
+    uint64_t lo = at->via.u64, hi = lo + n * sizeof(tl_case);
+    for (size_t i = 0; i < fn->nfields; i++)
+        if (fn->fields[i].offset < hi && lo < (uint64_t)fn->fields[i].offset + fn->fields[i].size)
+            return tl__corrupt(ld, "tasklet #%llu: select cases overlap field '%s'",
+                               (unsigned long long)t->id, fn->fields[i].name);
+    tl_case *cs = (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at->via.u64);
+    tl__sel *s = tl__sel_new(ld->rt, t, cs, (int)n);
+    if (!s)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *c = &cases->via.array.ptr[i];
+        if (!is_array(c, 3) || !is_uint(&c->via.array.ptr[0]) || !is_uint(&c->via.array.ptr[1]) ||
+            (c->via.array.ptr[1].via.u64 != TL_OP_SEND && c->via.array.ptr[1].via.u64 != TL_OP_RECV))
+            return tl__corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
+        tl_chan *ch = tl__ld_chan(ld, c->via.array.ptr[0].via.u64);
+        if (!ch)
+            return ld->rt->errcode;
+        cs[i].ch = ch;
+        cs[i].op = (int)c->via.array.ptr[1].via.u64;
+        int rc = tl__dec_value(ld, &c->via.array.ptr[2], &cs[i].value, 0);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+static int dec_extra(tl__loader *ld, tl_tasklet *t, const msgpack_object *x)
+{
+    if (x->type == MSGPACK_OBJECT_NIL)
+        return TL_OK;
+    if (x->type != MSGPACK_OBJECT_MAP)
+        return tl__corrupt(ld, "tasklet #%llu: bad extra", (unsigned long long)t->id);
+    tl__ext *e = tl__ext_get(t);
+    if (!e)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    const msgpack_object *name = map_get(x, "name"), *msg = map_get(x, "msg");
+    const msgpack_object *fired = map_get(x, "fired"), *sel = map_get(x, "sel");
+    char buf[256];
+    if (name && name->type == MSGPACK_OBJECT_STR) {
+        snprintf(buf, sizeof buf, "%.*s", (int)name->via.str.size, name->via.str.ptr);
+        e->name = tl__strdup(ld->rt, buf);
+    }
+    if (msg && msg->type == MSGPACK_OBJECT_STR) {
+        snprintf(buf, sizeof buf, "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
+        e->errmsg = tl__strdup(ld->rt, buf);
+    }
+    e->sel_fired = fired && is_int(fired) ? (int)as_int(fired) : -1;
+    const msgpack_object *js = map_get(x, "joiners");
+    for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
+        if (!is_uint(&js->via.array.ptr[j]))
+            return tl__corrupt(ld, "tasklet #%llu: bad joiner", (unsigned long long)t->id);
+        if (ld->njoins == ld->capjoins) {
+            size_t ncap = ld->capjoins ? 2 * ld->capjoins : 16;
+            tl__joinrec *nj = tl__realloc(ld->rt, ld->joins, ld->capjoins * sizeof *nj, ncap * sizeof *nj);
+            if (!nj)
+                return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+            ld->joins = nj;
+            ld->capjoins = ncap;
+        }
+        ld->joins[ld->njoins++] = (tl__joinrec){t, js->via.array.ptr[j].via.u64};
+    }
+    if (t->wait == TL_WAIT_SELECT)
+        return sel ? dec_select(ld, t, sel) : tl__corrupt(ld, "tasklet #%llu: select without cases",
+                                                       (unsigned long long)t->id);
+    return TL_OK;
+}
+
+static int check_state(tl__loader *ld, tl_tasklet *t, uint64_t state, uint64_t wait, size_t nframes)
+{
+    bool ended = state >= TL_DONE && state <= TL_KILLED;
+    if ((state != TL_RUNNABLE && state != TL_BLOCKED && !ended) || wait > TL_WAIT_JOIN ||
+        (state == TL_BLOCKED) != (wait != TL_WAIT_NONE) || ended == (nframes > 0))
+        return tl__corrupt(ld, "tasklet #%llu has an impossible state", (unsigned long long)t->id);
+    return TL_OK;
+}
+
+static int dec_wait(tl__loader *ld, tl_tasklet *t, const msgpack_object *on)
+{
+    switch (t->wait) {
+    case TL_WAIT_SEND:
+    case TL_WAIT_RECV:
+    {
+        tl_chan *ch = is_uint(on) ? tl__ld_chan(ld, on->via.u64) : NULL;
+        if (!ch)
+            return is_uint(on) ? ld->rt->errcode
+                               : tl__corrupt(ld, "tasklet #%llu: bad wait",
+                                             (unsigned long long)t->id);
+        if (!ld->import)
+            return TL_OK; /* linked from the queue side; the checks see to it */
+        int op = t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV;
+        if (ch->remote) {
+            tl__proxy_enqueue(ch, t, op);
+        } else {
+            t->w.on = (uintptr_t)ch;
+            tl__chan_enqueue(ch, &t->w, op);
+        }
+        return TL_OK;
+    }
+    case TL_WAIT_JOIN: {
+        tl_tasklet *joinee = is_uint(on) ? tl__ld_tasklet(ld, on->via.u64) : NULL;
+        if (!joinee)
+            return is_uint(on) ? ld->rt->errcode
+                               : tl__corrupt(ld, "tasklet #%llu: bad wait",
+                                             (unsigned long long)t->id);
+        t->w.on = (uintptr_t)joinee; /* linked with the joinee's list */
+        return TL_OK;
+    }
+    case TL_WAIT_SLEEP:
+        if (!is_int(on))
+            return tl__corrupt(ld, "tasklet #%llu sleeps without a deadline",
+                               (unsigned long long)t->id);
+        return tl__timer_add(ld->rt, t, as_int(on)) == TL_OK
+                   ? TL_OK : tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    default:
+        return TL_OK;
+    }
+}
+
+int tl__dec_tasklet(tl__loader *ld, tl__doc *d, const msgpack_object *o)
+{
+    const msgpack_object *a = o->via.array.ptr;
+    if (!is_array(o, 9) || !is_uint(&a[0]))
+        return tl__corrupt(ld, "a tasklet record in chunk %llu is malformed",
+                           (unsigned long long)d->key);
+    tl_tasklet *t = tl__ld_tasklet(ld, a[0].via.u64);
+    if (!t)
+        return ld->rt->errcode;
+    if (t->state != 0)
+        return tl__corrupt(ld, "tasklet #%llu appears twice", (unsigned long long)t->id);
+    if (!is_uint(&a[1]) || !is_uint(&a[2]) || !is_int(&a[3]) || !is_array(&a[7], UINT32_MAX))
+        return tl__corrupt(ld, "tasklet #%llu: malformed record", (unsigned long long)t->id);
+    int rc = check_state(ld, t, a[1].via.u64, a[2].via.u64, a[7].via.array.size);
+    if (rc != TL_OK)
+        return rc;
+    if (ld->import && (a[1].via.u64 >= TL_DONE || a[2].via.u64 == TL_WAIT_SELECT ||
+                       a[2].via.u64 == TL_WAIT_JOIN))
+        return tl__corrupt(ld, "a moving tasklet must be runnable, or blocked in a send, "
+                           "receive or sleep");
+    t->state = (uint8_t)a[1].via.u64;
+    t->wait = (uint8_t)a[2].via.u64;
+    t->err = (int32_t)as_int(&a[3]);
+    for (uint32_t i = 0; i < a[7].via.array.size && rc == TL_OK; i++)
+        rc = tl__dec_frame(ld, d, t, &a[7].via.array.ptr[i]);
+    if (rc == TL_OK)
+        rc = tl__dec_value(ld, &a[6], &t->xfer, 0);
+    if (rc == TL_OK)
+        rc = dec_extra(ld, t, &a[8]);
+    if (rc == TL_OK && t->wait == TL_WAIT_SELECT && !(t->ext && t->ext->sel))
+        rc = tl__corrupt(ld, "tasklet #%llu waits in a select without its cases",
+                         (unsigned long long)t->id);
+    if (rc == TL_OK)
+        rc = dec_wait(ld, t, &a[5]);
+    return rc;
+}
