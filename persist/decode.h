@@ -25,7 +25,7 @@
 #include <msgpack.h>
 #include <string.h>
 
-/* A registered upgrade (tl_register_upgrade; listed on rt->upgrades). */
+/* A registered upgrade (tl_register_upgrade; listed in tl__pstate). */
 struct upgrade {
     struct upgrade *next;
     char *name;

@@ -7,13 +7,15 @@
  * when a chunk names a function the program does not register, and runs
  * it on each such frame with the frame's old locals as a value map.
  * Invariants: the target is registered before its upgrade is; the list is
- * owned by the runtime and freed with it (tl__upgrades_free).
+ * kept in persist's state (tl__pstate) and freed with the runtime
+ * (tl__upgrades_free).
  */
 #include "decode.h"
 
 const struct upgrade *tl__find_upgrade(tl_runtime *rt, const char *name, size_t n, uint32_t v)
 {
-    for (const struct upgrade *u = rt->upgrades; u; u = u->next)
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    for (const struct upgrade *u = ps ? ps->upgrades : NULL; u; u = u->next)
         if (u->old_version == v && strlen(u->name) == n && memcmp(u->name, name, n) == 0)
             return u;
     return NULL;
@@ -44,23 +46,24 @@ int tl_register_upgrade(tl_runtime *rt, const char *name, uint32_t old_version,
     if (!tl__fn_find(rt, to))
         return tl__seterr(rt, TL_ENOFUNC, "tl_register_upgrade: register %s@%u first",
                           to->name, to->version);
-    struct upgrade *u = tl__calloc(rt, sizeof *u);
-    char *copy = tl__strdup(rt, name);
+    tl__pstate *ps = tl__pstate_get(rt);
+    struct upgrade *u = ps ? tl__calloc(rt, sizeof *u) : NULL;
+    char *copy = u ? tl__strdup(rt, name) : NULL;
     if (!u || !copy) {
         tl__free(rt, u, sizeof *u);
         tl__strfree(rt, copy);
         return tl__seterr(rt, TL_ENOMEM, "tl_register_upgrade: out of memory");
     }
-    *u = (struct upgrade){rt->upgrades, copy, old_version, to, fn, ud};
-    rt->upgrades = u;
+    *u = (struct upgrade){ps->upgrades, copy, old_version, to, fn, ud};
+    ps->upgrades = u;
     return TL_OK;
 }
 
-void tl__upgrades_free(tl_runtime *rt)
+void tl__upgrades_free(tl_runtime *rt, tl__pstate *ps)
 {
-    while (rt->upgrades) {
-        struct upgrade *u = rt->upgrades;
-        rt->upgrades = u->next;
+    while (ps->upgrades) {
+        struct upgrade *u = ps->upgrades;
+        ps->upgrades = u->next;
         tl__strfree(rt, u->name);
         tl__free(rt, u, sizeof *u);
     }

@@ -499,31 +499,34 @@ static int enc_chan_chunk(void **objs, size_t n, tl__buf *doc)
 /* ---- zlib streams, kept per runtime: setting one up costs ~256 KB of
  * allocation, far more than compressing a 10 KB chunk ---- */
 
-static z_stream *deflater(tl_runtime *rt)
+static z_stream *deflater(tl__pstate *ps)
 {
-    if (!rt->zdef) {
+    if (!ps->zdef) {
         z_stream *zs = calloc(1, sizeof *zs);
         if (!zs || deflateInit(zs, 1) != Z_OK) {
             free(zs);
             return NULL;
         }
-        rt->zdef = zs;
+        ps->zdef = zs;
     }
-    deflateReset(rt->zdef);
-    return rt->zdef;
+    deflateReset(ps->zdef);
+    return ps->zdef;
 }
 
 int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_t dstlen)
 {
-    if (!rt->zinf) {
+    tl__pstate *ps = tl__pstate_get(rt);
+    if (!ps)
+        return -1;
+    if (!ps->zinf) {
         z_stream *zs = calloc(1, sizeof *zs);
         if (!zs || inflateInit(zs) != Z_OK) {
             free(zs);
             return -1;
         }
-        rt->zinf = zs;
+        ps->zinf = zs;
     }
-    z_stream *zs = rt->zinf;
+    z_stream *zs = ps->zinf;
     inflateReset(zs);
     zs->next_in = (Bytef *)(uintptr_t)src;
     zs->avail_in = (uInt)srclen;
@@ -533,40 +536,45 @@ int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_
     return zrc == Z_STREAM_END && zs->total_out == dstlen && zs->avail_in == 0 ? 0 : -1;
 }
 
-void tl__zlib_free(tl_runtime *rt)
+void tl__zlib_free(tl_runtime *rt, tl__pstate *ps)
 {
-    if (rt->zdef) {
-        deflateEnd(rt->zdef);
-        free(rt->zdef);
+    if (ps->zdef) {
+        deflateEnd(ps->zdef);
+        free(ps->zdef);
     }
-    if (rt->zinf) {
-        inflateEnd(rt->zinf);
-        free(rt->zinf);
+    if (ps->zinf) {
+        inflateEnd(ps->zinf);
+        free(ps->zinf);
     }
-    tl__free(rt, rt->zbuf, rt->zcap);
-    rt->zdef = rt->zinf = NULL;
-    rt->zbuf = NULL;
-    rt->zcap = 0;
+    tl__free(rt, ps->zbuf, ps->zcap);
+    ps->zdef = ps->zinf = NULL;
+    ps->zbuf = NULL;
+    ps->zcap = 0;
 }
 
-/* Compresses doc into rt->zbuf; returns the length, 0 on failure. */
-static size_t compress_doc(tl_runtime *rt, const tl__buf *doc)
+/* Compresses doc into the reused output buffer *z; returns the length, 0
+ * on failure. */
+static size_t compress_doc(tl_runtime *rt, const tl__buf *doc, const unsigned char **z)
 {
+    tl__pstate *ps = tl__pstate_get(rt);
+    if (!ps)
+        return 0;
     size_t need = deflateBound(NULL, (uLong)doc->len) + 64;
-    if (need > rt->zcap) {
-        unsigned char *nb = tl__realloc(rt, rt->zbuf, rt->zcap, need);
+    if (need > ps->zcap) {
+        unsigned char *nb = tl__realloc(rt, ps->zbuf, ps->zcap, need);
         if (!nb)
             return 0;
-        rt->zbuf = nb;
-        rt->zcap = need;
+        ps->zbuf = nb;
+        ps->zcap = need;
     }
-    z_stream *zs = deflater(rt);
+    z_stream *zs = deflater(ps);
     if (!zs)
         return 0;
     zs->next_in = (Bytef *)doc->p;
     zs->avail_in = (uInt)doc->len;
-    zs->next_out = rt->zbuf;
-    zs->avail_out = (uInt)rt->zcap;
+    zs->next_out = ps->zbuf;
+    zs->avail_out = (uInt)ps->zcap;
+    *z = ps->zbuf;
     return deflate(zs, Z_FINISH) == Z_STREAM_END ? (size_t)zs->total_out : 0;
 }
 
@@ -580,8 +588,7 @@ static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
     uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
     int compressed = doc->len >= COMPRESS_MIN;
     if (compressed) {
-        zlen = compress_doc(rt, doc);
-        z = rt->zbuf;
+        zlen = compress_doc(rt, doc, &z);
         if (!zlen)
             return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
     }

@@ -15,6 +15,26 @@
 #define TL__KIND_CHANS 2
 #define TL__CHUNK_SHIFT 8
 
+/* persist's own state in a runtime, in its layer slot (src/internal.h):
+ * made on first use (an upgrade registered, a record compressed or
+ * inflated), freed with the runtime (state.c). */
+typedef struct tl__pstate {
+    struct upgrade *upgrades; /* decode.c: tl_register_upgrade */
+    void *zdef, *zinf;        /* zlib streams, reused record to record */
+    unsigned char *zbuf;      /* compression output, reused */
+    size_t zcap;
+} tl__pstate;
+
+/* rt's persist state, made if need be; NULL when out of memory. */
+TL__HIDDEN tl__pstate *tl__pstate_get(tl_runtime *rt);
+/* rt's persist state, or NULL if none was made. */
+static inline tl__pstate *tl__pstate_peek(const tl_runtime *rt)
+{
+    return (tl__pstate *)tl__layer_state(rt, TL__LAYER_PERSIST);
+}
+TL__HIDDEN void tl__upgrades_free(tl_runtime *rt, tl__pstate *ps);
+TL__HIDDEN void tl__zlib_free(tl_runtime *rt, tl__pstate *ps);
+
 /* A growable byte buffer in the runtime's allocator. */
 typedef struct tl__buf {
     tl_runtime *rt;

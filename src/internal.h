@@ -174,6 +174,22 @@ typedef struct tl__hooks {
     void (*moves)(void *ud);
 } tl__hooks;
 
+/* ---- layers: what persist/ and migrate/ plug into a runtime ----
+ * The runtime knows no storage.  A layer above core registers its ops and
+ * one state pointer in its slot (tl__layer_attach); core calls them at the
+ * few points where it must tell the layers something.  docs/ARCHITECTURE.md
+ * ("Layers") lists what may call what. */
+enum { TL__LAYER_PERSIST, TL__LAYER_NODE, TL__LAYERS };
+typedef struct tl__layer_ops {
+    /* tl_runtime_free, after every tasklet and channel is freed: free the
+     * layer's state (the slot is cleared by the caller). */
+    void (*on_free)(tl_runtime *rt, void *state);
+} tl__layer_ops;
+typedef struct tl__layer {
+    const tl__layer_ops *ops;
+    void *state;
+} tl__layer;
+
 struct tl_chan {
     uint32_t magic;
     int8_t pref;
@@ -228,6 +244,7 @@ struct tl_runtime {
     int moves_pending;
     const tl__hooks *hooks; /* the node's, or NULL */
     void *hooks_ud;
+    tl__layer layers[TL__LAYERS]; /* persist's and the node's */
 
     tl__timer *timers;
     size_t ntimers, captimers;
@@ -261,10 +278,6 @@ struct tl_runtime {
                        * ngone == SIZE_MAX: lost track, rewrite all */
     size_t ngone, capgone;
     char node[64];
-    struct upgrade *upgrades; /* persist/decode_upgrade.c */
-    void *zdef, *zinf;        /* zlib streams, reused record to record */
-    unsigned char *zbuf;      /* compression output, reused */
-    size_t zcap;
     /* called by the scheduler for checkpoint policies (persist/) */
     int (*policy_hook)(void *ud, int idle);
     void *policy_ud;
@@ -387,6 +400,17 @@ TL__HIDDEN tl__fn *tl__fn_find(tl_runtime *rt, const tl_func *fn);
 TL__HIDDEN void tl__registry_free(tl_runtime *rt);
 
 
+/* ---- sched.c: layers ---- */
+/* Puts ops and state in rt's slot; TL_EBUSY if another layer holds it. */
+TL__HIDDEN int tl__layer_attach(tl_runtime *rt, int slot, const tl__layer_ops *ops,
+                                void *state);
+/* Empties the slot (its state is the caller's to free). */
+TL__HIDDEN void tl__layer_detach(tl_runtime *rt, int slot);
+static inline void *tl__layer_state(const tl_runtime *rt, int slot)
+{
+    return rt->layers[slot].state;
+}
+
 /* ---- tasklet.c ---- */
 TL__HIDDEN tl__ext *tl__ext_get(tl_tasklet *t);
 TL__HIDDEN void tl__deliver_error(tl_tasklet *t, int code, const char *msg);
@@ -444,8 +468,6 @@ TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);
 TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
 
 TL__HIDDEN void tl__note_gone(tl_runtime *rt, int kind, uint64_t id);
-TL__HIDDEN void tl__upgrades_free(tl_runtime *rt);
-TL__HIDDEN void tl__zlib_free(tl_runtime *rt);
 /* A new frame of e on top of t, locals zeroed (for the loader). */
 TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
 TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);

@@ -145,6 +145,30 @@ const char *tl_node_id(const tl_runtime *rt)
     return rt && rt->magic == TL__MAGIC_RT ? rt->node : "";
 }
 
+int tl__layer_attach(tl_runtime *rt, int slot, const tl__layer_ops *ops, void *state)
+{
+    if (rt->layers[slot].ops && rt->layers[slot].ops != ops)
+        return TL_EBUSY;
+    rt->layers[slot] = (tl__layer){ops, state};
+    return TL_OK;
+}
+
+void tl__layer_detach(tl_runtime *rt, int slot)
+{
+    rt->layers[slot] = (tl__layer){NULL, NULL};
+}
+
+/* Lets every layer free its state; the layer above (the node) first. */
+static void layers_free(tl_runtime *rt)
+{
+    for (int i = TL__LAYERS - 1; i >= 0; i--) {
+        tl__layer l = rt->layers[i];
+        tl__layer_detach(rt, i);
+        if (l.ops && l.ops->on_free)
+            l.ops->on_free(rt, l.state);
+    }
+}
+
 void tl_runtime_free(tl_runtime *rt)
 {
     if (!rt || rt->magic != TL__MAGIC_RT || rt->running)
@@ -152,8 +176,7 @@ void tl_runtime_free(tl_runtime *rt)
     tl__tasklet_free_all(rt);
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
-    tl__upgrades_free(rt);
-    tl__zlib_free(rt);
+    layers_free(rt);
     tl__free(rt, rt->gone, rt->capgone * sizeof *rt->gone);
     tl__free(rt, rt->dmap, rt->dcap);
     rt->magic = TL__MAGIC_DEAD;
