@@ -1462,6 +1462,125 @@ static void test_golden_store(void **state)
     run_free(&r);
 }
 
+/* ---- files that are not stores (issue 11, item 8) ---- */
+
+/* A FIFO, a directory and a symlink loop each get their own message at
+ * once (SQLite alone blocks for ever opening a FIFO). */
+static void test_not_a_regular_file(void **state)
+{
+    fixture *fx = *state;
+    alarm(60); /* a hang is a failure */
+    assert_int_equal(mkfifo(fx->junk, 0600), 0);
+    static const char *const cmds[] = {"verify", "ls", "dump", "checkpoints"};
+    for (size_t i = 0; i < 4; i++) {
+        run r = EXPECT(fx, 2, cmds[i], fx->junk);
+        assert_contains(r.err, "not a regular file");
+        run_free(&r);
+    }
+    run r = EXPECT(fx, 2, "show", fx->junk, "1");
+    assert_contains(r.err, "not a regular file");
+    run_free(&r);
+    r = EXPECT(fx, 2, "prune", "--keep", "1", fx->junk);
+    assert_contains(r.err, "not a regular file");
+    run_free(&r);
+    unlink(fx->junk);
+    r = EXPECT(fx, 2, "verify", fx->dir);
+    assert_contains(r.err, "is a directory");
+    run_free(&r);
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s/loop-a", fx->dir);
+    snprintf(b, sizeof b, "%s/loop-b", fx->dir);
+    assert_int_equal(symlink(b, a), 0);
+    assert_int_equal(symlink(a, b), 0);
+    r = EXPECT(fx, 2, "ls", a);
+    assert_contains(r.err, "symbolic links");
+    run_free(&r);
+    unlink(a);
+    unlink(b);
+    r = EXPECT(fx, 2, "ls", "/nonexistent/store.db");
+    assert_contains(r.err, "no such file");
+    run_free(&r);
+    alarm(0);
+}
+
+/* ---- backup (issue 11, item 7) ---- */
+
+static void copy_file(const char *from, const char *to)
+{
+    struct stat sb;
+    assert_int_equal(stat(from, &sb), 0);
+    char *bytes = slurp(from);
+    FILE *f = fopen(to, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, (size_t)sb.st_size, f), (size_t)sb.st_size);
+    fclose(f);
+    free(bytes);
+}
+
+/* Committed checkpoints that sit only in the -wal file (its writer still
+ * has the store open and never checkpointed the WAL): a copy of the main
+ * file misses them, `tasklet backup` does not, and its copy stands alone. */
+static void test_backup_takes_the_wal(void **state)
+{
+    fixture *fx = *state;
+    unlink(fx->db);
+    sqlite3 *db = store_create(fx->db);
+    exec_ok(db, "PRAGMA wal_autocheckpoint=0");
+    write_ckpt1(db);
+    exec_ok(db, "PRAGMA wal_checkpoint(TRUNCATE)"); /* checkpoint 1 in the main file */
+    write_ckpt2(db);
+    write_ckpt3(db); /* 2 and 3 only in the WAL while db stays open */
+
+    char copy[128], bak[128], wal[160];
+    snprintf(copy, sizeof copy, "%s/copy.db", fx->dir);
+    snprintf(bak, sizeof bak, "%s/backup.db", fx->dir);
+    copy_file(fx->db, copy);
+    run r = EXPECT(fx, 0, "verify", copy);
+    assert_contains(r.out, "ok: checkpoint 1,"); /* what cp gives: an older store */
+    run_free(&r);
+
+    r = EXPECT(fx, 0, "backup", fx->db, bak);
+    assert_contains(r.out, "checkpoint 3");
+    run_free(&r);
+    sqlite3_close(db);
+    struct stat sb;
+    assert_int_equal(stat(bak, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    snprintf(wal, sizeof wal, "%s-wal", bak);
+    assert_int_equal(access(wal, F_OK), -1); /* self-contained */
+    r = EXPECT(fx, 0, "verify", "--all", bak);
+    assert_contains(r.out, "ok: checkpoint 3,");
+    run_free(&r);
+    unlink(copy);
+    unlink(bak);
+}
+
+static void test_backup_refusals(void **state)
+{
+    fixture *fx = *state;
+    char bak[128];
+    snprintf(bak, sizeof bak, "%s/backup.db", fx->dir);
+    run r = EXPECT(fx, 2, "backup", fx->db, fx->db);
+    assert_contains(r.err, "never overwrites");
+    run_free(&r);
+    r = EXPECT(fx, 2, "backup", fx->db);
+    assert_contains(r.err, "missing OUT");
+    run_free(&r);
+    FILE *f = fopen(fx->junk, "wb");
+    assert_non_null(f);
+    fputs("not a store", f);
+    fclose(f);
+    r = EXPECT(fx, 2, "backup", fx->junk, bak);
+    run_free(&r);
+    assert_int_equal(access(bak, F_OK), -1); /* nothing left behind */
+    r = EXPECT(fx, 0, "backup", "--json", fx->db, bak);
+    json_t *j = json_of(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "checkpoint")), 3);
+    json_decref(j);
+    run_free(&r);
+    unlink(bak);
+}
+
 int main(int argc, char **argv)
 {
     cli_path = argc > 1 ? argv[1] : getenv("TASKLET_CLI");
@@ -1471,6 +1590,9 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_regular_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_takes_the_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_show, setup, teardown),

@@ -268,6 +268,10 @@ typedef struct cli_store {
  * after printing why (USAGE: cannot open, not SQLite, not a libtasklet
  * store; FAIL: cannot read it). */
 int cli_store_open(cli_store *st, const char *path, bool writable);
+/* Checks that path is a regular file that can be opened (for writing if
+ * writable) before SQLite sees it; prints why not and returns
+ * CLI_EXIT_USAGE, or CLI_EXIT_OK. */
+int cli_check_file(const char *path, bool writable);
 void cli_store_close(cli_store *st);
 /* An error with the SQLite message; returns -1. */
 int cli_sql_fail(cli_store *st, cli_err *e, const char *what);
@@ -377,5 +381,6 @@ int cli_cmd_dump(const cli_opts *o);
 int cli_cmd_checkpoints(const cli_opts *o);
 int cli_cmd_verify(const cli_opts *o);
 int cli_cmd_prune(const cli_opts *o);
+int cli_cmd_backup(const cli_opts *o);
 
 #endif /* TL_CLI_H */

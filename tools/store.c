@@ -11,8 +11,12 @@
  */
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SELECT_CHUNKS                                                         \
     "SELECT c.kind, c.key, c.ckpt, c.data FROM chunks c"                      \
@@ -76,12 +80,50 @@ static int store_identify(cli_store *st)
     return CLI_EXIT_OK;
 }
 
+/* What is at path, before SQLite opens it: SQLite would block for ever
+ * on a FIFO, and reports a directory, a symlink loop or an unreadable file
+ * as one vague error.  CLI_EXIT_OK when it is a regular file we can read
+ * (and write, if writable). */
+int cli_check_file(const char *path, bool writable)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT)
+            cli_complain("%s: cannot open: no such file", path);
+        else if (errno == ELOOP)
+            cli_complain("%s: cannot open: too many levels of symbolic links (a loop?)", path);
+        else
+            cli_complain("%s: cannot open: %s", path, strerror(errno));
+        return CLI_EXIT_USAGE;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        cli_complain("%s: cannot open: it is a directory, not a store file", path);
+        return CLI_EXIT_USAGE;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        cli_complain("%s: cannot open: not a regular file (a FIFO, socket or device); "
+                     "a store is a regular SQLite file", path);
+        return CLI_EXIT_USAGE;
+    }
+    int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        cli_complain("%s: cannot open%s: %s", path, writable ? " for writing" : "",
+                     strerror(errno));
+        return CLI_EXIT_USAGE;
+    }
+    close(fd);
+    return CLI_EXIT_OK;
+}
+
 int cli_store_open(cli_store *st, const char *path, bool writable)
 {
     int flags = writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY;
     memset(st, 0, sizeof *st);
     st->path = path;
-    int rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+    int rc = cli_check_file(path, writable);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    rc = sqlite3_open_v2(path, &st->db, flags, NULL);
     if (rc != SQLITE_OK)
         return open_fail(st, CLI_EXIT_USAGE, "%s: cannot open: %s",
                          st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));

@@ -19,6 +19,7 @@ typedef struct cli_cmd {
     unsigned opts;
     int nargs; /* positionals: DB, or DB and ID */
     int (*run)(const cli_opts *o);
+    const char *second; /* the name of the second positional; NULL: "ID" */
 } cli_cmd;
 
 static const cli_cmd commands[] = {
@@ -52,6 +53,13 @@ static const cli_cmd commands[] = {
      "needs, in one transaction; prints what was removed.  Every kept checkpoint stays\n"
      "loadable.  The only command that writes; it waits up to 5 s for a busy store.\n",
      OPT_JSON | OPT_KEEP, 1, cli_cmd_prune},
+    {"backup", "[--json] DB OUT", "a consistent copy of a store, safe while it runs",
+     "Copies store DB into the new file OUT with SQLite's online backup: one\n"
+     "consistent snapshot of DB and its -wal file, taken while the owner may be\n"
+     "checkpointing, written as one self-contained file (mode 0600, no -wal).\n"
+     "Never overwrites OUT.  Use it instead of cp: after a crash most committed\n"
+     "checkpoints can still be in DB-wal, which a copy of DB alone misses.\n",
+     OPT_JSON, 2, cli_cmd_backup, "OUT"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -152,7 +160,9 @@ static int parse_args(const cli_cmd *c, int argc, char **argv, cli_opts *o)
             return usage_error(c, "unexpected argument", argv[i]);
     }
     if (npos < c->nargs)
-        return usage_error(c, npos == 0 ? "missing DB" : "missing ID", NULL);
+        return usage_error(c, npos == 0 ? "missing DB"
+                              : c->second && !strcmp(c->second, "OUT") ? "missing OUT"
+                                                                        : "missing ID", NULL);
     if (o->all && o->has_ckpt)
         return usage_error(c, "--all and --ckpt exclude each other", NULL);
     o->db = pos[0];
