@@ -28,6 +28,7 @@
 #include <sqlite3.h>
 
 #include "tasklet.h"
+#include "../persist/store_sqlite.h"
 #include "tasklet_node.h"
 
 #include <inttypes.h>
@@ -615,7 +616,7 @@ static struct {
 static int persist_store_bytes(tl_store *st, int64_t ckpt, double *bytes)
 {
     sqlite3_stmt *s;
-    int rc = sqlite3_prepare_v2(tl_store_sqlite(st), "SELECT bytes FROM checkpoints WHERE id = ?",
+    int rc = sqlite3_prepare_v2(tl__store_sqlite(st), "SELECT bytes FROM checkpoints WHERE id = ?",
                                 -1, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, ckpt);

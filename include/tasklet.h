@@ -675,10 +675,6 @@ TL_API int tl_store_set_policy(tl_store *st, const tl_policy *p);
 TL_API int tl_store_export(tl_store *st, tl_tasklet *t, const char *to);
 TL_API int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count);
 
-/* The store's sqlite3 connection (sqlite3 *), for tests and tools that
- * need a pragma; do not write the store's tables through it. */
-TL_API void *tl_store_sqlite(tl_store *st);
-
 /* ------------------------------------------------------------------------
  * Internal entry points behind the macros.  Not part of the API: their
  * names and signatures may change; use the macros.

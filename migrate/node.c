@@ -22,6 +22,7 @@
  * channel's own rendezvous rules, and answers with DONE.
  */
 #include "../persist/persist.h"
+#include "../persist/store_sqlite.h" /* transitional: the outbox and inbox SQL */
 #include "node_internal.h"
 
 #include <arpa/inet.h>
@@ -1397,7 +1398,7 @@ static int write_tables(void *ud, void *dbp)
 
 static int read_tables(tl_node *n)
 {
-    sqlite3 *db = tl_store_sqlite(n->store);
+    sqlite3 *db = tl__store_sqlite(n->store);
     sqlite3_stmt *s = NULL;
     int rc = TL_OK;
     if (sqlite3_prepare_v2(db, "SELECT xid, peer, data FROM outbox ORDER BY rowid", -1, &s,

@@ -31,7 +31,7 @@
 #include <stdio.h>
 #include <zlib.h>
 
-#define MAX_RAWLEN ((uint64_t)256 << 20)
+#define MAX_RAWLEN ((uint64_t)TL__MAX_DOC) /* the encoder refuses more */
 #define MAX_DEPTH 40
 
 int tl__corrupt(tl__loader *ld, const char *fmt, ...)

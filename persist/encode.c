@@ -22,6 +22,7 @@ void tl__buf_init(tl__buf *b, tl_runtime *rt)
 {
     memset(b, 0, sizeof *b);
     b->rt = rt;
+    b->max_doc = TL__MAX_DOC;
 }
 
 void tl__buf_free(tl__buf *b)
@@ -585,6 +586,10 @@ static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
     msgpack_packer pk;
     const unsigned char *z = NULL;
     size_t zlen = 0;
+    if (doc->len > out->max_doc)
+        return tl__seterr(rt, TL_ERANGE, "a record of %zu bytes (uncompressed) is larger than "
+                          "a reader accepts (%zu bytes, FORMAT.md section 8): keep less in one "
+                          "tasklet's locals or one channel's buffer", doc->len, out->max_doc);
     uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
     int compressed = doc->len >= COMPRESS_MIN;
     if (compressed) {

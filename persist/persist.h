@@ -14,6 +14,9 @@
 #define TL__KIND_TASKLETS 1
 #define TL__KIND_CHANS 2
 #define TL__CHUNK_SHIFT 8
+/* The largest record document a reader accepts (FORMAT.md section 8):
+ * the encoder refuses to write a larger one (TL_ERANGE). */
+#define TL__MAX_DOC ((size_t)256 << 20)
 
 /* persist's own state in a runtime, in its layer slot (src/internal.h):
  * made on first use (an upgrade registered, a record compressed or
@@ -41,6 +44,7 @@ typedef struct tl__buf {
     char *p;
     size_t len, cap;
     int oom;
+    size_t max_doc; /* a record appended may hold at most this (TL__MAX_DOC) */
 } tl__buf;
 
 TL__HIDDEN void tl__buf_init(tl__buf *b, tl_runtime *rt);
@@ -97,10 +101,77 @@ TL__HIDDEN int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len);
 TL__HIDDEN int tl__snapshot_import(tl_runtime *rt, const void *buf, size_t len,
                                    tl_tasklet **out);
 
-/* The node's hook into every checkpoint transaction (db: the sqlite3
- * handle), and a way to force the next checkpoint to be written. */
-TL__HIDDEN void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud);
+/* ---- participants: components that keep rows in the store ----
+ *
+ * A participant (the node: its outbox and inbox) joins a store and, in
+ * every checkpoint's transaction, writes its own rows next to the chunks,
+ * so both commit or neither does.  A row lives in one of the
+ * participant's tables: a text key (unique in the table) and the columns
+ * the table declares.  The store backend maps a table to its own storage
+ * (SQLite: a table of that name, FORMAT.md section 7). */
+typedef struct tl__table {
+    const char *name; /* table name: [a-z_]+ */
+    const char *key;  /* the key column (text, unique) */
+    const char *peer; /* a text column, or NULL */
+    const char *time; /* an integer column, or NULL */
+    const char *data; /* a bytes column, or NULL */
+} tl__table;
+
+/* One row; a column the table lacks is ignored on write and zero on
+ * read.  Strings and bytes are borrowed. */
+typedef struct tl__row {
+    const char *key;
+    const char *peer;
+    int64_t time;
+    const void *data;
+    size_t len;
+} tl__row;
+
+typedef int (*tl__row_fn)(void *ud, const tl__row *r);
+
+/* The checkpoint transaction a participant writes in. */
+typedef struct tl__store_tx tl__store_tx;
+
+typedef struct tl__participant {
+    const char *name; /* in error messages */
+    /* In every checkpoint's transaction, after the chunks and the head:
+     * puts and deletes the participant's rows through tx.  A non-OK
+     * return rolls the whole checkpoint back. */
+    int (*write)(void *ud, tl__store_tx *tx);
+    /* The store is closing: forget it (no more writes will come). */
+    void (*detach)(void *ud);
+} tl__participant;
+
+/* Joins (at most 4 participants per store; TL_ENOMEM beyond) and leaves. */
+TL__HIDDEN int tl__store_join(tl_store *st, const tl__participant *p, void *ud);
+TL__HIDDEN void tl__store_leave(tl_store *st, const tl__participant *p, void *ud);
+/* Inside write: insert or replace a row, delete one by key, delete all. */
+TL__HIDDEN int tl__tx_put(tl__store_tx *tx, const tl__table *t, const tl__row *r);
+TL__HIDDEN int tl__tx_del(tl__store_tx *tx, const tl__table *t, const char *key);
+TL__HIDDEN int tl__tx_clear(tl__store_tx *tx, const tl__table *t);
+/* Reads a table's committed rows in the order they were inserted (at
+ * open or after a restore); fn's non-OK return stops and is returned. */
+TL__HIDDEN int tl__store_rows(tl_store *st, const tl__table *t, tl__row_fn fn, void *ud);
+/* Forces the next checkpoint to be written even if the runtime did not
+ * change (a participant's rows did). */
 TL__HIDDEN void tl__store_touch(tl_store *st);
+
+/* Transitional (until the node writes through tl__tx_*): fn runs in every
+ * checkpoint's transaction with the SQLite connection, and with NULL
+ * when the store closes. */
+TL__HIDDEN void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud);
+
+/* Keeps the newest keep checkpoints (keep >= 1) and deletes the rest,
+ * with the chunk rows only they read, in one fenced transaction. */
+TL__HIDDEN int tl__store_prune(tl_store *st, int64_t keep);
+/* Moves mailbox row xid out of the mailbox into the refused rows
+ * (FORMAT.md section 7) with a reason, in a transaction of its own;
+ * TL_EBUSY when the row is no longer there. */
+TL__HIDDEN int tl__store_refuse(tl_store *st, const char *xid, const char *reason);
+/* Lowers the largest record document a checkpoint may write (tests;
+ * never above TL__MAX_DOC). */
+TL__HIDDEN void tl__store_limit_doc(tl_store *st, size_t max_doc);
+
 /* A fresh random transfer id (32 hex digits and a NUL). */
 TL__HIDDEN int tl__new_xid(char out[40]);
 

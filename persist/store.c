@@ -1,69 +1,43 @@
 /*
- * store.c -- the SQLite store: checkpoints in one transaction each,
- * incremental, owned by one running process at a time.
+ * store.c -- the store, independent of its backend: the public tl_store_*
+ * API, handle checks, what a checkpoint writes, the record size limit,
+ * the mailbox's handover and the participants' rows.  The bytes go
+ * through a backend's operations (store_backend.h; SQLite in
+ * store_sqlite.c).  docs/ARCHITECTURE.md section 11 gives the interface.
  *
  * State machine of a store handle (function behind each transition):
  *
- *   tl_store_open --> OPEN --tl_store_attach--> OWNER (owner row = us)
+ *   tl_store_open --> OPEN --tl_store_attach--> OWNER (ops->claim: epoch E)
  *                      |                          |  tl_store_checkpoint:
- *                      |                          |  BEGIN IMMEDIATE, insert
- *                      |                          |  dirty chunks + head,
- *                      |                          |  COMMIT (or ROLLBACK and
- *                      |                          |  keep the dirty flags)
- *                      |                          |  tl_store_restore: load
- *                      |                          |  the latest checkpoint
- *                      `------ tl_store_close <---'  (owner row deleted)
+ *                      |                          |  ops->begin(E) (refused
+ *                      |                          |  once the store was
+ *                      |                          |  claimed again), dirty
+ *                      |                          |  chunks + head, mailbox,
+ *                      |                          |  participants' rows,
+ *                      |                          |  ops->commit (or
+ *                      |                          |  rollback, keeping the
+ *                      |                          |  dirty flags)
+ *                      |                          |  tl_store_restore:
+ *                      |                          |  ops->read of the newest
+ *                      `------ tl_store_close <---'  (ops->release(E))
  *
- * A crash at any instant leaves the previous checkpoint whole: every
- * checkpoint is one SQLite transaction in WAL mode.  With TL_STORE_NOSYNC
- * the WAL is not fsynced at commit (synchronous=NORMAL): a process crash
- * loses nothing committed, a power loss may lose the last checkpoints.
+ * Invariants: a handle is valid while magic is TL__MAGIC_STORE (cleared
+ * at close); it owns the store while epoch > 0; a checkpoint is one
+ * backend transaction, so a crash at any instant leaves the previous
+ * checkpoint whole, and every record it writes is one a reader accepts
+ * (st->max_doc <= TL__MAX_DOC, and the backend's max_record).
  */
-#include "persist.h"
+#include "store_backend.h"
+#include "store_sqlite.h"
 
-#include <errno.h>
-#include <signal.h>
-#include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#define APP_ID 1414288212 /* 0x544C5354 "TLST" */
-#define SCHEMA_VERSION 1
+#define TL__MAGIC_STORE 0x746c5354u /* "tlST" */
 #define POLICY_POLL_STEPS 256
-
-struct tl_store {
-    sqlite3 *db;
-    int flags;
-    tl_runtime *rt;
-    int owner;          /* we hold the owner row */
-    int full_next;      /* next checkpoint writes every chunk */
-    int64_t last;       /* latest checkpoint id */
-    int64_t last_time;  /* when we last checkpointed (ns) */
-    tl_policy policy;
-    sqlite3_stmt *ins_chunk;
-    int (*extra)(void *ud, void *db); /* the node's tables, per checkpoint */
-    void *extra_ud;
-    int touched;        /* next checkpoint writes even if nothing changed */
-    struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
-    char (*unmail)[40]; /* mailbox rows to delete with it */
-    size_t nunmail;
-    int errcode;
-    char errmsg[512];
-};
-
-/* Tables for moving tasklets (added in 0.2, created on open if missing):
- * the mailbox (handover through the store), and a node's outbox (sent,
- * not yet acknowledged) and inbox (transfer ids already taken). */
-#define MIGRATION_SQL                                                                   \
-    "CREATE TABLE IF NOT EXISTS mailbox(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"  \
-    " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"            \
-    "CREATE TABLE IF NOT EXISTS outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"      \
-    " data BLOB NOT NULL);"                                                            \
-    "CREATE TABLE IF NOT EXISTS inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"       \
-    " time INTEGER NOT NULL);"
+#define MAX_PARTS 4
 
 struct mail {
     struct mail *next;
@@ -72,28 +46,45 @@ struct mail {
     size_t len;
 };
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS owner(id INTEGER PRIMARY KEY CHECK (id = 1),"
-    " pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
-    " tasklets INTEGER NOT NULL, channels INTEGER NOT NULL, bytes INTEGER NOT NULL,"
-    " head BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS chunks(kind INTEGER NOT NULL, key INTEGER NOT NULL,"
-    " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;"
-    MIGRATION_SQL;
+struct tl_store {
+    uint32_t magic;
+    tl__store_be *be;   /* NULL when the open failed */
+    int flags;
+    tl_runtime *rt;
+    int64_t epoch;      /* our claim while we own the store, else 0 */
+    int full_next;      /* next checkpoint writes every chunk */
+    int64_t last;       /* latest checkpoint id */
+    int64_t last_time;  /* when we last checkpointed (ns) */
+    size_t max_doc;     /* largest record document a checkpoint writes */
+    tl_policy policy;
+    struct {
+        const tl__participant *p;
+        void *ud;
+    } parts[MAX_PARTS];
+    size_t nparts;
+    int touched;        /* next checkpoint writes even if nothing changed */
+    struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
+    char (*unmail)[40]; /* mailbox rows to take with it */
+    size_t nunmail;
+    int (*extra)(void *ud, void *db); /* transitional: tl__store_set_extra */
+    void *extra_ud;
+    int errcode;
+    char errmsg[512];
+};
 
-/* ---- errors ---- */
+struct tl__store_tx {
+    tl_store *st;
+};
 
-static int st_err(tl_store *st, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* ---- handles and errors ---- */
 
-static int st_err(tl_store *st, int code, const char *fmt, ...)
+static bool valid(const tl_store *st) { return st && st->magic == TL__MAGIC_STORE; }
+static bool usable(const tl_store *st) { return valid(st) && st->be; }
+
+static int st_verr(tl_store *st, int code, const char *fmt, va_list ap)
 {
-    va_list ap;
     st->errcode = code;
-    va_start(ap, fmt);
     vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
-    va_end(ap);
     if (st->rt) {
         st->rt->errcode = code;
         snprintf(st->rt->errmsg, sizeof st->rt->errmsg, "%s", st->errmsg);
@@ -101,117 +92,40 @@ static int st_err(tl_store *st, int code, const char *fmt, ...)
     return code;
 }
 
-/* Maps a SQLite failure to our codes: I/O trouble (full, read-only) is
- * TL_EIO, the rest TL_ESTORE. */
-static int sql_err(tl_store *st, int rc, const char *what)
+static int st_err(tl_store *st, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int st_err(tl_store *st, int code, const char *fmt, ...)
 {
-    int code = TL_ESTORE;
-    int prim = rc & 0xff;
-    if (prim == SQLITE_FULL || prim == SQLITE_IOERR || prim == SQLITE_READONLY ||
-        prim == SQLITE_CANTOPEN)
-        code = TL_EIO;
-    else if (prim == SQLITE_NOTADB)
-        code = TL_EFORMAT;
-    return st_err(st, code, "%s: %s (SQLite: %s)", what, sqlite3_errstr(rc),
-                  st->db ? sqlite3_errmsg(st->db) : "no database");
+    va_list ap;
+    va_start(ap, fmt);
+    st_verr(st, code, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
-int tl_store_errcode(const tl_store *st) { return st ? st->errcode : TL_EMISUSE; }
+int tl__store_fail(tl_store *st, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    st_verr(st, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int tl_store_errcode(const tl_store *st) { return valid(st) ? st->errcode : TL_EMISUSE; }
 
 const char *tl_store_errmsg(const tl_store *st)
 {
     if (!st)
         return "no store";
+    if (!valid(st))
+        return "not a store handle (closed, or never opened)";
     return st->errcode == TL_OK ? "no error" : st->errmsg;
 }
 
-int64_t tl_store_last_checkpoint(const tl_store *st) { return st ? st->last : 0; }
+int64_t tl_store_last_checkpoint(const tl_store *st) { return valid(st) ? st->last : 0; }
 
 /* ---- opening ---- */
-
-static int pragma_int(tl_store *st, const char *sql, int64_t *out)
-{
-    sqlite3_stmt *s;
-    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(s);
-        *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
-    }
-    sqlite3_finalize(s);
-    return rc;
-}
-
-static int exec(tl_store *st, const char *sql, const char *what)
-{
-    int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? TL_OK : sql_err(st, rc, what);
-}
-
-static int init_schema(tl_store *st)
-{
-    char sql[256];
-    int rc = exec(st, "BEGIN IMMEDIATE", "creating the store");
-    if (rc == TL_OK)
-        rc = exec(st, schema_sql, "creating the store");
-    snprintf(sql, sizeof sql,
-             "PRAGMA application_id=%d; PRAGMA user_version=%d;"
-             "INSERT OR REPLACE INTO meta VALUES('format', %d), ('lib', '%s'), ('created', %lld);",
-             APP_ID, SCHEMA_VERSION, TL_FORMAT_VERSION, TL_VERSION_STRING,
-             (long long)time(NULL) * 1000000000LL);
-    if (rc == TL_OK)
-        rc = exec(st, sql, "creating the store");
-    if (rc == TL_OK)
-        return exec(st, "COMMIT", "creating the store");
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
-}
-
-static int check_identity(tl_store *st, const char *path)
-{
-    int64_t app = 0, ver = 0, tables = 0;
-    int rc = pragma_int(st, "PRAGMA application_id", &app);
-    if (rc == SQLITE_OK)
-        rc = pragma_int(st, "PRAGMA user_version", &ver);
-    if (rc == SQLITE_OK)
-        rc = pragma_int(st, "SELECT count(*) FROM sqlite_master", &tables);
-    if (rc != SQLITE_OK)
-        return sql_err(st, rc, path);
-    if (app == 0 && ver == 0 && tables == 0) {
-        if (st->flags & TL_STORE_READONLY)
-            return st_err(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
-        return init_schema(st);
-    }
-    if (app == APP_ID && ver <= SCHEMA_VERSION && !(st->flags & TL_STORE_READONLY) &&
-        sqlite3_exec(st->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
-        return sql_err(st, sqlite3_errcode(st->db), path);
-    if (app != APP_ID)
-        return st_err(st, TL_EFORMAT, "%s is a SQLite file of another application "
-                      "(application_id %lld), not a libtasklet store", path, (long long)app);
-    if (ver > SCHEMA_VERSION)
-        return st_err(st, TL_EFORMAT, "%s has store version %lld, newer than this library "
-                      "reads (%d); upgrade libtasklet", path, (long long)ver, SCHEMA_VERSION);
-    return TL_OK;
-}
-
-static int configure(tl_store *st)
-{
-    sqlite3_busy_timeout(st->db, 5000);
-    if (st->flags & TL_STORE_READONLY)
-        return TL_OK;
-    int rc = exec(st, "PRAGMA journal_mode=WAL", "enabling WAL");
-    if (rc == TL_OK)
-        rc = exec(st, st->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
-                                                  : "PRAGMA synchronous=FULL", "setting durability");
-    return rc;
-}
-
-static void load_last(tl_store *st)
-{
-    int64_t last = 0;
-    if (pragma_int(st, "SELECT coalesce(max(id), 0) FROM checkpoints", &last) == SQLITE_OK)
-        st->last = last;
-}
 
 int tl_store_open(const char *path, int flags, tl_store **out)
 {
@@ -221,102 +135,34 @@ int tl_store_open(const char *path, int flags, tl_store **out)
     *out = st;
     if (!st)
         return TL_ENOMEM;
+    st->magic = TL__MAGIC_STORE;
     st->flags = flags;
     st->full_next = 1;
+    st->max_doc = TL__MAX_DOC;
     if (!path)
         return st_err(st, TL_EINVAL, "tl_store_open: no path");
-    int oflags = flags & TL_STORE_READONLY ? SQLITE_OPEN_READONLY
-                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK)
-        return sql_err(st, rc, path);
-    rc = configure(st);
+    const tl__store_ops *ops = &tl__store_sqlite_ops;
+    int rc = ops->open(st, path, flags, &st->be);
+    if (rc == TL_OK && ops->last_id(st->be, &st->last) != TL_OK)
+        st->last = 0;
     if (rc == TL_OK)
-        rc = check_identity(st, path);
-    if (rc == TL_OK && !(flags & TL_STORE_READONLY))
-        rc = sqlite3_prepare_v2(st->db, "INSERT INTO chunks(kind, key, ckpt, data) VALUES(?,?,?,?)",
-                                -1, &st->ins_chunk, NULL) == SQLITE_OK
-                 ? TL_OK : sql_err(st, sqlite3_errcode(st->db), path);
-    if (rc == TL_OK)
-        load_last(st);
+        st->errcode = TL_OK;
     return rc;
 }
 
 /* ---- ownership ---- */
 
-static void hostname(char *buf, size_t n)
-{
-    if (gethostname(buf, n) != 0)
-        snprintf(buf, n, "localhost");
-    buf[n - 1] = '\0';
-}
-
-/* Whether pid runs: it exists and is not a zombie (a killed owner its
- * parent has not reaped yet is dead for our purpose). */
-static bool pid_alive(int64_t pid)
-{
-    char path[64], buf[256];
-    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
-        return false;
-    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        return true; /* no /proc: trust kill() */
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
-    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
-}
-
-static int claim_owner(tl_store *st)
-{
-    char host[256];
-    sqlite3_stmt *s = NULL;
-    int rc = exec(st, "BEGIN IMMEDIATE", "claiming the store");
-    hostname(host, sizeof host);
-    if (rc != TL_OK)
-        return rc;
-    if (sqlite3_prepare_v2(st->db, "SELECT pid, host, since FROM owner WHERE id = 1", -1, &s, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW) {
-        int64_t pid = sqlite3_column_int64(s, 0);
-        const char *ohost = (const char *)sqlite3_column_text(s, 1);
-        bool same_host = ohost && strcmp(ohost, host) == 0;
-        if (pid != getpid() && (!same_host || pid_alive(pid))) {
-            rc = st_err(st, TL_ELOCKED, "the store is owned by pid %lld on host %s; stop that "
-                        "process first (a dead owner on this host is taken over)",
-                        (long long)pid, ohost ? ohost : "?");
-        }
-    }
-    sqlite3_finalize(s);
-    if (rc == TL_OK) {
-        char sql[512];
-        char *q = sqlite3_mprintf("%q", host);
-        snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO owner VALUES(1, %lld, '%s', %lld)",
-                 (long long)getpid(), q ? q : "?", (long long)time(NULL));
-        sqlite3_free(q);
-        rc = exec(st, sql, "claiming the store");
-    }
-    if (rc == TL_OK)
-        rc = exec(st, "COMMIT", "claiming the store");
-    if (rc != TL_OK)
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
-}
-
 int tl_store_attach(tl_store *st, tl_runtime *rt)
 {
-    if (!st || !st->db || !rt || rt->magic != TL__MAGIC_RT)
+    if (!usable(st) || !rt || rt->magic != TL__MAGIC_RT)
         return TL_EMISUSE;
     if (st->flags & TL_STORE_READONLY)
         return st_err(st, TL_EINVAL, "tl_store_attach: the store was opened read-only");
     if (st->rt || rt->track_gone)
         return st_err(st, TL_EINVAL, "tl_store_attach: one runtime per store, one store per runtime");
-    int rc = claim_owner(st);
+    int rc = st->be->ops->claim(st->be, &st->epoch);
     if (rc != TL_OK)
         return rc;
-    st->owner = 1;
     st->rt = rt;
     rt->store = st;
     rt->track_gone = 1;
@@ -328,64 +174,65 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
 
 /* ---- checkpoint ---- */
 
-static int put_chunk(tl_store *st, int kind, size_t key, int64_t ckpt, const tl__buf *rec)
-{
-    sqlite3_stmt *s = st->ins_chunk;
-    sqlite3_reset(s);
-    sqlite3_bind_int(s, 1, kind);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)key);
-    sqlite3_bind_int64(s, 3, ckpt);
-    sqlite3_bind_blob(s, 4, rec->p, (int)rec->len, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    sqlite3_clear_bindings(s);
-    return rc == SQLITE_DONE ? TL_OK : sql_err(st, rc, "writing a chunk");
-}
+static const char *kind_name(int kind) { return kind == TL__KIND_TASKLETS ? "tasklet" : "channel"; }
 
-static int put_chunk(tl_store *st, int kind, size_t key, int64_t ckpt, const tl__buf *rec);
+/* Writes one record, refusing one the backend cannot hold. */
+static int put_record(tl_store *st, int kind, uint64_t key, int64_t ckpt, const tl__buf *rec)
+{
+    size_t max = st->be->ops->max_record(st->be);
+    if (rec->len > max)
+        return st_err(st, TL_ERANGE, "the %s chunk %llu (ids %llu to %llu) is %zu bytes, more "
+                      "than the store holds in one record (%zu)", kind_name(kind),
+                      (unsigned long long)key, (unsigned long long)key << TL__CHUNK_SHIFT,
+                      ((unsigned long long)(key + 1) << TL__CHUNK_SHIFT) - 1, rec->len, max);
+    return st->be->ops->put_chunk(st->be, kind, key, ckpt, rec->p, rec->len);
+}
 
 /* In a full checkpoint, chunks the store still has but the runtime does
  * not must be written as tombstones too: those in the runtime's id range
  * are marked dirty (and so written, empty), those beyond it written here. */
+typedef struct stored_scan {
+    tl_store *st;
+    tl__index *ix[2];
+    uint64_t *beyond; /* (kind << 62) | key */
+    size_t n, cap;
+} stored_scan;
+
+static int scan_key(void *ud, int kind, uint64_t key)
+{
+    stored_scan *sc = ud;
+    tl__index *ix = sc->ix[kind == TL__KIND_TASKLETS ? 0 : 1];
+    size_t at = tl__index_find(ix, key);
+    if (at != SIZE_MAX) {
+        ix->dirty[at] = 1;
+        return TL_OK;
+    }
+    if (sc->n == sc->cap) {
+        size_t ncap = sc->cap ? 2 * sc->cap : 16;
+        uint64_t *nb = realloc(sc->beyond, ncap * sizeof *nb);
+        if (!nb)
+            return st_err(sc->st, TL_ENOMEM, "checkpoint: out of memory");
+        sc->beyond = nb;
+        sc->cap = ncap;
+    }
+    sc->beyond[sc->n++] = ((uint64_t)kind << 62) | key;
+    return TL_OK;
+}
+
 static int mark_stored_keys(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
 {
-    sqlite3_stmt *s;
-    uint64_t *beyond = NULL; /* (kind << 62) | key */
-    size_t n = 0, cap = 0;
-    int out = TL_OK, rc;
-    if (sqlite3_prepare_v2(st->db, "SELECT DISTINCT kind, key FROM chunks", -1, &s, NULL) != SQLITE_OK)
-        return sql_err(st, sqlite3_errcode(st->db), "listing chunks");
-    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int kind = sqlite3_column_int(s, 0);
-        uint64_t key = (uint64_t)sqlite3_column_int64(s, 1);
-        tl__index *ix = kind == TL__KIND_TASKLETS ? tix : cix;
-        size_t at = tl__index_find(ix, key);
-        if (at != SIZE_MAX) {
-            ix->dirty[at] = 1;
-            continue;
-        }
-        if (n == cap) {
-            uint64_t *nb = realloc(beyond, (cap = cap ? 2 * cap : 16) * sizeof *nb);
-            if (!nb)
-                out = st_err(st, TL_ENOMEM, "checkpoint: out of memory");
-            else
-                beyond = nb;
-        }
-        if (out == TL_OK)
-            beyond[n++] = ((uint64_t)kind << 62) | key;
-    }
-    sqlite3_finalize(s);
-    if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(st, rc, "listing chunks");
+    stored_scan sc = {st, {tix, cix}, NULL, 0, 0};
+    int rc = st->be->ops->stored_keys(st->be, scan_key, &sc);
     tl__buf tomb;
     tl__buf_init(&tomb, st->rt);
-    if (out == TL_OK && n)
-        out = tl__enc_tombstone(st->rt, &tomb);
-    for (size_t i = 0; i < n && out == TL_OK; i++)
-        out = put_chunk(st, (int)(beyond[i] >> 62), (size_t)(beyond[i] & ((1ULL << 62) - 1)),
-                        ckpt, &tomb);
+    if (rc == TL_OK && sc.n)
+        rc = tl__enc_tombstone(st->rt, &tomb);
+    for (size_t i = 0; i < sc.n && rc == TL_OK; i++)
+        rc = put_record(st, (int)(sc.beyond[i] >> 62), sc.beyond[i] & ((1ULL << 62) - 1), ckpt,
+                        &tomb);
     tl__buf_free(&tomb);
-    free(beyond);
-    return out;
+    free(sc.beyond);
+    return rc;
 }
 
 static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt, int64_t *bytes)
@@ -393,13 +240,17 @@ static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt,
     tl__buf rec;
     int rc = TL_OK;
     tl__buf_init(&rec, st->rt);
+    rec.max_doc = st->max_doc;
     for (size_t k = 0; k < ix->nkeys && rc == TL_OK; k++) {
         if (!ix->dirty[k])
             continue;
         rec.len = 0;
         rc = tl__enc_chunk(st->rt, kind, ix, k, &rec);
-        if (rc == TL_OK)
-            rc = put_chunk(st, kind, (size_t)ix->keys[k], ckpt, &rec);
+        if (rc != TL_OK)
+            st_err(st, rc, "the %s chunk %llu: %s", kind_name(kind),
+                   (unsigned long long)ix->keys[k], st->rt->errmsg);
+        else
+            rc = put_record(st, kind, ix->keys[k], ckpt, &rec);
         *bytes += (int64_t)rec.len;
     }
     tl__buf_free(&rec);
@@ -418,70 +269,56 @@ static int put_head(tl_store *st, int64_t ckpt, int64_t now, const tl__index *ti
                     const tl__index *cix, int64_t bytes)
 {
     tl__buf rec;
-    sqlite3_stmt *s;
     tl__buf_init(&rec, st->rt);
+    rec.max_doc = st->max_doc;
     int rc = tl__enc_head(st->rt, now, tix, cix, &rec);
     if (rc != TL_OK)
-        return rc;
-    if (sqlite3_prepare_v2(st->db, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)", -1, &s, NULL) !=
-        SQLITE_OK) {
-        tl__buf_free(&rec);
-        return sql_err(st, sqlite3_errcode(st->db), "writing a checkpoint");
-    }
-    sqlite3_bind_int64(s, 1, ckpt);
-    sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)tix->total);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)cix->total);
-    sqlite3_bind_int64(s, 5, bytes + (int64_t)rec.len);
-    sqlite3_bind_blob(s, 6, rec.p, (int)rec.len, SQLITE_STATIC);
-    int src = sqlite3_step(s);
-    sqlite3_finalize(s);
+        return st_err(st, rc, "the head: %s", st->rt->errmsg);
+    tl__ckpt_row row = {ckpt, now, (int64_t)tix->total, (int64_t)cix->total,
+                        bytes + (int64_t)rec.len, rec.p, rec.len};
+    if (rec.len > st->be->ops->max_record(st->be))
+        rc = st_err(st, TL_ERANGE, "the head is %zu bytes, more than the store holds in one "
+                    "record", rec.len);
+    else
+        rc = st->be->ops->put_head(st->be, &row);
     tl__buf_free(&rec);
-    return src == SQLITE_DONE ? TL_OK : sql_err(st, src, "writing a checkpoint");
+    return rc;
 }
 
 /* The mailbox rows queued by tl_store_export and tl_store_import. */
 static int write_mail(tl_store *st, int64_t now)
 {
-    sqlite3_stmt *s = NULL;
-    int rc = SQLITE_OK;
-    if (st->mail)
-        rc = sqlite3_prepare_v2(st->db, "INSERT INTO mailbox VALUES(?,?,?,?,?)", -1, &s, NULL);
-    for (struct mail *m = st->mail; m && rc == SQLITE_OK; m = m->next) {
-        sqlite3_bind_text(s, 1, m->xid, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, m->to, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, st->rt->node, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 4, now);
-        sqlite3_bind_blob(s, 5, m->data, (int)m->len, SQLITE_STATIC);
-        rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(st->db);
-        sqlite3_reset(s);
+    int rc = TL_OK;
+    for (struct mail *m = st->mail; m && rc == TL_OK; m = m->next) {
+        tl__mail_row row = {m->xid, m->to, st->rt ? st->rt->node : "", now, m->data, m->len};
+        rc = st->be->ops->mail_put(st->be, &row);
     }
-    sqlite3_finalize(s);
-    s = NULL;
-    if (rc == SQLITE_OK && st->nunmail)
-        rc = sqlite3_prepare_v2(st->db, "DELETE FROM mailbox WHERE xid = ?", -1, &s, NULL);
-    for (size_t i = 0; i < st->nunmail && rc == SQLITE_OK; i++) {
-        sqlite3_bind_text(s, 1, st->unmail[i], -1, SQLITE_STATIC);
-        rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(st->db);
-        sqlite3_reset(s);
-        if (rc == SQLITE_OK && sqlite3_changes(st->db) != 1) {
-            sqlite3_finalize(s);
-            return st_err(st, TL_EBUSY, "mailbox row %s was taken by another process meanwhile",
-                          st->unmail[i]);
-        }
-    }
-    sqlite3_finalize(s);
-    return rc == SQLITE_OK ? TL_OK : sql_err(st, rc, "writing the mailbox");
+    for (size_t i = 0; i < st->nunmail && rc == TL_OK; i++)
+        rc = st->be->ops->mail_take(st->be, st->unmail[i]);
+    return rc;
 }
 
-static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
+/* Every participant writes its rows in the checkpoint's transaction. */
+static int write_parts(tl_store *st)
 {
-    int64_t bytes = 0, now = tl_now(st->rt);
-    int rc = exec(st, "BEGIN IMMEDIATE", "starting a checkpoint");
-    if (rc != TL_OK)
-        return rc;
-    if (st->full_next)
-        rc = mark_stored_keys(st, tix, cix, ckpt);
+    tl__store_tx tx = {st};
+    for (size_t i = 0; i < st->nparts; i++) {
+        int saved = st->errcode;
+        st->errcode = TL_OK;
+        int rc = st->parts[i].p->write(st->parts[i].ud, &tx);
+        if (rc != TL_OK)
+            return st->errcode ? st->errcode
+                               : st_err(st, rc, "writing the rows of the %s",
+                                        st->parts[i].p->name);
+        st->errcode = saved;
+    }
+    return TL_OK;
+}
+
+static int write_all(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt, int64_t now)
+{
+    int64_t bytes = 0;
+    int rc = st->full_next ? mark_stored_keys(st, tix, cix, ckpt) : TL_OK;
     if (rc == TL_OK)
         rc = write_kind(st, TL__KIND_TASKLETS, tix, ckpt, &bytes);
     if (rc == TL_OK)
@@ -490,26 +327,45 @@ static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_
         rc = put_head(st, ckpt, now, tix, cix, bytes);
     if (rc == TL_OK)
         rc = write_mail(st, now);
-    if (rc == TL_OK && st->extra && st->extra(st->extra_ud, st->db) != TL_OK)
-        rc = st->errcode ? st->errcode : st_err(st, TL_ESTORE, "writing the node's tables");
-    if (rc == TL_OK) {
-        int src = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
-        rc = src == SQLITE_OK ? TL_OK : sql_err(st, src, "committing a checkpoint");
-    }
+    if (rc == TL_OK)
+        rc = write_parts(st);
+    return rc;
+}
+
+static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt)
+{
+    int64_t now = tl_now(st->rt);
+    int rc = st->be->ops->begin(st->be, st->epoch);
+    if (rc != TL_OK)
+        return rc;
+    rc = write_all(st, tix, cix, ckpt, now);
+    if (rc == TL_OK)
+        rc = st->be->ops->commit(st->be);
     if (rc != TL_OK) {
         char keep[sizeof st->errmsg];
         memcpy(keep, st->errmsg, sizeof keep);
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        st->be->ops->rollback(st->be);
         memcpy(st->errmsg, keep, sizeof keep);
     }
     st->last_time = now;
     return rc;
 }
 
+/* Names the checkpoint that failed and the one that stays the newest. */
+static void fail_checkpoint(tl_store *st, int rc)
+{
+    char why[sizeof st->errmsg], newest[64] = "the store has no checkpoint yet";
+    memcpy(why, st->errmsg, sizeof why);
+    if (st->last)
+        snprintf(newest, sizeof newest, "checkpoint %lld stays the newest", (long long)st->last);
+    st_err(st, rc, "checkpoint %lld not written (%s): %.400s", (long long)st->last + 1, newest,
+           why);
+}
+
 int tl_store_checkpoint(tl_store *st)
 {
     tl__index tix, cix;
-    if (!st || !st->db)
+    if (!usable(st))
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_checkpoint: attach a runtime first");
@@ -532,8 +388,8 @@ int tl_store_checkpoint(tl_store *st)
             st->full_next = 0;
             st->touched = 0;
             tl__clear_dirty(st->rt);
-        } else if (st->errcode != rc) {
-            st_err(st, rc, "checkpoint: %s", st->rt->errmsg);
+        } else {
+            fail_checkpoint(st, rc);
         }
     }
     tl__index_free(st->rt, &tix);
@@ -548,22 +404,29 @@ typedef struct raw_list {
     size_t n, cap;
 } raw_list;
 
-static int raw_push(tl_store *st, raw_list *l, int kind, uint64_t key, const void *p, int n)
+typedef struct read_lists {
+    tl_store *st;
+    raw_list head, chunks;
+} read_lists;
+
+static int raw_push(void *ud, const tl__raw *rec)
 {
+    read_lists *r = ud;
+    raw_list *l = rec->kind == 0 ? &r->head : &r->chunks;
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 64;
-        tl__raw *r = realloc(l->raws, ncap * sizeof *r);
-        if (!r)
-            return st_err(st, TL_ENOMEM, "restore: out of memory");
-        l->raws = r;
+        tl__raw *nr = realloc(l->raws, ncap * sizeof *nr);
+        if (!nr)
+            return st_err(r->st, TL_ENOMEM, "restore: out of memory");
+        l->raws = nr;
         l->cap = ncap;
     }
-    void *copy = malloc(n > 0 ? (size_t)n : 1);
+    void *copy = malloc(rec->n ? rec->n : 1);
     if (!copy)
-        return st_err(st, TL_ENOMEM, "restore: out of memory");
-    if (n > 0)
-        memcpy(copy, p, (size_t)n);
-    l->raws[l->n++] = (tl__raw){kind, key, copy, (size_t)(n > 0 ? n : 0)};
+        return st_err(r->st, TL_ENOMEM, "restore: out of memory");
+    if (rec->n)
+        memcpy(copy, rec->p, rec->n);
+    l->raws[l->n++] = (tl__raw){rec->kind, rec->key, copy, rec->n};
     return TL_OK;
 }
 
@@ -574,67 +437,22 @@ static void raw_free(raw_list *l)
     free(l->raws);
 }
 
-static int read_chunks(tl_store *st, int64_t ckpt, raw_list *l)
-{
-    sqlite3_stmt *s;
-    /* the newest row per chunk at or below ckpt, found on the primary key
-     * (kind, key, ckpt) without reading the superseded rows' blobs */
-    int rc = sqlite3_prepare_v2(st->db,
-        "SELECT c.kind, c.key, c.data FROM (SELECT kind, key, max(ckpt) AS m FROM chunks"
-        " WHERE ckpt <= ?1 GROUP BY kind, key) l JOIN chunks c"
-        " ON c.kind = l.kind AND c.key = l.key AND c.ckpt = l.m ORDER BY c.kind, c.key",
-        -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return sql_err(st, rc, "reading chunks");
-    sqlite3_bind_int64(s, 1, ckpt);
-    int out = TL_OK;
-    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        out = raw_push(st, l, sqlite3_column_int(s, 0), (uint64_t)sqlite3_column_int64(s, 1),
-                       sqlite3_column_blob(s, 2), sqlite3_column_bytes(s, 2));
-    sqlite3_finalize(s);
-    if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(st, rc, "reading chunks");
-    return out;
-}
-
-static int read_head(tl_store *st, int64_t *ckpt, raw_list *head)
-{
-    sqlite3_stmt *s;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT id, head FROM checkpoints ORDER BY id DESC LIMIT 1",
-                                -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return sql_err(st, rc, "reading checkpoints");
-    rc = sqlite3_step(s);
-    int out;
-    if (rc == SQLITE_ROW) {
-        *ckpt = sqlite3_column_int64(s, 0);
-        out = raw_push(st, head, 0, 0, sqlite3_column_blob(s, 1), sqlite3_column_bytes(s, 1));
-    } else {
-        out = rc == SQLITE_DONE ? st_err(st, TL_ENOENT, "the store has no checkpoint yet")
-                                : sql_err(st, rc, "reading checkpoints");
-    }
-    sqlite3_finalize(s);
-    return out;
-}
-
 int tl_store_restore(tl_store *st)
 {
-    raw_list head = {0}, chunks = {0};
     int64_t ckpt = 0;
     char where[64];
-    if (!st || !st->db)
+    if (!usable(st))
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_restore: attach a runtime first");
-    int rc = exec(st, "BEGIN", "restoring"); /* one consistent view */
-    if (rc == TL_OK)
-        rc = read_head(st, &ckpt, &head);
-    if (rc == TL_OK)
-        rc = read_chunks(st, ckpt, &chunks);
-    sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+    read_lists r = {st, {0}, {0}};
+    int rc = st->be->ops->read(st->be, 0, &ckpt, raw_push, &r);
+    if (rc == TL_OK && r.head.n != 1)
+        rc = st_err(st, TL_ESTORE, "restore: the backend gave no head for checkpoint %lld",
+                    (long long)ckpt);
     if (rc == TL_OK) {
         snprintf(where, sizeof where, "store checkpoint %lld", (long long)ckpt);
-        rc = tl__load(st->rt, &head.raws[0], chunks.raws, chunks.n, where);
+        rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where);
         if (rc != TL_OK)
             st_err(st, rc, "%s", st->rt->errmsg);
     }
@@ -642,9 +460,50 @@ int tl_store_restore(tl_store *st)
         st->last = ckpt;
         st->full_next = 0; /* the runtime now equals checkpoint ckpt */
     }
-    raw_free(&head);
-    raw_free(&chunks);
+    raw_free(&r.head);
+    raw_free(&r.chunks);
     return rc;
+}
+
+/* ---- pruning and limits ---- */
+
+int tl__store_prune(tl_store *st, int64_t keep)
+{
+    if (!usable(st) || !st->epoch)
+        return TL_EMISUSE;
+    if (keep < 1)
+        return st_err(st, TL_EINVAL, "prune: keep at least one checkpoint");
+    int64_t newest = 0;
+    int rc = st->be->ops->begin(st->be, st->epoch);
+    if (rc == TL_OK)
+        rc = st->be->ops->last_id(st->be, &newest);
+    if (rc == TL_OK && newest > keep)
+        rc = st->be->ops->prune(st->be, newest - keep + 1);
+    if (rc == TL_OK)
+        return st->be->ops->commit(st->be);
+    st->be->ops->rollback(st->be);
+    return rc;
+}
+
+int tl__store_refuse(tl_store *st, const char *xid, const char *reason)
+{
+    if (!usable(st) || !xid || !reason)
+        return TL_EMISUSE;
+    if (st->flags & TL_STORE_READONLY)
+        return st_err(st, TL_EINVAL, "refusing a mailbox row: the store was opened read-only");
+    int rc = st->be->ops->begin(st->be, 0); /* the mailbox only: not fenced */
+    if (rc == TL_OK)
+        rc = st->be->ops->mail_refuse(st->be, xid, reason);
+    if (rc == TL_OK)
+        return st->be->ops->commit(st->be);
+    st->be->ops->rollback(st->be);
+    return rc;
+}
+
+void tl__store_limit_doc(tl_store *st, size_t max_doc)
+{
+    if (valid(st))
+        st->max_doc = max_doc < TL__MAX_DOC ? max_doc : TL__MAX_DOC;
 }
 
 /* ---- policy ---- */
@@ -661,7 +520,7 @@ static int policy_hook(void *ud, int idle)
 
 int tl_store_set_policy(tl_store *st, const tl_policy *p)
 {
-    if (!st || !p)
+    if (!usable(st) || !p)
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_set_policy: attach a runtime first");
@@ -706,9 +565,23 @@ int tl__new_xid(char out[40])
     return TL_OK;
 }
 
+/* The export failed, nothing was written: the tasklet comes back, under
+ * a new id. */
+static void export_undo(tl_store *st, tl_runtime *rt, struct mail *m, int rc)
+{
+    tl_tasklet *back;
+    char keep[sizeof st->errmsg];
+    memcpy(keep, st->errmsg, sizeof keep);
+    if (tl__snapshot_import(rt, m->data, m->len, &back) != TL_OK)
+        snprintf(keep, sizeof keep, "%.200s; and the tasklet could not be put back: %.200s",
+                 st->errmsg, rt->errmsg);
+    memcpy(st->errmsg, keep, sizeof keep);
+    st->errcode = rc;
+}
+
 int tl_store_export(tl_store *st, tl_tasklet *t, const char *to)
 {
-    if (!st || !st->db || !t || t->magic != TL__MAGIC_TASK)
+    if (!usable(st) || !t || t->magic != TL__MAGIC_TASK)
         return TL_EMISUSE;
     tl_runtime *rt = t->rt;
     if (st->rt != rt)
@@ -736,29 +609,61 @@ int tl_store_export(tl_store *st, tl_tasklet *t, const char *to)
     st->mail = m;
     rc = tl_store_checkpoint(st);
     st->mail = NULL;
-    if (rc != TL_OK) {
-        /* nothing was written: the tasklet comes back, under a new id */
-        tl_tasklet *back;
-        char keep[sizeof st->errmsg];
-        memcpy(keep, st->errmsg, sizeof keep);
-        if (tl__snapshot_import(rt, m->data, m->len, &back) != TL_OK)
-            snprintf(keep, sizeof keep, "%.200s; and the tasklet could not be put back: %.200s",
-                     st->errmsg, rt->errmsg);
-        memcpy(st->errmsg, keep, sizeof keep);
-        st->errcode = rc;
-    }
+    if (rc != TL_OK)
+        export_undo(st, rt, m, rc);
     tl_snapshot_free(rt, m->data, m->len);
     free(m);
     return rc;
 }
 
-int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count)
+/* What tl_store_import has taken in so far. */
+typedef struct import_state {
+    tl_store *st;
+    tl_runtime *rt;
+    tl_tasklet **got;
+    size_t n, cap;
+} import_state;
+
+static int import_row(void *ud, const tl__mail_row *m)
 {
-    sqlite3_stmt *s = NULL;
-    size_t n = 0;
-    if (count)
-        *count = 0;
-    if (!st || !st->db || !rt || rt->magic != TL__MAGIC_RT)
+    import_state *im = ud;
+    tl_store *st = im->st;
+    if (im->n == im->cap) {
+        size_t ncap = im->cap ? 2 * im->cap : 16;
+        tl_tasklet **ng = realloc(im->got, ncap * sizeof *ng);
+        if (ng)
+            im->got = ng;
+        char (*nu)[40] = realloc(st->unmail, ncap * sizeof *nu);
+        if (nu)
+            st->unmail = nu;
+        if (!ng || !nu)
+            return st_err(st, TL_ENOMEM, "tl_store_import: out of memory");
+        im->cap = ncap;
+    }
+    snprintf(st->unmail[im->n], 40, "%s", m->xid);
+    int rc = tl__snapshot_import(im->rt, m->data, m->len, &im->got[im->n]);
+    if (rc != TL_OK)
+        return st_err(st, rc, "tl_store_import: mailbox row %s: %s", m->xid, im->rt->errmsg);
+    im->n++;
+    st->nunmail = im->n;
+    return TL_OK;
+}
+
+/* The rows taken: with the runtime's checkpoint when st is its store,
+ * else in a transaction of their own. */
+static int import_commit(tl_store *st, import_state *im)
+{
+    if (st->rt == im->rt)
+        return tl_store_checkpoint(st); /* the takes ride on it */
+    int rc = write_mail(st, 0);
+    if (rc == TL_OK)
+        rc = st->be->ops->commit(st->be);
+    return rc;
+}
+
+static int import_check(tl_store *st, tl_runtime *rt)
+{
+    if (!usable(st) || !rt || rt->magic != TL__MAGIC_RT)
         return TL_EMISUSE;
     if (st->flags & TL_STORE_READONLY)
         return st_err(st, TL_EINVAL, "tl_store_import: the store was opened read-only");
@@ -767,81 +672,123 @@ int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count)
                       "store; the handover would not be one transaction");
     if (!rt->node[0])
         return st_err(st, TL_EINVAL, "tl_store_import: the runtime has no node id");
-    int attached = st->rt == rt;
-    int rc = exec(st, attached ? "BEGIN" : "BEGIN IMMEDIATE", "importing");
+    return TL_OK;
+}
+
+int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count)
+{
+    if (count)
+        *count = 0;
+    int rc = import_check(st, rt);
     if (rc != TL_OK)
         return rc;
-    rc = sqlite3_prepare_v2(st->db, "SELECT xid, data FROM mailbox WHERE to_node = ? "
-                            "ORDER BY time, xid", -1, &s, NULL) == SQLITE_OK
-             ? TL_OK : sql_err(st, sqlite3_errcode(st->db), "reading the mailbox");
-    tl_tasklet **got = NULL;
-    size_t cap = 0;
+    int attached = st->rt == rt;
+    import_state im = {st, rt, NULL, 0, 0};
+    rc = attached ? TL_OK : st->be->ops->begin(st->be, 0);
     if (rc == TL_OK)
-        sqlite3_bind_text(s, 1, rt->node, -1, SQLITE_STATIC);
-    while (rc == TL_OK) {
-        int src = sqlite3_step(s);
-        if (src == SQLITE_DONE)
-            break;
-        if (src != SQLITE_ROW) {
-            rc = sql_err(st, src, "reading the mailbox");
-            break;
-        }
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            tl_tasklet **ng = realloc(got, ncap * sizeof *ng);
-            char (*nu)[40] = realloc(st->unmail, ncap * sizeof *nu);
-            if (nu)
-                st->unmail = nu;
-            if (!ng || !nu) {
-                free(ng ? ng : got);
-                got = NULL;
-                rc = st_err(st, TL_ENOMEM, "tl_store_import: out of memory");
-                break;
-            }
-            got = ng;
-            cap = ncap;
-        }
-        snprintf(st->unmail[n], 40, "%s", (const char *)sqlite3_column_text(s, 0));
-        rc = tl__snapshot_import(rt, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
-                                 &got[n]);
-        if (rc != TL_OK)
-            st_err(st, rc, "tl_store_import: mailbox row %s: %s", st->unmail[n], rt->errmsg);
-        else
-            n++;
-    }
-    sqlite3_finalize(s);
-    st->nunmail = n;
-    if (rc == TL_OK && n && attached) {
-        sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL); /* the read */
-        rc = tl_store_checkpoint(st); /* the deletes ride on it */
-    } else if (rc == TL_OK && n) {
-        rc = write_mail(st, 0);
-        if (rc == TL_OK && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-            rc = sql_err(st, sqlite3_errcode(st->db), "committing the import");
-    }
-    if (rc != TL_OK || !n || !attached)
-        sqlite3_exec(st->db, attached ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+        rc = st->be->ops->mail_read(st->be, rt->node, import_row, &im);
+    if (rc == TL_OK && im.n)
+        rc = import_commit(st, &im);
+    if (!attached && (rc != TL_OK || !im.n))
+        st->be->ops->rollback(st->be);
     if (rc != TL_OK) {
         /* all or nothing: what came in goes again, silently */
-        for (size_t i = 0; i < n; i++)
-            tl__tasklet_depart(got[i], TL_EMOVED, "import undone");
+        for (size_t i = 0; i < im.n; i++)
+            tl__tasklet_depart(im.got[i], TL_EMOVED, "import undone");
     } else if (count) {
-        *count = n;
+        *count = im.n;
     }
-    free(got);
+    free(im.got);
     free(st->unmail);
     st->unmail = NULL;
     st->nunmail = 0;
     return rc;
 }
 
-void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud)
+/* ---- participants ---- */
+
+int tl__store_join(tl_store *st, const tl__participant *p, void *ud)
 {
-    st->extra = fn;
-    st->extra_ud = ud;
+    if (!usable(st) || !p || !p->write)
+        return TL_EMISUSE;
+    if (st->nparts == MAX_PARTS)
+        return st_err(st, TL_ENOMEM, "the store has %d participants already", MAX_PARTS);
+    st->parts[st->nparts].p = p;
+    st->parts[st->nparts].ud = ud;
+    st->nparts++;
+    return TL_OK;
 }
 
-void tl__store_touch(tl_store *st) { st->touched = 1; }
+void tl__store_leave(tl_store *st, const tl__participant *p, void *ud)
+{
+    if (!valid(st))
+        return;
+    for (size_t i = 0; i < st->nparts; i++) {
+        if (st->parts[i].p == p && st->parts[i].ud == ud) {
+            memmove(&st->parts[i], &st->parts[i + 1], (st->nparts - i - 1) * sizeof st->parts[0]);
+            st->nparts--;
+            return;
+        }
+    }
+}
+
+int tl__tx_put(tl__store_tx *tx, const tl__table *t, const tl__row *r)
+{
+    tl_store *st = tx->st;
+    return st->be->ops->row_put(st->be, t, r);
+}
+
+int tl__tx_del(tl__store_tx *tx, const tl__table *t, const char *key)
+{
+    tl_store *st = tx->st;
+    return st->be->ops->row_del(st->be, t, key);
+}
+
+int tl__tx_clear(tl__store_tx *tx, const tl__table *t)
+{
+    tl_store *st = tx->st;
+    return st->be->ops->row_clear(st->be, t);
+}
+
+int tl__store_rows(tl_store *st, const tl__table *t, tl__row_fn fn, void *ud)
+{
+    if (!usable(st) || !t || !fn)
+        return TL_EMISUSE;
+    return st->be->ops->rows_read(st->be, t, fn, ud);
+}
+
+void tl__store_touch(tl_store *st)
+{
+    if (valid(st))
+        st->touched = 1;
+}
+
+/* Transitional, until the node writes through tl__tx_*: its hook gets
+ * the SQLite connection inside the checkpoint's transaction. */
+static int extra_write(void *ud, tl__store_tx *tx)
+{
+    tl_store *st = ud;
+    return st->extra(st->extra_ud, tl__store_sqlite_db(tx->st->be));
+}
+
+static void extra_detach(void *ud)
+{
+    tl_store *st = ud;
+    st->extra(st->extra_ud, NULL);
+}
+
+static const tl__participant extra_part = {"node", extra_write, extra_detach};
+
+void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud)
+{
+    tl__store_leave(st, &extra_part, st);
+    st->extra = fn;
+    st->extra_ud = ud;
+    if (fn)
+        tl__store_join(st, &extra_part, st);
+}
+
+void *tl__store_sqlite(tl_store *st) { return usable(st) ? tl__store_sqlite_db(st->be) : NULL; }
 
 /* ---- closing ---- */
 
@@ -850,23 +797,27 @@ int tl_store_close(tl_store *st)
     int rc = TL_OK;
     if (!st)
         return TL_OK;
+    if (!valid(st))
+        return TL_EMISUSE;
     if (st->rt && st->policy.on_close && !st->rt->running)
         rc = tl_store_checkpoint(st);
-    if (st->owner)
-        sqlite3_exec(st->db, "DELETE FROM owner WHERE id = 1", NULL, NULL, NULL);
+    if (st->epoch)
+        st->be->ops->release(st->be, st->epoch);
     mail_clear(st);
-    if (st->extra)
-        st->extra(st->extra_ud, NULL); /* the node forgets this store */
+    while (st->nparts) { /* each participant forgets this store */
+        st->nparts--;
+        if (st->parts[st->nparts].p->detach)
+            st->parts[st->nparts].p->detach(st->parts[st->nparts].ud);
+    }
     if (st->rt) {
         st->rt->store = NULL;
         st->rt->track_gone = 0;
         st->rt->policy_hook = NULL;
         st->rt->policy_every = 0;
     }
-    sqlite3_finalize(st->ins_chunk);
-    sqlite3_close(st->db);
+    if (st->be)
+        st->be->ops->close(st->be);
+    st->magic = 0;
     free(st);
     return rc;
 }
-
-void *tl_store_sqlite(tl_store *st) { return st ? st->db : NULL; }

@@ -58,6 +58,7 @@
 
 #include "migrate_funcs.h"
 #include "tasklet.h"
+#include "../persist/store_sqlite.h"
 #include "tasklet_node.h"
 
 #define SECRET "libtasklet-test-cluster-secret"
@@ -1288,7 +1289,7 @@ static long long count_rows(tl_store *st, const char *table)
     char sql[64];
     long long n = -1;
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
-    if (sqlite3_prepare_v2(tl_store_sqlite(st), sql, -1, &s, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(tl__store_sqlite(st), sql, -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW)
         n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);

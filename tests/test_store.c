@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "tasklet.h"
+#include "../persist/store_sqlite.h"
 
 static char dir[64];
 static char path[128];
@@ -353,7 +354,7 @@ static void test_disk_full_keeps_last_checkpoint(void **state)
     tl_store *st = open_attached(rt);
     spawn_receivers(rt, 100);
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
-    sqlite3 *db = tl_store_sqlite(st);
+    sqlite3 *db = tl__store_sqlite(st);
     char sql[64];
     int64_t pages = 0;
     sqlite3_stmt *s;
@@ -406,7 +407,7 @@ static void test_read_only_disk(void **state)
     tl_store *st = open_attached(rt);
     spawn_receivers(rt, 10);
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
-    assert_int_equal(sqlite3_exec(tl_store_sqlite(st), "PRAGMA query_only = 1", NULL, NULL, NULL),
+    assert_int_equal(sqlite3_exec(tl__store_sqlite(st), "PRAGMA query_only = 1", NULL, NULL, NULL),
                      SQLITE_OK);
     tl_chan *in = tl_chan_find_name(rt, "in");
     assert_int_equal(tl_chan_try_send(in, tl_i64(1)), TL_OK);
@@ -414,7 +415,7 @@ static void test_read_only_disk(void **state)
     assert_int_equal(tl_run_steps(rt, 1, &steps), TL_OK);
     assert_int_equal(tl_store_checkpoint(st), TL_EIO);
     assert_non_null(strstr(tl_store_errmsg(st), "read"));
-    assert_int_equal(sqlite3_exec(tl_store_sqlite(st), "PRAGMA query_only = 0", NULL, NULL, NULL),
+    assert_int_equal(sqlite3_exec(tl__store_sqlite(st), "PRAGMA query_only = 0", NULL, NULL, NULL),
                      SQLITE_OK);
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
     assert_int_equal(tl_store_last_checkpoint(st), 2);

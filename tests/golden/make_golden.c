@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "golden_funcs.h"
+#include "../../persist/store_sqlite.h"
 
 static int64_t fake_now = GOLDEN_BASE;
 
@@ -202,7 +203,7 @@ static void host_send(const char *name, int64_t v)
  * kind*10 + key, in order: the file must show incremental checkpoints. */
 static void expect_rows(int64_t ckpt, const int *rows, size_t n)
 {
-    sqlite3 *db = tl_store_sqlite(st);
+    sqlite3 *db = tl__store_sqlite(st);
     sqlite3_stmt *s;
     size_t k = 0;
     if (sqlite3_prepare_v2(db, "SELECT kind * 10 + key FROM chunks WHERE ckpt = ? ORDER BY 1",

@@ -1,0 +1,793 @@
+/*
+ * store_sqlite.c -- the SQLite backend of the store interface
+ * (store_backend.h): one file in WAL mode, tables in docs/FORMAT.md
+ * section 7.
+ *
+ * Invariants:
+ * - Every write happens inside BEGIN IMMEDIATE ... COMMIT (begin), so
+ *   SQLite's write lock serialises writers and a crash at any instant
+ *   leaves the last commit whole.  With TL_STORE_NOSYNC the WAL is not
+ *   fsynced at commit (synchronous=NORMAL).
+ * - The fencing epoch is meta('epoch'): claim increments it inside its
+ *   write transaction, and a fenced begin reads it inside its own, so a
+ *   write by a process whose claim was superseded is refused before it
+ *   writes anything.
+ * - Participant tables are named by the participant's tl__table (fixed
+ *   identifiers in the library, never user input); their statements are
+ *   prepared once and cached.
+ */
+#include "store_backend.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define APP_ID 1414288212 /* 0x544C5354 "TLST" */
+#define SCHEMA_VERSION 1
+#define NCACHE 16
+
+enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
+
+typedef struct sq {
+    tl__store_be base;
+    sqlite3 *db;
+    int flags;
+    sqlite3_stmt *ins_chunk, *get_epoch;
+    struct {
+        const tl__table *t;
+        int op;
+        sqlite3_stmt *s;
+    } cache[NCACHE];
+} sq;
+
+/* Tables for moving tasklets (added in 0.2, created on open if missing):
+ * the mailbox (handover through the store), and a node's outbox (sent,
+ * not yet acknowledged) and inbox (transfer ids already taken). */
+#define MIGRATION_SQL                                                                   \
+    "CREATE TABLE IF NOT EXISTS mailbox(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"  \
+    " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"            \
+    "CREATE TABLE IF NOT EXISTS outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"      \
+    " data BLOB NOT NULL);"                                                            \
+    "CREATE TABLE IF NOT EXISTS inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"       \
+    " time INTEGER NOT NULL);"
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS owner(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+    " tasklets INTEGER NOT NULL, channels INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " head BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS chunks(kind INTEGER NOT NULL, key INTEGER NOT NULL,"
+    " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;"
+    MIGRATION_SQL;
+
+/* Refused mailbox rows (dead letters), created by the first refusal. */
+#define REFUSED_SQL                                                                        \
+    "CREATE TABLE IF NOT EXISTS mailbox_refused(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL," \
+    " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL,"                  \
+    " reason TEXT NOT NULL)"
+
+/* ---- errors and small helpers ---- */
+
+/* Maps a SQLite failure to our codes: I/O trouble (full, read-only) is
+ * TL_EIO, the rest TL_ESTORE. */
+static int sql_err(sq *q, int rc, const char *what)
+{
+    int code = TL_ESTORE;
+    int prim = rc & 0xff;
+    if (prim == SQLITE_FULL || prim == SQLITE_IOERR || prim == SQLITE_READONLY ||
+        prim == SQLITE_CANTOPEN)
+        code = TL_EIO;
+    else if (prim == SQLITE_NOTADB)
+        code = TL_EFORMAT;
+    else if (prim == SQLITE_TOOBIG)
+        code = TL_ERANGE;
+    return tl__store_fail(q->base.st, code, "%s: %s (SQLite: %s)", what, sqlite3_errstr(rc),
+                          q->db ? sqlite3_errmsg(q->db) : "no database");
+}
+
+static int last_err(sq *q, const char *what) { return sql_err(q, sqlite3_errcode(q->db), what); }
+
+static int query_int(sq *q, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(q->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(s);
+        *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int exec(sq *q, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(q->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, what);
+}
+
+/* Runs a statement that returns no row, then resets it. */
+static int step_done(sq *q, sqlite3_stmt *s, const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_DONE ? TL_OK : sql_err(q, rc, what);
+}
+
+/* Binds n bytes; SQLite takes an int length, so more is TL_ERANGE. */
+static int bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n)
+{
+    if (n > INT_MAX)
+        return tl__store_fail(q->base.st, TL_ERANGE, "a record of %zu bytes is larger than "
+                              "SQLite stores (%d)", n, INT_MAX);
+    sqlite3_bind_blob(s, col, n ? p : "", (int)n, SQLITE_STATIC);
+    return TL_OK;
+}
+
+/* ---- opening and identifying ---- */
+
+static int init_schema(sq *q)
+{
+    char sql[256];
+    int rc = exec(q, "BEGIN IMMEDIATE", "creating the store");
+    if (rc == TL_OK)
+        rc = exec(q, schema_sql, "creating the store");
+    snprintf(sql, sizeof sql,
+             "PRAGMA application_id=%d; PRAGMA user_version=%d;"
+             "INSERT OR REPLACE INTO meta VALUES('format', %d), ('lib', '%s'), ('created', %lld);",
+             APP_ID, SCHEMA_VERSION, TL_FORMAT_VERSION, TL_VERSION_STRING,
+             (long long)time(NULL) * 1000000000LL);
+    if (rc == TL_OK)
+        rc = exec(q, sql, "creating the store");
+    if (rc == TL_OK)
+        return exec(q, "COMMIT", "creating the store");
+    sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int check_identity(sq *q, const char *path)
+{
+    tl_store *st = q->base.st;
+    int64_t app = 0, ver = 0, tables = 0;
+    int rc = query_int(q, "PRAGMA application_id", &app);
+    if (rc == SQLITE_OK)
+        rc = query_int(q, "PRAGMA user_version", &ver);
+    if (rc == SQLITE_OK)
+        rc = query_int(q, "SELECT count(*) FROM sqlite_master", &tables);
+    if (rc != SQLITE_OK)
+        return sql_err(q, rc, path);
+    if (app == 0 && ver == 0 && tables == 0) {
+        if (q->flags & TL_STORE_READONLY)
+            return tl__store_fail(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
+        return init_schema(q);
+    }
+    if (app == APP_ID && ver <= SCHEMA_VERSION && !(q->flags & TL_STORE_READONLY) &&
+        sqlite3_exec(q->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return last_err(q, path);
+    if (app != APP_ID)
+        return tl__store_fail(st, TL_EFORMAT, "%s is a SQLite file of another application "
+                              "(application_id %lld), not a libtasklet store", path,
+                              (long long)app);
+    if (ver > SCHEMA_VERSION)
+        return tl__store_fail(st, TL_EFORMAT, "%s has store version %lld, newer than this "
+                              "library reads (%d); upgrade libtasklet", path, (long long)ver,
+                              SCHEMA_VERSION);
+    return TL_OK;
+}
+
+static int configure(sq *q)
+{
+    sqlite3_busy_timeout(q->db, 5000);
+    if (q->flags & TL_STORE_READONLY)
+        return TL_OK;
+    int rc = exec(q, "PRAGMA journal_mode=WAL", "enabling WAL");
+    if (rc == TL_OK)
+        rc = exec(q, q->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
+                                                : "PRAGMA synchronous=FULL", "setting durability");
+    return rc;
+}
+
+static int prepare_writes(sq *q, const char *path)
+{
+    if (q->flags & TL_STORE_READONLY)
+        return TL_OK;
+    if (sqlite3_prepare_v2(q->db, "INSERT INTO chunks(kind, key, ckpt, data) VALUES(?,?,?,?)", -1,
+                           &q->ins_chunk, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &q->get_epoch,
+                           NULL) != SQLITE_OK)
+        return last_err(q, path);
+    return TL_OK;
+}
+
+static void sq_close(tl__store_be *be)
+{
+    sq *q = (sq *)be;
+    if (!q)
+        return;
+    if (q->db && !sqlite3_get_autocommit(q->db))
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    for (int i = 0; i < NCACHE; i++)
+        sqlite3_finalize(q->cache[i].s);
+    sqlite3_finalize(q->ins_chunk);
+    sqlite3_finalize(q->get_epoch);
+    sqlite3_close(q->db);
+    free(q);
+}
+
+static int sq_open(tl_store *st, const char *path, int flags, tl__store_be **out)
+{
+    sq *q = calloc(1, sizeof *q);
+    if (!q)
+        return tl__store_fail(st, TL_ENOMEM, "tl_store_open: out of memory");
+    q->base.ops = &tl__store_sqlite_ops;
+    q->base.st = st;
+    q->flags = flags;
+    int oflags = flags & TL_STORE_READONLY ? SQLITE_OPEN_READONLY
+                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path, &q->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = rc == SQLITE_OK ? configure(q) : sql_err(q, rc, path);
+    if (rc == TL_OK)
+        rc = check_identity(q, path);
+    if (rc == TL_OK)
+        rc = prepare_writes(q, path);
+    if (rc != TL_OK) {
+        sq_close(&q->base);
+        return rc;
+    }
+    *out = &q->base;
+    return TL_OK;
+}
+
+static size_t sq_max_record(tl__store_be *be)
+{
+    int lim = sqlite3_limit(((sq *)be)->db, SQLITE_LIMIT_LENGTH, -1);
+    return lim > 0 ? (size_t)lim : (size_t)INT_MAX;
+}
+
+/* ---- ownership ---- */
+
+static void hostname(char *buf, size_t n)
+{
+    if (gethostname(buf, n) != 0)
+        snprintf(buf, n, "localhost");
+    buf[n - 1] = '\0';
+}
+
+/* Whether pid runs: it exists and is not a zombie (a killed owner its
+ * parent has not reaped yet is dead for our purpose). */
+static bool pid_alive(int64_t pid)
+{
+    char path[64], buf[256];
+    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+        return false;
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return true; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
+}
+
+/* Refuses when the owner row names a live other process. */
+static int check_owner(sq *q, const char *host)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = TL_OK;
+    if (sqlite3_prepare_v2(q->db, "SELECT pid, host FROM owner WHERE id = 1", -1, &s, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        int64_t pid = sqlite3_column_int64(s, 0);
+        const char *ohost = (const char *)sqlite3_column_text(s, 1);
+        bool same_host = ohost && strcmp(ohost, host) == 0;
+        if (pid != getpid() && (!same_host || pid_alive(pid)))
+            rc = tl__store_fail(q->base.st, TL_ELOCKED, "the store is owned by pid %lld on host "
+                                "%s; stop that process first (a dead owner on this host is "
+                                "taken over)", (long long)pid, ohost ? ohost : "?");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int sq_claim(tl__store_be *be, int64_t *epoch)
+{
+    sq *q = (sq *)be;
+    char host[256], sql[512];
+    int64_t old = 0;
+    hostname(host, sizeof host);
+    int rc = exec(q, "BEGIN IMMEDIATE", "claiming the store");
+    if (rc != TL_OK)
+        return rc;
+    rc = check_owner(q, host);
+    if (rc == TL_OK && query_int(q, "SELECT coalesce((SELECT value FROM meta WHERE key = 'epoch'"
+                                    "), 0)", &old) != SQLITE_OK)
+        rc = last_err(q, "claiming the store");
+    if (rc == TL_OK) {
+        char *h = sqlite3_mprintf("%q", host);
+        snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO owner VALUES(1, %lld, '%s', %lld);"
+                 "INSERT OR REPLACE INTO meta VALUES('epoch', %lld)", (long long)getpid(),
+                 h ? h : "?", (long long)time(NULL), (long long)old + 1);
+        sqlite3_free(h);
+        rc = exec(q, sql, "claiming the store");
+    }
+    if (rc == TL_OK)
+        rc = exec(q, "COMMIT", "claiming the store");
+    if (rc != TL_OK) {
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    *epoch = old + 1;
+    return TL_OK;
+}
+
+static void sq_release(tl__store_be *be, int64_t epoch)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM owner WHERE id = 1 AND (SELECT value FROM meta "
+             "WHERE key = 'epoch') = %lld", (long long)epoch);
+    sqlite3_exec(((sq *)be)->db, sql, NULL, NULL, NULL);
+}
+
+/* ---- the write transaction ---- */
+
+static int check_epoch(sq *q, int64_t epoch)
+{
+    int64_t cur = 0;
+    int rc = sqlite3_step(q->get_epoch);
+    if (rc == SQLITE_ROW)
+        cur = sqlite3_column_int64(q->get_epoch, 0);
+    sqlite3_reset(q->get_epoch);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_err(q, rc, "checking ownership");
+    if (cur != epoch)
+        return tl__store_fail(q->base.st, TL_ELOCKED, "this handle no longer owns the store: "
+                              "it was claimed again since (epoch %lld, ours %lld); nothing was "
+                              "written", (long long)cur, (long long)epoch);
+    return TL_OK;
+}
+
+static int sq_begin(tl__store_be *be, int64_t epoch)
+{
+    sq *q = (sq *)be;
+    int rc = exec(q, "BEGIN IMMEDIATE", "starting a transaction");
+    if (rc == TL_OK && epoch > 0 && (rc = check_epoch(q, epoch)) != TL_OK)
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int sq_commit(tl__store_be *be)
+{
+    sq *q = (sq *)be;
+    int rc = sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, "committing");
+}
+
+static void sq_rollback(tl__store_be *be)
+{
+    sq *q = (sq *)be;
+    if (!sqlite3_get_autocommit(q->db))
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    /* a participant's table created in this transaction is gone again */
+    for (int i = 0; i < NCACHE; i++) {
+        sqlite3_finalize(q->cache[i].s);
+        q->cache[i].s = NULL;
+    }
+}
+
+/* ---- checkpoint rows ---- */
+
+static int sq_put_chunk(tl__store_be *be, int kind, uint64_t key, int64_t ckpt, const void *p,
+                        size_t n)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s = q->ins_chunk;
+    sqlite3_bind_int(s, 1, kind);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)key);
+    sqlite3_bind_int64(s, 3, ckpt);
+    int rc = bind_bytes(q, s, 4, p, n);
+    return rc == TL_OK ? step_done(q, s, "writing a chunk") : rc;
+}
+
+static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(q->db, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)", -1, &s, NULL) !=
+        SQLITE_OK)
+        return last_err(q, "writing a checkpoint");
+    sqlite3_bind_int64(s, 1, r->id);
+    sqlite3_bind_int64(s, 2, r->time);
+    sqlite3_bind_int64(s, 3, r->tasklets);
+    sqlite3_bind_int64(s, 4, r->chans);
+    sqlite3_bind_int64(s, 5, r->bytes);
+    int rc = bind_bytes(q, s, 6, r->head, r->len);
+    if (rc == TL_OK)
+        rc = step_done(q, s, "writing a checkpoint");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int sq_stored_keys(tl__store_be *be, int (*fn)(void *ud, int kind, uint64_t key), void *ud)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    int rc, out = TL_OK;
+    if (sqlite3_prepare_v2(q->db, "SELECT DISTINCT kind, key FROM chunks", -1, &s, NULL) !=
+        SQLITE_OK)
+        return last_err(q, "listing chunks");
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        out = fn(ud, sqlite3_column_int(s, 0), (uint64_t)sqlite3_column_int64(s, 1));
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(q, rc, "listing chunks");
+    sqlite3_finalize(s);
+    return out;
+}
+
+/* ---- restore ---- */
+
+static int sq_last_id(tl__store_be *be, int64_t *id)
+{
+    sq *q = (sq *)be;
+    int rc = query_int(q, "SELECT coalesce(max(id), 0) FROM checkpoints", id);
+    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, "reading checkpoints");
+}
+
+static int read_head(sq *q, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(q->db, "SELECT id, head FROM checkpoints WHERE ?1 = 0 OR id = ?1"
+                                " ORDER BY id DESC LIMIT 1", -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q, rc, "reading checkpoints");
+    sqlite3_bind_int64(s, 1, at);
+    rc = sqlite3_step(s);
+    int out;
+    if (rc == SQLITE_ROW) {
+        *ckpt = sqlite3_column_int64(s, 0);
+        tl__raw rec = {0, 0, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1)};
+        out = fn(ud, &rec);
+    } else if (rc == SQLITE_DONE && at) {
+        out = tl__store_fail(q->base.st, TL_ENOENT, "the store has no checkpoint %lld",
+                             (long long)at);
+    } else {
+        out = rc == SQLITE_DONE ? tl__store_fail(q->base.st, TL_ENOENT,
+                                                 "the store has no checkpoint yet")
+                                : sql_err(q, rc, "reading checkpoints");
+    }
+    sqlite3_finalize(s);
+    return out;
+}
+
+static int read_chunks(sq *q, int64_t ckpt, tl__raw_fn fn, void *ud)
+{
+    sqlite3_stmt *s;
+    /* the newest row per chunk at or below ckpt, found on the primary key
+     * (kind, key, ckpt) without reading the superseded rows' blobs */
+    int rc = sqlite3_prepare_v2(q->db,
+        "SELECT c.kind, c.key, c.data FROM (SELECT kind, key, max(ckpt) AS m FROM chunks"
+        " WHERE ckpt <= ?1 GROUP BY kind, key) l JOIN chunks c"
+        " ON c.kind = l.kind AND c.key = l.key AND c.ckpt = l.m ORDER BY c.kind, c.key",
+        -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q, rc, "reading chunks");
+    sqlite3_bind_int64(s, 1, ckpt);
+    int out = TL_OK;
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        tl__raw rec = {sqlite3_column_int(s, 0), (uint64_t)sqlite3_column_int64(s, 1),
+                       sqlite3_column_blob(s, 2), (size_t)sqlite3_column_bytes(s, 2)};
+        out = fn(ud, &rec);
+    }
+    sqlite3_finalize(s);
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(q, rc, "reading chunks");
+    return out;
+}
+
+static int sq_read(tl__store_be *be, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
+{
+    sq *q = (sq *)be;
+    int rc = exec(q, "BEGIN", "restoring"); /* one consistent view */
+    if (rc == TL_OK)
+        rc = read_head(q, at, ckpt, fn, ud);
+    if (rc == TL_OK)
+        rc = read_chunks(q, *ckpt, fn, ud);
+    sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Rows below oldest_kept that a newer row at or below it supersedes are
+ * read by no remaining checkpoint (FORMAT.md section 7). */
+static int sq_prune(tl__store_be *be, int64_t oldest_kept)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    int rc = TL_OK;
+    static const char *const sql[] = {
+        "DELETE FROM chunks WHERE ckpt < ?1 AND EXISTS (SELECT 1 FROM chunks d WHERE d.kind ="
+        " chunks.kind AND d.key = chunks.key AND d.ckpt > chunks.ckpt AND d.ckpt <= ?1)",
+        "DELETE FROM checkpoints WHERE id < ?1",
+    };
+    for (size_t i = 0; i < 2 && rc == TL_OK; i++) {
+        if (sqlite3_prepare_v2(q->db, sql[i], -1, &s, NULL) != SQLITE_OK)
+            return last_err(q, "pruning");
+        sqlite3_bind_int64(s, 1, oldest_kept);
+        rc = step_done(q, s, "pruning");
+        sqlite3_finalize(s);
+    }
+    return rc;
+}
+
+/* ---- participants' tables ---- */
+
+static char *row_sql(const tl__table *t, int op)
+{
+    switch (op) {
+    case ROW_PUT:
+        return sqlite3_mprintf("INSERT OR REPLACE INTO %s(%s%s%s%s%s%s%s) VALUES(?1%s%s%s)",
+                               t->name, t->key, t->peer ? ", " : "", t->peer ? t->peer : "",
+                               t->time ? ", " : "", t->time ? t->time : "", t->data ? ", " : "",
+                               t->data ? t->data : "", t->peer ? ", ?2" : "",
+                               t->time ? ", ?3" : "", t->data ? ", ?4" : "");
+    case ROW_DEL:
+        return sqlite3_mprintf("DELETE FROM %s WHERE %s = ?1", t->name, t->key);
+    case ROW_CLEAR:
+        return sqlite3_mprintf("DELETE FROM %s", t->name);
+    default:
+        return sqlite3_mprintf("SELECT %s, %s, %s, %s FROM %s ORDER BY rowid", t->key,
+                               t->peer ? t->peer : "''", t->time ? t->time : "0",
+                               t->data ? t->data : "x''", t->name);
+    }
+}
+
+static bool table_exists(sq *q, const char *name)
+{
+    sqlite3_stmt *s;
+    bool yes = false;
+    if (sqlite3_prepare_v2(q->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                           "name = ?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(s) == SQLITE_ROW;
+    }
+    sqlite3_finalize(s);
+    return yes;
+}
+
+/* A participant's table that is not there yet is created (in the
+ * checkpoint's transaction) with the columns it declares. */
+static int create_table(sq *q, const tl__table *t)
+{
+    char *sql = sqlite3_mprintf(
+        "CREATE TABLE IF NOT EXISTS %s(%s TEXT PRIMARY KEY%s%s%s%s%s%s%s%s%s)", t->name, t->key,
+        t->peer ? ", " : "", t->peer ? t->peer : "", t->peer ? " TEXT NOT NULL" : "",
+        t->time ? ", " : "", t->time ? t->time : "", t->time ? " INTEGER NOT NULL" : "",
+        t->data ? ", " : "", t->data ? t->data : "", t->data ? " BLOB NOT NULL" : "");
+    int rc = sql ? exec(q, sql, t->name) : tl__store_fail(q->base.st, TL_ENOMEM, "out of memory");
+    sqlite3_free(sql);
+    return rc;
+}
+
+/* The cached statement for op on t (prepared on first use); NULL with
+ * *missing set when a table to read is not there (it has no rows). */
+static sqlite3_stmt *row_stmt(sq *q, const tl__table *t, int op, bool *missing)
+{
+    int free_slot = -1;
+    *missing = false;
+    for (int i = 0; i < NCACHE; i++) {
+        if (q->cache[i].s && q->cache[i].t == t && q->cache[i].op == op)
+            return q->cache[i].s;
+        if (!q->cache[i].s && free_slot < 0)
+            free_slot = i;
+    }
+    if (!table_exists(q, t->name) && (op == ROW_READ || create_table(q, t) != TL_OK)) {
+        *missing = op == ROW_READ;
+        return NULL;
+    }
+    char *sql = row_sql(t, op);
+    sqlite3_stmt *s = NULL;
+    int rc = sql ? sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL)
+                 : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        sql_err(q, rc, t->name);
+        return NULL;
+    }
+    if (free_slot >= 0)
+        q->cache[free_slot].t = t, q->cache[free_slot].op = op, q->cache[free_slot].s = s;
+    return s;
+}
+
+/* A statement row_stmt could not cache is finalized after use. */
+static int row_done(sq *q, sqlite3_stmt *s, int rc)
+{
+    for (int i = 0; i < NCACHE; i++)
+        if (q->cache[i].s == s)
+            return rc;
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int sq_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
+{
+    sq *q = (sq *)be;
+    bool missing;
+    sqlite3_stmt *s = row_stmt(q, t, ROW_PUT, &missing);
+    if (!s)
+        return tl_store_errcode(q->base.st);
+    int rc = TL_OK;
+    sqlite3_bind_text(s, 1, r->key, -1, SQLITE_STATIC);
+    if (t->peer)
+        sqlite3_bind_text(s, 2, r->peer ? r->peer : "", -1, SQLITE_STATIC);
+    if (t->time)
+        sqlite3_bind_int64(s, 3, r->time);
+    if (t->data)
+        rc = bind_bytes(q, s, 4, r->data, r->len);
+    if (rc == TL_OK)
+        rc = step_done(q, s, t->name);
+    else
+        sqlite3_clear_bindings(s);
+    return row_done(q, s, rc);
+}
+
+static int sq_row_del(tl__store_be *be, const tl__table *t, const char *key)
+{
+    sq *q = (sq *)be;
+    bool missing;
+    sqlite3_stmt *s = row_stmt(q, t, key ? ROW_DEL : ROW_CLEAR, &missing);
+    if (!s)
+        return tl_store_errcode(q->base.st);
+    if (key)
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    return row_done(q, s, step_done(q, s, t->name));
+}
+
+static int sq_row_clear(tl__store_be *be, const tl__table *t) { return sq_row_del(be, t, NULL); }
+
+static int sq_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, void *ud)
+{
+    sq *q = (sq *)be;
+    bool missing;
+    sqlite3_stmt *s = row_stmt(q, t, ROW_READ, &missing);
+    int rc, out = TL_OK;
+    if (!s)
+        return missing ? TL_OK : tl_store_errcode(q->base.st);
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        tl__row r = {(const char *)sqlite3_column_text(s, 0),
+                     (const char *)sqlite3_column_text(s, 1), sqlite3_column_int64(s, 2),
+                     sqlite3_column_blob(s, 3), (size_t)sqlite3_column_bytes(s, 3)};
+        if (!r.key)
+            r.key = "";
+        out = fn(ud, &r);
+    }
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(q, rc, t->name);
+    sqlite3_reset(s);
+    return row_done(q, s, out);
+}
+
+/* ---- the mailbox ---- */
+
+static int sq_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    int rc, out = TL_OK;
+    if (sqlite3_prepare_v2(q->db, "SELECT xid, to_node, from_node, time, data FROM mailbox "
+                           "WHERE to_node = ? ORDER BY time, xid", -1, &s, NULL) != SQLITE_OK)
+        return last_err(q, "reading the mailbox");
+    sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
+    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *xid = (const char *)sqlite3_column_text(s, 0);
+        const char *from = (const char *)sqlite3_column_text(s, 2);
+        tl__mail_row m = {xid ? xid : "", to, from ? from : "", sqlite3_column_int64(s, 3),
+                          sqlite3_column_blob(s, 4), (size_t)sqlite3_column_bytes(s, 4)};
+        out = fn(ud, &m);
+    }
+    if (out == TL_OK && rc != SQLITE_DONE)
+        out = sql_err(q, rc, "reading the mailbox");
+    sqlite3_finalize(s);
+    return out;
+}
+
+static int sq_mail_put(tl__store_be *be, const tl__mail_row *m)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(q->db, "INSERT INTO mailbox VALUES(?,?,?,?,?)", -1, &s, NULL) !=
+        SQLITE_OK)
+        return last_err(q, "writing the mailbox");
+    sqlite3_bind_text(s, 1, m->xid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, m->to, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, m->from, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, m->time);
+    int rc = bind_bytes(q, s, 5, m->data, m->len);
+    if (rc == TL_OK)
+        rc = step_done(q, s, "writing the mailbox");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Runs sql with ?1 = xid, ?2 = text; the number of rows changed or -1. */
+static int mail_change(sq *q, const char *sql, const char *xid, const char *text)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        last_err(q, "writing the mailbox");
+        return -1;
+    }
+    sqlite3_bind_text(s, 1, xid, -1, SQLITE_STATIC);
+    if (text)
+        sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+    int rc = step_done(q, s, "writing the mailbox");
+    sqlite3_finalize(s);
+    return rc == TL_OK ? sqlite3_changes(q->db) : -1;
+}
+
+static int sq_mail_take(tl__store_be *be, const char *xid)
+{
+    sq *q = (sq *)be;
+    int n = mail_change(q, "DELETE FROM mailbox WHERE xid = ?1", xid, NULL);
+    if (n < 0)
+        return tl_store_errcode(q->base.st);
+    if (n != 1)
+        return tl__store_fail(q->base.st, TL_EBUSY, "mailbox row %s was taken by another "
+                              "process meanwhile", xid);
+    return TL_OK;
+}
+
+static int sq_mail_refuse(tl__store_be *be, const char *xid, const char *reason)
+{
+    sq *q = (sq *)be;
+    int rc = exec(q, REFUSED_SQL, "creating the refused mailbox rows");
+    if (rc != TL_OK)
+        return rc;
+    int n = mail_change(q, "INSERT OR REPLACE INTO mailbox_refused SELECT xid, to_node, "
+                        "from_node, time, data, ?2 FROM mailbox WHERE xid = ?1", xid, reason);
+    if (n < 0)
+        return tl_store_errcode(q->base.st);
+    if (n != 1)
+        return tl__store_fail(q->base.st, TL_EBUSY, "mailbox row %s was taken by another "
+                              "process meanwhile", xid);
+    return sq_mail_take(be, xid);
+}
+
+const tl__store_ops tl__store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .max_record = sq_max_record,
+    .claim = sq_claim,
+    .release = sq_release,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .put_chunk = sq_put_chunk,
+    .put_head = sq_put_head,
+    .stored_keys = sq_stored_keys,
+    .last_id = sq_last_id,
+    .read = sq_read,
+    .prune = sq_prune,
+    .row_put = sq_row_put,
+    .row_del = sq_row_del,
+    .row_clear = sq_row_clear,
+    .rows_read = sq_rows_read,
+    .mail_read = sq_mail_read,
+    .mail_put = sq_mail_put,
+    .mail_take = sq_mail_take,
+    .mail_refuse = sq_mail_refuse,
+};
+
+void *tl__store_sqlite_db(tl__store_be *be)
+{
+    return be && be->ops == &tl__store_sqlite_ops ? ((sq *)be)->db : NULL;
+}
