@@ -37,6 +37,8 @@ int tl__buf_write(void *data, const char *p, size_t n)
     tl__buf *b = data;
     if (b->oom)
         return -1;
+    if (n == 0) /* p may be NULL: an empty buffer appended */
+        return 0;
     if (b->len + n > b->cap) {
         size_t ncap = b->cap ? b->cap : 256;
         while (ncap < b->len + n)
@@ -371,6 +373,8 @@ static int enc_tasklet_chunk(tl_runtime *rt, void **objs, size_t n, tl__buf *doc
         rc = enc_tasklet(&pk, objs[i], &ft);
     if (rc == TL_OK && ft.overflow)
         rc = tl__seterr(rt, TL_ERANGE, "more than 64 functions in one chunk of 256 tasklets");
+    if (rc == TL_OK && body.oom)
+        rc = TL_ENOMEM;
     if (rc == TL_OK) {
         msgpack_packer_init(&pk, doc, tl__buf_write);
         msgpack_pack_map(&pk, 2);
