@@ -3,7 +3,7 @@
  * benchmarks only (internal; not installed).
  *
  * The public API no longer hands out the connection (tl_store_sqlite left
- * it in 0.3): a store may live on another backend, and writes through the
+ * it after 0.1.0): a store may live on another backend, and writes through the
  * connection would bypass the fencing epoch.  The library's own tests use
  * it to simulate a full or read-only disk (PRAGMA max_page_count,
  * query_only) and to count rows; tools/ reads the file with its own
