@@ -92,3 +92,14 @@ size_t tl__msgpack_check(const unsigned char *p, size_t n, int maxdepth)
     } while (depth > 0);
     return off;
 }
+
+size_t tl__msgpack_array_head(const unsigned char *p, size_t n, uint32_t *count)
+{
+    size_t hdr;
+    uint64_t payload, items;
+    if (n == 0 || ((p[0] & 0xf0) != 0x90 && p[0] != 0xdc && p[0] != 0xdd) ||
+        !head_of(p, n, &hdr, &payload, &items))
+        return 0;
+    *count = (uint32_t)items;
+    return hdr;
+}

@@ -17,6 +17,44 @@
 
 /* ---- pass 3: tasklets ---- */
 
+/* Where a select's n cases lie in the top frame's locals: at byte offset
+ * at, inside the locals, aligned for tl_case and over no schema field (a
+ * field written there would alias a case). NULL with the error set. */
+static tl_case *select_cases_at(tl__loader *ld, tl_tasklet *t, uint64_t at, uint32_t n)
+{
+    const tl_func *fn = t->top->fn->fn;
+    size_t size = fn->locals_size;
+    if (at > size || n * sizeof(tl_case) > size - at || at % _Alignof(tl_case)) {
+        tl__corrupt(ld, "tasklet #%llu: select cases outside the frame",
+                    (unsigned long long)t->id);
+        return NULL;
+    }
+    uint64_t hi = at + n * sizeof(tl_case);
+    for (size_t i = 0; i < fn->nfields; i++)
+        if (fn->fields[i].offset < hi && at < (uint64_t)fn->fields[i].offset + fn->fields[i].size) {
+            tl__corrupt(ld, "tasklet #%llu: select cases overlap field '%s'",
+                        (unsigned long long)t->id, fn->fields[i].name);
+            return NULL;
+        }
+    return (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at);
+}
+
+/* One case [chan id, op, value] into *c. */
+static int dec_case(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, tl_case *c)
+{
+    const msgpack_object *a = o->via.array.ptr;
+    if (!is_array(o, 3) || !is_uint(&a[0]) || !is_uint(&a[1]) ||
+        (a[1].via.u64 != TL_OP_SEND && a[1].via.u64 != TL_OP_RECV))
+        return tl__corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
+    tl_chan *ch = tl__ld_chan(ld, a[0].via.u64);
+    if (!ch)
+        return ld->rt->errcode;
+    c->ch = ch;
+    c->op = (int)a[1].via.u64;
+    return tl__dec_value(ld, &a[2], &c->value, 0);
+}
+
+/* extra.sel: {"at": offset of the cases in the top frame, "cases": [...]} */
 static int dec_select(tl__loader *ld, tl_tasklet *t, const msgpack_object *sel)
 {
     const msgpack_object *at = map_get(sel, "at"), *cases = map_get(sel, "cases");
@@ -24,38 +62,67 @@ static int dec_select(tl__loader *ld, tl_tasklet *t, const msgpack_object *sel)
         cases->via.array.size < 1 || cases->via.array.size > TL_SELECT_MAX || !t->top)
         return tl__corrupt(ld, "tasklet #%llu: bad select", (unsigned long long)t->id);
     uint32_t n = cases->via.array.size;
-    size_t size = t->top->fn->fn->locals_size;
-    if (at->via.u64 > size || n * sizeof(tl_case) > size - at->via.u64 ||
-        at->via.u64 % _Alignof(tl_case))
-        return tl__corrupt(ld, "tasklet #%llu: select cases outside the frame",
-                           (unsigned long long)t->id);
-    const tl_func *fn = t->top->fn->fn;
-    uint64_t lo = at->via.u64, hi = lo + n * sizeof(tl_case);
-    for (size_t i = 0; i < fn->nfields; i++)
-        if (fn->fields[i].offset < hi && lo < (uint64_t)fn->fields[i].offset + fn->fields[i].size)
-            return tl__corrupt(ld, "tasklet #%llu: select cases overlap field '%s'",
-                               (unsigned long long)t->id, fn->fields[i].name);
-    tl_case *cs = (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at->via.u64);
-    tl__sel *s = tl__sel_new(ld->rt, t, cs, (int)n);
-    if (!s)
+    tl_case *cs = select_cases_at(ld, t, at->via.u64, n);
+    if (!cs)
+        return ld->rt->errcode;
+    if (!tl__sel_new(ld->rt, t, cs, (int)n))
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *c = &cases->via.array.ptr[i];
-        if (!is_array(c, 3) || !is_uint(&c->via.array.ptr[0]) || !is_uint(&c->via.array.ptr[1]) ||
-            (c->via.array.ptr[1].via.u64 != TL_OP_SEND && c->via.array.ptr[1].via.u64 != TL_OP_RECV))
-            return tl__corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
-        tl_chan *ch = tl__ld_chan(ld, c->via.array.ptr[0].via.u64);
-        if (!ch)
-            return ld->rt->errcode;
-        cs[i].ch = ch;
-        cs[i].op = (int)c->via.array.ptr[1].via.u64;
-        int rc = tl__dec_value(ld, &c->via.array.ptr[2], &cs[i].value, 0);
+        int rc = dec_case(ld, t, &cases->via.array.ptr[i], &cs[i]);
         if (rc != TL_OK)
             return rc;
     }
     return TL_OK;
 }
 
+/* extra.joiners: linked once every tasklet exists (decode_finish.c). */
+static int dec_joiners(tl__loader *ld, tl_tasklet *t, const msgpack_object *js)
+{
+    for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
+        if (!is_uint(&js->via.array.ptr[j]))
+            return tl__corrupt(ld, "tasklet #%llu: bad joiner", (unsigned long long)t->id);
+        if (ld->njoins == ld->capjoins) {
+            size_t ncap = ld->capjoins ? 2 * ld->capjoins : 16;
+            tl__joinrec *nj = tl__realloc(ld->rt, ld->joins, ld->capjoins * sizeof *nj,
+                                          ncap * sizeof *nj);
+            if (!nj)
+                return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+            ld->joins = nj;
+            ld->capjoins = ncap;
+        }
+        ld->joins[ld->njoins++] = (tl__joinrec){t, js->via.array.ptr[j].via.u64};
+    }
+    return TL_OK;
+}
+
+/* A copy of a string item (at most 255 bytes), or NULL if o is none. */
+static char *dup_str(tl__loader *ld, const msgpack_object *o)
+{
+    char buf[256];
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    snprintf(buf, sizeof buf, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+    return tl__strdup(ld->rt, buf);
+}
+
+/* extra.fired, the case of the last select that fired (-1: none), which
+ * TL_SELECT hands the program as an index into its cases: below its number
+ * of cases for a tasklet waiting in a select (the record lists them), and
+ * below TL_SELECT_MAX otherwise (a select that ended left no record of its
+ * cases: like any local, the value is as trustworthy as its sender). */
+static int dec_fired(tl__loader *ld, tl_tasklet *t, const msgpack_object *fired)
+{
+    int64_t i = fired && is_int(fired) ? as_int(fired) : -1;
+    int n = t->ext->sel ? t->ext->sel->n : TL_SELECT_MAX;
+    if ((fired && !is_int(fired)) || i < -1 || i >= n)
+        return tl__corrupt(ld, "tasklet #%llu: the fired select case is not one of its %d "
+                           "cases", (unsigned long long)t->id, n);
+    t->ext->sel_fired = (int)i;
+    return TL_OK;
+}
+
+/* The 9th item of a tasklet record: nil or {"name", "msg", "fired",
+ * "joiners", "sel"}, each optional (sel required when waiting in a select). */
 static int dec_extra(tl__loader *ld, tl_tasklet *t, const msgpack_object *x)
 {
     if (x->type == MSGPACK_OBJECT_NIL)
@@ -65,36 +132,14 @@ static int dec_extra(tl__loader *ld, tl_tasklet *t, const msgpack_object *x)
     tl__ext *e = tl__ext_get(t);
     if (!e)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-    const msgpack_object *name = map_get(x, "name"), *msg = map_get(x, "msg");
-    const msgpack_object *fired = map_get(x, "fired"), *sel = map_get(x, "sel");
-    char buf[256];
-    if (name && name->type == MSGPACK_OBJECT_STR) {
-        snprintf(buf, sizeof buf, "%.*s", (int)name->via.str.size, name->via.str.ptr);
-        e->name = tl__strdup(ld->rt, buf);
-    }
-    if (msg && msg->type == MSGPACK_OBJECT_STR) {
-        snprintf(buf, sizeof buf, "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
-        e->errmsg = tl__strdup(ld->rt, buf);
-    }
-    e->sel_fired = fired && is_int(fired) ? (int)as_int(fired) : -1;
-    const msgpack_object *js = map_get(x, "joiners");
-    for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
-        if (!is_uint(&js->via.array.ptr[j]))
-            return tl__corrupt(ld, "tasklet #%llu: bad joiner", (unsigned long long)t->id);
-        if (ld->njoins == ld->capjoins) {
-            size_t ncap = ld->capjoins ? 2 * ld->capjoins : 16;
-            tl__joinrec *nj = tl__realloc(ld->rt, ld->joins, ld->capjoins * sizeof *nj, ncap * sizeof *nj);
-            if (!nj)
-                return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-            ld->joins = nj;
-            ld->capjoins = ncap;
-        }
-        ld->joins[ld->njoins++] = (tl__joinrec){t, js->via.array.ptr[j].via.u64};
-    }
-    if (t->wait == TL_WAIT_SELECT)
-        return sel ? dec_select(ld, t, sel) : tl__corrupt(ld, "tasklet #%llu: select without cases",
-                                                       (unsigned long long)t->id);
-    return TL_OK;
+    const msgpack_object *sel = map_get(x, "sel");
+    e->name = dup_str(ld, map_get(x, "name"));
+    e->errmsg = dup_str(ld, map_get(x, "msg"));
+    int rc = dec_joiners(ld, t, map_get(x, "joiners"));
+    if (rc == TL_OK && t->wait == TL_WAIT_SELECT)
+        rc = sel ? dec_select(ld, t, sel) : tl__corrupt(ld, "tasklet #%llu: select without "
+                                                        "cases", (unsigned long long)t->id);
+    return rc == TL_OK ? dec_fired(ld, t, map_get(x, "fired")) : rc;
 }
 
 static int check_state(tl__loader *ld, tl_tasklet *t, uint64_t state, uint64_t wait, size_t nframes)

@@ -219,5 +219,9 @@ TL__HIDDEN int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void 
  * declared counts fit the bytes and whose nesting is at most maxdepth;
  * returns its length, or 0 if malformed. */
 TL__HIDDEN size_t tl__msgpack_check(const unsigned char *p, size_t n, int maxdepth);
+/* The array header at p[0..n) (fixarray, array 16 or array 32): returns
+ * its length in bytes and sets *count to its items; 0 if p does not start
+ * with a whole array header. */
+TL__HIDDEN size_t tl__msgpack_array_head(const unsigned char *p, size_t n, uint32_t *count);
 
 #endif

@@ -572,35 +572,53 @@ static int split_records(tl_runtime *rt, const msgpack_object *chunks, tl__raw *
     return TL_OK;
 }
 
-/* Finds where each record of the outer array starts and ends, walking the
- * bytes with the checker (records are the 3rd and 4th items). */
+/* Steps *off over one whole msgpack value of p[0..n), its length in *len
+ * (when len is not NULL); -1 if none starts there. */
+static int skip_value(const unsigned char *p, size_t n, size_t *off, size_t *len)
+{
+    size_t k = *off < n ? tl__msgpack_check(p + *off, n - *off, 40) : 0;
+    if (!k)
+        return -1;
+    if (len)
+        *len = k;
+    *off += k;
+    return 0;
+}
+
+/* Steps *off over the header of an array of count items, of any width
+ * (a writer may use array 16 or 32 where fixarray would do); -1 if p holds
+ * no such header at *off. */
+static int skip_array_head(const unsigned char *p, size_t n, size_t *off, size_t count)
+{
+    uint32_t items;
+    size_t k = *off < n ? tl__msgpack_array_head(p + *off, n - *off, &items) : 0;
+    if (!k || items != count)
+        return -1;
+    *off += k;
+    return 0;
+}
+
+/* Finds where each record of the outer array [magic, format, head,
+ * [[kind, key, record]...]] starts and ends, walking the bytes with the
+ * checker: every step is bounded by n and must agree with the decoded
+ * structure (nraws chunk entries). */
 static int locate(const unsigned char *p, size_t n, size_t *head_at, size_t *head_len,
                   tl__raw *raws, size_t nraws)
 {
-    size_t off = 1; /* fixarray header of 4 */
-    size_t k;
-    for (int item = 0; item < 2; item++) { /* magic, format */
-        k = tl__msgpack_check(p + off, n - off, 40);
-        if (!k)
-            return -1;
-        off += k;
-    }
-    *head_at = off;
-    *head_len = tl__msgpack_check(p + off, n - off, 40);
-    if (!*head_len)
+    size_t off = 0;
+    if (skip_array_head(p, n, &off, 4) || skip_value(p, n, &off, NULL) ||
+        skip_value(p, n, &off, NULL))
         return -1;
-    off += *head_len;
-    /* array header of the chunk list */
-    unsigned char b = p[off];
-    off += (b & 0xf0) == 0x90 ? 1 : b == 0xdc ? 3 : 5;
+    *head_at = off;
+    if (skip_value(p, n, &off, head_len) || skip_array_head(p, n, &off, nraws))
+        return -1;
     for (size_t i = 0; i < nraws; i++) {
-        unsigned char cb = p[off];
-        off += (cb & 0xf0) == 0x90 ? 1 : cb == 0xdc ? 3 : 5; /* [kind, key, rec] */
-        for (int item = 0; item < 2; item++)
-            off += tl__msgpack_check(p + off, n - off, 40);
+        if (skip_array_head(p, n, &off, 3) || skip_value(p, n, &off, NULL) ||
+            skip_value(p, n, &off, NULL))
+            return -1;
         raws[i].p = p + off;
-        raws[i].n = tl__msgpack_check(p + off, n - off, 40);
-        off += raws[i].n;
+        if (skip_value(p, n, &off, &raws[i].n))
+            return -1;
     }
     return 0;
 }

@@ -338,6 +338,257 @@ static void test_random_bytes(void **state)
     tl_runtime_free(b);
 }
 
+/* ---- every width of the standalone snapshot's array headers ---- */
+
+/* An array header of n items in the width asked (0 fixarray, 1 array 16,
+ * 2 array 32), whatever width n needs: msgpack allows any. */
+static void put_array_head(msgpack_sbuffer *sb, int width, uint32_t n)
+{
+    unsigned char h[5] = {(unsigned char)(0x90 | n), 0, 0, 0, 0};
+    size_t len = 1;
+    if (width == 1) {
+        h[0] = 0xdc, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n, len = 3;
+    } else if (width == 2) {
+        h[0] = 0xdd, h[1] = (unsigned char)(n >> 24), h[2] = (unsigned char)(n >> 16);
+        h[3] = (unsigned char)(n >> 8), h[4] = (unsigned char)n, len = 5;
+    } else {
+        assert_true(n < 16);
+    }
+    msgpack_sbuffer_write(sb, (const char *)h, len);
+}
+
+/* The snapshot buf with its outer array, its chunk list and each chunk
+ * entry headed in the widths asked (the items re-packed as they were). */
+static void rewrap(const void *buf, size_t len, int outer, int list, int entry,
+                   msgpack_sbuffer *sb)
+{
+    msgpack_unpacked up;
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, buf, len, &off), MSGPACK_UNPACK_SUCCESS);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    const msgpack_object *o = up.data.via.array.ptr, *chunks = &o[3];
+    put_array_head(sb, outer, 4);
+    for (int i = 0; i < 3; i++)
+        msgpack_pack_object(&pk, o[i]);
+    put_array_head(sb, list, chunks->via.array.size);
+    for (uint32_t i = 0; i < chunks->via.array.size; i++) {
+        put_array_head(sb, entry, 3);
+        for (uint32_t k = 0; k < 3; k++)
+            msgpack_pack_object(&pk, chunks->via.array.ptr[i].via.array.ptr[k]);
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* A valid snapshot whose array headers are wider than they need be loads
+ * (it once made the loader read past the buffer: locate() took the outer
+ * header for one byte), and every truncation of it is refused. */
+static void test_wide_array_headers(void **state)
+{
+    (void)state;
+    clk.now = 1700000000LL * 1000000000LL;
+    tl_runtime *a = new_rt();
+    build_world(a);
+    void *buf;
+    size_t len;
+    save(a, &buf, &len);
+    msgpack_sbuffer same;
+    rewrap(buf, len, 0, 0, 0, &same); /* the helper itself changes nothing */
+    assert_int_equal(same.size, len);
+    assert_memory_equal(same.data, buf, len);
+    msgpack_sbuffer_destroy(&same);
+    for (int w = 1; w < 27; w++) {
+        msgpack_sbuffer sb;
+        rewrap(buf, len, w % 3, w / 3 % 3, w / 9, &sb);
+        tl_runtime *b = new_rt();
+        register_all(b);
+        /* a copy of exactly sb.size bytes: ASan sees any read past it */
+        unsigned char *exact = malloc(sb.size);
+        memcpy(exact, sb.data, sb.size);
+        if (tl_snapshot_load(b, exact, sb.size) != TL_OK)
+            fail_msg("widths %d/%d/%d: %s", w % 3, w / 3 % 3, w / 9, tl_errmsg(b));
+        assert_int_equal(tl_tasklet_count(b), 4);
+        void *again;
+        size_t alen;
+        save(b, &again, &alen); /* the same state: the writer's own widths */
+        assert_int_equal(alen, len);
+        assert_memory_equal(again, buf, len);
+        tl_snapshot_free(b, again, alen);
+        tl_runtime_free(b);
+        b = new_rt();
+        register_all(b);
+        for (size_t cut = 0; cut < sb.size; cut += 1 + cut / 32) {
+            unsigned char *part = malloc(cut + 1);
+            memcpy(part, exact, cut);
+            expect_rejected(b, part, cut);
+            free(part);
+        }
+        tl_runtime_free(b);
+        free(exact);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    tl_snapshot_free(a, buf, len);
+    tl_runtime_free(a);
+}
+
+/* Wide headers whose counts disagree with the format are refused. */
+static void test_wide_header_wrong_count(void **state)
+{
+    (void)state;
+    clk.now = 1700000000LL * 1000000000LL;
+    tl_runtime *a = new_rt();
+    build_world(a);
+    void *buf;
+    size_t len;
+    save(a, &buf, &len);
+    tl_runtime *b = new_rt();
+    register_all(b);
+    /* array 16 claiming 5 items: the snapshot and a nil */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    put_array_head(&sb, 1, 5);
+    msgpack_sbuffer_write(&sb, (const char *)buf + 1, len - 1);
+    msgpack_sbuffer_write(&sb, "\xc0", 1);
+    expect_rejected(b, sb.data, sb.size);
+    /* array 32 claiming 3: the chunk list left out */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_sbuffer wide;
+    rewrap(buf, len, 2, 0, 0, &wide);
+    memcpy(wide.data, "\xdd\0\0\0\3", 5);
+    expect_rejected(b, wide.data, wide.size);
+    msgpack_sbuffer_destroy(&wide);
+    msgpack_sbuffer_destroy(&sb);
+    tl_runtime_free(b);
+    tl_snapshot_free(a, buf, len);
+    tl_runtime_free(a);
+}
+
+/* ---- extra.fired: an index, bounded by the cases it indexes ---- */
+
+/* The snapshot buf with extra.fired of every tasklet record set to fired
+ * (an int, or a string when as_str), its chunk records re-sealed. */
+static void forge_fired(const void *buf, size_t len, int64_t fired, int as_str,
+                        msgpack_sbuffer *out)
+{
+    msgpack_unpacked up, doc;
+    size_t off = 0;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, buf, len, &off), MSGPACK_UNPACK_SUCCESS);
+    msgpack_object *chunks = &up.data.via.array.ptr[3];
+    msgpack_sbuffer docs[8];
+    unsigned char *raw[8] = {0};
+    assert_true(chunks->via.array.size <= 8);
+    for (uint32_t c = 0; c < chunks->via.array.size; c++) {
+        msgpack_object *entry = chunks->via.array.ptr[c].via.array.ptr;
+        msgpack_object *rec = entry[2].via.array.ptr; /* ["tlrec", flags, crc, rawlen, bin] */
+        uLongf rawlen = (uLongf)rec[3].via.u64;
+        raw[c] = malloc(rawlen + 1);
+        if (rec[1].via.u64 & 1)
+            assert_int_equal(uncompress(raw[c], &rawlen, (const Bytef *)rec[4].via.bin.ptr,
+                                        rec[4].via.bin.size), Z_OK);
+        else
+            memcpy(raw[c], rec[4].via.bin.ptr, rawlen);
+        size_t doff = 0;
+        msgpack_unpacked_init(&doc);
+        assert_int_equal(msgpack_unpack_next(&doc, (const char *)raw[c], rawlen, &doff),
+                         MSGPACK_UNPACK_SUCCESS);
+        for (uint32_t k = 0; entry[0].via.u64 == 1 && k < doc.data.via.map.size; k++) {
+            msgpack_object *list = &doc.data.via.map.ptr[k].val;
+            if (doc.data.via.map.ptr[k].key.via.str.size != 8) /* "tasklets" */
+                continue;
+            for (uint32_t t = 0; t < list->via.array.size; t++) {
+                msgpack_object *extra = &list->via.array.ptr[t].via.array.ptr[8];
+                for (uint32_t x = 0; extra->type == MSGPACK_OBJECT_MAP && x < extra->via.map.size;
+                     x++) {
+                    msgpack_object_kv *kv = &extra->via.map.ptr[x];
+                    if (kv->key.via.str.size != 5 || memcmp(kv->key.via.str.ptr, "fired", 5))
+                        continue;
+                    kv->val.type = as_str ? MSGPACK_OBJECT_STR
+                                   : fired < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER
+                                               : MSGPACK_OBJECT_POSITIVE_INTEGER;
+                    if (as_str)
+                        kv->val.via.str = (msgpack_object_str){1, "x"};
+                    else
+                        kv->val.via.i64 = fired;
+                }
+            }
+        }
+        msgpack_packer dp;
+        msgpack_sbuffer_init(&docs[c]);
+        msgpack_packer_init(&dp, &docs[c], msgpack_sbuffer_write);
+        msgpack_pack_object(&dp, doc.data);
+        msgpack_unpacked_destroy(&doc);
+        rec[1].via.u64 = 0; /* stored, not compressed */
+        rec[2].via.u64 = crc32(0, (const Bytef *)docs[c].data, (uInt)docs[c].size);
+        rec[3].via.u64 = docs[c].size;
+        rec[4].via.bin.ptr = docs[c].data;
+        rec[4].via.bin.size = (uint32_t)docs[c].size;
+    }
+    msgpack_packer pk;
+    msgpack_sbuffer_init(out);
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, up.data);
+    for (uint32_t c = 0; c < chunks->via.array.size; c++) {
+        msgpack_sbuffer_destroy(&docs[c]);
+        free(raw[c]);
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* Loads buf with extra.fired forged to fired: TL_OK or the load's error. */
+static int load_with_fired(const void *buf, size_t len, int64_t fired, int as_str)
+{
+    msgpack_sbuffer sb;
+    forge_fired(buf, len, fired, as_str, &sb);
+    tl_runtime *b = new_rt();
+    register_all(b);
+    int rc = tl_snapshot_load(b, sb.data, sb.size);
+    if (rc != TL_OK) {
+        assert_non_null(strstr(tl_errmsg(b), "fired select case"));
+        assert_int_equal(tl_tasklet_count(b), 0);
+    }
+    tl_runtime_free(b);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static void test_fired_bounded(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt();
+    tl_chan *ca, *cb;
+    register_all(a);
+    assert_int_equal(tl_chan_new(a, 0, &ca), TL_OK);
+    assert_int_equal(tl_chan_new(a, 1, &cb), TL_OK);
+    sel_t args = {.a = ca, .b = cb};
+    assert_int_equal(tl_spawn(a, &selector_fn, &args, sizeof args, NULL), TL_OK);
+    assert_int_equal(tl_run(a), TL_EDEADLOCK); /* waits in a select of 2 cases */
+    void *buf;
+    size_t len;
+    save(a, &buf, &len);
+    assert_int_equal(load_with_fired(buf, len, -1, 0), TL_OK);
+    assert_int_equal(load_with_fired(buf, len, 1, 0), TL_OK);
+    assert_int_equal(load_with_fired(buf, len, 2, 0), TL_ECORRUPT); /* case 2 of 2 */
+    assert_int_equal(load_with_fired(buf, len, -2, 0), TL_ECORRUPT);
+    assert_int_equal(load_with_fired(buf, len, 0, 1), TL_ECORRUPT);
+    tl_snapshot_free(a, buf, len);
+    /* the select fired: runnable, its cases no longer in the record */
+    assert_int_equal(tl_chan_try_send(cb, tl_i64(7)), TL_OK);
+    assert_int_equal(tl_blocked_count(a), 0);
+    save(a, &buf, &len);
+    assert_int_equal(load_with_fired(buf, len, 1, 0), TL_OK);
+    assert_int_equal(load_with_fired(buf, len, TL_SELECT_MAX - 1, 0), TL_OK);
+    assert_int_equal(load_with_fired(buf, len, TL_SELECT_MAX, 0), TL_ECORRUPT);
+    assert_int_equal(load_with_fired(buf, len, INT64_MAX, 0), TL_ECORRUPT);
+    assert_int_equal(load_with_fired(buf, len, INT64_MIN, 0), TL_ECORRUPT);
+    tl_snapshot_free(a, buf, len);
+    tl_chan_release(ca);
+    tl_chan_release(cb);
+    tl_runtime_free(a);
+}
+
 static void test_wrong_magic_and_newer_format(void **state)
 {
     (void)state;
@@ -738,6 +989,9 @@ int main(void)
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_truncated_and_flipped),
         cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_wide_array_headers),
+        cmocka_unit_test(test_wide_header_wrong_count),
+        cmocka_unit_test(test_fired_bounded),
         cmocka_unit_test(test_wrong_magic_and_newer_format),
         cmocka_unit_test(test_unknown_function),
         cmocka_unit_test(test_not_empty),
