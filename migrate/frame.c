@@ -1,0 +1,273 @@
+/*
+ * frame.c -- frames on a link: the write buffer, frame encoding and the
+ * frame decoder (docs/PROTOCOL.md).
+ *
+ * Every frame is a 4-byte big-endian length and one msgpack array
+ * [type, ...].  Writing: tl__frame_begin reserves the length, the caller
+ * packs one array into l->wbuf, tl__frame_end fills the length in;
+ * tl__flush sends what the socket takes and keeps the rest for POLLOUT.
+ * Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per round),
+ * tl__on_bytes cuts it into frames, on_frame checks one (tl__msgpack_check
+ * bounds its depth and sizes before msgpack-c sees it) and dispatches it
+ * by type to the handler of link.c, transfer.c or remote.c.
+ *
+ * Invariants: before authentication a frame is at most MAX_HANDSHAKE_FRAME
+ * bytes and only HELLO, AUTH and ERROR are taken; after it, at most
+ * n->max_frame.  A handler may drop the link (l->state == L_DEAD): the
+ * reader then stops at once.  Out of memory while packing leaves a frame
+ * short or missing: the peer finds it malformed and drops the link, which
+ * the protocol survives like any lost link.
+ */
+#include "node_impl.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ---- frames out ---- */
+
+static int wbuf_write(void *data, const char *p, size_t n)
+{
+    conn *l = data;
+    if (l->wlen + n > l->wcap) {
+        size_t ncap = l->wcap ? l->wcap : 4096;
+        while (ncap < l->wlen + n)
+            ncap *= 2;
+        unsigned char *nb = realloc(l->wbuf, ncap);
+        if (!nb)
+            return -1;
+        l->wbuf = nb;
+        l->wcap = ncap;
+    }
+    memcpy(l->wbuf + l->wlen, p, n);
+    l->wlen += n;
+    return 0;
+}
+
+/* Starts a frame: a length placeholder, then the caller packs one array. */
+size_t tl__frame_begin(conn *l, msgpack_packer *pk)
+{
+    static const char zero[4] = {0};
+    size_t at = l->wlen;
+    wbuf_write(l, zero, 4);
+    msgpack_packer_init(pk, l, wbuf_write);
+    return at;
+}
+
+void tl__frame_end(conn *l, size_t at)
+{
+    if (l->wlen < at + 4)
+        return; /* out of memory: the link is dropped when flushed */
+    uint32_t n = (uint32_t)(l->wlen - at - 4);
+    l->wbuf[at] = (unsigned char)(n >> 24);
+    l->wbuf[at + 1] = (unsigned char)(n >> 16);
+    l->wbuf[at + 2] = (unsigned char)(n >> 8);
+    l->wbuf[at + 3] = (unsigned char)n;
+}
+
+void tl__pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+
+void tl__flush(conn *l)
+{
+    while (l->state != L_DEAD && l->woff < l->wlen) {
+        ssize_t k = send(l->fd, l->wbuf + l->woff, l->wlen - l->woff, MSG_NOSIGNAL);
+        if (k > 0) {
+            l->woff += (size_t)k;
+        } else if (k < 0 && errno == EINTR) {
+            continue;
+        } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else {
+            tl__link_drop(l, "send failed: %s", strerror(errno));
+            return;
+        }
+    }
+    l->woff = l->wlen = 0;
+}
+
+void tl__wire_error(conn *l, int code, const char *msg)
+{
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint8(&pk, M_ERROR);
+    msgpack_pack_int(&pk, code);
+    tl__pack_str(&pk, msg);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* [type, req]: CANCEL and CANCELLED. */
+void tl__wire_req(conn *l, int type, uint64_t req)
+{
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    msgpack_pack_uint64(&pk, req);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* DONE [req, code, msg|nil, value|nil]. */
+void tl__wire_done(conn *l, uint64_t req, int code, const char *msg, const tl_value *v)
+{
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, M_DONE);
+    msgpack_pack_uint64(&pk, req);
+    msgpack_pack_int(&pk, code);
+    if (msg)
+        tl__pack_str(&pk, msg);
+    else
+        msgpack_pack_nil(&pk);
+    if (v)
+        tl__pack_value(&pk, *v);
+    else
+        msgpack_pack_nil(&pk);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* ---- frames in ---- */
+
+/* One frame from l: p[0..len) holds exactly one msgpack value. */
+static void on_frame(conn *l, const unsigned char *p, size_t len)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+    if (tl__msgpack_check(p, len, 24) != len) {
+        tl__link_drop(l, "malformed frame (%zu bytes)", len);
+        return;
+    }
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, (const char *)p, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        up.data.type != MSGPACK_OBJECT_ARRAY || up.data.via.array.size < 1 ||
+        !mp_is_u(mp_item(&up.data, 0))) {
+        msgpack_unpacked_destroy(&up);
+        tl__link_drop(l, "malformed frame (%zu bytes)", len);
+        return;
+    }
+    const msgpack_object *o = &up.data;
+    uint64_t type = mp_item(o, 0)->via.u64;
+    if (type == M_ERROR) {
+        char msg[256] = "?";
+        if (o->via.array.size >= 3)
+            mp_str(mp_item(o, 2), msg, sizeof msg);
+        tl__link_drop(l, "the peer says: %s", msg);
+    } else if (l->state != L_UP && type == M_HELLO) {
+        tl__on_hello(l, o);
+    } else if (l->state != L_UP && type == M_AUTH) {
+        tl__on_auth(l, o);
+    } else if (l->state != L_UP) {
+        tl__link_drop(l, "message %llu before authentication", (unsigned long long)type);
+    } else {
+        switch (type) {
+        case M_XFER: tl__on_xfer(l, o); break;
+        case M_ACK: tl__on_ack(l, o); break;
+        case M_NACK: tl__on_nack(l, o); break;
+        case M_FORGET: tl__on_forget(l, o); break;
+        case M_OP: tl__on_op(l, o); break;
+        case M_DONE: tl__on_done(l, o); break;
+        case M_CANCEL: tl__on_cancel(l, o); break;
+        case M_CANCELLED: tl__on_cancelled(l, o); break;
+        default: tl__link_drop(l, "unknown message type %llu", (unsigned long long)type);
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* A frame's length prefix. */
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Splits l->rbuf into frames. */
+void tl__on_bytes(conn *l)
+{
+    tl_node *n = l->node;
+    size_t off = 0;
+    while (l->state != L_DEAD && l->rlen - off >= 4) {
+        const unsigned char *p = l->rbuf + off;
+        n->last_io = tl__mono_ns();
+        uint32_t len = be32(p);
+        uint32_t limit = l->state == L_UP ? n->max_frame : MAX_HANDSHAKE_FRAME;
+        if (len == 0 || len > limit) {
+            tl__link_drop(l, "a frame of %u bytes (the limit is %u)", len, limit);
+            return;
+        }
+        if (l->rlen - off - 4 < len)
+            break;
+        on_frame(l, p + 4, len);
+        off += 4 + (size_t)len;
+    }
+    if (l->state == L_DEAD || off == 0)
+        return;
+    memmove(l->rbuf, l->rbuf + off, l->rlen - off);
+    l->rlen -= off;
+}
+
+void tl__on_readable(conn *l)
+{
+    size_t budget = READ_BUDGET;
+    while (l->state != L_DEAD && budget) {
+        if (l->rcap - l->rlen < 65536) {
+            /* before authentication a frame is at most 1 KiB: a small
+             * buffer, so that strangers cost little */
+            size_t ncap = l->state != L_UP ? 4 * MAX_HANDSHAKE_FRAME + 65536
+                          : l->rcap ? 2 * l->rcap : 131072;
+            if (l->state != L_UP && l->rcap >= ncap) {
+                tl__link_drop(l, "too much data before authentication");
+                return;
+            }
+            unsigned char *nb = realloc(l->rbuf, ncap);
+            if (!nb) {
+                tl__link_drop(l, "out of memory");
+                return;
+            }
+            l->rbuf = nb;
+            l->rcap = ncap;
+        }
+        ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, 0);
+        if (k > 0) {
+            int drained = (size_t)k < l->rcap - l->rlen; /* a short read: nothing more now */
+            l->rlen += (size_t)k;
+            budget = (size_t)k < budget ? budget - (size_t)k : 0;
+            tl__on_bytes(l);
+            if (drained && l->state != L_DEAD)
+                budget = 0; /* poll says when more comes; no recv for EAGAIN */
+            /* a frame larger than the buffer: grow it to fit */
+            if (l->state != L_DEAD && l->rlen >= 4) {
+                const unsigned char *p = l->rbuf;
+                size_t need = 4 + (size_t)be32(p);
+                if (need > l->rcap && need <= (size_t)l->node->max_frame + 4) {
+                    unsigned char *nb = realloc(l->rbuf, need);
+                    if (!nb) {
+                        tl__link_drop(l, "out of memory for a frame of %zu bytes", need);
+                        return;
+                    }
+                    l->rbuf = nb;
+                    l->rcap = need;
+                }
+            }
+        } else if (k == 0) {
+            tl__link_drop(l, "closed by the peer");
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return;
+        } else {
+            tl__link_drop(l, "receive failed: %s", strerror(errno));
+        }
+    }
+}
+

@@ -1,0 +1,391 @@
+/*
+ * link.c -- links between nodes: connecting, accepting, the handshake,
+ * taking a link down.
+ *
+ * A link (conn) is one socket to one peer.  Its states, and the function
+ * behind each transition:
+ *
+ *             tl__dial_now (connect in progress)       tl__on_connected
+ *   (new) ------------------------------------> CONNECTING -------------.
+ *     |                                             |                   |
+ *     | tl__link_new: tl__on_accept, tl_node_pair,  | SO_ERROR: quietly  |
+ *     | tl__dial_now (connected at once)            v DEAD, redial       |
+ *     `----------------------------------------> HANDSHAKE <------------'
+ *                                                   |  sends HELLO
+ *                         tl__on_hello: checks it, sends AUTH (our MAC)
+ *                         tl__on_auth: their MAC verified
+ *                                                   v
+ *                                                  UP
+ *
+ *   CONNECTING, HANDSHAKE, UP --tl__link_drop--> DEAD --tl__links_reap--> freed
+ *   (a bad frame, the peer's ERROR or close, a failed send or receive, no
+ *   authentication within HANDSHAKE_NS (tl_node_poll), the node closing)
+ *
+ * Invariants: nothing but HELLO, AUTH and ERROR is acted on before UP
+ * (frame.c); a DEAD link has fd -1, is in no request or transfer table
+ * (tl__link_drop fails its requests, kills its agents and puts its
+ * transfers back to be resent: remote.c, transfer.c) and is freed by the
+ * next tl__links_reap, never while a handler runs.  The MAC of AUTH covers
+ * both nonces, both ids and the sender's role, so that neither message can
+ * be replayed or reflected.  A dialed link that drops redials after
+ * REDIAL_NS, doubling up to MAX_REDIAL_NS while handshakes fail.
+ */
+#include "node_impl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ---- links ---- */
+
+/* The newest link up to node peer, or NULL. */
+conn *tl__link_up(tl_node *n, const char *peer)
+{
+    for (conn *l = n->links; l; l = l->next)
+        if (l->state == L_UP && strcmp(l->peer, peer) == 0)
+            return l;
+    return NULL;
+}
+
+void tl__set_nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+conn *tl__link_new(tl_node *n, int fd, int client, const char *where)
+{
+    conn *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->node = n;
+    l->fd = fd;
+    l->client = client;
+    l->state = L_HANDSHAKE;
+    l->born = tl__mono_ns();
+    snprintf(l->where, sizeof l->where, "%.127s", where);
+    memcpy(l->key, n->key, sizeof l->key);
+    randombytes_buf(l->mine, sizeof l->mine);
+    l->next = n->links;
+    n->links = l;
+    return l;
+}
+
+void tl__send_hello(conn *l)
+{
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, M_HELLO);
+    tl__pack_str(&pk, TL__NODE_MAGIC);
+    msgpack_pack_uint32(&pk, TL_PROTO_VERSION);
+    tl__pack_str(&pk, l->node->id);
+    msgpack_pack_bin(&pk, sizeof l->mine);
+    msgpack_pack_bin_body(&pk, l->mine, sizeof l->mine);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* The MAC a side sends: over both nonces and both ids, client first, with
+ * the role of the sender, so neither message can be replayed or
+ * reflected. */
+static void auth_mac(const conn *l, int from_client, unsigned char mac[crypto_auth_BYTES])
+{
+    const unsigned char *nc = l->client ? l->mine : l->theirs;
+    const unsigned char *ns = l->client ? l->theirs : l->mine;
+    const char *idc = l->client ? l->node->id : l->peer;
+    const char *ids = l->client ? l->peer : l->node->id;
+    unsigned char msg[8 + 1 + 64 + 2 * 64];
+    size_t k = 0;
+    memcpy(msg, "tl-auth1", 8);
+    k = 8;
+    msg[k++] = from_client ? 'C' : 'S';
+    memcpy(msg + k, nc, 32);
+    memcpy(msg + k + 32, ns, 32);
+    k += 64;
+    size_t a = strlen(idc), b = strlen(ids);
+    memcpy(msg + k, idc, a + 1);
+    k += a + 1;
+    memcpy(msg + k, ids, b + 1);
+    k += b + 1;
+    crypto_auth(mac, msg, k, l->key);
+}
+
+static void send_auth(conn *l)
+{
+    unsigned char mac[crypto_auth_BYTES];
+    msgpack_packer pk;
+    auth_mac(l, l->client, mac);
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, M_AUTH);
+    msgpack_pack_bin(&pk, sizeof mac);
+    msgpack_pack_bin_body(&pk, mac, sizeof mac);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* Takes a link down: its pending remote operations fail, the agents it
+ * started are killed, its unacknowledged transfers wait for a new link. */
+void tl__link_drop(conn *l, const char *fmt, ...)
+{
+    tl_node *n = l->node;
+    char why[300];
+    va_list ap;
+    if (l->state == L_DEAD)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    int was_up = l->state == L_UP;
+    tl__node_log(n, "link %s%s%s dropped: %s", l->where, l->peer[0] ? " to " : "", l->peer, why);
+    l->state = L_DEAD;
+    close(l->fd);
+    l->fd = -1;
+    n->stats.links_dropped += was_up;
+    if (l->dial) {
+        dial *d = l->dial;
+        d->backoff = was_up || d->backoff < REDIAL_NS ? REDIAL_NS
+                     : d->backoff * 2 > MAX_REDIAL_NS ? MAX_REDIAL_NS : d->backoff * 2;
+        d->conn = NULL;
+        d->next_try = tl__mono_ns() + d->backoff;
+        l->dial = NULL;
+    }
+    tl__remote_link_lost(n, l);
+    tl__outbox_unsend(n, l);
+}
+
+void tl__link_free(conn *l)
+{
+    free(l->rbuf);
+    free(l->wbuf);
+    free(l);
+}
+
+void tl__links_reap(tl_node *n)
+{
+    conn **pp = &n->links;
+    while (*pp) {
+        conn *l = *pp;
+        if (l->state == L_DEAD) {
+            *pp = l->next;
+            tl__link_free(l);
+        } else {
+            pp = &l->next;
+        }
+    }
+}
+
+/* ---- addresses ---- */
+
+int tl__parse_addr(tl_node *n, const char *s, tl__addr *a)
+{
+    memset(a, 0, sizeof *a);
+    if (strncmp(s, "unix:", 5) == 0) {
+        const char *path = s + 5;
+        struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
+        if (!*path || strlen(path) >= sizeof un->sun_path)
+            return tl__seterr(n->rt, TL_EINVAL, "address '%s': a unix socket path of 1 to %zu "
+                              "bytes", s, sizeof un->sun_path - 1);
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path, strlen(path) + 1);
+        a->len = sizeof *un;
+        a->family = AF_UNIX;
+        return TL_OK;
+    }
+    if (strncmp(s, "tcp://", 6) == 0) {
+        char host[64];
+        const char *h = s + 6, *colon = strrchr(h, ':');
+        char *end;
+        if (!colon || (size_t)(colon - h) >= sizeof host)
+            return tl__seterr(n->rt, TL_EINVAL, "address '%s': expected tcp://HOST:PORT", s);
+        memcpy(host, h, (size_t)(colon - h));
+        host[colon - h] = '\0';
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || port < 0 || port > 65535)
+            return tl__seterr(n->rt, TL_EINVAL, "address '%s': bad port", s);
+        struct sockaddr_in *in = (struct sockaddr_in *)&a->sa;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        if (!host[0] || strcmp(host, "localhost") == 0)
+            snprintf(host, sizeof host, "127.0.0.1");
+        if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+            return tl__seterr(n->rt, TL_EINVAL, "address '%s': '%s' is not an IPv4 address", s,
+                              host);
+        a->len = sizeof *in;
+        a->family = AF_INET;
+        return TL_OK;
+    }
+    return tl__seterr(n->rt, TL_EINVAL, "address '%s': expected tcp://HOST:PORT or unix:PATH", s);
+}
+
+/* ---- the handshake ---- */
+
+int tl__valid_id(const char *s)
+{
+    size_t k = strlen(s);
+    if (k == 0 || k > 63)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+void tl__on_hello(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    char magic[32], peer[64];
+    if (o->via.array.size < 5 || !mp_str(mp_item(o, 1), magic, sizeof magic) ||
+        strcmp(magic, TL__NODE_MAGIC) != 0) {
+        tl__link_drop(l, "not a libtasklet node (bad hello)");
+        return;
+    }
+    if (!mp_is_u(mp_item(o, 2)) || mp_item(o, 2)->via.u64 != TL_PROTO_VERSION) {
+        char msg[160];
+        unsigned long long v = mp_is_u(mp_item(o, 2)) ? mp_item(o, 2)->via.u64 : 0;
+        snprintf(msg, sizeof msg, "protocol version %llu is not supported; this node speaks %d",
+                 v, TL_PROTO_VERSION);
+        tl__wire_error(l, TL_EPROTO, msg);
+        tl__link_drop(l, "the peer speaks protocol version %llu, this node %d", v, TL_PROTO_VERSION);
+        return;
+    }
+    if (!mp_str(mp_item(o, 3), peer, sizeof peer) || !tl__valid_id(peer) ||
+        mp_item(o, 4)->type != MSGPACK_OBJECT_BIN || mp_item(o, 4)->via.bin.size != 32) {
+        tl__link_drop(l, "malformed hello");
+        return;
+    }
+    if (strcmp(peer, n->id) == 0) {
+        tl__link_drop(l, "the peer claims this node's own id '%s'", peer);
+        return;
+    }
+    if (l->hello_got) {
+        tl__link_drop(l, "a second hello");
+        return;
+    }
+    l->hello_got = 1;
+    snprintf(l->peer, sizeof l->peer, "%s", peer);
+    memcpy(l->theirs, mp_item(o, 4)->via.bin.ptr, 32);
+    send_auth(l);
+}
+
+void tl__on_auth(conn *l, const msgpack_object *o)
+{
+    unsigned char want[crypto_auth_BYTES];
+    if (!l->hello_got || o->via.array.size < 2 || mp_item(o, 1)->type != MSGPACK_OBJECT_BIN ||
+        mp_item(o, 1)->via.bin.size != crypto_auth_BYTES) {
+        tl__link_drop(l, "malformed authentication");
+        return;
+    }
+    auth_mac(l, !l->client, want);
+    if (sodium_memcmp(want, mp_item(o, 1)->via.bin.ptr, sizeof want) != 0) {
+        tl__wire_error(l, TL_EAUTH, "authentication failed");
+        tl__link_drop(l, "authentication failed: node '%s' does not hold the shared secret", l->peer);
+        return;
+    }
+    l->state = L_UP;
+    l->node->stats.links_up++;
+    tl__node_log(l->node, "link %s to %s up", l->where, l->peer);
+}
+
+/* ---- dialing, accepting ---- */
+
+void tl__dial_now(tl_node *n, dial *d)
+{
+    tl__addr a;
+    if (tl__parse_addr(n, d->addr, &a) != TL_OK)
+        return;
+    int fd = socket(a.family, SOCK_STREAM, 0);
+    if (fd < 0) {
+        d->next_try = tl__mono_ns() + REDIAL_NS;
+        return;
+    }
+    tl__set_nonblock(fd);
+    if (a.family == AF_INET) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    int rc = connect(fd, (struct sockaddr *)&a.sa, a.len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        close(fd);
+        d->next_try = tl__mono_ns() + REDIAL_NS;
+        return;
+    }
+    conn *l = tl__link_new(n, fd, 1, d->addr);
+    if (!l) {
+        close(fd);
+        d->next_try = tl__mono_ns() + REDIAL_NS;
+        return;
+    }
+    l->dial = d;
+    d->conn = l;
+    if (rc == 0) {
+        tl__send_hello(l);
+    } else {
+        l->state = L_CONNECTING;
+    }
+}
+
+void tl__on_connected(conn *l)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+        /* quietly: the peer may not be up yet */
+        l->state = L_DEAD;
+        close(l->fd);
+        if (l->dial) {
+            l->dial->conn = NULL;
+            l->dial->next_try = tl__mono_ns() + REDIAL_NS;
+        }
+        return;
+    }
+    l->state = L_HANDSHAKE;
+    tl__send_hello(l);
+}
+
+void tl__on_accept(tl_node *n)
+{
+    size_t pending = 0;
+    for (conn *l = n->links; l; l = l->next)
+        pending += l->state == L_HANDSHAKE;
+    for (;;) {
+        int fd = accept(n->lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                /* out of descriptors, say: stop listening for a moment
+                 * rather than spin on a listener that stays readable */
+                tl__node_log(n, "accept on %s: %s", n->laddr, strerror(errno));
+                n->accept_after = tl__mono_ns() + REDIAL_NS;
+            }
+            return;
+        }
+        if (pending >= MAX_HANDSHAKES) {
+            close(fd);
+            tl__node_log(n, "refused a connection on %s: %d handshakes already pending", n->laddr,
+                  MAX_HANDSHAKES);
+            continue;
+        }
+        pending++;
+        tl__set_nonblock(fd);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *l = tl__link_new(n, fd, 0, n->laddr);
+        if (!l) {
+            close(fd);
+            return;
+        }
+        tl__send_hello(l);
+    }
+}
+

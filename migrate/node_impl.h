@@ -1,0 +1,236 @@
+/*
+ * node_impl.h -- what the node's files share (migrate/; private to them:
+ * tests and the fuzzer use node_internal.h).
+ *
+ * The node is split by responsibility (docs/ARCHITECTURE.md):
+ *   link.c      links and the handshake, addresses, dialing, accepting
+ *   frame.c     the write buffer, frame encoding, the frame decoder
+ *   transfer.c  moving tasklets: the outbox, transfer ids, exactly once
+ *   remote.c    remote channel operations (our requests, their agents)
+ *               and the runtime's hooks
+ *   durable.c   the node's rows in the store (outbox, inbox)
+ *   node.c      the public tl_node_* API and the event loop
+ */
+#ifndef TL_NODE_IMPL_H
+#define TL_NODE_IMPL_H
+
+#include "../persist/persist.h"
+#include "node_internal.h"
+
+#include <msgpack.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define TL__NODE_MAGIC "libtasklet-node"
+#define MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
+#define MAX_HANDSHAKE_FRAME 1024u
+#define MAX_HANDSHAKES 64        /* connections not yet authenticated */
+#define SPIN_NS 50000LL           /* polls without sleeping for this long ... */
+#define SPIN_AFTER_IO_NS 1000000LL /* ... when a frame came within this */
+#define HANDSHAKE_NS 10000000000LL /* to authenticate, from connecting */
+#define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
+#define REDIAL_NS 100000000LL
+#define MAX_REDIAL_NS 2000000000LL
+#define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
+
+/* Frame types (docs/PROTOCOL.md). */
+enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
+       M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22, M_CANCELLED = 23 };
+/* Link states (link.c draws the machine). */
+enum { L_CONNECTING, L_HANDSHAKE, L_UP, L_DEAD };
+
+typedef struct dial dial;
+typedef struct conn conn;
+
+struct conn {
+    conn *next;
+    tl_node *node;
+    int fd, state, client;
+    dial *dial;
+    char peer[64];
+    char where[128];             /* for log lines */
+    unsigned char key[crypto_auth_KEYBYTES];
+    unsigned char mine[32], theirs[32];
+    int hello_got;
+    int64_t born;                /* handshakes must finish in time */
+    unsigned char *rbuf, *wbuf;
+    size_t rlen, rcap, woff, wlen, wcap;
+};
+
+struct dial {
+    dial *next;
+    char addr[256];
+    conn *conn;
+    int64_t next_try;
+    int64_t backoff;  /* doubles while handshakes fail, up to 2 s */
+};
+
+typedef struct outx {       /* a transfer not yet acknowledged */
+    struct outx *next;
+    char xid[40], peer[64];
+    void *data;             /* rt's allocator (tl_snapshot_free) */
+    size_t len;
+    int durable;            /* checkpointed (or no store) */
+    conn *sent;             /* the link it went out on, or NULL */
+    int tried;              /* sent at least once (it may have arrived) */
+} outx;
+
+typedef struct xidref { conn *l; char xid[40]; char peer[64]; } xidref;
+
+/* A request of ours at a channel's home.  moving: the waiter is to move
+ * to that node once the home answered the CANCEL sent for it. */
+typedef struct rop { uint64_t req; tl_tasklet *t; conn *via; char moving[64]; } rop;
+typedef struct agent { uint64_t req; tl_tasklet *t; conn *via; } agent; /* theirs, here */
+typedef struct move { tl_tasklet *t; char peer[64]; } move;
+
+/* A transfer id: 32 hex digits on the wire, two words here. */
+typedef struct xkey {
+    uint64_t hi, lo;
+} xkey;
+
+/* The transfer ids taken: open addressing, tombstones on delete. */
+typedef struct xset {
+    xkey *keys;
+    unsigned char *st;      /* 0 empty, 1 full, 2 deleted */
+    size_t cap, n, used;
+} xset;
+
+/* A growable array of T. */
+#define VEC(T) struct { T *v; size_t n, cap; }
+#define VEC_PUSH(vec, item)                                                        \
+    ((vec).n < (vec).cap || tl__vec_grow((void **)&(vec).v, &(vec).cap, sizeof *(vec).v) \
+         ? ((vec).v[(vec).n++] = (item), 0) : -1)
+
+struct tl_node {
+    tl_runtime *rt;
+    char id[64];
+    unsigned char key[crypto_auth_KEYBYTES];
+    int has_key;
+    tl_store *store;
+    tl_log_fn log;
+    void *log_ud;
+    uint32_t max_frame, batch;
+    int lfd;
+    char laddr[300], lpath[128];
+    conn *links;
+    dial *dials;
+    outx *out, **out_tail;
+    outx *next_send;       /* every transfer before it has been sent */
+    size_t nout;
+    VEC(outx *) xbatch;    /* scratch: one XFER frame's transfers */
+    uint64_t xid_prefix, xid_seq;
+    xset seen;
+    VEC(xidref) acks;      /* to send once the imports are checkpointed */
+    VEC(xidref) forgets;   /* to send once the outbox removal is */
+    VEC(rop) rops;
+    VEC(agent) agents;
+    VEC(move) moves;
+    uint64_t next_req;
+    int need_ckpt, started, wake[2];
+    int64_t accept_after;  /* accept paused until then (after an error) */
+    int64_t last_io;       /* when a frame last came in */
+    atomic_int stop;  /* tl_node_stop may come from another thread */
+    tl_node_stats stats;
+};
+
+/* ---- node.c ---- */
+TL__HIDDEN int tl__vec_grow(void **p, size_t *cap, size_t size);
+TL__HIDDEN int64_t tl__mono_ns(void);
+TL__HIDDEN void tl__node_log(tl_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- link.c ---- */
+TL__HIDDEN conn *tl__link_up(tl_node *n, const char *peer);
+TL__HIDDEN conn *tl__link_new(tl_node *n, int fd, int client, const char *where);
+TL__HIDDEN void tl__link_drop(conn *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+TL__HIDDEN void tl__link_free(conn *l);
+TL__HIDDEN void tl__links_reap(tl_node *n);
+TL__HIDDEN void tl__set_nonblock(int fd);
+TL__HIDDEN void tl__send_hello(conn *l);
+TL__HIDDEN int tl__valid_id(const char *s);
+TL__HIDDEN void tl__on_hello(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_auth(conn *l, const msgpack_object *o);
+typedef struct tl__addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int family;
+} tl__addr;
+TL__HIDDEN int tl__parse_addr(tl_node *n, const char *s, tl__addr *a);
+TL__HIDDEN void tl__dial_now(tl_node *n, dial *d);
+TL__HIDDEN void tl__on_connected(conn *l);
+TL__HIDDEN void tl__on_accept(tl_node *n);
+
+/* ---- frame.c ---- */
+TL__HIDDEN size_t tl__frame_begin(conn *l, msgpack_packer *pk);
+TL__HIDDEN void tl__frame_end(conn *l, size_t at);
+TL__HIDDEN void tl__pack_str(msgpack_packer *pk, const char *s);
+TL__HIDDEN void tl__flush(conn *l);
+TL__HIDDEN void tl__wire_error(conn *l, int code, const char *msg);
+TL__HIDDEN void tl__wire_req(conn *l, int type, uint64_t req);
+TL__HIDDEN void tl__wire_done(conn *l, uint64_t req, int code, const char *msg,
+                              const tl_value *v);
+TL__HIDDEN void tl__on_bytes(conn *l);
+TL__HIDDEN void tl__on_readable(conn *l);
+
+/* Reading a decoded frame: element i of array o, and type tests. */
+static inline const msgpack_object *mp_item(const msgpack_object *o, uint32_t i)
+{
+    return &o->via.array.ptr[i];
+}
+static inline int mp_is_u(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+}
+static inline int mp_is_i(const msgpack_object *o)
+{
+    return mp_is_u(o) || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+}
+/* Copies a msgpack string of 1..cap-1 bytes into buf; 0 if it is not one. */
+static inline int mp_str(const msgpack_object *o, char *buf, size_t cap)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size >= cap)
+        return 0;
+    memcpy(buf, o->via.str.ptr, o->via.str.size);
+    buf[o->via.str.size] = '\0';
+    return 1;
+}
+
+/* ---- transfer.c ---- */
+TL__HIDDEN int tl__xid_parse(const char *s, xkey *k);
+TL__HIDDEN void tl__xid_format(xkey k, char out[40]);
+TL__HIDDEN int tl__xset_add(xset *s, xkey k);
+TL__HIDDEN void tl__xset_free(xset *s);
+TL__HIDDEN void tl__outbox_append(tl_node *n, outx *x);
+TL__HIDDEN void tl__outx_free(tl_node *n, outx *x);
+TL__HIDDEN void tl__outbox_unsend(tl_node *n, conn *l);
+TL__HIDDEN void tl__transfers_free(tl_node *n, int durable);
+TL__HIDDEN int tl__depart(tl_node *n, tl_tasklet *t, const char *peer);
+TL__HIDDEN int tl__settle(tl_node *n);
+TL__HIDDEN void tl__on_xfer(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_ack(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_nack(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_forget(conn *l, const msgpack_object *o);
+
+/* ---- remote.c ---- */
+extern TL__HIDDEN const tl__hooks tl__node_hooks;
+extern TL__HIDDEN const tl_func tl__agent_fn;
+TL__HIDDEN int tl__node_start(tl_node *n);
+TL__HIDDEN void tl__remote_link_lost(tl_node *n, conn *l);
+TL__HIDDEN int tl__remote_migrate(tl_node *n, tl_tasklet *t, const char *peer, int *handled);
+TL__HIDDEN void tl__remote_free(tl_node *n);
+TL__HIDDEN void tl__on_op(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_done(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_cancel(conn *l, const msgpack_object *o);
+TL__HIDDEN void tl__on_cancelled(conn *l, const msgpack_object *o);
+
+/* ---- durable.c ---- */
+TL__HIDDEN int tl__node_store_open(tl_node *n);
+TL__HIDDEN int tl__node_checkpoint(tl_node *n);
+TL__HIDDEN int tl__node_store_close(tl_node *n);
+
+#endif

@@ -1,0 +1,450 @@
+/*
+ * remote.c -- remote channel operations, and the runtime's hooks.
+ *
+ * A channel whose home is another node is a proxy here (src/chan.c).  A
+ * tasklet that blocks on one has a *request* (rop) here: hook_remote_op
+ * sends OP [req, op, [id, name], value] on the link to the home and
+ * records it; DONE [req, code, msg, value] completes it (tl__on_done); a
+ * waiter that leaves first (killed, moved) sends CANCEL [req]
+ * (hook_remote_cancel), answered CANCELLED [req] if the operation had not
+ * happened (its DONE would have come first otherwise).  At the home each
+ * OP runs as an *agent* tasklet ("tl.agent", tl__agent_fn) that does the
+ * send or receive with the channel's own rendezvous rules and answers
+ * DONE when it ends (agent_done); CANCEL kills it.
+ *
+ * A request:   hook_remote_op --> ISSUED --tl__on_done--> completed, gone
+ *                                   |  \--hook_remote_cancel (CANCEL)--> gone
+ *                 tl__remote_migrate|   \--tl__remote_link_lost--> TL_ELINK, gone
+ *                 (CANCEL)          v
+ *                                MOVING --tl__on_cancelled--> tl__depart
+ *                                       --tl__on_done--> completed, then tl__depart
+ *
+ * Invariants: a tasklet has at most one request (it is blocked on one
+ * operation); a request and an agent hold a reference to their tasklet and
+ * name the link they came through, and go when it drops; a value crossing
+ * nodes holds no channel or tasklet reference and nests at most 16 deep
+ * (value_check).  After a restart (tl__node_start) agents are killed and
+ * waiters on proxies fail: the requests behind them are gone.
+ */
+#include "node_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the runtime's hooks ---- */
+
+static void release_rop(rop *r)
+{
+    tl_tasklet_release(r->t);
+}
+
+/* Whether v can cross nodes: TL_ENOTSUP if it holds a channel or tasklet
+ * reference, TL_ERANGE if nested deeper than 16. */
+static int value_check(tl_value v, int depth)
+{
+    if (v.type == TL_V_CHAN || v.type == TL_V_TASKLET)
+        return TL_ENOTSUP;
+    size_t k = tl_len(v);
+    if ((v.type == TL_V_ARRAY || v.type == TL_V_MAP) && depth >= 16)
+        return TL_ERANGE;
+    int rc = TL_OK;
+    for (size_t i = 0; v.type == TL_V_ARRAY && i < k && rc == TL_OK; i++)
+        rc = value_check(tl_array_at(v, i), depth + 1);
+    for (size_t i = 0; v.type == TL_V_MAP && i < k && rc == TL_OK; i++) {
+        rc = value_check(tl_map_key(v, i), depth + 1);
+        if (rc == TL_OK)
+            rc = value_check(tl_map_val(v, i), depth + 1);
+    }
+    return rc;
+}
+
+static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
+{
+    tl_node *n = ud;
+    const tl__remote *r = ch->remote;
+    char label[160];
+    conn *l = tl__link_up(n, r->node);
+    tl__chan_label(ch, label, sizeof label);
+    if (!l)
+        return tl__seterr(n->rt, TL_ELINK, "%s on %s: no link to node %s",
+                          op == TL_OP_SEND ? "send" : "receive", label, r->node);
+    int vc = op == TL_OP_SEND ? value_check(t->xfer, 0) : TL_OK;
+    if (vc != TL_OK)
+        return tl__seterr(n->rt, vc, "send on %s: a value crossing nodes cannot hold channel "
+                          "or tasklet references or nest deeper than 16", label);
+    rop ro = {++n->next_req, tl_tasklet_retain(t), l, ""};
+    if (VEC_PUSH(n->rops, ro) != 0) {
+        tl_tasklet_release(t);
+        return tl__seterr(n->rt, TL_ENOMEM, "out of memory for a remote operation");
+    }
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, M_OP);
+    msgpack_pack_uint64(&pk, ro.req);
+    msgpack_pack_uint8(&pk, (uint8_t)op);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, r->id);
+    if (r->name)
+        tl__pack_str(&pk, r->name);
+    else
+        msgpack_pack_nil(&pk);
+    if (op == TL_OP_SEND)
+        tl__pack_value(&pk, t->xfer);
+    else
+        msgpack_pack_nil(&pk);
+    tl__frame_end(l, at);
+    tl__flush(l);
+    if (l->state == L_DEAD) /* the request did not go: drop_link released it */
+        return tl__seterr(n->rt, TL_ELINK, "%s on %s: the link to node %s was lost",
+                          op == TL_OP_SEND ? "send" : "receive", label, r->node);
+    return TL_OK;
+}
+
+static void hook_remote_cancel(void *ud, tl_chan *ch, tl_tasklet *t)
+{
+    tl_node *n = ud;
+    (void)ch;
+    for (size_t i = 0; i < n->rops.n; i++) {
+        if (n->rops.v[i].t != t)
+            continue;
+        rop r = n->rops.v[i];
+        n->rops.v[i] = n->rops.v[--n->rops.n];
+        if (r.via->state == L_UP)
+            tl__wire_req(r.via, M_CANCEL, r.req);
+        tl_tasklet_release(r.t);
+        return;
+    }
+}
+
+static int hook_move(void *ud, tl_tasklet *t, const char *peer)
+{
+    tl_node *n = ud;
+    if (strlen(peer) >= 64 || !tl__link_up(n, peer))
+        return tl__seterr(n->rt, TL_ELINK, "TL_MIGRATE to '%s': no link to that node", peer);
+    move m;
+    m.t = tl_tasklet_retain(t);
+    snprintf(m.peer, sizeof m.peer, "%s", peer);
+    if (VEC_PUSH(n->moves, m) != 0) {
+        tl_tasklet_release(t);
+        return tl__seterr(n->rt, TL_ENOMEM, "TL_MIGRATE: out of memory");
+    }
+    return TL_OK;
+}
+
+/* Takes suspended t out of the runtime into the outbox. */
+
+static void hook_moves(void *ud)
+{
+    tl_node *n = ud;
+    for (size_t i = 0; i < n->moves.n; i++) {
+        tl_tasklet *t = n->moves.v[i].t;
+        if (t->state == TL_BLOCKED && t->wait == TL_WAIT_MOVE) {
+            tl__wake(t); /* it resumes after TL_MIGRATE, here or there */
+            if (tl__depart(n, t, n->moves.v[i].peer) != TL_OK)
+                tl__deliver_error(t, n->rt->errcode, n->rt->errmsg);
+        }
+        tl_tasklet_release(t);
+    }
+    n->moves.n = 0;
+}
+
+const tl__hooks tl__node_hooks = {hook_remote_op, hook_remote_cancel, hook_move, hook_moves};
+
+/* ---- agents: remote operations at the channel's home ---- */
+
+typedef struct agent_l {
+    tl_chan *ch;
+    tl_value v;
+    uint64_t req;
+    uint32_t op;
+} agent_l;
+
+static void agent_done(tl_frame *f, agent_l *L);
+
+static tl_status agent_step(tl_frame *f, void *locals)
+{
+    agent_l *L = locals;
+    TL_BEGIN(f);
+    tl_frame_catch(f, 1);
+    if (L->op == TL_OP_SEND) {
+        TL_SEND(f, L->ch, L->v);
+    } else {
+        TL_RECV(f, L->ch, L->v);
+    }
+    agent_done(f, L);
+    TL_END(f);
+}
+
+static const tl_field agent_fields[] = {
+    TL_FIELD(agent_l, ch, TL_T_CHAN),
+    TL_FIELD(agent_l, v, TL_T_VALUE),
+    TL_FIELD(agent_l, req, TL_T_U64),
+    TL_FIELD(agent_l, op, TL_T_U32),
+};
+const tl_func tl__agent_fn = {"tl.agent", 1, agent_step, sizeof(agent_l), agent_fields,
+                                 TL_COUNTOF(agent_fields), NULL};
+
+static void agent_done(tl_frame *f, agent_l *L)
+{
+    tl_tasklet *t = tl_frame_tasklet(f);
+    tl_node *n = t->rt->hooks_ud;
+    int code = tl_frame_error(f);
+    const char *msg = code ? tl_frame_errmsg(f) : NULL;
+    int with_value = !code && L->op == TL_OP_RECV;
+    if (with_value && (code = value_check(L->v, 0)) != TL_OK) {
+        msg = "the value received cannot cross nodes (it holds a channel or tasklet "
+              "reference, or is nested too deep)";
+        with_value = 0;
+    }
+    for (size_t i = 0; n && i < n->agents.n; i++) {
+        if (n->agents.v[i].t != t)
+            continue;
+        agent a = n->agents.v[i];
+        n->agents.v[i] = n->agents.v[--n->agents.n];
+        n->stats.remote_ops++;
+        if (a.via->state == L_UP)
+            tl__wire_done(a.via, a.req, code, msg, with_value ? &L->v : NULL);
+        tl_tasklet_release(a.t);
+        return;
+    }
+}
+
+/* ---- frames about channel operations ---- */
+
+/* OP at the home: an agent does it. */
+void tl__on_op(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    char name[256];
+    if (o->via.array.size < 5 || !mp_is_u(mp_item(o, 1)) || !mp_is_u(mp_item(o, 2)) ||
+        (mp_item(o, 2)->via.u64 != TL_OP_SEND && mp_item(o, 2)->via.u64 != TL_OP_RECV) ||
+        mp_item(o, 3)->type != MSGPACK_OBJECT_ARRAY || mp_item(o, 3)->via.array.size != 2 ||
+        !mp_is_u(mp_item(mp_item(o, 3), 0))) {
+        tl__link_drop(l, "malformed channel operation");
+        return;
+    }
+    uint64_t req = mp_item(o, 1)->via.u64, id = mp_item(mp_item(o, 3), 0)->via.u64;
+    int named = mp_str(mp_item(mp_item(o, 3), 1), name, sizeof name);
+    tl_chan *ch = named ? tl_chan_find_name(n->rt, name) : tl_chan_find(n->rt, id);
+    if (!ch || ch->remote) {
+        char msg[400];
+        if (named)
+            snprintf(msg, sizeof msg, "no channel %s/%s", n->id, name);
+        else
+            snprintf(msg, sizeof msg, "no channel %s/#%llu", n->id, (unsigned long long)id);
+        tl__wire_done(l, req, TL_ENOENT, msg, NULL);
+        return;
+    }
+    agent_l args;
+    memset(&args, 0, sizeof args);
+    args.ch = ch;
+    args.req = req;
+    args.op = (uint32_t)mp_item(o, 2)->via.u64;
+    if (args.op == TL_OP_SEND && tl__unpack_value(n->rt, mp_item(o, 4), &args.v) != TL_OK) {
+        tl__wire_done(l, req, TL_EPROTO, "the value sent is malformed or holds a reference",
+                  NULL);
+        return;
+    }
+    tl_tasklet *t = NULL;
+    int rc = tl_spawn(n->rt, &tl__agent_fn, &args, sizeof args, &t);
+    tl_release(args.v);
+    agent a = {req, t, l};
+    if (rc == TL_OK && VEC_PUSH(n->agents, a) != 0) {
+        tl_kill(t);
+        tl_tasklet_release(t);
+        rc = TL_ENOMEM;
+    }
+    if (rc != TL_OK)
+        tl__wire_done(l, req, rc, "the home node could not start the operation", NULL);
+}
+
+/* Takes our request req on link l out of the table into *out; 0 if none. */
+static int take_rop(tl_node *n, conn *l, uint64_t req, rop *out)
+{
+    for (size_t i = 0; i < n->rops.n; i++)
+        if (n->rops.v[i].req == req && n->rops.v[i].via == l) {
+            *out = n->rops.v[i];
+            n->rops.v[i] = n->rops.v[--n->rops.n];
+            return 1;
+        }
+    return 0;
+}
+
+void tl__on_done(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    char msg[256] = "";
+    if (o->via.array.size < 5 || !mp_is_u(mp_item(o, 1)) || !mp_is_i(mp_item(o, 2))) {
+        tl__link_drop(l, "malformed answer");
+        return;
+    }
+    rop r;
+    if (!take_rop(n, l, mp_item(o, 1)->via.u64, &r))
+        return; /* an answer for a waiter that left (killed, moved): dropped */
+    int64_t code = mp_is_u(mp_item(o, 2)) ? (mp_item(o, 2)->via.u64 ? 1 : 0) : mp_item(o, 2)->via.i64;
+    tl_value v = tl_nil();
+    if (code > 0 || code < INT32_MIN)
+        code = TL_EPROTO;
+    mp_str(mp_item(o, 3), msg, sizeof msg);
+    if (code == 0 && tl__unpack_value(n->rt, mp_item(o, 4), &v) != TL_OK) {
+        code = TL_EPROTO;
+        snprintf(msg, sizeof msg, "node %s answered with a malformed value", l->peer);
+    }
+    if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
+        tl__remote_complete(r.t, (int)code, msg, v);
+    else
+        tl_release(v);
+    if (r.moving[0] && r.t->state == TL_RUNNABLE && tl__depart(n, r.t, r.moving) != TL_OK)
+        tl__node_log(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r.t->id,
+              r.moving, n->rt->errmsg);
+    release_rop(&r);
+}
+
+void tl__on_cancel(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    if (o->via.array.size < 2 || !mp_is_u(mp_item(o, 1))) {
+        tl__link_drop(l, "malformed cancel");
+        return;
+    }
+    for (size_t i = 0; i < n->agents.n; i++) {
+        if (n->agents.v[i].req != mp_item(o, 1)->via.u64 || n->agents.v[i].via != l)
+            continue;
+        agent a = n->agents.v[i];
+        n->agents.v[i] = n->agents.v[--n->agents.n];
+        if (a.t->state < TL_DONE)
+            tl_kill(a.t);
+        tl_tasklet_release(a.t);
+        /* the operation did not happen: say so (its DONE, had it
+         * happened, would have gone out before this) */
+        tl__wire_req(l, M_CANCELLED, a.req);
+        return;
+    }
+}
+
+
+/* The home stopped our request for a waiter that is moving: it moves
+ * now, still waiting on the remote channel. */
+void tl__on_cancelled(conn *l, const msgpack_object *o)
+{
+    tl_node *n = l->node;
+    if (o->via.array.size < 2 || !mp_is_u(mp_item(o, 1))) {
+        tl__link_drop(l, "malformed cancelled");
+        return;
+    }
+    rop r;
+    if (!take_rop(n, l, mp_item(o, 1)->via.u64, &r))
+        return;
+    if (r.moving[0] && r.t->state == TL_BLOCKED) {
+        r.t->flags &= (uint16_t)~TL__TF_REMOTE;
+        if (tl__depart(n, r.t, r.moving) != TL_OK)
+            tl__node_log(n, "tasklet #%llu could not move to %s: %s",
+                  (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
+    } else if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE)) {
+        /* not asked for: the operation did not happen; say so */
+        tl__remote_complete(r.t, TL_EPROTO, "the channel's home cancelled the operation",
+                            tl_nil());
+    }
+    release_rop(&r);
+}
+/* After a restart: agents (whose requesters are gone) are killed, and
+ * waiters on remote channels (whose requests are lost) fail. */
+static void agent_visit(void *obj, void *ud)
+{
+    tl_tasklet *t = obj;
+    VEC(tl_tasklet *) *v = ud;
+    if (t->state < TL_DONE && t->top && t->top->fn->fn == &tl__agent_fn)
+        VEC_PUSH(*v, tl_tasklet_retain(t));
+}
+
+int tl__node_start(tl_node *n)
+{
+    VEC(tl_tasklet *) stale = {NULL, 0, 0};
+    n->started = 1;
+    tl__slab_each(&n->rt->tasklets, TL__MAGIC_TASK, agent_visit, &stale);
+    for (size_t i = 0; i < stale.n; i++) {
+        if (stale.v[i]->state < TL_DONE)
+            tl_kill(stale.v[i]);
+        tl_tasklet_release(stale.v[i]);
+    }
+    free(stale.v);
+    VEC(tl_chan *) proxies = {NULL, 0, 0};
+    for (tl__link *l = n->rt->chans.next; l != &n->rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (ch->remote && VEC_PUSH(proxies, tl_chan_retain(ch)) != 0)
+            tl_chan_release(ch);
+    }
+    for (size_t i = 0; i < proxies.n; i++) {
+        tl_chan_fail_waiters(proxies.v[i], TL_ELINK, "the request on a remote channel was "
+                             "lost in a restart");
+        tl_chan_release(proxies.v[i]);
+    }
+    free(proxies.v);
+    return TL_OK;
+}
+
+
+/* l went down: our requests through it fail with TL_ELINK, the agents it
+ * started are killed. */
+void tl__remote_link_lost(tl_node *n, conn *l)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "the link to node %s was lost", l->peer[0] ? l->peer : "?");
+    for (size_t i = 0; i < n->rops.n;) {
+        if (n->rops.v[i].via != l) {
+            i++;
+            continue;
+        }
+        rop r = n->rops.v[i];
+        n->rops.v[i] = n->rops.v[--n->rops.n];
+        if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
+            tl__remote_complete(r.t, TL_ELINK, msg, tl_nil());
+        release_rop(&r);
+    }
+    for (size_t i = 0; i < n->agents.n;) {
+        if (n->agents.v[i].via != l) {
+            i++;
+            continue;
+        }
+        agent a = n->agents.v[i];
+        n->agents.v[i] = n->agents.v[--n->agents.n];
+        if (a.t->state < TL_DONE)
+            tl_kill(a.t);
+        tl_tasklet_release(a.t);
+    }
+}
+
+/* tl_node_migrate of t, blocked on a remote channel with its request
+ * issued: the request at the home is cancelled first, and t moves when
+ * the home answers (tl__on_cancelled, or tl__on_done if it completed
+ * meanwhile).  *handled is 0 if t has no request. */
+int tl__remote_migrate(tl_node *n, tl_tasklet *t, const char *peer, int *handled)
+{
+    *handled = 0;
+    for (size_t i = 0; i < n->rops.n; i++) {
+        rop *r = &n->rops.v[i];
+        if (r->t != t)
+            continue;
+        *handled = 1;
+        if (r->moving[0])
+            return tl__seterr(n->rt, TL_EBUSY, "tl_node_migrate: tasklet #%llu is already "
+                              "moving to %s", (unsigned long long)t->id, r->moving);
+        snprintf(r->moving, sizeof r->moving, "%s", peer);
+        tl__wire_req(r->via, M_CANCEL, r->req);
+        return TL_OK;
+    }
+    return TL_OK;
+}
+
+/* The node is closing: moves asked for and not carried out are dropped;
+ * the tables go (links are down already: no request or agent is left). */
+void tl__remote_free(tl_node *n)
+{
+    for (size_t i = 0; i < n->moves.n; i++)
+        tl_tasklet_release(n->moves.v[i].t);
+    free(n->rops.v);
+    free(n->agents.v);
+    free(n->moves.v);
+}
