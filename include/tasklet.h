@@ -330,6 +330,14 @@ TL_API int tl_register(tl_runtime *rt, const tl_func *fn);
 TL_API const tl_func *tl_lookup(tl_runtime *rt, const char *name,
                                 uint32_t version);
 
+/* The shape of fn as tl_register read it from the step function: one
+ * letter per resume point, in order (Y yield, S send, E send error,
+ * R receive, C call, J join, T sleep, X select, M migrate); "" for a
+ * function that never suspends.  Snapshots store it beside name@version
+ * and a load refuses a frame whose function changed shape.  Borrowed,
+ * valid while rt lives; NULL if fn is not registered in rt. */
+TL_API const char *tl_func_shape(tl_runtime *rt, const tl_func *fn);
+
 /* ------------------------------------------------------------------------
  * Tasklets
  * --------------------------------------------------------------------- */
@@ -548,7 +556,10 @@ typedef struct tl_case {
 /* ------------------------------------------------------------------------
  * Snapshots: the whole runtime as msgpack records (docs/FORMAT.md)
  * --------------------------------------------------------------------- */
-#define TL_FORMAT_VERSION 1
+/* Snapshots written by this library are format 2; it reads 1 and 2
+ * (docs/FORMAT.md).  Format 1 numbered resume points by source line: see
+ * tl_register_v1_lines. */
+#define TL_FORMAT_VERSION 2
 
 /* The node id written into snapshots (copied; 1 to 63 bytes). */
 TL_API int tl_set_node_id(tl_runtime *rt, const char *node);
@@ -579,7 +590,8 @@ TL_API void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len);
  * empty.  Objects nothing refers to (ended tasklets, channels no tasklet
  * holds) are not restored.  TL_ECORRUPT (bad bytes, dangling ids),
  * TL_EFORMAT (newer format), TL_ENOFUNC (names the missing name@version),
- * TL_ESCHEMA (a field changed type), TL_ENOMEM. */
+ * TL_ESCHEMA (a field changed type), TL_EBADPC (a format-1 frame whose
+ * line the program did not map, tl_register_v1_lines), TL_ENOMEM. */
 TL_API int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len);
 
 /* The tasklet or channel with this id (borrowed), or NULL (TL_ENOENT). */
@@ -599,6 +611,18 @@ typedef int (*tl_upgrade_fn)(void *ud, uint32_t old_pc, tl_value old_locals,
 TL_API int tl_register_upgrade(tl_runtime *rt, const char *name,
                                uint32_t old_version, const tl_func *to,
                                tl_upgrade_fn fn, void *ud);
+
+/* Format-1 snapshots (libtasklet 0.1.0) numbered a frame's resume point
+ * by the source line of its suspending macro.  To load such a frame of fn
+ * (registered) where it stopped, give the lines that fn's suspending
+ * macros had in the build that wrote it, in order: lines[k - 1] becomes
+ * resume point k, so n must equal the number of resume points of fn.  A
+ * frame of an upgraded function gets its line as old_pc instead.
+ * Without this call, a format-1 frame of fn past its start fails to load
+ * with TL_EBADPC naming fn and this function.  TL_ENOFUNC (fn not
+ * registered), TL_EINVAL (n differs, a line is 0 or repeats), TL_ENOMEM. */
+TL_API int tl_register_v1_lines(tl_runtime *rt, const tl_func *fn,
+                                const uint32_t *lines, size_t n);
 
 /* ------------------------------------------------------------------------
  * The SQLite store: checkpoints, restore after a crash (docs/FORMAT.md)
@@ -723,31 +747,76 @@ TL_API tl_status tl__bad_pc(tl_frame *f);
 TL_API tl_value tl__take(tl_frame *f);
 TL_API int tl__selected(tl_frame *f);
 
-#define TL__AWAIT(f, op, after)                                    \
+/* Resume points.  TL_BEGIN takes a base from __COUNTER__; each
+ * suspending macro takes the next value, so the points of a function are
+ * numbered 1, 2, 3... in source order, whatever lies outside the function
+ * (docs/ARCHITECTURE.md, "Resume points").  Each point also answers a
+ * probe (pc TL__PROBE + its number) with its kind, and TL_END answers
+ * TL__PROBE with the number of points: tl_register reads the function's
+ * shape this way, without running any of its code. */
+#define TL__PROBE 0x80000000u
+#define TL__F_PROBE 4u /* a probe frame (tl_register), not a tasklet's */
+enum {
+    TL__K_YIELD = 'Y', TL__K_SEND = 'S', TL__K_SEND_ERROR = 'E',
+    TL__K_RECV = 'R', TL__K_CALL = 'C', TL__K_JOIN = 'J', TL__K_SLEEP = 'T',
+    TL__K_SELECT = 'X', TL__K_MIGRATE = 'M'
+};
+/* 0 here; 1 between TL_BEGIN and TL_END, which shadows it, so that a
+ * misplaced macro fails with a message naming the rule. */
+enum { tl__in_body = 0 };
+#if defined(__GNUC__)
+#define TL__SHADOW_OK_BEGIN                                          \
+    _Pragma("GCC diagnostic push")                                   \
+    _Pragma("GCC diagnostic ignored \"-Wshadow\"")
+#define TL__SHADOW_OK_END _Pragma("GCC diagnostic pop")
+#else
+#define TL__SHADOW_OK_BEGIN
+#define TL__SHADOW_OK_END
+#endif
+#define TL__INSIDE(name)                                                      \
+    _Static_assert(tl__in_body, #name " must be used between TL_BEGIN and TL_END")
+
+#define TL__AWAIT(f, op, after, kind, name) \
+    TL__AWAIT_AT(f, op, after, kind, name, __COUNTER__)
+#define TL__AWAIT_AT(f, op, after, kind, name, n)                  \
     do {                                                           \
-        TL__HEAD(f)->pc = __LINE__;                                \
+        TL__INSIDE(name);                                          \
+        TL__HEAD(f)->pc = (uint32_t)((n) - tl__base);              \
+        if (0) {                                                   \
+        case TL__PROBE + (n) - tl__base:                           \
+            TL__HEAD(f)->pc = (kind);                              \
+            return TL__DONE;                                       \
+        }                                                          \
         {                                                          \
             tl_status tl__s = (op);                                \
             if (tl__s != TL__CONT) return tl__s;                   \
         }                                                          \
         /* FALLTHROUGH */                                          \
-        case __LINE__:                                             \
+        case (n) - tl__base:                                       \
         if (TL__HEAD(f)->flags & TL__F_ERR) return tl__unwind(f); \
         after;                                                     \
     } while (0)
 /* The same for an op that may store its value in dst itself (TL__DONE)
  * rather than leave it to be taken.  dst is evaluated by the op and, if it
  * suspended, again at the resume point. */
-#define TL__AWAIT_INTO(f, op, dst)                                 \
+#define TL__AWAIT_INTO(f, op, dst, kind, name) \
+    TL__AWAIT_INTO_AT(f, op, dst, kind, name, __COUNTER__)
+#define TL__AWAIT_INTO_AT(f, op, dst, kind, name, n)               \
     do {                                                           \
-        TL__HEAD(f)->pc = __LINE__;                                \
+        TL__INSIDE(name);                                          \
+        TL__HEAD(f)->pc = (uint32_t)((n) - tl__base);              \
+        if (0) {                                                   \
+        case TL__PROBE + (n) - tl__base:                           \
+            TL__HEAD(f)->pc = (kind);                              \
+            return TL__DONE;                                       \
+        }                                                          \
         {                                                          \
             tl_status tl__s = (op);                                \
             if (tl__s == TL__DONE) break;                          \
             if (tl__s != TL__CONT) return tl__s;                   \
         }                                                          \
         /* FALLTHROUGH */                                          \
-        case __LINE__:                                             \
+        case (n) - tl__base:                                       \
         if (TL__HEAD(f)->flags & TL__F_ERR) return tl__unwind(f); \
         tl_value_set(&(dst), tl__take(f));                         \
     } while (0)
@@ -767,58 +836,87 @@ TL_API int tl__selected(tl_frame *f);
  *       TL_END(f);
  *   }
  *
- * Each suspending macro is a resume point numbered by its source line:
- * at most one per line.  A destination (dst) must be an lvalue without
- * side effects.  Whatever must survive a suspension lives in the
- * locals struct; plain C locals are fine between suspension points.  A
- * suspending macro must not appear inside a nested switch.
+ * Each suspending macro is a resume point, numbered 1, 2, 3... in the
+ * order the macros appear between TL_BEGIN and TL_END (several may share a
+ * line or sit in a macro of yours).  Edits outside the function never
+ * change its resume points; adding, removing or reordering suspending
+ * macros inside it changes its shape, and a stored frame of the old shape
+ * is then refused at load until the version is bumped with an upgrade
+ * (docs/API.md, "Changing code under stored tasklets").  Do not expand
+ * __COUNTER__ between TL_BEGIN and TL_END yourself: it would leave a gap
+ * that tl_register refuses.  A destination (dst) must be an lvalue without
+ * side effects.  Whatever must survive a suspension lives in the schema
+ * fields of the locals struct; plain C locals are fine between suspension
+ * points (TL_CHECK=locals finds the ones that are not).  A suspending
+ * macro must not appear inside a nested switch.  TL_BEGIN and TL_END are
+ * used once per function, each as a statement of the function's body.
  * --------------------------------------------------------------------- */
-#define TL_BEGIN(f) switch (TL__HEAD(f)->pc) { case 0:
+#define TL_BEGIN(f)                                               \
+    TL__SHADOW_OK_BEGIN                                           \
+    enum { tl__in_body = 1, tl__base = __COUNTER__ };             \
+    TL__SHADOW_OK_END                                             \
+    if (0) goto TL_BEGIN_without_TL_END;                          \
+    switch (TL__HEAD(f)->pc) { case 0:
 /* Falling off the end returns nil. */
-#define TL_END(f)                                 \
-    return tl__return((f), tl_nil());             \
+#define TL_END(f)                                                 \
+    return tl__return((f), tl_nil());                             \
+    _Static_assert(tl__in_body, "TL_END without TL_BEGIN");       \
+    TL_BEGIN_without_TL_END:                                      \
+    case TL__PROBE:                                               \
+        TL__HEAD(f)->pc = (uint32_t)(__COUNTER__ - tl__base - 1); \
+        return TL__DONE;                                          \
     default: return tl__bad_pc(f); }
 
 /* Goes to the back of the run queue. */
-#define TL_YIELD(f) TL__AWAIT(f, tl__yield(f), (void)0)
+#define TL_YIELD(f) TL__AWAIT(f, tl__yield(f), (void)0, TL__K_YIELD, TL_YIELD)
 /* Sends a retained copy of v on ch (the frame keeps its own reference);
  * blocks until a receiver takes it (or, buffered, until there is room). */
-#define TL_SEND(f, ch, v) TL__AWAIT(f, tl__send((f), (ch), (v)), (void)0)
+#define TL_SEND(f, ch, v) \
+    TL__AWAIT(f, tl__send((f), (ch), (v)), (void)0, TL__K_SEND, TL_SEND)
 /* Receives from ch into the tl_value lvalue dst (its old value released). */
 #define TL_RECV(f, ch, dst) \
-    TL__AWAIT_INTO(f, tl__recv_into((f), (ch), &(dst)), dst)
+    TL__AWAIT_INTO(f, tl__recv_into((f), (ch), &(dst)), dst, TL__K_RECV, TL_RECV)
 /* Sends an error: the receiver gets code delivered at its resume point. */
-#define TL_SEND_ERROR(f, ch, code, msg) \
-    TL__AWAIT(f, tl__send_error((f), (ch), (code), (msg)), (void)0)
+#define TL_SEND_ERROR(f, ch, code, msg)                                   \
+    TL__AWAIT(f, tl__send_error((f), (ch), (code), (msg)), (void)0,       \
+              TL__K_SEND_ERROR, TL_SEND_ERROR)
 /* Calls fn, storing its return value in dst.  The arguments, last so a
  * compound literal with commas can be given, are a pointer to a prefix of
  * fn's locals: TL_CALL(f, &fib_fn, L->r, &(fib_t){ .n = L->n - 1 }).
  * TL_CALL0 calls without arguments (locals all zero). */
 #define TL_CALL(f, fn, dst, ...)                                             \
     TL__AWAIT_INTO(f, tl__call_into((f), (fn), (__VA_ARGS__),                \
-                                    sizeof *(__VA_ARGS__), &(dst)), dst)
-#define TL_CALL0(f, fn, dst) \
-    TL__AWAIT_INTO(f, tl__call_into((f), (fn), NULL, 0, &(dst)), dst)
+                                    sizeof *(__VA_ARGS__), &(dst)), dst,     \
+                   TL__K_CALL, TL_CALL)
+#define TL_CALL0(f, fn, dst)                                       \
+    TL__AWAIT_INTO(f, tl__call_into((f), (fn), NULL, 0, &(dst)), dst, \
+                   TL__K_CALL, TL_CALL0)
 /* Waits for tasklet t to end; dst gets its return value (an error ending
  * is delivered as an error at this resume point). */
-#define TL_JOIN(f, t, dst) \
-    TL__AWAIT(f, tl__join((f), (t)), tl_value_set(&(dst), tl__take(f)))
+#define TL_JOIN(f, t, dst)                                                \
+    TL__AWAIT(f, tl__join((f), (t)), tl_value_set(&(dst), tl__take(f)),   \
+              TL__K_JOIN, TL_JOIN)
 /* Sleeps until the wall-clock deadline (ns since the epoch), or for ms. */
-#define TL_SLEEP_UNTIL(f, deadline_ns) \
-    TL__AWAIT(f, tl__sleep_until((f), (deadline_ns)), (void)0)
+#define TL_SLEEP_UNTIL(f, deadline_ns)                                     \
+    TL__AWAIT(f, tl__sleep_until((f), (deadline_ns)), (void)0, TL__K_SLEEP, \
+              TL_SLEEP_UNTIL)
 #define TL_SLEEP(f, ms)                                                      \
-    TL_SLEEP_UNTIL(f, tl_now(tl_frame_runtime(f)) + (int64_t)(ms) * 1000000)
+    TL__AWAIT(f, tl__sleep_until((f), tl_now(tl_frame_runtime(f))            \
+                                          + (int64_t)(ms) * 1000000),        \
+              (void)0, TL__K_SLEEP, TL_SLEEP)
 /* Waits on n cases (an array in the locals, so it survives suspension);
  * idx gets the index of the case that fired, dst the received value
  * (nil for a send).  With several ready, one is chosen at random. */
-#define TL_SELECT(f, cases, n, idx, dst)                        \
-    TL__AWAIT(f, tl__select((f), (cases), (n)),                 \
-              ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f))))
+#define TL_SELECT(f, cases, n, idx, dst)                                     \
+    TL__AWAIT(f, tl__select((f), (cases), (n)),                              \
+              ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f))),  \
+              TL__K_SELECT, TL_SELECT)
 /* Moves the running tasklet, with all its frames, to the node named node
  * (a tl_node peer, see tasklet_node.h): it resumes there after this point.
  * On failure (no such peer, the peer refused it) it resumes here with the
  * error delivered.  Moving to the own node is a no-op. */
-#define TL_MIGRATE(f, node) TL__AWAIT(f, tl__move((f), (node)), (void)0)
+#define TL_MIGRATE(f, node) \
+    TL__AWAIT(f, tl__move((f), (node)), (void)0, TL__K_MIGRATE, TL_MIGRATE)
 /* Returns a retained copy of v to the caller frame (or to joiners); the
  * frame's own references are released as it is popped. */
 #define TL_RETURN(f, v) return tl__return((f), (v))

@@ -126,6 +126,7 @@ static int read_head(tl__loader *ld)
         return tl__corrupt(ld, "head: missing counters or run queue");
     ld->max_tid = tid->via.u64;
     ld->max_cid = cid->via.u64;
+    ld->format = (uint32_t)format->via.u64;
     return TL_OK;
 }
 
@@ -234,7 +235,7 @@ static void loader_free(tl__loader *ld)
 }
 
 int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
-             const char *where)
+             const char *where, uint32_t *format)
 {
     tl__loader ld;
     if (rt->nlive || !tl__list_empty(&rt->chans) || rt->tasklets.live)
@@ -247,6 +248,8 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     ld.where = where;
     msgpack_unpacked_init(&ld.head.up);
     int rc = load_all(&ld, head, chunks, n);
+    if (format)
+        *format = ld.format;
     loader_free(&ld);
     if (rc != TL_OK) {
         int code = rt->errcode;

@@ -79,6 +79,7 @@ typedef struct tl__loader {
     uint64_t max_tid, max_cid, ntasklets, nchans;
     tl__joinrec *joins;
     size_t njoins, capjoins;
+    uint32_t format;     /* the head's format version */
     int import;          /* tl__import: one moving tasklet, next to others */
     tl_tasklet *moved;   /* import: that tasklet */
 } tl__loader;

@@ -198,6 +198,19 @@ static int dec_locals(tl__loader *ld, const tl__fnref *r, const msgpack_object *
     return TL_OK;
 }
 
+/* Format 1 stored a source line as the resume point: the program's line
+ * table (tl_register_v1_lines) maps it.  An upgrade gets the line. */
+static int v1_point(tl__loader *ld, const tl__fnref *r, tl_frame *f)
+{
+    if (ld->format != 1 || f->h.pc == 0 || r->up || tl__v1_point(r->e, f->h.pc, &f->h.pc))
+        return TL_OK;
+    return tl__seterr(ld->rt, TL_EBADPC, "%s: a frame of %s stopped at line %u (format 1 "
+                      "numbered resume points by source line); give the lines of its "
+                      "suspending macros in that build with tl_register_v1_lines, or register "
+                      "an upgrade (docs/FORMAT.md, \"From format 1 to format 2\")", ld->where,
+                      r->label, f->h.pc);
+}
+
 int tl__dec_frame(tl__loader *ld, tl__doc *d, tl_tasklet *t, const msgpack_object *fo)
 {
     const msgpack_object *a = fo->via.array.ptr;
@@ -210,7 +223,9 @@ int tl__dec_frame(tl__loader *ld, tl__doc *d, tl_tasklet *t, const msgpack_objec
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for a frame", ld->where);
     f->h.pc = (uint32_t)a[1].via.u64;
     f->h.flags = (uint32_t)a[2].via.u64 & (TL__F_ERR | TL__F_CATCH);
-    int rc = dec_locals(ld, r, &a[3], TL__LOCALS(f));
+    int rc = v1_point(ld, r, f);
+    if (rc == TL_OK)
+        rc = dec_locals(ld, r, &a[3], TL__LOCALS(f));
     if (rc == TL_OK && r->up)
         rc = tl__run_upgrade(ld, r, &a[3], TL__LOCALS(f), &f->h.pc);
     return rc;

@@ -201,9 +201,10 @@ typedef struct tl__raw {
 } tl__raw;
 
 /* Rebuilds rt (empty) from a head and its chunks.  where names the source
- * for messages ("snapshot", "store checkpoint 7"). */
+ * for messages ("snapshot", "store checkpoint 7"); *format (if not NULL)
+ * gets the format version the head was written in. */
 TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
-                        size_t nchunks, const char *where);
+                        size_t nchunks, const char *where, uint32_t *format);
 
 /* The same, importing a moving tasklet next to what rt holds (see
  * tl__snapshot_import). */

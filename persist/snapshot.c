@@ -660,7 +660,8 @@ static int load_standalone(tl_runtime *rt, const void *buf, size_t len, int impo
         if (rc == TL_OK) {
             tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
             rc = import ? tl__import(rt, &head, raws, chunks->via.array.size, out)
-                        : tl__load(rt, &head, raws, chunks->via.array.size, "snapshot");
+                        : tl__load(rt, &head, raws, chunks->via.array.size, "snapshot",
+                                   NULL);
         }
         if (raws)
             tl__free(rt, raws, (chunks->via.array.size + 1) * sizeof *raws);

@@ -440,6 +440,7 @@ static void raw_free(raw_list *l)
 int tl_store_restore(tl_store *st)
 {
     int64_t ckpt = 0;
+    uint32_t format = 0;
     char where[64];
     if (!usable(st))
         return TL_EMISUSE;
@@ -452,13 +453,16 @@ int tl_store_restore(tl_store *st)
                     (long long)ckpt);
     if (rc == TL_OK) {
         snprintf(where, sizeof where, "store checkpoint %lld", (long long)ckpt);
-        rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where);
+        rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where, &format);
         if (rc != TL_OK)
             st_err(st, rc, "%s", st->rt->errmsg);
     }
     if (rc == TL_OK) {
         st->last = ckpt;
-        st->full_next = 0; /* the runtime now equals checkpoint ckpt */
+        /* the runtime now equals checkpoint ckpt; an older format's records
+         * are all rewritten at the next checkpoint, so that no checkpoint
+         * mixes formats */
+        st->full_next = format != TL_FORMAT_VERSION;
     }
     raw_free(&r.head);
     raw_free(&r.chunks);

@@ -121,7 +121,14 @@ typedef struct tl__fn {
                           * TL__PLAIN_LOCALS bytes: tl__call's short way */
     uint64_t live;       /* frames of this function alive now */
     uint16_t *refs;      /* their indices in fn->fields */
+    char *shape;         /* kind of each resume point (TL__K_*), in order,
+                          * NUL-terminated: read by tl_register's probe */
+    uint32_t npoints;    /* strlen(shape) */
+    uint32_t *v1_lines;  /* npoints source lines: format-1 resume points
+                          * (tl_register_v1_lines), or NULL */
 } tl__fn;
+/* Most resume points a function may have. */
+#define TL__MAX_POINTS 4096
 
 struct tl_frame {
     struct tl__frame_head h; /* pc, flags: read inline by the macros */
@@ -398,6 +405,9 @@ TL__HIDDEN int tl__seterr(tl_runtime *rt, int code, const char *fmt, ...)
 /* ---- registry.c ---- */
 TL__HIDDEN tl__fn *tl__fn_find(tl_runtime *rt, const tl_func *fn);
 TL__HIDDEN void tl__registry_free(tl_runtime *rt);
+/* The resume point of e that format 1 numbered by source line `line`:
+ * 1 and *pc set, or 0 if e has no line table or no point on that line. */
+TL__HIDDEN int tl__v1_point(const tl__fn *e, uint32_t line, uint32_t *pc);
 
 
 /* ---- sched.c: layers ---- */

@@ -6,6 +6,12 @@
  * pointer, frame size and slab class, the fields owning references).
  * A snapshot only ever names functions; it can run nothing that the
  * loading program did not register here.
+ *
+ * Each entry also keeps the function's shape: the kind of each of its
+ * resume points, in order.  tl_register reads it by probing the step
+ * function (probe_shape): the TL_ macros answer a frame flagged
+ * TL__F_PROBE with a count (pc TL__PROBE) or a kind (TL__PROBE + k) and
+ * return at once, so no code of the function body runs.
  */
 #include "internal.h"
 
@@ -175,6 +181,70 @@ static int check_func(tl_runtime *rt, const tl_func *fn)
     return TL_OK;
 }
 
+/* Asks frame f, flagged as a probe, what resume point pc holds: a count
+ * (pc TL__PROBE) or a kind, 0 if none. */
+static uint32_t probe(tl_frame *f, uint32_t pc)
+{
+    f->h.pc = pc;
+    f->h.flags = TL__F_PROBE;
+    if (f->fn->step(f, TL__LOCALS(f)) != TL__DONE)
+        return 0;
+    return f->h.pc;
+}
+
+static int probe_points(tl_runtime *rt, tl__fn *e, tl_frame *f)
+{
+    const tl_func *fn = e->fn;
+    uint32_t n = probe(f, TL__PROBE);
+    if (n > TL__MAX_POINTS)
+        return tl__seterr(rt, TL_EINVAL, "tl_register %s@%u: %u resume points (at most %d), or a "
+                          "step function not written with TL_BEGIN and TL_END",
+                          fn->name, fn->version, n, TL__MAX_POINTS);
+    e->shape = tl__calloc(rt, (size_t)n + 1);
+    if (!e->shape)
+        return tl__seterr(rt, TL_ENOMEM, "tl_register %s@%u: out of memory", fn->name, fn->version);
+    e->npoints = n;
+    for (uint32_t k = 1; k <= n; k++) {
+        uint32_t kind = probe(f, TL__PROBE + k);
+        if (kind == 0 || kind > 127)
+            return tl__seterr(rt, TL_EINVAL,
+                              "tl_register %s@%u: resume point %u of %u has no case: a suspending "
+                              "macro inside a nested switch, or __COUNTER__ expanded between "
+                              "TL_BEGIN and TL_END", fn->name, fn->version, k, n);
+        e->shape[k - 1] = (char)kind;
+    }
+    return TL_OK;
+}
+
+/* Reads e's shape by probing its step function on a scratch frame. */
+static int probe_shape(tl_runtime *rt, tl__fn *e)
+{
+    size_t size = sizeof(tl_frame) + e->fn->locals_size;
+    tl_frame *f = tl__calloc(rt, size);
+    tl_tasklet dummy;
+    if (!f)
+        return tl__seterr(rt, TL_ENOMEM, "tl_register %s@%u: out of memory", e->fn->name,
+                          e->fn->version);
+    memset(&dummy, 0, sizeof dummy);
+    dummy.rt = rt; /* for tl_frame_runtime before TL_BEGIN */
+    dummy.top = f;
+    f->fn = e;
+    f->t = &dummy;
+    int rc = probe_points(rt, e, f);
+    tl__free(rt, f, size);
+    return rc;
+}
+
+static void fn_entry_free(tl_runtime *rt, tl__fn *e)
+{
+    tl__free(rt, e->refs, e->nrefs * sizeof *e->refs);
+    if (e->v1_lines)
+        tl__free(rt, e->v1_lines, e->npoints * sizeof *e->v1_lines);
+    if (e->shape)
+        tl__free(rt, e->shape, (size_t)e->npoints + 1);
+    tl__free(rt, e, sizeof *e);
+}
+
 static tl__fn *fn_entry_new(tl_runtime *rt, const tl_func *fn)
 {
     tl__fn *e = tl__calloc(rt, sizeof *e);
@@ -224,11 +294,14 @@ int tl_register(tl_runtime *rt, const tl_func *fn)
     tl__fn *e = fn_entry_new(rt, fn);
     if (!e || map_reserve(rt, &rt->by_name, false) != TL_OK ||
         map_reserve(rt, &rt->by_ptr, true) != TL_OK) {
-        if (e) {
-            tl__free(rt, e->refs, e->nrefs * sizeof *e->refs);
-            tl__free(rt, e, sizeof *e);
-        }
+        if (e)
+            fn_entry_free(rt, e);
         return tl__seterr(rt, TL_ENOMEM, "tl_register %s@%u: out of memory", fn->name, fn->version);
+    }
+    rc = probe_shape(rt, e);
+    if (rc != TL_OK) {
+        fn_entry_free(rt, e);
+        return rc;
     }
     map_put(&rt->by_name, e, false);
     map_put(&rt->by_ptr, e, true);
@@ -252,14 +325,70 @@ const tl_func *tl_lookup(tl_runtime *rt, const char *name, uint32_t version)
     return e->fn;
 }
 
+const char *tl_func_shape(tl_runtime *rt, const tl_func *fn)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || !fn)
+        return NULL;
+    tl__fn *e = tl__fn_find(rt, fn);
+    return e ? e->shape : NULL;
+}
+
+static int check_lines(tl_runtime *rt, const tl__fn *e, const uint32_t *lines, size_t n)
+{
+    const tl_func *fn = e->fn;
+    if (n != e->npoints || (n && !lines))
+        return tl__seterr(rt, TL_EINVAL, "tl_register_v1_lines %s@%u: %zu lines for %u resume "
+                          "points", fn->name, fn->version, n, e->npoints);
+    for (size_t i = 0; i < n; i++) {
+        if (lines[i] == 0)
+            return tl__seterr(rt, TL_EINVAL, "tl_register_v1_lines %s@%u: line 0", fn->name,
+                              fn->version);
+        for (size_t j = 0; j < i; j++)
+            if (lines[j] == lines[i])
+                return tl__seterr(rt, TL_EINVAL, "tl_register_v1_lines %s@%u: line %u twice",
+                                  fn->name, fn->version, lines[i]);
+    }
+    return TL_OK;
+}
+
+int tl_register_v1_lines(tl_runtime *rt, const tl_func *fn, const uint32_t *lines, size_t n)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    tl__fn *e = fn ? tl__fn_find(rt, fn) : NULL;
+    if (!e)
+        return tl__seterr(rt, TL_ENOFUNC, "tl_register_v1_lines: %s is not registered",
+                          fn && fn->name ? fn->name : "(null)");
+    int rc = check_lines(rt, e, lines, n);
+    if (rc != TL_OK || n == 0)
+        return rc;
+    uint32_t *copy = tl__alloc(rt, n * sizeof *copy);
+    if (!copy)
+        return tl__seterr(rt, TL_ENOMEM, "tl_register_v1_lines: out of memory");
+    memcpy(copy, lines, n * sizeof *copy);
+    if (e->v1_lines)
+        tl__free(rt, e->v1_lines, e->npoints * sizeof *e->v1_lines);
+    e->v1_lines = copy;
+    return TL_OK;
+}
+
+int tl__v1_point(const tl__fn *e, uint32_t line, uint32_t *pc)
+{
+    for (uint32_t k = 0; e->v1_lines && k < e->npoints; k++) {
+        if (e->v1_lines[k] == line) {
+            *pc = k + 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void tl__registry_free(tl_runtime *rt)
 {
     for (size_t i = 0; i < rt->by_name.cap; i++) {
         tl__fn *e = rt->by_name.slots[i];
-        if (e) {
-            tl__free(rt, e->refs, e->nrefs * sizeof *e->refs);
-            tl__free(rt, e, sizeof *e);
-        }
+        if (e)
+            fn_entry_free(rt, e);
     }
     tl__free(rt, rt->by_name.slots, rt->by_name.cap * sizeof(tl__fn *));
     tl__free(rt, rt->by_ptr.slots, rt->by_ptr.cap * sizeof(tl__fn *));

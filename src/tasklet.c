@@ -378,6 +378,10 @@ tl_status tl__fail(tl_frame *f, int code, const char *msg)
 
 tl_status tl__bad_pc(tl_frame *f)
 {
+    if (f->h.flags & TL__F_PROBE) { /* tl_register asks: no such point */
+        f->h.pc = 0;
+        return TL__DONE;
+    }
     char msg[160];
     snprintf(msg, sizeof msg, "resume point %u is unknown to %s@%u",
              f->h.pc, f->fn->fn->name, f->fn->fn->version);

@@ -1159,7 +1159,7 @@ static void test_not_sqlite(void **state)
 static void test_schema_version(void **state)
 {
     fixture *fx = *state;
-    store_sql(fx, "PRAGMA user_version = 2; UPDATE meta SET value = 2 WHERE key = 'format'");
+    store_sql(fx, "PRAGMA user_version = 2; UPDATE meta SET value = 3 WHERE key = 'format'");
     run r = EXPECT(fx, 1, "verify", fx->db);
     assert_contains(r.out, "PRAGMA user_version");
     assert_contains(r.out, "meta(key='format')");

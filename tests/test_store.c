@@ -136,7 +136,7 @@ static void test_restore_without_checkpoint(void **state)
     tl_runtime_free(rt);
     assert_int_equal(query("PRAGMA application_id"), 1414288212);
     assert_int_equal(query("PRAGMA user_version"), 1);
-    assert_int_equal(query("SELECT value FROM meta WHERE key = 'format'"), 1);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'format'"), TL_FORMAT_VERSION);
     assert_int_equal(query("SELECT count(*) FROM owner"), 0); /* released on close */
 }
 

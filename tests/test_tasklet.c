@@ -766,6 +766,106 @@ static void test_alloc_failures(void **state)
     }
 }
 
+/* ---- resume points: numbered in order; the shape tl_register reads ---- */
+
+typedef struct { tl_chan *ch; tl_value v; int64_t i, idx; tl_case cs[1]; } shape_t;
+static const tl_field shape_fields[] = {
+    TL_FIELD(shape_t, ch, TL_T_CHAN), TL_FIELD(shape_t, v, TL_T_VALUE),
+    TL_FIELD(shape_t, i, TL_T_I64), TL_FIELD(shape_t, idx, TL_T_I64),
+};
+static int shape_body_ran;
+#define TWO_YIELDS(f) do { TL_YIELD(f); TL_YIELD(f); } while (0)
+
+static tl_status every_kind(tl_frame *f, void *locals)
+{
+    shape_t *L = locals;
+    shape_body_ran++; /* before TL_BEGIN: runs on every entry, probes too */
+    TL_BEGIN(f);
+    shape_body_ran += 1000; /* never reached by a probe */
+    TWO_YIELDS(f); TL_SEND(f, L->ch, L->v); /* three points on one line */
+    TL_RECV(f, L->ch, L->v);
+    TL_SEND_ERROR(f, L->ch, TL_EUSER, "x");
+    TL_CALL0(f, &depth_fn, L->v);
+    TL_JOIN(f, NULL, L->v);
+    TL_SLEEP(f, 1);
+    TL_SLEEP_UNTIL(f, 0);
+    TL_SELECT(f, L->cs, 1, L->idx, L->v);
+    TL_MIGRATE(f, "elsewhere");
+    TL_END(f);
+}
+static const tl_func every_kind_fn = {"test.every_kind", 1, every_kind, sizeof(shape_t),
+                                      shape_fields, TL_COUNTOF(shape_fields), NULL};
+
+static tl_status never_suspends(tl_frame *f, void *locals)
+{
+    (void)locals;
+    TL_BEGIN(f);
+    TL_RETURN(f, tl_i64(7));
+    TL_END(f);
+}
+static const tl_func never_fn = {"test.never", 1, never_suspends, 8, NULL, 0, NULL};
+
+/* a suspending macro inside a nested switch: its case labels belong to
+ * the inner switch, so the function could never resume there */
+static tl_status nested_switch(tl_frame *f, void *locals)
+{
+    shape_t *L = locals;
+    TL_BEGIN(f);
+    switch (L->i) {
+    case 7:
+        TL_YIELD(f);
+        break;
+    default:
+        break;
+    }
+    TL_YIELD(f);
+    TL_END(f);
+}
+static const tl_func nested_fn = {"test.nested_switch", 1, nested_switch, sizeof(shape_t),
+                                  shape_fields, TL_COUNTOF(shape_fields), NULL};
+
+static void test_shape(void **state)
+{
+    tl_runtime *rt = *state;
+    shape_body_ran = 0;
+    assert_null(tl_func_shape(rt, &every_kind_fn)); /* not registered */
+    assert_int_equal(tl_register(rt, &every_kind_fn), TL_OK);
+    assert_string_equal(tl_func_shape(rt, &every_kind_fn), "YYSRECJTTXM");
+    assert_true(shape_body_ran < 1000); /* the probe ran none of the body */
+    assert_int_equal(tl_register(rt, &never_fn), TL_OK);
+    assert_string_equal(tl_func_shape(rt, &never_fn), "");
+}
+
+static void test_nested_switch_refused(void **state)
+{
+    tl_runtime *rt = *state;
+    assert_int_equal(tl_register(rt, &nested_fn), TL_EINVAL);
+    assert_non_null(strstr(tl_errmsg(rt), "resume point 1 of 2 has no case"));
+    assert_non_null(strstr(tl_errmsg(rt), "nested switch"));
+    assert_null(tl_lookup(rt, "test.nested_switch", 1));
+}
+
+/* the numbering restarts in every function and follows source order */
+static tl_status yield_thrice(tl_frame *f, void *locals)
+{
+    shape_t *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < 3; L->i++)
+        TL_YIELD(f);
+    TL_YIELD(f);
+    TL_YIELD(f);
+    TL_END(f);
+}
+static const tl_func yield_thrice_fn = {"test.yield_thrice", 1, yield_thrice, sizeof(shape_t),
+                                        shape_fields, TL_COUNTOF(shape_fields), NULL};
+
+static void test_points_in_order(void **state)
+{
+    tl_runtime *rt = *state;
+    assert_int_equal(tl_register(rt, &yield_thrice_fn), TL_OK);
+    assert_string_equal(tl_func_shape(rt, &yield_thrice_fn), "YYY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -790,6 +890,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_alloc_on_send_recv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_alloc_on_buffered, setup, teardown),
         cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test_setup_teardown(test_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nested_switch_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_points_in_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,7 +35,7 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 
 #define CLI_APP_ID 1414288212            /* 0x544C5354, "TLST" */
 #define CLI_STORE_VERSION 1              /* PRAGMA user_version */
-#define CLI_FORMAT_VERSION 1             /* head "format", meta 'format' */
+#define CLI_FORMAT_VERSION 2             /* head "format", meta 'format' */
 #define CLI_RAWLEN_MAX ((uint64_t)256 << 20)
 #define CLI_MP_DEPTH 32                  /* msgpack-c's nesting limit */
 #define CLI_BUSY_MS 5000

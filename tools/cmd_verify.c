@@ -102,9 +102,11 @@ static bool meta_format_ok(sqlite3_stmt *stmt, int64_t *n)
 {
     int type = sqlite3_column_type(stmt, 0);
     *n = sqlite3_column_int64(stmt, 0);
-    if (type == SQLITE_INTEGER)
-        return *n == CLI_FORMAT_VERSION;
-    return type == SQLITE_TEXT && !strcmp((const char *)sqlite3_column_text(stmt, 0), "1");
+    if (type == SQLITE_TEXT)
+        *n = strtoll((const char *)sqlite3_column_text(stmt, 0), NULL, 10);
+    else if (type != SQLITE_INTEGER)
+        return false;
+    return *n >= 1 && *n <= CLI_FORMAT_VERSION; /* the store's first format */
 }
 
 static void verify_meta(vstate *v)
@@ -119,7 +121,7 @@ static void verify_meta(vstate *v)
     } else if (sqlite3_step(stmt) != SQLITE_ROW) {
         problem(v, &loc, "missing");
     } else if (!meta_format_ok(stmt, &n)) {
-        problem(v, &loc, "is %s, not %d%s", (const char *)sqlite3_column_text(stmt, 0),
+        problem(v, &loc, "is %s, not 1 to %d%s", (const char *)sqlite3_column_text(stmt, 0),
                 CLI_FORMAT_VERSION, n > CLI_FORMAT_VERSION ? " (a newer format)" : "");
     }
     sqlite3_finalize(stmt);

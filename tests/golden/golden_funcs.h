@@ -5,9 +5,12 @@
  *
  * FROZEN.  The file names these functions by name@version, their locals by
  * field name and type, and every suspended frame by its resume point,
- * which the TL_ macros take from __LINE__.  So that no edit elsewhere in
- * this file can move a resume point, each suspending macro is pinned by a
- * #line directive right before it (1101, 1111, 1201, ...); the select's
+ * which the TL_ macros of format 1 took from __LINE__.  So that no edit
+ * elsewhere in this file could move a resume point, each suspending macro
+ * is pinned by a #line directive right before it (1101, 1111, 1201, ...);
+ * since format 2 numbers points in order within each function, those
+ * lines are now the tables golden_register gives tl_register_v1_lines,
+ * and they must not change either; the select's
  * case array sits at offset 0 of its locals because the file records that
  * offset.  Do not rename a function, field or type, do not move a pinned
  * line away from its directive, and do not reorder golden_selector_t.
@@ -281,12 +284,29 @@ static const tl_func *const golden_funcs[] = {
     &golden_inner_fn,  &golden_outer_fn,    &golden_selector_fn,
 };
 
-/* Registers every function the golden store needs; TL_OK or the first
- * error. */
+/* Format 1 stored each frame's resume point as the line of its macro:
+ * the pinned lines above, in the order of each function's macros. */
+static const uint32_t golden_ticker_lines[] = {1101, 1111};
+static const uint32_t golden_receiver_lines[] = {1201};
+static const uint32_t golden_sleeper_lines[] = {1301};
+static const uint32_t golden_sender_lines[] = {1401};
+static const uint32_t golden_inner_lines[] = {1601};
+static const uint32_t golden_outer_lines[] = {1501};
+static const uint32_t golden_selector_lines[] = {1701};
+static const uint32_t *const golden_lines[] = {
+    golden_ticker_lines, golden_receiver_lines, golden_sleeper_lines, golden_sender_lines,
+    golden_inner_lines,  golden_outer_lines,    golden_selector_lines,
+};
+static const size_t golden_nlines[] = {2, 1, 1, 1, 1, 1, 1};
+
+/* Registers every function the golden store needs, with the line tables
+ * that map its format-1 resume points; TL_OK or the first error. */
 static inline int golden_register(tl_runtime *rt)
 {
     for (size_t i = 0; i < TL_COUNTOF(golden_funcs); i++) {
         int rc = tl_register(rt, golden_funcs[i]);
+        if (rc == TL_OK)
+            rc = tl_register_v1_lines(rt, golden_funcs[i], golden_lines[i], golden_nlines[i]);
         if (rc != TL_OK)
             return rc;
     }
