@@ -357,7 +357,9 @@ typedef enum tl_wait {
     TL_WAIT_SELECT,
     TL_WAIT_SLEEP,
     TL_WAIT_JOIN,
-    TL_WAIT_MOVE   /* between TL_MIGRATE and its departure (transient) */
+    TL_WAIT_MOVE,  /* between TL_MIGRATE and its departure (transient) */
+    TL_WAIT_PAUSED, /* taken out of the run queue by tl_tasklet_remove */
+    TL_WAIT_RUN     /* the main tasklet inside TL_RUN_SCHEDULER */
 } tl_wait;
 
 /* Creates a tasklet running fn, appended to the back of the run queue.
@@ -407,19 +409,82 @@ TL_API const char *tl_tasklet_name(const tl_tasklet *t);
 TL_API int tl_tasklet_set_userdata(tl_tasklet *t, void *ud);
 TL_API void *tl_tasklet_userdata(const tl_tasklet *t);
 
-/* Kills t now: it leaves whatever queue it is in, every frame is unwound
- * (each frame's cleanup runs), its state becomes TL_KILLED and joiners
- * get TL_EKILLED.  TL_EDONE if t already ended, TL_ESELF if t is the
- * running tasklet (return or TL_FAIL instead), TL_EMISUSE. */
+/* Stackless's tasklet operations (docs/API.md section 8).
+ *
+ * Kill, throw and run *switch* to their target: the caller is suspended
+ * while the target runs.  Inside a tasklet that is the suspending macros
+ * TL_KILL, TL_THROW and TL_RUN below (the calling frame resumes after the
+ * target has switched out, in Stackless's queue order); the functions
+ * here are their host-side forms: called from outside tasklets, they run
+ * the target now, for one scheduler step (until it blocks, yields or
+ * ends), and return.  Called from inside a tasklet they return TL_EBUSY
+ * (the caller cannot suspend: use the macro).
+ *
+ * tl_kill: TL_EKILLED is delivered at t's suspension point.  Unless a
+ * frame catches it (tl_frame_catch), it unwinds t frame by frame, each
+ * cleanup running, and t ends TL_KILLED; a frame that catches it goes on
+ * (it may block again).  A tasklet that has not started yet is unwound at
+ * once, running none of its code.  Killing an ended tasklet does nothing
+ * (TL_OK).  TL_EBUSY, TL_EMISUSE. */
 TL_API int tl_kill(tl_tasklet *t);
 
-/* Delivers the error code (< 0; msg optional, copied) at t's suspension
- * point: t leaves its wait queue and runs next.  Unless the frame
- * catches errors (tl_frame_catch), the error unwinds it and is delivered
- * to the caller frame, and so on; a tasklet whose last frame unwinds ends
- * TL_FAILED.  A frame that has not started yet is unwound at once.
- * TL_EDONE, TL_ESELF, TL_EINVAL (code >= 0), TL_EMISUSE. */
+/* The old, immediate kill: t leaves whatever queue it is in and every
+ * frame is popped at once (each cleanup runs) without t's code running
+ * again; it cannot be caught.  t ends TL_KILLED, joiners get TL_EKILLED.
+ * Callable anywhere except on the running tasklet (TL_ESELF); TL_EDONE if t
+ * already ended, TL_EMISUSE.  For teardown (tl_runtime_free uses it) and
+ * for hosts that must not run tasklet code at this point. */
+TL_API int tl_kill_now(tl_tasklet *t);
+
+/* tl_throw: the error code (< 0; msg optional, copied) is delivered at
+ * t's suspension point and t runs now.  Unless a frame catches it, it
+ * unwinds t; a tasklet whose last frame unwinds ends TL_FAILED (and in
+ * main-tasklet mode the error goes on to the main tasklet, see
+ * tl_set_main).  A tasklet that has not started yet fails at once.
+ * TL_EDONE (throw to an ended tasklet), TL_EINVAL (code >= 0), TL_EBUSY,
+ * TL_EMISUSE. */
 TL_API int tl_throw(tl_tasklet *t, int code, const char *msg);
+
+/* tl_throw(..., pending=True): delivers the error but does not switch:
+ * a blocked or removed t is appended to the run queue, a runnable t keeps
+ * its place.  Usable anywhere, also inside tasklets on other tasklets.
+ * TL_ESELF (on the running tasklet: use TL_THROW or TL_FAIL), TL_EDONE,
+ * TL_EINVAL, TL_EMISUSE. */
+TL_API int tl_throw_pending(tl_tasklet *t, int code, const char *msg);
+
+/* tasklet.run(): switches to t now (host side: runs it for one step).
+ * TL_ESTATE if t is blocked, TL_EDONE if it ended, TL_EBUSY, TL_EMISUSE.
+ * A removed (paused) t is allowed and becomes runnable. */
+TL_API int tl_tasklet_run(tl_tasklet *t);
+/* tasklet.remove(): takes a runnable t out of the run queue; it stays
+ * alive, TL_BLOCKED with wait TL_WAIT_PAUSED, until tl_tasklet_insert,
+ * tl_tasklet_run, a kill or a throw.  No-op on a paused or ended t.
+ * TL_ESTATE (t is blocked), TL_ESELF (t is running), TL_EMISUSE. */
+TL_API int tl_tasklet_remove(tl_tasklet *t);
+/* tasklet.insert(): appends a paused t to the run queue; no-op if it is
+ * runnable or running.  TL_ESTATE (blocked), TL_EDONE (ended), TL_EMISUSE. */
+TL_API int tl_tasklet_insert(tl_tasklet *t);
+
+/* Main-tasklet mode (off by default: the host drives the scheduler).
+ * tl_set_main(rt, t) makes live tasklet t play Stackless's main tasklet;
+ * NULL ends the mode (so does main ending).  In this mode:
+ * - main may call TL_RUN_SCHEDULER: it waits until nothing else is
+ *   runnable, then resumes;
+ * - a tasklet ending TL_FAILED (any code but TL_EKILLED) has its error
+ *   delivered to main, which runs next (from TL_RUN_SCHEDULER, or from
+ *   wherever main is suspended);
+ * - when the run queue drains, no timer is pending and main is not inside
+ *   TL_RUN_SCHEDULER: a tasklet that has just blocked gets TL_EDEADLOCK
+ *   delivered instead of blocking; if the last tasklet ended instead,
+ *   a blocked main gets it;
+ * - when main returns from TL_RUN_SCHEDULER because the last runnable
+ *   tasklet blocked sending an error value (TL_SEND_ERROR), main gets that
+ *   error.
+ * The host still calls tl_run / tl_run_steps.  TL_EDONE (t ended),
+ * TL_EMISUSE. */
+TL_API int tl_set_main(tl_runtime *rt, tl_tasklet *t);
+/* The main tasklet (borrowed), or NULL in host-driven mode. */
+TL_API tl_tasklet *tl_main(const tl_runtime *rt);
 
 /* ------------------------------------------------------------------------
  * Inside a tasklet function
@@ -427,10 +492,10 @@ TL_API int tl_throw(tl_tasklet *t, int code, const char *msg);
 TL_API tl_tasklet *tl_frame_tasklet(const tl_frame *f);
 TL_API tl_runtime *tl_frame_runtime(const tl_frame *f);
 TL_API const tl_func *tl_frame_func(const tl_frame *f);
-/* With on != 0, errors delivered to this frame (thrown, received, or a
- * failing callee) do not unwind it: the macro resumes normally and
- * tl_frame_error() returns the code (and clears it).  Kill is never
- * caught. */
+/* With on != 0, errors delivered to this frame (thrown, killed,
+ * received, or a failing callee) do not unwind it: the macro resumes
+ * normally and tl_frame_error() returns the code (and clears it).
+ * tl_kill_now is never caught. */
 TL_API void tl_frame_catch(tl_frame *f, int on);
 TL_API int tl_frame_error(tl_frame *f);
 /* The message that came with the error last delivered to this tasklet
@@ -502,7 +567,8 @@ TL_API int tl_chan_balance(const tl_chan *ch);
 
 /* Who runs right after a rendezvous: -1 the receiver (default), 1 the
  * sender, 0 neither (the woken side goes to the back of the run queue and
- * the current tasklet continues).  TL_EINVAL outside -1..1. */
+ * the current tasklet continues).  As in Stackless, any value counts by
+ * its sign (5 is 1, -7 is -1). */
 TL_API int tl_chan_set_preference(tl_chan *ch, int pref);
 TL_API int tl_chan_preference(const tl_chan *ch);
 /* With on != 0, every rendezvous reschedules: the woken side and then the
@@ -726,6 +792,10 @@ TL_API tl_status tl__call_into(tl_frame *f, const tl_func *fn, const void *args,
                                size_t argsize, tl_value *dst);
 TL_API tl_status tl__recv_into(tl_frame *f, tl_chan *ch, tl_value *dst);
 TL_API tl_status tl__join(tl_frame *f, tl_tasklet *t);
+TL_API tl_status tl__kill(tl_frame *f, tl_tasklet *t);
+TL_API tl_status tl__throw(tl_frame *f, tl_tasklet *t, int code, const char *msg);
+TL_API tl_status tl__run(tl_frame *f, tl_tasklet *t);
+TL_API tl_status tl__run_scheduler(tl_frame *f);
 TL_API tl_status tl__sleep_until(tl_frame *f, int64_t deadline_ns);
 TL_API tl_status tl__return_w(tl_frame *f, uint64_t head, uint64_t bits);
 /* A value crosses into the library as two words: GCC copies a by-value
@@ -759,7 +829,8 @@ TL_API int tl__selected(tl_frame *f);
 enum {
     TL__K_YIELD = 'Y', TL__K_SEND = 'S', TL__K_SEND_ERROR = 'E',
     TL__K_RECV = 'R', TL__K_CALL = 'C', TL__K_JOIN = 'J', TL__K_SLEEP = 'T',
-    TL__K_SELECT = 'X', TL__K_MIGRATE = 'M'
+    TL__K_SELECT = 'X', TL__K_MIGRATE = 'M', TL__K_KILL = 'K', TL__K_THROW = 'H',
+    TL__K_RUN = 'N', TL__K_RUN_SCHEDULER = 'Z'
 };
 /* 0 here; 1 between TL_BEGIN and TL_END, which shadows it, so that a
  * misplaced macro fails with a message naming the rule. */
@@ -917,6 +988,24 @@ enum { tl__in_body = 0 };
  * error delivered.  Moving to the own node is a no-op. */
 #define TL_MIGRATE(f, node) \
     TL__AWAIT(f, tl__move((f), (node)), (void)0, TL__K_MIGRATE, TL_MIGRATE)
+/* Stackless's kill, throw and run from inside a tasklet: the caller
+ * switches to t, which runs next (t is put first in the run queue, the
+ * caller right after it, as Stackless's tasklet.run() does); the caller
+ * resumes here once t has switched out.  An error of the operation
+ * itself (TL_THROW to an ended tasklet, TL_RUN of a blocked one) is
+ * delivered here.  On the running tasklet: TL_KILL and TL_THROW deliver
+ * the error to the caller at once, TL_RUN does nothing.  TL_KILL of an
+ * ended tasklet does nothing.  See tl_kill, tl_throw, tl_tasklet_run. */
+#define TL_KILL(f, t) TL__AWAIT(f, tl__kill((f), (t)), (void)0, TL__K_KILL, TL_KILL)
+#define TL_THROW(f, t, code, msg)                                      \
+    TL__AWAIT(f, tl__throw((f), (t), (code), (msg)), (void)0, TL__K_THROW, \
+              TL_THROW)
+#define TL_RUN(f, t) TL__AWAIT(f, tl__run((f), (t)), (void)0, TL__K_RUN, TL_RUN)
+/* stackless.run() from the main tasklet (tl_set_main): waits until no
+ * other tasklet is runnable.  An error of another tasklet, or of the last
+ * blocked sender, is delivered here; TL_ESTATE if not called from main. */
+#define TL_RUN_SCHEDULER(f) \
+    TL__AWAIT(f, tl__run_scheduler(f), (void)0, TL__K_RUN_SCHEDULER, TL_RUN_SCHEDULER)
 /* Returns a retained copy of v to the caller frame (or to joiners); the
  * frame's own references are released as it is popped. */
 #define TL_RETURN(f, v) return tl__return((f), (v))

@@ -252,7 +252,7 @@ void tl__on_op(conn *l, const msgpack_object *o)
     tl_release(args.v);
     agent a = {req, t, l};
     if (rc == TL_OK && VEC_PUSH(n->agents, a) != 0) {
-        tl_kill(t);
+        tl_kill_now(t);
         tl_tasklet_release(t);
         rc = TL_ENOMEM;
     }
@@ -315,7 +315,7 @@ void tl__on_cancel(conn *l, const msgpack_object *o)
         agent a = n->agents.v[i];
         n->agents.v[i] = n->agents.v[--n->agents.n];
         if (a.t->state < TL_DONE)
-            tl_kill(a.t);
+            tl_kill_now(a.t);
         tl_tasklet_release(a.t);
         /* the operation did not happen: say so (its DONE, had it
          * happened, would have gone out before this) */
@@ -366,7 +366,7 @@ int tl__node_start(tl_node *n)
     tl__slab_each(&n->rt->tasklets, TL__MAGIC_TASK, agent_visit, &stale);
     for (size_t i = 0; i < stale.n; i++) {
         if (stale.v[i]->state < TL_DONE)
-            tl_kill(stale.v[i]);
+            tl_kill_now(stale.v[i]);
         tl_tasklet_release(stale.v[i]);
     }
     free(stale.v);
@@ -411,7 +411,7 @@ void tl__remote_link_lost(tl_node *n, conn *l)
         agent a = n->agents.v[i];
         n->agents.v[i] = n->agents.v[--n->agents.n];
         if (a.t->state < TL_DONE)
-            tl_kill(a.t);
+            tl_kill_now(a.t);
         tl_tasklet_release(a.t);
     }
 }

@@ -290,7 +290,7 @@ void tl__on_nack(conn *l, const msgpack_object *o)
     if (tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK) {
         char full[400];
         snprintf(full, sizeof full, "node %s refused the tasklet: %s", l->peer, msg);
-        tl_throw(t, (int)code, full);
+        tl_throw_pending(t, (int)code, full);
     } else {
         tl__node_log(n, "tasklet %s refused by %s could not come back: %s", xid, l->peer,
               n->rt->errmsg);
@@ -382,7 +382,7 @@ void tl__transfers_free(tl_node *n, int durable)
             continue;
         }
         if (!x->tried && tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK)
-            tl_throw(t, TL_ELINK, "the node closed before the tasklet could move");
+            tl_throw_pending(t, TL_ELINK, "the node closed before the tasklet could move");
         else
             tl__node_log(n, "transfer %s to %s was not acknowledged before the node closed: "
                          "the tasklet may or may not have arrived", x->xid, x->peer);

@@ -325,6 +325,11 @@ static int enc_extra(msgpack_packer *pk, const tl_tasklet *t)
 
 static int enc_tasklet(msgpack_packer *pk, const tl_tasklet *t, functab *ft)
 {
+    if (t->state == TL_BLOCKED && t->wait >= TL_WAIT_PAUSED) /* no format field yet */
+        return tl__seterr(t->rt, TL_ESTATE, "tasklet #%llu is %s: snapshots have no "
+                          "field for that state yet; save before or after", (unsigned long long)t->id,
+                          t->wait == TL_WAIT_RUN ? "the main tasklet inside TL_RUN_SCHEDULER"
+                                                 : "removed from the run queue");
     msgpack_pack_array(pk, 9);
     msgpack_pack_uint64(pk, t->id);
     msgpack_pack_uint8(pk, t->state);

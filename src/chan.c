@@ -192,9 +192,7 @@ int tl_chan_set_preference(tl_chan *ch, int pref)
 {
     if (!valid(ch))
         return TL_EMISUSE;
-    if (pref < -1 || pref > 1)
-        return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_set_preference: %d is not -1, 0 or 1", pref);
-    ch->pref = (int8_t)pref;
+    ch->pref = (int8_t)((pref > 0) - (pref < 0)); /* Stackless keeps the sign */
     ch->dirty = 1;
     return TL_OK;
 }

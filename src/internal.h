@@ -241,6 +241,8 @@ struct tl_runtime {
 
     tl_tasklet *current;
     tl_tasklet *last; /* last dispatched, for the schedule callback */
+    tl_tasklet *stepped; /* last dispatched (NULL once freed): main mode */
+    tl_tasklet *main; /* main-tasklet mode: the main tasklet (a reference) */
     tl__link runq;
     size_t nrunnable, nblocked, nlive;
     uint64_t next_tid, next_cid;
@@ -428,6 +430,9 @@ TL__HIDDEN void tl__deliver_value(tl_tasklet *t, tl__vw v);
 TL__HIDDEN tl_status tl__op_error(tl_frame *f, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 TL__HIDDEN void tl__tasklet_free_all(tl_runtime *rt);
+/* Takes t (not running) out of the queue it waits in, or the run queue;
+ * a blocked t keeps state TL_BLOCKED until the caller queues it. */
+TL__HIDDEN void tl__detach(tl_tasklet *t);
 TL__HIDDEN const char *tl__tasklet_label(const tl_tasklet *t, char *buf,
                                          size_t n);
 
@@ -473,6 +478,12 @@ static inline void tl__wake(tl_tasklet *t)
     t->rt->nblocked--;
     tl__runq_push_back(t->rt, t);
 }
+/* Stackless's switch to target: target (appended if not in the run
+ * queue) goes first, cur (if not NULL) right after it, and the tasklets
+ * that were ahead of target move behind cur (the run queue rotates). */
+TL__HIDDEN void tl__switch_to(tl_runtime *rt, tl_tasklet *cur, tl_tasklet *target);
+/* Host side, outside tasklets: t (runnable or detached) runs one step now. */
+TL__HIDDEN void tl__run_now(tl_runtime *rt, tl_tasklet *t);
 TL__HIDDEN int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline);
 TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);
 TL__HIDDEN uint64_t tl__random(tl_runtime *rt);

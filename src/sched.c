@@ -341,29 +341,153 @@ static void trace_switch(tl_runtime *rt, tl_tasklet *next)
     rt->last = next;
 }
 
+/* One scheduler step of t, already out of the run queue: its top frame
+ * runs until the tasklet switches out. */
+static inline __attribute__((always_inline)) void dispatch(tl_runtime *rt, tl_tasklet *t)
+{
+    t->state = TL_RUNNING;
+    if (rt->track_gone) /* a store is attached: note the chunk changed */
+        tl__mark(rt, t);
+    rt->current = t;
+    rt->stepped = t;
+    if (rt->sched_cb)
+        trace_switch(rt, t);
+    tl_status s;
+    do {
+        tl_frame *f = t->top;
+        s = f->fn->step(f, TL__LOCALS(f));
+    } while (s == TL__AGAIN);
+    rt->current = NULL;
+}
+
+/* ---- Stackless's switches and the main tasklet ---- */
+
+/* Moves the tasklets ahead of t (in the run queue) behind the last. */
+static void runq_rotate_to(tl_runtime *rt, tl_tasklet *t)
+{
+    tl__link *h = &rt->runq, *first = h->next, *before = t->w.link.prev;
+    if (first == &t->w.link)
+        return;
+    h->next = &t->w.link;
+    t->w.link.prev = h;
+    h->prev->next = first;
+    first->prev = h->prev;
+    before->next = h;
+    h->prev = before;
+}
+
+void tl__switch_to(tl_runtime *rt, tl_tasklet *cur, tl_tasklet *target)
+{
+    if (target->state != TL_RUNNABLE)
+        tl__runq_push_back(rt, target);
+    if (cur)
+        tl__runq_push_back(rt, cur);
+    runq_rotate_to(rt, target);
+    if (rt->track_gone)
+        tl__mark(rt, target);
+}
+
+void tl__run_now(tl_runtime *rt, tl_tasklet *t)
+{
+    uintptr_t cstack = rt->cstack;
+    int running = rt->running;
+    if (t->state == TL_RUNNABLE)
+        tl__runq_remove(rt, t);
+    else
+        t->wait = TL_WAIT_NONE;
+    rt->running = 1;
+    rt->cstack = (uintptr_t)__builtin_frame_address(0);
+    dispatch(rt, t);
+    rt->cstack = cstack;
+    rt->running = running;
+    if (rt->moves_pending && !running) {
+        rt->moves_pending = 0;
+        rt->attention = rt->pending_fail;
+        rt->hooks->moves(rt->hooks_ud);
+    }
+}
+
+/* Waits that nothing but another tasklet of this runtime can end. */
+static bool waits_on_tasklets(const tl_tasklet *t)
+{
+    return t->state == TL_BLOCKED && !(t->flags & TL__TF_REMOTE) &&
+           (t->wait == TL_WAIT_SEND || t->wait == TL_WAIT_RECV ||
+            t->wait == TL_WAIT_SELECT || t->wait == TL_WAIT_JOIN);
+}
+
+/* Stackless's deadlock error, raised in t instead of its wait. */
+static void deadlock_in(tl_runtime *rt, tl_tasklet *t)
+{
+    char label[160];
+    tl__tasklet_label(t, label, sizeof label);
+    tl__seterr(rt, TL_EDEADLOCK, "deadlock: %s is the last runnable tasklet and cannot "
+               "block", label);
+    tl__detach(t);
+    tl__deliver_error(t, TL_EDEADLOCK, rt->errmsg);
+    tl__runq_push_back(rt, t);
+}
+
+/* Main returns from TL_RUN_SCHEDULER; the error value a blocked last
+ * sender offers comes with it (Stackless passes main that bomb). */
+static void main_revive(tl_runtime *rt, tl_tasklet *m, const tl_tasklet *last)
+{
+    m->wait = TL_WAIT_NONE;
+    if (last && last->state == TL_BLOCKED && last->wait == TL_WAIT_SEND &&
+        last->xfer.type == TL_V_ERROR)
+        tl__deliver_error(m, last->xfer.aux, tl_error_msg(last->xfer));
+    tl__runq_push_back(rt, m);
+}
+
+/* The run queue has drained in main-tasklet mode: Stackless's rules for
+ * who learns of it.  Returns whether a tasklet became runnable. */
+static bool main_idle(tl_runtime *rt, bool stepped)
+{
+    tl_tasklet *m = rt->main, *last = stepped ? rt->stepped : NULL;
+    if (m->state == TL_BLOCKED && m->wait == TL_WAIT_RUN) {
+        main_revive(rt, m, last);
+        return true;
+    }
+    if (!stepped || rt->ntimers)
+        return false;
+    if (last && waits_on_tasklets(last)) {
+        deadlock_in(rt, last);
+        return true;
+    }
+    if ((!last || last->state >= TL_DONE) && waits_on_tasklets(m)) {
+        deadlock_in(rt, m);
+        return true;
+    }
+    return false;
+}
+
+tl_status tl__run_scheduler(tl_frame *f)
+{
+    tl_tasklet *t = f->t;
+    tl_runtime *rt = t->rt;
+    if (t != rt->main)
+        return tl__op_error(f, TL_ESTATE, "TL_RUN_SCHEDULER: only the main tasklet "
+                            "(tl_set_main) may run the scheduler");
+    if (tl__list_empty(&rt->runq))
+        return TL__CONT;
+    t->state = TL_BLOCKED;
+    t->wait = TL_WAIT_RUN;
+    return TL__SWITCH;
+}
+
 /* Runs up to max steps; returns TL_OK or a detached tasklet's failure. */
 static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
 {
     uint64_t n = 0;
     rt->cstack = (uintptr_t)__builtin_frame_address(0);
-    while (n < max && !tl__list_empty(&rt->runq)) {
+    while (n < max) {
+        if (tl__list_empty(&rt->runq) && !(rt->main && main_idle(rt, n > 0)))
+            break;
         if (++rt->steps_since_timers >= TIMER_CHECK_EVERY)
             fire_timers(rt);
         tl_tasklet *t = TL__CONTAINER(rt->runq.next, tl_tasklet, w.link);
         tl__list_unlink(&t->w.link);
         rt->nrunnable--;
-        t->state = TL_RUNNING;
-        if (rt->track_gone) /* a store is attached: note the chunk changed */
-            tl__mark(rt, t);
-        rt->current = t;
-        if (rt->sched_cb)
-            trace_switch(rt, t);
-        tl_status s;
-        do {
-            tl_frame *f = t->top;
-            s = f->fn->step(f, TL__LOCALS(f));
-        } while (s == TL__AGAIN);
-        rt->current = NULL;
+        dispatch(rt, t);
         n++;
         if (rt->attention) {
             if (rt->moves_pending) {
@@ -419,7 +543,7 @@ static void blocked_visit(void *obj, void *ud)
 {
     tl_tasklet *t = obj;
     deadlock_msg *m = ud;
-    if (t->state != TL_BLOCKED)
+    if (t->state != TL_BLOCKED || t->wait >= TL_WAIT_PAUSED)
         return;
     m->total++;
     if (m->listed >= 8 || m->len >= m->cap)

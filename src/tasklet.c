@@ -207,6 +207,8 @@ static void tasklet_free(tl_tasklet *t)
     }
     if (rt->last == t)
         rt->last = NULL;
+    if (rt->stepped == t)
+        rt->stepped = NULL;
     tl__mark(rt, t);
     tl__slab_put(&rt->tasklets, t);
 }
@@ -290,17 +292,24 @@ static void wake_joiners(tl_tasklet *t)
     }
 }
 
+static void main_deliver(tl_runtime *rt, const tl_tasklet *failed);
+
 static void finish(tl_tasklet *t, int state, int err)
 {
     tl_runtime *rt = t->rt;
-    bool watched = t->refs > 1 || (t->ext && !tl__list_empty(&t->ext->joiners));
+    bool was_main = t == rt->main;
+    bool watched = t->refs > 1u + was_main || (t->ext && !tl__list_empty(&t->ext->joiners));
     t->state = (uint8_t)state;
     tl__mark(rt, t);
     t->wait = TL_WAIT_NONE;
     t->err = state == TL_DONE ? TL_OK : err;
     rt->nlive--;
+    if (was_main)
+        rt->main = NULL;
     wake_joiners(t);
-    if (state == TL_FAILED && !watched && !rt->pending_fail) {
+    if (state == TL_FAILED && rt->main)
+        main_deliver(rt, t);
+    else if (state == TL_FAILED && (!watched || was_main) && !rt->pending_fail) {
         char label[160];
         tl__tasklet_label(t, label, sizeof label);
         rt->pending_fail = err;
@@ -309,6 +318,8 @@ static void finish(tl_tasklet *t, int state, int err)
                    t->ext && t->ext->errmsg ? t->ext->errmsg : tl_strerror(err),
                    tl_errname(err));
     }
+    if (was_main)
+        tl_tasklet_release(t);
     tl_tasklet_release(t);
 }
 
@@ -320,7 +331,7 @@ static tl_status propagate(tl_tasklet *t)
             t->top->h.flags |= TL__F_ERR;
         return TL__AGAIN;
     }
-    finish(t, TL_FAILED, t->err);
+    finish(t, t->err == TL_EKILLED ? TL_KILLED : TL_FAILED, t->err);
     return TL__SWITCH;
 }
 
@@ -646,8 +657,7 @@ void *tl_tasklet_userdata(const tl_tasklet *t)
     return VALID(t) && t->ext ? t->ext->userdata : NULL;
 }
 
-/* Takes t out of whatever queue holds it (not the current tasklet). */
-static void detach(tl_tasklet *t)
+void tl__detach(tl_tasklet *t)
 {
     tl_runtime *rt = t->rt;
     if (t->state == TL_RUNNABLE) {
@@ -669,6 +679,10 @@ static void detach(tl_tasklet *t)
         tl__list_unlink(&t->w.link);
         tl_tasklet_release((tl_tasklet *)t->w.on);
         break;
+    case TL_WAIT_PAUSED:
+    case TL_WAIT_RUN: /* in no queue, not counted as blocked */
+        t->wait = TL_WAIT_NONE;
+        return;
     default:
         break;
     }
@@ -678,26 +692,145 @@ static void detach(tl_tasklet *t)
     tl_value_set(&t->xfer, tl_nil());
 }
 
-static int check_target(tl_tasklet *t, const char *what)
+/* Out of the run queue by tl_tasklet_remove, or main inside
+ * TL_RUN_SCHEDULER: not blocked in Stackless's sense. */
+static bool floating(const tl_tasklet *t)
 {
-    if (!VALID(t))
-        return TL_EMISUSE;
-    if (t->state >= TL_DONE)
-        return tl__seterr(t->rt, TL_EDONE, "%s: tasklet #%llu has already ended", what,
-                          (unsigned long long)t->id);
-    if (t == t->rt->current)
-        return tl__seterr(t->rt, TL_ESELF, "%s: tasklet #%llu is the running tasklet; "
-                          "return or use TL_FAIL instead", what, (unsigned long long)t->id);
+    return t->state == TL_BLOCKED && (t->wait == TL_WAIT_PAUSED || t->wait == TL_WAIT_RUN);
+}
+
+static bool blocked(const tl_tasklet *t) { return t->state == TL_BLOCKED && !floating(t); }
+
+/* ---- kill, throw, run: Stackless's tasklet operations ---- */
+
+/* Delivers code at the suspension point of t (alive, not running; the
+ * caller holds a reference).  A tasklet that never ran has no suspension
+ * point: it is unwound and ends now (TL_KILLED for TL_EKILLED).  Returns
+ * whether t is left to run: detached from its wait, or still in the run
+ * queue where it was. */
+static bool strike(tl_tasklet *t, int code, const char *msg)
+{
+    if (t->top->h.pc == 0) {
+        tl__detach(t);
+        while (t->top)
+            frame_pop(t);
+        set_errmsg(t, msg);
+        finish(t, code == TL_EKILLED ? TL_KILLED : TL_FAILED, code);
+        return false;
+    }
+    if (t->state != TL_RUNNABLE)
+        tl__detach(t);
+    tl__deliver_error(t, code, msg);
+    return true;
+}
+
+/* In main-tasklet mode, the error a tasklet failed with goes on to main,
+ * which runs next. */
+static void main_deliver(tl_runtime *rt, const tl_tasklet *failed)
+{
+    tl_tasklet *m = rt->main;
+    const char *msg = failed->ext && failed->ext->errmsg ? failed->ext->errmsg
+                                                         : tl_strerror(failed->err);
+    if (m == rt->current) {
+        tl__deliver_error(m, failed->err, msg);
+        return;
+    }
+    tl__detach(m);
+    tl__deliver_error(m, failed->err, msg);
+    tl__switch_to(rt, NULL, m);
+}
+
+/* The host-side forms switch by running the target now: not possible from
+ * inside a tasklet, whose step function cannot be suspended by a call. */
+static int outside(tl_tasklet *t, const char *what, const char *macro)
+{
+    if (!t->rt->current)
+        return TL_OK;
+    return tl__seterr(t->rt, TL_EBUSY, "%s: called inside a tasklet, which a function "
+                      "cannot suspend: use %s", what, macro);
+}
+
+static int ended_err(tl_tasklet *t, const char *what)
+{
+    return tl__seterr(t->rt, TL_EDONE, "%s: tasklet #%llu has already ended", what,
+                      (unsigned long long)t->id);
+}
+
+/* Host side: strike t, then let it run now. */
+static int strike_now(tl_tasklet *t, int code, const char *msg)
+{
+    t->refs++;
+    if (strike(t, code, msg))
+        tl__run_now(t->rt, t);
+    tl_tasklet_release(t);
     return TL_OK;
+}
+
+/* Inside a tasklet (f's): strike t, then switch to it. */
+static tl_status strike_switch(tl_frame *f, tl_tasklet *t, int code, const char *msg)
+{
+    t->refs++;
+    bool run = strike(t, code, msg);
+    if (run)
+        tl__switch_to(t->rt, f->t, t);
+    tl_tasklet_release(t);
+    return run ? TL__SWITCH : TL__CONT;
 }
 
 int tl_kill(tl_tasklet *t)
 {
-    int rc = check_target(t, "tl_kill");
-    if (rc != TL_OK)
-        return rc;
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (t->state >= TL_DONE)
+        return TL_OK;
+    int rc = outside(t, "tl_kill", "TL_KILL(f, t)");
+    return rc != TL_OK ? rc : strike_now(t, TL_EKILLED, "killed");
+}
+
+int tl_throw(tl_tasklet *t, int code, const char *msg)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (code >= 0)
+        return tl__seterr(t->rt, TL_EINVAL, "tl_throw: error code %d is not negative", code);
+    if (t->state >= TL_DONE)
+        return ended_err(t, "tl_throw: cannot throw to a dead tasklet");
+    int rc = outside(t, "tl_throw", "TL_THROW(f, t, code, msg)");
+    return rc != TL_OK ? rc : strike_now(t, code, msg ? msg : tl_strerror(code));
+}
+
+int tl_throw_pending(tl_tasklet *t, int code, const char *msg)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (code >= 0)
+        return tl__seterr(t->rt, TL_EINVAL, "tl_throw_pending: error code %d is not negative",
+                          code);
+    if (t->state >= TL_DONE)
+        return ended_err(t, "tl_throw_pending: cannot throw to a dead tasklet");
+    if (t == t->rt->current)
+        return tl__seterr(t->rt, TL_ESELF, "tl_throw_pending: tasklet #%llu is the running "
+                          "tasklet; use TL_THROW or TL_FAIL", (unsigned long long)t->id);
+    t->refs++;
+    if (strike(t, code, msg ? msg : tl_strerror(code)) && t->state != TL_RUNNABLE)
+        tl__runq_push_back(t->rt, t);
+    tl__mark(t->rt, t);
+    tl_tasklet_release(t);
+    return TL_OK;
+}
+
+int tl_kill_now(tl_tasklet *t)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (t->state >= TL_DONE)
+        return ended_err(t, "tl_kill_now");
+    if (t == t->rt->current)
+        return tl__seterr(t->rt, TL_ESELF, "tl_kill_now: tasklet #%llu is the running "
+                          "tasklet; return, TL_FAIL or TL_KILL instead",
+                          (unsigned long long)t->id);
     t->refs++; /* keep t while its cleanups run */
-    detach(t);
+    tl__detach(t);
     while (t->top)
         frame_pop(t);
     set_errmsg(t, "killed");
@@ -706,30 +839,138 @@ int tl_kill(tl_tasklet *t)
     return TL_OK;
 }
 
-int tl_throw(tl_tasklet *t, int code, const char *msg)
+/* What tl_tasklet_run and TL_RUN refuse: an ended or a blocked tasklet. */
+static int run_check(tl_tasklet *t, const char *what)
 {
-    int rc = check_target(t, "tl_throw");
+    if (t->state >= TL_DONE)
+        return ended_err(t, what);
+    if (blocked(t))
+        return tl__seterr(t->rt, TL_ESTATE, "%s: tasklet #%llu is blocked: a channel, "
+                          "timer or join wakes it, not a run", what, (unsigned long long)t->id);
+    return TL_OK;
+}
+
+int tl_tasklet_run(tl_tasklet *t)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    int rc = run_check(t, "tl_tasklet_run");
+    if (rc == TL_OK)
+        rc = outside(t, "tl_tasklet_run", "TL_RUN(f, t)");
     if (rc != TL_OK)
         return rc;
-    if (code >= 0)
-        return tl__seterr(t->rt, TL_EINVAL, "tl_throw: error code %d is not negative", code);
-    t->refs++;
-    detach(t);
-    while (t->top && t->top->h.pc == 0)
-        frame_pop(t); /* not started: nowhere to deliver, unwind now */
-    tl__deliver_error(t, code, msg ? msg : tl_strerror(code));
-    if (t->top)
-        tl__runq_push_front(t->rt, t);
-    else
-        finish(t, TL_FAILED, code);
-    tl_tasklet_release(t);
+    if (floating(t))
+        tl__detach(t);
+    tl__run_now(t->rt, t);
     return TL_OK;
+}
+
+int tl_tasklet_remove(tl_tasklet *t)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (t == t->rt->current)
+        return tl__seterr(t->rt, TL_ESELF, "tl_tasklet_remove: the current tasklet "
+                          "cannot be removed");
+    if (blocked(t))
+        return tl__seterr(t->rt, TL_ESTATE, "tl_tasklet_remove: tasklet #%llu is blocked",
+                          (unsigned long long)t->id);
+    if (t->state != TL_RUNNABLE)
+        return TL_OK; /* paused already, or ended */
+    tl__runq_remove(t->rt, t);
+    t->state = TL_BLOCKED;
+    t->wait = TL_WAIT_PAUSED;
+    tl__mark(t->rt, t);
+    return TL_OK;
+}
+
+int tl_tasklet_insert(tl_tasklet *t)
+{
+    if (!VALID(t))
+        return TL_EMISUSE;
+    if (t->state >= TL_DONE)
+        return ended_err(t, "tl_tasklet_insert: cannot run a dead tasklet");
+    if (blocked(t))
+        return tl__seterr(t->rt, TL_ESTATE, "tl_tasklet_insert: tasklet #%llu is blocked: "
+                          "a channel, timer or join wakes it", (unsigned long long)t->id);
+    if (floating(t)) {
+        tl__detach(t);
+        tl__runq_push_back(t->rt, t);
+        tl__mark(t->rt, t);
+    }
+    return TL_OK;
+}
+
+tl_status tl__kill(tl_frame *f, tl_tasklet *t)
+{
+    if (!VALID(t) || t->rt != f->t->rt)
+        return tl__op_error(f, TL_EMISUSE, "TL_KILL: invalid tasklet handle");
+    if (t->state >= TL_DONE)
+        return TL__CONT;
+    if (t == f->t) {
+        tl__deliver_error(t, TL_EKILLED, "killed");
+        return TL__CONT;
+    }
+    return strike_switch(f, t, TL_EKILLED, "killed");
+}
+
+tl_status tl__throw(tl_frame *f, tl_tasklet *t, int code, const char *msg)
+{
+    if (!VALID(t) || t->rt != f->t->rt)
+        return tl__op_error(f, TL_EMISUSE, "TL_THROW: invalid tasklet handle");
+    if (code >= 0)
+        return tl__op_error(f, TL_EINVAL, "TL_THROW: error code %d is not negative", code);
+    if (t->state >= TL_DONE)
+        return tl__op_error(f, TL_EDONE, "TL_THROW: tasklet #%llu has ended: cannot throw "
+                            "to a dead tasklet", (unsigned long long)t->id);
+    msg = msg ? msg : tl_strerror(code);
+    if (t == f->t) {
+        tl__deliver_error(t, code, msg);
+        return TL__CONT;
+    }
+    return strike_switch(f, t, code, msg);
+}
+
+tl_status tl__run(tl_frame *f, tl_tasklet *t)
+{
+    tl_runtime *rt = f->t->rt;
+    if (!VALID(t) || t->rt != rt)
+        return tl__op_error(f, TL_EMISUSE, "TL_RUN: invalid tasklet handle");
+    if (t == f->t)
+        return TL__CONT;
+    if (run_check(t, "TL_RUN") != TL_OK)
+        return tl__op_error(f, rt->errcode, "%s", rt->errmsg);
+    if (floating(t))
+        tl__detach(t);
+    tl__switch_to(rt, f->t, t);
+    return TL__SWITCH;
+}
+
+int tl_set_main(tl_runtime *rt, tl_tasklet *t)
+{
+    if (!rt || rt->magic != TL__MAGIC_RT || (t && (!VALID(t) || t->rt != rt)))
+        return TL_EMISUSE;
+    if (t && t->state >= TL_DONE)
+        return ended_err(t, "tl_set_main");
+    tl_tasklet *old = rt->main;
+    rt->main = tl_tasklet_retain(t);
+    if (old && old != t && old->state == TL_BLOCKED && old->wait == TL_WAIT_RUN) {
+        tl__detach(old); /* no longer main: TL_RUN_SCHEDULER returns */
+        tl__runq_push_back(rt, old);
+    }
+    tl_tasklet_release(old);
+    return TL_OK;
+}
+
+tl_tasklet *tl_main(const tl_runtime *rt)
+{
+    return rt && rt->magic == TL__MAGIC_RT ? rt->main : NULL;
 }
 
 void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg)
 {
     t->refs++;
-    detach(t);
+    tl__detach(t);
     while (t->top)
         frame_drop(t, false);
     set_errmsg(t, msg);
@@ -815,7 +1056,7 @@ static void kill_visit(void *obj, void *ud)
     tl_tasklet *t = obj;
     (void)ud;
     if (t->state < TL_DONE)
-        tl_kill(t);
+        tl_kill_now(t);
 }
 
 static void free_visit(void *obj, void *ud)
@@ -859,7 +1100,7 @@ void tl__runtime_reset(tl_runtime *rt)
     rt->ntimers = 0;
     rt->ngone = 0;
     rt->dmap_lost = 1;
-    rt->current = rt->last = NULL;
+    rt->current = rt->last = rt->stepped = rt->main = NULL;
     rt->tearing_down = 0;
 }
 

@@ -233,7 +233,7 @@ static void test_kill_unwinds_with_cleanups(void **state)
 {
     tl_runtime *rt = *state;
     tl_chan *ch;
-    catch_level = 0; /* kill cannot be caught */
+    catch_level = -1; /* no frame catches: the kill unwinds them all */
     tl_tasklet *t = start_nest(rt, &ch);
     assert_int_equal(tl_kill(t), TL_OK);
     assert_int_equal(tl_tasklet_state(t), TL_KILLED);
@@ -245,9 +245,43 @@ static void test_kill_unwinds_with_cleanups(void **state)
     assert_int_equal(cleanup_log[2], 0);
     assert_int_equal(tl_chan_balance(ch), 0);
     assert_int_equal(tl_blocked_count(rt), 0);
-    assert_int_equal(tl_kill(t), TL_EDONE);
-    assert_int_equal(tl_errcode(rt), TL_EDONE);
+    assert_int_equal(tl_kill(t), TL_OK); /* Stackless: killing a dead tasklet is a no-op */
     assert_int_equal(tl_run(rt), TL_OK);
+    tl_tasklet_release(t);
+    tl_chan_release(ch);
+}
+
+/* Kill is delivered as TL_EKILLED (Stackless's TaskletExit): a frame that
+ * catches errors catches it and goes on. */
+static void test_kill_caught_by_outer_frame(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_chan *ch;
+    tl_value v;
+    catch_level = 0;
+    tl_tasklet *t = start_nest(rt, &ch);
+    assert_int_equal(tl_kill(t), TL_OK);
+    assert_int_equal(tl_tasklet_state(t), TL_DONE); /* it ran at once and returned */
+    assert_int_equal(caught_code, TL_EKILLED);
+    assert_int_equal(tl_tasklet_result(t, &v), TL_OK);
+    assert_int_equal(tl_as_i64(v), 100);
+    assert_int_equal(ncleanups, 3);
+    tl_tasklet_release(t);
+    tl_chan_release(ch);
+}
+
+/* tl_kill_now keeps the immediate kill: no frame can catch it. */
+static void test_kill_now_not_caught(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_chan *ch;
+    catch_level = 0;
+    tl_tasklet *t = start_nest(rt, &ch);
+    assert_int_equal(tl_kill_now(t), TL_OK);
+    assert_int_equal(tl_tasklet_state(t), TL_KILLED);
+    assert_int_equal(caught_code, 0);
+    assert_int_equal(ncleanups, 3);
+    assert_int_equal(tl_kill_now(t), TL_EDONE);
     tl_tasklet_release(t);
     tl_chan_release(ch);
 }
@@ -259,10 +293,10 @@ static void test_throw_unwinds_to_failed(void **state)
     catch_level = -1;
     tl_tasklet *t = start_nest(rt, &ch);
     assert_int_equal(tl_throw(t, TL_EUSER - 5, "boom"), TL_OK);
-    assert_int_equal(tl_tasklet_state(t), TL_RUNNABLE);
+    /* Stackless: the thrower switches to t, which unwinds before tl_throw returns */
+    assert_int_equal(tl_tasklet_state(t), TL_FAILED);
     assert_int_equal(tl_chan_balance(ch), 0);
     assert_int_equal(tl_run(rt), TL_OK); /* someone holds a handle: not reported */
-    assert_int_equal(tl_tasklet_state(t), TL_FAILED);
     assert_int_equal(tl_tasklet_error(t), TL_EUSER - 5);
     assert_string_equal(tl_tasklet_errmsg(t), "boom");
     assert_int_equal(ncleanups, 3);
@@ -355,7 +389,8 @@ static void test_join_self_is_an_error(void **state)
     tl_tasklet_release(t);
 }
 
-/* A tasklet trying to kill itself gets TL_ESELF. */
+/* tl_kill, a function, cannot suspend its caller: inside a tasklet it
+ * refuses (TL_EBUSY) and TL_KILL is the way (tests/test_stackless.c). */
 static tl_status kill_self(tl_frame *f, void *locals)
 {
     (void)locals;
@@ -374,7 +409,7 @@ static void test_kill_self_refused(void **state)
     assert_int_equal(tl_spawn(rt, &kill_self_fn, NULL, 0, &t), TL_OK);
     assert_int_equal(tl_run(rt), TL_OK);
     assert_int_equal(tl_tasklet_result(t, &v), TL_OK);
-    assert_int_equal(tl_as_i64(v), TL_ESELF);
+    assert_int_equal(tl_as_i64(v), TL_EBUSY);
     tl_tasklet_release(t);
 }
 
@@ -873,6 +908,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_states_and_join, setup, teardown),
         cmocka_unit_test_setup_teardown(test_current_is_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_unwinds_with_cleanups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_caught_by_outer_frame, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_now_not_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throw_unwinds_to_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throw_caught_by_middle_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throw_before_start, setup, teardown),
