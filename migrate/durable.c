@@ -1,116 +1,111 @@
 /*
  * durable.c -- the node's rows in the store: everything of the node that
- * touches the store is here.
+ * touches the store is here, through the store's participant interface
+ * (persist/persist.h, docs/ARCHITECTURE.md section 11.1); the node issues
+ * no SQL.
  *
- * The store's checkpoint transaction calls write_tables (the store's
- * "extra" hook, tl__store_set_extra) to write the node's two tables with
- * the runtime's records: outbox (xid, peer, snapshot) -- every transfer
- * not yet acknowledged -- and inbox (xid) -- every transfer id taken and
- * not yet forgotten (docs/FORMAT.md).  tl_node_new reads both back
- * (read_tables), so that after a crash the outbox is resent and resent
- * transfers are recognised.
+ * The node is a participant of its store: in every checkpoint's
+ * transaction the store calls write_rows, which rewrites the node's two
+ * tables with the runtime's records: outbox (xid, peer, snapshot) --
+ * every transfer not yet acknowledged -- and inbox (xid) -- every
+ * transfer id taken and not yet forgotten (docs/FORMAT.md).  tl_node_new
+ * reads both back (read_tables), so that after a crash the outbox is
+ * resent and resent transfers are recognised.
  *
  * Invariants: the tables are rewritten whole in the same transaction as
  * the runtime's records, so the tasklets, the outbox and the inbox are
  * always of one instant; a transfer is sent only after a checkpoint that
  * holds it (tl__node_checkpoint marks it durable), and acknowledged only
- * after one that holds the import.  write_tables(NULL) means the store is
+ * after one that holds the import.  detach_store means the store is
  * closing: the node goes on in memory only, everything counted durable.
  */
-#include "../persist/store_sqlite.h" /* transitional: the outbox and inbox SQL */
 #include "node_impl.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- the node's tables in the store ---- */
 
-static int bind_exec(sqlite3_stmt *s) { return sqlite3_step(s) == SQLITE_DONE ? 0 : -1; }
+static const tl__table outbox_table = {"outbox", "xid", "peer", NULL, "data"};
+static const tl__table inbox_table = {"inbox", "xid", "peer", "time", NULL};
 
-static int write_tables(void *ud, void *dbp)
+/* In every checkpoint's transaction. */
+static int write_rows(void *ud, tl__store_tx *tx)
 {
     tl_node *n = ud;
-    sqlite3 *db = dbp;
-    sqlite3_stmt *s = NULL;
-    if (!db) { /* the store is closing: from now on, memory only */
-        n->store = NULL;
-        n->need_ckpt = 0;
-        for (outx *x = n->out; x; x = x->next)
-            x->durable = 1;
-        return TL_OK;
+    int rc = tl__tx_clear(tx, &outbox_table);
+    if (rc == TL_OK)
+        rc = tl__tx_clear(tx, &inbox_table);
+    for (outx *x = n->out; x && rc == TL_OK; x = x->next) {
+        tl__row r = {x->xid, x->peer, 0, x->data, x->len};
+        rc = tl__tx_put(tx, &outbox_table, &r);
     }
-    int bad = sqlite3_exec(db, "DELETE FROM outbox; DELETE FROM inbox;", NULL, NULL, NULL) !=
-              SQLITE_OK;
-    if (!bad)
-        bad = sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES(?,?,?)", -1, &s, NULL) != SQLITE_OK;
-    for (outx *x = n->out; x && !bad; x = x->next) {
-        sqlite3_bind_text(s, 1, x->xid, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, x->peer, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 3, x->data, (int)x->len, SQLITE_STATIC);
-        bad = bind_exec(s);
-        sqlite3_reset(s);
-    }
-    sqlite3_finalize(s);
-    s = NULL;
-    if (!bad)
-        bad = sqlite3_prepare_v2(db, "INSERT INTO inbox VALUES(?,'',0)", -1, &s, NULL) != SQLITE_OK;
-    for (size_t i = 0; i < n->seen.cap && !bad; i++) {
+    for (size_t i = 0; i < n->seen.cap && rc == TL_OK; i++) {
         if (n->seen.st[i] != 1)
             continue;
         char xid[40];
         tl__xid_format(n->seen.keys[i], xid);
-        sqlite3_bind_text(s, 1, xid, -1, SQLITE_TRANSIENT);
-        bad = bind_exec(s);
-        sqlite3_reset(s);
-    }
-    sqlite3_finalize(s);
-    return bad ? TL_ESTORE : TL_OK;
-}
-
-static int read_tables(tl_node *n)
-{
-    sqlite3 *db = tl__store_sqlite(n->store);
-    sqlite3_stmt *s = NULL;
-    int rc = TL_OK;
-    if (sqlite3_prepare_v2(db, "SELECT xid, peer, data FROM outbox ORDER BY rowid", -1, &s,
-                           NULL) != SQLITE_OK)
-        return tl__seterr(n->rt, TL_ESTORE, "reading the outbox: %s", sqlite3_errmsg(db));
-    while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW) {
-        outx *x = calloc(1, sizeof *x);
-        size_t len = (size_t)sqlite3_column_bytes(s, 2);
-        void *data = x ? tl__alloc(n->rt, len ? len : 1) : NULL;
-        if (!data) {
-            free(x);
-            rc = tl__seterr(n->rt, TL_ENOMEM, "reading the outbox: out of memory");
-            break;
-        }
-        memcpy(data, sqlite3_column_blob(s, 2), len);
-        snprintf(x->xid, sizeof x->xid, "%s", (const char *)sqlite3_column_text(s, 0));
-        snprintf(x->peer, sizeof x->peer, "%s", (const char *)sqlite3_column_text(s, 1));
-        x->data = data;
-        x->len = len;
-        x->durable = 1;
-        tl__outbox_append(n, x);
-    }
-    sqlite3_finalize(s);
-    if (rc == TL_OK &&
-        sqlite3_prepare_v2(db, "SELECT xid FROM inbox", -1, &s, NULL) == SQLITE_OK) {
-        while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW) {
-            xkey k;
-            const char *xid = (const char *)sqlite3_column_text(s, 0);
-            if (xid && tl__xid_parse(xid, &k))
-                rc = tl__xset_add(&n->seen, k);
-        }
-        sqlite3_finalize(s);
+        tl__row r = {xid, "", 0, NULL, 0};
+        rc = tl__tx_put(tx, &inbox_table, &r);
     }
     return rc;
 }
 
+/* The store is closing: from now on, memory only. */
+static void detach_store(void *ud)
+{
+    tl_node *n = ud;
+    n->store = NULL;
+    n->need_ckpt = 0;
+    for (outx *x = n->out; x; x = x->next)
+        x->durable = 1;
+}
+
+static const tl__participant node_participant = {"node's outbox and inbox", write_rows,
+                                                  detach_store};
+
+static int read_outbox_row(void *ud, const tl__row *r)
+{
+    tl_node *n = ud;
+    outx *x = calloc(1, sizeof *x);
+    void *data = x ? tl__alloc(n->rt, r->len ? r->len : 1) : NULL;
+    if (!data) {
+        free(x);
+        return tl__seterr(n->rt, TL_ENOMEM, "reading the outbox: out of memory");
+    }
+    if (r->len)
+        memcpy(data, r->data, r->len);
+    snprintf(x->xid, sizeof x->xid, "%s", r->key);
+    snprintf(x->peer, sizeof x->peer, "%s", r->peer ? r->peer : "");
+    x->data = data;
+    x->len = r->len;
+    x->durable = 1;
+    tl__outbox_append(n, x);
+    return TL_OK;
+}
+
+static int read_inbox_row(void *ud, const tl__row *r)
+{
+    tl_node *n = ud;
+    xkey k;
+    return tl__xid_parse(r->key, &k) ? tl__xset_add(&n->seen, k) : TL_OK;
+}
+
+static int read_tables(tl_node *n)
+{
+    int rc = tl__store_rows(n->store, &outbox_table, read_outbox_row, n);
+    if (rc != TL_OK && rc != TL_ENOMEM)
+        return tl__seterr(n->rt, rc, "reading the outbox: %s", tl_store_errmsg(n->store));
+    if (rc == TL_OK)
+        rc = tl__store_rows(n->store, &inbox_table, read_inbox_row, n);
+    if (rc != TL_OK && rc != TL_ENOMEM)
+        return tl__seterr(n->rt, rc, "reading the inbox: %s", tl_store_errmsg(n->store));
+    return rc;
+}
 
 /* At tl_node_new: the outbox and inbox come in from the store, and the
- * store's checkpoints write them back (write_tables) from now on. */
+ * store's checkpoints write them back (write_rows) from now on. */
 int tl__node_store_open(tl_node *n)
 {
     if (!n->store)
@@ -118,8 +113,9 @@ int tl__node_store_open(tl_node *n)
     int rc = read_tables(n);
     if (rc != TL_OK)
         return rc;
-    tl__store_set_extra(n->store, write_tables, n);
-    return TL_OK;
+    rc = tl__store_join(n->store, &node_participant, n);
+    return rc == TL_OK ? TL_OK
+                       : tl__seterr(n->rt, rc, "joining the store: %s", tl_store_errmsg(n->store));
 }
 
 /* The checkpoint transfers wait for: new outbox rows before they are sent,
@@ -156,6 +152,6 @@ int tl__node_store_close(tl_node *n)
                          tl_store_errmsg(n->store));
     }
     if (n->store)
-        tl__store_set_extra(n->store, NULL, NULL);
+        tl__store_leave(n->store, &node_participant, n);
     return durable;
 }

@@ -156,11 +156,6 @@ TL__HIDDEN int tl__store_rows(tl_store *st, const tl__table *t, tl__row_fn fn, v
  * change (a participant's rows did). */
 TL__HIDDEN void tl__store_touch(tl_store *st);
 
-/* Transitional (until the node writes through tl__tx_*): fn runs in every
- * checkpoint's transaction with the SQLite connection, and with NULL
- * when the store closes. */
-TL__HIDDEN void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud);
-
 /* Keeps the newest keep checkpoints (keep >= 1) and deletes the rest,
  * with the chunk rows only they read, in one fenced transaction. */
 TL__HIDDEN int tl__store_prune(tl_store *st, int64_t keep);

@@ -66,8 +66,6 @@ struct tl_store {
     struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
     char (*unmail)[40]; /* mailbox rows to take with it */
     size_t nunmail;
-    int (*extra)(void *ud, void *db); /* transitional: tl__store_set_extra */
-    void *extra_ud;
     int errcode;
     char errmsg[512];
 };
@@ -765,31 +763,6 @@ void tl__store_touch(tl_store *st)
 {
     if (valid(st))
         st->touched = 1;
-}
-
-/* Transitional, until the node writes through tl__tx_*: its hook gets
- * the SQLite connection inside the checkpoint's transaction. */
-static int extra_write(void *ud, tl__store_tx *tx)
-{
-    tl_store *st = ud;
-    return st->extra(st->extra_ud, tl__store_sqlite_db(tx->st->be));
-}
-
-static void extra_detach(void *ud)
-{
-    tl_store *st = ud;
-    st->extra(st->extra_ud, NULL);
-}
-
-static const tl__participant extra_part = {"node", extra_write, extra_detach};
-
-void tl__store_set_extra(tl_store *st, int (*fn)(void *ud, void *db), void *ud)
-{
-    tl__store_leave(st, &extra_part, st);
-    st->extra = fn;
-    st->extra_ud = ud;
-    if (fn)
-        tl__store_join(st, &extra_part, st);
 }
 
 void *tl__store_sqlite(tl_store *st) { return usable(st) ? tl__store_sqlite_db(st->be) : NULL; }

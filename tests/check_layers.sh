@@ -5,7 +5,8 @@
 #   core     (src/libtasklet-core.a):        libc, libm
 #   persist  (persist/libtasklet-persist.a): core + SQLite, msgpack-c, zlib
 #   node     (migrate/libtasklet-node.a):    core + persist + libsodium,
-#                                            msgpack-c (its frames)
+#                                            msgpack-c (its frames); no
+#                                            SQLite (the store's interface)
 # persist must not reference the node at all (any symbol migrate/ defines).  The
 # installed libtasklet.so must export tl_ names only.  CC (default cc)
 # finds the system libraries.  Exit status 1 and one line per violation.
@@ -74,11 +75,10 @@ libc="libc.so.6 libm.so.6"
 check core "$core" $libc
 # shellcheck disable=SC2086
 check persist "$persist" "$core" $libc libsqlite3.so libmsgpackc.so libz.so
-# The node still writes its outbox and inbox with its own SQL: libsqlite3
-# leaves this list once it adds them through the store interface (issue 8,
-# point 3).
+# The node keeps its outbox and inbox through the store's participant
+# interface: it issues no SQL, so SQLite is not on its list.
 # shellcheck disable=SC2086
-check node "$node" "$core" "$persist" $libc libsodium.so libmsgpackc.so libsqlite3.so
+check node "$node" "$core" "$persist" $libc libsodium.so libmsgpackc.so
 
 # Said plainly for the never-arrow that matters most: persist -> node.
 defined "$node" > "$tmp/nodesyms"
