@@ -251,8 +251,12 @@ TL_API int tl_runtime_new(const tl_config *cfg, tl_runtime **out);
 
 /* Kills every tasklet (running each frame's cleanup), then frees the
  * runtime and everything it owns.  Handles and values from it become
- * invalid.  Must not be called from inside tl_run.  NULL is a no-op. */
-TL_API void tl_runtime_free(tl_runtime *rt);
+ * invalid (dangling: unlike stale handles in a live runtime they cannot be
+ * checked).  Refused, the runtime left as it was, with TL_EBUSY while a
+ * store is attached (tl_store_close it first) or a node wraps it
+ * (tl_node_free first), or when called from inside tl_run; TL_EMISUSE on
+ * an invalid handle.  NULL is a no-op (TL_OK).  Returns TL_OK once freed. */
+TL_API int tl_runtime_free(tl_runtime *rt);
 
 /* The code and message of the last error in this runtime.  The message
  * names what failed and, where it helps, what to do; it stays valid until

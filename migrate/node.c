@@ -293,10 +293,11 @@ int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms)
     return TL_OK;
 }
 
-int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer)
+int tl_node_migrate(tl_node *n, tl_tasklet *h, const char *peer)
 {
-    if (!n || !t || t->magic != TL__MAGIC_TASK || !peer)
-        return TL_EMISUSE;
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!n || !t || !peer)
+        return t || !h ? TL_EMISUSE : tl__bad_tasklet(h, "tl_node_migrate");
     if (t->rt != n->rt)
         return tl__seterr(n->rt, TL_EINVAL, "tl_node_migrate: the tasklet belongs to another "
                           "runtime");
@@ -335,12 +336,12 @@ int tl_node_chan(tl_node *n, const char *path, tl_chan **out)
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
         if (ch->remote && ch->remote->name && strcmp(ch->remote->node, node) == 0 &&
             strcmp(ch->remote->name, name) == 0) {
-            *out = tl_chan_retain(ch);
+            *out = tl__chan_handle(tl_chan_retain(ch));
             return TL_OK;
         }
     }
     tl_chan *ch;
-    int rc = tl_chan_new(n->rt, 0, &ch);
+    int rc = tl__chan_create(n->rt, 0, &ch);
     if (rc != TL_OK)
         return rc;
     rc = tl__chan_make_proxy(ch, node, 0, name);
@@ -348,7 +349,7 @@ int tl_node_chan(tl_node *n, const char *path, tl_chan **out)
         tl_chan_release(ch);
         return rc;
     }
-    *out = ch;
+    *out = tl__chan_handle(ch);
     return TL_OK;
 }
 

@@ -188,7 +188,7 @@ const tl_func tl__agent_fn = {"tl.agent", 1, agent_step, sizeof(agent_l), agent_
 
 static void agent_done(tl_frame *f, agent_l *L)
 {
-    tl_tasklet *t = tl_frame_tasklet(f);
+    tl_tasklet *t = f->t;
     tl_node *n = t->rt->hooks_ud;
     int code = tl_frame_error(f);
     const char *msg = code ? tl_frame_errmsg(f) : NULL;
@@ -227,7 +227,7 @@ void tl__on_op(conn *l, const msgpack_object *o)
     }
     uint64_t req = mp_item(o, 1)->via.u64, id = mp_item(mp_item(o, 3), 0)->via.u64;
     int named = mp_str(mp_item(mp_item(o, 3), 1), name, sizeof name);
-    tl_chan *ch = named ? tl_chan_find_name(n->rt, name) : tl_chan_find(n->rt, id);
+    tl_chan *ch = tl__chan_at(named ? tl_chan_find_name(n->rt, name) : tl_chan_find(n->rt, id));
     if (!ch || ch->remote) {
         char msg[400];
         if (named)
@@ -250,7 +250,7 @@ void tl__on_op(conn *l, const msgpack_object *o)
     tl_tasklet *t = NULL;
     int rc = tl_spawn(n->rt, &tl__agent_fn, &args, sizeof args, &t);
     tl_release(args.v);
-    agent a = {req, t, l};
+    agent a = {req, tl__tasklet_at(t), l};
     if (rc == TL_OK && VEC_PUSH(n->agents, a) != 0) {
         tl_kill_now(t);
         tl_tasklet_release(t);

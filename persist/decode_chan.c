@@ -41,7 +41,7 @@ static int link_waiter(tl__loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, i
             return tl__corrupt(ld, "channel #%llu is remote and queues a select",
                                (unsigned long long)ch->id);
         tl__sel *s = t->ext ? t->ext->sel : NULL;
-        if (t->wait != TL_WAIT_SELECT || !s || idx >= s->n || s->cases[idx].ch != ch ||
+        if (t->wait != TL_WAIT_SELECT || !s || idx >= s->n || tl__slot(s->cases[idx].ch) != ch ||
             s->cases[idx].op != op)
             return tl__corrupt(ld, "channel #%llu queues a select case that tasklet #%llu lacks",
                                (unsigned long long)ch->id, (unsigned long long)t->id);
@@ -161,7 +161,7 @@ static tl_chan *resolve_home(tl__loader *ld, const chan_extra *x)
     tl_runtime *rt = ld->rt;
     tl_chan *ch = NULL;
     if (strcmp(x->node, rt->node) == 0) {
-        ch = x->named ? tl_chan_find_name(rt, x->name) : tl_chan_find(rt, x->id);
+        ch = tl__chan_at(x->named ? tl_chan_find_name(rt, x->name) : tl_chan_find(rt, x->id));
         if (!ch || ch->remote) {
             char id[24];
             snprintf(id, sizeof id, "#%llu", (unsigned long long)x->id);
@@ -178,7 +178,7 @@ static tl_chan *resolve_home(tl__loader *ld, const chan_extra *x)
             (!x->named || strcmp(r->name, x->name) == 0))
             return tl_chan_retain(p);
     }
-    if (tl_chan_new(rt, 0, &ch) != TL_OK)
+    if (tl__chan_create(rt, 0, &ch) != TL_OK)
         return NULL;
     if (tl__chan_make_proxy(ch, x->node, x->id, x->named ? x->name : NULL) != TL_OK) {
         tl_chan_release(ch);

@@ -107,9 +107,9 @@ static int dec_ref_field(tl__loader *ld, const tl_field *fd, const msgpack_objec
     if (!obj)
         return ld->rt->errcode;
     if (chan)
-        *(tl_chan **)p = tl_chan_retain(obj);
+        *(tl_chan **)p = tl__chan_handle(tl_chan_retain(obj));
     else
-        *(tl_tasklet **)p = tl_tasklet_retain(obj);
+        *(tl_tasklet **)p = tl__tasklet_handle(tl_tasklet_retain(obj));
     return TL_OK;
 }
 

@@ -94,7 +94,7 @@ tl_tasklet *tl__ld_tasklet(tl__loader *ld, uint64_t id)
         tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
         return NULL;
     }
-    memset(t, 0, sizeof *t);
+    tl__tasklet_clear(t);
     t->magic = TL__MAGIC_TASK;
     t->rt = ld->rt;
     t->id = ld->import ? ++ld->rt->next_tid : id;
@@ -126,7 +126,7 @@ tl_chan *tl__ld_chan(tl__loader *ld, uint64_t id)
                     (unsigned long long)id);
         return NULL;
     }
-    if (tl_chan_new(ld->rt, 0, &ch) != TL_OK)
+    if (tl__chan_create(ld->rt, 0, &ch) != TL_OK)
         return NULL;
     ch->id = id;
     ch->refs = 1; /* the loader's, until tl__ld_finish */

@@ -49,7 +49,7 @@ static int dec_case(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, tl_c
     tl_chan *ch = tl__ld_chan(ld, a[0].via.u64);
     if (!ch)
         return ld->rt->errcode;
-    c->ch = ch;
+    c->ch = tl__chan_handle(ch);
     c->op = (int)a[1].via.u64;
     return tl__dec_value(ld, &a[2], &c->value, 0);
 }

@@ -164,7 +164,7 @@ static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
     case TL_T_F64: { double x; memcpy(&x, p, 8); msgpack_pack_double(pk, x); break; }
     case TL_T_VALUE: return enc_value(pk, *(const tl_value *)p, 0);
     case TL_T_CHAN: {
-        tl_chan *ch = *(tl_chan *const *)p;
+        const tl_chan *ch = tl__slot(*(tl_chan *const *)p);
         if (ch)
             pack_ref(pk, 1, ch->id);
         else
@@ -172,7 +172,7 @@ static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
         break;
     }
     case TL_T_TASKLET: {
-        tl_tasklet *t = *(tl_tasklet *const *)p;
+        const tl_tasklet *t = tl__slot(*(tl_tasklet *const *)p);
         if (t)
             pack_ref(pk, 2, t->id);
         else
@@ -274,7 +274,7 @@ static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
     msgpack_pack_array(pk, (size_t)sel->n);
     for (int i = 0; i < sel->n; i++) {
         msgpack_pack_array(pk, 3);
-        msgpack_pack_uint64(pk, sel->cases[i].ch->id);
+        msgpack_pack_uint64(pk, ((const tl_chan *)tl__slot(sel->cases[i].ch))->id);
         msgpack_pack_int(pk, sel->cases[i].op);
         if (enc_value(pk, sel->cases[i].value, 0) != TL_OK)
             return TL_ERANGE;

@@ -382,9 +382,10 @@ static void reach(closure *c, uintptr_t obj)
     c->objs[c->n++] = obj;
 }
 
-static void reach_tasklet(closure *c, tl_tasklet *t)
+static void reach_tasklet(closure *c, tl_tasklet *h)
 {
-    if (t && t->magic == TL__MAGIC_TASK)
+    tl_tasklet *t = tl__tasklet_at(h); /* a handle from the locals, or bare */
+    if (t)
         c->trefs++;
     if (t && t->magic == TL__MAGIC_TASK && !(t->flags & TL__TF_SUBSET)) {
         t->flags |= TL__TF_SUBSET;
@@ -392,9 +393,10 @@ static void reach_tasklet(closure *c, tl_tasklet *t)
     }
 }
 
-static void reach_chan(closure *c, tl_chan *ch)
+static void reach_chan(closure *c, tl_chan *h)
 {
-    if (ch && ch->magic == TL__MAGIC_CHAN && ch->reserved != 2) {
+    tl_chan *ch = tl__chan_at(h); /* a handle from the locals, or bare */
+    if (ch && ch->reserved != 2) {
         ch->reserved = 2;
         reach(c, (uintptr_t)ch | 1);
     }
@@ -476,10 +478,11 @@ static void closure_clear(closure *c)
     tl__free(c->rt, c->objs, c->cap * sizeof *c->objs);
 }
 
-int tl_snapshot_save_tasklet(tl_tasklet *t, void **buf, size_t *len)
+int tl_snapshot_save_tasklet(tl_tasklet *h, void **buf, size_t *len)
 {
-    if (!t || t->magic != TL__MAGIC_TASK || !buf || !len)
-        return TL_EMISUSE;
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t || !buf || !len)
+        return t ? TL_EMISUSE : tl__bad_tasklet(h, "tl_snapshot_save_tasklet");
     tl_runtime *rt = t->rt;
     if (rt->current)
         return tl__seterr(rt, TL_EBUSY, "tl_snapshot_save_tasklet: called from inside a "

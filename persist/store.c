@@ -581,10 +581,11 @@ static void export_undo(tl_store *st, tl_runtime *rt, struct mail *m, int rc)
     st->errcode = rc;
 }
 
-int tl_store_export(tl_store *st, tl_tasklet *t, const char *to)
+int tl_store_export(tl_store *st, tl_tasklet *h, const char *to)
 {
-    if (!usable(st) || !t || t->magic != TL__MAGIC_TASK)
-        return TL_EMISUSE;
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!usable(st) || !t)
+        return t || !h ? TL_EMISUSE : tl__bad_tasklet(h, "tl_store_export");
     tl_runtime *rt = t->rt;
     if (st->rt != rt)
         return st_err(st, TL_EINVAL, "tl_store_export: the tasklet's runtime is not the one "

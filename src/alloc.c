@@ -3,9 +3,13 @@
  * pluggable allocator; fixed-size objects come from slabs.
  *
  * Invariants: a slab never returns memory to the allocator before
- * tl__slab_destroy, so reading the first word of a freed object (its magic,
- * zeroed on free) is always defined; that is how stale handles are caught.
- * Under AddressSanitizer the rest of a free object is poisoned.
+ * tl__slab_destroy, so reading the head of a freed object is always
+ * defined; that is how stale handles are caught.  The head is the first 24
+ * bytes: a 16-bit magic (zeroed on free), the slot's 16-bit generation
+ * (kept across free and reuse; 0 in a fresh slot), at offset 8 the free
+ * list link, and at offset 16 what the object put there (a tasklet's or a
+ * channel's runtime, untouched by free).  Under AddressSanitizer the rest
+ * of a free object is poisoned.
  */
 #include "internal.h"
 
@@ -72,6 +76,7 @@ struct tl__chunk {
 #define SLAB_FIRST 32
 #define SLAB_MAXCOUNT 16384
 #define FREE_NEXT(obj) (*(void **)((char *)(obj) + 8))
+#define HEAD_KEPT 24 /* bytes of a free object left readable */
 
 void tl__slab_init(tl__slab *s, size_t objsize)
 {
@@ -90,6 +95,13 @@ static int slab_grow(tl_runtime *rt, tl__slab *s)
     tl__chunk *c = tl__alloc(rt, sizeof *c + count * s->objsize);
     if (!c)
         return TL_ENOMEM;
+#ifdef TL__GEN_SHIFT
+    if (((uintptr_t)c + sizeof *c + count * s->objsize) >> TL__GEN_SHIFT) {
+        /* handles keep a generation in these address bits */
+        tl__free(rt, c, sizeof *c + count * s->objsize);
+        return TL_ENOMEM;
+    }
+#endif
     c->next = s->chunks;
     c->count = count;
     c->used = 0;
@@ -115,6 +127,7 @@ void *tl__slab_get(tl_runtime *rt, tl__slab *s)
         }
         obj = chunk_objs(c) + c->used++ * s->objsize;
         UNPOISON(obj, s->objsize);
+        memset(obj, 0, 4); /* magic dead, generation 0 */
     }
     s->live++;
     return obj;
@@ -122,11 +135,12 @@ void *tl__slab_get(tl_runtime *rt, tl__slab *s)
 
 void tl__slab_put(tl__slab *s, void *obj)
 {
-    *(uint32_t *)obj = TL__MAGIC_DEAD;
+    *(uint16_t *)obj = TL__MAGIC_DEAD;
     FREE_NEXT(obj) = s->free;
     s->free = obj;
     s->live--;
-    POISON((char *)obj + 16, s->objsize - 16);
+    if (s->objsize > HEAD_KEPT)
+        POISON((char *)obj + HEAD_KEPT, s->objsize - HEAD_KEPT);
 }
 
 void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn, void *ud)
@@ -134,7 +148,7 @@ void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn, void *ud)
     for (tl__chunk *c = s->chunks; c; c = c->next) {
         for (size_t i = 0; i < c->used; i++) {
             void *obj = chunk_objs(c) + i * s->objsize;
-            if (*(uint32_t *)obj == magic)
+            if (*(uint16_t *)obj == magic)
                 fn(obj, ud);
         }
     }

@@ -24,7 +24,50 @@
 #define MAX_CAPACITY ((size_t)1 << 24)
 #define SEL_TAG ((uintptr_t)1)
 
-static bool valid(const tl_chan *ch) { return ch && ch->magic == TL__MAGIC_CHAN; }
+/* The channel behind handle h, or NULL with the reason in the error of
+ * the runtime h came from (when it can be told). */
+static tl_chan *at(const tl_chan *h, const char *what)
+{
+    tl_chan *ch = tl__chan_at(h);
+    if (!ch && h)
+        tl__bad_chan(h, what);
+    return ch;
+}
+
+/* A stale handle's slot is still mapped and its runtime pointer readable
+ * (internal.h): the runtime it came from. */
+static tl_runtime *slot_runtime(const tl_chan *h)
+{
+    const tl_chan *ch = tl__slot(h);
+    tl_runtime *rt = ch ? ch->rt : NULL;
+    return rt && rt->magic == TL__MAGIC_RT ? rt : NULL;
+}
+
+const char *tl__chan_problem(const tl_chan *h, char *buf, size_t n)
+{
+    const tl_chan *ch = tl__slot(h);
+    if (!ch)
+        snprintf(buf, n, "NULL channel handle");
+    else if (!slot_runtime(h) || (ch->magic != TL__MAGIC_CHAN && ch->magic != TL__MAGIC_DEAD))
+        snprintf(buf, n, "not a channel handle");
+    else if (ch->magic == TL__MAGIC_CHAN)
+        snprintf(buf, n, "stale channel handle: its channel was freed and channel #%llu now "
+                 "uses its memory (a handle is valid while a reference is held: "
+                 "tl_chan_retain)", (unsigned long long)ch->id);
+    else
+        snprintf(buf, n, "stale channel handle: its channel was freed (a handle is valid "
+                 "while a reference is held: tl_chan_retain)");
+    return buf;
+}
+
+int tl__bad_chan(const tl_chan *h, const char *what)
+{
+    char why[200];
+    tl_runtime *rt = slot_runtime(h);
+    if (!rt)
+        return TL_EMISUSE;
+    return tl__seterr(rt, TL_EMISUSE, "%s: %s", what, tl__chan_problem(h, why, sizeof why));
+}
 
 const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n)
 {
@@ -48,6 +91,14 @@ int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out)
         return TL_EMISUSE;
     if (!out)
         return tl__seterr(rt, TL_EINVAL, "tl_chan_new: out is NULL");
+    int rc = tl__chan_create(rt, capacity, out);
+    if (rc == TL_OK)
+        *out = tl__chan_handle(*out);
+    return rc;
+}
+
+int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out)
+{
     if (capacity > MAX_CAPACITY)
         return tl__seterr(rt, TL_ERANGE, "tl_chan_new: capacity %zu exceeds %zu",
                           capacity, MAX_CAPACITY);
@@ -59,7 +110,7 @@ int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out)
         tl__free(rt, buf, capacity * sizeof *buf);
         return tl__seterr(rt, TL_ENOMEM, "tl_chan_new: out of memory");
     }
-    memset(ch, 0, sizeof *ch);
+    tl__chan_clear(ch);
     ch->magic = TL__MAGIC_CHAN;
     ch->pref = -1;
     ch->refs = 1;
@@ -92,16 +143,19 @@ static void chan_free(tl_chan *ch)
     tl__slab_put(&rt->chan_slab, ch);
 }
 
-tl_chan *tl_chan_retain(tl_chan *ch)
+tl_chan *tl_chan_retain(tl_chan *h)
 {
-    if (valid(ch))
-        ch->refs++;
-    return ch;
+    tl_chan *ch = at(h, "tl_chan_retain");
+    if (!ch)
+        return NULL;
+    ch->refs++;
+    return h;
 }
 
-void tl_chan_release(tl_chan *ch)
+void tl_chan_release(tl_chan *h)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_release");
+    if (!ch)
         return;
     if (--ch->refs == 0 && !ch->rt->tearing_down)
         chan_free(ch);
@@ -131,9 +185,10 @@ int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id, const char *
     return TL_OK;
 }
 
-int tl_chan_pin(tl_chan *ch, int on)
+int tl_chan_pin(tl_chan *h, int on)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_pin");
+    if (!ch)
         return TL_EMISUSE;
     if (!on == !ch->pinned)
         return TL_OK;
@@ -146,11 +201,17 @@ int tl_chan_pin(tl_chan *ch, int on)
     return TL_OK;
 }
 
-int tl_chan_pinned(const tl_chan *ch) { return valid(ch) ? ch->pinned : 0; }
-
-int tl_chan_remote(const tl_chan *ch, const char **node, uint64_t *id)
+int tl_chan_pinned(const tl_chan *h)
 {
-    if (!valid(ch) || !ch->remote)
+    const tl_chan *ch = at(h, "tl_chan_pinned");
+    return ch ? ch->pinned : 0;
+}
+
+
+int tl_chan_remote(const tl_chan *h, const char **node, uint64_t *id)
+{
+    const tl_chan *ch = at(h, "tl_chan_remote");
+    if (!ch || !ch->remote)
         return 0;
     if (node)
         *node = ch->remote->node;
@@ -161,23 +222,64 @@ int tl_chan_remote(const tl_chan *ch, const char **node, uint64_t *id)
 
 /* ---- properties ---- */
 
-uint64_t tl_chan_id(const tl_chan *ch) { return valid(ch) ? ch->id : 0; }
-const char *tl_chan_name(const tl_chan *ch) { return valid(ch) ? ch->name : NULL; }
-size_t tl_chan_capacity(const tl_chan *ch) { return valid(ch) ? ch->cap : 0; }
-size_t tl_chan_count(const tl_chan *ch) { return valid(ch) ? ch->count : 0; }
-int tl_chan_balance(const tl_chan *ch) { return valid(ch) ? ch->nsend - ch->nrecv : 0; }
-int tl_chan_preference(const tl_chan *ch) { return valid(ch) ? ch->pref : 0; }
-int tl_chan_schedule_all(const tl_chan *ch) { return valid(ch) ? ch->sched_all : 0; }
-int tl_chan_closing(const tl_chan *ch) { return valid(ch) ? ch->closing : 0; }
-
-int tl_chan_closed(const tl_chan *ch)
+uint64_t tl_chan_id(const tl_chan *h)
 {
-    return valid(ch) && ch->closing && ch->nsend == 0 && ch->nrecv == 0 && ch->count == 0;
+    const tl_chan *ch = at(h, "tl_chan_id");
+    return ch ? ch->id : 0;
 }
 
-int tl_chan_set_name(tl_chan *ch, const char *name)
+const char *tl_chan_name(const tl_chan *h)
 {
-    if (!valid(ch))
+    const tl_chan *ch = at(h, "tl_chan_name");
+    return ch ? ch->name : NULL;
+}
+size_t tl_chan_capacity(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_capacity");
+    return ch ? ch->cap : 0;
+}
+
+size_t tl_chan_count(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_count");
+    return ch ? ch->count : 0;
+}
+
+int tl_chan_balance(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_balance");
+    return ch ? ch->nsend - ch->nrecv : 0;
+}
+
+int tl_chan_preference(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_preference");
+    return ch ? ch->pref : 0;
+}
+
+int tl_chan_schedule_all(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_schedule_all");
+    return ch ? ch->sched_all : 0;
+}
+
+int tl_chan_closing(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_closing");
+    return ch ? ch->closing : 0;
+}
+
+
+int tl_chan_closed(const tl_chan *h)
+{
+    const tl_chan *ch = at(h, "tl_chan_closed");
+    return ch && ch->closing && ch->nsend == 0 && ch->nrecv == 0 && ch->count == 0;
+}
+
+int tl_chan_set_name(tl_chan *h, const char *name)
+{
+    tl_chan *ch = at(h, "tl_chan_set_name");
+    if (!ch)
         return TL_EMISUSE;
     char *copy = name ? tl__strdup(ch->rt, name) : NULL;
     if (name && !copy)
@@ -188,36 +290,40 @@ int tl_chan_set_name(tl_chan *ch, const char *name)
     return TL_OK;
 }
 
-int tl_chan_set_preference(tl_chan *ch, int pref)
+int tl_chan_set_preference(tl_chan *h, int pref)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_set_preference");
+    if (!ch)
         return TL_EMISUSE;
     ch->pref = (int8_t)((pref > 0) - (pref < 0)); /* Stackless keeps the sign */
     ch->dirty = 1;
     return TL_OK;
 }
 
-int tl_chan_set_schedule_all(tl_chan *ch, int on)
+int tl_chan_set_schedule_all(tl_chan *h, int on)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_set_schedule_all");
+    if (!ch)
         return TL_EMISUSE;
     ch->sched_all = on != 0;
     ch->dirty = 1;
     return TL_OK;
 }
 
-int tl_chan_close(tl_chan *ch)
+int tl_chan_close(tl_chan *h)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_close");
+    if (!ch)
         return TL_EMISUSE;
     ch->closing = 1;
     ch->dirty = 1;
     return TL_OK;
 }
 
-int tl_chan_open(tl_chan *ch)
+int tl_chan_open(tl_chan *h)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_open");
+    if (!ch)
         return TL_EMISUSE;
     ch->closing = 0;
     ch->dirty = 1;
@@ -231,7 +337,7 @@ tl_chan *tl_chan_find(tl_runtime *rt, uint64_t id)
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
         if (ch->id == id)
-            return ch;
+            return tl__chan_handle(ch);
     }
     tl__seterr(rt, TL_ENOENT, "no channel #%llu in this runtime", (unsigned long long)id);
     return NULL;
@@ -244,7 +350,7 @@ tl_chan *tl_chan_find_name(tl_runtime *rt, const char *name)
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
         if (ch->name && !ch->remote && strcmp(ch->name, name) == 0)
-            return ch;
+            return tl__chan_handle(ch);
     }
     tl__seterr(rt, TL_ENOENT, "no channel named '%s' in this runtime", name);
     return NULL;
@@ -567,17 +673,35 @@ static __attribute__((noinline, cold)) tl_status recv_closing(tl_frame *f, tl_ch
 static bool can_send(const tl_chan *ch) { return ch->nrecv || ch->count < ch->cap; }
 static bool can_recv(const tl_chan *ch) { return ch->count || ch->nsend; }
 
-static tl_status send_value(tl_frame *f, tl_chan *ch, tl__vw v)
+/* An operation's channel handle h is invalid (ch NULL) or foreign. */
+static __attribute__((noinline, cold)) tl_status bad_op_chan(tl_frame *f, const char *op,
+                                                             const tl_chan *h, const tl_chan *ch)
+{
+    char why[200];
+    if (ch)
+        return tl__op_error(f, TL_EMISUSE, "%s: the channel belongs to another runtime", op);
+    return tl__op_error(f, TL_EMISUSE, "%s: %s", op, tl__chan_problem(h, why, sizeof why));
+}
+
+/* The channel callback, given handles. */
+static __attribute__((noinline)) void chan_event(tl_runtime *rt, tl_chan *ch, tl_tasklet *t,
+                                                 int sending, int will_block)
+{
+    rt->chan_cb(rt->chan_ud, tl__chan_handle(ch), tl__tasklet_handle(t), sending, will_block);
+}
+
+static tl_status send_value(tl_frame *f, tl_chan *h, tl__vw v)
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
+    tl_chan *ch = tl__chan_at(h);
     tl_status st;
-    if (!valid(ch) || ch->rt != rt) {
+    if (!ch || ch->rt != rt) {
         tl__vw_release(v);
-        return tl__op_error(f, TL_EMISUSE, "send: invalid channel handle");
+        return bad_op_chan(f, "send", h, ch);
     }
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, t, 1, !can_send(ch) && !ch->closing);
+        chan_event(rt, ch, t, 1, !can_send(ch) && !ch->closing);
     if (send_now(ch, t, v, &st))
         return st;
     if (ch->remote)
@@ -605,17 +729,18 @@ tl_status tl__send_error(tl_frame *f, tl_chan *ch, int code, const char *msg)
 
 /* A receive; with dst, a value received at once goes straight there
  * (TL__DONE), not through t->xfer and tl__take. */
-static inline __attribute__((always_inline)) tl_status recv(tl_frame *f, tl_chan *ch,
+static inline __attribute__((always_inline)) tl_status recv(tl_frame *f, tl_chan *h,
                                                             tl_value *dst)
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
+    tl_chan *ch = tl__chan_at(h);
     tl_status st;
     tl__vw v;
-    if (!valid(ch) || ch->rt != rt)
-        return tl__op_error(f, TL_EMISUSE, "receive: invalid channel handle");
+    if (!ch || ch->rt != rt)
+        return bad_op_chan(f, "receive", h, ch);
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, t, 0, !can_recv(ch) && !ch->closing);
+        chan_event(rt, ch, t, 0, !can_recv(ch) && !ch->closing);
     if (recv_now(ch, t, &v, &st)) {
         if (dst && st == TL__CONT && tl__vw_type(v) != TL_V_ERROR &&
             !(f->h.flags & TL__F_ERR)) {
@@ -645,17 +770,18 @@ tl_status tl__recv_into(tl_frame *f, tl_chan *ch, tl_value *dst)
     return recv(f, ch, dst);
 }
 
-int tl_chan_try_send(tl_chan *ch, tl_value v)
+int tl_chan_try_send(tl_chan *h, tl_value v)
 {
     tl_status st;
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_try_send");
+    if (!ch)
         return TL_EMISUSE;
     tl_runtime *rt = ch->rt;
     if (ch->remote)
         return tl__seterr(rt, TL_ENOTSUP, "tl_chan_try_send: channel #%llu is remote; "
                           "send from a tasklet", (unsigned long long)ch->id);
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, rt->current, 1, 0);
+        chan_event(rt, ch, rt->current, 1, 0);
     if (send_now(ch, NULL, tl__vw_of(tl_retain(v)), &st))
         return TL_OK;
     tl_release(v);
@@ -666,17 +792,20 @@ int tl_chan_try_send(tl_chan *ch, tl_value v)
                       "the buffer is full");
 }
 
-int tl_chan_try_recv(tl_chan *ch, tl_value *out)
+int tl_chan_try_recv(tl_chan *h, tl_value *out)
 {
     tl_status st;
-    if (!valid(ch) || !out)
+    tl_chan *ch = at(h, "tl_chan_try_recv");
+    if (!ch)
         return TL_EMISUSE;
     tl_runtime *rt = ch->rt;
+    if (!out)
+        return tl__seterr(rt, TL_EMISUSE, "tl_chan_try_recv: out is NULL");
     if (ch->remote)
         return tl__seterr(rt, TL_ENOTSUP, "tl_chan_try_recv: channel #%llu is remote; "
                           "receive from a tasklet", (unsigned long long)ch->id);
     if (rt->chan_cb)
-        rt->chan_cb(rt->chan_ud, ch, rt->current, 0, 0);
+        chan_event(rt, ch, rt->current, 0, 0);
     tl__vw w;
     if (recv_now(ch, NULL, &w, &st)) {
         *out = tl__vw_value(w);
@@ -689,9 +818,10 @@ int tl_chan_try_recv(tl_chan *ch, tl_value *out)
                       "the buffer is empty");
 }
 
-int tl_chan_fail_waiters(tl_chan *ch, int err, const char *msg)
+int tl_chan_fail_waiters(tl_chan *h, int err, const char *msg)
 {
-    if (!valid(ch))
+    tl_chan *ch = at(h, "tl_chan_fail_waiters");
+    if (!ch)
         return TL_EMISUSE;
     if (err >= 0)
         return tl__seterr(ch->rt, TL_EINVAL, "tl_chan_fail_waiters: code %d is not negative", err);
@@ -721,11 +851,12 @@ static tl_status select_fire(tl_frame *f, tl_case *c)
 {
     tl_status st;
     tl__vw v;
+    tl_chan *ch = tl__slot(c->ch); /* checked by tl__select */
     if (c->op == TL_OP_SEND) {
-        send_now(c->ch, f->t, tl__vw_of(tl_retain(c->value)), &st);
+        send_now(ch, f->t, tl__vw_of(tl_retain(c->value)), &st);
         return st;
     }
-    recv_now(c->ch, f->t, &v, &st);
+    recv_now(ch, f->t, &v, &st);
     tl__deliver_value(f->t, v);
     return st;
 }
@@ -743,8 +874,9 @@ static tl_status select_block(tl_frame *f, tl_case *cases, int n)
         tl__selw *w = &sel->ws[i];
         w->sel = sel;
         w->idx = i;
-        w->w.on = (uintptr_t)cases[i].ch | SEL_TAG;
-        tl__chan_enqueue(cases[i].ch, &w->w, cases[i].op);
+        tl_chan *ch = tl__slot(cases[i].ch); /* checked by tl__select */
+        w->w.on = (uintptr_t)ch | SEL_TAG;
+        tl__chan_enqueue(ch, &w->w, cases[i].op);
     }
     t->ext->sel = sel;
     tl__block(t, TL_WAIT_SELECT);
@@ -777,8 +909,12 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
     if (!cases || n < 1 || n > TL_SELECT_MAX)
         return tl__op_error(f, TL_EINVAL, "select: %d cases (1 to %d allowed)", n, TL_SELECT_MAX);
     for (int i = 0; i < n; i++) {
-        tl_chan *ch = cases[i].ch;
-        if (!valid(ch) || ch->rt != rt || (cases[i].op != TL_OP_SEND && cases[i].op != TL_OP_RECV))
+        tl_chan *ch = tl__chan_at(cases[i].ch);
+        char why[200];
+        if (!ch) /* a NULL channel is a bad argument; any other, a bad handle */
+            return tl__op_error(f, cases[i].ch ? TL_EMISUSE : TL_EINVAL, "select: case %d: %s",
+                                i, tl__chan_problem(cases[i].ch, why, sizeof why));
+        if (ch->rt != rt || (cases[i].op != TL_OP_SEND && cases[i].op != TL_OP_RECV))
             return tl__op_error(f, TL_EINVAL, "select: case %d has an invalid channel or op", i);
         if (ch->remote)
             return tl__op_error(f, TL_ENOTSUP, "select: case %d is on a remote channel "
@@ -794,12 +930,12 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
     if (nready) {
         int k = (int)(((tl__random(rt) >> 32) * (uint64_t)nready) >> 32);
         for (int i = 0; i < n; i++) {
-            tl_chan *ch = cases[i].ch;
+            tl_chan *ch = tl__slot(cases[i].ch);
             bool ready = cases[i].op == TL_OP_SEND ? can_send(ch) : can_recv(ch);
             if (ready && k-- == 0) {
                 x->sel_fired = i;
                 if (rt->chan_cb)
-                    rt->chan_cb(rt->chan_ud, ch, t, cases[i].op == TL_OP_SEND, 0);
+                    chan_event(rt, ch, t, cases[i].op == TL_OP_SEND, 0);
                 return select_fire(f, &cases[i]);
             }
         }
@@ -808,9 +944,10 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
     if (closing >= 0) {
         char label[96];
         return tl__op_error(f, TL_ECLOSED, "select: case %d would block on %s, which is closing",
-                            closing, tl__chan_label(cases[closing].ch, label, sizeof label));
+                            closing, tl__chan_label(tl__slot(cases[closing].ch), label,
+                                                    sizeof label));
     }
     for (int i = 0; i < n && rt->chan_cb; i++)
-        rt->chan_cb(rt->chan_ud, cases[i].ch, t, cases[i].op == TL_OP_SEND, 1);
+        chan_event(rt, tl__slot(cases[i].ch), t, cases[i].op == TL_OP_SEND, 1);
     return select_block(f, cases, n);
 }

@@ -5,8 +5,9 @@
  * (88 bytes) plus one frame (32-byte head + locals), both carved from
  * per-runtime slabs with no per-object header.  Tasklets and channels live
  * in slabs too, so a stale handle still points at mapped memory whose
- * magic reads as dead.  Nothing here is persisted
- * as a pointer: snapshots use ids, names and resume points.
+ * magic reads as dead, and whose generation tells a reused slot from the
+ * object a handle was made for (see "Handles" below).  Nothing here is
+ * persisted as a pointer: snapshots use ids, names and resume points.
  */
 #ifndef TL_INTERNAL_H
 #define TL_INTERNAL_H
@@ -21,9 +22,11 @@
 
 #define TL__HIDDEN __attribute__((visibility("hidden")))
 
-#define TL__MAGIC_RT 0x746c5254u   /* "tlRT" */
-#define TL__MAGIC_TASK 0x746c544bu /* "tlTK" */
-#define TL__MAGIC_CHAN 0x746c4348u /* "tlCH" */
+#define TL__MAGIC_RT 0x746c5254u /* "tlRT" */
+/* Slab objects (tasklets, channels) keep a 16-bit magic, then their slot's
+ * 16-bit generation, in their first word. */
+#define TL__MAGIC_TASK 0x544bu /* "TK" */
+#define TL__MAGIC_CHAN 0x4348u /* "CH" */
 #define TL__MAGIC_DEAD 0u
 
 #define TL__CONTAINER(ptr, type, member) \
@@ -141,15 +144,16 @@ struct tl_frame {
 #define TL__LOCALS(f) ((void *)((f) + 1))
 
 struct tl_tasklet {
-    uint32_t magic;
+    uint16_t magic;  /* TL__MAGIC_TASK while alive */
+    uint16_t gen;    /* the slot's generation (handles); survives free */
     uint8_t state;   /* tl_state */
     uint8_t wait;    /* tl_wait  */
     uint16_t flags;  /* TL__TF_* */
     uint32_t refs;   /* handles + values + 1 while not ended */
     int32_t err;     /* pending or final error */
+    tl_runtime *rt;  /* at offset 16: still readable in a freed slot */
     uint64_t id;
     tl__waiter w;    /* run queue, channel queue, joiners, or timer */
-    tl_runtime *rt;
     tl_frame *top;
     tl_value xfer;   /* value in flight: sent, received, returned */
     tl__ext *ext;
@@ -198,15 +202,17 @@ typedef struct tl__layer {
 } tl__layer;
 
 struct tl_chan {
-    uint32_t magic;
+    uint16_t magic;   /* TL__MAGIC_CHAN while alive */
+    uint16_t gen;     /* the slot's generation (handles); survives free */
     int8_t pref;
     uint8_t closing;
     uint8_t sched_all;
     uint8_t reserved; /* loader: 1 = shell; encoder: 2 = in the subset */
     uint32_t refs;
-    int32_t nsend, nrecv; /* waiters in sendq / recvq */
+    int32_t nsend;    /* waiters in sendq */
+    tl_runtime *rt;   /* at offset 16: still readable in a freed slot */
+    int32_t nrecv;    /* waiters in recvq */
     uint64_t id;
-    tl_runtime *rt;
     tl__link sendq, recvq;
     tl_value *buf;
     size_t cap, head, count;
@@ -388,7 +394,7 @@ static inline void *tl__slab_get_fast(tl_runtime *rt, tl__slab *s)
 static inline void tl__slab_put_fast(tl__slab *s, void *obj)
 {
 #ifndef TL__ASAN
-    *(uint32_t *)obj = TL__MAGIC_DEAD;
+    *(uint16_t *)obj = TL__MAGIC_DEAD;
     *(void **)((char *)obj + 8) = s->free;
     s->free = obj;
     s->live--;
@@ -396,9 +402,83 @@ static inline void tl__slab_put_fast(tl__slab *s, void *obj)
     tl__slab_put(s, obj);
 #endif
 }
-/* Visits every live object whose first word equals magic. */
+/* Visits every live object whose 16-bit magic equals magic. */
 TL__HIDDEN void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn,
                               void *ud);
+
+/* ---- handles: a slot's address with its generation ----
+ *
+ * A tl_tasklet * or tl_chan * given to the program is the object's
+ * address with, on 64-bit targets whose user addresses fit in 48 bits, the
+ * slot's generation in bits 48..63.  The generation is bumped each time the
+ * slot is handed out again (tl__tasklet_clear, tl__chan_clear) and is
+ * never 0, so a handle kept after its object was freed no longer matches
+ * the slot, whatever now lives there.  Slabs keep their memory until the
+ * runtime is freed, so the check never reads unmapped memory.
+ *
+ * Inside the library objects are bare addresses (generation 0): a handle
+ * with generation 0 is checked by magic only.  Every public entry point
+ * turns a handle into its object with tl__tasklet_at / tl__chan_at (NULL:
+ * invalid or stale; then tl__bad_tasklet / tl__bad_chan say why), and
+ * every handle given out is made by tl__tasklet_handle / tl__chan_handle.
+ * Where there are no spare bits (32-bit targets) handles are bare
+ * addresses and only a freed, not yet reused slot is caught. */
+#if UINTPTR_MAX > 0xffffffffu && (defined(__x86_64__) || defined(__aarch64__))
+#define TL__GEN_SHIFT 48
+#define TL__ADDR_MASK ((((uintptr_t)1) << TL__GEN_SHIFT) - 1)
+static inline void *tl__slot(const void *h) { return (void *)((uintptr_t)h & TL__ADDR_MASK); }
+static inline uint16_t tl__hgen(const void *h) { return (uint16_t)((uintptr_t)h >> TL__GEN_SHIFT); }
+static inline void *tl__tag(void *p, uint16_t gen)
+{ return (void *)((uintptr_t)p | (uintptr_t)gen << TL__GEN_SHIFT); }
+#else
+static inline void *tl__slot(const void *h) { return (void *)(uintptr_t)h; }
+static inline uint16_t tl__hgen(const void *h) { (void)h; return 0; }
+static inline void *tl__tag(void *p, uint16_t gen) { (void)gen; return p; }
+#endif
+static inline uint16_t tl__gen_next(uint16_t g)
+{
+    g = (uint16_t)(g + 1);
+    return g ? g : 1;
+}
+/* The object behind handle h, or NULL if h is NULL, not a live tasklet
+ * (channel), or stale (made for an earlier object of the slot). */
+static inline tl_tasklet *tl__tasklet_at(const tl_tasklet *h)
+{
+    tl_tasklet *t = (tl_tasklet *)tl__slot(h);
+    uint16_t g = tl__hgen(h);
+    return t && t->magic == TL__MAGIC_TASK && (g == 0 || g == t->gen) ? t : NULL;
+}
+static inline tl_chan *tl__chan_at(const tl_chan *h)
+{
+    tl_chan *ch = (tl_chan *)tl__slot(h);
+    uint16_t g = tl__hgen(h);
+    return ch && ch->magic == TL__MAGIC_CHAN && (g == 0 || g == ch->gen) ? ch : NULL;
+}
+/* The handle the program gets for an object (NULL-safe). */
+static inline tl_tasklet *tl__tasklet_handle(tl_tasklet *t)
+{ return t ? (tl_tasklet *)tl__tag(t, t->gen) : NULL; }
+static inline tl_chan *tl__chan_handle(tl_chan *ch)
+{ return ch ? (tl_chan *)tl__tag(ch, ch->gen) : NULL; }
+/* Zeroes a slot for a new object, bumping its generation. */
+static inline void tl__tasklet_clear(tl_tasklet *t)
+{
+    uint16_t g = tl__gen_next(t->gen);
+    memset(t, 0, sizeof *t);
+    t->gen = g;
+}
+static inline void tl__chan_clear(tl_chan *ch)
+{
+    uint16_t g = tl__gen_next(ch->gen);
+    memset(ch, 0, sizeof *ch);
+    ch->gen = g;
+}
+/* Why h is not a valid handle, in the error of the runtime it came from
+ * when that can be told (errmsg starts with what); returns TL_EMISUSE. */
+TL__HIDDEN int tl__bad_tasklet(const tl_tasklet *h, const char *what);
+TL__HIDDEN int tl__bad_chan(const tl_chan *h, const char *what);
+/* The reason alone, in buf, for an error delivered inside a tasklet. */
+TL__HIDDEN const char *tl__tasklet_problem(const tl_tasklet *h, char *buf, size_t n);
+TL__HIDDEN const char *tl__chan_problem(const tl_chan *h, char *buf, size_t n);
 
 /* ---- error.c ---- */
 TL__HIDDEN int tl__seterr(tl_runtime *rt, int code, const char *fmt, ...)
@@ -500,6 +580,8 @@ TL__HIDDEN void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg);
 TL__HIDDEN void tl__tasklet_scrap(tl_tasklet *t);
 
 /* ---- chan.c ---- */
+/* tl_chan_new for the library: *out gets the bare object. */
+TL__HIDDEN int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out);
 TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);
 TL__HIDDEN void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op);
 /* A select block for t over cases, its waiters unlinked (for the loader). */

@@ -169,10 +169,21 @@ static void layers_free(tl_runtime *rt)
     }
 }
 
-void tl_runtime_free(tl_runtime *rt)
+/* A store or a node keeps a pointer to rt and writes to it when it is
+ * closed: freeing rt first would leave them dangling, so it is refused. */
+int tl_runtime_free(tl_runtime *rt)
 {
-    if (!rt || rt->magic != TL__MAGIC_RT || rt->running)
-        return;
+    if (!rt)
+        return TL_OK;
+    if (rt->magic != TL__MAGIC_RT)
+        return TL_EMISUSE;
+    if (rt->running)
+        return tl__seterr(rt, TL_EBUSY, "tl_runtime_free: called from inside tl_run; "
+                          "free the runtime after tl_run returns");
+    if (rt->store || rt->hooks)
+        return tl__seterr(rt, TL_EBUSY, "tl_runtime_free: %s still attached; close it "
+                          "(%s) before freeing the runtime", rt->store ? "a store is" :
+                          "a node is", rt->store ? "tl_store_close" : "tl_node_free");
     tl__tasklet_free_all(rt);
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
@@ -181,6 +192,7 @@ void tl_runtime_free(tl_runtime *rt)
     tl__free(rt, rt->dmap, rt->dcap);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
+    return TL_OK;
 }
 
 int64_t tl_now(const tl_runtime *rt)
@@ -337,7 +349,7 @@ tl_status tl__yield(tl_frame *f)
 
 static void trace_switch(tl_runtime *rt, tl_tasklet *next)
 {
-    rt->sched_cb(rt->sched_ud, rt->last, next);
+    rt->sched_cb(rt->sched_ud, tl__tasklet_handle(rt->last), tl__tasklet_handle(next));
     rt->last = next;
 }
 

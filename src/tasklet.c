@@ -13,7 +13,8 @@
  * frame at once.
  *
  * References: t->refs counts user handles, values, joiners, and one for
- * being alive; the tasklet is freed when it drops to zero.
+ * being alive; the tasklet is freed when it drops to zero.  Public entry
+ * points take handles (internal.h, "handles"): at() or op_target() first.
  */
 #include "internal.h"
 
@@ -213,19 +214,87 @@ static void tasklet_free(tl_tasklet *t)
     tl__slab_put(&rt->tasklets, t);
 }
 
-tl_tasklet *tl_tasklet_retain(tl_tasklet *t)
+tl_tasklet *tl_tasklet_retain(tl_tasklet *h)
 {
-    if (t && t->magic == TL__MAGIC_TASK)
-        t->refs++;
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t) {
+        tl__bad_tasklet(h, "tl_tasklet_retain");
+        return NULL;
+    }
+    t->refs++;
+    return h;
+}
+
+void tl_tasklet_release(tl_tasklet *h)
+{
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t) {
+        if (h)
+            tl__bad_tasklet(h, "tl_tasklet_release");
+        return;
+    }
+    if (--t->refs == 0 && !t->rt->tearing_down)
+        tasklet_free(t);
+}
+
+/* A stale handle's slot is still mapped (slabs keep their memory) and its
+ * runtime pointer still readable (internal.h): the runtime it came from. */
+static tl_runtime *slot_runtime(const tl_tasklet *h)
+{
+    const tl_tasklet *t = tl__slot(h);
+    tl_runtime *rt = t ? t->rt : NULL;
+    return rt && rt->magic == TL__MAGIC_RT ? rt : NULL;
+}
+
+const char *tl__tasklet_problem(const tl_tasklet *h, char *buf, size_t n)
+{
+    const tl_tasklet *t = tl__slot(h);
+    if (!t)
+        snprintf(buf, n, "NULL tasklet handle");
+    else if (!slot_runtime(h) || (t->magic != TL__MAGIC_TASK && t->magic != TL__MAGIC_DEAD))
+        snprintf(buf, n, "not a tasklet handle");
+    else if (t->magic == TL__MAGIC_TASK)
+        snprintf(buf, n, "stale tasklet handle: its tasklet was freed and tasklet #%llu now "
+                 "uses its memory (a handle is valid while a reference is held: "
+                 "tl_tasklet_retain)", (unsigned long long)t->id);
+    else
+        snprintf(buf, n, "stale tasklet handle: its tasklet was freed (a handle is valid "
+                 "while a reference is held: tl_tasklet_retain)");
+    return buf;
+}
+
+int tl__bad_tasklet(const tl_tasklet *h, const char *what)
+{
+    char why[200];
+    tl_runtime *rt = slot_runtime(h);
+    if (!rt)
+        return TL_EMISUSE;
+    return tl__seterr(rt, TL_EMISUSE, "%s: %s", what, tl__tasklet_problem(h, why, sizeof why));
+}
+
+/* The tasklet behind handle h, or NULL with the reason in the error of
+ * the runtime h came from (when it can be told). */
+static tl_tasklet *at(const tl_tasklet *h, const char *what)
+{
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t && h)
+        tl__bad_tasklet(h, what);
     return t;
 }
 
-void tl_tasklet_release(tl_tasklet *t)
+/* The same inside a tasklet: the reason is delivered to f (TL_EMISUSE),
+ * as is a tasklet of another runtime. */
+static tl_tasklet *op_target(tl_frame *f, const tl_tasklet *h, const char *what)
 {
-    if (!t || t->magic != TL__MAGIC_TASK)
-        return;
-    if (--t->refs == 0 && !t->rt->tearing_down)
-        tasklet_free(t);
+    char why[200];
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t)
+        tl__op_error(f, TL_EMISUSE, "%s: %s", what, tl__tasklet_problem(h, why, sizeof why));
+    else if (t->rt != f->t->rt)
+        tl__op_error(f, TL_EMISUSE, "%s: the tasklet belongs to another runtime", what);
+    else
+        return t;
+    return NULL;
 }
 
 const char *tl__tasklet_label(const tl_tasklet *t, char *buf, size_t n)
@@ -490,11 +559,11 @@ tl_status tl__call_into(tl_frame *f, const tl_func *fn, const void *args,
     return s == TL__CONT ? tl__land(f, dst) : s;
 }
 
-tl_status tl__join(tl_frame *f, tl_tasklet *target)
+tl_status tl__join(tl_frame *f, tl_tasklet *h)
 {
-    tl_tasklet *t = f->t;
-    if (!target || target->magic != TL__MAGIC_TASK || target->rt != t->rt)
-        return tl__op_error(f, TL_EMISUSE, "join: invalid tasklet handle");
+    tl_tasklet *t = f->t, *target = op_target(f, h, "join");
+    if (!target)
+        return TL__CONT;
     if (target == t)
         return tl__op_error(f, TL_ESELF, "join: a tasklet cannot join itself");
     if (target->state == TL_DONE) {
@@ -538,7 +607,7 @@ static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
     tl_tasklet *t = tl__slab_get(rt, &rt->tasklets);
     if (!t)
         return tl__seterr(rt, TL_ENOMEM, "tl_spawn: out of memory for a tasklet");
-    memset(t, 0, sizeof *t);
+    tl__tasklet_clear(t);
     t->rt = rt;
     if (!frame_push(rt, t, e, args, argsize)) {
         tl__slab_put(&rt->tasklets, t);
@@ -552,7 +621,7 @@ static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
     rt->nlive++;
     tl__runq_push_back(rt, t);
     if (out)
-        *out = t;
+        *out = tl__tasklet_handle(t);
     return TL_OK;
 }
 
@@ -581,40 +650,67 @@ int tl_spawn_by_name(tl_runtime *rt, const char *name, uint32_t version,
 
 tl_tasklet *tl_current(tl_runtime *rt)
 {
-    return rt && rt->magic == TL__MAGIC_RT ? rt->current : NULL;
+    return rt && rt->magic == TL__MAGIC_RT ? tl__tasklet_handle(rt->current) : NULL;
 }
 
-#define VALID(t) ((t) && (t)->magic == TL__MAGIC_TASK)
-
-uint64_t tl_tasklet_id(const tl_tasklet *t) { return VALID(t) ? t->id : 0; }
-tl_runtime *tl_tasklet_runtime(const tl_tasklet *t) { return VALID(t) ? t->rt : NULL; }
-int tl_tasklet_state(const tl_tasklet *t) { return VALID(t) ? t->state : TL_EMISUSE; }
-int tl_tasklet_wait(const tl_tasklet *t) { return VALID(t) ? t->wait : TL_EMISUSE; }
-int tl_tasklet_error(const tl_tasklet *t) { return VALID(t) ? (t->state >= TL_FAILED ? t->err : TL_OK) : TL_EMISUSE; }
-
-const char *tl_tasklet_errmsg(const tl_tasklet *t)
+uint64_t tl_tasklet_id(const tl_tasklet *h)
 {
-    return VALID(t) && t->ext && t->ext->errmsg ? t->ext->errmsg : "";
+    const tl_tasklet *t = at(h, "tl_tasklet_id");
+    return t ? t->id : 0;
 }
 
-const tl_func *tl_tasklet_func(const tl_tasklet *t)
+tl_runtime *tl_tasklet_runtime(const tl_tasklet *h)
 {
-    return VALID(t) && t->top ? t->top->fn->fn : NULL;
+    const tl_tasklet *t = at(h, "tl_tasklet_runtime");
+    return t ? t->rt : NULL;
 }
 
-size_t tl_tasklet_depth(const tl_tasklet *t)
+int tl_tasklet_state(const tl_tasklet *h)
 {
+    const tl_tasklet *t = at(h, "tl_tasklet_state");
+    return t ? t->state : TL_EMISUSE;
+}
+
+int tl_tasklet_wait(const tl_tasklet *h)
+{
+    const tl_tasklet *t = at(h, "tl_tasklet_wait");
+    return t ? t->wait : TL_EMISUSE;
+}
+
+int tl_tasklet_error(const tl_tasklet *h)
+{
+    const tl_tasklet *t = at(h, "tl_tasklet_error");
+    return t ? (t->state >= TL_FAILED ? t->err : TL_OK) : TL_EMISUSE;
+}
+
+const char *tl_tasklet_errmsg(const tl_tasklet *h)
+{
+    const tl_tasklet *t = at(h, "tl_tasklet_errmsg");
+    return t && t->ext && t->ext->errmsg ? t->ext->errmsg : "";
+}
+
+const tl_func *tl_tasklet_func(const tl_tasklet *h)
+{
+    const tl_tasklet *t = at(h, "tl_tasklet_func");
+    return t && t->top ? t->top->fn->fn : NULL;
+}
+
+size_t tl_tasklet_depth(const tl_tasklet *h)
+{
+    const tl_tasklet *t = at(h, "tl_tasklet_depth");
     size_t n = 0;
-    if (VALID(t))
-        for (const tl_frame *f = t->top; f; f = f->parent)
-            n++;
+    for (const tl_frame *f = t ? t->top : NULL; f; f = f->parent)
+        n++;
     return n;
 }
 
-int tl_tasklet_result(tl_tasklet *t, tl_value *out)
+int tl_tasklet_result(tl_tasklet *h, tl_value *out)
 {
-    if (!VALID(t) || !out)
+    tl_tasklet *t = at(h, "tl_tasklet_result");
+    if (!t)
         return TL_EMISUSE;
+    if (!out)
+        return tl__seterr(t->rt, TL_EMISUSE, "tl_tasklet_result: out is NULL");
     if (t->state != TL_DONE)
         return tl__seterr(t->rt, TL_ESTATE, "tl_tasklet_result: tasklet #%llu has not returned",
                           (unsigned long long)t->id);
@@ -622,9 +718,10 @@ int tl_tasklet_result(tl_tasklet *t, tl_value *out)
     return TL_OK;
 }
 
-int tl_tasklet_set_name(tl_tasklet *t, const char *name)
+int tl_tasklet_set_name(tl_tasklet *h, const char *name)
 {
-    if (!VALID(t))
+    tl_tasklet *t = at(h, "tl_tasklet_set_name");
+    if (!t)
         return TL_EMISUSE;
     tl__ext *x = tl__ext_get(t);
     char *copy = name ? tl__strdup(t->rt, name) : NULL;
@@ -636,14 +733,16 @@ int tl_tasklet_set_name(tl_tasklet *t, const char *name)
     return TL_OK;
 }
 
-const char *tl_tasklet_name(const tl_tasklet *t)
+const char *tl_tasklet_name(const tl_tasklet *h)
 {
-    return VALID(t) && t->ext ? t->ext->name : NULL;
+    const tl_tasklet *t = at(h, "tl_tasklet_name");
+    return t && t->ext ? t->ext->name : NULL;
 }
 
-int tl_tasklet_set_userdata(tl_tasklet *t, void *ud)
+int tl_tasklet_set_userdata(tl_tasklet *h, void *ud)
 {
-    if (!VALID(t))
+    tl_tasklet *t = at(h, "tl_tasklet_set_userdata");
+    if (!t)
         return TL_EMISUSE;
     tl__ext *x = tl__ext_get(t);
     if (!x)
@@ -652,9 +751,10 @@ int tl_tasklet_set_userdata(tl_tasklet *t, void *ud)
     return TL_OK;
 }
 
-void *tl_tasklet_userdata(const tl_tasklet *t)
+void *tl_tasklet_userdata(const tl_tasklet *h)
 {
-    return VALID(t) && t->ext ? t->ext->userdata : NULL;
+    const tl_tasklet *t = at(h, "tl_tasklet_userdata");
+    return t && t->ext ? t->ext->userdata : NULL;
 }
 
 void tl__detach(tl_tasklet *t)
@@ -779,7 +879,7 @@ static tl_status strike_switch(tl_frame *f, tl_tasklet *t, int code, const char 
 
 int tl_kill(tl_tasklet *t)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_kill")))
         return TL_EMISUSE;
     if (t->state >= TL_DONE)
         return TL_OK;
@@ -789,7 +889,7 @@ int tl_kill(tl_tasklet *t)
 
 int tl_throw(tl_tasklet *t, int code, const char *msg)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_throw")))
         return TL_EMISUSE;
     if (code >= 0)
         return tl__seterr(t->rt, TL_EINVAL, "tl_throw: error code %d is not negative", code);
@@ -801,7 +901,7 @@ int tl_throw(tl_tasklet *t, int code, const char *msg)
 
 int tl_throw_pending(tl_tasklet *t, int code, const char *msg)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_throw_pending")))
         return TL_EMISUSE;
     if (code >= 0)
         return tl__seterr(t->rt, TL_EINVAL, "tl_throw_pending: error code %d is not negative",
@@ -821,7 +921,7 @@ int tl_throw_pending(tl_tasklet *t, int code, const char *msg)
 
 int tl_kill_now(tl_tasklet *t)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_kill_now")))
         return TL_EMISUSE;
     if (t->state >= TL_DONE)
         return ended_err(t, "tl_kill_now");
@@ -852,7 +952,7 @@ static int run_check(tl_tasklet *t, const char *what)
 
 int tl_tasklet_run(tl_tasklet *t)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_tasklet_run")))
         return TL_EMISUSE;
     int rc = run_check(t, "tl_tasklet_run");
     if (rc == TL_OK)
@@ -867,7 +967,7 @@ int tl_tasklet_run(tl_tasklet *t)
 
 int tl_tasklet_remove(tl_tasklet *t)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_tasklet_remove")))
         return TL_EMISUSE;
     if (t == t->rt->current)
         return tl__seterr(t->rt, TL_ESELF, "tl_tasklet_remove: the current tasklet "
@@ -886,7 +986,7 @@ int tl_tasklet_remove(tl_tasklet *t)
 
 int tl_tasklet_insert(tl_tasklet *t)
 {
-    if (!VALID(t))
+    if (!(t = at(t, "tl_tasklet_insert")))
         return TL_EMISUSE;
     if (t->state >= TL_DONE)
         return ended_err(t, "tl_tasklet_insert: cannot run a dead tasklet");
@@ -903,8 +1003,8 @@ int tl_tasklet_insert(tl_tasklet *t)
 
 tl_status tl__kill(tl_frame *f, tl_tasklet *t)
 {
-    if (!VALID(t) || t->rt != f->t->rt)
-        return tl__op_error(f, TL_EMISUSE, "TL_KILL: invalid tasklet handle");
+    if (!(t = op_target(f, t, "TL_KILL")))
+        return TL__CONT;
     if (t->state >= TL_DONE)
         return TL__CONT;
     if (t == f->t) {
@@ -916,8 +1016,8 @@ tl_status tl__kill(tl_frame *f, tl_tasklet *t)
 
 tl_status tl__throw(tl_frame *f, tl_tasklet *t, int code, const char *msg)
 {
-    if (!VALID(t) || t->rt != f->t->rt)
-        return tl__op_error(f, TL_EMISUSE, "TL_THROW: invalid tasklet handle");
+    if (!(t = op_target(f, t, "TL_THROW")))
+        return TL__CONT;
     if (code >= 0)
         return tl__op_error(f, TL_EINVAL, "TL_THROW: error code %d is not negative", code);
     if (t->state >= TL_DONE)
@@ -934,8 +1034,8 @@ tl_status tl__throw(tl_frame *f, tl_tasklet *t, int code, const char *msg)
 tl_status tl__run(tl_frame *f, tl_tasklet *t)
 {
     tl_runtime *rt = f->t->rt;
-    if (!VALID(t) || t->rt != rt)
-        return tl__op_error(f, TL_EMISUSE, "TL_RUN: invalid tasklet handle");
+    if (!(t = op_target(f, t, "TL_RUN")))
+        return TL__CONT;
     if (t == f->t)
         return TL__CONT;
     if (run_check(t, "TL_RUN") != TL_OK)
@@ -946,9 +1046,10 @@ tl_status tl__run(tl_frame *f, tl_tasklet *t)
     return TL__SWITCH;
 }
 
-int tl_set_main(tl_runtime *rt, tl_tasklet *t)
+int tl_set_main(tl_runtime *rt, tl_tasklet *h)
 {
-    if (!rt || rt->magic != TL__MAGIC_RT || (t && (!VALID(t) || t->rt != rt)))
+    tl_tasklet *t = h ? at(h, "tl_set_main") : NULL;
+    if (!rt || rt->magic != TL__MAGIC_RT || (h && (!t || t->rt != rt)))
         return TL_EMISUSE;
     if (t && t->state >= TL_DONE)
         return ended_err(t, "tl_set_main");
@@ -964,7 +1065,7 @@ int tl_set_main(tl_runtime *rt, tl_tasklet *t)
 
 tl_tasklet *tl_main(const tl_runtime *rt)
 {
-    return rt && rt->magic == TL__MAGIC_RT ? rt->main : NULL;
+    return rt && rt->magic == TL__MAGIC_RT ? tl__tasklet_handle(rt->main) : NULL;
 }
 
 void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg)
@@ -1008,7 +1109,7 @@ void tl__tasklet_scrap(tl_tasklet *t)
 
 /* ---- frames, from inside ---- */
 
-tl_tasklet *tl_frame_tasklet(const tl_frame *f) { return f ? f->t : NULL; }
+tl_tasklet *tl_frame_tasklet(const tl_frame *f) { return f ? tl__tasklet_handle(f->t) : NULL; }
 tl_runtime *tl_frame_runtime(const tl_frame *f) { return f ? f->t->rt : NULL; }
 const tl_func *tl_frame_func(const tl_frame *f) { return f ? f->fn->fn : NULL; }
 
@@ -1046,7 +1147,7 @@ tl_tasklet *tl_tasklet_find(tl_runtime *rt, uint64_t id)
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, find_visit, &q);
     if (!q.found)
         tl__seterr(rt, TL_ENOENT, "no tasklet #%llu in this runtime", (unsigned long long)id);
-    return q.found;
+    return tl__tasklet_handle(q.found);
 }
 
 /* ---- teardown ---- */

@@ -254,21 +254,31 @@ int tl_equal(tl_value a, tl_value b)
     }
 }
 
-tl_value tl_chan_value(tl_chan *ch)
+/* A value holds the bare object (internal.h, "handles"); the program
+ * gets handles from tl_as_chan and tl_as_tasklet. */
+tl_value tl_chan_value(tl_chan *h)
 {
     tl_value v = tl_nil();
-    if (!ch || ch->magic != TL__MAGIC_CHAN)
+    tl_chan *ch = tl__chan_at(h);
+    if (!ch) {
+        if (h)
+            tl__bad_chan(h, "tl_chan_value");
         return v;
+    }
     v.type = TL_V_CHAN;
     v.as.p = tl_chan_retain(ch);
     return v;
 }
 
-tl_value tl_tasklet_value(tl_tasklet *t)
+tl_value tl_tasklet_value(tl_tasklet *h)
 {
     tl_value v = tl_nil();
-    if (!t || t->magic != TL__MAGIC_TASK)
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!t) {
+        if (h)
+            tl__bad_tasklet(h, "tl_tasklet_value");
         return v;
+    }
     v.type = TL_V_TASKLET;
     v.as.p = tl_tasklet_retain(t);
     return v;
@@ -276,12 +286,12 @@ tl_value tl_tasklet_value(tl_tasklet *t)
 
 tl_chan *tl_as_chan(tl_value v)
 {
-    return v.type == TL_V_CHAN ? v.as.p : NULL;
+    return v.type == TL_V_CHAN ? tl__chan_handle(v.as.p) : NULL;
 }
 
 tl_tasklet *tl_as_tasklet(tl_value v)
 {
-    return v.type == TL_V_TASKLET ? v.as.p : NULL;
+    return v.type == TL_V_TASKLET ? tl__tasklet_handle(v.as.p) : NULL;
 }
 
 tl_value tl_error_value(tl_runtime *rt, int code, const char *msg)
