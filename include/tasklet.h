@@ -86,6 +86,8 @@ TL_API const char *tl_version_string(void);
     X(EMOVED, -28, "tasklet moved to another runtime")                       \
     X(EPROTO, -29, "protocol error from a peer")                             \
     X(EAUTH, -30, "peer failed authentication")                              \
+    X(ENOTSTORE, -31, "not a libtasklet store (another file, or not a file)") \
+    X(EPERM, -32, "permission denied")                                       \
     X(EUSER, -100, "user error")
 
 enum {
@@ -701,16 +703,24 @@ typedef struct tl_store tl_store;
 
 enum {
     TL_STORE_READONLY = 1, /* inspect only: never writes, takes no ownership */
-    TL_STORE_NOSYNC = 2    /* no fsync at commit: a power loss may lose the
+    TL_STORE_NOSYNC = 2,   /* no fsync at commit: a power loss may lose the
                             * last checkpoints (a process crash still cannot) */
+    TL_STORE_GROUP_READ = 4 /* a new store file (and its -wal, -shm, -lock) is
+                            * created mode 0640 instead of 0600, so that the
+                            * file's group can read it (tasklet ls, backup) */
 };
 
 /* Opens (creating if needed, unless read-only) the store at path.  *out is
  * set even on failure, so that tl_store_errmsg can say why; close it with
- * tl_store_close.  TL_EFORMAT (not a SQLite file, another application's
- * file, or a newer store version), TL_EIO (cannot open or create the
- * file), TL_ENOENT (read-only and no store there), TL_ESTORE (any other
- * SQLite failure). */
+ * tl_store_close.  A new store is created mode 0600 (TL_STORE_GROUP_READ:
+ * 0640); SQLite gives its -wal and -shm files the same mode.  The file is
+ * identified before anything is written to it: a file that is not ours is
+ * never modified.  TL_ENOTSTORE (a directory, FIFO or device, a non-empty
+ * file that is not SQLite, or another application's SQLite file),
+ * TL_EPERM (no permission to open it), TL_EFORMAT (a newer store
+ * version), TL_EIO (cannot open or create the file, or WAL mode cannot be
+ * enabled there), TL_ENOENT (read-only and no store there), TL_ESTORE (any
+ * other SQLite failure). */
 TL_API int tl_store_open(const char *path, int flags, tl_store **out);
 /* Takes a final checkpoint if the policy asks for one on close, releases
  * ownership and closes.  Returns that checkpoint's result.  NULL-safe. */
@@ -718,10 +728,16 @@ TL_API int tl_store_close(tl_store *st);
 TL_API int tl_store_errcode(const tl_store *st);
 TL_API const char *tl_store_errmsg(const tl_store *st);
 
-/* Makes st the store of rt: st takes ownership of the file (a row naming
- * this pid and host); a store owned by another live process is refused
- * with TL_ELOCKED naming it; the row of a dead owner on this host is taken
- * over.  One runtime per store, one store per runtime. */
+/* Makes st the store of rt: st takes ownership of the file, held by an
+ * OS lock (flock on the side file path + "-lock") that dies with the
+ * process that holds it, whatever its host name or pid; the owner row
+ * (pid, host) only reports who owns it.  A store owned by another open
+ * handle -- in another process, or another tl_store in this one -- is
+ * refused with TL_ELOCKED naming the owner row; a store whose owner is gone
+ * (killed, another host name, a reused pid) is taken over.  A child forked
+ * (without exec) while the store is attached shares the lock until it
+ * exits.  Stores must live on a local file system (flock over NFS is not
+ * reliable).  One runtime per store, one store per runtime. */
 TL_API int tl_store_attach(tl_store *st, tl_runtime *rt);
 
 /* Loads the latest checkpoint into the attached, empty runtime (the

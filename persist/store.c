@@ -367,6 +367,10 @@ int tl_store_checkpoint(tl_store *st)
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_checkpoint: attach a runtime first");
+    if (st->last == INT64_MAX) /* the next id would overflow */
+        return st_err(st, TL_ERANGE, "tl_store_checkpoint: checkpoint ids are exhausted (the "
+                      "newest is %lld); nothing was written -- copy the runtime into a new "
+                      "store", (long long)st->last);
     if (st->rt->current)
         return st_err(st, TL_EBUSY, "tl_store_checkpoint: called from inside a tasklet; "
                       "checkpoints happen between scheduler steps");

@@ -12,6 +12,15 @@
  *   write transaction, and a fenced begin reads it inside its own, so a
  *   write by a process whose claim was superseded is refused before it
  *   writes anything.
+ * - Nothing is written to a file before it is identified as ours (or as
+ *   empty): a foreign SQLite file, a garbage file, a directory or a FIFO
+ *   is refused untouched.  The path is only stat()ed before SQLite opens
+ *   it: an open()+close() of our own on the database file would drop the
+ *   POSIX locks SQLite holds on it for another connection of this process.
+ * - Ownership is flock(LOCK_EX) on path-lock, held from claim to release
+ *   and dropped by the kernel when the process dies; the owner row is a
+ *   report, never the lock.  Files we create get mode 0600 (0640 with
+ *   TL_STORE_GROUP_READ); SQLite gives -wal and -shm the database's mode.
  * - Participant tables are named by the participant's tl__table (fixed
  *   identifiers in the library, never user input); their statements are
  *   prepared once and cached.
@@ -19,12 +28,15 @@
 #include "store_backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +50,9 @@ typedef struct sq {
     tl__store_be base;
     sqlite3 *db;
     int flags;
+    int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
+    mode_t mode;     /* for files we create: 0600, or 0640 */
+    char *lockpath;  /* path + "-lock" */
     sqlite3_stmt *ins_chunk, *get_epoch;
     struct {
         const tl__table *t;
@@ -86,7 +101,7 @@ static int sql_err(sq *q, int rc, const char *what)
         prim == SQLITE_CANTOPEN)
         code = TL_EIO;
     else if (prim == SQLITE_NOTADB)
-        code = TL_EFORMAT;
+        code = TL_ENOTSTORE;
     else if (prim == SQLITE_TOOBIG)
         code = TL_ERANGE;
     return tl__store_fail(q->base.st, code, "%s: %s (SQLite: %s)", what, sqlite3_errstr(rc),
@@ -154,6 +169,10 @@ static int init_schema(sq *q)
     return rc;
 }
 
+enum { FILE_EMPTY, FILE_OURS };
+
+/* FILE_EMPTY (a new or empty database: ours to initialise), FILE_OURS, or
+ * an error.  Reads only: nothing is written to a file that is not ours. */
 static int check_identity(sq *q, const char *path)
 {
     tl_store *st = q->base.st;
@@ -163,37 +182,120 @@ static int check_identity(sq *q, const char *path)
         rc = query_int(q, "PRAGMA user_version", &ver);
     if (rc == SQLITE_OK)
         rc = query_int(q, "SELECT count(*) FROM sqlite_master", &tables);
+    if ((rc & 0xff) == SQLITE_NOTADB)
+        return tl__store_fail(st, TL_ENOTSTORE, "%s is not a SQLite database, so not a "
+                              "libtasklet store; it was left untouched", path);
     if (rc != SQLITE_OK)
         return sql_err(q, rc, path);
     if (app == 0 && ver == 0 && tables == 0) {
         if (q->flags & TL_STORE_READONLY)
             return tl__store_fail(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
-        return init_schema(q);
+        return FILE_EMPTY;
     }
-    if (app == APP_ID && ver <= SCHEMA_VERSION && !(q->flags & TL_STORE_READONLY) &&
-        sqlite3_exec(q->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
-        return last_err(q, path);
     if (app != APP_ID)
-        return tl__store_fail(st, TL_EFORMAT, "%s is a SQLite file of another application "
-                              "(application_id %lld), not a libtasklet store", path,
-                              (long long)app);
+        return tl__store_fail(st, TL_ENOTSTORE, "%s is a SQLite file of another application "
+                              "(application_id %lld), not a libtasklet store; it was left "
+                              "untouched", path, (long long)app);
     if (ver > SCHEMA_VERSION)
         return tl__store_fail(st, TL_EFORMAT, "%s has store version %lld, newer than this "
                               "library reads (%d); upgrade libtasklet", path, (long long)ver,
                               SCHEMA_VERSION);
+    return FILE_OURS;
+}
+
+/* WAL mode, checked: the pragma answers with the mode it is in, which is
+ * not WAL where WAL cannot work (some network and in-memory files). */
+static int enable_wal(sq *q, const char *path)
+{
+    sqlite3_stmt *s = NULL;
+    char mode[16] = "";
+    int rc = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *m = sqlite3_column_text(s, 0);
+        snprintf(mode, sizeof mode, "%s", m ? (const char *)m : "");
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_OK)
+        return sql_err(q, rc, "enabling WAL");
+    if (strcmp(mode, "wal") != 0)
+        return tl__store_fail(q->base.st, TL_EIO, "%s: SQLite cannot use WAL mode there (it "
+                              "stays in mode '%s'); a store needs a local file system", path,
+                              mode);
     return TL_OK;
 }
 
-static int configure(sq *q)
+static int configure(sq *q, const char *path)
 {
-    sqlite3_busy_timeout(q->db, 5000);
     if (q->flags & TL_STORE_READONLY)
         return TL_OK;
-    int rc = exec(q, "PRAGMA journal_mode=WAL", "enabling WAL");
+    int rc = enable_wal(q, path);
     if (rc == TL_OK)
         rc = exec(q, q->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
                                                 : "PRAGMA synchronous=FULL", "setting durability");
     return rc;
+}
+
+/* Identifies, then (ours or empty, and writable) configures WAL and
+ * creates or completes the schema. */
+static int open_schema(sq *q, const char *path)
+{
+    int kind = check_identity(q, path);
+    if (kind < 0)
+        return kind;
+    int rc = configure(q, path);
+    if (rc != TL_OK)
+        return rc;
+    if (kind == FILE_EMPTY)
+        return init_schema(q);
+    if (!(q->flags & TL_STORE_READONLY) &&
+        sqlite3_exec(q->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return last_err(q, path);
+    return TL_OK;
+}
+
+/* What is at path, before SQLite sees it (stat only; see the head
+ * comment).  A missing file is created here, empty, with our mode. */
+static int check_path(sq *q, const char *path)
+{
+    tl_store *st = q->base.st;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ELOOP)
+            return tl__store_fail(st, TL_ENOTSTORE, "%s: too many levels of symbolic links "
+                                  "(a loop?)", path);
+        if (errno == EACCES)
+            return tl__store_fail(st, TL_EPERM, "%s: permission denied (a directory on the "
+                                  "way cannot be searched)", path);
+        if (errno != ENOENT)
+            return tl__store_fail(st, TL_EIO, "%s: %s", path, strerror(errno));
+        if (q->flags & TL_STORE_READONLY)
+            return tl__store_fail(st, TL_ENOENT, "%s: no such file", path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, q->mode);
+        if (fd < 0 && errno != EEXIST)
+            return tl__store_fail(st, errno == EACCES ? TL_EPERM : TL_EIO,
+                                  "%s: cannot create the store: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd); /* new and empty: no SQLite lock on it to lose */
+        return TL_OK;
+    }
+    if (S_ISDIR(sb.st_mode))
+        return tl__store_fail(st, TL_ENOTSTORE, "%s is a directory, not a store file", path);
+    if (!S_ISREG(sb.st_mode))
+        return tl__store_fail(st, TL_ENOTSTORE, "%s is not a regular file (a FIFO, socket or "
+                              "device); a store is a regular SQLite file", path);
+    if (sb.st_size > 0 && sb.st_size < 512) /* SQLite would read it as empty */
+        return tl__store_fail(st, TL_ENOTSTORE, "%s (%lld bytes) is not a SQLite database, so "
+                              "not a libtasklet store; it was left untouched", path,
+                              (long long)sb.st_size);
+    if (access(path, (q->flags & TL_STORE_READONLY) ? R_OK : R_OK | W_OK) != 0) {
+        if (errno == EROFS)
+            return tl__store_fail(st, TL_EIO, "%s: the file system is read-only (open the "
+                                  "store with TL_STORE_READONLY to read it)", path);
+        return tl__store_fail(st, TL_EPERM, "%s: permission denied (mode %03o, owner uid %u)",
+                              path, (unsigned)(sb.st_mode & 0777), (unsigned)sb.st_uid);
+    }
+    return TL_OK;
 }
 
 static int prepare_writes(sq *q, const char *path)
@@ -220,6 +322,9 @@ static void sq_close(tl__store_be *be)
     sqlite3_finalize(q->ins_chunk);
     sqlite3_finalize(q->get_epoch);
     sqlite3_close(q->db);
+    if (q->lockfd >= 0)
+        close(q->lockfd);
+    free(q->lockpath);
     free(q);
 }
 
@@ -231,12 +336,24 @@ static int sq_open(tl_store *st, const char *path, int flags, tl__store_be **out
     q->base.ops = &tl__store_sqlite_ops;
     q->base.st = st;
     q->flags = flags;
-    int oflags = flags & TL_STORE_READONLY ? SQLITE_OPEN_READONLY
-                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = sqlite3_open_v2(path, &q->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
-    rc = rc == SQLITE_OK ? configure(q) : sql_err(q, rc, path);
-    if (rc == TL_OK)
-        rc = check_identity(q, path);
+    q->lockfd = -1;
+    q->mode = flags & TL_STORE_GROUP_READ ? 0640 : 0600;
+    q->lockpath = malloc(strlen(path) + 6);
+    if (!q->lockpath) {
+        free(q);
+        return tl__store_fail(st, TL_ENOMEM, "tl_store_open: out of memory");
+    }
+    sprintf(q->lockpath, "%s-lock", path);
+    int oflags = flags & TL_STORE_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+    int rc = check_path(q, path);
+    if (rc == TL_OK) {
+        rc = sqlite3_open_v2(path, &q->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = rc == SQLITE_OK ? TL_OK : sql_err(q, rc, path);
+    }
+    if (rc == TL_OK) {
+        sqlite3_busy_timeout(q->db, 5000);
+        rc = open_schema(q, path);
+    }
     if (rc == TL_OK)
         rc = prepare_writes(q, path);
     if (rc != TL_OK) {
@@ -262,42 +379,61 @@ static void hostname(char *buf, size_t n)
     buf[n - 1] = '\0';
 }
 
-/* Whether pid runs: it exists and is not a zombie (a killed owner its
- * parent has not reaped yet is dead for our purpose). */
-static bool pid_alive(int64_t pid)
-{
-    char path[64], buf[256];
-    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
-        return false;
-    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        return true; /* no /proc: trust kill() */
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
-    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
-}
-
-/* Refuses when the owner row names a live other process. */
-static int check_owner(sq *q, const char *host)
+/* "pid N on host H" of the owner row, for messages. */
+static void owner_row(sq *q, char *buf, size_t n)
 {
     sqlite3_stmt *s = NULL;
-    int rc = TL_OK;
+    snprintf(buf, n, "an unknown process (no owner row)");
     if (sqlite3_prepare_v2(q->db, "SELECT pid, host FROM owner WHERE id = 1", -1, &s, NULL) ==
             SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW) {
-        int64_t pid = sqlite3_column_int64(s, 0);
-        const char *ohost = (const char *)sqlite3_column_text(s, 1);
-        bool same_host = ohost && strcmp(ohost, host) == 0;
-        if (pid != getpid() && (!same_host || pid_alive(pid)))
-            rc = tl__store_fail(q->base.st, TL_ELOCKED, "the store is owned by pid %lld on host "
-                                "%s; stop that process first (a dead owner on this host is "
-                                "taken over)", (long long)pid, ohost ? ohost : "?");
+        const char *host = (const char *)sqlite3_column_text(s, 1);
+        snprintf(buf, n, "pid %lld on host %s", (long long)sqlite3_column_int64(s, 0),
+                 host ? host : "?");
     }
     sqlite3_finalize(s);
-    return rc;
+}
+
+/* Takes the OS lock that makes us the owner: flock on path-lock, which
+ * conflicts with every other open of it (another process, or another
+ * tl_store of this one) and goes away with the process. */
+static int take_lock(sq *q)
+{
+    int fd = open(q->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, q->mode);
+    if (fd < 0)
+        return tl__store_fail(q->base.st, errno == EACCES ? TL_EPERM : TL_EIO,
+                              "%s: cannot open the owner lock: %s", q->lockpath, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char who[300];
+        close(fd);
+        if (err != EWOULDBLOCK)
+            return tl__store_fail(q->base.st, TL_EIO, "%s: cannot lock: %s", q->lockpath,
+                                  strerror(err));
+        owner_row(q, who, sizeof who);
+        return tl__store_fail(q->base.st, TL_ELOCKED, "the store is owned by %s, which holds "
+                              "its lock %s; stop that process (or close that store) first",
+                              who, q->lockpath);
+    }
+    q->lockfd = fd;
+    return TL_OK;
+}
+
+static void drop_lock(sq *q)
+{
+    if (q->lockfd >= 0)
+        close(q->lockfd); /* releases the flock */
+    q->lockfd = -1;
+}
+
+/* Chunk rows newer than every checkpoint belong to no checkpoint (a hand
+ * edit, or a checkpoint row deleted by hand): no checkpoint can read them,
+ * and they would make the next checkpoint of that id fail on the primary
+ * key.  The owner removes them when it claims the store. */
+static int drop_orphan_chunks(sq *q)
+{
+    return exec(q, "DELETE FROM chunks WHERE ckpt > (SELECT coalesce(max(id), 0) FROM "
+                "checkpoints)", "removing chunk rows of no checkpoint");
 }
 
 static int sq_claim(tl__store_be *be, int64_t *epoch)
@@ -306,12 +442,15 @@ static int sq_claim(tl__store_be *be, int64_t *epoch)
     char host[256], sql[512];
     int64_t old = 0;
     hostname(host, sizeof host);
-    int rc = exec(q, "BEGIN IMMEDIATE", "claiming the store");
-    if (rc != TL_OK)
+    int rc = q->lockfd >= 0 ? TL_OK : take_lock(q);
+    if (rc == TL_OK)
+        rc = exec(q, "BEGIN IMMEDIATE", "claiming the store");
+    if (rc != TL_OK) {
+        drop_lock(q);
         return rc;
-    rc = check_owner(q, host);
-    if (rc == TL_OK && query_int(q, "SELECT coalesce((SELECT value FROM meta WHERE key = 'epoch'"
-                                    "), 0)", &old) != SQLITE_OK)
+    }
+    if (query_int(q, "SELECT coalesce((SELECT value FROM meta WHERE key = 'epoch'), 0)", &old) !=
+        SQLITE_OK)
         rc = last_err(q, "claiming the store");
     if (rc == TL_OK) {
         char *h = sqlite3_mprintf("%q", host);
@@ -322,9 +461,12 @@ static int sq_claim(tl__store_be *be, int64_t *epoch)
         rc = exec(q, sql, "claiming the store");
     }
     if (rc == TL_OK)
+        rc = drop_orphan_chunks(q);
+    if (rc == TL_OK)
         rc = exec(q, "COMMIT", "claiming the store");
     if (rc != TL_OK) {
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+        drop_lock(q);
         return rc;
     }
     *epoch = old + 1;
@@ -337,6 +479,7 @@ static void sq_release(tl__store_be *be, int64_t epoch)
     snprintf(sql, sizeof sql, "DELETE FROM owner WHERE id = 1 AND (SELECT value FROM meta "
              "WHERE key = 'epoch') = %lld", (long long)epoch);
     sqlite3_exec(((sq *)be)->db, sql, NULL, NULL, NULL);
+    drop_lock((sq *)be);
 }
 
 /* ---- the write transaction ---- */

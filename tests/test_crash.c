@@ -258,7 +258,7 @@ static void expect_monotonic(const watch *w)
  * killed mid-job.  The kills done so far still count. */
 static void restart_store(fixture *fx, watch *w)
 {
-    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    const char *suffix[] = {"", "-wal", "-shm", "-journal", "-lock"};
     char path[340];
     for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
         snprintf(path, sizeof path, "%s%s", fx->db, suffix[i]);

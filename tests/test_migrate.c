@@ -1332,7 +1332,7 @@ static int setup_store(void **state)
 
 static int teardown_store(void **state)
 {
-    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
+    static const char *const sfx[] = {"", "-wal", "-shm", "-journal", "-lock"};
     char p[128];
     (void)state;
     for (size_t i = 0; i < TL_COUNTOF(sfx); i++) {

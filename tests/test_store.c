@@ -234,7 +234,7 @@ static void test_not_ours(void **state)
     assert_int_equal(sqlite3_exec(db, "PRAGMA application_id = 42; CREATE TABLE t(x);", NULL, NULL,
                                   NULL), SQLITE_OK);
     sqlite3_close(db);
-    assert_int_equal(tl_store_open(path, 0, &st), TL_EFORMAT);
+    assert_int_equal(tl_store_open(path, 0, &st), TL_ENOTSTORE);
     assert_non_null(strstr(tl_store_errmsg(st), "another application"));
     tl_store_close(st);
 
@@ -243,7 +243,7 @@ static void test_not_ours(void **state)
         fputc((i * 7919) & 0xff, fp);
     fclose(fp);
     int rc = tl_store_open(path, 0, &st);
-    assert_int_equal(rc, TL_EFORMAT);
+    assert_int_equal(rc, TL_ENOTSTORE);
     assert_true(strlen(tl_store_errmsg(st)) > 10);
     tl_store_close(st);
 }

@@ -98,9 +98,9 @@ static tl_tasklet **populate(tl_runtime *rt, tl_chan **ch, int n)
 
 static void remove_store(void)
 {
-    const char *suffix[] = {"", "-wal", "-shm"};
+    const char *suffix[] = {"", "-wal", "-shm", "-lock"};
     char p[160];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s%s", path, suffix[i]);
         unlink(p);
     }

@@ -259,6 +259,8 @@ int main(int argc, char **argv)
     remove(side);
     snprintf(side, sizeof side, "%s-shm", path);
     remove(side);
+    snprintf(side, sizeof side, "%s-lock", path);
+    remove(side);
 
     cfg.clock = fake_clock;
     CHECK(tl_runtime_new(&cfg, &rt));
