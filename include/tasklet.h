@@ -88,6 +88,8 @@ TL_API const char *tl_version_string(void);
     X(EAUTH, -30, "peer failed authentication")                              \
     X(ENOTSTORE, -31, "not a libtasklet store (another file, or not a file)") \
     X(EPERM, -32, "permission denied")                                       \
+    X(ETIMEDOUT, -33, "timed out")                                           \
+    X(ECANCELED, -34, "cancelled")                                           \
     X(EUSER, -100, "user error")
 
 enum {

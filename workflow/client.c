@@ -1,0 +1,224 @@
+/*
+ * client.c -- what any process can do with only the store's path: post a
+ * message, ask for a cancel, read or await a workflow.
+ *
+ * Invariants: each call opens its own SQLite connection (so it works
+ * while the owner runs, with no ownership, node or secret), writes in one
+ * short transaction of its own (BEGIN IMMEDIATE, so the existence check
+ * and the insert are atomic with respect to the owner's commits) and
+ * closes.  A post is a row in wf_msg; the owner takes it in inside a
+ * checkpoint transaction (db.c), once.  Waiting for a result sleeps on
+ * inotify (watch.c), not in a polling loop.
+ */
+#define _GNU_SOURCE
+#include "wf_internal.h"
+
+#include <poll.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int cerr(tl_runtime *rt, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int cerr(tl_runtime *rt, int code, const char *fmt, ...)
+{
+    if (rt) {
+        char msg[400];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        tl__seterr(rt, code, "%s", msg);
+    }
+    return code;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int open_db(tl_runtime *rt, const char *path, int rw, sqlite3 **db)
+{
+    *db = NULL;
+    if (!path)
+        return cerr(rt, TL_EINVAL, "no store path");
+    int rc = sqlite3_open_v2(path, db, rw ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+        return cerr(rt, TL_ENOENT, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
+    }
+    sqlite3_busy_timeout(*db, 10000);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(*db, "SELECT 1 FROM wf LIMIT 0", -1, &s, NULL) != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+        return cerr(rt, TL_ENOENT, "%s holds no workflows (not a workflow store)", path);
+    }
+    sqlite3_finalize(s);
+    return TL_OK;
+}
+
+/* Inserts a wf_msg row for id, in a transaction that first checks the
+ * workflow exists and has not finished. */
+static int insert_msg(tl_runtime *rt, sqlite3 *db, const char *id, const char *key,
+                      const void *p, size_t n)
+{
+    int st = 0;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+    int rc = tl__wf_db_get(db, id, NULL, NULL, &st);
+    if (rc == TL_ENOENT)
+        rc = cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+    else if (rc == TL_OK && st >= TL_WF_DONE)
+        rc = cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id, tl_wf_status_name(st));
+    sqlite3_stmt *s = NULL;
+    if (rc == TL_OK && sqlite3_prepare_v2(db, "INSERT INTO wf_msg(key, wf, time, data) "
+                                          "VALUES(?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
+        rc = cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+    if (rc == TL_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, now_ns());
+        sqlite3_bind_blob(s, 4, p, (int)n, SQLITE_STATIC);
+        int src = sqlite3_step(s);
+        if (src == SQLITE_CONSTRAINT || (sqlite3_extended_errcode(db) & 0xff) == SQLITE_CONSTRAINT)
+            rc = cerr(rt, TL_EEXIST, "a message with this deduplication key was posted to %s "
+                      "already", id);
+        else if (src == SQLITE_TOOBIG)
+            rc = cerr(rt, TL_ERANGE, "the message is larger than the store's record limit");
+        else if (src != SQLITE_DONE)
+            rc = cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(s);
+    if (rc == TL_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = cerr(rt, TL_EIO, "posting to %s: %s", id, sqlite3_errmsg(db));
+    if (rc != TL_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static void random_key(char *out, size_t cap, const char *id, const char *tag)
+{
+    char x[40];
+    if (tl__new_xid(x) != TL_OK)
+        snprintf(x, sizeof x, "%llx-%d", (unsigned long long)now_ns(), (int)getpid());
+    snprintf(out, cap, "%s|%s|%s", id, tag, x);
+}
+
+static int post(tl_runtime *rt, const char *path, const char *id, int kind, const char *topic,
+                tl_value msg, const char *dedup)
+{
+    if (tl__wf_check_id(id) != TL_OK)
+        return cerr(rt, TL_EINVAL, "a workflow id is 1 to %d bytes with no control characters",
+                    TL_WF_ID_MAX);
+    if (kind == 0 && (!topic || !topic[0] || strlen(topic) > TL_WF_NAME_MAX))
+        return cerr(rt, TL_EINVAL, "a topic is 1 to %d bytes", TL_WF_NAME_MAX);
+    if (dedup && (!dedup[0] || strlen(dedup) > 200))
+        return cerr(rt, TL_EINVAL, "a deduplication key is 1 to 200 bytes");
+    void *val = NULL, *p = NULL;
+    size_t vlen = 0, n = 0;
+    int rc = tl__wf_pack(msg, &val, &vlen);
+    if (rc == TL_OK)
+        rc = tl__wf_pack_msg(kind, topic, val, vlen, 0, &p, &n);
+    free(val);
+    if (rc != TL_OK)
+        return cerr(rt, rc, "the message cannot be encoded: %s", tl_strerror(rc));
+    char key[320];
+    if (dedup)
+        snprintf(key, sizeof key, "%s|k|%s", id, dedup);
+    else
+        random_key(key, sizeof key, id, kind ? "c" : "r");
+    sqlite3 *db;
+    rc = open_db(rt, path, 1, &db);
+    if (rc == TL_OK)
+        rc = insert_msg(rt, db, id, key, p, n);
+    sqlite3_close(db);
+    free(p);
+    return rc;
+}
+
+int tl_wf_post(tl_runtime *rt, const char *path, const char *id, const char *topic,
+               tl_value msg, const char *dedup_key)
+{
+    return post(rt, path, id, 0, topic, msg, dedup_key);
+}
+
+int tl_wf_cancel_at(tl_runtime *rt, const char *path, const char *id)
+{
+    return post(rt, path, id, 1, "", tl_nil(), NULL);
+}
+
+static int read_info(tl_runtime *rt, sqlite3 *db, const char *id, tl_wf_info *out)
+{
+    void *p = NULL;
+    size_t n = 0;
+    int st = 0;
+    int rc = tl__wf_db_get(db, id, &p, &n, &st);
+    if (rc == TL_ENOENT)
+        return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+    if (rc != TL_OK)
+        return cerr(rt, rc, "reading workflow %s: %s", id, sqlite3_errmsg(db));
+    wf_rec r;
+    int64_t a, b;
+    memset(&r, 0, sizeof r);
+    rc = tl__wf_unpack_rec(p, n, &r, &a, &b);
+    free(p);
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", id);
+    snprintf(out->func, sizeof out->func, "%s", r.func);
+    snprintf(out->parent, sizeof out->parent, "%s", r.parent);
+    out->status = st;
+    static const char *const kinds[] = {"", "step", "recv", "join"};
+    if (r.wait > 0 && r.wait <= 3)
+        snprintf(out->wait, sizeof out->wait, "%s %s", kinds[r.wait], r.what);
+    out->deadline = r.deadline;
+    out->steps = r.recorded;
+    out->created = r.created;
+    out->updated = r.updated;
+    out->finished = r.finished;
+    out->error = r.error;
+    snprintf(out->errmsg, sizeof out->errmsg, "%s", r.errmsg);
+    if (rc == TL_OK && st == TL_WF_DONE && rt)
+        rc = tl__wf_unpack(rt, r.result, r.rlen, &out->result);
+    free(r.result);
+    free(r.sarg);
+    return rc == TL_OK ? TL_OK : cerr(rt, rc, "workflow %s: its row does not decode", id);
+}
+
+int tl_wf_get(tl_runtime *rt, const char *path, const char *id, int64_t wait_ms,
+              tl_wf_info *out)
+{
+    if (!rt || !out || !id)
+        return TL_EINVAL;
+    sqlite3 *db;
+    int rc = open_db(rt, path, 0, &db);
+    int watch = rc == TL_OK && wait_ms ? tl__wf_watch_open(path) : -1;
+    int64_t until = wait_ms < 0 ? -1 : now_ns() + wait_ms * 1000000;
+    while (rc == TL_OK) {
+        rc = read_info(rt, db, id, out);
+        if (rc != TL_OK || out->status >= TL_WF_DONE || wait_ms == 0)
+            break;
+        int64_t left = until < 0 ? 1000 : (until - now_ns()) / 1000000;
+        if (left <= 0) {
+            rc = cerr(rt, TL_ETIMEDOUT, "workflow %s is still %s", id,
+                      tl_wf_status_name(out->status));
+            break;
+        }
+        struct pollfd pf = {watch, POLLIN, 0};
+        int ms = watch < 0 ? 50 : left > 1000 ? 1000 : (int)left;
+        if (watch >= 0 ? poll(&pf, 1, ms) > 0 : (usleep((useconds_t)ms * 1000), 0))
+            tl__wf_watch_drain(watch);
+    }
+    if (watch >= 0)
+        close(watch);
+    sqlite3_close(db);
+    return rc;
+}

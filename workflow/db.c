@@ -1,0 +1,447 @@
+/*
+ * db.c -- the workflow tables (docs/FORMAT.md section 9): the engine's
+ * participant rows in every checkpoint transaction, and reading them back.
+ *
+ * Three tables, each shaped as the store's participant tables are (a text
+ * key, a text column, a time, one msgpack blob):
+ *   wf(id, status, updated, rec)          one row per workflow, kept after
+ *                                         it finished (retention)
+ *   wf_step(key "<id>#<n>", wf, time, data) one row per recorded step
+ *   wf_msg(seq, key, wf, time, data)      posted messages and cancel
+ *                                         requests (seq: arrival order)
+ * The owner writes them only inside the checkpoint transaction (the
+ * store's hook calls tl__wf_db_write), so a row and the tasklet state it
+ * describes commit together.  Other processes only insert into wf_msg
+ * (client.c), each in a transaction of its own.
+ *
+ * Adapter note: the store interface (persist/) gives participants
+ * put/delete/read of such rows; what it does not give yet (a query by key,
+ * an insert by a process that does not own the store, a SAVEPOINT for
+ * TL_WF_TX effects) is done here with SQL on the store's connection, all
+ * behind these functions.
+ */
+#include "wf_internal.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FINAL "('done','failed','cancelled')"
+
+static const char wf_schema[] =
+    "CREATE TABLE IF NOT EXISTS wf(id TEXT PRIMARY KEY, status TEXT NOT NULL,"
+    " updated INTEGER NOT NULL, rec BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS wf_step(key TEXT PRIMARY KEY, wf TEXT NOT NULL,"
+    " time INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS wf_step_wf ON wf_step(wf);"
+    "CREATE TABLE IF NOT EXISTS wf_msg(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " key TEXT UNIQUE NOT NULL, wf TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS wf_msg_wf ON wf_msg(wf);";
+
+static int sqlerr(tl_wf *wf, sqlite3 *db, const char *what)
+{
+    int rc = sqlite3_errcode(db) & 0xff;
+    int code = rc == SQLITE_FULL || rc == SQLITE_IOERR || rc == SQLITE_READONLY ? TL_EIO
+               : rc == SQLITE_TOOBIG                                          ? TL_ERANGE
+                                                                              : TL_ESTORE;
+    return tl__wf_err(wf, code, "workflows: %s: %s", what, sqlite3_errmsg(db));
+}
+
+int tl__wf_db_init(tl_wf *wf)
+{
+    sqlite3 *db = wf->db;
+    if (!db)
+        return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_new: workflows need a SQLite store");
+    if (sqlite3_exec(db, wf_schema, NULL, NULL, NULL) != SQLITE_OK)
+        return sqlerr(wf, db, "creating the workflow tables");
+    return TL_OK;
+}
+
+/* ---- writing, inside the checkpoint transaction ---- */
+
+static int put4(tl_wf *wf, sqlite3 *db, const char *sql, const char *a, const char *b,
+                int64_t t, const void *p, size_t n)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        return sqlerr(wf, db, "preparing a row");
+    sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, b, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, t);
+    sqlite3_bind_blob(s, 4, p, (int)n, SQLITE_STATIC);
+    int rc = sqlite3_step(s) == SQLITE_DONE ? TL_OK : sqlerr(wf, db, "writing a row");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int write_step(tl_wf *wf, sqlite3 *db, const wf_out *o, const char *id)
+{
+    void *p;
+    size_t n;
+    int rc = tl__wf_pack_step(o, &p, &n);
+    if (rc != TL_OK)
+        return tl__wf_err(wf, rc, "workflows: out of memory for a step row");
+    rc = put4(wf, db, "INSERT OR REPLACE INTO wf_step VALUES(?,?,?,?)", o->key, id, o->ended,
+              p, n);
+    free(p);
+    return rc;
+}
+
+static int exec(tl_wf *wf, sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? TL_OK : sqlerr(wf, db, sql);
+}
+
+/* One TL_WF_TX attempt: the effect inside a savepoint of the commit, its
+ * row next to its writes; a failed attempt leaves nothing. */
+static int run_tx(tl_wf *wf, sqlite3 *db, wf_job *j)
+{
+    int rc = exec(wf, db, "SAVEPOINT wf_tx");
+    if (rc != TL_OK)
+        return rc;
+    j->db = db;
+    tl__wf_job_run(j);
+    uint32_t max = j->step->max_attempts ? j->step->max_attempts : 1;
+    if (j->rc != TL_OK) {
+        rc = exec(wf, db, "ROLLBACK TO wf_tx");
+        if (rc == TL_OK)
+            rc = exec(wf, db, "RELEASE wf_tx");
+        if (rc != TL_OK || j->attempt < max)
+            return rc;
+    }
+    wf_out o;
+    memset(&o, 0, sizeof o);
+    snprintf(o.key, sizeof o.key, "%s", j->key);
+    snprintf(o.name, sizeof o.name, "%s", j->step->name);
+    snprintf(o.errmsg, sizeof o.errmsg, "%s", j->rc ? j->errmsg : "");
+    o.seq = j->seq;
+    o.attempts = j->attempt;
+    o.rc = j->rc;
+    o.res = j->res;
+    o.rlen = j->rlen;
+    o.started = j->started;
+    o.ended = j->ended;
+    rc = write_step(wf, db, &o, j->id);
+    if (rc == TL_OK && j->rc == TL_OK)
+        rc = exec(wf, db, "RELEASE wf_tx");
+    if (rc == TL_OK) {
+        j->counted = 1;
+        j->rec->recorded++;
+        tl__wf_dirty(wf, j->rec);
+    }
+    return rc;
+}
+
+static int write_txq(tl_wf *wf, sqlite3 *db)
+{
+    int rc = TL_OK;
+    while (wf->txq && rc == TL_OK) {
+        wf_job *j = wf->txq;
+        wf->txq = j->next;
+        j->next = wf->txdone;
+        wf->txdone = j;
+        rc = run_tx(wf, db, j);
+    }
+    return rc;
+}
+
+static int write_recs(tl_wf *wf, sqlite3 *db)
+{
+    for (wf_rec *r = wf->dirty; r; r = r->dnext) {
+        void *p;
+        size_t n;
+        int rc = tl__wf_pack_rec(r, &p, &n);
+        if (rc != TL_OK)
+            return tl__wf_err(wf, rc, "workflows: out of memory for a row");
+        rc = put4(wf, db, "INSERT OR REPLACE INTO wf VALUES(?,?,?,?)", r->id,
+                  tl_wf_status_name(r->status), r->updated, p, n);
+        free(p);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+static int write_taken(tl_wf *wf, sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    if (!wf->taken)
+        return TL_OK;
+    if (sqlite3_prepare_v2(db, "UPDATE wf_msg SET data = ? WHERE seq = ?", -1, &s, NULL))
+        return sqlerr(wf, db, "marking messages");
+    int rc = TL_OK;
+    for (wf_msg *m = wf->taken; m && rc == TL_OK; m = m->next) {
+        void *p;
+        size_t n;
+        rc = tl__wf_pack_msg(m->kind, m->topic, m->val, m->len, m->taken, &p, &n);
+        if (rc != TL_OK)
+            break;
+        sqlite3_bind_blob(s, 1, p, (int)n, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, m->seq);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            rc = sqlerr(wf, db, "marking a message received");
+        sqlite3_reset(s);
+        free(p);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Finished workflows older than the retention go, with their rows. */
+static int prune(tl_wf *wf, sqlite3 *db)
+{
+    int64_t now = tl_now(wf->rt);
+    if (!wf->cfg.retention_ms || now - wf->last_prune < 1000000000)
+        return TL_OK;
+    wf->last_prune = now;
+    char sql[600];
+    long long cut = (long long)(now - wf->cfg.retention_ms * 1000000);
+    snprintf(sql, sizeof sql,
+             "DELETE FROM wf_step WHERE wf IN (SELECT id FROM wf WHERE status IN " FINAL
+             " AND updated < %lld);"
+             "DELETE FROM wf_msg WHERE wf IN (SELECT id FROM wf WHERE status IN " FINAL
+             " AND updated < %lld);"
+             "DELETE FROM wf WHERE status IN " FINAL " AND updated < %lld;",
+             cut, cut, cut);
+    return exec(wf, db, sql);
+}
+
+int tl__wf_db_write(tl_wf *wf, void *dbv)
+{
+    sqlite3 *db = dbv;
+    int rc = write_txq(wf, db);
+    if (rc == TL_OK)
+        rc = write_recs(wf, db);
+    for (wf_out *o = wf->outs; o && rc == TL_OK; o = o->next)
+        if (!o->written)
+            rc = write_step(wf, db, o, o->rec ? o->rec->id : "");
+    if (rc == TL_OK)
+        rc = write_taken(wf, db);
+    if (rc == TL_OK)
+        rc = prune(wf, db);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+int tl__wf_db_get(void *dbv, const char *id, void **rec, size_t *len, int *status)
+{
+    sqlite3 *db = dbv;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT status, rec FROM wf WHERE id = ?", -1, &s, NULL))
+        return TL_ESTORE;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *status = tl__wf_status_parse((const char *)sqlite3_column_text(s, 0));
+        if (rec) {
+            size_t n = (size_t)sqlite3_column_bytes(s, 1);
+            *rec = malloc(n ? n : 1);
+            if (*rec)
+                memcpy(*rec, sqlite3_column_blob(s, 1), n);
+            *len = n;
+            rc = *rec ? TL_OK : TL_ENOMEM;
+        } else {
+            rc = TL_OK;
+        }
+    } else {
+        rc = rc == SQLITE_DONE ? TL_ENOENT : TL_ESTORE;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o)
+{
+    sqlite3 *db = wf->db;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT data FROM wf_step WHERE key = ?", -1, &s, NULL))
+        return sqlerr(wf, db, "reading a step");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        rc = tl__wf_unpack_step(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), o);
+    else
+        rc = rc == SQLITE_DONE ? TL_ENOENT : sqlerr(wf, db, "reading a step");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Whether another connection committed since we last looked. */
+int tl__wf_db_changed(tl_wf *wf)
+{
+    sqlite3_stmt *s;
+    int64_t v = -2;
+    if (sqlite3_prepare_v2(wf->db, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK) {
+        if (sqlite3_step(s) == SQLITE_ROW)
+            v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    int changed = v != wf->data_version;
+    wf->data_version = v;
+    return changed;
+}
+
+int tl__wf_db_intake(tl_wf *wf)
+{
+    sqlite3 *db = wf->db;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT seq, wf, data FROM wf_msg WHERE seq > ? ORDER BY seq",
+                           -1, &s, NULL))
+        return sqlerr(wf, db, "reading posted messages");
+    sqlite3_bind_int64(s, 1, wf->cursor);
+    int rc = TL_OK, src;
+    while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        wf->cursor = sqlite3_column_int64(s, 0);
+        wf_msg *m = calloc(1, sizeof *m);
+        const void *val = NULL;
+        if (!m)
+            rc = tl__wf_err(wf, TL_ENOMEM, "workflows: out of memory taking in messages");
+        else if (tl__wf_unpack_msg(sqlite3_column_blob(s, 2), (size_t)sqlite3_column_bytes(s, 2),
+                                   &m->kind, m->topic, &val, &m->len, &m->taken) != TL_OK)
+            m->taken = -1; /* unreadable: skipped (tasklet wf show lists it) */
+        if (!m)
+            break;
+        m->val = (void *)val;
+        m->seq = wf->cursor;
+        char id[TL_WF_ID_MAX + 1];
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 1));
+        if (m->taken) {
+            free(m->val);
+            free(m);
+            continue;
+        }
+        rc = tl__wf_intake_one(wf, id, m);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* ---- restore: the live workflows' rows ---- */
+
+static int resume_wait(tl_wf *wf, wf_rec *r)
+{
+    if (r->wait == W_STEP) {
+        wf_out *o = calloc(1, sizeof *o);
+        if (!o)
+            return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+        snprintf(o->key, sizeof o->key, "%s#%lld", r->id, (long long)r->seq);
+        int rc = tl__wf_db_step(wf, o->key, o);
+        if (rc == TL_OK) { /* recorded, not yet handed over */
+            o->rec = r;
+            o->gen = r->gen;
+            o->kind = W_STEP;
+            o->written = 1;
+            o->next = wf->ready;
+            wf->ready = o;
+            return TL_OK;
+        }
+        tl__wf_out_free(o);
+        if (rc != TL_ENOENT)
+            return rc;
+        if (r->retry_at)
+            return tl__wf_step_find(wf, r->what)
+                       ? tl__wf_timer_add(wf, r->retry_at, r, 1)
+                       : tl__wf_err(wf, TL_ENOFUNC, "restore: workflow %s waits in step %s, "
+                                    "which is not registered", r->id, r->what);
+        return tl__wf_submit(wf, r); /* in flight at the crash: again, same key */
+    }
+    if (r->deadline && (r->wait == W_RECV || r->wait == W_JOIN))
+        return tl__wf_timer_add(wf, r->deadline, r, 0);
+    return TL_OK;
+}
+
+static int load_one(tl_wf *wf, const char *id, const void *p, size_t n)
+{
+    wf_rec *r = calloc(1, sizeof *r);
+    int64_t tid = 0, wid = 0;
+    if (!r)
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+    r->wf = wf;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    int rc = tl__wf_unpack_rec(p, n, r, &tid, &wid);
+    tl_tasklet *t = rc == TL_OK ? tl_tasklet_find(wf->rt, (uint64_t)tid) : NULL;
+    tl_chan *ch = t ? tl_chan_find(wf->rt, (uint64_t)wid) : NULL;
+    if (!ch) {
+        free(r->result);
+        free(r);
+        return tl__wf_err(wf, TL_ECORRUPT, "restore: workflow %s: its tasklet %lld or wake "
+                          "channel %lld is not in the checkpoint", id, (long long)tid,
+                          (long long)wid);
+    }
+    r->t = tl_tasklet_retain(t);
+    r->wake = tl_chan_retain(ch);
+    r->status = TL_WF_RUNNING;
+    if (tl_tasklet_set_userdata(t, r) != TL_OK || tl__wf_hash_put(wf, r) != TL_OK) {
+        tl__wf_rec_free(wf, r);
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+    }
+    wf->live++;
+    return TL_OK;
+}
+
+static int status_of(const char *s) { return tl__wf_status_parse(s); }
+
+/* r waits for a child that finished (its row is final): hand it over. */
+static int join_finished(tl_wf *wf, wf_rec *r)
+{
+    void *p = NULL;
+    size_t n = 0;
+    int st = 0;
+    int rc = tl__wf_db_get(wf->db, r->what, &p, &n, &st);
+    wf_out *o = rc == TL_OK ? calloc(1, sizeof *o) : NULL;
+    if (!o) {
+        free(p);
+        return tl__wf_err(wf, rc == TL_OK ? TL_ENOMEM : rc, "restore: workflow %s waits "
+                          "for %s, which is not in the store", r->id, r->what);
+    }
+    wf_rec c;
+    int64_t a, b;
+    memset(&c, 0, sizeof c);
+    rc = tl__wf_unpack_rec(p, n, &c, &a, &b);
+    free(p);
+    o->rec = r;
+    o->gen = r->gen;
+    o->kind = W_JOIN;
+    o->written = 1;
+    o->rc = st == TL_WF_DONE ? TL_OK : c.error ? c.error : TL_ECANCELED;
+    snprintf(o->errmsg, sizeof o->errmsg, "%s", c.errmsg);
+    o->res = c.result;
+    o->rlen = c.rlen;
+    o->next = wf->ready;
+    wf->ready = o;
+    return rc;
+}
+
+int tl__wf_db_load(tl_wf *wf)
+{
+    sqlite3 *db = wf->db;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT id, status, rec FROM wf WHERE status NOT IN " FINAL,
+                           -1, &s, NULL))
+        return sqlerr(wf, db, "reading the workflows");
+    int rc = TL_OK, src;
+    while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        rc = load_one(wf, (const char *)sqlite3_column_text(s, 0), sqlite3_column_blob(s, 2),
+                      (size_t)sqlite3_column_bytes(s, 2));
+        if (rc == TL_OK) {
+            wf_rec *r = tl__wf_find(wf, (const char *)sqlite3_column_text(s, 0));
+            r->status = status_of((const char *)sqlite3_column_text(s, 1));
+        }
+    }
+    sqlite3_finalize(s);
+    for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
+        for (wf_rec *r = wf->hash[i]; r && rc == TL_OK; r = r->hnext)
+            rc = resume_wait(wf, r);
+    for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
+        for (wf_rec *r = wf->hash[i]; r; r = r->hnext)
+            if (r->wait == W_JOIN) {
+                wf_rec *c = tl__wf_find(wf, r->what);
+                if (c)
+                    c->joiner = r;
+                else
+                    rc = join_finished(wf, r);
+            }
+    return rc;
+}

@@ -1,0 +1,227 @@
+/*
+ * wf_internal.h -- what the workflow layer's files share (internal).
+ *
+ * The engine (engine.c) keeps one wf_rec per live workflow, found by id
+ * in a hash table and from its tasklet through the tasklet's userdata.
+ * What the store must know about a workflow is in its row (table wf,
+ * written by the engine's participant in every checkpoint transaction
+ * where it changed); what the workflow's code holds is in its tasklet's
+ * frames (the checkpoint's chunks).  Both are written by one transaction,
+ * so they always agree.  Effects run on the pool's threads (pool.c) and
+ * see only msgpack bytes: no value crosses threads.
+ */
+#ifndef TL_WF_INTERNAL_H
+#define TL_WF_INTERNAL_H
+
+#include "../persist/persist.h"
+#include "tasklet_workflow.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct wf_job wf_job;
+typedef struct wf_rec wf_rec;
+typedef struct wf_msg wf_msg;
+typedef struct wf_db wf_db;
+
+enum { W_NONE = 0, W_STEP, W_RECV, W_JOIN };
+
+/* A posted message taken in from the store, not yet received. */
+struct wf_msg {
+    wf_msg *next;
+    int64_t seq;                 /* its row's seq */
+    char topic[TL_WF_NAME_MAX + 1];
+    void *val;                   /* msgpack bytes of the value */
+    size_t len;
+    int kind;                    /* 0 message, 1 cancel request */
+    int64_t taken;               /* -1 dropped (no live workflow), else when received */
+};
+
+/* One attempt of a step, handed to a worker (or run in the commit). */
+struct wf_job {
+    wf_job *next;
+    wf_rec *rec;                 /* NULL once abandoned (engine thread only) */
+    const tl_wf_step *step;
+    char id[TL_WF_ID_MAX + 1];
+    char key[TL_WF_ID_MAX + 24];
+    int64_t seq;
+    uint32_t attempt;
+    atomic_int canceled;
+    void *arg;                   /* msgpack bytes */
+    size_t alen;
+    void *db;                    /* TL_WF_TX: the connection, in the commit */
+    /* filled by the worker */
+    int rc;
+    void *res;
+    size_t rlen;
+    char errmsg[200];
+    int64_t started, ended;
+    int counted;                 /* TL_WF_TX: its row went into the commit */
+};
+
+struct wf_rec {
+    tl_wf *wf;
+    char id[TL_WF_ID_MAX + 1];
+    char func[80];
+    char parent[TL_WF_ID_MAX + 1];
+    tl_tasklet *t;               /* held */
+    tl_chan *wake;               /* held; the await frame receives on it */
+    int status;                  /* tl_wf_status */
+    int wait;                    /* W_* */
+    char what[TL_WF_ID_MAX + 1]; /* step name, topic or child id */
+    int64_t deadline;            /* of the wait (ns), 0 none */
+    int64_t seq;                 /* steps begun */
+    int64_t recorded;            /* steps recorded */
+    uint32_t attempt;            /* of the step in progress */
+    void *sarg;                  /* its argument (msgpack bytes) */
+    size_t salen;
+    int64_t retry_at;            /* next attempt (ns), 0 none */
+    uint32_t gen;                /* bumped at every wait: stale timers */
+    int cancel;                  /* cancel requested */
+    int dirty;                   /* row to write at the next commit */
+    int64_t created, updated, finished;
+    int error;
+    char errmsg[256];
+    void *result;                /* msgpack bytes once done */
+    size_t rlen;
+    wf_msg *mail, **mail_tail;   /* taken in, not yet received */
+    wf_job *job;                 /* the attempt in flight */
+    wf_rec *joiner;              /* the parent waiting on us */
+    wf_rec *hnext;               /* hash chain */
+    wf_rec *dnext;               /* dirty list */
+};
+
+/* A step result or join result to write, then hand to its workflow. */
+typedef struct wf_out {
+    struct wf_out *next;
+    wf_rec *rec;                 /* to deliver to (NULL: only a row) */
+    uint32_t gen;
+    int kind;                    /* W_STEP or W_JOIN */
+    char key[TL_WF_ID_MAX + 24]; /* step row key */
+    char name[TL_WF_NAME_MAX + 1];
+    int64_t seq;
+    uint32_t attempts;
+    int rc;
+    char errmsg[200];
+    void *res;
+    size_t rlen;
+    int64_t started, ended;
+    int written;                 /* row already committed (restore) */
+} wf_out;
+
+typedef struct wf_timer {
+    int64_t at;
+    wf_rec *rec;
+    uint32_t gen;
+    int kind;                    /* 0 wait deadline, 1 retry, 2 attempt timeout */
+    uint32_t attempt;
+} wf_timer;
+
+/* Worker threads. */
+typedef struct wf_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wf_job *todo, **todo_tail;
+    wf_job *done, **done_tail;
+    int efd;                     /* eventfd: written when done grows */
+    int stop;
+    unsigned n;
+    pthread_t *threads;
+} wf_pool;
+
+struct tl_wf {
+    uint32_t magic;
+    tl_runtime *rt;
+    tl_store *st;
+    void *db;                    /* the store's sqlite3 connection */
+    tl_wf_config cfg;
+    const tl_wf_step **steps;
+    size_t nsteps, capsteps;
+    wf_rec **hash;
+    size_t hcap, live;
+    wf_rec *dirty;
+    wf_out *outs, **outs_tail;   /* to write in the next commit */
+    wf_out *ready;               /* to deliver at once (restored) */
+    wf_job *txq;                 /* TL_WF_TX attempts for the next commit */
+    wf_job *txdone;              /* run in the commit being written */
+    wf_msg *taken;               /* messages received or dropped, to mark */
+    wf_timer *timers;            /* binary heap by at */
+    size_t ntimers, captimers;
+    int64_t cursor;              /* last message seq taken in */
+    int64_t data_version;
+    int64_t last_prune;
+    int watch;                   /* inotify fd, or -1 */
+    int force;                   /* commit even if nothing changed */
+    int changed;                 /* the scheduler ran since the last commit */
+    wf_pool pool;
+    char errmsg[512];
+};
+
+#define WF_MAGIC 0x746c5746u /* "tlWF" */
+
+/* engine.c */
+TL__HIDDEN int tl__wf_err(tl_wf *wf, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+TL__HIDDEN wf_rec *tl__wf_find(tl_wf *wf, const char *id);
+TL__HIDDEN void tl__wf_dirty(tl_wf *wf, wf_rec *r);
+TL__HIDDEN const tl_wf_step *tl__wf_step_find(tl_wf *wf, const char *name);
+TL__HIDDEN int tl__wf_timer_add(tl_wf *wf, int64_t at, wf_rec *r, int kind);
+TL__HIDDEN int tl__wf_deliver(tl_wf *wf, wf_rec *r, int rc, const char *msg, const void *res,
+                              size_t rlen);
+TL__HIDDEN int tl__wf_start_rec(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg,
+                                const char *parent, int *created);
+TL__HIDDEN void tl__wf_rec_free(tl_wf *wf, wf_rec *r);
+TL__HIDDEN int tl__wf_hash_put(tl_wf *wf, wf_rec *r);
+TL__HIDDEN int tl__wf_intake(tl_wf *wf);
+TL__HIDDEN int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m);
+TL__HIDDEN void tl__wf_hash_del(tl_wf *wf, wf_rec *r);
+TL__HIDDEN void tl__wf_fire_timers(tl_wf *wf);
+TL__HIDDEN int64_t tl__wf_next_timer(const tl_wf *wf);
+
+/* await.c: the engine's tasklet functions and what they ask of it */
+TL__HIDDEN extern const tl_func tl__wf_root;
+TL__HIDDEN int tl__wf_submit(tl_wf *wf, wf_rec *r);
+TL__HIDDEN void tl__wf_finished(tl_wf *wf, wf_rec *r, int code, const char *msg, tl_value res);
+TL__HIDDEN int tl__wf_do_cancel(tl_wf *wf, wf_rec *r);
+TL__HIDDEN wf_msg *tl__wf_take_msg(tl_wf *wf, wf_rec *r);
+TL__HIDDEN void tl__wf_job_done(tl_wf *wf, wf_job *j);
+TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
+TL__HIDDEN void tl__wf_out_free(wf_out *o);
+
+/* pool.c */
+TL__HIDDEN int tl__wf_pool_start(wf_pool *p, unsigned n);
+TL__HIDDEN void tl__wf_pool_stop(wf_pool *p);
+TL__HIDDEN void tl__wf_pool_submit(wf_pool *p, wf_job *j);
+TL__HIDDEN wf_job *tl__wf_pool_take_done(wf_pool *p);
+TL__HIDDEN void tl__wf_job_run(wf_job *j);
+TL__HIDDEN void tl__wf_job_free(wf_job *j);
+
+/* codec.c: values and records as msgpack bytes (malloc'd) */
+TL__HIDDEN int tl__wf_pack(tl_value v, void **out, size_t *len);
+TL__HIDDEN int tl__wf_unpack(tl_runtime *rt, const void *p, size_t n, tl_value *out);
+TL__HIDDEN int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len);
+TL__HIDDEN int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet,
+                                 int64_t *wake);
+TL__HIDDEN int tl__wf_pack_step(const wf_out *o, void **out, size_t *len);
+TL__HIDDEN int tl__wf_unpack_step(const void *p, size_t n, wf_out *o);
+TL__HIDDEN int tl__wf_pack_msg(int kind, const char *topic, const void *val, size_t vlen,
+                               int64_t taken, void **out, size_t *len);
+TL__HIDDEN int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic,
+                                 const void **val, size_t *vlen, int64_t *taken);
+TL__HIDDEN int tl__wf_status_parse(const char *s);
+TL__HIDDEN int tl__wf_check_id(const char *id);
+
+/* db.c: the workflow tables (FORMAT.md section 9) */
+TL__HIDDEN int tl__wf_db_init(tl_wf *wf);
+TL__HIDDEN int tl__wf_db_write(tl_wf *wf, void *db);
+TL__HIDDEN int tl__wf_db_load(tl_wf *wf);
+TL__HIDDEN int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o);
+TL__HIDDEN int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status);
+TL__HIDDEN int tl__wf_db_intake(tl_wf *wf);
+TL__HIDDEN int tl__wf_db_changed(tl_wf *wf);
+
+/* watch.c: woken by other processes' writes to the store */
+TL__HIDDEN int tl__wf_watch_open(const char *dbpath);
+TL__HIDDEN void tl__wf_watch_drain(int fd);
+
+#endif
