@@ -26,7 +26,19 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sqlite3.h>
 #include <string.h>
+
+/* The largest result a row may hold: the store's record limit, less room
+ * for the rest of the row. */
+size_t tl__wf_max_record(tl_wf *wf)
+{
+    size_t lim = TL__MAX_DOC;
+    int sl = wf->db ? sqlite3_limit(wf->db, SQLITE_LIMIT_LENGTH, -1) : -1;
+    if (sl > 0 && (size_t)sl < lim + 4096)
+        lim = (size_t)sl > 4096 ? (size_t)sl - 4096 : 0;
+    return lim;
+}
 
 /* ---- the root frame ---- */
 
@@ -368,7 +380,7 @@ void tl__wf_job_done(tl_wf *wf, wf_job *j)
     wf_rec *r = j->rec;
     if (r && r->job == j) {
         r->job = NULL;
-        size_t limit = 1u << 30;
+        size_t limit = tl__wf_max_record(wf);
         if (j->rc == TL_OK && j->rlen > limit) {
             j->rc = TL_ERANGE;
             snprintf(j->errmsg, sizeof j->errmsg, "step %s: a result of %zu bytes is larger "
@@ -453,6 +465,12 @@ void tl__wf_finished(tl_wf *wf, wf_rec *r, int code, const char *msg, tl_value r
     snprintf(r->errmsg, sizeof r->errmsg, "%s", msg ? msg : "");
     if (code == TL_OK) {
         int rc = tl__wf_pack(res, &r->result, &r->rlen);
+        if (rc == TL_OK && r->rlen > tl__wf_max_record(wf)) {
+            free(r->result);
+            r->result = NULL;
+            r->rlen = 0;
+            rc = TL_ERANGE;
+        }
         if (rc != TL_OK) {
             r->status = TL_WF_FAILED;
             r->error = rc;

@@ -60,30 +60,27 @@ int tl__wf_db_init(tl_wf *wf)
 
 /* ---- writing, inside the checkpoint transaction ---- */
 
-static int put4(tl_wf *wf, sqlite3 *db, const char *sql, const char *a, const char *b,
-                int64_t t, const void *p, size_t n)
+static const tl__table T_WF = {"wf", "id", "status", "updated", "rec"};
+static const tl__table T_STEP = {"wf_step", "key", "wf", "time", "data"};
+static const tl__table T_MSG = {"wf_msg", "key", "wf", "time", "data"};
+
+static int put(tl_wf *wf, tl__store_tx *tx, const tl__table *t, const char *key,
+               const char *peer, int64_t time, const void *p, size_t n)
 {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
-        return sqlerr(wf, db, "preparing a row");
-    sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, b, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, t);
-    sqlite3_bind_blob(s, 4, p, (int)n, SQLITE_STATIC);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? TL_OK : sqlerr(wf, db, "writing a row");
-    sqlite3_finalize(s);
-    return rc;
+    tl__row row = {key, peer, time, p, n};
+    int rc = tl__tx_put(tx, t, &row);
+    return rc == TL_OK ? TL_OK : tl__wf_err(wf, rc, "workflows: writing a %s row: %s", t->name,
+                                            tl_store_errmsg(wf->st));
 }
 
-static int write_step(tl_wf *wf, sqlite3 *db, const wf_out *o, const char *id)
+static int write_step(tl_wf *wf, tl__store_tx *tx, const wf_out *o, const char *id)
 {
     void *p;
     size_t n;
     int rc = tl__wf_pack_step(o, &p, &n);
     if (rc != TL_OK)
         return tl__wf_err(wf, rc, "workflows: out of memory for a step row");
-    rc = put4(wf, db, "INSERT OR REPLACE INTO wf_step VALUES(?,?,?,?)", o->key, id, o->ended,
-              p, n);
+    rc = put(wf, tx, &T_STEP, o->key, id, o->ended, p, n);
     free(p);
     return rc;
 }
@@ -93,10 +90,12 @@ static int exec(tl_wf *wf, sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? TL_OK : sqlerr(wf, db, sql);
 }
 
-/* One TL_WF_TX attempt: the effect inside a savepoint of the commit, its
- * row next to its writes; a failed attempt leaves nothing. */
-static int run_tx(tl_wf *wf, sqlite3 *db, wf_job *j)
+/* One TL_WF_TX attempt: the effect inside a savepoint of the commit's
+ * transaction (on the store's connection: the effect's own SQL), its row
+ * next to its writes; a failed attempt leaves nothing. */
+static int run_tx(tl_wf *wf, tl__store_tx *tx, wf_job *j)
 {
+    sqlite3 *db = wf->db;
     int rc = exec(wf, db, "SAVEPOINT wf_tx");
     if (rc != TL_OK)
         return rc;
@@ -122,7 +121,7 @@ static int run_tx(tl_wf *wf, sqlite3 *db, wf_job *j)
     o.rlen = j->rlen;
     o.started = j->started;
     o.ended = j->ended;
-    rc = write_step(wf, db, &o, j->id);
+    rc = write_step(wf, tx, &o, j->id);
     if (rc == TL_OK && j->rc == TL_OK)
         rc = exec(wf, db, "RELEASE wf_tx");
     if (rc == TL_OK) {
@@ -133,7 +132,7 @@ static int run_tx(tl_wf *wf, sqlite3 *db, wf_job *j)
     return rc;
 }
 
-static int write_txq(tl_wf *wf, sqlite3 *db)
+static int write_txq(tl_wf *wf, tl__store_tx *tx)
 {
     int rc = TL_OK;
     while (wf->txq && rc == TL_OK) {
@@ -141,12 +140,12 @@ static int write_txq(tl_wf *wf, sqlite3 *db)
         wf->txq = j->next;
         j->next = wf->txdone;
         wf->txdone = j;
-        rc = run_tx(wf, db, j);
+        rc = run_tx(wf, tx, j);
     }
     return rc;
 }
 
-static int write_recs(tl_wf *wf, sqlite3 *db)
+static int write_recs(tl_wf *wf, tl__store_tx *tx)
 {
     for (wf_rec *r = wf->dirty; r; r = r->dnext) {
         void *p;
@@ -154,8 +153,7 @@ static int write_recs(tl_wf *wf, sqlite3 *db)
         int rc = tl__wf_pack_rec(r, &p, &n);
         if (rc != TL_OK)
             return tl__wf_err(wf, rc, "workflows: out of memory for a row");
-        rc = put4(wf, db, "INSERT OR REPLACE INTO wf VALUES(?,?,?,?)", r->id,
-                  tl_wf_status_name(r->status), r->updated, p, n);
+        rc = put(wf, tx, &T_WF, r->id, tl_wf_status_name(r->status), r->updated, p, n);
         free(p);
         if (rc != TL_OK)
             return rc;
@@ -163,63 +161,68 @@ static int write_recs(tl_wf *wf, sqlite3 *db)
     return TL_OK;
 }
 
-static int write_taken(tl_wf *wf, sqlite3 *db)
+/* A received (or dropped) message's row is rewritten with the time it
+ * was taken: it stays for deduplication and `tasklet wf show`. */
+static int write_taken(tl_wf *wf, tl__store_tx *tx)
 {
-    sqlite3_stmt *s;
-    if (!wf->taken)
-        return TL_OK;
-    if (sqlite3_prepare_v2(db, "UPDATE wf_msg SET data = ? WHERE seq = ?", -1, &s, NULL))
-        return sqlerr(wf, db, "marking messages");
     int rc = TL_OK;
     for (wf_msg *m = wf->taken; m && rc == TL_OK; m = m->next) {
         void *p;
         size_t n;
         rc = tl__wf_pack_msg(m->kind, m->topic, m->val, m->len, m->taken, &p, &n);
         if (rc != TL_OK)
-            break;
-        sqlite3_bind_blob(s, 1, p, (int)n, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, m->seq);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            rc = sqlerr(wf, db, "marking a message received");
-        sqlite3_reset(s);
+            return tl__wf_err(wf, rc, "workflows: out of memory marking a message");
+        rc = put(wf, tx, &T_MSG, m->key, m->wf, m->posted, p, n);
         free(p);
     }
+    return rc;
+}
+
+/* Deletes through tx every row of table t whose key `sel` selects. */
+static int del_selected(tl_wf *wf, tl__store_tx *tx, const tl__table *t, const char *sel,
+                        int64_t cut)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(wf->db, sel, -1, &s, NULL) != SQLITE_OK)
+        return sqlerr(wf, wf->db, "selecting rows past the retention");
+    sqlite3_bind_int64(s, 1, cut);
+    int rc = TL_OK;
+    while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW)
+        rc = tl__tx_del(tx, t, (const char *)sqlite3_column_text(s, 0));
     sqlite3_finalize(s);
     return rc;
 }
 
 /* Finished workflows older than the retention go, with their rows. */
-static int prune(tl_wf *wf, sqlite3 *db)
+static int prune(tl_wf *wf, tl__store_tx *tx)
 {
     int64_t now = tl_now(wf->rt);
     if (!wf->cfg.retention_ms || now - wf->last_prune < 1000000000)
         return TL_OK;
     wf->last_prune = now;
-    char sql[600];
-    long long cut = (long long)(now - wf->cfg.retention_ms * 1000000);
-    snprintf(sql, sizeof sql,
-             "DELETE FROM wf_step WHERE wf IN (SELECT id FROM wf WHERE status IN " FINAL
-             " AND updated < %lld);"
-             "DELETE FROM wf_msg WHERE wf IN (SELECT id FROM wf WHERE status IN " FINAL
-             " AND updated < %lld);"
-             "DELETE FROM wf WHERE status IN " FINAL " AND updated < %lld;",
-             cut, cut, cut);
-    return exec(wf, db, sql);
+    int64_t cut = now - wf->cfg.retention_ms * 1000000;
+#define OLD "(SELECT id FROM wf WHERE status IN " FINAL " AND updated < ?1)"
+    int rc = del_selected(wf, tx, &T_STEP, "SELECT key FROM wf_step WHERE wf IN " OLD, cut);
+    if (rc == TL_OK)
+        rc = del_selected(wf, tx, &T_MSG, "SELECT key FROM wf_msg WHERE wf IN " OLD, cut);
+    if (rc == TL_OK)
+        rc = del_selected(wf, tx, &T_WF, "SELECT id FROM wf WHERE id IN " OLD, cut);
+#undef OLD
+    return rc;
 }
 
-int tl__wf_db_write(tl_wf *wf, void *dbv)
+int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx)
 {
-    sqlite3 *db = dbv;
-    int rc = write_txq(wf, db);
+    int rc = write_txq(wf, tx);
     if (rc == TL_OK)
-        rc = write_recs(wf, db);
+        rc = write_recs(wf, tx);
     for (wf_out *o = wf->outs; o && rc == TL_OK; o = o->next)
         if (!o->written)
-            rc = write_step(wf, db, o, o->rec ? o->rec->id : "");
+            rc = write_step(wf, tx, o, o->rec ? o->rec->id : "");
     if (rc == TL_OK)
-        rc = write_taken(wf, db);
+        rc = write_taken(wf, tx);
     if (rc == TL_OK)
-        rc = prune(wf, db);
+        rc = prune(wf, tx);
     return rc;
 }
 
@@ -287,7 +290,8 @@ int tl__wf_db_intake(tl_wf *wf)
 {
     sqlite3 *db = wf->db;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT seq, wf, data FROM wf_msg WHERE seq > ? ORDER BY seq",
+    if (sqlite3_prepare_v2(db, "SELECT seq, wf, data, key, time FROM wf_msg WHERE seq > ? "
+                           "ORDER BY seq",
                            -1, &s, NULL))
         return sqlerr(wf, db, "reading posted messages");
     sqlite3_bind_int64(s, 1, wf->cursor);
@@ -305,6 +309,9 @@ int tl__wf_db_intake(tl_wf *wf)
             break;
         m->val = (void *)val;
         m->seq = wf->cursor;
+        snprintf(m->key, sizeof m->key, "%s", (const char *)sqlite3_column_text(s, 3));
+        snprintf(m->wf, sizeof m->wf, "%s", (const char *)sqlite3_column_text(s, 1));
+        m->posted = sqlite3_column_int64(s, 4);
         char id[TL_WF_ID_MAX + 1];
         snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 1));
         if (m->taken) {
@@ -406,7 +413,7 @@ static int join_finished(tl_wf *wf, wf_rec *r)
     o->kind = W_JOIN;
     o->written = 1;
     o->rc = st == TL_WF_DONE ? TL_OK : c.error ? c.error : TL_ECANCELED;
-    snprintf(o->errmsg, sizeof o->errmsg, "%s", c.errmsg);
+    snprintf(o->errmsg, sizeof o->errmsg, "%.199s", c.errmsg);
     o->res = c.result;
     o->rlen = c.rlen;
     o->next = wf->ready;

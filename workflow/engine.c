@@ -24,12 +24,14 @@
  */
 #define _GNU_SOURCE
 #include "wf_internal.h"
+#include "../persist/store_sqlite.h"
 
 #include <poll.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int tl__wf_err(tl_wf *wf, int code, const char *fmt, ...)
 {
@@ -251,22 +253,18 @@ int tl_wf_register(tl_wf *wf, const tl_func *fn)
 
 /* ---- the engine ---- */
 
-static int commit_hook(void *ud, void *db)
-{
-    tl_wf *wf = ud;
-    if (!db) {
-        wf->st = NULL; /* the store closes */
-        return TL_OK;
-    }
-    return tl__wf_db_write(wf, db);
-}
+/* The engine is a participant of its store: its rows go into every
+ * checkpoint transaction. */
+static int part_write(void *ud, tl__store_tx *tx) { return tl__wf_db_write(ud, tx); }
+static void part_detach(void *ud) { ((tl_wf *)ud)->st = NULL; /* the store closes */ }
+static const tl__participant wf_part = {"workflow engine", part_write, part_detach};
 
 static int engine_init(tl_wf *wf)
 {
     int rc = tl_store_attach(wf->st, wf->rt);
     if (rc != TL_OK)
         return tl__wf_err(wf, rc, "tl_wf_new: %s", tl_store_errmsg(wf->st));
-    wf->db = tl_store_sqlite(wf->st);
+    wf->db = tl__store_sqlite(wf->st);
     rc = tl__wf_db_init(wf);
     if (rc == TL_OK)
         rc = tl_register(wf->rt, &tl__wf_root);
@@ -274,7 +272,9 @@ static int engine_init(tl_wf *wf)
         rc = tl_register(wf->rt, &tl_wf__await);
     if (rc != TL_OK)
         return rc;
-    tl__store_set_extra(wf->st, commit_hook, wf);
+    rc = tl__store_join(wf->st, &wf_part, wf);
+    if (rc != TL_OK)
+        return tl__wf_err(wf, rc, "tl_wf_new: %s", tl_store_errmsg(wf->st));
     rc = tl__wf_pool_start(&wf->pool, wf->cfg.workers);
     if (rc != TL_OK)
         return tl__wf_err(wf, rc, "tl_wf_new: cannot start the worker threads");
@@ -334,15 +334,20 @@ void tl_wf_free(tl_wf *wf)
                     atomic_store(&r->job->canceled, 1);
         tl__wf_pool_stop(&wf->pool); /* frees every job it held */
     }
+    wf_rec *all = NULL;
     for (size_t i = 0; i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i], *nx; r; r = nx) {
             nx = r->hnext;
-            for (wf_job *j = wf->txq; j; j = j->next)
-                if (j == r->job)
-                    r->job = NULL;
-            r->job = NULL;
-            tl__wf_rec_free(wf, r);
+            r->job = NULL; /* freed with the pool or the txq */
+            r->hnext = all;
+            all = r;
         }
+    wf->hcap = 0; /* so that freeing one looks at no other */
+    while (all) {
+        wf_rec *nx = all->hnext;
+        tl__wf_rec_free(wf, all);
+        all = nx;
+    }
     for (wf_job *j = wf->txq, *nx; j; j = nx) {
         nx = j->next;
         tl__wf_job_free(j);
@@ -357,7 +362,7 @@ void tl_wf_free(tl_wf *wf)
     }
     free_msgs(wf->taken);
     if (wf->st)
-        tl__store_set_extra(wf->st, NULL, NULL);
+        tl__store_leave(wf->st, &wf_part, wf);
     if (wf->watch >= 0)
         close(wf->watch);
     free(wf->hash);
@@ -419,12 +424,13 @@ int tl__wf_start_rec(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg,
     if (rc != TL_ENOENT)
         return tl__wf_err(wf, rc, "tl_wf_start(%s): reading the store failed", id);
     wf_rec *r = calloc(1, sizeof *r);
+    if (r)
+        snprintf(r->id, sizeof r->id, "%s", id);
     if (!r || tl__wf_hash_put(wf, r) != TL_OK) {
         free(r);
         return tl__wf_err(wf, TL_ENOMEM, "tl_wf_start(%s): out of memory", id);
     }
     r->wf = wf;
-    snprintf(r->id, sizeof r->id, "%s", id);
     snprintf(r->func, sizeof r->func, "%s@%u", fn->name, (unsigned)fn->version);
     snprintf(r->parent, sizeof r->parent, "%s", parent ? parent : "");
     r->status = TL_WF_PENDING;

@@ -34,6 +34,9 @@ struct wf_msg {
     void *val;                   /* msgpack bytes of the value */
     size_t len;
     int kind;                    /* 0 message, 1 cancel request */
+    char key[TL_WF_ID_MAX + 260];/* its row's key, wf and time */
+    char wf[TL_WF_ID_MAX + 1];
+    int64_t posted;
     int64_t taken;               /* -1 dropped (no live workflow), else when received */
 };
 
@@ -180,6 +183,7 @@ TL__HIDDEN int64_t tl__wf_next_timer(const tl_wf *wf);
 
 /* await.c: the engine's tasklet functions and what they ask of it */
 TL__HIDDEN extern const tl_func tl__wf_root;
+TL__HIDDEN size_t tl__wf_max_record(tl_wf *wf);
 TL__HIDDEN int tl__wf_submit(tl_wf *wf, wf_rec *r);
 TL__HIDDEN void tl__wf_finished(tl_wf *wf, wf_rec *r, int code, const char *msg, tl_value res);
 TL__HIDDEN int tl__wf_do_cancel(tl_wf *wf, wf_rec *r);
@@ -213,7 +217,7 @@ TL__HIDDEN int tl__wf_check_id(const char *id);
 
 /* db.c: the workflow tables (FORMAT.md section 9) */
 TL__HIDDEN int tl__wf_db_init(tl_wf *wf);
-TL__HIDDEN int tl__wf_db_write(tl_wf *wf, void *db);
+TL__HIDDEN int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx);
 TL__HIDDEN int tl__wf_db_load(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o);
 TL__HIDDEN int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status);

@@ -1,0 +1,572 @@
+/*
+ * test_workflow.c -- durable workflows: ids, steps, messages, timeouts,
+ * cancel, children, restore, and the bad inputs of each.
+ *
+ * Every test runs an engine on a SQLite store in a fresh temporary
+ * directory; "a crash" is an engine freed without finishing (its last
+ * commit is what a kill -9 would leave) and a new one restored from the
+ * file.  Waits are bounded by wall-clock deadlines, never by counts.
+ */
+#define _DEFAULT_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tasklet.h"
+#include "tasklet_workflow.h"
+#include "../persist/store_sqlite.h"
+
+/* ---- fixture ---- */
+
+typedef struct eng {
+    char dir[64], path[96];
+    tl_runtime *rt;
+    tl_store *st;
+    tl_wf *wf;
+} eng;
+
+static atomic_int calls, fails_left, block_step;
+static char seen_keys[8][80];
+static atomic_int nseen;
+
+static int add_one(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    (void)cx;
+    atomic_fetch_add(&calls, 1);
+    *res = tl_i64(tl_as_i64(arg) + 1);
+    return TL_OK;
+}
+
+static int flaky(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    atomic_fetch_add(&calls, 1);
+    if (atomic_fetch_sub(&fails_left, 1) > 0)
+        return tl_wf_ctx_fail(cx, TL_EUSER - 1, "the bank said no");
+    *res = tl_i64(tl_as_i64(arg) * 10);
+    return TL_OK;
+}
+
+/* Waits (bounded by a wall-clock deadline) while block_step is set,
+ * noting the idempotency key of each attempt. */
+static int blocking(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    int i = atomic_fetch_add(&nseen, 1);
+    if (i < 8)
+        snprintf(seen_keys[i], sizeof seen_keys[i], "%s", tl_wf_ctx_key(cx));
+    for (int ms = 0; atomic_load(&block_step) && !tl_wf_ctx_canceled(cx) && ms < 20000; ms++)
+        usleep(1000);
+    *res = tl_retain(arg);
+    return TL_OK;
+}
+
+static int big_result(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    (void)arg;
+    char buf[4096];
+    memset(buf, 'x', sizeof buf);
+    return tl_str_new(tl_wf_ctx_runtime(cx), buf, sizeof buf, res);
+}
+
+/* A transactional step: one row in the store's own database. */
+static int reserve(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    sqlite3 *db = tl_wf_ctx_db(cx);
+    if (!db)
+        return TL_EINVAL;
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO stock_moves VALUES('%s', %lld)", tl_wf_ctx_key(cx),
+             (long long)tl_as_i64(arg));
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return tl_wf_ctx_fail(cx, TL_EUSER, sqlite3_errmsg(db));
+    *res = tl_bool(1);
+    return TL_OK;
+}
+
+static const tl_wf_step add_one_step = {"add_one", add_one, 0, 0, 0, 0, 0};
+static const tl_wf_step flaky_step = {"flaky", flaky, 0, 3, 5, 20, 0};
+static const tl_wf_step blocking_step = {"blocking", blocking, 0, 0, 0, 0, 0};
+static const tl_wf_step slow_step = {"slow", blocking, 0, 2, 5, 5, 100};
+static const tl_wf_step big_step = {"big", big_result, 0, 0, 0, 0, 0};
+static const tl_wf_step reserve_step = {"reserve", reserve, TL_WF_TX, 0, 0, 0, 0};
+
+/* ---- workflow functions ---- */
+
+typedef struct two_t {
+    tl_value arg, r1, r2;
+} two_t;
+static const tl_field two_fields[] = {TL_FIELD(two_t, arg, TL_T_VALUE),
+                                      TL_FIELD(two_t, r1, TL_T_VALUE),
+                                      TL_FIELD(two_t, r2, TL_T_VALUE)};
+
+static tl_status two_steps(tl_frame *f, void *l)
+{
+    two_t *L = l;
+    TL_BEGIN(f);
+    TL_WF_STEP(f, &add_one_step, L->arg, L->r1);
+    TL_WF_STEP(f, &add_one_step, L->r1, L->r2);
+    TL_RETURN(f, L->r2);
+    TL_END(f);
+}
+static const tl_func two_fn = {"t.two", 1, two_steps, sizeof(two_t), two_fields, 3, NULL};
+
+/* One step chosen by the argument's name, its error caught: returns the
+ * result, or the error code as an int. */
+typedef struct one_t {
+    tl_value arg, r;
+    int32_t err;
+} one_t;
+static const tl_field one_fields[] = {TL_FIELD(one_t, arg, TL_T_VALUE),
+                                      TL_FIELD(one_t, r, TL_T_VALUE),
+                                      TL_FIELD(one_t, err, TL_T_I32)};
+
+static const tl_wf_step *step_for(tl_value arg)
+{
+    const char *s = tl_str_data(tl_array_at(arg, 0), NULL);
+    if (!s)
+        return &add_one_step;
+    return strcmp(s, "flaky") == 0      ? &flaky_step
+           : strcmp(s, "blocking") == 0 ? &blocking_step
+           : strcmp(s, "slow") == 0     ? &slow_step
+           : strcmp(s, "big") == 0      ? &big_step
+           : strcmp(s, "reserve") == 0  ? &reserve_step
+                                        : &add_one_step;
+}
+
+static tl_status one_step(tl_frame *f, void *l)
+{
+    one_t *L = l;
+    TL_BEGIN(f);
+    tl_frame_catch(f, 1);
+    TL_WF_STEP(f, step_for(L->arg), tl_array_at(L->arg, 1), L->r);
+    L->err = tl_frame_error(f);
+    if (L->err)
+        TL_RETURN(f, tl_i64(L->err));
+    TL_RETURN(f, L->r);
+    TL_END(f);
+}
+static const tl_func one_fn = {"t.one", 1, one_step, sizeof(one_t), one_fields, 3, NULL};
+
+/* Receives topic "go" (timeout: the argument, ms) and returns it; on an
+ * error (timeout, cancel) runs a compensating step and returns the code. */
+typedef struct recv_t {
+    tl_value arg, msg, comp;
+    int32_t err;
+} recv_t;
+static const tl_field recv_fields[] = {
+    TL_FIELD(recv_t, arg, TL_T_VALUE), TL_FIELD(recv_t, msg, TL_T_VALUE),
+    TL_FIELD(recv_t, comp, TL_T_VALUE), TL_FIELD(recv_t, err, TL_T_I32)};
+
+static tl_status recv_go(tl_frame *f, void *l)
+{
+    recv_t *L = l;
+    TL_BEGIN(f);
+    tl_frame_catch(f, 1);
+    TL_WF_RECV(f, "go", tl_as_i64(L->arg), L->msg);
+    L->err = tl_frame_error(f);
+    if (!L->err)
+        TL_RETURN(f, L->msg);
+    TL_WF_STEP(f, &add_one_step, tl_i64(100), L->comp); /* compensation */
+    if (L->err == TL_ECANCELED)
+        TL_FAIL(f, TL_ECANCELED, "compensated");
+    TL_RETURN(f, tl_i64(L->err));
+    TL_END(f);
+}
+static const tl_func recv_fn = {"t.recv", 1, recv_go, sizeof(recv_t), recv_fields, 4, NULL};
+
+/* Starts child "<self>.c" (waiting for "go" forever) and joins it. */
+typedef struct par_t {
+    tl_value arg, r;
+    char child[80];
+} par_t;
+static const tl_field par_fields[] = {TL_FIELD(par_t, arg, TL_T_VALUE),
+                                      TL_FIELD(par_t, r, TL_T_VALUE),
+                                      TL_FIELD(par_t, child, TL_T_BYTES)};
+
+static tl_status parent(tl_frame *f, void *l)
+{
+    par_t *L = l;
+    TL_BEGIN(f);
+    snprintf(L->child, sizeof L->child, "%s.c", tl_wf_self(f));
+    if (tl_wf_start_child(f, L->child, &recv_fn, tl_i64(-1)) != TL_OK)
+        TL_FAIL(f, TL_EINVAL, "child");
+    TL_WF_JOIN(f, L->child, -1, L->r);
+    TL_RETURN(f, L->r);
+    TL_END(f);
+}
+static const tl_func parent_fn = {"t.parent", 1, parent, sizeof(par_t), par_fields, 3, NULL};
+
+static int eng_open(eng *e, int restore)
+{
+    if (!e->dir[0]) {
+        snprintf(e->dir, sizeof e->dir, "/tmp/tl_wf_XXXXXX");
+        assert_non_null(mkdtemp(e->dir));
+        snprintf(e->path, sizeof e->path, "%s/s.db", e->dir);
+    }
+    assert_int_equal(tl_runtime_new(NULL, &e->rt), TL_OK);
+    assert_int_equal(tl_store_open(e->path, TL_STORE_NOSYNC, &e->st), TL_OK);
+    assert_int_equal(tl_wf_new(e->rt, e->st, NULL, &e->wf), TL_OK);
+    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(tl_wf_register(e->wf, fns[i]), TL_OK);
+    const tl_wf_step *steps[] = {&add_one_step, &flaky_step, &blocking_step,
+                                 &slow_step,    &big_step,   &reserve_step};
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(tl_wf_register_step(e->wf, steps[i]), TL_OK);
+    return restore ? tl_wf_restore(e->wf) : TL_OK;
+}
+
+static void eng_close(eng *e)
+{
+    tl_wf_free(e->wf);
+    tl_store_close(e->st);
+    tl_runtime_free(e->rt);
+    e->wf = NULL;
+}
+
+static void eng_done(eng *e)
+{
+    if (e->wf)
+        eng_close(e);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", e->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Status and result (an int) of id, read from the store's file. */
+static int result_of(eng *e, const char *id, int64_t *out)
+{
+    tl_runtime *rt;
+    tl_wf_info in;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    int rc = tl_wf_get(rt, e->path, id, 0, &in);
+    if (rc == TL_OK) {
+        *out = tl_as_i64(in.result);
+        tl_release(in.result);
+        rc = in.status;
+    }
+    tl_runtime_free(rt);
+    return rc;
+}
+
+static tl_value args2(tl_runtime *rt, const char *step, int64_t n)
+{
+    tl_value kv[2], out;
+    assert_int_equal(tl_str_new(rt, step, strlen(step), &kv[0]), TL_OK);
+    kv[1] = tl_i64(n);
+    assert_int_equal(tl_array_new(rt, kv, 2, &out), TL_OK);
+    tl_release(kv[0]);
+    return out;
+}
+
+/* ---- tests ---- */
+
+static void test_start_steps_result(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int created = -1;
+    int64_t r = 0;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&calls, 0);
+    assert_int_equal(tl_wf_start(e.wf, "order-1", &two_fn, tl_i64(40), &created), TL_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(tl_wf_start(e.wf, "order-1", &two_fn, tl_i64(7), &created), TL_OK);
+    assert_int_equal(created, 0); /* idempotent while running */
+    assert_int_equal(tl_wf_live(e.wf), 1);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(atomic_load(&calls), 2);
+    assert_int_equal(result_of(&e, "order-1", &r), TL_WF_DONE);
+    assert_int_equal(r, 42);
+    assert_int_equal(tl_wf_start(e.wf, "order-1", &two_fn, tl_i64(7), &created), TL_OK);
+    assert_int_equal(created, 0); /* and after it finished (from the store) */
+    eng_close(&e);
+    /* another engine on the same file: still known, still not started again */
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "order-1", &two_fn, tl_i64(7), &created), TL_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(atomic_load(&calls), 2);
+    tl_wf_info in;
+    assert_int_equal(tl_wf_get(e.rt, e.path, "order-1", 0, &in), TL_OK);
+    assert_string_equal(in.func, "t.two@1");
+    assert_int_equal(in.steps, 2);
+    assert_true(in.finished >= in.created && in.created > 0);
+    tl_release(in.result);
+    eng_done(&e);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int created;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "", &two_fn, tl_nil(), &created), TL_EINVAL);
+    assert_int_equal(tl_wf_start(e.wf, "a\nb", &two_fn, tl_nil(), &created), TL_EINVAL);
+    char longid[100];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[99] = 0;
+    assert_int_equal(tl_wf_start(e.wf, longid, &two_fn, tl_nil(), &created), TL_EINVAL);
+    static const tl_func unreg = {"t.unreg", 1, two_steps, sizeof(two_t), two_fields, 3, NULL};
+    assert_int_equal(tl_wf_start(e.wf, "x", &unreg, tl_nil(), &created), TL_EINVAL);
+    static const tl_field nofield[] = {TL_FIELD(two_t, r1, TL_T_VALUE)};
+    static const tl_func noarg = {"t.noarg", 1, two_steps, sizeof(two_t), nofield, 1, NULL};
+    assert_int_equal(tl_wf_register(e.wf, &noarg), TL_ESCHEMA);
+    static const tl_wf_step other = {"add_one", add_one, 0, 0, 0, 0, 0};
+    assert_int_equal(tl_wf_register_step(e.wf, &other), TL_EEXIST);
+    assert_int_equal(tl_wf_register_step(e.wf, NULL), TL_EINVAL);
+    /* posts: unknown workflow, duplicate key, finished workflow */
+    assert_int_equal(tl_wf_post(e.rt, e.path, "nobody", "go", tl_nil(), NULL), TL_ENOENT);
+    assert_int_equal(tl_wf_post(e.rt, "/nonexistent/x.db", "a", "go", tl_nil(), NULL),
+                     TL_ENOENT);
+    assert_int_equal(tl_wf_start(e.wf, "w", &recv_fn, tl_i64(-1), &created), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "w", "", tl_nil(), NULL), TL_EINVAL);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "w", "go", tl_i64(5), "k1"), TL_OK);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "w", "go", tl_i64(6), "k1"), TL_EEXIST);
+    assert_non_null(strstr(tl_errmsg(e.rt), "deduplication"));
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    int64_t r;
+    assert_int_equal(result_of(&e, "w", &r), TL_WF_DONE);
+    assert_int_equal(r, 5);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "w", "go", tl_nil(), NULL), TL_EDONE);
+    assert_int_equal(tl_wf_cancel(e.wf, "w"), TL_EDONE);
+    assert_int_equal(tl_wf_cancel_at(e.rt, e.path, "w"), TL_EDONE);
+    assert_int_equal(tl_wf_cancel(e.wf, "nobody"), TL_ENOENT);
+    tl_wf_info in;
+    assert_int_equal(tl_wf_get(e.rt, e.path, "nobody", 0, &in), TL_ENOENT);
+    assert_int_equal(tl_wf_new(NULL, e.st, NULL, &e.wf), TL_EINVAL);
+    eng_done(&e);
+}
+
+static void test_retries_and_errors(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&fails_left, 2); /* two failures, the third attempt passes */
+    tl_value a = args2(e.rt, "flaky", 4);
+    assert_int_equal(tl_wf_start(e.wf, "f1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "f1", &r), TL_WF_DONE);
+    assert_int_equal(r, 40);
+    atomic_store(&fails_left, 5); /* more than the 3 attempts: caught */
+    a = args2(e.rt, "flaky", 4);
+    assert_int_equal(tl_wf_start(e.wf, "f2", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "f2", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_EUSER - 1);
+    /* an attempt that outlives its timeout, twice: TL_ETIMEDOUT */
+    atomic_store(&block_step, 1);
+    a = args2(e.rt, "slow", 1);
+    assert_int_equal(tl_wf_start(e.wf, "s1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    atomic_store(&block_step, 0);
+    assert_int_equal(result_of(&e, "s1", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ETIMEDOUT);
+    /* a result over the store's record limit: TL_ERANGE, caught */
+    sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 6000);
+    a = args2(e.rt, "big", 1);
+    assert_int_equal(tl_wf_start(e.wf, "b1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 1000000000);
+    assert_int_equal(result_of(&e, "b1", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ERANGE);
+    eng_done(&e);
+}
+
+static void test_transactional_step(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    sqlite3 *db = tl__store_sqlite(e.st);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE stock_moves(k TEXT PRIMARY KEY, n INT)",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    tl_value a = args2(e.rt, "reserve", 3);
+    assert_int_equal(tl_wf_start(e.wf, "r1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "r1", &r), TL_WF_DONE);
+    assert_int_equal(r, 1);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT k FROM stock_moves", -1, &s, NULL), 0);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "r1#1");
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    eng_done(&e);
+}
+
+/* A message posted while the owner is stopped, then one while it runs. */
+static void test_messages_restore(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "m1", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "m2", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 200), TL_ETIMEDOUT); /* both wait */
+    eng_close(&e);
+    assert_int_equal(tl_wf_post(NULL, e.path, "m1", "go", tl_i64(11), NULL), TL_OK);
+    assert_int_equal(tl_wf_post(NULL, e.path, "m1", "other", tl_i64(99), NULL), TL_OK);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_live(e.wf), 2);
+    assert_int_equal(tl_wf_run(e.wf, 200), TL_ETIMEDOUT);
+    assert_int_equal(result_of(&e, "m1", &r), TL_WF_DONE);
+    assert_int_equal(r, 11);
+    assert_int_equal(result_of(&e, "m2", &r), TL_WF_WAITING);
+    /* the owner runs: a post from another thread wakes it */
+    assert_int_equal(tl_wf_post(NULL, e.path, "m2", "go", tl_i64(22), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "m2", &r), TL_WF_DONE);
+    assert_int_equal(r, 22);
+    eng_done(&e);
+}
+
+static void test_timeout_cancel_children(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&calls, 0);
+    assert_int_equal(tl_wf_start(e.wf, "t1", &recv_fn, tl_i64(50), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "p", &parent_fn, tl_nil(), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 400), TL_ETIMEDOUT); /* p and p.c wait */
+    assert_int_equal(result_of(&e, "t1", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ETIMEDOUT);
+    assert_int_equal(atomic_load(&calls), 1); /* t1 compensated */
+    assert_int_equal(result_of(&e, "p.c", &r), TL_WF_WAITING);
+    tl_wf_info in;
+    assert_int_equal(tl_wf_get(e.rt, e.path, "p.c", 0, &in), TL_OK);
+    assert_string_equal(in.parent, "p");
+    assert_string_equal(in.wait, "recv go");
+    assert_int_equal(tl_wf_get(e.rt, e.path, "p", 0, &in), TL_OK);
+    assert_string_equal(in.wait, "join p.c");
+    assert_int_equal(tl_wf_cancel(e.wf, "p"), TL_OK); /* cascades to p.c */
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "p", &r), TL_WF_CANCELLED);
+    assert_int_equal(result_of(&e, "p.c", &r), TL_WF_CANCELLED);
+    assert_int_equal(atomic_load(&calls), 2); /* p.c compensated */
+    /* a cancel asked for while the owner is stopped */
+    assert_int_equal(tl_wf_start(e.wf, "c2", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 200), TL_ETIMEDOUT);
+    eng_close(&e);
+    assert_int_equal(tl_wf_cancel_at(NULL, e.path, "c2"), TL_OK);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "c2", &r), TL_WF_CANCELLED);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "c2", 0, &in), TL_OK);
+    assert_int_equal(in.error, TL_ECANCELED);
+    eng_done(&e);
+}
+
+/* A step in flight when its process stops runs again with the same key;
+ * a step whose function is not registered at restore is refused. */
+static void test_inflight_step(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&block_step, 1);
+    atomic_store(&nseen, 0);
+    tl_value a = args2(e.rt, "blocking", 9);
+    assert_int_equal(tl_wf_start(e.wf, "k1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 300), TL_ETIMEDOUT);
+    eng_close(&e); /* tells the effect to stop; its result is not recorded */
+    atomic_store(&block_step, 0);
+    /* without the step registered: refused, naming it */
+    assert_int_equal(tl_runtime_new(NULL, &e.rt), TL_OK);
+    assert_int_equal(tl_store_open(e.path, TL_STORE_NOSYNC, &e.st), TL_OK);
+    assert_int_equal(tl_wf_new(e.rt, e.st, NULL, &e.wf), TL_OK);
+    assert_int_equal(tl_wf_register(e.wf, &one_fn), TL_OK);
+    assert_int_equal(tl_wf_restore(e.wf), TL_ENOFUNC);
+    assert_non_null(strstr(tl_wf_errmsg(e.wf), "blocking"));
+    eng_close(&e);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "k1", &r), TL_WF_DONE);
+    assert_int_equal(r, 9);
+    assert_true(atomic_load(&nseen) >= 2);
+    assert_string_equal(seen_keys[0], "k1#1");
+    assert_string_equal(seen_keys[1], "k1#1");
+    eng_done(&e);
+}
+
+/* Awaiting from another thread (as another process would): woken when the
+ * owner finishes, and a timeout when it does not. */
+static void *poster(void *ud)
+{
+    eng *e = ud;
+    usleep(100000);
+    tl_wf_post(NULL, e->path, "aw", "go", tl_i64(5), NULL);
+    return NULL;
+}
+
+static void *awaiter(void *ud)
+{
+    eng *e = ud;
+    tl_runtime *rt;
+    tl_wf_info in;
+    tl_runtime_new(NULL, &rt);
+    int rc = tl_wf_get(rt, e->path, "aw", 30000, &in);
+    intptr_t out = rc == TL_OK && in.status == TL_WF_DONE ? tl_as_i64(in.result) : rc;
+    tl_release(in.result);
+    tl_runtime_free(rt);
+    return (void *)out;
+}
+
+static void test_await_elsewhere(void **state)
+{
+    (void)state;
+    eng e = {0};
+    tl_wf_info in;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "aw", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "aw", 100, &in), TL_ETIMEDOUT);
+    pthread_t a, p;
+    assert_int_equal(pthread_create(&a, NULL, awaiter, &e), 0);
+    assert_int_equal(pthread_create(&p, NULL, poster, &e), 0);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    void *got;
+    pthread_join(p, NULL);
+    pthread_join(a, &got);
+    assert_int_equal((intptr_t)got, 5);
+    eng_done(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start_steps_result),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_retries_and_errors),
+        cmocka_unit_test(test_transactional_step),
+        cmocka_unit_test(test_messages_restore),
+        cmocka_unit_test(test_timeout_cancel_children),
+        cmocka_unit_test(test_inflight_step),
+        cmocka_unit_test(test_await_elsewhere),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
