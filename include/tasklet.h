@@ -90,6 +90,7 @@ TL_API const char *tl_version_string(void);
     X(EPERM, -32, "permission denied")                                       \
     X(ETIMEDOUT, -33, "timed out")                                           \
     X(ECANCELED, -34, "cancelled")                                           \
+    X(ESHAPE, -40, "a stored function's resume points differ from the program's") \
     X(EUSER, -100, "user error")
 
 enum {
@@ -664,8 +665,11 @@ TL_API void tl_snapshot_free(tl_runtime *rt, void *buf, size_t len);
  * empty.  Objects nothing refers to (ended tasklets, channels no tasklet
  * holds) are not restored.  TL_ECORRUPT (bad bytes, dangling ids),
  * TL_EFORMAT (newer format), TL_ENOFUNC (names the missing name@version),
- * TL_ESCHEMA (a field changed type), TL_EBADPC (a format-1 frame whose
- * line the program did not map, tl_register_v1_lines), TL_ENOMEM. */
+ * TL_ESCHEMA (a field changed type), TL_ESHAPE (a function of the same
+ * name and version whose shape, tl_func_shape, is not the snapshot's: the
+ * message names both and the fix), TL_EBADPC (a format-1 frame whose line
+ * the program did not map, tl_register_v1_lines, or an upgrade giving a
+ * resume point the new function lacks), TL_ENOMEM. */
 TL_API int tl_snapshot_load(tl_runtime *rt, const void *buf, size_t len);
 
 /* The tasklet or channel with this id (borrowed), or NULL (TL_ENOENT). */

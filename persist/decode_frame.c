@@ -39,12 +39,36 @@ static int match_fields(tl__loader *ld, tl__fnref *r)
     return TL_OK;
 }
 
+/* Format 2 stores each function's shape: a frame of name@version may
+ * resume only under a function of the same shape, else a point of one
+ * kind would continue at another (or at none). */
+static int check_shape(tl__loader *ld, const tl__fnref *r, const msgpack_object *shape)
+{
+    const tl__fn *e = r->e;
+    size_t n = shape->via.str.size;
+    char mine[256], theirs[256];
+    if (n == e->npoints && memcmp(shape->via.str.ptr, e->shape, n) == 0)
+        return TL_OK;
+    return tl__seterr(ld->rt, TL_ESHAPE, "%s: %s changed shape: the snapshot's frames stopped "
+                      "in a function of %s; this program's %s has %s.  Resuming them would "
+                      "continue at the wrong point.  Bump the function's version and register "
+                      "an upgrade from %s that maps the old resume points "
+                      "(tl_register_upgrade), or restore with the build that wrote the snapshot",
+                      ld->where, r->label,
+                      tl__shape_describe(shape->via.str.ptr, n, theirs, sizeof theirs),
+                      r->label, tl__shape_describe(e->shape, e->npoints, mine, sizeof mine),
+                      r->label);
+}
+
 static int resolve_func(tl__loader *ld, const msgpack_object *f, tl__fnref *r)
 {
     const msgpack_object *a = f->via.array.ptr;
     char name[128];
-    if (!is_array(f, 3) || a[0].type != MSGPACK_OBJECT_STR || a[0].via.str.size >= sizeof name ||
-        !is_uint(&a[1]) || a[1].via.u64 > UINT32_MAX || !is_array(&a[2], UINT32_MAX))
+    uint32_t items = ld->format >= 2 ? 4 : 3; /* format 2 adds the shape */
+    if (f->type != MSGPACK_OBJECT_ARRAY || f->via.array.size != items ||
+        a[0].type != MSGPACK_OBJECT_STR || a[0].via.str.size >= sizeof name ||
+        !is_uint(&a[1]) || a[1].via.u64 > UINT32_MAX || !is_array(&a[2], UINT32_MAX) ||
+        (items == 4 && (a[3].type != MSGPACK_OBJECT_STR || a[3].via.str.size > TL__MAX_POINTS)))
         return tl__corrupt(ld, "a function entry is malformed");
     memcpy(name, a[0].via.str.ptr, a[0].via.str.size);
     name[a[0].via.str.size] = '\0';
@@ -64,6 +88,11 @@ static int resolve_func(tl__loader *ld, const msgpack_object *f, tl__fnref *r)
     if (!r->e)
         return tl__seterr(ld->rt, TL_ENOFUNC, "%s: upgrade target of %s is not registered",
                           ld->where, r->label);
+    if (items == 4 && !r->up) {
+        int rc = check_shape(ld, r, &a[3]);
+        if (rc != TL_OK)
+            return rc;
+    }
     return match_fields(ld, r);
 }
 

@@ -33,6 +33,10 @@ int tl__run_upgrade(tl__loader *ld, const tl__fnref *r, const msgpack_object *ma
     if (rc != TL_OK)
         return tl__seterr(ld->rt, rc, "%s: the upgrade of %s failed (%s)", ld->where, r->label,
                           tl_strerror(rc));
+    if (*pc > r->e->npoints)
+        return tl__seterr(ld->rt, TL_EBADPC, "%s: the upgrade of %s gave resume point %u, but "
+                          "%s@%u has %u", ld->where, r->label, *pc, r->e->fn->name,
+                          r->e->fn->version, r->e->npoints);
     return TL_OK;
 }
 

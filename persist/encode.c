@@ -351,7 +351,7 @@ static void enc_funcs(msgpack_packer *pk, const functab *ft)
     msgpack_pack_array(pk, ft->n);
     for (size_t i = 0; i < ft->n; i++) {
         const tl_func *fn = ft->fn[i]->fn;
-        msgpack_pack_array(pk, 3);
+        msgpack_pack_array(pk, 4);
         pack_cstr(pk, fn->name);
         msgpack_pack_uint32(pk, fn->version);
         msgpack_pack_array(pk, fn->nfields);
@@ -360,6 +360,7 @@ static void enc_funcs(msgpack_packer *pk, const functab *ft)
             pack_cstr(pk, fn->fields[j].name);
             pack_cstr(pk, tl__type_names[fn->fields[j].type]);
         }
+        pack_cstr(pk, ft->fn[i]->shape); /* format 2 */
     }
 }
 

@@ -490,6 +490,9 @@ TL__HIDDEN void tl__registry_free(tl_runtime *rt);
 /* The resume point of e that format 1 numbered by source line `line`:
  * 1 and *pc set, or 0 if e has no line table or no point on that line. */
 TL__HIDDEN int tl__v1_point(const tl__fn *e, uint32_t line, uint32_t *pc);
+/* "3 points: 1 receive, 2 send, 3 sleep" for the n kind letters of a
+ * shape, into buf (always terminated). */
+TL__HIDDEN const char *tl__shape_describe(const char *shape, size_t n, char *buf, size_t cap);
 
 
 /* ---- sched.c: layers ---- */

@@ -15,6 +15,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define MAX_LOCALS 65536
@@ -381,6 +382,33 @@ int tl__v1_point(const tl__fn *e, uint32_t line, uint32_t *pc)
         }
     }
     return 0;
+}
+
+static const char *kind_name(char k)
+{
+    switch (k) {
+    case TL__K_YIELD: return "yield";
+    case TL__K_SEND: return "send";
+    case TL__K_SEND_ERROR: return "send error";
+    case TL__K_RECV: return "receive";
+    case TL__K_CALL: return "call";
+    case TL__K_JOIN: return "join";
+    case TL__K_SLEEP: return "sleep";
+    case TL__K_SELECT: return "select";
+    case TL__K_MIGRATE: return "migrate";
+    default: return "?";
+    }
+}
+
+const char *tl__shape_describe(const char *shape, size_t n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    int k = snprintf(buf, cap, "%zu point%s", n, n == 1 ? "" : "s");
+    for (size_t i = 0; k > 0 && (len += (size_t)k) < cap && i < n; i++)
+        k = snprintf(buf + len, cap - len, "%s%zu %s", i ? ", " : ": ", i + 1, kind_name(shape[i]));
+    if (len >= cap && cap > 4)
+        memcpy(buf + cap - 4, "...", 4);
+    return buf;
 }
 
 void tl__registry_free(tl_runtime *rt)

@@ -967,10 +967,240 @@ static void test_save_one_tasklet(void **state)
     tl_runtime_free(b);
 }
 
+/* ---- shapes: a frame resumes only in a function of the same shape ----
+ * snap.shift@1 in five builds: as saved, shifted by lines (loads), with a
+ * point added, one removed, two swapped (each refused), and @2 with an
+ * added point and an upgrade mapping the old points. */
+typedef struct { tl_chan *in; tl_value v; int64_t log; } shift_t;
+static const tl_field shift_fields[] = {
+    TL_FIELD(shift_t, in, TL_T_CHAN), TL_FIELD(shift_t, v, TL_T_VALUE),
+    TL_FIELD(shift_t, log, TL_T_I64),
+};
+#define SHIFT_FN(step, version) \
+    {"snap.shift", (version), (step), sizeof(shift_t), shift_fields, TL_COUNTOF(shift_fields), NULL}
+
+static tl_status shift_saved(tl_frame *f, void *locals)
+{
+    shift_t *L = locals;
+    TL_BEGIN(f);
+    L->log = 1;
+    TL_YIELD(f);
+    L->log = L->log * 10 + 2;
+    TL_RECV(f, L->in, L->v);
+    L->log = L->log * 10 + tl_as_i64(L->v);
+    TL_YIELD(f);
+    TL_RETURN(f, tl_i64(L->log * 10 + 4));
+    TL_END(f);
+}
+
+/* the same function three lines further down, with code and comments
+ * between its points: format 1 resumed it one point off */
+static tl_status shift_moved(tl_frame *f, void *locals)
+{
+    shift_t *L = locals;
+    int64_t unused = 0;
+    (void)unused;
+    TL_BEGIN(f);
+    L->log = 1;
+
+    /* a comment */
+    TL_YIELD(f);
+    unused++;
+    L->log = L->log * 10 + 2;
+    TL_RECV(f, L->in, L->v);
+    unused++;
+    L->log = L->log * 10 + tl_as_i64(L->v);
+    TL_YIELD(f);
+    TL_RETURN(f, tl_i64(L->log * 10 + 4));
+    TL_END(f);
+}
+
+static tl_status shift_added(tl_frame *f, void *locals)
+{
+    shift_t *L = locals;
+    TL_BEGIN(f);
+    L->log = 1;
+    TL_YIELD(f);
+    L->log = L->log * 10 + 2;
+    TL_YIELD(f); /* added */
+    TL_RECV(f, L->in, L->v);
+    L->log = L->log * 10 + tl_as_i64(L->v);
+    TL_YIELD(f);
+    TL_RETURN(f, tl_i64(L->log * 10 + 4));
+    TL_END(f);
+}
+
+static tl_status shift_removed(tl_frame *f, void *locals)
+{
+    shift_t *L = locals;
+    TL_BEGIN(f);
+    L->log = 1;
+    TL_YIELD(f);
+    L->log = L->log * 10 + 2;
+    TL_RECV(f, L->in, L->v);
+    TL_RETURN(f, tl_i64(L->log * 10 + tl_as_i64(L->v)));
+    TL_END(f);
+}
+
+static tl_status shift_swapped(tl_frame *f, void *locals)
+{
+    shift_t *L = locals;
+    TL_BEGIN(f);
+    L->log = 1;
+    TL_RECV(f, L->in, L->v);
+    L->log = L->log * 10 + tl_as_i64(L->v);
+    TL_YIELD(f);
+    TL_YIELD(f);
+    TL_RETURN(f, tl_i64(L->log * 10 + 4));
+    TL_END(f);
+}
+
+static const tl_func shift_saved_fn = SHIFT_FN(shift_saved, 1);
+static const tl_func shift_moved_fn = SHIFT_FN(shift_moved, 1);
+static const tl_func shift_added_fn = SHIFT_FN(shift_added, 1);
+static const tl_func shift_removed_fn = SHIFT_FN(shift_removed, 1);
+static const tl_func shift_swapped_fn = SHIFT_FN(shift_swapped, 1);
+static const tl_func shift_v2_fn = SHIFT_FN(shift_added, 2);
+
+/* A snapshot of snap.shift@1 blocked in its receive (resume point 2). */
+static void shift_snapshot(void **buf, size_t *len)
+{
+    tl_runtime *a = new_rt();
+    tl_chan *ch;
+    assert_int_equal(tl_register(a, &shift_saved_fn), TL_OK);
+    assert_string_equal(tl_func_shape(a, &shift_saved_fn), "YRY");
+    assert_int_equal(tl_chan_new(a, 0, &ch), TL_OK);
+    assert_int_equal(tl_chan_set_name(ch, "in"), TL_OK);
+    shift_t args = {.in = ch};
+    assert_int_equal(tl_spawn(a, &shift_saved_fn, &args, sizeof args, NULL), TL_OK);
+    tl_chan_release(ch);
+    assert_int_equal(tl_run(a), TL_EDEADLOCK);
+    save(a, buf, len);
+    void *copy = malloc(*len); /* the tests free it with free() */
+    memcpy(copy, *buf, *len);
+    tl_snapshot_free(a, *buf, *len);
+    *buf = copy;
+    tl_runtime_free(a);
+}
+
+/* Loads the snapshot under fn and finishes it; the result, or the load's
+ * error code. */
+static int64_t shift_resume(const tl_func *fn, const void *buf, size_t len, tl_runtime **out)
+{
+    tl_runtime *b = new_rt();
+    *out = b;
+    assert_int_equal(tl_register(b, fn), TL_OK);
+    int rc = tl_snapshot_load(b, buf, len);
+    if (rc != TL_OK)
+        return rc;
+    return finish_counter(b);
+}
+
+static void test_shape_moved_lines_load(void **state)
+{
+    (void)state;
+    void *buf;
+    size_t len;
+    tl_runtime *b;
+    shift_snapshot(&buf, &len);
+    assert_int_equal(shift_resume(&shift_moved_fn, buf, len, &b), 1214);
+    tl_runtime_free(b);
+    free(buf);
+}
+
+static void expect_shape_refused(const tl_func *fn, const char *theirs)
+{
+    void *buf;
+    size_t len;
+    tl_runtime *b;
+    shift_snapshot(&buf, &len);
+    assert_int_equal(shift_resume(fn, buf, len, &b), TL_ESHAPE);
+    const char *msg = tl_errmsg(b);
+    assert_non_null(strstr(msg, "snap.shift@1 changed shape"));
+    assert_non_null(strstr(msg, "3 points: 1 yield, 2 receive, 3 yield"));
+    assert_non_null(strstr(msg, theirs));
+    assert_non_null(strstr(msg, "Bump the function's version and register an upgrade"));
+    assert_non_null(strstr(msg, "restore with the build that wrote the snapshot"));
+    assert_int_equal(tl_tasklet_count(b), 0);
+    tl_runtime_free(b);
+    free(buf);
+}
+
+static void test_shape_point_added(void **state)
+{
+    (void)state;
+    expect_shape_refused(&shift_added_fn, "4 points: 1 yield, 2 yield, 3 receive, 4 yield");
+}
+
+static void test_shape_point_removed(void **state)
+{
+    (void)state;
+    expect_shape_refused(&shift_removed_fn, "2 points: 1 yield, 2 receive");
+}
+
+static void test_shape_points_swapped(void **state)
+{
+    (void)state;
+    expect_shape_refused(&shift_swapped_fn, "3 points: 1 receive, 2 yield, 3 yield");
+}
+
+/* v2 inserted a yield before the receive: old points 2 and 3 are 3, 4 */
+static int shift_upgrade(void *ud, uint32_t old_pc, tl_value old, void *nl, uint32_t *new_pc)
+{
+    (void)ud;
+    (void)old;
+    (void)nl;
+    static const uint32_t map[] = {0, 1, 3, 4};
+    if (old_pc >= TL_COUNTOF(map))
+        return TL_EBADPC;
+    *new_pc = map[old_pc];
+    return TL_OK;
+}
+
+static int shift_bad_upgrade(void *ud, uint32_t old_pc, tl_value old, void *nl, uint32_t *new_pc)
+{
+    (void)ud;
+    (void)old;
+    (void)nl;
+    *new_pc = old_pc + 10;
+    return TL_OK;
+}
+
+static void test_shape_upgrade_maps_points(void **state)
+{
+    (void)state;
+    void *buf;
+    size_t len;
+    shift_snapshot(&buf, &len);
+    tl_runtime *b = new_rt();
+    assert_int_equal(tl_register(b, &shift_v2_fn), TL_OK);
+    assert_int_equal(tl_register_upgrade(b, "snap.shift", 1, &shift_v2_fn, shift_upgrade, NULL),
+                     TL_OK);
+    int rc = tl_snapshot_load(b, buf, len);
+    if (rc != TL_OK)
+        fail_msg("%s", tl_errmsg(b));
+    assert_int_equal(finish_counter(b), 1214); /* resumed at the receive */
+    tl_runtime_free(b);
+    /* an upgrade that names a point v2 lacks is refused */
+    b = new_rt();
+    assert_int_equal(tl_register(b, &shift_v2_fn), TL_OK);
+    assert_int_equal(tl_register_upgrade(b, "snap.shift", 1, &shift_v2_fn, shift_bad_upgrade,
+                                         NULL), TL_OK);
+    assert_int_equal(tl_snapshot_load(b, buf, len), TL_EBADPC);
+    assert_non_null(strstr(tl_errmsg(b), "gave resume point 12, but snap.shift@2 has 4"));
+    tl_runtime_free(b);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_mid_flight),
+        cmocka_unit_test(test_shape_moved_lines_load),
+        cmocka_unit_test(test_shape_point_added),
+        cmocka_unit_test(test_shape_point_removed),
+        cmocka_unit_test(test_shape_points_swapped),
+        cmocka_unit_test(test_shape_upgrade_maps_points),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_truncated_and_flipped),
         cmocka_unit_test(test_random_bytes),

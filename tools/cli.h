@@ -188,6 +188,7 @@ typedef struct cli_func {
     cli_field *fields;
     uint32_t nfields;
     const cli_field **by_name; /* fields sorted by name */
+    cli_str shape;             /* format 2: one letter per resume point */
 } cli_func;
 
 typedef struct cli_frame {

@@ -195,7 +195,9 @@ static int index_fields(cli_doc *doc, cli_func *f, cli_err *e)
 static int decode_func(cli_doc *doc, const msgpack_object *o, cli_func *f, cli_err *e)
 {
     const msgpack_object *fields;
-    if (want_array(o, 3, "function", e) < 0
+    bool shaped = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4; /* format 2 */
+    if ((!shaped && want_array(o, 3, "function", e) < 0)
+        || (shaped && want_str(&o->via.array.ptr[3], &f->shape, "function shape", e) < 0)
         || want_str(&o->via.array.ptr[0], &f->name, "function name", e) < 0
         || want_uint(&o->via.array.ptr[1], &f->version, "function version", e) < 0)
         return -1;

@@ -375,6 +375,8 @@ json_t *cli_funcs_json(const cli_tchunk *c)
         json_object_set_new(o, "function", json_string(cli_buf_str(&b)));
         json_object_set_new(o, "name", cli_json_str(fn->name.p, fn->name.n));
         json_object_set_new(o, "version", cli_json_u64(fn->version));
+        if (fn->shape.p) /* format 2 */
+            json_object_set_new(o, "shape", cli_json_str(fn->shape.p, fn->shape.n));
         for (uint32_t k = 0; k < fn->nfields; k++) {
             json_t *f = json_object();
             json_object_set_new(f, "name", cli_json_str(fn->fields[k].name.p, fn->fields[k].name.n));

@@ -135,7 +135,7 @@ static void make_good_snapshot(void)
 static int documented_load_error(int rc)
 {
     return rc == TL_ECORRUPT || rc == TL_EFORMAT || rc == TL_ENOFUNC || rc == TL_ESCHEMA ||
-           rc == TL_EBADPC || rc == TL_ENOMEM;
+           rc == TL_EBADPC || rc == TL_ESHAPE || rc == TL_ENOMEM;
 }
 
 static void check_failed_load(tl_runtime *rt, int rc, const uint8_t *data, size_t size)
