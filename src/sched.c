@@ -10,18 +10,31 @@
  *
  * Tasklet states and the functions behind each transition:
  *
- *            tl_spawn                      dispatch (run_some)
- *   (new) ------------> RUNNABLE ---------------------------> RUNNING
- *                        ^   ^  \                              |  |  |
- *   tl__wake, tl_throw   |   |   `-- tl_kill --> KILLED         |  |  |
- *   timer fire  ---------'   `----- tl__yield, preference ------'  |  |
- *                        |                                         |  |
- *                     BLOCKED <-- tl__send/recv/select/join/sleep -'  |
- *                        |   `-- tl_kill --> KILLED                   |
- *                        `-- tl_throw: RUNNABLE (error pending)       |
+ *            tl_spawn                      dispatch (run_some, tl__run_now)
+ *  (new) ------------> RUNNABLE ---------------------------> RUNNING
+ *                       ^ ^  ^ \                             |  |  |  |
+ *  tl__wake, timer fire | |  |  `- tl_tasklet_remove -.      |  |  |  |
+ *  kill/throw/run:      | |  |                         v     |  |  |  |
+ *  tl__switch_to -------' |  |    PAUSED (BLOCKED) <---------'  |  |  |
+ *                         |  `-- tl_tasklet_insert/run, kill,   |  |  |
+ *                         |      throw (tl__detach)             |  |  |
+ *                         `----- tl__yield, preference ---------'  |  |
+ *                       |                                          |  |
+ *                    BLOCKED <-- tl__send/recv/select/join/sleep --'  |
+ *                       |  main: tl__run_scheduler (WAIT_RUN) <-------+
+ *                       `-- kill/throw: strike, tl__detach, then      |
+ *                           tl__switch_to or tl__run_now              |
  *                                                                     |
- *            tl__return (last frame) -> DONE;  error unwinds last     |
- *            frame (propagate) -> FAILED  <---------------------------'
+ *           tl__return (last frame) -> DONE;  error unwinds last      |
+ *           frame (propagate) -> FAILED, or KILLED for TL_EKILLED  <--'
+ *           tl_kill_now: any live state -> KILLED at once
+ *
+ * Stackless's switch to t (kill, throw, run) is tl__switch_to: t first,
+ * the caller next, the run queue rotated as Stackless's circular queue
+ * would be.  In main-tasklet mode (rt->main), main_idle applies
+ * Stackless's rules when the run queue drains: main leaves
+ * TL_RUN_SCHEDULER, or the tasklet that just blocked (or a blocked main,
+ * when the last tasklet ended) gets TL_EDEADLOCK.
  *
  * Timers are a binary min-heap of wall-clock deadlines; a sleeping
  * tasklet keeps its heap index in t->w.on.  Deadlines are absolute

@@ -9,8 +9,10 @@
  *
  * Errors travel up the chain: the failing frame is popped and the error
  * flagged on its caller (TL__F_ERR, unless the caller catches), whose
- * resume point then unwinds in turn.  Kill is not delivered: it pops every
- * frame at once.
+ * resume point then unwinds in turn.  Kill (TL_EKILLED) and throw are
+ * delivered the same way, then switch to their target, as Stackless does
+ * (strike, strike_switch, strike_now); only tl_kill_now pops every frame
+ * at once.
  *
  * References: t->refs counts user handles, values, joiners, and one for
  * being alive; the tasklet is freed when it drops to zero.  Public entry
