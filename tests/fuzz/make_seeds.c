@@ -286,7 +286,8 @@ static void seed_join(tl_runtime *rt)
     run_until_stuck(rt);
 }
 
-/* Errors waiting to be delivered: one thrown into a blocked pump (its
+/* Errors waiting to be delivered (tl_throw_pending: tl_throw would run
+ * the targets at once): one thrown into a blocked pump (its
  * frame flagged), one into a catcher (caught: no flag). */
 static void seed_errors(tl_runtime *rt)
 {
@@ -295,8 +296,8 @@ static void seed_errors(tl_runtime *rt)
     tl_tasklet *p = spawn(rt, &fz_pump_fn, &a, sizeof a, "thrown");
     tl_tasklet *c = spawn(rt, &fz_catcher_fn, &a, sizeof a, "catcher");
     run_until_stuck(rt);
-    CHECK(tl_throw(p, TL_EUSER - 2, "thrown into a pump"));
-    CHECK(tl_throw(c, TL_EUSER - 3, "thrown into a catcher"));
+    CHECK(tl_throw_pending(p, TL_EUSER - 2, "thrown into a pump"));
+    CHECK(tl_throw_pending(c, TL_EUSER - 3, "thrown into a catcher"));
     tl_tasklet_release(p);
     tl_tasklet_release(c);
     tl_chan_release(in);
