@@ -251,7 +251,9 @@ typedef struct {
     tl_value v;
     int64_t x;
 } blocker_locals;
-_Static_assert(sizeof(blocker_locals) == 32, "blocker locals must be 32 bytes");
+/* No padding: 32 bytes on 64-bit ABIs, 28 on i386 (a 4-byte pointer). */
+_Static_assert(sizeof(blocker_locals) == sizeof(void *) + sizeof(tl_value) + sizeof(int64_t),
+               "blocker locals: a pointer, a tl_value and an int64_t, unpadded");
 
 static const tl_field blocker_fields[] = {
     TL_FIELD(blocker_locals, in, TL_T_CHAN),

@@ -101,10 +101,11 @@ int cli_mp_prescan(const unsigned char *p, size_t n, size_t *used, cli_err *e)
             continue;
         if (items + pending > n - pos)
             return cli_fail(e, "msgpack at offset %zu declares %llu items but only %zu "
-                            "bytes are left", pos - skip, (unsigned long long)items, n - pos);
+                            "bytes are left", (size_t)(pos - skip), (unsigned long long)items,
+                            n - pos);
         if (top == CLI_MP_DEPTH)
             return cli_fail(e, "msgpack nested deeper than %d at offset %zu", CLI_MP_DEPTH,
-                            pos - skip);
+                            (size_t)(pos - skip)); /* skip <= pos: a size_t */
         todo[++top] = items;
         pending += items;
     }
