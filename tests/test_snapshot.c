@@ -459,6 +459,16 @@ static void test_wide_header_wrong_count(void **state)
     memcpy(wide.data, "\xdd\0\0\0\3", 5);
     expect_rejected(b, wide.data, wide.size);
     msgpack_sbuffer_destroy(&wide);
+    /* the bytes that walked the old locate() off the buffer: an array 16
+     * outer header, a nil head and 15 chunk entries [1, 0, nil] */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_sbuffer_write(&sb, "\xdc\0\4\xb3libtasklet-snapshot\1\xc0\x9f", 26);
+    for (int i = 0; i < 15; i++)
+        msgpack_sbuffer_write(&sb, "\x93\1\0\xc0", 4);
+    unsigned char *exact = malloc(sb.size);
+    memcpy(exact, sb.data, sb.size);
+    expect_rejected(b, exact, sb.size);
+    free(exact);
     msgpack_sbuffer_destroy(&sb);
     tl_runtime_free(b);
     tl_snapshot_free(a, buf, len);
