@@ -134,33 +134,40 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Fills keys/start/dirty from the sorted objects and the extra keys. */
-static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
+/* Allocates ix's arrays for n objects and up to room extra keys, and
+ * *extra (room + 1 keys, esize bytes).  On failure frees what it got:
+ * tl__index_free cannot know these sizes yet (cap, start[nkeys]). */
+static int group_alloc(tl_runtime *rt, tl__index *ix, size_t n, size_t room, uint64_t **extra,
+                       size_t esize)
 {
-    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
-    size_t esize = (room + 1) * sizeof(uint64_t); /* freed with this size */
-    uint64_t *extra = tl__alloc(rt, esize);
     size_t cap = n + room + 1;
+    *extra = tl__alloc(rt, esize);
     ix->keys = tl__alloc(rt, cap * sizeof *ix->keys);
     ix->start = tl__alloc(rt, (cap + 1) * sizeof *ix->start);
     ix->dirty = tl__calloc(rt, cap);
     ix->objs = tl__alloc(rt, (n + 1) * sizeof *ix->objs);
-    if (!extra || !ix->keys || !ix->start || !ix->dirty || !ix->objs) {
-        /* tl__index_free cannot know these sizes yet (cap, start[nkeys]) */
-        tl__free(rt, extra, esize);
-        tl__free(rt, ix->keys, cap * sizeof *ix->keys);
-        tl__free(rt, ix->start, (cap + 1) * sizeof *ix->start);
-        tl__free(rt, ix->dirty, cap);
-        tl__free(rt, ix->objs, (n + 1) * sizeof *ix->objs);
-        ix->keys = NULL;
-        ix->start = NULL;
-        ix->dirty = NULL;
-        ix->objs = NULL;
-        return TL_ENOMEM;
+    if (*extra && ix->keys && ix->start && ix->dirty && ix->objs) {
+        ix->cap = cap;
+        return TL_OK;
     }
-    ix->cap = cap;
-    size_t nextra = all ? 0 : dirty_empty_keys(rt, kind, extra, room);
-    qsort(extra, nextra, sizeof *extra, cmp_u64);
+    tl__free(rt, *extra, esize);
+    tl__free(rt, ix->keys, cap * sizeof *ix->keys);
+    tl__free(rt, ix->start, (cap + 1) * sizeof *ix->start);
+    tl__free(rt, ix->dirty, cap);
+    tl__free(rt, ix->objs, (n + 1) * sizeof *ix->objs);
+    ix->keys = NULL;
+    ix->start = NULL;
+    ix->dirty = NULL;
+    ix->objs = NULL;
+    return TL_ENOMEM;
+}
+
+/* Merges the sorted objects v[0..n) and the sorted extra keys into ix's
+ * chunk list: a key for every chunk that has objects or is an extra key
+ * (dirty), each with its objects. */
+static void group_keys(int kind, int all, tl__index *ix, const idobj *v, size_t n,
+                       const uint64_t *extra, size_t nextra)
+{
     size_t i = 0, e = 0, k = 0;
     while (i < n || e < nextra) {
         uint64_t key = i < n ? v[i].id >> TL__CHUNK_SHIFT : UINT64_MAX;
@@ -182,6 +189,19 @@ static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *
     }
     ix->nkeys = k;
     ix->start[k] = n;
+}
+
+/* Fills keys/start/dirty from the sorted objects and the extra keys. */
+static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
+{
+    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
+    size_t esize = (room + 1) * sizeof(uint64_t); /* freed with this size */
+    uint64_t *extra;
+    if (group_alloc(rt, ix, n, room, &extra, esize) != TL_OK)
+        return TL_ENOMEM;
+    size_t nextra = all ? 0 : dirty_empty_keys(rt, kind, extra, room);
+    qsort(extra, nextra, sizeof *extra, cmp_u64);
+    group_keys(kind, all, ix, v, n, extra, nextra);
     tl__free(rt, extra, esize);
     return TL_OK;
 }
@@ -294,37 +314,54 @@ static int index_of(tl_runtime *rt, int kind, const uintptr_t *objs, size_t nobj
     return TL_OK;
 }
 
+/* The tasklet and channel indexes of a save: of everything, or (objs)
+ * of those objects. */
+static int index_pair(tl_runtime *rt, const uintptr_t *objs, size_t nobjs, tl__index *tix,
+                      tl__index *cix)
+{
+    int rc = objs ? index_of(rt, TL__KIND_TASKLETS, objs, nobjs, tix)
+                  : tl__index_build(rt, TL__KIND_TASKLETS, 1, tix);
+    if (rc != TL_OK)
+        return rc;
+    rc = objs ? index_of(rt, TL__KIND_CHANS, objs, nobjs, cix)
+              : tl__index_build(rt, TL__KIND_CHANS, 1, cix);
+    if (rc != TL_OK)
+        tl__index_free(rt, tix);
+    return rc;
+}
+
+/* [magic, format, head, [[kind, key, record]...]] into out. */
+static int write_snapshot(tl_runtime *rt, const tl__index *tix, const tl__index *cix,
+                          tl__buf *out)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, tl__buf_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_str(&pk, 19);
+    msgpack_pack_str_body(&pk, "libtasklet-snapshot", 19);
+    msgpack_pack_uint32(&pk, TL_FORMAT_VERSION);
+    int rc = tl__enc_head(rt, tl_now(rt), tix, cix, out);
+    if (rc == TL_OK) {
+        msgpack_pack_array(&pk, nonempty(tix) + nonempty(cix));
+        rc = save_chunks(rt, TL__KIND_TASKLETS, tix, &pk, out);
+    }
+    if (rc == TL_OK)
+        rc = save_chunks(rt, TL__KIND_CHANS, cix, &pk, out);
+    if (rc == TL_OK && out->oom)
+        rc = tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save: out of memory");
+    return rc;
+}
+
 /* A standalone snapshot: of everything, or (objs) of those objects. */
 static int save(tl_runtime *rt, void **buf, size_t *len, const uintptr_t *objs, size_t nobjs)
 {
     tl__index tix, cix;
     tl__buf out;
-    msgpack_packer pk;
-    int rc = objs ? index_of(rt, TL__KIND_TASKLETS, objs, nobjs, &tix)
-                  : tl__index_build(rt, TL__KIND_TASKLETS, 1, &tix);
+    int rc = index_pair(rt, objs, nobjs, &tix, &cix);
     if (rc != TL_OK)
         return rc;
-    rc = objs ? index_of(rt, TL__KIND_CHANS, objs, nobjs, &cix)
-              : tl__index_build(rt, TL__KIND_CHANS, 1, &cix);
-    if (rc != TL_OK) {
-        tl__index_free(rt, &tix);
-        return rc;
-    }
     tl__buf_init(&out, rt);
-    msgpack_packer_init(&pk, &out, tl__buf_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_str(&pk, 19);
-    msgpack_pack_str_body(&pk, "libtasklet-snapshot", 19);
-    msgpack_pack_uint32(&pk, TL_FORMAT_VERSION);
-    rc = tl__enc_head(rt, tl_now(rt), &tix, &cix, &out);
-    if (rc == TL_OK) {
-        msgpack_pack_array(&pk, nonempty(&tix) + nonempty(&cix));
-        rc = save_chunks(rt, TL__KIND_TASKLETS, &tix, &pk, &out);
-    }
-    if (rc == TL_OK)
-        rc = save_chunks(rt, TL__KIND_CHANS, &cix, &pk, &out);
-    if (rc == TL_OK && out.oom)
-        rc = tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save: out of memory");
+    rc = write_snapshot(rt, &tix, &cix, &out);
     tl__index_free(rt, &tix);
     tl__index_free(rt, &cix);
     if (rc != TL_OK) {
@@ -626,49 +663,60 @@ static int locate(const unsigned char *p, size_t n, size_t *head_at, size_t *hea
     return 0;
 }
 
+/* The outer array decoded: [magic, format (at most ours), head, chunks]. */
+static int check_outer(tl_runtime *rt, const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4 ||
+        !is_str(&o->via.array.ptr[0], "libtasklet-snapshot"))
+        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: not a libtasklet snapshot "
+                          "(bad magic)");
+    const msgpack_object *format = &o->via.array.ptr[1];
+    if (format->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no format version");
+    if (format->via.u64 > TL_FORMAT_VERSION)
+        return tl__seterr(rt, TL_EFORMAT, "tl_snapshot_load: format version %llu is newer "
+                          "than this library reads (%d); upgrade libtasklet",
+                          (unsigned long long)format->via.u64, TL_FORMAT_VERSION);
+    if (o->via.array.ptr[3].type != MSGPACK_OBJECT_ARRAY)
+        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no chunk list");
+    return TL_OK;
+}
+
+/* Hands the records of buf (chunks: its decoded chunk list) to the loader. */
+static int load_records(tl_runtime *rt, const void *buf, size_t len,
+                        const msgpack_object *chunks, int import, tl_tasklet **out)
+{
+    tl__raw *raws = NULL;
+    size_t head_at = 0, head_len = 0, n = chunks->via.array.size;
+    int rc = split_records(rt, chunks, &raws);
+    if (rc == TL_OK && locate(buf, len, &head_at, &head_len, raws, n))
+        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
+    if (rc == TL_OK) {
+        tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
+        rc = import ? tl__import(rt, &head, raws, n, out)
+                    : tl__load(rt, &head, raws, n, "snapshot", NULL);
+    }
+    if (raws)
+        tl__free(rt, raws, (n + 1) * sizeof *raws);
+    return rc;
+}
+
 /* A standalone snapshot into rt: loaded whole (import 0) or imported
  * next to what rt holds (import 1, *out the tasklet). */
 static int load_standalone(tl_runtime *rt, const void *buf, size_t len, int import,
                            tl_tasklet **out)
 {
     msgpack_unpacked up;
-    tl__raw *raws = NULL;
-    size_t off = 0, head_at = 0, head_len = 0;
-    int rc;
+    size_t off = 0;
     if (!buf || tl__msgpack_check(buf, len, 40) != len)
         return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: %zu bytes are not one well-formed "
                           "snapshot (truncated or damaged)", len);
     msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, buf, len, &off) != MSGPACK_UNPACK_SUCCESS) {
-        msgpack_unpacked_destroy(&up);
-        return tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: undecodable msgpack");
-    }
-    const msgpack_object *o = &up.data;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4 ||
-        !is_str(&o->via.array.ptr[0], "libtasklet-snapshot")) {
-        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: not a libtasklet snapshot (bad magic)");
-    } else if (o->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no format version");
-    } else if (o->via.array.ptr[1].via.u64 > TL_FORMAT_VERSION) {
-        rc = tl__seterr(rt, TL_EFORMAT, "tl_snapshot_load: format version %llu is newer than "
-                        "this library reads (%d); upgrade libtasklet",
-                        (unsigned long long)o->via.array.ptr[1].via.u64, TL_FORMAT_VERSION);
-    } else if (o->via.array.ptr[3].type != MSGPACK_OBJECT_ARRAY) {
-        rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: no chunk list");
-    } else {
-        const msgpack_object *chunks = &o->via.array.ptr[3];
-        rc = split_records(rt, chunks, &raws);
-        if (rc == TL_OK && locate(buf, len, &head_at, &head_len, raws, chunks->via.array.size))
-            rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
-        if (rc == TL_OK) {
-            tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
-            rc = import ? tl__import(rt, &head, raws, chunks->via.array.size, out)
-                        : tl__load(rt, &head, raws, chunks->via.array.size, "snapshot",
-                                   NULL);
-        }
-        if (raws)
-            tl__free(rt, raws, (chunks->via.array.size + 1) * sizeof *raws);
-    }
+    int rc = msgpack_unpack_next(&up, buf, len, &off) == MSGPACK_UNPACK_SUCCESS
+                 ? check_outer(rt, &up.data)
+                 : tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: undecodable msgpack");
+    if (rc == TL_OK)
+        rc = load_records(rt, buf, len, &up.data.via.array.ptr[3], import, out);
     msgpack_unpacked_destroy(&up);
     return rc;
 }
