@@ -703,7 +703,7 @@ TL_API int tl_register_v1_lines(tl_runtime *rt, const tl_func *fn,
                                 const uint32_t *lines, size_t n);
 
 /* ------------------------------------------------------------------------
- * The SQLite store: checkpoints, restore after a crash (docs/FORMAT.md)
+ * The store: checkpoints, restore after a crash (docs/FORMAT.md; SQLite)
  * --------------------------------------------------------------------- */
 typedef struct tl_store tl_store;
 
@@ -725,11 +725,15 @@ enum {
  * file that is not SQLite, or another application's SQLite file),
  * TL_EPERM (no permission to open it), TL_EFORMAT (a newer store
  * version), TL_EIO (cannot open or create the file, or WAL mode cannot be
- * enabled there), TL_ENOENT (read-only and no store there), TL_ESTORE (any
- * other SQLite failure). */
+ * enabled there), TL_ENOENT (read-only and no store there), TL_ENOTSUP (a
+ * postgresql:// location: no such backend in this build), TL_ESTORE (any
+ * other SQLite failure).  The tl_store_ functions below return TL_EMISUSE
+ * for a handle that is not a store (closed, or another object) or whose
+ * open failed. */
 TL_API int tl_store_open(const char *path, int flags, tl_store **out);
 /* Takes a final checkpoint if the policy asks for one on close, releases
- * ownership and closes.  Returns that checkpoint's result.  NULL-safe. */
+ * ownership and closes.  Returns that checkpoint's result.  NULL-safe;
+ * TL_EMISUSE (and nothing done) for a handle that is not a store. */
 TL_API int tl_store_close(tl_store *st);
 TL_API int tl_store_errcode(const tl_store *st);
 TL_API const char *tl_store_errmsg(const tl_store *st);

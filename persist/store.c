@@ -125,6 +125,17 @@ int64_t tl_store_last_checkpoint(const tl_store *st) { return valid(st) ? st->la
 
 /* ---- opening ---- */
 
+/* The backend a location names: a URL scheme, or else a SQLite file. */
+static const tl__store_ops *backend_for(tl_store *st, const char *location)
+{
+    if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0) {
+        st_err(st, TL_ENOTSUP, "tl_store_open: %.200s: this build has no PostgreSQL store "
+               "backend (a plain path opens a SQLite store)", location);
+        return NULL;
+    }
+    return &tl__store_sqlite_ops;
+}
+
 int tl_store_open(const char *path, int flags, tl_store **out)
 {
     if (!out)
@@ -139,7 +150,9 @@ int tl_store_open(const char *path, int flags, tl_store **out)
     st->max_doc = TL__MAX_DOC;
     if (!path)
         return st_err(st, TL_EINVAL, "tl_store_open: no path");
-    const tl__store_ops *ops = &tl__store_sqlite_ops;
+    const tl__store_ops *ops = backend_for(st, path);
+    if (!ops)
+        return st->errcode;
     int rc = ops->open(st, path, flags, &st->be);
     if (rc == TL_OK && ops->last_id(st->be, &st->last) != TL_OK)
         st->last = 0;

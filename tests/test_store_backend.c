@@ -484,6 +484,11 @@ static void test_bad_handles(void **state)
     assert_int_equal(tl_store_checkpoint(st), TL_EMISUSE);
     assert_non_null(strstr(tl_store_errmsg(st), "no path"));
     assert_int_equal(tl_store_close(st), TL_OK);
+    /* a location naming a backend this build lacks */
+    assert_int_equal(tl_store_open("postgresql://localhost/app", 0, &st), TL_ENOTSUP);
+    assert_non_null(strstr(tl_store_errmsg(st), "no PostgreSQL store backend"));
+    assert_int_equal(tl_store_checkpoint(st), TL_EMISUSE);
+    assert_int_equal(tl_store_close(st), TL_OK);
     /* the runtime was not touched by any of this */
     tl_runtime_free(rt);
 }
