@@ -225,6 +225,7 @@ typedef struct {
 } select_locals;
 
 static const tl_field select_fields[] = {
+    TL_FIELD(select_locals, cases, TL_T_CASES),
     TL_FIELD(select_locals, n, TL_T_I64),
     TL_FIELD(select_locals, i, TL_T_I64),
     TL_FIELD(select_locals, v, TL_T_VALUE),

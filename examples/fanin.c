@@ -71,6 +71,7 @@ typedef struct {
 } consumer_t;
 
 static const tl_field consumer_fields[] = {
+    TL_FIELD(consumer_t, cases, TL_T_CASES),
     TL_FIELD(consumer_t, in[0], TL_T_CHAN),
     TL_FIELD(consumer_t, in[1], TL_T_CHAN),
     TL_FIELD(consumer_t, in[2], TL_T_CHAN),

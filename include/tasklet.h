@@ -296,7 +296,11 @@ typedef enum tl_ftype {
     TL_T_VALUE,     /* tl_value */
     TL_T_CHAN,      /* tl_chan *   (owns a reference) */
     TL_T_TASKLET,   /* tl_tasklet * (owns a reference) */
-    TL_T_BYTES      /* char/uint8_t array of any size, kept verbatim */
+    TL_T_BYTES,     /* char/uint8_t array of any size, kept verbatim */
+    TL_T_CASES      /* tl_case array for TL_SELECT (any count): a snapshot
+                     * names it to restore a select that waits on it; its
+                     * contents are scratch otherwise (rebuild the cases
+                     * before each TL_SELECT) */
 } tl_ftype;
 
 typedef struct tl_field {

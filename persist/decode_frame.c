@@ -180,6 +180,7 @@ static int dec_field(tl__loader *ld, const tl_field *fd, const msgpack_object *o
     case TL_T_VALUE: return tl__dec_value(ld, o, (tl_value *)p, 0);
     case TL_T_CHAN:
     case TL_T_TASKLET: return dec_ref_field(ld, fd, o, p);
+    case TL_T_CASES: return TL_OK; /* scratch; a select's come from extra.sel */
     default:
         if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != fd->size) break;
         memcpy(p, o->via.bin.ptr, fd->size);

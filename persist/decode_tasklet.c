@@ -17,9 +17,10 @@
 
 /* ---- pass 3: tasklets ---- */
 
-/* Where a select's n cases lie in the top frame's locals: at byte offset
- * at, inside the locals, aligned for tl_case and over no schema field (a
- * field written there would alias a case). NULL with the error set. */
+/* Format 1: where a select's n cases lie in the top frame's locals: at
+ * byte offset at (the writer's ABI), inside the locals, aligned for
+ * tl_case and over no schema field but a TL_T_CASES one (a field written
+ * there would alias a case).  NULL with the error set. */
 static tl_case *select_cases_at(tl__loader *ld, tl_tasklet *t, uint64_t at, uint32_t n)
 {
     const tl_func *fn = t->top->fn->fn;
@@ -31,12 +32,34 @@ static tl_case *select_cases_at(tl__loader *ld, tl_tasklet *t, uint64_t at, uint
     }
     uint64_t hi = at + n * sizeof(tl_case);
     for (size_t i = 0; i < fn->nfields; i++)
-        if (fn->fields[i].offset < hi && at < (uint64_t)fn->fields[i].offset + fn->fields[i].size) {
+        if (fn->fields[i].type != TL_T_CASES && fn->fields[i].offset < hi &&
+            at < (uint64_t)fn->fields[i].offset + fn->fields[i].size) {
             tl__corrupt(ld, "tasklet #%llu: select cases overlap field '%s'",
                         (unsigned long long)t->id, fn->fields[i].name);
             return NULL;
         }
     return (tl_case *)(void *)((char *)TL__LOCALS(t->top) + at);
+}
+
+/* Format 2: the n cases are the program's TL_T_CASES field of that name,
+ * wherever its ABI puts it.  NULL with the error set. */
+static tl_case *select_cases_in(tl__loader *ld, tl_tasklet *t, const msgpack_object *name,
+                                uint32_t n)
+{
+    const tl_func *fn = t->top->fn->fn;
+    for (size_t i = 0; i < fn->nfields; i++) {
+        const tl_field *fd = &fn->fields[i];
+        if (!str_is(name, fd->name))
+            continue;
+        if (fd->type == TL_T_CASES && n * sizeof(tl_case) <= fd->size)
+            return (tl_case *)(void *)((char *)TL__LOCALS(t->top) + fd->offset);
+        break;
+    }
+    tl__seterr(ld->rt, TL_ESCHEMA, "%s: tasklet #%llu waits in a select on %u cases in field "
+               "'%.*s', which %s@%u lacks (or not as a TL_T_CASES field of %u cases or more); "
+               "register an upgrade or a new version", ld->where, (unsigned long long)t->id, n,
+               (int)name->via.str.size, name->via.str.ptr, fn->name, fn->version, n);
+    return NULL;
 }
 
 /* One case [chan id, op, value] into *c. */
@@ -54,15 +77,19 @@ static int dec_case(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, tl_c
     return tl__dec_value(ld, &a[2], &c->value, 0);
 }
 
-/* extra.sel: {"at": offset of the cases in the top frame, "cases": [...]} */
+/* extra.sel: {"field": the TL_T_CASES field (format 1: "at", its byte
+ * offset), "cases": [...]} */
 static int dec_select(tl__loader *ld, tl_tasklet *t, const msgpack_object *sel)
 {
     const msgpack_object *at = map_get(sel, "at"), *cases = map_get(sel, "cases");
-    if (!at || !is_uint(at) || !cases || !is_array(cases, UINT32_MAX) ||
-        cases->via.array.size < 1 || cases->via.array.size > TL_SELECT_MAX || !t->top)
+    const msgpack_object *field = map_get(sel, "field");
+    bool v1 = ld->format == 1;
+    if ((v1 ? !at || !is_uint(at) : !field || field->type != MSGPACK_OBJECT_STR) || !cases ||
+        !is_array(cases, UINT32_MAX) || cases->via.array.size < 1 ||
+        cases->via.array.size > TL_SELECT_MAX || !t->top)
         return tl__corrupt(ld, "tasklet #%llu: bad select", (unsigned long long)t->id);
     uint32_t n = cases->via.array.size;
-    tl_case *cs = select_cases_at(ld, t, at->via.u64, n);
+    tl_case *cs = v1 ? select_cases_at(ld, t, at->via.u64, n) : select_cases_in(ld, t, field, n);
     if (!cs)
         return ld->rt->errcode;
     if (!tl__sel_new(ld->rt, t, cs, (int)n))

@@ -142,8 +142,8 @@ static int enc_value(msgpack_packer *pk, tl_value v, int depth)
 /* ---- locals ---- */
 
 /* On-disk field type names, indexed by tl_ftype (FORMAT.md section 4). */
-const char *const tl__type_names[11] = {
-    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
+const char *const tl__type_names[12] = {
+    "?", "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes", "cases",
 };
 
 int tl__pack_value(void *packer, tl_value v)
@@ -179,6 +179,9 @@ static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
             msgpack_pack_nil(pk);
         break;
     }
+    case TL_T_CASES: /* scratch: a waiting select's cases are in extra.sel */
+        msgpack_pack_nil(pk);
+        break;
     default:
         msgpack_pack_bin(pk, fd->size);
         msgpack_pack_bin_body(pk, p, fd->size);
@@ -254,22 +257,17 @@ static int64_t wait_on(const tl_tasklet *t, const tl_runtime *rt)
 static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
 {
     const tl__sel *sel = t->ext->sel;
-    const char *locals = TL__LOCALS(t->top);
-    const char *at = (const char *)sel->cases;
-    size_t size = t->top->fn->fn->locals_size;
     const tl_func *fn = t->top->fn->fn;
-    size_t lo = (size_t)(at - locals), hi = lo + (size_t)sel->n * sizeof(tl_case);
-    bool overlap = false;
-    for (size_t i = 0; at >= locals && i < fn->nfields; i++)
-        overlap |= fn->fields[i].offset < hi && lo < (size_t)fn->fields[i].offset + fn->fields[i].size;
-    if (at < locals || at + (size_t)sel->n * sizeof(tl_case) > locals + size || overlap)
-        return tl__seterr(t->rt, TL_ESTATE, "tasklet #%llu waits in a select whose cases "
-                          "are not in its frame's locals, outside the schema's fields: it "
-                          "cannot be saved", (unsigned long long)t->id);
+    int field = tl__cases_field(t->top, sel->cases, sel->n);
+    if (field < 0) /* only a select restored from format 1 can be so */
+        return tl__seterr(t->rt, TL_ESTATE, "tasklet #%llu waits in a select of %s@%u whose "
+                          "cases are in no TL_T_CASES field of its schema (restored from a "
+                          "format-1 snapshot): declare the array as one to save it",
+                          (unsigned long long)t->id, fn->name, fn->version);
     pack_cstr(pk, "sel");
     msgpack_pack_map(pk, 2);
-    pack_cstr(pk, "at");
-    msgpack_pack_uint64(pk, (uint64_t)(at - locals));
+    pack_cstr(pk, "field"); /* format 2: by name, not by byte offset */
+    pack_cstr(pk, fn->fields[field].name);
     pack_cstr(pk, "cases");
     msgpack_pack_array(pk, (size_t)sel->n);
     for (int i = 0; i < sel->n; i++) {

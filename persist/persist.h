@@ -178,7 +178,7 @@ TL__HIDDEN int tl__pack_value(void *packer, tl_value v);
 TL__HIDDEN int tl__unpack_value(tl_runtime *rt, const void *obj, tl_value *out);
 
 /* On-disk field type names, indexed by tl_ftype. */
-TL__HIDDEN extern const char *const tl__type_names[11];
+TL__HIDDEN extern const char *const tl__type_names[12];
 
 /* Encoders: each appends one record to out. */
 TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,

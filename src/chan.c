@@ -405,6 +405,8 @@ static tl_tasklet *sel_finish(tl__sel *sel, int fired)
         dequeue(ch, &w->w, sel->cases[i].op);
         tl_chan_release(ch);
     }
+    for (int i = 0; sel->owns_values && i < sel->n; i++)
+        tl_value_set(&sel->cases[i].value, tl_nil());
     t->ext->sel = NULL;
     t->ext->sel_fired = fired;
     tl__free(t->rt, sel, sel->bytes);
@@ -870,6 +872,7 @@ static tl_status select_block(tl_frame *f, tl_case *cases, int n)
     sel->t = t;
     sel->cases = cases;
     sel->n = n;
+    sel->owns_values = 0; /* the program's cases borrow their values */
     for (int i = 0; i < n; i++) {
         tl__selw *w = &sel->ws[i];
         w->sel = sel;
@@ -891,6 +894,7 @@ tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n)
     sel->t = t;
     sel->cases = cases;
     sel->n = n;
+    sel->owns_values = 1; /* the loader decodes each case's value */
     for (int i = 0; i < n; i++) {
         sel->ws[i].sel = sel;
         sel->ws[i].idx = i;
@@ -901,6 +905,37 @@ tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n)
     return sel;
 }
 
+/* The index of f's TL_T_CASES schema field that starts at cases and holds
+ * n of them; -1 if cases lie in the locals but in no such field, -2 if
+ * they lie outside the locals (on the C stack, say). */
+int tl__cases_field(const tl_frame *f, const tl_case *cases, int n)
+{
+    const tl_func *fn = f->fn->fn;
+    const char *locals = TL__LOCALS(f), *at = (const char *)cases;
+    if (at < locals || at > locals + fn->locals_size ||
+        (size_t)n * sizeof(tl_case) > fn->locals_size - (size_t)(at - locals))
+        return -2;
+    for (size_t i = 0; i < fn->nfields; i++) {
+        const tl_field *fd = &fn->fields[i];
+        if (fd->type == TL_T_CASES && locals + fd->offset == at &&
+            (size_t)n * sizeof(tl_case) <= fd->size)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* A select's cases must be a TL_T_CASES field, which a snapshot can name
+ * whatever the ABI of the program that loads it. */
+static tl_status bad_cases(tl_frame *f, int where)
+{
+    const tl_func *fn = f->fn->fn;
+    return tl__op_error(f, TL_EINVAL, "TL_SELECT in %s@%u: the cases must be a TL_T_CASES field "
+                        "of the locals schema (TL_FIELD(T, cases, TL_T_CASES)), so that a "
+                        "snapshot can restore the select; these lie %s", fn->name, fn->version,
+                        where == -2 ? "outside the frame's locals (on the C stack?)"
+                                    : "in the locals but in no TL_T_CASES field large enough");
+}
+
 tl_status tl__select(tl_frame *f, tl_case *cases, int n)
 {
     tl_tasklet *t = f->t;
@@ -908,6 +943,9 @@ tl_status tl__select(tl_frame *f, tl_case *cases, int n)
     int nready = 0, closing = -1;
     if (!cases || n < 1 || n > TL_SELECT_MAX)
         return tl__op_error(f, TL_EINVAL, "select: %d cases (1 to %d allowed)", n, TL_SELECT_MAX);
+    int where = tl__cases_field(f, cases, n);
+    if (where < 0)
+        return bad_cases(f, where);
     for (int i = 0; i < n; i++) {
         tl_chan *ch = tl__chan_at(cases[i].ch);
         char why[200];

@@ -97,8 +97,10 @@ typedef struct tl__selw {
 
 struct tl__sel {
     tl_tasklet *t;
-    tl_case *cases; /* in the frame's locals */
+    tl_case *cases; /* a TL_T_CASES field of the frame's locals */
     int n;
+    int owns_values; /* the loader's: the cases' values are the select's
+                      * own references, released when it ends */
     size_t bytes;
     tl__selw ws[];
 };
@@ -588,6 +590,9 @@ TL__HIDDEN int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out);
 TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);
 TL__HIDDEN void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op);
 /* A select block for t over cases, its waiters unlinked (for the loader). */
+/* The index of f's TL_T_CASES field that starts at cases and holds n of
+ * them; -1 if they lie in the locals but in no such field, -2 outside. */
+TL__HIDDEN int tl__cases_field(const tl_frame *f, const tl_case *cases, int n);
 TL__HIDDEN tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n);
 TL__HIDDEN void tl__chan_free_all(tl_runtime *rt);
 /* Links waiter t into proxy ch's queue (uncounted; t->w.on = ch; takes a

@@ -121,6 +121,7 @@ static size_t type_size(int type)
     case TL_T_VALUE: return sizeof(tl_value);
     case TL_T_CHAN: case TL_T_TASKLET: return sizeof(void *);
     case TL_T_BYTES: return 0; /* any */
+    case TL_T_CASES: return 0; /* any number of tl_case */
     default: return (size_t)-1;
     }
 }
@@ -148,7 +149,11 @@ static int check_field(tl_runtime *rt, const tl_func *fn, size_t i)
         return tl__seterr(rt, TL_ESCHEMA,
                           "tl_register %s@%u: field '%s' lies outside the %zu-byte locals",
                           fn->name, fn->version, fd->name, fn->locals_size);
-    if (is_ref_type(fd->type) && fd->offset % sizeof(void *))
+    if (fd->type == TL_T_CASES && fd->size % sizeof(tl_case))
+        return tl__seterr(rt, TL_ESCHEMA, "tl_register %s@%u: field '%s' (cases) is %u bytes, "
+                          "not a whole number of tl_case", fn->name, fn->version, fd->name,
+                          fd->size);
+    if ((is_ref_type(fd->type) || fd->type == TL_T_CASES) && fd->offset % sizeof(void *))
         return tl__seterr(rt, TL_ESCHEMA, "tl_register %s@%u: field '%s' is misaligned",
                           fn->name, fn->version, fd->name);
     for (size_t j = 0; j < i; j++) {

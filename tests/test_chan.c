@@ -223,6 +223,7 @@ typedef struct {
     int32_t id, n, rounds, i, idx, refill, catch_err, pad_;
 } selector_t;
 static const tl_field selector_fields[] = {
+    TL_FIELD(selector_t, cases, TL_T_CASES),
     TL_FIELD(selector_t, got, TL_T_VALUE), TL_FIELD(selector_t, id, TL_T_I32),
     TL_FIELD(selector_t, n, TL_T_I32), TL_FIELD(selector_t, rounds, TL_T_I32),
     TL_FIELD(selector_t, i, TL_T_I32), TL_FIELD(selector_t, idx, TL_T_I32),

@@ -97,6 +97,7 @@ typedef struct {
     tl_case cases[1];
 } op_t;
 static const tl_field op_fields[] = {
+    TL_FIELD(op_t, cases, TL_T_CASES),
     TL_FIELD(op_t, op, TL_T_I32), TL_FIELD(op_t, v, TL_T_VALUE),
 };
 static int op_err;
@@ -439,6 +440,7 @@ static void test_handle_identity(void **state)
  * a select case) are the ones the program gets for the same channel. */
 typedef struct { tl_chan *ch; tl_value v; int32_t idx, same; tl_case cases[1]; } sel_t;
 static const tl_field sel_fields[] = {
+    TL_FIELD(sel_t, cases, TL_T_CASES),
     TL_FIELD(sel_t, ch, TL_T_CHAN), TL_FIELD(sel_t, v, TL_T_VALUE),
     TL_FIELD(sel_t, idx, TL_T_I32), TL_FIELD(sel_t, same, TL_T_I32),
 };

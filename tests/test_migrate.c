@@ -349,6 +349,7 @@ static const tl_func only_a_fn = {"test.migrate.only_a", 1, only_a, sizeof(peer_
  * schema); records at id. */
 typedef struct { tl_case cases[1]; tl_value got; int32_t id, idx, catch_err, pad_; } sel_t;
 static const tl_field sel_fields[] = {
+    TL_FIELD(sel_t, cases, TL_T_CASES),
     TL_FIELD(sel_t, got, TL_T_VALUE), TL_FIELD(sel_t, id, TL_T_I32),
     TL_FIELD(sel_t, idx, TL_T_I32), TL_FIELD(sel_t, catch_err, TL_T_I32),
 };

@@ -99,6 +99,7 @@ static tl_status joiner(tl_frame *f, void *locals)
 
 typedef struct { tl_case cs[2]; int64_t idx, got; tl_value v; tl_chan *a, *b; } sel_t;
 static const tl_field sel_fields[] = {
+    TL_FIELD(sel_t, cs, TL_T_CASES),
     TL_FIELD(sel_t, idx, TL_T_I64), TL_FIELD(sel_t, got, TL_T_I64), TL_FIELD(sel_t, v, TL_T_VALUE),
     TL_FIELD(sel_t, a, TL_T_CHAN), TL_FIELD(sel_t, b, TL_T_CHAN),
 };
@@ -1202,11 +1203,171 @@ static void test_shape_upgrade_maps_points(void **state)
     free(buf);
 }
 
+/* ---- select cases by schema field; a restored send case does not leak ---- */
+
+/* the cases in the middle of the struct: their offset differs between
+ * ABIs, their field name does not */
+typedef struct { tl_chan *a; int64_t pad; tl_case cs[2]; tl_value v; tl_chan *b; int64_t idx; } mid_t;
+static const tl_field mid_fields[] = {
+    TL_FIELD(mid_t, a, TL_T_CHAN), TL_FIELD(mid_t, cs, TL_T_CASES),
+    TL_FIELD(mid_t, v, TL_T_VALUE), TL_FIELD(mid_t, b, TL_T_CHAN), TL_FIELD(mid_t, idx, TL_T_I64),
+};
+
+/* sends v on a or receives on b; returns the index of the case */
+static tl_status mid_select(tl_frame *f, void *locals)
+{
+    mid_t *L = locals;
+    TL_BEGIN(f);
+    L->cs[0] = (tl_case){L->a, TL_OP_SEND, L->v};
+    L->cs[1] = (tl_case){L->b, TL_OP_RECV, tl_nil()};
+    TL_SELECT(f, L->cs, 2, L->idx, L->v);
+    TL_RETURN(f, tl_i64(L->idx));
+    TL_END(f);
+}
+static const tl_func mid_fn = {"snap.mid_select", 1, mid_select, sizeof(mid_t), mid_fields,
+                               TL_COUNTOF(mid_fields), NULL};
+
+/* the same function with its cases outside any TL_T_CASES field */
+static const tl_field mid_bad_fields[] = {
+    TL_FIELD(mid_t, a, TL_T_CHAN), TL_FIELD(mid_t, v, TL_T_VALUE),
+    TL_FIELD(mid_t, b, TL_T_CHAN), TL_FIELD(mid_t, idx, TL_T_I64),
+};
+static const tl_func mid_bad_fn = {"snap.mid_select", 1, mid_select, sizeof(mid_t),
+                                   mid_bad_fields, TL_COUNTOF(mid_bad_fields), NULL};
+
+typedef struct { tl_chan *a; tl_value v; int64_t idx; } stack_t_;
+static const tl_field stack_fields[] = {
+    TL_FIELD(stack_t_, a, TL_T_CHAN), TL_FIELD(stack_t_, v, TL_T_VALUE),
+    TL_FIELD(stack_t_, idx, TL_T_I64),
+};
+static tl_status stack_select(tl_frame *f, void *locals)
+{
+    stack_t_ *L = locals;
+    tl_case cs[1] = {{L->a, TL_OP_RECV, {0}}}; /* on the C stack: refused */
+    TL_BEGIN(f);
+    TL_SELECT(f, cs, 1, L->idx, L->v);
+    TL_END(f);
+}
+static const tl_func stack_fn = {"snap.stack_select", 1, stack_select, sizeof(stack_t_),
+                                 stack_fields, TL_COUNTOF(stack_fields), NULL};
+
+static void expect_select_refused(const tl_func *fn, const void *args, size_t argsize,
+                                  const char *where)
+{
+    tl_runtime *rt = new_rt();
+    tl_tasklet *t;
+    assert_int_equal(tl_register(rt, fn), TL_OK);
+    assert_int_equal(tl_spawn(rt, fn, args, argsize, &t), TL_OK);
+    tl_run(rt);
+    assert_int_equal(tl_tasklet_state(t), TL_FAILED);
+    assert_int_equal(tl_tasklet_error(t), TL_EINVAL);
+    assert_non_null(strstr(tl_tasklet_errmsg(t), "the cases must be a TL_T_CASES field"));
+    assert_non_null(strstr(tl_tasklet_errmsg(t), where));
+    tl_tasklet_release(t);
+    tl_runtime_free(rt);
+}
+
+static void test_select_cases_not_in_a_field(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_chan *a, *b;
+    assert_int_equal(tl_chan_new(rt, 0, &a), TL_OK);
+    assert_int_equal(tl_chan_new(rt, 0, &b), TL_OK);
+    mid_t m = {.a = a, .b = b};
+    stack_t_ s = {.a = a};
+    expect_select_refused(&stack_fn, &s, sizeof s, "outside the frame's locals");
+    expect_select_refused(&mid_bad_fn, &m, sizeof m, "in no TL_T_CASES field");
+    tl_chan_release(a);
+    tl_chan_release(b);
+    tl_runtime_free(rt);
+}
+
+/* A snapshot of mid_select waiting to send a string on "a" or receive on
+ * "b", made in a runtime whose every byte is counted. */
+static void mid_snapshot(void **buf, size_t *len)
+{
+    count_alloc ca;
+    tl_config cfg = count_config(&ca);
+    tl_runtime *a;
+    tl_chan *ca_, *cb;
+    tl_value msg;
+    memset(&ca, 0, sizeof ca);
+    ca.fail_at = -1;
+    assert_int_equal(tl_runtime_new(&cfg, &a), TL_OK);
+    assert_int_equal(tl_register(a, &mid_fn), TL_OK);
+    assert_int_equal(tl_chan_new(a, 0, &ca_), TL_OK);
+    assert_int_equal(tl_chan_new(a, 0, &cb), TL_OK);
+    assert_int_equal(tl_chan_set_name(ca_, "a"), TL_OK);
+    assert_int_equal(tl_chan_set_name(cb, "b"), TL_OK);
+    assert_int_equal(tl_str_new(a, "a value of some sixty bytes, as the issue measured it", 54,
+                                &msg), TL_OK);
+    mid_t args = {.a = ca_, .v = msg, .b = cb};
+    assert_int_equal(tl_spawn(a, &mid_fn, &args, sizeof args, NULL), TL_OK);
+    tl_release(msg);
+    tl_chan_release(ca_);
+    tl_chan_release(cb);
+    assert_int_equal(tl_run(a), TL_EDEADLOCK);
+    void *tmp;
+    save(a, &tmp, len);
+    *buf = malloc(*len);
+    memcpy(*buf, tmp, *len);
+    tl_snapshot_free(a, tmp, *len);
+    tl_runtime_free(a);
+    assert_int_equal(ca.live, 0);
+}
+
+/* Loads the select, then fires its send case (fire) or kills it; every
+ * byte is given back. */
+static void mid_restore(const void *buf, size_t len, int fire)
+{
+    count_alloc ca;
+    tl_config cfg = count_config(&ca);
+    tl_runtime *b;
+    tl_value got;
+    memset(&ca, 0, sizeof ca);
+    ca.fail_at = -1;
+    assert_int_equal(tl_runtime_new(&cfg, &b), TL_OK);
+    assert_int_equal(tl_register(b, &mid_fn), TL_OK);
+    int rc = tl_snapshot_load(b, buf, len);
+    if (rc != TL_OK)
+        fail_msg("%s", tl_errmsg(b));
+    tl_tasklet *t = tl_tasklet_retain(tl_tasklet_find(b, 1));
+    assert_int_equal(tl_tasklet_wait(t), TL_WAIT_SELECT);
+    if (fire) {
+        assert_int_equal(tl_chan_try_recv(tl_chan_find_name(b, "a"), &got), TL_OK);
+        assert_string_equal(tl_str_data(got, NULL),
+                            "a value of some sixty bytes, as the issue measured it");
+        tl_release(got);
+        assert_int_equal(tl_run(b), TL_OK);
+        assert_int_equal(tl_tasklet_result(t, &got), TL_OK);
+        assert_int_equal(tl_as_i64(got), 0); /* the send case fired */
+    } else {
+        assert_int_equal(tl_kill(t), TL_OK);
+    }
+    tl_tasklet_release(t);
+    tl_runtime_free(b);
+    assert_int_equal(ca.live, 0); /* the loaded send value was released */
+}
+
+static void test_select_by_field_no_leak(void **state)
+{
+    (void)state;
+    void *buf;
+    size_t len;
+    mid_snapshot(&buf, &len);
+    mid_restore(buf, len, 1);
+    mid_restore(buf, len, 0);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_mid_flight),
         cmocka_unit_test(test_shape_moved_lines_load),
+        cmocka_unit_test(test_select_cases_not_in_a_field),
+        cmocka_unit_test(test_select_by_field_no_leak),
         cmocka_unit_test(test_shape_point_added),
         cmocka_unit_test(test_shape_point_removed),
         cmocka_unit_test(test_shape_points_swapped),

@@ -805,6 +805,7 @@ static void test_alloc_failures(void **state)
 
 typedef struct { tl_chan *ch; tl_value v; int64_t i, idx; tl_case cs[1]; } shape_t;
 static const tl_field shape_fields[] = {
+    TL_FIELD(shape_t, cs, TL_T_CASES),
     TL_FIELD(shape_t, ch, TL_T_CHAN), TL_FIELD(shape_t, v, TL_T_VALUE),
     TL_FIELD(shape_t, i, TL_T_I64), TL_FIELD(shape_t, idx, TL_T_I64),
 };

@@ -243,6 +243,7 @@ typedef struct fz_sel {
     tl_chan *a, *b, *c;
 } fz_sel;
 static const tl_field fz_sel_fields[] = {
+    TL_FIELD(fz_sel, cs, TL_T_CASES),
     TL_FIELD(fz_sel, idx, TL_T_I64), TL_FIELD(fz_sel, v, TL_T_VALUE),
     TL_FIELD(fz_sel, a, TL_T_CHAN),  TL_FIELD(fz_sel, b, TL_T_CHAN),
     TL_FIELD(fz_sel, c, TL_T_CHAN),
@@ -287,6 +288,7 @@ typedef struct fz_sel2 {
     tl_chan *a, *b;
 } fz_sel2;
 static const tl_field fz_sel2_fields[] = {
+    TL_FIELD(fz_sel2, cs, TL_T_CASES),
     TL_FIELD(fz_sel2, idx, TL_T_I64), TL_FIELD(fz_sel2, v, TL_T_VALUE),
     TL_FIELD(fz_sel2, a, TL_T_CHAN),  TL_FIELD(fz_sel2, b, TL_T_CHAN),
 };

@@ -255,6 +255,7 @@ typedef struct golden_selector_t {
 } golden_selector_t;
 
 static const tl_field golden_selector_fields[] = {
+    TL_FIELD(golden_selector_t, cs, TL_T_CASES),
     TL_FIELD(golden_selector_t, idx, TL_T_I64),
     TL_FIELD(golden_selector_t, v, TL_T_VALUE),
     TL_FIELD(golden_selector_t, a, TL_T_CHAN),
