@@ -759,6 +759,21 @@ TL_API int tl_store_attach(tl_store *st, tl_runtime *rt);
  * the errors of tl_snapshot_load otherwise. */
 TL_API int tl_store_restore(tl_store *st);
 
+/* Loads checkpoint `at` (0: the newest) into the attached, empty runtime;
+ * *restored (if not NULL) gets the id loaded.  TL_ENOENT if there is no
+ * such checkpoint.  With TL_RESTORE_FALLBACK, when that checkpoint does not
+ * load (a damaged record: TL_ECORRUPT, an unknown function...), the next
+ * older checkpoint is tried, and so on: never silently -- *restored says
+ * which one loaded and tl_store_errmsg names the newer one that failed and
+ * why (its record), also on success.  Without the flag the error names the
+ * damaged checkpoint and record, as tl_store_restore does.  After loading
+ * a checkpoint older than the newest, the next checkpoint is written whole
+ * and becomes the newest; the newer ones stay in the store until retention
+ * or `tasklet prune` removes them (`tasklet rollback DB --to N` makes N
+ * the newest for good). */
+#define TL_RESTORE_FALLBACK 1
+TL_API int tl_store_restore_at(tl_store *st, int64_t at, int flags, int64_t *restored);
+
 /* Writes a checkpoint of the attached runtime in one transaction: only the
  * chunks that changed since the last one (all of them the first time).
  * On failure (TL_EIO: disk full or read-only, TL_ESTORE) nothing is
@@ -777,7 +792,14 @@ typedef struct tl_policy {
     int on_idle;          /* when nothing is runnable (before sleeping or
                            * returning from tl_run)                       */
     int on_close;         /* in tl_store_close                           */
+    int64_t keep;         /* retention: the newest checkpoints kept; older
+                           * ones are pruned as checkpoints are written, in
+                           * their transactions, and their space given back
+                           * bit by bit.  0: TL_KEEP_DEFAULT; TL_KEEP_ALL:
+                           * keep every checkpoint (until tasklet prune)  */
 } tl_policy;
+#define TL_KEEP_DEFAULT 16 /* also without tl_store_set_policy */
+#define TL_KEEP_ALL (-1)
 TL_API int tl_store_set_policy(tl_store *st, const tl_policy *p);
 
 /* Handover through the store's mailbox: a job moves to whichever process

@@ -57,6 +57,9 @@ struct tl_store {
     int64_t last_time;  /* when we last checkpointed (ns) */
     size_t max_doc;     /* largest record document a checkpoint writes */
     tl_policy policy;
+    int64_t keep;       /* retention: newest checkpoints kept, 0: all */
+    int notice;         /* errmsg says what a successful call did (a
+                         * restore that fell back) */
     struct {
         const tl__participant *p;
         void *ud;
@@ -82,6 +85,7 @@ static bool usable(const tl_store *st) { return valid(st) && st->be; }
 static int st_verr(tl_store *st, int code, const char *fmt, va_list ap)
 {
     st->errcode = code;
+    st->notice = 0;
     vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
     if (st->rt) {
         st->rt->errcode = code;
@@ -118,7 +122,7 @@ const char *tl_store_errmsg(const tl_store *st)
         return "no store";
     if (!valid(st))
         return "not a store handle (closed, or never opened)";
-    return st->errcode == TL_OK ? "no error" : st->errmsg;
+    return st->errcode == TL_OK && !st->notice ? "no error" : st->errmsg;
 }
 
 int64_t tl_store_last_checkpoint(const tl_store *st) { return valid(st) ? st->last : 0; }
@@ -148,6 +152,7 @@ int tl_store_open(const char *path, int flags, tl_store **out)
     st->flags = flags;
     st->full_next = 1;
     st->max_doc = TL__MAX_DOC;
+    st->keep = TL_KEEP_DEFAULT;
     if (!path)
         return st_err(st, TL_EINVAL, "tl_store_open: no path");
     const tl__store_ops *ops = backend_for(st, path);
@@ -350,6 +355,8 @@ static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_
     if (rc != TL_OK)
         return rc;
     rc = write_all(st, tix, cix, ckpt, now);
+    if (rc == TL_OK && st->keep > 0 && ckpt > st->keep) /* retention, as we go */
+        rc = st->be->ops->retire(st->be, ckpt - st->keep + 1);
     if (rc == TL_OK)
         rc = st->be->ops->commit(st->be);
     if (rc != TL_OK) {
@@ -452,37 +459,80 @@ static void raw_free(raw_list *l)
     free(l->raws);
 }
 
-int tl_store_restore(tl_store *st)
+/* Loads checkpoint at (0: the newest) into the attached runtime; *ckpt
+ * the one read.  On failure the runtime is empty again (tl__load). */
+static int restore_one(tl_store *st, int64_t at, int64_t *ckpt, uint32_t *format)
 {
-    int64_t ckpt = 0;
-    uint32_t format = 0;
     char where[64];
-    if (!usable(st))
-        return TL_EMISUSE;
-    if (!st->rt)
-        return st_err(st, TL_EINVAL, "tl_store_restore: attach a runtime first");
     read_lists r = {st, {0}, {0}};
-    int rc = st->be->ops->read(st->be, 0, &ckpt, raw_push, &r);
+    int rc = st->be->ops->read(st->be, at, ckpt, raw_push, &r);
     if (rc == TL_OK && r.head.n != 1)
         rc = st_err(st, TL_ESTORE, "restore: the backend gave no head for checkpoint %lld",
-                    (long long)ckpt);
+                    (long long)*ckpt);
     if (rc == TL_OK) {
-        snprintf(where, sizeof where, "store checkpoint %lld", (long long)ckpt);
-        rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where, &format);
+        snprintf(where, sizeof where, "store checkpoint %lld", (long long)*ckpt);
+        rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where, format);
         if (rc != TL_OK)
             st_err(st, rc, "%s", st->rt->errmsg);
-    }
-    if (rc == TL_OK) {
-        st->last = ckpt;
-        /* the runtime now equals checkpoint ckpt; an older format's records
-         * are all rewritten at the next checkpoint, so that no checkpoint
-         * mixes formats */
-        st->full_next = format != TL_FORMAT_VERSION;
     }
     raw_free(&r.head);
     raw_free(&r.chunks);
     return rc;
 }
+
+/* The newest checkpoint older than ckpt (0: none, or unreadable). */
+static int64_t older_checkpoint(tl_store *st, int64_t ckpt)
+{
+    int64_t id = 0;
+    return st->be->ops->prev_id(st->be, ckpt, &id) == TL_OK ? id : 0;
+}
+
+/* Tries older checkpoints after the newest failed with rc; keeps the
+ * first failure's message in front of the outcome. */
+static int restore_fallback(tl_store *st, int64_t failed, int rc, int64_t *ckpt,
+                            uint32_t *format)
+{
+    char first[sizeof st->errmsg];
+    memcpy(first, st->errmsg, sizeof first);
+    int64_t at = failed;
+    while (rc != TL_OK && rc != TL_ENOMEM && (at = older_checkpoint(st, at)) > 0)
+        rc = restore_one(st, at, ckpt, format);
+    if (rc != TL_OK)
+        return st_err(st, rc, "no checkpoint loads; the newest failed: %.400s", first);
+    st_err(st, TL_OK, "restored checkpoint %lld, the newest that loads; skipped the newer: "
+           "%.380s", (long long)*ckpt, first);
+    st->notice = 1;
+    return TL_OK;
+}
+
+int tl_store_restore_at(tl_store *st, int64_t at, int flags, int64_t *restored)
+{
+    int64_t ckpt = at;
+    uint32_t format = 0;
+    if (restored)
+        *restored = 0;
+    if (!usable(st))
+        return TL_EMISUSE;
+    if (!st->rt)
+        return st_err(st, TL_EINVAL, "tl_store_restore: attach a runtime first");
+    if (at < 0 || (flags & ~TL_RESTORE_FALLBACK))
+        return st_err(st, TL_EINVAL, "tl_store_restore_at: bad checkpoint or flags");
+    int rc = restore_one(st, at, &ckpt, &format);
+    if (rc != TL_OK && rc != TL_ENOENT && rc != TL_ENOMEM && rc != TL_ENOTEMPTY &&
+        (flags & TL_RESTORE_FALLBACK))
+        rc = restore_fallback(st, ckpt ? ckpt : st->last, rc, &ckpt, &format);
+    if (rc != TL_OK)
+        return rc;
+    if (restored)
+        *restored = ckpt;
+    /* the runtime now equals checkpoint ckpt.  The next checkpoint is
+     * written whole when that is not the newest (newer rows must not show
+     * through) or is of an older format (no checkpoint mixes formats). */
+    st->full_next = format != TL_FORMAT_VERSION || ckpt != st->last;
+    return TL_OK;
+}
+
+int tl_store_restore(tl_store *st) { return tl_store_restore_at(st, 0, 0, NULL); }
 
 /* ---- pruning and limits ---- */
 
@@ -543,7 +593,11 @@ int tl_store_set_policy(tl_store *st, const tl_policy *p)
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_set_policy: attach a runtime first");
+    if (p->keep < TL_KEEP_ALL)
+        return st_err(st, TL_EINVAL, "tl_store_set_policy: keep must be at least 1, or 0 "
+                      "(the default, %d), or TL_KEEP_ALL", TL_KEEP_DEFAULT);
     st->policy = *p;
+    st->keep = p->keep == 0 ? TL_KEEP_DEFAULT : p->keep == TL_KEEP_ALL ? 0 : p->keep;
     st->last_time = tl_now(st->rt);
     tl_runtime *rt = st->rt;
     bool any = p->every_steps || p->every_ms || p->on_idle;

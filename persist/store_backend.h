@@ -99,11 +99,22 @@ typedef struct tl__store_ops {
      * ckpt <= that checkpoint, tombstones included (bytes borrowed for
      * the call).  *ckpt is the checkpoint read; TL_ENOENT when none. */
     int (*last_id)(tl__store_be *be, int64_t *id);
+    /* The newest checkpoint id below `below` (0: none), for a restore that
+     * falls back to an older checkpoint. */
+    int (*prev_id)(tl__store_be *be, int64_t below, int64_t *id);
     int (*read)(tl__store_be *be, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud);
 
     /* Pruning: deletes the checkpoints older than oldest_kept and every
      * chunk row none of the remaining checkpoints reads. */
     int (*prune)(tl__store_be *be, int64_t oldest_kept);
+    /* Retention as you go, in a checkpoint's transaction: moves the oldest
+     * kept checkpoint up to oldest_kept, deleting the checkpoint rows below
+     * it and the chunk rows superseded by rows of the checkpoints it moves
+     * past -- work in proportion to what those checkpoints wrote, not to
+     * the store's size -- then gives back a bounded number of free pages
+     * to the file system.  Keeps prune's result when every earlier
+     * checkpoint was also retired (or pruned). */
+    int (*retire)(tl__store_be *be, int64_t oldest_kept);
 
     /* Participants' rows (see tl__table in persist.h): insert or replace
      * by key, delete by key, delete all; rows_read gives a table's rows in

@@ -70,7 +70,8 @@ typedef struct sq {
     "CREATE TABLE IF NOT EXISTS outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"      \
     " data BLOB NOT NULL);"                                                            \
     "CREATE TABLE IF NOT EXISTS inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"       \
-    " time INTEGER NOT NULL);"
+    " time INTEGER NOT NULL);"                                                         \
+    "CREATE INDEX IF NOT EXISTS chunks_by_ckpt ON chunks(ckpt);"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value NOT NULL);"
@@ -153,7 +154,11 @@ static int bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n)
 static int init_schema(sq *q)
 {
     char sql[256];
-    int rc = exec(q, "BEGIN IMMEDIATE", "creating the store");
+    /* before the first table: free pages can then be given back bit by bit
+     * (retire) instead of only by a VACUUM */
+    int rc = exec(q, "PRAGMA auto_vacuum=INCREMENTAL", "creating the store");
+    if (rc == TL_OK)
+        rc = exec(q, "BEGIN IMMEDIATE", "creating the store");
     if (rc == TL_OK)
         rc = exec(q, schema_sql, "creating the store");
     snprintf(sql, sizeof sql,
@@ -637,6 +642,20 @@ static int read_chunks(sq *q, int64_t ckpt, tl__raw_fn fn, void *ud)
     return out;
 }
 
+static int sq_prev_id(tl__store_be *be, int64_t below, int64_t *id)
+{
+    sq *q = (sq *)be;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(q->db, "SELECT coalesce(max(id), 0) FROM checkpoints WHERE id < ?1",
+                           -1, &s, NULL) != SQLITE_OK)
+        return last_err(q, "reading checkpoints");
+    sqlite3_bind_int64(s, 1, below);
+    int rc = sqlite3_step(s);
+    *id = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? TL_OK : sql_err(q, rc, "reading checkpoints");
+}
+
 static int sq_read(tl__store_be *be, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
 {
     sq *q = (sq *)be;
@@ -668,6 +687,42 @@ static int sq_prune(tl__store_be *be, int64_t oldest_kept)
         rc = step_done(q, s, "pruning");
         sqlite3_finalize(s);
     }
+    return rc;
+}
+
+#define RECLAIM_PAGES 64 /* free pages given back per checkpoint */
+
+static int run_int(sq *q, sqlite3_stmt **s, const char *sql, int64_t a)
+{
+    if (!*s && sqlite3_prepare_v2(q->db, sql, -1, s, NULL) != SQLITE_OK)
+        return last_err(q, "retiring old checkpoints");
+    sqlite3_bind_int64(*s, 1, a);
+    return step_done(q, *s, "retiring old checkpoints");
+}
+
+static int sq_retire(tl__store_be *be, int64_t oldest_kept)
+{
+    sq *q = (sq *)be;
+    int64_t oldest = 0;
+    if (query_int(q, "SELECT coalesce(min(id), 0) FROM checkpoints", &oldest) != SQLITE_OK)
+        return last_err(q, "retiring old checkpoints");
+    if (oldest == 0 || oldest >= oldest_kept)
+        return TL_OK;
+    sqlite3_stmt *sup = NULL, *gone = NULL;
+    int rc = TL_OK;
+    /* a row is unreadable once a row of the same (kind, key) from a
+     * checkpoint in (oldest, oldest_kept] supersedes it */
+    for (int64_t c = oldest + 1; c <= oldest_kept && rc == TL_OK; c++)
+        rc = run_int(q, &sup, "DELETE FROM chunks WHERE (kind, key) IN (SELECT kind, key FROM "
+                     "chunks WHERE ckpt = ?1) AND ckpt < ?1", c);
+    if (rc == TL_OK)
+        rc = run_int(q, &gone, "DELETE FROM checkpoints WHERE id < ?1", oldest_kept);
+    sqlite3_finalize(sup);
+    sqlite3_finalize(gone);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%d)", RECLAIM_PAGES);
+    if (rc == TL_OK) /* a no-op in a store made without auto_vacuum */
+        rc = exec(q, sql, "giving back free pages");
     return rc;
 }
 
@@ -918,8 +973,10 @@ const tl__store_ops tl__store_sqlite_ops = {
     .put_head = sq_put_head,
     .stored_keys = sq_stored_keys,
     .last_id = sq_last_id,
+    .prev_id = sq_prev_id,
     .read = sq_read,
     .prune = sq_prune,
+    .retire = sq_retire,
     .row_put = sq_row_put,
     .row_del = sq_row_del,
     .row_clear = sq_row_clear,
