@@ -15,9 +15,25 @@
  * Errors: functions returning int return TL_OK (0) or a negative TL_E* code;
  * tl_errmsg() gives a message with detail for the last error of a runtime.
  *
- * Ownership: _new/_free pairs allocate and free library objects; _retain /
- * _release count references on shared ones.  Each doc comment says who owns
- * what.
+ * Ownership: the name says who frees.  An object with one owner is made
+ * by _new and ended by _free (tl_runtime_new / tl_runtime_free,
+ * tl_node_new / tl_node_free, tl_snapshot_save / tl_snapshot_free); a store,
+ * which holds a file, by _open / _close.  Reference-counted objects
+ * (tasklets, channels, values) are made by a constructor that gives the
+ * caller one reference (tl_chan_new, tl_spawn with a handle, tl_str_new,
+ * ...); _retain adds one, _release drops one, and the last release frees:
+ * tl_chan_new pairs with tl_chan_release, never with a _free.  Storage the
+ * caller provides would pair _init / _destroy (the API has none).
+ * tl_chan_close / tl_chan_open are Stackless's channel closing, not
+ * ownership.  Each doc comment names its pair.
+ *
+ * Handles: a tl_tasklet * or tl_chan * is valid while a reference is held
+ * (the caller's own, or the owner's for a borrowed one).  One kept after
+ * its object was freed is stale: every function refuses it (TL_EMISUSE,
+ * or the documented invalid-handle result of a getter) with the reason in
+ * tl_errmsg of its runtime, even when a newer object took its memory
+ * (64-bit x86 and ARM: the generation of the slot is part of the handle).
+ * This holds until the runtime is freed, which invalidates every handle.
  */
 #ifndef TASKLET_H
 #define TASKLET_H
@@ -109,7 +125,10 @@ TL_API const char *tl_strerror(int code);
 TL_API const char *tl_errname(int code);
 
 /* ------------------------------------------------------------------------
- * Handles (opaque)
+ * Handles (opaque).  Lifetime and staleness: see the head of this file and
+ * docs/API.md section 5.  Handles compare equal exactly when they name the
+ * same object: every function that gives a handle to an object gives the
+ * same pointer.
  * --------------------------------------------------------------------- */
 typedef struct tl_runtime tl_runtime;
 typedef struct tl_tasklet tl_tasklet;
@@ -392,6 +411,9 @@ TL_API int tl_spawn_by_name(tl_runtime *rt, const char *name,
                             uint32_t version, const void *args,
                             size_t argsize, tl_tasklet **out);
 
+/* One more reference to t; returns t, or NULL (errmsg set) if t is not a
+ * valid handle.  tl_tasklet_release drops one (the last frees an ended
+ * tasklet); NULL and invalid handles are no-ops. */
 TL_API tl_tasklet *tl_tasklet_retain(tl_tasklet *t);
 TL_API void tl_tasklet_release(tl_tasklet *t);
 
@@ -566,6 +588,10 @@ TL_API void tl_set_channel_callback(tl_runtime *rt, tl_channel_cb cb,
  * capacity N > 0 buffers up to N values.  The caller owns one reference
  * (tl_chan_release).  TL_ENOMEM, TL_EINVAL. */
 TL_API int tl_chan_new(tl_runtime *rt, size_t capacity, tl_chan **out);
+/* One more reference to ch; returns ch, or NULL (errmsg set) if ch is not
+ * a valid handle.  tl_chan_release drops one; the last frees the channel
+ * (a channel is also held by its waiters, and while pinned).  NULL and
+ * invalid handles are no-ops. */
 TL_API tl_chan *tl_chan_retain(tl_chan *ch);
 TL_API void tl_chan_release(tl_chan *ch);
 
@@ -751,7 +777,9 @@ TL_API const char *tl_store_errmsg(const tl_store *st);
  * (killed, another host name, a reused pid) is taken over.  A child forked
  * (without exec) while the store is attached shares the lock until it
  * exits.  Stores must live on a local file system (flock over NFS is not
- * reliable).  One runtime per store, one store per runtime. */
+ * reliable).  One runtime per store, one store per runtime.  Close the
+ * store before freeing the runtime (tl_runtime_free refuses, TL_EBUSY,
+ * while a store is attached). */
 TL_API int tl_store_attach(tl_store *st, tl_runtime *rt);
 
 /* Loads the latest checkpoint into the attached, empty runtime (the
@@ -1033,7 +1061,10 @@ enum { tl__in_body = 0 };
               (void)0, TL__K_SLEEP, TL_SLEEP)
 /* Waits on n cases (an array in the locals, so it survives suspension);
  * idx gets the index of the case that fired, dst the received value
- * (nil for a send).  With several ready, one is chosen at random. */
+ * (nil for a send).  With several ready, one is chosen at random.
+ * Delivered errors: TL_EINVAL (n out of 1..TL_SELECT_MAX, a NULL channel,
+ * a bad op), TL_EMISUSE (a stale or invalid channel handle), TL_ENOTSUP (a
+ * remote channel), TL_ECLOSED. */
 #define TL_SELECT(f, cases, n, idx, dst)                                     \
     TL__AWAIT(f, tl__select((f), (cases), (n)),                              \
               ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f))),  \

@@ -60,8 +60,10 @@ typedef struct tl_node_config {
 } tl_node_config;
 
 /* Creates a node around rt and registers its internal function
- * ("tl.agent"): create it before tl_store_restore.  TL_EINVAL (bad id or
- * secret), TL_EEXIST (rt has a node), TL_ENOMEM. */
+ * ("tl.agent"): create it before tl_store_restore.  *out is owned by the
+ * caller: free it with tl_node_free, before freeing rt (tl_runtime_free
+ * refuses with TL_EBUSY while a node wraps the runtime).  TL_EINVAL (bad
+ * id or secret), TL_EEXIST (rt has a node), TL_ENOMEM. */
 TL_API int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out);
 /* Closes every link and detaches from the runtime (which stays usable).
  * Transfers not yet acknowledged stay in the store's outbox, if any. */
