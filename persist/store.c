@@ -3,7 +3,7 @@
  * API, handle checks, what a checkpoint writes, the record size limit,
  * the mailbox's handover and the participants' rows.  The bytes go
  * through a backend's operations (store_backend.h; SQLite in
- * store_sqlite.c).  docs/ARCHITECTURE.md section 11 gives the interface.
+ * store_sqlite.c).  docs/ARCHITECTURE.md section 11.1 gives the interface.
  *
  * State machine of a store handle (function behind each transition):
  *

@@ -6,7 +6,7 @@
  * checkpoint writes, the record size limit, the mailbox's all-or-nothing
  * import, the participants (the node's outbox and inbox).  A backend
  * (persist/store_sqlite.c today, PostgreSQL next) stores and finds bytes
- * through the operations below.  docs/ARCHITECTURE.md section 11 gives
+ * through the operations below.  docs/ARCHITECTURE.md section 11.1 gives
  * the contract in prose: who calls what, in which transaction.
  *
  * Rules every backend follows:
