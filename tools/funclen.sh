@@ -4,7 +4,7 @@
 # first line of the signature to the closing brace, both included (the
 # comment above is not counted).  Only functions of MIN lines
 # or more are listed (default 61: "none over 60 lines"); -a lists all.
-# Default files: the library's (src/ persist/ migrate/ *.c).
+# Default files: the libraries' (src/ persist/ migrate/ workflow/ *.c).
 # Relies on the project's layout: a definition's braces stand alone at
 # column 0 ("{" and "}"), its signature starts at column 0.
 # Exit status 0 whatever is found: a report, not a check.
@@ -22,6 +22,7 @@ done
 if [ $# -eq 0 ]; then
     cd "$(dirname "$0")/.."
     set -- src/*.c persist/*.c migrate/*.c
+    [ -d workflow ] && set -- "$@" workflow/*.c
 fi
 awk -v min="$min" '
     FNR == 1 { sig = ""; start = 0; inbody = 0 }
