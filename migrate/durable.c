@@ -81,7 +81,10 @@ static int read_outbox_row(void *ud, const tl__row *r)
     x->data = data;
     x->len = r->len;
     x->durable = 1;
-    tl__outbox_append(n, x);
+    if (tl__outbox_append(n, x) != TL_OK) {
+        tl__outx_free(n, x);
+        return tl__seterr(n->rt, TL_ENOMEM, "reading the outbox: out of memory");
+    }
     return TL_OK;
 }
 
@@ -131,8 +134,9 @@ int tl__node_checkpoint(tl_node *n)
         return tl__seterr(n->rt, rc, "checkpoint for a transfer: %s",
                           tl_store_errmsg(n->store));
     n->need_ckpt = 0;
-    for (outx *x = n->next_send; x; x = x->next)
+    for (outx *x = n->undurable; x; x = x->next)
         x->durable = 1;
+    n->undurable = NULL;
     return TL_OK;
 }
 

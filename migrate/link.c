@@ -13,13 +13,19 @@
  *     `----------------------------------------> HANDSHAKE <------------'
  *                                                   |  sends HELLO
  *                         tl__on_hello: checks it, sends AUTH (our MAC)
- *                         tl__on_auth: their MAC verified
+ *                         tl__on_auth: their MAC verified (tl__link_set_up)
  *                                                   v
  *                                                  UP
  *
  *   CONNECTING, HANDSHAKE, UP --tl__link_drop--> DEAD --tl__links_reap--> freed
  *   (a bad frame, the peer's ERROR or close, a failed send or receive, no
  *   authentication within HANDSHAKE_NS (tl_node_poll), the node closing)
+ *
+ * Tables: n->links (every link, newest first), n->dead (DEAD, to reap),
+ * n->shaking (CONNECTING and HANDSHAKE, oldest first: the first to time
+ * out) with n->nhandshake counting HANDSHAKE (the accept limit), and per
+ * peer (n->peers, by name) its links up, newest first: tl__link_up is one
+ * lookup.  set_state keeps them all in step with l->state.
  *
  * Invariants: nothing but HELLO, AUTH and ERROR is acted on before UP
  * (frame.c); a DEAD link has fd -1, is in no request or transfer table
@@ -46,13 +52,71 @@
 
 /* ---- links ---- */
 
-/* The newest link up to node peer, or NULL. */
-conn *tl__link_up(tl_node *n, const char *peer)
+static int peer_match(const void *obj, const void *key)
 {
-    for (conn *l = n->links; l; l = l->next)
-        if (l->state == L_UP && strcmp(l->peer, peer) == 0)
-            return l;
-    return NULL;
+    return strcmp(((const peerinfo *)obj)->name, key) == 0;
+}
+
+/* The peer named name; with create, made if new (NULL: out of memory). */
+peerinfo *tl__peer_get(tl_node *n, const char *name, int create)
+{
+    uint64_t h = tl__hash(n, name, strlen(name));
+    peerinfo *p = tl__hmap_get(&n->peers, h, peer_match, name);
+    if (p || !create)
+        return p;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->hash = h;
+    tl__list_init(&p->ups);
+    tl__list_init(&p->unsent);
+    if (tl__hmap_put(&n->peers, h, p) != TL_OK) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void tl__peers_free(tl_node *n)
+{
+    for (size_t i = 0; i < n->peers.cap; i++) {
+        peerinfo *p = n->peers.e[i].obj;
+        if (p) {
+            free(p->forgets.v);
+            free(p);
+        }
+    }
+    tl__hmap_free(&n->peers);
+}
+
+/* The newest link up to node peer, or NULL. */
+conn *tl__link_up(tl_node *n, const char *name)
+{
+    peerinfo *p = tl__peer_get(n, name, 0);
+    return p ? tl__peer_link(p) : NULL;
+}
+
+conn *tl__peer_link(const peerinfo *p)
+{
+    return tl__list_empty(&p->ups) ? NULL : TL__CONTAINER(p->ups.next, conn, upl);
+}
+
+/* Every change of l->state goes through here: it keeps n->nhandshake,
+ * n->shaking and n->dead true. */
+static void set_state(conn *l, int state)
+{
+    tl_node *n = l->node;
+    n->nhandshake -= l->state == L_HANDSHAKE;
+    n->nhandshake += state == L_HANDSHAKE;
+    l->state = state;
+    if (state == L_UP || state == L_DEAD)
+        tl__list_unlink(&l->shake);
+    if (state == L_DEAD) {
+        tl__list_unlink(&l->upl);
+        l->dead_next = n->dead;
+        n->dead = l;
+    }
 }
 
 void tl__set_nonblock(int fd)
@@ -61,6 +125,8 @@ void tl__set_nonblock(int fd)
     fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+/* A new link in HANDSHAKE (the caller sends HELLO, or makes it
+ * CONNECTING). */
 conn *tl__link_new(tl_node *n, int fd, int client, const char *where)
 {
     conn *l = calloc(1, sizeof *l);
@@ -69,14 +135,47 @@ conn *tl__link_new(tl_node *n, int fd, int client, const char *where)
     l->node = n;
     l->fd = fd;
     l->client = client;
+    l->seq = ++n->link_seq;
     l->state = L_HANDSHAKE;
+    n->nhandshake++;
     l->born = tl__mono_ns();
     snprintf(l->where, sizeof l->where, "%.127s", where);
     memcpy(l->key, n->key, sizeof l->key);
     randombytes_buf(l->mine, sizeof l->mine);
+    tl__list_init(&l->upl);
+    tl__list_init(&l->sent);
+    tl__list_push_back(&n->shaking, &l->shake);
     l->next = n->links;
+    if (n->links)
+        n->links->prev = l;
     n->links = l;
     return l;
+}
+
+/* Takes back a link just made (l is n->links), nothing sent yet. */
+void tl__link_unmake(conn *l)
+{
+    set_state(l, L_DEAD);
+    tl__links_reap(l->node);
+}
+
+/* l authenticated its peer (l->peer): it is up, and the newest link to
+ * that peer if none up is newer. */
+void tl__link_set_up(conn *l)
+{
+    tl_node *n = l->node;
+    peerinfo *p = tl__peer_get(n, l->peer, 1);
+    if (!p) {
+        tl__link_drop(l, "out of memory");
+        return;
+    }
+    l->p = p;
+    tl__link *at = &p->ups; /* a peer has one or two links: the walk is short */
+    while (at->next != &p->ups && TL__CONTAINER(at->next, conn, upl)->seq > l->seq)
+        at = at->next;
+    tl__list_push_front(at, &l->upl);
+    set_state(l, L_UP);
+    n->stats.links_up++;
 }
 
 void tl__send_hello(conn *l)
@@ -147,7 +246,7 @@ void tl__link_drop(conn *l, const char *fmt, ...)
     va_end(ap);
     int was_up = l->state == L_UP;
     tl__node_log(n, "link %s%s%s dropped: %s", l->where, l->peer[0] ? " to " : "", l->peer, why);
-    l->state = L_DEAD;
+    set_state(l, L_DEAD);
     close(l->fd);
     l->fd = -1;
     n->stats.links_dropped += was_up;
@@ -167,20 +266,25 @@ void tl__link_free(conn *l)
 {
     free(l->rbuf);
     free(l->wbuf);
+    free(l->acks.v);
+    tl__hmap_free(&l->rops);
+    tl__hmap_free(&l->agents);
     free(l);
 }
 
+/* Frees the links that went DEAD. */
 void tl__links_reap(tl_node *n)
 {
-    conn **pp = &n->links;
-    while (*pp) {
-        conn *l = *pp;
-        if (l->state == L_DEAD) {
-            *pp = l->next;
-            tl__link_free(l);
-        } else {
-            pp = &l->next;
-        }
+    while (n->dead) {
+        conn *l = n->dead;
+        n->dead = l->dead_next;
+        if (l->prev)
+            l->prev->next = l->next;
+        else
+            n->links = l->next;
+        if (l->next)
+            l->next->prev = l->prev;
+        tl__link_free(l);
     }
 }
 
@@ -292,9 +396,9 @@ void tl__on_auth(conn *l, const msgpack_object *o)
         tl__link_drop(l, "authentication failed: node '%s' does not hold the shared secret", l->peer);
         return;
     }
-    l->state = L_UP;
-    l->node->stats.links_up++;
-    tl__node_log(l->node, "link %s to %s up", l->where, l->peer);
+    tl__link_set_up(l);
+    if (l->state == L_UP)
+        tl__node_log(l->node, "link %s to %s up", l->where, l->peer);
 }
 
 /* ---- dialing, accepting ---- */
@@ -328,11 +432,10 @@ void tl__dial_now(tl_node *n, dial *d)
     }
     l->dial = d;
     d->conn = l;
-    if (rc == 0) {
+    if (rc == 0)
         tl__send_hello(l);
-    } else {
-        l->state = L_CONNECTING;
-    }
+    else
+        set_state(l, L_CONNECTING);
 }
 
 void tl__on_connected(conn *l)
@@ -342,23 +445,21 @@ void tl__on_connected(conn *l)
     getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err) {
         /* quietly: the peer may not be up yet */
-        l->state = L_DEAD;
+        set_state(l, L_DEAD);
         close(l->fd);
+        l->fd = -1;
         if (l->dial) {
             l->dial->conn = NULL;
             l->dial->next_try = tl__mono_ns() + REDIAL_NS;
         }
         return;
     }
-    l->state = L_HANDSHAKE;
+    set_state(l, L_HANDSHAKE);
     tl__send_hello(l);
 }
 
 void tl__on_accept(tl_node *n)
 {
-    size_t pending = 0;
-    for (conn *l = n->links; l; l = l->next)
-        pending += l->state == L_HANDSHAKE;
     for (;;) {
         int fd = accept(n->lfd, NULL, NULL);
         if (fd < 0) {
@@ -370,13 +471,12 @@ void tl__on_accept(tl_node *n)
             }
             return;
         }
-        if (pending >= MAX_HANDSHAKES) {
+        if (n->nhandshake >= MAX_HANDSHAKES) {
             close(fd);
             tl__node_log(n, "refused a connection on %s: %d handshakes already pending", n->laddr,
                   MAX_HANDSHAKES);
             continue;
         }
-        pending++;
         tl__set_nonblock(fd);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

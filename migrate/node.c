@@ -67,6 +67,13 @@ void tl__node_log(tl_node *n, const char *fmt, ...)
 
 /* ---- public API ---- */
 
+/* A node handle is checked on entry (SQLite's safety check): a bad one,
+ * or one freed (while its memory is not reused), gives TL_EMISUSE. */
+static int valid(const tl_node *n)
+{
+    return n && n->magic == TL__MAGIC_NODE;
+}
+
 static int check_config(tl_runtime *rt, const tl_node_config *cfg)
 {
     if (!cfg->node_id || !tl__valid_id(cfg->node_id))
@@ -86,7 +93,9 @@ static int check_config(tl_runtime *rt, const tl_node_config *cfg)
 
 static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
 {
+    n->magic = TL__MAGIC_NODE;
     n->rt = rt;
+    randombytes_buf(n->hkey, sizeof n->hkey);
     snprintf(n->id, sizeof n->id, "%s", cfg->node_id);
     if (cfg->secret) {
         crypto_generichash(n->key, sizeof n->key, cfg->secret, cfg->secret_len,
@@ -100,7 +109,7 @@ static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
                                                                          : MAX_FRAME_DEFAULT;
     n->batch = cfg->batch ? cfg->batch : 1024;
     n->lfd = -1;
-    n->out_tail = &n->out;
+    tl__list_init(&n->shaking);
     randombytes_buf(&n->xid_prefix, sizeof n->xid_prefix);
 }
 
@@ -118,12 +127,12 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     int rc = check_config(rt, cfg);
     if (rc != TL_OK)
         return rc;
-    tl_node *n = calloc(1, sizeof *n);
+    tl_node *n = tl__calloc(rt, sizeof *n); /* rt's allocator: tests can keep it after free */
     if (!n)
         return tl__seterr(rt, TL_ENOMEM, "tl_node_new: out of memory");
     configure(n, rt, cfg);
     if (pipe(n->wake) != 0) {
-        free(n);
+        tl__free(rt, n, sizeof *n);
         return tl__seterr(rt, TL_EIO, "tl_node_new: pipe: %s", strerror(errno));
     }
     tl__set_nonblock(n->wake[0]);
@@ -131,7 +140,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     rc = tl_register(rt, &tl__agent_fn);
     if (rc != TL_OK && rc != TL_EEXIST) {
         close_wake(n);
-        free(n);
+        tl__free(rt, n, sizeof *n);
         return rc;
     }
     tl_set_node_id(rt, n->id);
@@ -141,7 +150,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     if (rc != TL_OK) {
         tl__transfers_free(n, 1);
         close_wake(n);
-        free(n);
+        tl__free(rt, n, sizeof *n);
         return rc;
     }
     rt->hooks = &tl__node_hooks;
@@ -152,7 +161,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
 
 void tl_node_free(tl_node *n)
 {
-    if (!n)
+    if (!valid(n))
         return;
     for (conn *l = n->links; l; l = l->next)
         tl__link_drop(l, "the node is closing");
@@ -169,20 +178,22 @@ void tl_node_free(tl_node *n)
     if (n->lpath[0])
         unlink(n->lpath);
     close_wake(n);
+    tl__peers_free(n);
     n->rt->hooks = NULL;
     n->rt->hooks_ud = NULL;
-    free(n);
+    n->magic = TL__MAGIC_DEAD;
+    tl__free(n->rt, n, sizeof *n);
 }
 
-tl_runtime *tl_node_runtime(const tl_node *n) { return n ? n->rt : NULL; }
-const char *tl_node_name(const tl_node *n) { return n ? n->id : ""; }
-const char *tl_node_errmsg(const tl_node *n) { return n ? tl_errmsg(n->rt) : ""; }
-const char *tl_node_address(const tl_node *n) { return n ? n->laddr : ""; }
+tl_runtime *tl_node_runtime(const tl_node *n) { return valid(n) ? n->rt : NULL; }
+const char *tl_node_name(const tl_node *n) { return valid(n) ? n->id : ""; }
+const char *tl_node_errmsg(const tl_node *n) { return valid(n) ? tl_errmsg(n->rt) : ""; }
+const char *tl_node_address(const tl_node *n) { return valid(n) ? n->laddr : ""; }
 
 int tl_node_listen(tl_node *n, const char *where)
 {
     tl__addr a;
-    if (!n || !where)
+    if (!valid(n) || !where)
         return TL_EMISUSE;
     if (!n->has_key)
         return tl__seterr(n->rt, TL_EINVAL, "tl_node_listen: configure a shared secret first");
@@ -223,7 +234,7 @@ int tl_node_listen(tl_node *n, const char *where)
 int tl_node_connect(tl_node *n, const char *where)
 {
     tl__addr a;
-    if (!n || !where)
+    if (!valid(n) || !where)
         return TL_EMISUSE;
     if (!n->has_key)
         return tl__seterr(n->rt, TL_EINVAL, "tl_node_connect: configure a shared secret first");
@@ -246,7 +257,7 @@ int tl_node_pair(tl_node *a, tl_node *b)
 {
     int sv[2];
     unsigned char key[crypto_auth_KEYBYTES];
-    if (!a || !b || a == b)
+    if (!valid(a) || !valid(b) || a == b)
         return TL_EMISUSE;
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         return tl__seterr(a->rt, TL_EIO, "tl_node_pair: %s", strerror(errno));
@@ -255,10 +266,8 @@ int tl_node_pair(tl_node *a, tl_node *b)
     conn *la = tl__link_new(a, sv[0], 1, "pair");
     conn *lb = la ? tl__link_new(b, sv[1], 0, "pair") : NULL;
     if (!la || !lb) {
-        if (la) {
-            a->links = la->next;
-            tl__link_free(la);
-        }
+        if (la)
+            tl__link_unmake(la);
         close(sv[0]);
         close(sv[1]);
         return tl__seterr(a->rt, TL_ENOMEM, "tl_node_pair: out of memory");
@@ -273,12 +282,12 @@ int tl_node_pair(tl_node *a, tl_node *b)
 
 int tl_node_connected(const tl_node *n, const char *peer)
 {
-    return n && peer && tl__link_up((tl_node *)n, peer) != NULL;
+    return valid(n) && peer && tl__link_up((tl_node *)n, peer) != NULL;
 }
 
 int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms)
 {
-    if (!n || !peer)
+    if (!valid(n) || !peer)
         return TL_EMISUSE;
     int64_t end = tl__mono_ns() + (int64_t)timeout_ms * 1000000;
     while (!tl__link_up(n, peer)) {
@@ -296,7 +305,7 @@ int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms)
 int tl_node_migrate(tl_node *n, tl_tasklet *h, const char *peer)
 {
     tl_tasklet *t = tl__tasklet_at(h);
-    if (!n || !t || !peer)
+    if (!valid(n) || !t || !peer)
         return t || !h ? TL_EMISUSE : tl__bad_tasklet(h, "tl_node_migrate");
     if (t->rt != n->rt)
         return tl__seterr(n->rt, TL_EINVAL, "tl_node_migrate: the tasklet belongs to another "
@@ -315,7 +324,7 @@ int tl_node_migrate(tl_node *n, tl_tasklet *h, const char *peer)
 int tl_node_chan(tl_node *n, const char *path, tl_chan **out)
 {
     char node[64], name[256];
-    if (!n || !path || !out)
+    if (!valid(n) || !path || !out)
         return TL_EMISUSE;
     *out = NULL;
     const char *slash = strchr(path, '/');
@@ -374,9 +383,8 @@ static int64_t wait_ns(tl_node *n, int timeout_ms, int64_t now)
     for (dial *d = n->dials; d && wait != 0; d = d->next)
         if (!d->conn)
             wait = bound(wait, d->next_try - now);
-    for (conn *l = n->links; l && wait != 0; l = l->next)
-        if (l->state == L_HANDSHAKE || l->state == L_CONNECTING)
-            wait = bound(wait, l->born + HANDSHAKE_NS - now);
+    if (!tl__list_empty(&n->shaking) && wait != 0) /* the oldest handshake ends first */
+        wait = bound(wait, TL__CONTAINER(n->shaking.next, conn, shake)->born + HANDSHAKE_NS - now);
     if (n->lfd >= 0 && n->accept_after > now && wait != 0)
         wait = bound(wait, n->accept_after - now);
     return wait;
@@ -475,15 +483,18 @@ static void timers(tl_node *n)
     for (dial *d = n->dials; d; d = d->next)
         if (!d->conn && d->next_try <= now)
             tl__dial_now(n, d);
-    for (conn *l = n->links; l; l = l->next)
-        if ((l->state == L_HANDSHAKE || l->state == L_CONNECTING) && now - l->born > HANDSHAKE_NS)
-            tl__link_drop(l, "no authentication within %lld s", HANDSHAKE_NS / 1000000000LL);
+    while (!tl__list_empty(&n->shaking)) { /* oldest first; a drop takes it out */
+        conn *l = TL__CONTAINER(n->shaking.next, conn, shake);
+        if (now - l->born <= HANDSHAKE_NS)
+            break;
+        tl__link_drop(l, "no authentication within %lld s", HANDSHAKE_NS / 1000000000LL);
+    }
     tl__links_reap(n);
 }
 
 int tl_node_poll(tl_node *n, int timeout_ms)
 {
-    if (!n)
+    if (!valid(n))
         return TL_EMISUSE;
     int rc = n->started ? TL_OK : tl__node_start(n);
     if (rc == TL_OK)
@@ -511,7 +522,7 @@ int tl_node_poll(tl_node *n, int timeout_ms)
 
 int tl_node_run(tl_node *n)
 {
-    if (!n)
+    if (!valid(n))
         return TL_EMISUSE;
     int rc = TL_OK;
     while (!atomic_load(&n->stop) && rc == TL_OK)
@@ -522,7 +533,7 @@ int tl_node_run(tl_node *n)
 
 void tl_node_stop(tl_node *n)
 {
-    if (!n)
+    if (!valid(n))
         return;
     atomic_store(&n->stop, 1);
     ssize_t k = write(n->wake[1], "", 1);
@@ -531,7 +542,7 @@ void tl_node_stop(tl_node *n)
 
 void tl_node_stats_get(const tl_node *n, tl_node_stats *out)
 {
-    if (!n || !out)
+    if (!valid(n) || !out)
         return;
     *out = n->stats;
     out->pending = n->nout;
@@ -541,6 +552,8 @@ void tl_node_stats_get(const tl_node *n, tl_node_stats *out)
 
 int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
 {
+    if (!valid(n))
+        return TL_EMISUSE;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         return TL_EIO;
@@ -552,9 +565,9 @@ int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
         return TL_ENOMEM;
     }
     if (authed) {
-        l->state = L_UP;
         l->hello_got = 1;
         snprintf(l->peer, sizeof l->peer, "fuzz-peer");
+        tl__link_set_up(l);
     }
     l->rbuf = malloc(len ? len : 1);
     if (l->rbuf) {

@@ -9,6 +9,7 @@
  *   remote.c    remote channel operations (our requests, their agents)
  *               and the runtime's hooks
  *   durable.c   the node's rows in the store (outbox, inbox)
+ *   hmap.c      the hash maps every table above is found through
  *   node.c      the public tl_node_* API and the event loop
  */
 #ifndef TL_NODE_IMPL_H
@@ -45,13 +46,44 @@ enum { L_CONNECTING, L_HANDSHAKE, L_UP, L_DEAD };
 
 typedef struct dial dial;
 typedef struct conn conn;
+typedef struct peerinfo peerinfo;
+
+/* A growable array of T. */
+#define VEC(T) struct { T *v; size_t n, cap; }
+#define VEC_PUSH(vec, item)                                                        \
+    ((vec).n < (vec).cap || tl__vec_grow((void **)&(vec).v, &(vec).cap, sizeof *(vec).v) \
+         ? ((vec).v[(vec).n++] = (item), 0) : -1)
+
+/* A hash map of objects (hmap.c): entries of (hash, object), obj NULL
+ * when empty. */
+typedef struct tl__hent {
+    uint64_t hash;
+    void *obj;
+} tl__hent;
+typedef struct tl__hmap {
+    tl__hent *e;
+    size_t cap, n;
+} tl__hmap;
+/* Whether obj has key. */
+typedef int (*tl__hmatch)(const void *obj, const void *key);
+
+/* A transfer id as text (32 hex digits). */
+typedef struct xidstr { char s[40]; } xidstr;
 
 struct conn {
-    conn *next;
+    conn *next, *prev;           /* in n->links, newest first */
+    conn *dead_next;             /* in n->dead once DEAD, until reaped */
     tl_node *node;
     int fd, state, client;
+    uint64_t seq;                /* order of creation: a peer's newest link is used */
     dial *dial;
     char peer[64];
+    peerinfo *p;                 /* set when up */
+    tl__link upl;                /* in p->ups while up */
+    tl__link shake;              /* in n->shaking while CONNECTING or HANDSHAKE */
+    tl__link sent;               /* transfers sent on it, not acknowledged (outx.q) */
+    tl__hmap rops, agents;       /* our requests through it, its agents here: by req */
+    VEC(xidstr) acks;            /* to send once the imports are checkpointed */
     char where[128];             /* for log lines */
     unsigned char key[crypto_auth_KEYBYTES];
     unsigned char mine[32], theirs[32];
@@ -59,6 +91,16 @@ struct conn {
     int64_t born;                /* handshakes must finish in time */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
+};
+
+/* A node we have linked with or have transfers for (n->peers, by name;
+ * kept until the node is freed). */
+struct peerinfo {
+    char name[64];
+    uint64_t hash;
+    tl__link ups;                /* its links up, newest (largest seq) first */
+    tl__link unsent;             /* its transfers to send, in departure order (outx.q) */
+    VEC(xidstr) forgets;         /* to send once the outbox removal is checkpointed */
 };
 
 struct dial {
@@ -70,21 +112,32 @@ struct dial {
 };
 
 typedef struct outx {       /* a transfer not yet acknowledged */
-    struct outx *next;
+    struct outx *next, *prev; /* n->out, in departure order */
     char xid[40], peer[64];
     void *data;             /* rt's allocator (tl_snapshot_free) */
     size_t len;
     int durable;            /* checkpointed (or no store) */
     conn *sent;             /* the link it went out on, or NULL */
     int tried;              /* sent at least once (it may have arrived) */
+    peerinfo *p;
+    tl__link q;             /* in p->unsent, or in sent->sent */
+    uint64_t hash;          /* in n->outmap, if its xid parses */
 } outx;
-
-typedef struct xidref { conn *l; char xid[40]; char peer[64]; } xidref;
 
 /* A request of ours at a channel's home.  moving: the waiter is to move
  * to that node once the home answered the CANCEL sent for it. */
-typedef struct rop { uint64_t req; tl_tasklet *t; conn *via; char moving[64]; } rop;
-typedef struct agent { uint64_t req; tl_tasklet *t; conn *via; } agent; /* theirs, here */
+typedef struct rop {
+    uint64_t req, hreq, ht; /* hreq, ht: its hashes in via->rops, n->rop_by_t */
+    tl_tasklet *t;
+    conn *via;
+    char moving[64];
+} rop;
+/* A request of theirs, here: the agent tasklet doing it. */
+typedef struct agent {
+    uint64_t req, hreq, ht; /* hreq, ht: its hashes in via->agents, n->agent_by_t */
+    tl_tasklet *t;
+    conn *via;
+} agent;
 typedef struct move { tl_tasklet *t; char peer[64]; } move;
 
 /* A transfer id: 32 hex digits on the wire, two words here. */
@@ -99,16 +152,14 @@ typedef struct xset {
     size_t cap, n, used;
 } xset;
 
-/* A growable array of T. */
-#define VEC(T) struct { T *v; size_t n, cap; }
-#define VEC_PUSH(vec, item)                                                        \
-    ((vec).n < (vec).cap || tl__vec_grow((void **)&(vec).v, &(vec).cap, sizeof *(vec).v) \
-         ? ((vec).v[(vec).n++] = (item), 0) : -1)
+#define TL__MAGIC_NODE 0x746c4e44u /* "tlND" */
 
 struct tl_node {
+    uint32_t magic;        /* TL__MAGIC_NODE while the node lives */
     tl_runtime *rt;
     char id[64];
     unsigned char key[crypto_auth_KEYBYTES];
+    unsigned char hkey[crypto_shorthash_KEYBYTES]; /* the hash maps' key */
     int has_key;
     tl_store *store;
     tl_log_fn log;
@@ -116,18 +167,21 @@ struct tl_node {
     uint32_t max_frame, batch;
     int lfd;
     char laddr[300], lpath[128];
-    conn *links;
+    conn *links;           /* newest first */
+    conn *dead;            /* DEAD links, to free in tl__links_reap */
+    uint64_t link_seq;
+    tl__link shaking;      /* links CONNECTING or in HANDSHAKE, oldest first */
+    size_t nhandshake;     /* links in HANDSHAKE */
+    tl__hmap peers;        /* peer by name */
     dial *dials;
-    outx *out, **out_tail;
-    outx *next_send;       /* every transfer before it has been sent */
+    outx *out, *out_last;  /* every transfer not acknowledged, in departure order */
+    outx *undurable;       /* it and every transfer after it are not durable */
     size_t nout;
+    tl__hmap outmap;       /* outx by transfer id */
     VEC(outx *) xbatch;    /* scratch: one XFER frame's transfers */
     uint64_t xid_prefix, xid_seq;
     xset seen;
-    VEC(xidref) acks;      /* to send once the imports are checkpointed */
-    VEC(xidref) forgets;   /* to send once the outbox removal is */
-    VEC(rop) rops;
-    VEC(agent) agents;
+    tl__hmap rop_by_t, agent_by_t; /* by tasklet */
     VEC(move) moves;
     uint64_t next_req;
     int need_ckpt, started, wake[2];
@@ -137,6 +191,16 @@ struct tl_node {
     tl_node_stats stats;
 };
 
+/* ---- hmap.c ---- */
+TL__HIDDEN uint64_t tl__hash(const tl_node *n, const void *p, size_t len);
+TL__HIDDEN uint64_t tl__hash_u64(const tl_node *n, uint64_t k);
+TL__HIDDEN void *tl__hmap_get(const tl__hmap *m, uint64_t hash, tl__hmatch match,
+                              const void *key);
+TL__HIDDEN int tl__hmap_put(tl__hmap *m, uint64_t hash, void *obj);
+/* Removes obj (by identity); 1 if it was there. */
+TL__HIDDEN int tl__hmap_del(tl__hmap *m, uint64_t hash, const void *obj);
+TL__HIDDEN void tl__hmap_free(tl__hmap *m);
+
 /* ---- node.c ---- */
 TL__HIDDEN int tl__vec_grow(void **p, size_t *cap, size_t size);
 TL__HIDDEN int64_t tl__mono_ns(void);
@@ -144,8 +208,13 @@ TL__HIDDEN void tl__node_log(tl_node *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---- link.c ---- */
+TL__HIDDEN peerinfo *tl__peer_get(tl_node *n, const char *name, int create);
+TL__HIDDEN conn *tl__peer_link(const peerinfo *p);
+TL__HIDDEN void tl__peers_free(tl_node *n);
 TL__HIDDEN conn *tl__link_up(tl_node *n, const char *peer);
 TL__HIDDEN conn *tl__link_new(tl_node *n, int fd, int client, const char *where);
+TL__HIDDEN void tl__link_unmake(conn *l);
+TL__HIDDEN void tl__link_set_up(conn *l);
 TL__HIDDEN void tl__link_drop(conn *l, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 TL__HIDDEN void tl__link_free(conn *l);
@@ -205,7 +274,7 @@ TL__HIDDEN int tl__xid_parse(const char *s, xkey *k);
 TL__HIDDEN void tl__xid_format(xkey k, char out[40]);
 TL__HIDDEN int tl__xset_add(xset *s, xkey k);
 TL__HIDDEN void tl__xset_free(xset *s);
-TL__HIDDEN void tl__outbox_append(tl_node *n, outx *x);
+TL__HIDDEN int tl__outbox_append(tl_node *n, outx *x);
 TL__HIDDEN void tl__outx_free(tl_node *n, outx *x);
 TL__HIDDEN void tl__outbox_unsend(tl_node *n, conn *l);
 TL__HIDDEN void tl__transfers_free(tl_node *n, int durable);

@@ -19,9 +19,15 @@
  *                                MOVING --tl__on_cancelled--> tl__depart
  *                                       --tl__on_done--> completed, then tl__depart
  *
+ * Tables: a request is in its link's rops (by req: DONE, CANCELLED) and
+ * in n->rop_by_t (by tasklet: a cancel, a migrate); an agent in its link's
+ * agents (by req: CANCEL) and in n->agent_by_t (agent_done).  A dropped
+ * link empties its own two tables (tl__remote_link_lost).
+ *
  * Invariants: a tasklet has at most one request (it is blocked on one
- * operation); a request and an agent hold a reference to their tasklet and
- * name the link they came through, and go when it drops; a value crossing
+ * operation); a request and an agent are in both their tables or in
+ * neither, hold a reference to their tasklet and name the link they came
+ * through, and go when it drops; a value crossing
  * nodes holds no channel or tasklet reference and nests at most 16 deep
  * (value_check).  After a restart (tl__node_start) agents are killed and
  * waiters on proxies fail: the requests behind them are gone.
@@ -34,9 +40,86 @@
 
 /* ---- the runtime's hooks ---- */
 
-static void release_rop(rop *r)
+/* ---- the tables: requests and agents by link and req, and by tasklet ---- */
+
+static int req_match(const void *obj, const void *key)
+{
+    return *(const uint64_t *)obj == *(const uint64_t *)key; /* rop, agent: req first */
+}
+
+static int rop_t_match(const void *obj, const void *key)
+{
+    return ((const rop *)obj)->t == key;
+}
+
+static int agent_t_match(const void *obj, const void *key)
+{
+    return ((const agent *)obj)->t == key;
+}
+
+static uint64_t hash_ptr(const tl_node *n, const void *p)
+{
+    return tl__hash_u64(n, (uint64_t)(uintptr_t)p);
+}
+
+/* Records r (req, t, via set) in via->rops and n->rop_by_t. */
+static int rop_add(tl_node *n, rop *r)
+{
+    r->hreq = tl__hash_u64(n, r->req);
+    r->ht = hash_ptr(n, r->t);
+    if (tl__hmap_put(&r->via->rops, r->hreq, r) != TL_OK)
+        return TL_ENOMEM;
+    if (tl__hmap_put(&n->rop_by_t, r->ht, r) != TL_OK) {
+        tl__hmap_del(&r->via->rops, r->hreq, r);
+        return TL_ENOMEM;
+    }
+    return TL_OK;
+}
+
+static void rop_remove(tl_node *n, rop *r)
+{
+    tl__hmap_del(&r->via->rops, r->hreq, r);
+    tl__hmap_del(&n->rop_by_t, r->ht, r);
+}
+
+static void rop_free(rop *r)
 {
     tl_tasklet_release(r->t);
+    free(r);
+}
+
+static rop *rop_of(tl_node *n, tl_tasklet *t)
+{
+    return tl__hmap_get(&n->rop_by_t, hash_ptr(n, t), rop_t_match, t);
+}
+
+/* Records a (req, t, via set) in via->agents and n->agent_by_t. */
+static int agent_add(tl_node *n, agent *a)
+{
+    a->hreq = tl__hash_u64(n, a->req);
+    a->ht = hash_ptr(n, a->t);
+    if (tl__hmap_put(&a->via->agents, a->hreq, a) != TL_OK)
+        return TL_ENOMEM;
+    if (tl__hmap_put(&n->agent_by_t, a->ht, a) != TL_OK) {
+        tl__hmap_del(&a->via->agents, a->hreq, a);
+        return TL_ENOMEM;
+    }
+    return TL_OK;
+}
+
+static void agent_remove(tl_node *n, agent *a)
+{
+    tl__hmap_del(&a->via->agents, a->hreq, a);
+    tl__hmap_del(&n->agent_by_t, a->ht, a);
+}
+
+/* Stops a's tasklet if it still runs, and frees a (taken out already). */
+static void agent_stop(agent *a)
+{
+    if (a->t->state < TL_DONE)
+        tl_kill_now(a->t);
+    tl_tasklet_release(a->t);
+    free(a);
 }
 
 /* Whether v can cross nodes: TL_ENOTSUP if it holds a channel or tasklet
@@ -73,16 +156,22 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
     if (vc != TL_OK)
         return tl__seterr(n->rt, vc, "send on %s: a value crossing nodes cannot hold channel "
                           "or tasklet references or nest deeper than 16", label);
-    rop ro = {++n->next_req, tl_tasklet_retain(t), l, ""};
-    if (VEC_PUSH(n->rops, ro) != 0) {
-        tl_tasklet_release(t);
+    rop *ro = calloc(1, sizeof *ro);
+    if (ro) {
+        ro->req = ++n->next_req;
+        ro->t = tl_tasklet_retain(t);
+        ro->via = l;
+    }
+    if (!ro || rop_add(n, ro) != TL_OK) {
+        if (ro)
+            rop_free(ro);
         return tl__seterr(n->rt, TL_ENOMEM, "out of memory for a remote operation");
     }
     msgpack_packer pk;
     size_t at = tl__frame_begin(l, &pk);
     msgpack_pack_array(&pk, 5);
     msgpack_pack_uint8(&pk, M_OP);
-    msgpack_pack_uint64(&pk, ro.req);
+    msgpack_pack_uint64(&pk, ro->req);
     msgpack_pack_uint8(&pk, (uint8_t)op);
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint64(&pk, r->id);
@@ -96,7 +185,7 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
         msgpack_pack_nil(&pk);
     tl__frame_end(l, at);
     tl__flush(l);
-    if (l->state == L_DEAD) /* the request did not go: drop_link released it */
+    if (l->state == L_DEAD) /* the request did not go: tl__link_drop freed it */
         return tl__seterr(n->rt, TL_ELINK, "%s on %s: the link to node %s was lost",
                           op == TL_OP_SEND ? "send" : "receive", label, r->node);
     return TL_OK;
@@ -105,17 +194,14 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
 static void hook_remote_cancel(void *ud, tl_chan *ch, tl_tasklet *t)
 {
     tl_node *n = ud;
+    rop *r = rop_of(n, t);
     (void)ch;
-    for (size_t i = 0; i < n->rops.n; i++) {
-        if (n->rops.v[i].t != t)
-            continue;
-        rop r = n->rops.v[i];
-        n->rops.v[i] = n->rops.v[--n->rops.n];
-        if (r.via->state == L_UP)
-            tl__wire_req(r.via, M_CANCEL, r.req);
-        tl_tasklet_release(r.t);
+    if (!r)
         return;
-    }
+    rop_remove(n, r);
+    if (r->via->state == L_UP)
+        tl__wire_req(r->via, M_CANCEL, r->req);
+    rop_free(r);
 }
 
 static int hook_move(void *ud, tl_tasklet *t, const char *peer)
@@ -132,8 +218,6 @@ static int hook_move(void *ud, tl_tasklet *t, const char *peer)
     }
     return TL_OK;
 }
-
-/* Takes suspended t out of the runtime into the outbox. */
 
 static void hook_moves(void *ud)
 {
@@ -198,17 +282,15 @@ static void agent_done(tl_frame *f, agent_l *L)
               "reference, or is nested too deep)";
         with_value = 0;
     }
-    for (size_t i = 0; n && i < n->agents.n; i++) {
-        if (n->agents.v[i].t != t)
-            continue;
-        agent a = n->agents.v[i];
-        n->agents.v[i] = n->agents.v[--n->agents.n];
-        n->stats.remote_ops++;
-        if (a.via->state == L_UP)
-            tl__wire_done(a.via, a.req, code, msg, with_value ? &L->v : NULL);
-        tl_tasklet_release(a.t);
+    agent *a = n ? tl__hmap_get(&n->agent_by_t, hash_ptr(n, t), agent_t_match, t) : NULL;
+    if (!a)
         return;
-    }
+    agent_remove(n, a);
+    n->stats.remote_ops++;
+    if (a->via->state == L_UP)
+        tl__wire_done(a->via, a->req, code, msg, with_value ? &L->v : NULL);
+    tl_tasklet_release(a->t);
+    free(a);
 }
 
 /* ---- frames about channel operations ---- */
@@ -250,26 +332,29 @@ void tl__on_op(conn *l, const msgpack_object *o)
     tl_tasklet *t = NULL;
     int rc = tl_spawn(n->rt, &tl__agent_fn, &args, sizeof args, &t);
     tl_release(args.v);
-    agent a = {req, tl__tasklet_at(t), l};
-    if (rc == TL_OK && VEC_PUSH(n->agents, a) != 0) {
+    agent *a = rc == TL_OK ? calloc(1, sizeof *a) : NULL;
+    if (a) {
+        a->req = req;
+        a->t = tl__tasklet_at(t);
+        a->via = l;
+    }
+    if (rc == TL_OK && (!a || agent_add(n, a) != TL_OK)) {
         tl_kill_now(t);
         tl_tasklet_release(t);
+        free(a);
         rc = TL_ENOMEM;
     }
     if (rc != TL_OK)
         tl__wire_done(l, req, rc, "the home node could not start the operation", NULL);
 }
 
-/* Takes our request req on link l out of the table into *out; 0 if none. */
-static int take_rop(tl_node *n, conn *l, uint64_t req, rop *out)
+/* Takes our request req on link l out of the tables; NULL if none. */
+static rop *take_rop(tl_node *n, conn *l, uint64_t req)
 {
-    for (size_t i = 0; i < n->rops.n; i++)
-        if (n->rops.v[i].req == req && n->rops.v[i].via == l) {
-            *out = n->rops.v[i];
-            n->rops.v[i] = n->rops.v[--n->rops.n];
-            return 1;
-        }
-    return 0;
+    rop *r = tl__hmap_get(&l->rops, tl__hash_u64(n, req), req_match, &req);
+    if (r)
+        rop_remove(n, r);
+    return r;
 }
 
 void tl__on_done(conn *l, const msgpack_object *o)
@@ -280,8 +365,8 @@ void tl__on_done(conn *l, const msgpack_object *o)
         tl__link_drop(l, "malformed answer");
         return;
     }
-    rop r;
-    if (!take_rop(n, l, mp_item(o, 1)->via.u64, &r))
+    rop *r = take_rop(n, l, mp_item(o, 1)->via.u64);
+    if (!r)
         return; /* an answer for a waiter that left (killed, moved): dropped */
     int64_t code = mp_is_u(mp_item(o, 2)) ? (mp_item(o, 2)->via.u64 ? 1 : 0) : mp_item(o, 2)->via.i64;
     tl_value v = tl_nil();
@@ -292,14 +377,14 @@ void tl__on_done(conn *l, const msgpack_object *o)
         code = TL_EPROTO;
         snprintf(msg, sizeof msg, "node %s answered with a malformed value", l->peer);
     }
-    if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
-        tl__remote_complete(r.t, (int)code, msg, v);
+    if (r->t->state == TL_BLOCKED && (r->t->flags & TL__TF_REMOTE))
+        tl__remote_complete(r->t, (int)code, msg, v);
     else
         tl_release(v);
-    if (r.moving[0] && r.t->state == TL_RUNNABLE && tl__depart(n, r.t, r.moving) != TL_OK)
-        tl__node_log(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r.t->id,
-              r.moving, n->rt->errmsg);
-    release_rop(&r);
+    if (r->moving[0] && r->t->state == TL_RUNNABLE && tl__depart(n, r->t, r->moving) != TL_OK)
+        tl__node_log(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r->t->id,
+                     r->moving, n->rt->errmsg);
+    rop_free(r);
 }
 
 void tl__on_cancel(conn *l, const msgpack_object *o)
@@ -309,21 +394,16 @@ void tl__on_cancel(conn *l, const msgpack_object *o)
         tl__link_drop(l, "malformed cancel");
         return;
     }
-    for (size_t i = 0; i < n->agents.n; i++) {
-        if (n->agents.v[i].req != mp_item(o, 1)->via.u64 || n->agents.v[i].via != l)
-            continue;
-        agent a = n->agents.v[i];
-        n->agents.v[i] = n->agents.v[--n->agents.n];
-        if (a.t->state < TL_DONE)
-            tl_kill_now(a.t);
-        tl_tasklet_release(a.t);
-        /* the operation did not happen: say so (its DONE, had it
-         * happened, would have gone out before this) */
-        tl__wire_req(l, M_CANCELLED, a.req);
+    uint64_t req = mp_item(o, 1)->via.u64;
+    agent *a = tl__hmap_get(&l->agents, tl__hash_u64(n, req), req_match, &req);
+    if (!a)
         return;
-    }
+    agent_remove(n, a);
+    agent_stop(a);
+    /* the operation did not happen: say so (its DONE, had it happened,
+     * would have gone out before this) */
+    tl__wire_req(l, M_CANCELLED, req);
 }
-
 
 /* The home stopped our request for a waiter that is moving: it moves
  * now, still waiting on the remote channel. */
@@ -334,21 +414,24 @@ void tl__on_cancelled(conn *l, const msgpack_object *o)
         tl__link_drop(l, "malformed cancelled");
         return;
     }
-    rop r;
-    if (!take_rop(n, l, mp_item(o, 1)->via.u64, &r))
+    rop *r = take_rop(n, l, mp_item(o, 1)->via.u64);
+    if (!r)
         return;
-    if (r.moving[0] && r.t->state == TL_BLOCKED) {
-        r.t->flags &= (uint16_t)~TL__TF_REMOTE;
-        if (tl__depart(n, r.t, r.moving) != TL_OK)
+    if (r->moving[0] && r->t->state == TL_BLOCKED) {
+        r->t->flags &= (uint16_t)~TL__TF_REMOTE;
+        if (tl__depart(n, r->t, r->moving) != TL_OK)
             tl__node_log(n, "tasklet #%llu could not move to %s: %s",
-                  (unsigned long long)r.t->id, r.moving, n->rt->errmsg);
-    } else if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE)) {
+                         (unsigned long long)r->t->id, r->moving, n->rt->errmsg);
+    } else if (r->t->state == TL_BLOCKED && (r->t->flags & TL__TF_REMOTE)) {
         /* not asked for: the operation did not happen; say so */
-        tl__remote_complete(r.t, TL_EPROTO, "the channel's home cancelled the operation",
+        tl__remote_complete(r->t, TL_EPROTO, "the channel's home cancelled the operation",
                             tl_nil());
     }
-    release_rop(&r);
+    rop_free(r);
 }
+
+/* ---- restarts, lost links, moving waiters ---- */
+
 /* After a restart: agents (whose requesters are gone) are killed, and
  * waiters on remote channels (whose requests are lost) fail. */
 static void agent_visit(void *obj, void *ud)
@@ -385,35 +468,32 @@ int tl__node_start(tl_node *n)
     return TL_OK;
 }
 
-
 /* l went down: our requests through it fail with TL_ELINK, the agents it
  * started are killed. */
 void tl__remote_link_lost(tl_node *n, conn *l)
 {
     char msg[160];
     snprintf(msg, sizeof msg, "the link to node %s was lost", l->peer[0] ? l->peer : "?");
-    for (size_t i = 0; i < n->rops.n;) {
-        if (n->rops.v[i].via != l) {
-            i++;
+    /* l is DEAD: nothing adds to its tables while they are emptied, and
+     * each entry leaves the node's tables before its tasklet is touched */
+    for (size_t i = 0; i < l->rops.cap; i++) {
+        rop *r = l->rops.e[i].obj;
+        if (!r)
             continue;
-        }
-        rop r = n->rops.v[i];
-        n->rops.v[i] = n->rops.v[--n->rops.n];
-        if (r.t->state == TL_BLOCKED && (r.t->flags & TL__TF_REMOTE))
-            tl__remote_complete(r.t, TL_ELINK, msg, tl_nil());
-        release_rop(&r);
+        tl__hmap_del(&n->rop_by_t, r->ht, r);
+        if (r->t->state == TL_BLOCKED && (r->t->flags & TL__TF_REMOTE))
+            tl__remote_complete(r->t, TL_ELINK, msg, tl_nil());
+        rop_free(r);
     }
-    for (size_t i = 0; i < n->agents.n;) {
-        if (n->agents.v[i].via != l) {
-            i++;
+    tl__hmap_free(&l->rops);
+    for (size_t i = 0; i < l->agents.cap; i++) {
+        agent *a = l->agents.e[i].obj;
+        if (!a)
             continue;
-        }
-        agent a = n->agents.v[i];
-        n->agents.v[i] = n->agents.v[--n->agents.n];
-        if (a.t->state < TL_DONE)
-            tl_kill_now(a.t);
-        tl_tasklet_release(a.t);
+        tl__hmap_del(&n->agent_by_t, a->ht, a);
+        agent_stop(a);
     }
+    tl__hmap_free(&l->agents);
 }
 
 /* tl_node_migrate of t, blocked on a remote channel with its request
@@ -422,19 +502,15 @@ void tl__remote_link_lost(tl_node *n, conn *l)
  * meanwhile).  *handled is 0 if t has no request. */
 int tl__remote_migrate(tl_node *n, tl_tasklet *t, const char *peer, int *handled)
 {
-    *handled = 0;
-    for (size_t i = 0; i < n->rops.n; i++) {
-        rop *r = &n->rops.v[i];
-        if (r->t != t)
-            continue;
-        *handled = 1;
-        if (r->moving[0])
-            return tl__seterr(n->rt, TL_EBUSY, "tl_node_migrate: tasklet #%llu is already "
-                              "moving to %s", (unsigned long long)t->id, r->moving);
-        snprintf(r->moving, sizeof r->moving, "%s", peer);
-        tl__wire_req(r->via, M_CANCEL, r->req);
+    rop *r = rop_of(n, t);
+    *handled = r != NULL;
+    if (!r)
         return TL_OK;
-    }
+    if (r->moving[0])
+        return tl__seterr(n->rt, TL_EBUSY, "tl_node_migrate: tasklet #%llu is already "
+                          "moving to %s", (unsigned long long)t->id, r->moving);
+    snprintf(r->moving, sizeof r->moving, "%s", peer);
+    tl__wire_req(r->via, M_CANCEL, r->req);
     return TL_OK;
 }
 
@@ -444,7 +520,7 @@ void tl__remote_free(tl_node *n)
 {
     for (size_t i = 0; i < n->moves.n; i++)
         tl_tasklet_release(n->moves.v[i].t);
-    free(n->rops.v);
-    free(n->agents.v);
+    tl__hmap_free(&n->rop_by_t);
+    tl__hmap_free(&n->agent_by_t);
     free(n->moves.v);
 }

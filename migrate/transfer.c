@@ -9,36 +9,43 @@
  * again is acknowledged, not imported twice.  A transfer id is a random
  * 64-bit prefix per node instance and a counter, 32 hex digits.
  *
- * A transfer at the source, and the function behind each transition:
+ * Where a transfer is: every one is in n->out (departure order; what the
+ * store's outbox holds) and, by id, in n->outmap; a transfer to send is
+ * in its peer's unsent list (departure order), one sent in the sent list
+ * of the link it went out on.  Its states at the source, and the function
+ * behind each transition:
  *
  *   tl__depart (tl_node_migrate; TL_MIGRATE via hook_moves; a moving
- *   remote waiter in tl__on_done / tl__on_cancelled; tl__node_store_open
- *   reads it back from the store: DURABLE)
- *        |
+ *   remote waiter in tl__on_done / tl__on_cancelled), or
+ *   tl__node_store_open (read back from the store: DURABLE at once)
+ *        |  tl__outbox_append
  *        v
- *     QUEUED ---tl__node_checkpoint---> DURABLE <------------------.
- *   (durable = 0; no store:               |  send_xfer_batch        | tl__outbox_unsend
- *    DURABLE at once)                     v  (XFER; tried = 1)      | (its link dropped)
- *                                       SENT (sent = link) --------'
+ *     QUEUED ---tl__node_checkpoint---> DURABLE <-------------------.
+ *   (durable = 0, from n->undurable   (p->unsent)                    |
+ *    on; no store: DURABLE at once)       |  send_xfer_batch         | tl__outbox_unsend
+ *                                         v  (XFER; tried = 1)       | (its link dropped:
+ *                                       SENT (l->sent) -------------'  back to the front)
  *                                        |                 \
  *                          tl__on_ack    |                  \  tl__on_nack
  *                                        v                   v
- *          freed; FORGET queued (sent by            freed; the tasklet comes
- *          send_forgets once the removal is         back here under a new id,
- *          checkpointed)                            the refusal thrown in it
+ *          freed; FORGET queued in p->forgets        freed; the tasklet comes
+ *          (settle_link sends them once the          back here under a new id,
+ *          removal is checkpointed)                  the refusal thrown in it
  *
  *   tl__transfers_free (the node closing): DURABLE ones stay in the store;
  *   the others come back if never sent, else are reported as uncertain.
  *
  * At the destination, tl__on_xfer takes each item: an id in n->seen is a
  * duplicate (ACK queued again); otherwise tl__snapshot_import, the id into
- * n->seen and an ACK queued (a failed import is answered NACK at once).
- * Queued ACKs go out (send_acks) only after tl__node_checkpoint made the
- * imports durable; tl__on_forget drops an id.
+ * n->seen and an ACK queued on the link (a failed import is answered NACK
+ * at once).  Queued ACKs go out (settle_link) only after
+ * tl__node_checkpoint made the imports durable; tl__on_forget drops an id.
  *
- * Invariants: every transfer before n->next_send has been sent; a
- * transfer is sent only when durable; ACK, NACK and FORGET name a
- * transfer by id and peer, and one that is not there is ignored.
+ * Invariants: a transfer is sent only when durable, and durability comes
+ * in departure order, so the durable transfers of a peer's unsent list
+ * are a prefix of it; transfers go out only on the peer's newest link up
+ * (tl__peer_link); ACK, NACK and FORGET name a transfer by id and peer,
+ * and one that is not there is ignored.
  */
 #include "node_impl.h"
 
@@ -159,21 +166,40 @@ static void xset_del(xset *s, xkey k)
 
 /* ---- frames about transfers ---- */
 
+static int outx_match(const void *obj, const void *key)
+{
+    return strcmp(((const outx *)obj)->xid, key) == 0;
+}
+
+static uint64_t xkey_hash(const tl_node *n, xkey k)
+{
+    uint64_t w[2] = {k.hi, k.lo};
+    return tl__hash(n, w, sizeof w);
+}
+
+/* Takes transfer xid to peer out of the outbox; NULL if it is not there. */
 static outx *take_outx(tl_node *n, const char *peer, const char *xid)
 {
-    for (outx **pp = &n->out; *pp; pp = &(*pp)->next) {
-        outx *x = *pp;
-        if (strcmp(x->xid, xid) == 0 && strcmp(x->peer, peer) == 0) {
-            if (n->next_send == x)
-                n->next_send = x->next;
-            *pp = x->next;
-            if (n->out_tail == &x->next)
-                n->out_tail = pp;
-            n->nout--;
-            return x;
-        }
-    }
-    return NULL;
+    xkey k;
+    if (!tl__xid_parse(xid, &k))
+        return NULL;
+    outx *x = tl__hmap_get(&n->outmap, xkey_hash(n, k), outx_match, xid);
+    if (!x || strcmp(x->peer, peer) != 0)
+        return NULL;
+    tl__hmap_del(&n->outmap, x->hash, x);
+    tl__list_unlink(&x->q);
+    if (n->undurable == x)
+        n->undurable = x->next;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        n->out = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    else
+        n->out_last = x->prev;
+    n->nout--;
+    return x;
 }
 
 void tl__outx_free(tl_node *n, outx *x)
@@ -182,13 +208,11 @@ void tl__outx_free(tl_node *n, outx *x)
     free(x);
 }
 
-static void queue_ack(tl_node *n, conn *l, const char *xid)
+static void queue_ack(conn *l, const char *xid)
 {
-    xidref r;
-    r.l = l;
-    snprintf(r.xid, sizeof r.xid, "%s", xid);
-    snprintf(r.peer, sizeof r.peer, "%s", l->peer);
-    if (VEC_PUSH(n->acks, r) != 0)
+    xidstr r;
+    snprintf(r.s, sizeof r.s, "%s", xid);
+    if (VEC_PUSH(l->acks, r) != 0)
         tl__link_drop(l, "out of memory");
 }
 
@@ -212,7 +236,7 @@ void tl__on_xfer(conn *l, const msgpack_object *o)
         }
         if (xset_has(&n->seen, k)) {
             n->stats.duplicates++;
-            queue_ack(n, l, xid);
+            queue_ack(l, xid);
             continue;
         }
         tl_tasklet *t;
@@ -237,7 +261,7 @@ void tl__on_xfer(conn *l, const msgpack_object *o)
         }
         n->stats.moved_in++;
         n->need_ckpt |= n->store != NULL;
-        queue_ack(n, l, xid);
+        queue_ack(l, xid);
     }
 }
 
@@ -261,11 +285,9 @@ void tl__on_ack(conn *l, const msgpack_object *o)
         tl__outx_free(n, x);
         n->stats.moved_out++;
         n->need_ckpt |= n->store != NULL;
-        xidref r;
-        r.l = NULL;
-        snprintf(r.xid, sizeof r.xid, "%s", xid);
-        snprintf(r.peer, sizeof r.peer, "%s", l->peer);
-        VEC_PUSH(n->forgets, r); /* if this fails, the peer keeps the id: harmless */
+        xidstr r;
+        snprintf(r.s, sizeof r.s, "%s", xid);
+        VEC_PUSH(l->p->forgets, r); /* if this fails, the peer keeps the id: harmless */
     }
 }
 
@@ -313,14 +335,31 @@ void tl__on_forget(conn *l, const msgpack_object *o)
     }
 }
 
-/* Appends x to the outbox, to be sent once durable. */
-void tl__outbox_append(tl_node *n, outx *x)
+/* Appends x (x->peer, x->xid, x->durable set) to the outbox, to be sent
+ * once durable.  TL_ENOMEM, x in nothing. */
+int tl__outbox_append(tl_node *n, outx *x)
 {
-    *n->out_tail = x;
-    n->out_tail = &x->next;
-    if (!n->next_send)
-        n->next_send = x;
+    xkey k;
+    x->p = tl__peer_get(n, x->peer, 1);
+    if (!x->p)
+        return TL_ENOMEM;
+    if (tl__xid_parse(x->xid, &k)) { /* else never acknowledged: resent to no avail */
+        x->hash = xkey_hash(n, k);
+        if (tl__hmap_put(&n->outmap, x->hash, x) != TL_OK)
+            return TL_ENOMEM;
+    }
+    x->next = NULL;
+    x->prev = n->out_last;
+    if (n->out_last)
+        n->out_last->next = x;
+    else
+        n->out = x;
+    n->out_last = x;
+    tl__list_push_back(&x->p->unsent, &x->q);
+    if (!x->durable && !n->undurable)
+        n->undurable = x;
     n->nout++;
+    return TL_OK;
 }
 
 /* Takes suspended t out of the runtime into the outbox. */
@@ -345,27 +384,32 @@ int tl__depart(tl_node *n, tl_tasklet *t, const char *peer)
                           "larger than a frame may be (%u)", len, n->max_frame);
     }
     snprintf(x->peer, sizeof x->peer, "%s", peer);
+    x->durable = n->store == NULL;
+    if (tl__outbox_append(n, x) != TL_OK) {
+        tl_snapshot_free(n->rt, x->data, x->len);
+        free(x);
+        return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
+    }
     char msg[128];
     snprintf(msg, sizeof msg, "moved to node %s", peer);
     tl__tasklet_depart(t, TL_EMOVED, msg);
-    x->durable = n->store == NULL;
     n->need_ckpt |= n->store != NULL;
-    tl__outbox_append(n, x);
     return TL_OK;
 }
 
-/* l went down: what went out on it is to be sent again (the ids make that
- * harmless), and the acknowledgements it waited for are dropped (the peer
- * resends those transfers). */
+/* l went down: what went out on it is to be sent again, first (the ids
+ * make that harmless), and the acknowledgements it waited for are dropped
+ * (the peer resends those transfers). */
 void tl__outbox_unsend(tl_node *n, conn *l)
 {
-    for (outx *x = n->out; x; x = x->next)
-        if (x->sent == l)
-            x->sent = NULL;
-    n->next_send = n->out;
-    for (size_t i = 0; i < n->acks.n; i++)
-        if (n->acks.v[i].l == l)
-            n->acks.v[i].l = NULL;
+    (void)n;
+    while (!tl__list_empty(&l->sent)) {
+        outx *x = TL__CONTAINER(l->sent.prev, outx, q);
+        tl__list_unlink(&x->q);
+        x->sent = NULL;
+        tl__list_push_front(&x->p->unsent, &x->q);
+    }
+    l->acks.n = 0;
 }
 
 /* The node is closing (durable: the outbox is in the store).  Transfers
@@ -388,12 +432,10 @@ void tl__transfers_free(tl_node *n, int durable)
                          "the tasklet may or may not have arrived", x->xid, x->peer);
         tl__outx_free(n, x);
     }
-    n->out_tail = &n->out;
-    n->next_send = NULL;
+    n->out_last = n->undurable = NULL;
     n->nout = 0;
+    tl__hmap_free(&n->outmap);
     tl__xset_free(&n->seen);
-    free(n->acks.v);
-    free(n->forgets.v);
     free(n->xbatch.v);
 }
 
@@ -406,58 +448,17 @@ void tl__xset_free(xset *s)
 
 /* ---- sending: acknowledgements, forgets, transfers ---- */
 
-/* ACK [xid...] per link, for the imports now durable. */
-static void send_acks(tl_node *n)
+/* FRAME [xid...] of type ACK or FORGET. */
+static void send_ids(conn *l, int type, const xidstr *ids, size_t cnt)
 {
-    for (size_t i = 0; i < n->acks.n; i++) {
-        conn *l = n->acks.v[i].l;
-        if (!l || l->state != L_UP)
-            continue;
-        size_t cnt = 0;
-        for (size_t j = i; j < n->acks.n; j++)
-            cnt += n->acks.v[j].l == l;
-        msgpack_packer pk;
-        size_t at = tl__frame_begin(l, &pk);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint8(&pk, M_ACK);
-        msgpack_pack_array(&pk, cnt);
-        for (size_t j = i; j < n->acks.n; j++)
-            if (n->acks.v[j].l == l) {
-                tl__pack_str(&pk, n->acks.v[j].xid);
-                n->acks.v[j].l = NULL;
-            }
-        tl__frame_end(l, at); /* flushed by send_xfers, with what else goes */
-    }
-    n->acks.n = 0;
-}
-
-/* FORGET [xid...] per peer with a link up; the others wait for one. */
-static void send_forgets(tl_node *n)
-{
-    for (size_t i = 0; i < n->forgets.n; i++) {
-        conn *l = n->forgets.v[i].peer[0] ? tl__link_up(n, n->forgets.v[i].peer) : NULL;
-        size_t cnt = 0;
-        if (!l)
-            continue;
-        for (size_t j = i; j < n->forgets.n; j++)
-            cnt += strcmp(n->forgets.v[j].peer, l->peer) == 0;
-        msgpack_packer pk;
-        size_t at = tl__frame_begin(l, &pk);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint8(&pk, M_FORGET);
-        msgpack_pack_array(&pk, cnt);
-        for (size_t j = i; j < n->forgets.n; j++)
-            if (strcmp(n->forgets.v[j].peer, l->peer) == 0) {
-                tl__pack_str(&pk, n->forgets.v[j].xid);
-                n->forgets.v[j].peer[0] = '\0';
-            }
-        tl__frame_end(l, at);
-    }
-    size_t kept = 0;
-    for (size_t i = 0; i < n->forgets.n; i++)
-        if (n->forgets.v[i].peer[0])
-            n->forgets.v[kept++] = n->forgets.v[i];
-    n->forgets.n = kept;
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    msgpack_pack_array(&pk, cnt);
+    for (size_t i = 0; i < cnt; i++)
+        tl__pack_str(&pk, ids[i].s);
+    tl__frame_end(l, at);
 }
 
 /* One XFER frame on l: its peer's durable unsent transfers, in order, up
@@ -466,11 +467,10 @@ static void send_xfer_batch(tl_node *n, conn *l)
 {
     size_t bytes = 0;
     n->xbatch.n = 0;
-    for (outx *x = n->next_send; x && l->state == L_UP; x = x->next) {
-        if (x->sent || !x->durable || strcmp(x->peer, l->peer) != 0)
-            continue;
-        if (n->xbatch.n && bytes + x->len > XFER_BATCH_BYTES)
-            break;
+    for (tl__link *q = l->p->unsent.next; q != &l->p->unsent; q = q->next) {
+        outx *x = TL__CONTAINER(q, outx, q);
+        if (!x->durable || (n->xbatch.n && bytes + x->len > XFER_BATCH_BYTES))
+            break; /* the durable ones come first: departure order */
         if (VEC_PUSH(n->xbatch, x) != 0)
             break;
         bytes += x->len;
@@ -488,10 +488,32 @@ static void send_xfer_batch(tl_node *n, conn *l)
         tl__pack_str(&pk, x->xid);
         msgpack_pack_bin(&pk, x->len);
         msgpack_pack_bin_body(&pk, x->data, x->len);
+        tl__list_unlink(&x->q);
+        tl__list_push_back(&l->sent, &x->q);
         x->sent = l;
         x->tried = 1;
     }
     tl__frame_end(l, at);
+}
+
+/* What goes out on l: with nothing left to checkpoint, the ACKs of its
+ * imports and, on its peer's newest link, the FORGETs and a batch of
+ * transfers; then l is flushed. */
+static void settle_link(tl_node *n, conn *l)
+{
+    int newest = l->state == L_UP && tl__peer_link(l->p) == l;
+    if (!n->need_ckpt && l->state == L_UP && l->acks.n) {
+        send_ids(l, M_ACK, l->acks.v, l->acks.n);
+        l->acks.n = 0;
+    }
+    if (!n->need_ckpt && newest && l->p->forgets.n) {
+        send_ids(l, M_FORGET, l->p->forgets.v, l->p->forgets.n);
+        l->p->forgets.n = 0;
+    }
+    if (newest)
+        send_xfer_batch(n, l);
+    if (l->state != L_DEAD)
+        tl__flush(l);
 }
 
 /* Checkpoints what transfers need, then sends what may go: XFERs that are
@@ -502,16 +524,7 @@ int tl__settle(tl_node *n)
     int rc = tl__node_checkpoint(n);
     if (rc != TL_OK)
         return rc;
-    if (!n->need_ckpt) {
-        send_acks(n);
-        send_forgets(n);
-    }
-    while (n->next_send && n->next_send->sent)
-        n->next_send = n->next_send->next;
-    for (conn *l = n->links; l; l = l->next) {
-        send_xfer_batch(n, l);
-        if (l->state != L_DEAD)
-            tl__flush(l);
-    }
+    for (conn *l = n->links; l; l = l->next)
+        settle_link(n, l);
     return TL_OK;
 }

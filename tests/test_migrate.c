@@ -1531,6 +1531,121 @@ static void test_load_frees_with_alloc_size(void **state)
     assert_int_equal(s2.live, 0);
 }
 
+/* Many requests at once: the tables of requests (B) and agents (A) grow,
+ * lose entries in every order (answered, cancelled), and a dropped link
+ * fails what is left. */
+static void test_many_remote_ops(void **state)
+{
+    enum { N = 300 };
+    static tl_tasklet *t[N];
+    (void)state;
+    tl_chan *ch = chan_new(0, 0);
+    assert_int_equal(tl_chan_set_name(ch, "many"), TL_OK);
+    tl_chan *p = proxy_b("many");
+    for (int i = 0; i < N; i++) {
+        peer_t a = {.ch = p, .id = 0, .op = TL_OP_RECV, .catch_err = 1};
+        assert_int_equal(tl_spawn(F.rt[1], &peer_fn, &a, sizeof a, &t[i]), TL_OK);
+    }
+    PUMP_UNTIL(tl_chan_balance(ch) == -N);
+    assert_int_equal(tl_tasklet_count(F.rt[0]), N); /* the agents */
+    for (int i = 0; i < N / 3; i++)
+        assert_int_equal(tl_chan_try_send(ch, tl_i64(i)), TL_OK);
+    PUMP_UNTIL(R[0].set == N / 3);
+    assert_int_equal(stats(0).remote_ops, N / 3);
+    int killed = 0;
+    for (int i = N - 1; i >= 0 && killed < N / 3; i--)
+        if (tl_tasklet_state(t[i]) == TL_BLOCKED) {
+            assert_int_equal(tl_kill_now(t[i]), TL_OK); /* not caught: R[0] stays */
+            killed++;
+        }
+    assert_int_equal(killed, N / 3);
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == N / 3 && tl_chan_balance(ch) == -N / 3);
+    tl_node_free(F.n[0]); /* the rest fail with TL_ELINK */
+    F.n[0] = NULL;
+    PUMP_UNTIL(R[0].set == 2 * N / 3);
+    assert_int_equal(R[0].err, TL_ELINK);
+    assert_int_equal(tl_blocked_count(F.rt[1]), 0);
+    for (int i = 0; i < N; i++)
+        tl_tasklet_release(t[i]);
+}
+
+/* ---- 11. node handles that catch misuse ---- */
+
+/* An allocator that keeps freed blocks until the test ends, so that a
+ * freed handle's memory stays readable and is not reused. */
+typedef struct keep_alloc {
+    void *kept[256];
+    size_t n;
+} keep_alloc;
+
+static void *keep_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    keep_alloc *ka = ud;
+    (void)osize;
+    if (nsize == 0) {
+        if (ptr && ka->n < TL_COUNTOF(ka->kept))
+            ka->kept[ka->n++] = ptr;
+        else
+            free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, nsize);
+}
+
+/* Every entry point refuses bad, TL_EMISUSE or an empty answer. */
+static void assert_refused(tl_node *bad, tl_node *good)
+{
+    tl_chan *ch = (tl_chan *)&ch;
+    tl_node_stats st;
+    memset(&st, 0x5a, sizeof st);
+    assert_int_equal(tl_node_poll(bad, 0), TL_EMISUSE);
+    assert_int_equal(tl_node_run(bad), TL_EMISUSE);
+    assert_int_equal(tl_node_listen(bad, "tcp://127.0.0.1:0"), TL_EMISUSE);
+    assert_int_equal(tl_node_connect(bad, "tcp://127.0.0.1:1"), TL_EMISUSE);
+    assert_int_equal(tl_node_wait_peer(bad, "X", 0), TL_EMISUSE);
+    assert_int_equal(tl_node_migrate(bad, NULL, "X"), TL_EMISUSE);
+    assert_int_equal(tl_node_chan(bad, "X/c", &ch), TL_EMISUSE);
+    assert_int_equal(tl_node_pair(bad, good), TL_EMISUSE);
+    assert_int_equal(tl_node_pair(good, bad), TL_EMISUSE);
+    assert_int_equal(tl_node_connected(bad, "X"), 0);
+    assert_null(tl_node_runtime(bad));
+    assert_string_equal(tl_node_name(bad), "");
+    assert_string_equal(tl_node_address(bad), "");
+    assert_string_equal(tl_node_errmsg(bad), "");
+    tl_node_stats_get(bad, &st);
+    assert_int_equal(st.moved_out, 0x5a5a5a5a5a5a5a5aULL); /* untouched */
+    tl_node_stop(bad);
+    tl_node_free(bad); /* nothing happens */
+}
+
+static void test_node_handle_misuse(void **state)
+{
+    keep_alloc ka = {{NULL}, 0};
+    tl_config cfg;
+    tl_runtime *rt[2];
+    (void)state;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.alloc = keep_alloc_fn;
+    cfg.alloc_ud = &ka;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tl_runtime_new(&cfg, &rt[i]), TL_OK);
+    tl_node *n = node_new(rt[0], "M", NULL), *other = node_new(rt[1], "O", NULL);
+    uint64_t zeros[64] = {0};
+    assert_refused((tl_node *)rt[0], other); /* another kind of handle */
+    assert_refused((tl_node *)zeros, other);  /* not a handle at all */
+    assert_int_equal(tl_node_poll(n, 0), TL_OK);
+    assert_string_equal(tl_node_name(n), "M");
+    tl_node_free(n);
+    assert_refused(n, other); /* freed, its memory kept by the allocator */
+    n = node_new(rt[0], "M2", NULL); /* the runtime is free for a new node */
+    tl_node_free(n);
+    tl_node_free(other);
+    for (int i = 0; i < 2; i++)
+        tl_runtime_free(rt[i]);
+    for (size_t i = 0; i < ka.n; i++)
+        free(ka.kept[i]);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define TS(fn) cmocka_unit_test_setup_teardown(fn, setup_store, teardown_store)
 
@@ -1551,11 +1666,13 @@ int main(void)
         T(test_host_migrate_refusals),
         T(test_remote_notsup),
         T(test_kill_remote_waiter),
+        T(test_many_remote_ops),
         T(test_two_threads),
         T(test_snapshot_proxy_pinned),
         T(test_io_does_not_stall),
         TS(test_store_mailbox),
         cmocka_unit_test(test_load_frees_with_alloc_size),
+        cmocka_unit_test(test_node_handle_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
