@@ -249,7 +249,6 @@ struct tl_runtime {
 
     tl_tasklet *current;
     tl_tasklet *last; /* last dispatched, for the schedule callback */
-    tl_tasklet *stepped; /* last dispatched (NULL once freed): main mode */
     tl_tasklet *main; /* main-tasklet mode: the main tasklet (a reference) */
     tl__link runq;
     size_t nrunnable, nblocked, nlive;

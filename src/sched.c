@@ -374,7 +374,6 @@ static inline __attribute__((always_inline)) void dispatch(tl_runtime *rt, tl_ta
     if (rt->track_gone) /* a store is attached: note the chunk changed */
         tl__mark(rt, t);
     rt->current = t;
-    rt->stepped = t;
     if (rt->sched_cb)
         trace_switch(rt, t);
     tl_status s;
@@ -463,11 +462,15 @@ static void main_revive(tl_runtime *rt, tl_tasklet *m, const tl_tasklet *last)
     tl__runq_push_back(rt, m);
 }
 
-/* The run queue has drained in main-tasklet mode: Stackless's rules for
- * who learns of it.  Returns whether a tasklet became runnable. */
-static bool main_idle(tl_runtime *rt, bool stepped)
+/* The run queue has drained in main-tasklet mode, after step (the last
+ * tasklet run by this run_some; NULL if none ran): Stackless's rules for
+ * who learns of it.  Returns whether a tasklet became runnable.  A step's
+ * tasklet that ended may be freed: its slot's magic then reads dead (the
+ * slab keeps a freed object's head readable). */
+static bool main_idle(tl_runtime *rt, tl_tasklet *step)
 {
-    tl_tasklet *m = rt->main, *last = stepped ? rt->stepped : NULL;
+    bool stepped = step != NULL;
+    tl_tasklet *m = rt->main, *last = step && step->magic == TL__MAGIC_TASK ? step : NULL;
     if (m->state == TL_BLOCKED && m->wait == TL_WAIT_RUN) {
         main_revive(rt, m, last);
         return true;
@@ -499,17 +502,19 @@ tl_status tl__run_scheduler(tl_frame *f)
     return TL__SWITCH;
 }
 
-/* Runs up to max steps; returns TL_OK or a detached tasklet's failure. */
-static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
+/* Runs up to max steps; returns TL_OK or a detached tasklet's failure.
+ * Inlined into tl_run and tl_run_steps: the loop is the yield path. */
+static inline __attribute__((always_inline)) int run_some(tl_runtime *rt, uint64_t max,
+                                                          uint64_t *ran)
 {
     uint64_t n = 0;
+    tl_tasklet *t = NULL;
     rt->cstack = (uintptr_t)__builtin_frame_address(0);
-    while (n < max) {
-        if (tl__list_empty(&rt->runq) && !(rt->main && main_idle(rt, n > 0)))
-            break;
+again:
+    while (n < max && !tl__list_empty(&rt->runq)) {
         if (++rt->steps_since_timers >= TIMER_CHECK_EVERY)
             fire_timers(rt);
-        tl_tasklet *t = TL__CONTAINER(rt->runq.next, tl_tasklet, w.link);
+        t = TL__CONTAINER(rt->runq.next, tl_tasklet, w.link);
         tl__list_unlink(&t->w.link);
         rt->nrunnable--;
         dispatch(rt, t);
@@ -532,6 +537,8 @@ static int run_some(tl_runtime *rt, uint64_t max, uint64_t *ran)
             }
         }
     }
+    if (n < max && rt->main && !rt->pending_fail && main_idle(rt, t))
+        goto again; /* off the hot loop: only when the run queue drained */
     *ran += n;
     if (rt->pending_fail) {
         int err = rt->pending_fail;

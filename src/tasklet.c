@@ -210,8 +210,6 @@ static void tasklet_free(tl_tasklet *t)
     }
     if (rt->last == t)
         rt->last = NULL;
-    if (rt->stepped == t)
-        rt->stepped = NULL;
     tl__mark(rt, t);
     tl__slab_put(&rt->tasklets, t);
 }
@@ -365,22 +363,18 @@ static void wake_joiners(tl_tasklet *t)
 
 static void main_deliver(tl_runtime *rt, const tl_tasklet *failed);
 
-static void finish(tl_tasklet *t, int state, int err)
+/* The end of t: final state, joiners woken; with report, a failure is
+ * reported to the host (tl_run returns it). */
+static inline void end(tl_tasklet *t, int state, int err, bool report)
 {
     tl_runtime *rt = t->rt;
-    bool was_main = t == rt->main;
-    bool watched = t->refs > 1u + was_main || (t->ext && !tl__list_empty(&t->ext->joiners));
     t->state = (uint8_t)state;
     tl__mark(rt, t);
     t->wait = TL_WAIT_NONE;
     t->err = state == TL_DONE ? TL_OK : err;
     rt->nlive--;
-    if (was_main)
-        rt->main = NULL;
     wake_joiners(t);
-    if (state == TL_FAILED && rt->main)
-        main_deliver(rt, t);
-    else if (state == TL_FAILED && (!watched || was_main) && !rt->pending_fail) {
+    if (state == TL_FAILED && report && !rt->pending_fail) {
         char label[160];
         tl__tasklet_label(t, label, sizeof label);
         rt->pending_fail = err;
@@ -389,9 +383,35 @@ static void finish(tl_tasklet *t, int state, int err)
                    t->ext && t->ext->errmsg ? t->ext->errmsg : tl_strerror(err),
                    tl_errname(err));
     }
-    if (was_main)
-        tl_tasklet_release(t);
     tl_tasklet_release(t);
+}
+
+/* In main-tasklet mode: main's own end leaves the mode (its failure goes
+ * to the host); another tasklet's failure goes to main. */
+static __attribute__((noinline, cold)) void finish_main_mode(tl_tasklet *t, int state, int err)
+{
+    tl_runtime *rt = t->rt;
+    if (t == rt->main) {
+        rt->main = NULL;
+        t->refs--; /* the mode's reference; the one for being alive remains */
+        end(t, state, err, true);
+        return;
+    }
+    t->refs++; /* kept for main_deliver */
+    end(t, state, err, false);
+    if (state == TL_FAILED)
+        main_deliver(rt, t);
+    tl_tasklet_release(t);
+}
+
+static void finish(tl_tasklet *t, int state, int err)
+{
+    if (t->rt->main) {
+        finish_main_mode(t, state, err);
+        return;
+    }
+    bool watched = t->refs > 1 || (t->ext && !tl__list_empty(&t->ext->joiners));
+    end(t, state, err, !watched);
 }
 
 /* The frame on top has been popped with t->err set: pass it on. */
@@ -1203,7 +1223,7 @@ void tl__runtime_reset(tl_runtime *rt)
     rt->ntimers = 0;
     rt->ngone = 0;
     rt->dmap_lost = 1;
-    rt->current = rt->last = rt->stepped = rt->main = NULL;
+    rt->current = rt->last = rt->main = NULL;
     rt->tearing_down = 0;
 }
 
