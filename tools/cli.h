@@ -371,9 +371,11 @@ json_t *cli_ckpt_json(const cli_ckpt *ck);
 /* ---- commands ---- */
 
 typedef struct cli_opts {
-    bool json, all, has_ckpt, has_keep;
-    int64_t ckpt, keep;
+    bool json, all, has_ckpt, has_keep, has_wait;
+    int64_t ckpt, keep, wait;
     const char *db, *arg;
+    const char *arg2, *arg3; /* send: TOPIC and JSON */
+    const char *key;         /* send: --key */
 } cli_opts;
 
 int cli_cmd_ls(const cli_opts *o);
@@ -383,5 +385,12 @@ int cli_cmd_checkpoints(const cli_opts *o);
 int cli_cmd_verify(const cli_opts *o);
 int cli_cmd_prune(const cli_opts *o);
 int cli_cmd_backup(const cli_opts *o);
+/* Workflows (cmd_wf.c, cmd_wf_post.c; FORMAT.md section 9). */
+int cli_cmd_wf_ls(const cli_opts *o);
+int cli_cmd_wf_show(const cli_opts *o);
+int cli_cmd_wf_result_print(const cli_opts *o, const char *status);
+int cli_cmd_send(const cli_opts *o);
+int cli_cmd_cancel(const cli_opts *o);
+int cli_cmd_result(const cli_opts *o);
 
 #endif /* TL_CLI_H */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPT_JSON = 1, OPT_CKPT = 2, OPT_KEEP = 4, OPT_ALL = 8 };
+enum { OPT_JSON = 1, OPT_CKPT = 2, OPT_KEEP = 4, OPT_ALL = 8, OPT_WAIT = 16, OPT_KEY = 32 };
 
 typedef struct cli_cmd {
     const char *name, *usage, *summary, *help;
@@ -60,6 +60,32 @@ static const cli_cmd commands[] = {
      "Never overwrites OUT.  Use it instead of cp: after a crash most committed\n"
      "checkpoints can still be in DB-wal, which a copy of DB alone misses.\n",
      OPT_JSON, 2, cli_cmd_backup, "OUT"},
+    {"wf ls", "[--json] DB", "workflows: id, function, status, what each waits on",
+     "Lists every workflow of store DB (table wf, FORMAT.md section 9): its id,\n"
+     "function, status (pending, running, waiting, done, failed, cancelled), what\n"
+     "it waits on (a step, a topic, a child), its recorded steps and its age.\n",
+     OPT_JSON, 1, cli_cmd_wf_ls},
+    {"wf show", "[--json] DB ID", "one workflow: its steps, messages and result",
+     "Shows workflow ID: its row, every recorded step (attempts, result or error,\n"
+     "times) and every message posted to it, received or still in transit.\n",
+     OPT_JSON, 2, cli_cmd_wf_show},
+    {"send", "[--json] [--key K] DB ID TOPIC JSON", "post a message to a workflow",
+     "Posts JSON as a message on TOPIC to workflow ID, in one transaction of its\n"
+     "own: it works whether the owner runs or not, and a running owner takes it\n"
+     "in within milliseconds.  With --key K, a second post with key K to ID is\n"
+     "refused.  Fails (exit 1) if ID is unknown or finished.\n",
+     OPT_JSON | OPT_KEY, 4, cli_cmd_send},
+    {"cancel", "[--json] DB ID", "cancel a workflow and its children",
+     "Asks for workflow ID to be cancelled: its owner delivers TL_ECANCELED at\n"
+     "its suspension point (now if it runs, when it next runs otherwise).\n"
+     "Fails (exit 1) if ID is unknown or finished.\n",
+     OPT_JSON, 2, cli_cmd_cancel},
+    {"result", "[--json] [--wait SECONDS] DB ID", "a workflow's result (waiting for it)",
+     "Prints workflow ID's result (\"done VALUE\") or error (\"failed CODE MSG\",\n"
+     "\"cancelled ...\").  With --wait, waits up to SECONDS for it to finish,\n"
+     "woken by the store's writes.  Exit 0 done, 1 failed, cancelled or still\n"
+     "running.\n",
+     OPT_JSON | OPT_WAIT, 2, cli_cmd_result},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -87,6 +113,10 @@ static void command_help(const cli_cmd *c)
         puts("  --all       check every checkpoint, not only the latest");
     if (c->opts & OPT_KEEP)
         puts("  --keep N    how many of the newest checkpoints to keep (N >= 1)");
+    if (c->opts & OPT_WAIT)
+        puts("  --wait S    wait up to S seconds for the workflow to finish");
+    if (c->opts & OPT_KEY)
+        puts("  --key K     deduplication key: a second post with K is refused");
     puts("  --help      show this help");
 }
 
@@ -140,12 +170,20 @@ static int parse_opt(const cli_cmd *c, int argc, char **argv, int *i, cli_opts *
         return number_opt(c, "--ckpt", val, &o->ckpt, &o->has_ckpt);
     if ((c->opts & OPT_KEEP) && opt_value("--keep", argc, argv, i, &val))
         return number_opt(c, "--keep", val, &o->keep, &o->has_keep);
+    if ((c->opts & OPT_WAIT) && opt_value("--wait", argc, argv, i, &val))
+        return number_opt(c, "--wait", val, &o->wait, &o->has_wait);
+    if ((c->opts & OPT_KEY) && opt_value("--key", argc, argv, i, &val)) {
+        if (!val || !val[0] || strlen(val) > 200)
+            return usage_error(c, "--key", "needs 1 to 200 bytes");
+        o->key = val;
+        return 0;
+    }
     return usage_error(c, "unknown option", a);
 }
 
 static int parse_args(const cli_cmd *c, int argc, char **argv, cli_opts *o)
 {
-    const char *pos[2] = {NULL, NULL};
+    const char *pos[4] = {NULL, NULL, NULL, NULL};
     int npos = 0, rc;
     bool opts_done = false;
     for (int i = 2; i < argc; i++) {
@@ -167,6 +205,8 @@ static int parse_args(const cli_cmd *c, int argc, char **argv, cli_opts *o)
         return usage_error(c, "--all and --ckpt exclude each other", NULL);
     o->db = pos[0];
     o->arg = pos[1];
+    o->arg2 = pos[2];
+    o->arg3 = pos[3];
     return 0;
 }
 
@@ -209,6 +249,12 @@ int main(int argc, char **argv)
         printf("tasklet %s (store format %d, schema %d)\n", CLI_VERSION, CLI_FORMAT_VERSION,
                CLI_STORE_VERSION);
         return CLI_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "wf") && argc > 2 && argv[2][0] != '-') {
+        char name[32];
+        snprintf(name, sizeof name, "wf %s", argv[2]);
+        if ((c = find_command(name)) != NULL)
+            return run_command(c, argc - 1, argv + 1);
     }
     c = find_command(argv[1]);
     if (!c) {

@@ -380,6 +380,8 @@ void tl__wf_job_done(tl_wf *wf, wf_job *j)
     wf_rec *r = j->rec;
     if (r && r->job == j) {
         r->job = NULL;
+        if (j->counted)
+            r->recorded--; /* counted once already, when its row was written */
         size_t limit = tl__wf_max_record(wf);
         if (j->rc == TL_OK && j->rlen > limit) {
             j->rc = TL_ERANGE;

@@ -198,8 +198,9 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
     msgpack_pack_map(&pk, 19);
     pk_kstr(&pk, "func", r->func);
     pk_kstr(&pk, "parent", r->parent);
-    pk_kint(&pk, "wait", r->wait);
-    pk_kstr(&pk, "what", r->what);
+    int sleeping = r->wait == W_NONE && r->status == TL_WF_WAITING;
+    pk_kint(&pk, "wait", sleeping ? 4 : r->wait);
+    pk_kstr(&pk, "what", sleeping ? "" : r->what);
     pk_kint(&pk, "deadline", r->deadline);
     pk_kint(&pk, "seq", r->seq);
     pk_kint(&pk, "steps", r->recorded);

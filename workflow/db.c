@@ -150,10 +150,17 @@ static int write_recs(tl_wf *wf, tl__store_tx *tx)
     for (wf_rec *r = wf->dirty; r; r = r->dnext) {
         void *p;
         size_t n;
+        int sleeping = r->status == TL_WF_RUNNING && r->t &&
+                       tl_tasklet_state(r->t) == TL_BLOCKED &&
+                       tl_tasklet_wait(r->t) == TL_WAIT_SLEEP;
+        if (sleeping) /* in TL_SLEEP: shown as waiting on "sleep" */
+            r->status = TL_WF_WAITING;
         int rc = tl__wf_pack_rec(r, &p, &n);
         if (rc != TL_OK)
             return tl__wf_err(wf, rc, "workflows: out of memory for a row");
         rc = put(wf, tx, &T_WF, r->id, tl_wf_status_name(r->status), r->updated, p, n);
+        if (sleeping)
+            r->status = TL_WF_RUNNING;
         free(p);
         if (rc != TL_OK)
             return rc;
@@ -379,6 +386,8 @@ static int load_one(tl_wf *wf, const char *id, const void *p, size_t n)
     }
     r->t = tl_tasklet_retain(t);
     r->wake = tl_chan_retain(ch);
+    if (r->wait > W_JOIN)
+        r->wait = W_NONE; /* in TL_SLEEP: the runtime's own timer */
     r->status = TL_WF_RUNNING;
     if (tl_tasklet_set_userdata(t, r) != TL_OK || tl__wf_hash_put(wf, r) != TL_OK) {
         tl__wf_rec_free(wf, r);

@@ -137,7 +137,10 @@ static void take_jobs(tl_wf *wf)
 static int run_tasklets(tl_wf *wf)
 {
     uint64_t total = 0;
-    while (tl_runnable_count(wf->rt) && total < wf->cfg.batch_steps) {
+    int64_t d;
+    int due = tl_next_deadline(wf->rt, &d) && d <= tl_now(wf->rt);
+    while ((tl_runnable_count(wf->rt) || due) && total < wf->cfg.batch_steps) {
+        due = 0; /* tl_run_steps fires the timers that are due first */
         uint64_t n = 0;
         int rc = tl_run_steps(wf->rt, wf->cfg.batch_steps - total, &n);
         total += n;
