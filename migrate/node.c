@@ -83,7 +83,7 @@ static int check_config(tl_runtime *rt, const tl_node_config *cfg)
         return tl__seterr(rt, TL_EINVAL, "tl_node_new: the secret must be at least 16 bytes");
     if (rt->hooks)
         return tl__seterr(rt, TL_EEXIST, "tl_node_new: this runtime already has a node");
-    if (cfg->store && rt->store != cfg->store)
+    if (cfg->store && tl__store_of(rt) != cfg->store)
         return tl__seterr(rt, TL_EINVAL, "tl_node_new: the store is not attached to this "
                           "runtime");
     if (sodium_init() < 0)

@@ -412,7 +412,7 @@ static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
     uint64_t prev = 0;
     size_t nsel = 0, pos = 0;
     const tl__waiter *w0 = (const tl__waiter *)q->next;
-    if (q->next != q && (waiter_tasklet(w0)->rt->subset ||
+    if (q->next != q && (tl__subset(waiter_tasklet(w0)->rt) ||
                          (!(w0->on & 1) && ((const tl_chan *)w0->on)->remote))) {
         n = 0;
         for (const tl__link *l = q->next; l != q; l = l->next)
@@ -467,7 +467,7 @@ static void enc_chan_extra(msgpack_packer *pk, const tl_chan *ch, int moving)
 
 static int enc_chan(msgpack_packer *pk, const tl_chan *ch)
 {
-    int moving = ch->rt->subset == 2;
+    int moving = tl__subset(ch->rt) == 2;
     int extra = moving || ch->remote || ch->pinned;
     msgpack_pack_array(pk, extra ? 11 : 10);
     msgpack_pack_uint64(pk, ch->id);
@@ -682,11 +682,11 @@ static void pack_needed(msgpack_packer *pk, const tl_func *fn)
  * for a subset, from its frames: a moving tasklet has a few). */
 static int enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
 {
-    size_t cap = rt->subset ? 16 : rt->by_name.n + 1, n = 0;
+    size_t cap = tl__subset(rt) ? 16 : rt->by_name.n + 1, n = 0;
     const tl__fn **used = tl__alloc(rt, cap * sizeof *used);
     if (!used)
         return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
-    if (rt->subset) {
+    if (tl__subset(rt)) {
         for (size_t i = 0; i < tix->start[tix->nkeys]; i++)
             for (const tl_frame *f = ((const tl_tasklet *)tix->objs[i])->top; f; f = f->parent) {
                 size_t j = 0;
@@ -744,7 +744,7 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->total);
     pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->total);
     pack_cstr(&pk, "runq");
-    if (rt->subset == 2) { /* a moving tasklet: the run queue is it, or empty */
+    if (tl__subset(rt) == 2) { /* a moving tasklet: the run queue is it, or empty */
         const tl_tasklet *t = tix->nkeys ? tix->objs[0] : NULL;
         int runnable = t && t->state == TL_RUNNABLE;
         msgpack_pack_array(&pk, (size_t)runnable);

@@ -19,10 +19,20 @@
 #define TL__MAX_DOC ((size_t)256 << 20)
 
 /* persist's own state in a runtime, in its layer slot (src/internal.h):
- * made on first use (an upgrade registered, a record compressed or
- * inflated), freed with the runtime (state.c). */
+ * made on first use (a store attached, a snapshot saved, an upgrade
+ * registered, a record inflated), freed with the runtime (state.c). */
 typedef struct tl__pstate {
-    struct upgrade *upgrades; /* decode.c: tl_register_upgrade */
+    tl_store *store;          /* the attached store, or NULL */
+    int (*policy)(void *ud, int idle); /* its checkpoint policy, or NULL */
+    void *policy_ud;
+    int subset;               /* encoding only the TL__TF_SUBSET tasklets
+                               * and the channels with reserved == 2 (1), or
+                               * a moving tasklet (2) */
+    uint64_t *gone;           /* chunk keys of channels freed since the last
+                               * checkpoint: unsorted, may repeat;
+                               * ngone == SIZE_MAX: lost track, rewrite all */
+    size_t ngone, capgone;
+    struct upgrade *upgrades; /* decode_upgrade.c: tl_register_upgrade */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
     unsigned char *zbuf;      /* compression output, reused */
     size_t zcap;
@@ -35,6 +45,27 @@ static inline tl__pstate *tl__pstate_peek(const tl_runtime *rt)
 {
     return (tl__pstate *)tl__layer_state(rt, TL__LAYER_PERSIST);
 }
+/* The store attached to rt, or NULL. */
+static inline tl_store *tl__store_of(const tl_runtime *rt)
+{
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    return ps ? ps->store : NULL;
+}
+/* What is being encoded: 0 everything, 1 a subset, 2 a moving tasklet. */
+static inline int tl__subset(const tl_runtime *rt)
+{
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    return ps ? ps->subset : 0;
+}
+/* Makes st rt's store: changes are tracked from now on (all changed);
+ * TL_ENOMEM. */
+TL__HIDDEN int tl__pstate_attach_store(tl_runtime *rt, tl_store *st);
+/* rt has no store any more: no tracking, no policy. */
+TL__HIDDEN void tl__pstate_detach_store(tl_runtime *rt);
+/* The store's checkpoint policy: fn(ud, idle) every `every` steps when
+ * busy (0: never) and when idle; fn NULL for none. */
+TL__HIDDEN void tl__pstate_set_policy(tl_runtime *rt, int (*fn)(void *ud, int idle), void *ud,
+                                      uint64_t every);
 TL__HIDDEN void tl__upgrades_free(tl_runtime *rt, tl__pstate *ps);
 TL__HIDDEN void tl__zlib_free(tl_runtime *rt, tl__pstate *ps);
 
@@ -57,7 +88,7 @@ TL__HIDDEN int tl__buf_write(void *data, const char *p, size_t n);
  * empty ones (to be written as tombstones), are listed. */
 typedef struct tl__index {
     size_t total;         /* objects of this kind in the snapshot */
-    int subset;           /* only those in the subset (rt->subset) */
+    int subset;           /* only those in the subset (tl__subset) */
     size_t nkeys;
     uint64_t *keys;
     size_t *start;        /* nkeys + 1 */
@@ -81,11 +112,11 @@ TL__HIDDEN void tl__clear_dirty(tl_runtime *rt);
 /* In the snapshot being encoded (always, unless encoding a subset). */
 static inline bool tl__t_in(const tl_tasklet *t)
 {
-    return !t->rt->subset || (t->flags & TL__TF_SUBSET);
+    return !tl__subset(t->rt) || (t->flags & TL__TF_SUBSET);
 }
 static inline bool tl__ch_in(const tl_chan *ch)
 {
-    return !ch->rt->subset || ch->reserved == 2;
+    return !tl__subset(ch->rt) || ch->reserved == 2;
 }
 
 /* Encodes suspended tasklet t to move it to another node: a standalone

@@ -122,9 +122,9 @@ static size_t dirty_empty_keys(tl_runtime *rt, int kind, uint64_t *out, size_t m
                 out[n++] = k;
         return n;
     }
-    for (size_t i = 0; i < rt->ngone && n < max; i++)
-        if ((int)(rt->gone[i] >> 62) == kind)
-            out[n++] = rt->gone[i] & ((1ULL << 62) - 1);
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    for (size_t i = 0; ps && i < ps->ngone && n < max; i++)
+        out[n++] = ps->gone[i];
     return n;
 }
 
@@ -132,6 +132,13 @@ static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
+}
+
+/* Channel chunks freed since the last checkpoint (SIZE_MAX: lost track). */
+static size_t gone_count(const tl_runtime *rt)
+{
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    return ps ? ps->ngone : 0;
 }
 
 /* Allocates ix's arrays for n objects and up to room extra keys, and
@@ -194,7 +201,7 @@ static void group_keys(int kind, int all, tl__index *ix, const idobj *v, size_t 
 /* Fills keys/start/dirty from the sorted objects and the extra keys. */
 static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
 {
-    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : rt->ngone);
+    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : gone_count(rt));
     size_t esize = (room + 1) * sizeof(uint64_t); /* freed with this size */
     uint64_t *extra;
     if (group_alloc(rt, ix, n, room, &extra, esize) != TL_OK)
@@ -211,14 +218,14 @@ int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
     if (kind == TL__KIND_TASKLETS) /* woken, not yet run: changed too */
         for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
             tl__mark(rt, TL__CONTAINER(l, tl_tasklet, w.link));
-    all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : rt->ngone == SIZE_MAX);
+    all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : gone_count(rt) == SIZE_MAX);
     memset(ix, 0, sizeof *ix);
-    ix->subset = rt->subset;
+    ix->subset = tl__subset(rt);
     collect c = {rt, kind, all, ix, NULL, 0, 0, 0};
     each_object(rt, kind, collect_visit, &c);
     int rc = c.oom ? TL_ENOMEM : sort_by_id(rt, c.v, c.n);
     if (rc == TL_OK)
-        rc = group(rt, kind, all || rt->subset, ix, c.v, c.n);
+        rc = group(rt, kind, all || ix->subset, ix, c.v, c.n);
     tl__free(rt, c.v, c.cap * sizeof *c.v);
     if (rc != TL_OK) {
         tl__index_free(rt, ix);
@@ -257,7 +264,9 @@ void tl__clear_dirty(tl_runtime *rt)
     rt->dmap_lost = 0;
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
         TL__CONTAINER(l, tl_chan, all)->dirty = 0;
-    rt->ngone = 0;
+    tl__pstate *ps = tl__pstate_peek(rt);
+    if (ps)
+        ps->ngone = 0;
 }
 
 /* ---- standalone snapshots ---- */
@@ -292,7 +301,7 @@ static size_t nonempty(const tl__index *ix)
 static int index_of(tl_runtime *rt, int kind, const uintptr_t *objs, size_t nobjs, tl__index *ix)
 {
     memset(ix, 0, sizeof *ix);
-    ix->subset = rt->subset;
+    ix->subset = tl__subset(rt);
     idobj *v = tl__alloc(rt, (nobjs + 1) * sizeof *v);
     size_t n = 0;
     if (!v)
@@ -526,11 +535,13 @@ int tl_snapshot_save_tasklet(tl_tasklet *h, void **buf, size_t *len)
                           "tasklet; save between scheduler steps");
     closure c = {rt, NULL, 0, 0, 0, 0, 0};
     closure_of(&c, t);
-    int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save_tasklet: out of memory") : TL_OK;
+    tl__pstate *ps = tl__pstate_get(rt);
+    int rc = c.oom || !ps ? tl__seterr(rt, TL_ENOMEM, "tl_snapshot_save_tasklet: out of memory")
+                          : TL_OK;
     if (rc == TL_OK) {
-        rt->subset = 1;
+        ps->subset = 1;
         rc = save(rt, buf, len, c.objs, c.n);
-        rt->subset = 0;
+        ps->subset = 0;
     }
     closure_clear(&c);
     return rc;
@@ -558,15 +569,16 @@ int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
                           tl__tasklet_label(t, label, sizeof label));
     closure c = {rt, NULL, 0, 0, 0, 1, 0};
     closure_of(&c, t);
-    int rc = c.oom ? tl__seterr(rt, TL_ENOMEM, "moving a tasklet: out of memory") : TL_OK;
+    tl__pstate *ps = tl__pstate_get(rt);
+    int rc = c.oom || !ps ? tl__seterr(rt, TL_ENOMEM, "moving a tasklet: out of memory") : TL_OK;
     if (rc == TL_OK && c.trefs > 1)
         rc = tl__seterr(rt, TL_ENOTSUP, "%s cannot move: it holds a tasklet reference "
                         "(only channels can be left behind)",
                         tl__tasklet_label(t, label, sizeof label));
     if (rc == TL_OK) {
-        rt->subset = 2;
+        ps->subset = 2;
         rc = save(rt, buf, len, c.objs, c.n);
-        rt->subset = 0;
+        ps->subset = 0;
     }
     for (size_t i = 0; rc == TL_OK && i < c.n; i++) {
         tl_chan *ch = (tl_chan *)(c.objs[i] & ~(uintptr_t)1);

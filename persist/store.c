@@ -174,16 +174,15 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
         return TL_EMISUSE;
     if (st->flags & TL_STORE_READONLY)
         return st_err(st, TL_EINVAL, "tl_store_attach: the store was opened read-only");
-    if (st->rt || rt->track_gone)
+    if (st->rt || tl__store_of(rt))
         return st_err(st, TL_EINVAL, "tl_store_attach: one runtime per store, one store per runtime");
+    if (!tl__pstate_get(rt))
+        return st_err(st, TL_ENOMEM, "tl_store_attach: out of memory");
     int rc = st->be->ops->claim(st->be, &st->epoch);
     if (rc != TL_OK)
         return rc;
     st->rt = rt;
-    rt->store = st;
-    rt->track_gone = 1;
-    tl__dmap_reserve(rt, rt->next_tid);
-    rt->dmap_lost = 1;
+    tl__pstate_attach_store(rt, st); /* the state exists: cannot fail */
     st->full_next = 1;
     return TL_OK;
 }
@@ -601,10 +600,8 @@ int tl_store_set_policy(tl_store *st, const tl_policy *p)
     st->last_time = tl_now(st->rt);
     tl_runtime *rt = st->rt;
     bool any = p->every_steps || p->every_ms || p->on_idle;
-    rt->policy_hook = any ? policy_hook : NULL;
-    rt->policy_ud = st;
-    rt->policy_every = p->every_steps ? p->every_steps : p->every_ms ? POLICY_POLL_STEPS : 0;
-    rt->policy_count = 0;
+    tl__pstate_set_policy(rt, any ? policy_hook : NULL, st,
+                          p->every_steps ? p->every_steps : p->every_ms ? POLICY_POLL_STEPS : 0);
     return TL_OK;
 }
 
@@ -741,7 +738,7 @@ static int import_check(tl_store *st, tl_runtime *rt)
         return TL_EMISUSE;
     if (st->flags & TL_STORE_READONLY)
         return st_err(st, TL_EINVAL, "tl_store_import: the store was opened read-only");
-    if (rt->store && rt->store != st)
+    if (tl__store_of(rt) && tl__store_of(rt) != st)
         return st_err(st, TL_EINVAL, "tl_store_import: the runtime checkpoints into another "
                       "store; the handover would not be one transaction");
     if (!rt->node[0])
@@ -858,12 +855,8 @@ int tl_store_close(tl_store *st)
         if (st->parts[st->nparts].p->detach)
             st->parts[st->nparts].p->detach(st->parts[st->nparts].ud);
     }
-    if (st->rt) {
-        st->rt->store = NULL;
-        st->rt->track_gone = 0;
-        st->rt->policy_hook = NULL;
-        st->rt->policy_every = 0;
-    }
+    if (st->rt)
+        tl__pstate_detach_store(st->rt);
     if (st->be)
         st->be->ops->close(st->be);
     st->magic = 0;

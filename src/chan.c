@@ -139,7 +139,7 @@ static void chan_free(tl_chan *ch)
     }
     tl__list_unlink(&ch->all);
     if (!rt->tearing_down)
-        tl__note_gone(rt, 2, ch->id);
+        tl__note_chan_gone(rt, ch->id);
     tl__slab_put(&rt->chan_slab, ch);
 }
 

@@ -197,6 +197,19 @@ typedef struct tl__layer_ops {
     /* tl_runtime_free, after every tasklet and channel is freed: free the
      * layer's state (the slot is cleared by the caller). */
     void (*on_free)(tl_runtime *rt, void *state);
+    /* tl__runtime_reset emptied the runtime (a load failed): forget what
+     * was noted about its objects. */
+    void (*on_reset)(tl_runtime *rt, void *state);
+    /* The scheduler's policy step: every rt->policy_every steps while
+     * busy (idle 0), and when nothing is runnable (idle 1).  Non-zero
+     * stops tl_run / tl_run_steps with that error. */
+    int (*policy)(tl_runtime *rt, void *state, int idle);
+    /* While rt->track is set: channel id was freed. */
+    void (*chan_gone)(tl_runtime *rt, void *state, uint64_t id);
+    /* What of the layer still holds rt and must be closed first, as a
+     * message ("a store is still attached; close it (tl_store_close)"),
+     * or NULL: tl_runtime_free refuses with TL_EBUSY while one does. */
+    const char *(*holder)(const tl_runtime *rt, void *state);
 } tl__layer_ops;
 typedef struct tl__layer {
     const tl__layer_ops *ops;
@@ -280,24 +293,16 @@ struct tl_runtime {
     tl_channel_cb chan_cb;
     void *chan_ud;
 
-    /* persistence: chunks (id >> 8) whose objects were freed since the
-     * last checkpoint, so their records must be rewritten */
-    int track_gone;   /* a store is attached: track what changes */
-    struct tl_store *store; /* that store */
-    unsigned char *dmap; /* tasklet chunks (id >> 8) changed since the last
-                          * checkpoint; kept while a store is attached */
+    /* What changed, for a layer that writes increments (tl__track):
+     * dmap[k] is set when a tasklet of chunk k (id >> 8) changed since
+     * the layer last cleared it; channels carry their own dirty bit. */
+    int track;           /* a layer tracks changes (tl__track) */
+    unsigned char *dmap; /* grown while track is set, kept until the end */
     size_t dcap;
-    int dmap_lost;    /* a mark fell outside dmap: rewrite every chunk */
-    int subset;       /* encoding only the TL__TF_SUBSET tasklets and the
-                       * channels with reserved == 2 */
-    uint64_t *gone;   /* (kind << 62) | key, unsorted, may repeat;
-                       * ngone == SIZE_MAX: lost track, rewrite all */
-    size_t ngone, capgone;
+    int dmap_lost;       /* a mark fell outside dmap: everything changed */
     char node[64];
-    /* called by the scheduler for checkpoint policies (persist/) */
-    int (*policy_hook)(void *ud, int idle);
-    void *policy_ud;
-    uint64_t policy_every;  /* steps between calls when busy (0: never) */
+    uint64_t policy_every;  /* steps between the layers' policy steps when
+                             * busy (0: never) */
     uint64_t policy_count;
 
     uint64_t rng;
@@ -502,6 +507,11 @@ TL__HIDDEN int tl__layer_attach(tl_runtime *rt, int slot, const tl__layer_ops *o
                                 void *state);
 /* Empties the slot (its state is the caller's to free). */
 TL__HIDDEN void tl__layer_detach(tl_runtime *rt, int slot);
+/* Starts (on) or stops tracking changes: tl__mark into dmap, and the
+ * layers' chan_gone.  Starting counts everything as changed. */
+TL__HIDDEN void tl__track(tl_runtime *rt, int on);
+/* Runs the layers' policy ops in slot order; the first error stops. */
+TL__HIDDEN int tl__layers_policy(tl_runtime *rt, int idle);
 static inline void *tl__layer_state(const tl_runtime *rt, int slot)
 {
     return rt->layers[slot].state;
@@ -538,7 +548,7 @@ static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
     tl__list_unlink(&t->w.link);
     rt->nrunnable--;
 }
-/* Notes that t's chunk changed since the last checkpoint. */
+/* Notes that t's chunk changed (see tl_runtime.dmap). */
 static inline void tl__mark(tl_runtime *rt, const tl_tasklet *t)
 {
     size_t k = (size_t)(t->id >> 8);
@@ -572,7 +582,8 @@ TL__HIDDEN int tl__timer_add(tl_runtime *rt, tl_tasklet *t, int64_t deadline);
 TL__HIDDEN void tl__timer_remove(tl_runtime *rt, tl_tasklet *t);
 TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
 
-TL__HIDDEN void tl__note_gone(tl_runtime *rt, int kind, uint64_t id);
+/* Channel id was freed: tells the layers, while changes are tracked. */
+TL__HIDDEN void tl__note_chan_gone(tl_runtime *rt, uint64_t id);
 /* A new frame of e on top of t, locals zeroed (for the loader). */
 TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
 TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);

@@ -98,13 +98,13 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     return TL_OK;
 }
 
-/* Makes dmap cover ids up to maxid (while a store is attached). */
+/* Makes dmap cover ids up to maxid (while changes are tracked). */
 void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid)
 {
     size_t need = (size_t)(maxid >> 8) + 1;
-    if (!rt->track_gone || need <= rt->dcap)
+    if (!rt->track || need <= rt->dcap)
         return;
-    if (need > TL__DMAP_MAX) { /* ids this sparse: full checkpoints from now */
+    if (need > TL__DMAP_MAX) { /* ids this sparse: everything counts as changed */
         rt->dmap_lost = 1;
         return;
     }
@@ -121,25 +121,24 @@ void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid)
     rt->dcap = ncap;
 }
 
-void tl__note_gone(tl_runtime *rt, int kind, uint64_t id)
+void tl__track(tl_runtime *rt, int on)
 {
-    uint64_t key = ((uint64_t)kind << 62) | (id >> 8);
-    if (!rt->track_gone || rt->ngone == SIZE_MAX)
-        return;
-    if (rt->ngone && rt->gone[rt->ngone - 1] == key)
-        return;
-    if (rt->ngone == rt->capgone) {
-        size_t ncap = rt->capgone ? rt->capgone * 2 : 64;
-        uint64_t *g = tl__realloc(rt, rt->gone, rt->capgone * sizeof *g, ncap * sizeof *g);
-        if (!g) { /* remembered coarsely instead: every chunk is rewritten */
-            rt->ngone = SIZE_MAX;
-            return;
-        }
-        rt->gone = g;
-        rt->capgone = ncap;
+    rt->track = on;
+    if (on) {
+        tl__dmap_reserve(rt, rt->next_tid);
+        rt->dmap_lost = 1;
     }
-    if (rt->ngone != SIZE_MAX)
-        rt->gone[rt->ngone++] = key;
+}
+
+void tl__note_chan_gone(tl_runtime *rt, uint64_t id)
+{
+    if (!rt->track)
+        return;
+    for (int i = 0; i < TL__LAYERS; i++) {
+        const tl__layer *l = &rt->layers[i];
+        if (l->ops && l->ops->chan_gone)
+            l->ops->chan_gone(rt, l->state, id);
+    }
 }
 
 int tl_set_node_id(tl_runtime *rt, const char *node)
@@ -171,6 +170,17 @@ void tl__layer_detach(tl_runtime *rt, int slot)
     rt->layers[slot] = (tl__layer){NULL, NULL};
 }
 
+int tl__layers_policy(tl_runtime *rt, int idle)
+{
+    for (int i = 0; i < TL__LAYERS; i++) {
+        const tl__layer *l = &rt->layers[i];
+        int rc = l->ops && l->ops->policy ? l->ops->policy(rt, l->state, idle) : TL_OK;
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
 /* Lets every layer free its state; the layer above (the node) first. */
 static void layers_free(tl_runtime *rt)
 {
@@ -180,6 +190,19 @@ static void layers_free(tl_runtime *rt)
         if (l.ops && l.ops->on_free)
             l.ops->on_free(rt, l.state);
     }
+}
+
+/* What still holds rt, said for a message ("a store is still attached;
+ * close it (tl_store_close)"), or NULL: a layer's holder op, or a node. */
+static const char *holder(const tl_runtime *rt)
+{
+    for (int i = TL__LAYERS - 1; i >= 0; i--) {
+        const tl__layer *l = &rt->layers[i];
+        const char *h = l->ops && l->ops->holder ? l->ops->holder(rt, l->state) : NULL;
+        if (h)
+            return h;
+    }
+    return rt->hooks ? "a node is still attached; free it (tl_node_free)" : NULL;
 }
 
 /* A store or a node keeps a pointer to rt and writes to it when it is
@@ -193,15 +216,14 @@ int tl_runtime_free(tl_runtime *rt)
     if (rt->running)
         return tl__seterr(rt, TL_EBUSY, "tl_runtime_free: called from inside tl_run; "
                           "free the runtime after tl_run returns");
-    if (rt->store || rt->hooks)
-        return tl__seterr(rt, TL_EBUSY, "tl_runtime_free: %s still attached; close it "
-                          "(%s) before freeing the runtime", rt->store ? "a store is" :
-                          "a node is", rt->store ? "tl_store_close" : "tl_node_free");
+    const char *held = holder(rt);
+    if (held)
+        return tl__seterr(rt, TL_EBUSY, "tl_runtime_free: %s before freeing the runtime",
+                          held);
     tl__tasklet_free_all(rt);
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
     layers_free(rt);
-    tl__free(rt, rt->gone, rt->capgone * sizeof *rt->gone);
     tl__free(rt, rt->dmap, rt->dcap);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
@@ -371,7 +393,7 @@ static void trace_switch(tl_runtime *rt, tl_tasklet *next)
 static inline __attribute__((always_inline)) void dispatch(tl_runtime *rt, tl_tasklet *t)
 {
     t->state = TL_RUNNING;
-    if (rt->track_gone) /* a store is attached: note the chunk changed */
+    if (rt->track) /* a layer tracks changes: note the chunk changed */
         tl__mark(rt, t);
     rt->current = t;
     if (rt->sched_cb)
@@ -407,7 +429,7 @@ void tl__switch_to(tl_runtime *rt, tl_tasklet *cur, tl_tasklet *target)
     if (cur)
         tl__runq_push_back(rt, cur);
     runq_rotate_to(rt, target);
-    if (rt->track_gone)
+    if (rt->track)
         tl__mark(rt, target);
 }
 
@@ -530,7 +552,7 @@ again:
         }
         if (rt->policy_every && ++rt->policy_count >= rt->policy_every) {
             rt->policy_count = 0;
-            int rc = rt->policy_hook(rt->policy_ud, 0);
+            int rc = tl__layers_policy(rt, 0);
             if (rc != TL_OK) {
                 *ran += n;
                 return rc;
@@ -549,10 +571,11 @@ again:
     return TL_OK;
 }
 
-/* The checkpoint policy's chance to act when nothing is runnable. */
+/* The layers' policy step (a checkpoint policy's chance to act) when
+ * nothing is runnable. */
 static int policy_idle(tl_runtime *rt)
 {
-    return rt->policy_hook ? rt->policy_hook(rt->policy_ud, 1) : TL_OK;
+    return tl__layers_policy(rt, 1);
 }
 
 static void sleep_until(tl_runtime *rt, int64_t deadline)

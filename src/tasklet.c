@@ -1221,8 +1221,10 @@ void tl__runtime_reset(tl_runtime *rt)
     tl__list_init(&rt->runq);
     rt->nrunnable = rt->nblocked = rt->nlive = 0;
     rt->ntimers = 0;
-    rt->ngone = 0;
     rt->dmap_lost = 1;
+    for (int i = 0; i < TL__LAYERS; i++)
+        if (rt->layers[i].ops && rt->layers[i].ops->on_reset)
+            rt->layers[i].ops->on_reset(rt, rt->layers[i].state);
     rt->current = rt->last = rt->main = NULL;
     rt->tearing_down = 0;
 }
