@@ -40,6 +40,11 @@
  * tasklet keeps its heap index in t->w.on.  Deadlines are absolute
  * wall-clock times so that a stored runtime can keep them across a
  * restart.
+ *
+ * The runtime knows no storage: it reaches the layers above it (persist/,
+ * migrate/) only through the ops they registered in its slots
+ * (tl__layer_ops: on_free, on_reset, policy, chan_gone) and the node's
+ * hooks (tl__hooks).  docs/ARCHITECTURE.md, section 1.
  */
 #include "internal.h"
 
