@@ -33,7 +33,8 @@ static void fake_free(tl_runtime *rt, void *state)
     (void)rt;
     fake *f = state;
     f->frees++;
-    free_order[nfree_order++] = f->slot;
+    if (nfree_order < 4)
+        free_order[nfree_order++] = f->slot;
 }
 static void fake_reset(tl_runtime *rt, void *state) { (void)rt; ((fake *)state)->resets++; }
 static int fake_policy(tl_runtime *rt, void *state, int idle)
