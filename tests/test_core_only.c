@@ -78,7 +78,7 @@ static void spawn_send_receive_run(void **state)
     assert_true(tl_chan_closed(ch));
     tl_tasklet_release(t);
     tl_chan_release(ch);
-    tl_runtime_free(rt);
+    assert_int_equal(tl_runtime_free(rt), TL_OK);
 }
 
 int main(void)
