@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -828,7 +829,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    static const char *const files[] = {"store.db", "store.db-wal", "store.db-shm", "out",
+    static const char *const files[] = {"store.db", "store.db-wal", "store.db-shm", "store.db-lock", "out",
                                         "err", "junk", "golden.db", "golden.db-wal",
                                         "golden.db-shm"};
     fixture *fx = *state;
@@ -1581,6 +1582,70 @@ static void test_backup_refusals(void **state)
     unlink(bak);
 }
 
+/* ---- rollback (issue 11, item 5) ---- */
+
+static void test_rollback(void **state)
+{
+    fixture *fx = *state;
+    run r = EXPECT(fx, 0, "rollback", "--to", "2", fx->db);
+    assert_contains(r.out, "rolled back to checkpoint 2: removed 1 newer checkpoint");
+    run_free(&r);
+    assert_int_equal(store_count(fx, "SELECT max(id) FROM checkpoints"), 2);
+    assert_int_equal(store_count(fx, "SELECT count(*) FROM chunks WHERE ckpt > 2"), 0);
+    r = EXPECT(fx, 0, "verify", "--all", fx->db);
+    assert_contains(r.out, "ok: checkpoint 2,");
+    run_free(&r);
+    r = EXPECT(fx, 0, "rollback", "--json", "--to", "1", fx->db);
+    json_t *j = json_of(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "newest")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "removed_checkpoints")), 1);
+    json_decref(j);
+    run_free(&r);
+}
+
+static void test_rollback_refusals(void **state)
+{
+    fixture *fx = *state;
+    run r = EXPECT(fx, 2, "rollback", fx->db);
+    assert_contains(r.err, "--to N");
+    run_free(&r);
+    r = EXPECT(fx, 1, "rollback", "--to", "9", fx->db);
+    assert_contains(r.err, "no checkpoint 9");
+    run_free(&r);
+    /* a checkpoint that does not verify is not made the newest */
+    store_sql(fx, "UPDATE chunks SET data = x'00c1' WHERE ckpt = 2 AND kind = 1");
+    r = EXPECT(fx, 1, "rollback", "--to", "2", fx->db);
+    assert_contains(r.err, "does not verify");
+    run_free(&r);
+    assert_int_equal(store_count(fx, "SELECT max(id) FROM checkpoints"), 3);
+    /* nor while a process owns the store (holds its lock) */
+    char lock[160];
+    snprintf(lock, sizeof lock, "%s-lock", fx->db);
+    int fd = open(lock, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    r = EXPECT(fx, 1, "rollback", "--to", "1", fx->db);
+    assert_contains(r.err, "owned by a running process");
+    run_free(&r);
+    close(fd);
+    unlink(lock);
+    assert_int_equal(store_count(fx, "SELECT max(id) FROM checkpoints"), 3);
+}
+
+/* prune gives the space back (issue 11, item 6) */
+static void test_prune_gives_space_back(void **state)
+{
+    fixture *fx = *state;
+    run r = EXPECT(fx, 0, "prune", "--keep", "1", fx->db);
+    assert_contains(r.out, "gave back");
+    run_free(&r);
+    assert_int_equal(store_count(fx, "PRAGMA freelist_count"), 0);
+    assert_int_equal(store_count(fx, "PRAGMA auto_vacuum"), 2); /* incremental from now on */
+    r = EXPECT(fx, 0, "verify", fx->db);
+    assert_contains(r.out, "ok: checkpoint 3,");
+    run_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     cli_path = argc > 1 ? argv[1] : getenv("TASKLET_CLI");
@@ -1593,6 +1658,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_not_a_regular_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_takes_the_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_gives_space_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_show, setup, teardown),

@@ -371,8 +371,8 @@ json_t *cli_ckpt_json(const cli_ckpt *ck);
 /* ---- commands ---- */
 
 typedef struct cli_opts {
-    bool json, all, has_ckpt, has_keep, has_wait;
-    int64_t ckpt, keep, wait;
+    bool json, all, has_ckpt, has_keep, has_wait, has_to;
+    int64_t ckpt, keep, wait, to;
     const char *db, *arg;
     const char *arg2, *arg3; /* send: TOPIC and JSON */
     const char *key;         /* send: --key */
@@ -392,5 +392,10 @@ int cli_cmd_wf_result_print(const cli_opts *o, const char *status);
 int cli_cmd_send(const cli_opts *o);
 int cli_cmd_cancel(const cli_opts *o);
 int cli_cmd_result(const cli_opts *o);
+int cli_cmd_rollback(const cli_opts *o);
+/* 0 when checkpoint id of the open store loads whole and its records agree
+ * (verify's checks); otherwise prints each problem (text, or JSON on
+ * stderr with --json) and returns non-zero. */
+int cli_ckpt_sound(cli_store *st, const cli_opts *o, int64_t id);
 
 #endif /* TL_CLI_H */

@@ -34,6 +34,7 @@ typedef struct plan {
     victim *rows;
     size_t nrows;
     int64_t bytes;
+    int64_t reclaimed;  /* bytes the file shrank by afterwards, -1: could not */
 } plan;
 
 static int exec_sql(cli_store *st, const char *sql, cli_err *e)
@@ -176,6 +177,10 @@ static void report_text(const plan *p, size_t keep)
         cli_loc_text(&loc, where, sizeof where);
         printf("  %s %s\n", where, p->rows[i].tombstone ? "tombstone" : "superseded");
     }
+    if (p->reclaimed >= 0)
+        printf("gave back %" PRId64 " bytes to the file system\n", p->reclaimed);
+    else
+        printf("the space was not given back: it is reused by later checkpoints\n");
 }
 
 static void report_json(const plan *p, size_t keep)
@@ -197,6 +202,8 @@ static void report_json(const plan *p, size_t keep)
     json_object_set_new(r, "removed_checkpoints", gone);
     json_object_set_new(r, "removed_chunks", rows);
     json_object_set_new(r, "bytes", json_integer(p->bytes));
+    json_object_set_new(r, "reclaimed", p->reclaimed >= 0 ? json_integer(p->reclaimed)
+                                                          : json_null());
     cli_json_print(r);
 }
 
@@ -212,6 +219,39 @@ static int prune_in_txn(cli_store *st, plan *p, int64_t keep, cli_err *e)
     if (plan_rows(st, p, e) < 0 || delete_ckpts(st, p, e) < 0 || delete_rows(st, p, e) < 0)
         return -1;
     return exec_sql(st, "COMMIT", e);
+}
+
+/* Gives free pages back to the file system, after the prune committed:
+ * an incremental vacuum in a store made with auto_vacuum=INCREMENTAL, else
+ * a VACUUM that also turns it on.  Returns the bytes the file shrank by
+ * (-1: it could not -- busy, say -- which leaves a sound store that is
+ * only bigger than it needs to be). */
+static int64_t reclaim(cli_store *st)
+{
+    int64_t mode = -1, before = -1, after = -1, page = 0;
+    sqlite3_stmt *s = NULL;
+    const char *probe[] = {"PRAGMA auto_vacuum", "PRAGMA page_count", "PRAGMA page_size"};
+    int64_t *out[] = {&mode, &before, &page};
+    for (int i = 0; i < 3; i++) {
+        if (sqlite3_prepare_v2(st->db, probe[i], -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            *out[i] = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    const char *sql = mode == 2 ? "PRAGMA incremental_vacuum"
+                                : "PRAGMA auto_vacuum=INCREMENTAL; VACUUM";
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        cli_complain("prune: the space was not given back: %s", sqlite3_errmsg(st->db));
+        return -1;
+    }
+    if (sqlite3_prepare_v2(st->db, "PRAGMA page_count", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        after = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (after < 0)
+        return -1;
+    /* turning auto_vacuum on adds pointer-map pages: a tiny store can grow */
+    return before > after ? (before - after) * page : 0;
 }
 
 static int prune(cli_store *st, const cli_opts *o)
@@ -233,10 +273,12 @@ static int prune(cli_store *st, const cli_opts *o)
             report_json(&p, (size_t)o->keep);
         else
             puts("no checkpoints: nothing to prune");
-    } else if (o->json) {
-        report_json(&p, (size_t)o->keep);
     } else {
-        report_text(&p, (size_t)o->keep);
+        p.reclaimed = reclaim(st);
+        if (o->json)
+            report_json(&p, (size_t)o->keep);
+        else
+            report_text(&p, (size_t)o->keep);
     }
     free(p.ids);
     free(p.rows);

@@ -261,6 +261,24 @@ static int verify_store(vstate *v)
     return rc;
 }
 
+int cli_ckpt_sound(cli_store *st, const cli_opts *o, int64_t id)
+{
+    vstate v;
+    cli_snap s;
+    memset(&v, 0, sizeof v);
+    memset(&s, 0, sizeof s);
+    v.st = *st; /* borrowed: not closed here */
+    v.o = o;
+    v.problems = json_array();
+    int bad = verify_snapshot(&v, id, &s);
+    if (bad && o->json) /* the problems, for the caller's report */
+        json_dumpf(v.problems, stderr, 0);
+    cli_snap_free(&s);
+    json_decref(v.problems);
+    free(v.reported);
+    return bad;
+}
+
 int cli_cmd_verify(const cli_opts *o)
 {
     vstate v;

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPT_JSON = 1, OPT_CKPT = 2, OPT_KEEP = 4, OPT_ALL = 8, OPT_WAIT = 16, OPT_KEY = 32 };
+enum { OPT_JSON = 1, OPT_CKPT = 2, OPT_KEEP = 4, OPT_ALL = 8, OPT_WAIT = 16, OPT_KEY = 32,
+       OPT_TO = 64 };
 
 typedef struct cli_cmd {
     const char *name, *usage, *summary, *help;
@@ -51,7 +52,9 @@ static const cli_cmd commands[] = {
     {"prune", "[--json] --keep N DB", "delete all but the N newest checkpoints",
      "Deletes all but the N newest checkpoints, and every chunk row no kept checkpoint\n"
      "needs, in one transaction; prints what was removed.  Every kept checkpoint stays\n"
-     "loadable.  The only command that writes; it waits up to 5 s for a busy store.\n",
+     "loadable.  Then gives the freed space back to the file system (an incremental\n"
+     "vacuum, or a VACUUM for a store made without auto_vacuum).  It waits up to 5 s\n"
+     "for a busy store.\n",
      OPT_JSON | OPT_KEEP, 1, cli_cmd_prune},
     {"backup", "[--json] DB OUT", "a consistent copy of a store, safe while it runs",
      "Copies store DB into the new file OUT with SQLite's online backup: one\n"
@@ -86,6 +89,13 @@ static const cli_cmd commands[] = {
      "woken by the store's writes.  Exit 0 done, 1 failed, cancelled or still\n"
      "running.\n",
      OPT_JSON | OPT_WAIT, 2, cli_cmd_result},
+    {"rollback", "[--json] --to N DB", "make checkpoint N the newest (after it verifies)",
+     "Makes checkpoint N the newest: after checking that N loads whole and its records\n"
+     "agree (verify's checks), deletes the newer checkpoints and every chunk row\n"
+     "newer than N, in one transaction, and says what it removed.  For a store whose\n"
+     "newest checkpoints are damaged.  Refused while a process owns the store (it\n"
+     "holds DB-lock); holds that lock itself meanwhile.\n",
+     OPT_JSON | OPT_TO, 1, cli_cmd_rollback, NULL},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -117,6 +127,8 @@ static void command_help(const cli_cmd *c)
         puts("  --wait S    wait up to S seconds for the workflow to finish");
     if (c->opts & OPT_KEY)
         puts("  --key K     deduplication key: a second post with K is refused");
+    if (c->opts & OPT_TO)
+        puts("  --to N      the checkpoint to make the newest");
     puts("  --help      show this help");
 }
 
@@ -178,6 +190,8 @@ static int parse_opt(const cli_cmd *c, int argc, char **argv, int *i, cli_opts *
         o->key = val;
         return 0;
     }
+    if ((c->opts & OPT_TO) && opt_value("--to", argc, argv, i, &val))
+        return number_opt(c, "--to", val, &o->to, &o->has_to);
     return usage_error(c, "unknown option", a);
 }
 
