@@ -476,6 +476,8 @@ static void deadlock_in(tl_runtime *rt, tl_tasklet *t)
     tl__detach(t);
     tl__deliver_error(t, TL_EDEADLOCK, rt->errmsg);
     tl__runq_push_back(rt, t);
+    if (rt->track)
+        tl__mark(rt, t);
 }
 
 /* Main returns from TL_RUN_SCHEDULER; the error value a blocked last
@@ -487,6 +489,8 @@ static void main_revive(tl_runtime *rt, tl_tasklet *m, const tl_tasklet *last)
         last->xfer.type == TL_V_ERROR)
         tl__deliver_error(m, last->xfer.aux, tl_error_msg(last->xfer));
     tl__runq_push_back(rt, m);
+    if (rt->track)
+        tl__mark(rt, m);
 }
 
 /* The run queue has drained in main-tasklet mode, after step (the last
