@@ -277,7 +277,7 @@ static void release_chans(tl__loader *ld)
 /* An imported tasklet blocked in a send or receive waits again: a local
  * channel may have partners already; a proxy's operation is issued through
  * the node's hooks (a failure completes the wait with that error). */
-static void restart_wait(tl_runtime *rt, tl_tasklet *t)
+void tl__import_restart(tl_runtime *rt, tl_tasklet *t)
 {
     if (t->state != TL_BLOCKED || (t->wait != TL_WAIT_SEND && t->wait != TL_WAIT_RECV))
         return;
@@ -298,7 +298,7 @@ static void restart_wait(tl_runtime *rt, tl_tasklet *t)
     }
 }
 
-int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
+int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n, int hold,
                tl_tasklet **out)
 {
     tl__loader ld;
@@ -321,6 +321,7 @@ int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_
     tl__mark(rt, t);
     rt->errcode = TL_OK;
     *out = t;
-    restart_wait(rt, t);
+    if (!hold)
+        tl__import_restart(rt, t);
     return TL_OK;
 }

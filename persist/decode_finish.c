@@ -131,6 +131,20 @@ static int check_counts(tl__loader *ld)
     return TL_OK;
 }
 
+/* A checkpoint committed by tl_store_import holds the imported waiters
+ * before they looked for partners (tl__snapshot_import_held); a crash
+ * before that leaves a local channel with a sender and a receiver both
+ * waiting.  The restore completes such rendezvous, as the import would
+ * have (tl__chan_rematch does nothing where nothing matches). */
+static void rematch_all(tl_runtime *rt)
+{
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (!ch->remote && (ch->nsend || ch->count) && (ch->nrecv || ch->count < ch->cap))
+            tl__chan_rematch(ch); /* the loader still holds a reference */
+    }
+}
+
 int tl__ld_finish(tl__loader *ld)
 {
     finish_ctx c = {ld, TL_OK};
@@ -145,6 +159,7 @@ int tl__ld_finish(tl__loader *ld)
         c.rc = check_counts(ld);
     if (c.rc != TL_OK)
         return c.rc;
+    rematch_all(ld->rt);
     tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
     int rc = drop_unreferenced_chans(ld);
     if (rc != TL_OK)

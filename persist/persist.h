@@ -235,7 +235,16 @@ TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chun
 /* The same, importing a moving tasklet next to what rt holds (see
  * tl__snapshot_import). */
 TL__HIDDEN int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
-                          size_t nchunks, tl_tasklet **out);
+                          size_t nchunks, int hold, tl_tasklet **out);
+
+/* Like tl__snapshot_import, but a tasklet blocked in a send or receive
+ * waits in its channel's queue without looking for partners and without
+ * issuing its remote operation: nothing outside the runtime's own state
+ * changes until the caller, once the import is durable, calls
+ * tl__import_restart (or undoes it with tl__tasklet_depart). */
+TL__HIDDEN int tl__snapshot_import_held(tl_runtime *rt, const void *buf, size_t len,
+                                        tl_tasklet **out);
+TL__HIDDEN void tl__import_restart(tl_runtime *rt, tl_tasklet *t);
 
 /* Inflates src into dst (exactly dstlen bytes expected) with the
  * runtime's reusable stream; returns 0 on success. */

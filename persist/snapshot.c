@@ -705,7 +705,7 @@ static int load_records(tl_runtime *rt, const void *buf, size_t len,
         rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
     if (rc == TL_OK) {
         tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
-        rc = import ? tl__import(rt, &head, raws, n, out)
+        rc = import ? tl__import(rt, &head, raws, n, import == 2, out)
                     : tl__load(rt, &head, raws, n, "snapshot", NULL);
     }
     if (raws)
@@ -714,7 +714,8 @@ static int load_records(tl_runtime *rt, const void *buf, size_t len,
 }
 
 /* A standalone snapshot into rt: loaded whole (import 0) or imported
- * next to what rt holds (import 1, *out the tasklet). */
+ * next to what rt holds (import 1, *out the tasklet; 2: held, see
+ * tl__snapshot_import_held). */
 static int load_standalone(tl_runtime *rt, const void *buf, size_t len, int import,
                            tl_tasklet **out)
 {
@@ -744,4 +745,10 @@ int tl__snapshot_import(tl_runtime *rt, const void *buf, size_t len, tl_tasklet 
 {
     *out = NULL;
     return load_standalone(rt, buf, len, 1, out);
+}
+
+int tl__snapshot_import_held(tl_runtime *rt, const void *buf, size_t len, tl_tasklet **out)
+{
+    *out = NULL;
+    return load_standalone(rt, buf, len, 2, out);
 }

@@ -39,6 +39,14 @@
 #define POLICY_POLL_STEPS 256
 #define MAX_PARTS 4
 
+/* A mailbox row that cannot be imported (unknown function, damaged): it
+ * moves to the dead letters in the import's transaction. */
+struct refusal {
+    struct refusal *next;
+    char xid[40];
+    char reason[400];
+};
+
 struct mail {
     struct mail *next;
     char xid[40], to[64];
@@ -69,6 +77,7 @@ struct tl_store {
     struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
     char (*unmail)[40]; /* mailbox rows to take with it */
     size_t nunmail;
+    struct refusal *refused; /* mailbox rows to refuse with it (dead letters) */
     int errcode;
     char errmsg[512];
 };
@@ -310,6 +319,8 @@ static int write_mail(tl_store *st, int64_t now)
     }
     for (size_t i = 0; i < st->nunmail && rc == TL_OK; i++)
         rc = st->be->ops->mail_take(st->be, st->unmail[i]);
+    for (struct refusal *r = st->refused; r && rc == TL_OK; r = r->next)
+        rc = st->be->ops->mail_refuse(st->be, r->xid, r->reason);
     return rc;
 }
 
@@ -401,7 +412,8 @@ int tl_store_checkpoint(tl_store *st)
         tl__index_free(st->rt, &tix);
         return st_err(st, rc, "%s", st->rt->errmsg);
     }
-    if (st->full_next || st->touched || st->mail || st->nunmail || any_dirty(&tix) ||
+    if (st->full_next || st->touched || st->mail || st->nunmail || st->refused ||
+        any_dirty(&tix) ||
         any_dirty(&cix)) {
         rc = write_checkpoint(st, &tix, &cix, st->last + 1);
         if (rc == TL_OK) {
@@ -514,6 +526,7 @@ int tl_store_restore_at(tl_store *st, int64_t at, int flags, int64_t *restored)
         return TL_EMISUSE;
     if (!st->rt)
         return st_err(st, TL_EINVAL, "tl_store_restore: attach a runtime first");
+    st->notice = 0;
     if (at < 0 || (flags & ~TL_RESTORE_FALLBACK))
         return st_err(st, TL_EINVAL, "tl_store_restore_at: bad checkpoint or flags");
     int rc = restore_one(st, at, &ckpt, &format);
@@ -693,7 +706,30 @@ typedef struct import_state {
     tl_runtime *rt;
     tl_tasklet **got;
     size_t n, cap;
+    size_t refused;     /* rows turned into dead letters */
 } import_state;
+
+static int refuse_row(import_state *im, const char *xid, int rc)
+{
+    struct refusal *r = calloc(1, sizeof *r);
+    if (!r)
+        return st_err(im->st, TL_ENOMEM, "tl_store_import: out of memory");
+    snprintf(r->xid, sizeof r->xid, "%s", xid);
+    snprintf(r->reason, sizeof r->reason, "%s: %.370s", tl_errname(rc), im->rt->errmsg);
+    r->next = im->st->refused;
+    im->st->refused = r;
+    im->refused++;
+    return TL_OK;
+}
+
+static void free_refusals(tl_store *st)
+{
+    while (st->refused) {
+        struct refusal *r = st->refused;
+        st->refused = r->next;
+        free(r);
+    }
+}
 
 static int import_row(void *ud, const tl__mail_row *m)
 {
@@ -712,9 +748,11 @@ static int import_row(void *ud, const tl__mail_row *m)
         im->cap = ncap;
     }
     snprintf(st->unmail[im->n], 40, "%s", m->xid);
-    int rc = tl__snapshot_import(im->rt, m->data, m->len, &im->got[im->n]);
-    if (rc != TL_OK)
+    int rc = tl__snapshot_import_held(im->rt, m->data, m->len, &im->got[im->n]);
+    if (rc == TL_ENOMEM)
         return st_err(st, rc, "tl_store_import: mailbox row %s: %s", m->xid, im->rt->errmsg);
+    if (rc != TL_OK) /* this row can never come in here: a dead letter */
+        return refuse_row(im, m->xid, rc);
     im->n++;
     st->nunmail = im->n;
     return TL_OK;
@@ -753,22 +791,34 @@ int tl_store_import(tl_store *st, tl_runtime *rt, size_t *count)
     int rc = import_check(st, rt);
     if (rc != TL_OK)
         return rc;
+    st->notice = 0; /* a notice tells of the last call only */
     int attached = st->rt == rt;
-    import_state im = {st, rt, NULL, 0, 0};
+    import_state im = {st, rt, NULL, 0, 0, 0};
     rc = attached ? TL_OK : st->be->ops->begin(st->be, 0);
     if (rc == TL_OK)
         rc = st->be->ops->mail_read(st->be, rt->node, import_row, &im);
-    if (rc == TL_OK && im.n)
+    if (rc == TL_OK && (im.n || im.refused))
         rc = import_commit(st, &im);
-    if (!attached && (rc != TL_OK || !im.n))
+    if (!attached && (rc != TL_OK || !(im.n || im.refused)))
         st->be->ops->rollback(st->be);
-    if (rc != TL_OK) {
-        /* all or nothing: what came in goes again, silently */
-        for (size_t i = 0; i < im.n; i++)
+    /* all or nothing: the imported waiters looked for no partner and
+     * issued no remote operation yet (held), so undoing them undoes
+     * everything; once committed, they take up their waits */
+    for (size_t i = 0; i < im.n; i++) {
+        if (rc == TL_OK)
+            tl__import_restart(rt, im.got[i]);
+        else
             tl__tasklet_depart(im.got[i], TL_EMOVED, "import undone");
-    } else if (count) {
-        *count = im.n;
     }
+    if (rc == TL_OK && count)
+        *count = im.n;
+    if (rc == TL_OK && im.refused) {
+        st_err(st, TL_OK, "tl_store_import: %zu imported; %zu mailbox row%s refused as dead "
+               "letters (table mailbox_refused), the last: %.40s: %.300s", im.n, im.refused,
+               im.refused == 1 ? "" : "s", st->refused->xid, st->refused->reason);
+        st->notice = 1;
+    }
+    free_refusals(st);
     free(im.got);
     free(st->unmail);
     st->unmail = NULL;

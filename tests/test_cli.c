@@ -1646,6 +1646,33 @@ static void test_prune_gives_space_back(void **state)
     run_free(&r);
 }
 
+/* ---- what is in transit is visible (issue 11, item 9) ---- */
+
+static void test_ls_shows_transit(void **state)
+{
+    fixture *fx = *state;
+    store_sql(fx, "CREATE TABLE mailbox(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"
+                  " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
+                  "CREATE TABLE mailbox_refused(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL,"
+                  " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL,"
+                  " reason TEXT NOT NULL);"
+                  "INSERT INTO mailbox VALUES('aa11', 'B', 'A', 5, x'0102');"
+                  "INSERT INTO mailbox_refused VALUES('bb22', 'B', 'A', 6, x'03',"
+                  " 'TL_ENOFUNC: needs function jobs.worker@2');");
+    run r = EXPECT(fx, 0, "ls", fx->db);
+    assert_contains(r.out, "mailbox (not yet imported):\n  aa11  node B  from A  2 bytes");
+    assert_contains(r.out, "dead letters");
+    assert_contains(r.out, "reason: TL_ENOFUNC: needs function jobs.worker@2");
+    run_free(&r);
+    r = EXPECT(fx, 0, "ls", "--json", fx->db);
+    json_t *j = json_of(&r);
+    json_t *dl = json_object_get(json_object_get(j, "in_transit"), "mailbox_refused");
+    assert_int_equal(json_array_size(dl), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(dl, 0), "xid")), "bb22");
+    json_decref(j);
+    run_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     cli_path = argc > 1 ? argv[1] : getenv("TASKLET_CLI");
@@ -1663,6 +1690,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_prune_gives_space_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ls_shows_transit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_show_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump, setup, teardown),

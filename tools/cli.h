@@ -379,6 +379,9 @@ typedef struct cli_opts {
 } cli_opts;
 
 int cli_cmd_ls(const cli_opts *o);
+/* What is in transit (transit.c): mailbox, dead letters, outbox, inbox. */
+void cli_transit_text(cli_store *st);
+json_t *cli_transit_json(cli_store *st);
 int cli_cmd_show(const cli_opts *o);
 int cli_cmd_dump(const cli_opts *o);
 int cli_cmd_checkpoints(const cli_opts *o);

@@ -161,12 +161,16 @@ int cli_cmd_ls(const cli_opts *o)
             cli_store_close(&st);
         return rc != CLI_EXIT_OK ? rc : no_checkpoint(o);
     }
-    if (cli_snap_load(&st, id, &s, NULL, NULL, &e) < 0)
+    if (cli_snap_load(&st, id, &s, NULL, NULL, &e) < 0) {
         rc = load_failed(&e, o);
-    else if (o->json)
-        cli_json_print(ls_json(&s));
-    else
+    } else if (o->json) {
+        json_t *r = ls_json(&s);
+        json_object_set_new(r, "in_transit", cli_transit_json(&st));
+        cli_json_print(r);
+    } else {
         ls_text(&s);
+        cli_transit_text(&st);
+    }
     cli_snap_free(&s);
     cli_store_close(&st);
     return rc;

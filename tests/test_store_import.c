@@ -1,0 +1,263 @@
+/*
+ * test_store_import.c -- handover through the store's mailbox, when it
+ * goes wrong (issue 11, item 9): an import is all or nothing, also for the
+ * value a local receiver would take; a row that can never be imported (its
+ * function is not registered here, or it is damaged) becomes a dead letter
+ * and the rest come in; a crash between an import's commit and the
+ * imported waiters' rendezvous is completed by the restore.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../persist/persist.h"
+
+static char dir[64];
+static char path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/tl-import-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/app.db", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[160];
+    (void)state;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int64_t received[8];
+static int nreceived;
+
+typedef struct { tl_chan *ch; tl_value v; } io_t;
+static const tl_field io_fields[] = {TL_FIELD(io_t, ch, TL_T_CHAN), TL_FIELD(io_t, v, TL_T_VALUE)};
+
+static tl_status sender(tl_frame *f, void *locals)
+{
+    io_t *L = locals;
+    TL_BEGIN(f);
+    TL_SEND(f, L->ch, L->v);
+    TL_END(f);
+}
+static const tl_func sender_fn = {"import.sender", 1, sender, sizeof(io_t), io_fields,
+                                  TL_COUNTOF(io_fields), NULL};
+
+static tl_status receiver(tl_frame *f, void *locals)
+{
+    io_t *L = locals;
+    TL_BEGIN(f);
+    TL_RECV(f, L->ch, L->v);
+    if (nreceived < 8)
+        received[nreceived++] = tl_as_i64(L->v);
+    TL_END(f);
+}
+static const tl_func receiver_fn = {"import.receiver", 1, receiver, sizeof(io_t), io_fields,
+                                    TL_COUNTOF(io_fields), NULL};
+
+/* A function only the exporting side has. */
+static tl_status only_there(tl_frame *f, void *locals)
+{
+    (void)locals;
+    TL_BEGIN(f);
+    TL_YIELD(f);
+    TL_END(f);
+}
+static const tl_func only_there_fn = {"import.only_there", 1, only_there, sizeof(io_t),
+                                      io_fields, TL_COUNTOF(io_fields), NULL};
+
+static tl_runtime *new_rt(const char *node, int with_only_there)
+{
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    assert_int_equal(tl_set_node_id(rt, node), TL_OK);
+    assert_int_equal(tl_register(rt, &sender_fn), TL_OK);
+    assert_int_equal(tl_register(rt, &receiver_fn), TL_OK);
+    if (with_only_there)
+        assert_int_equal(tl_register(rt, &only_there_fn), TL_OK);
+    return rt;
+}
+
+static tl_store *open_attached(tl_runtime *rt)
+{
+    tl_store *st;
+    int rc = tl_store_open(path, TL_STORE_NOSYNC, &st);
+    if (rc != TL_OK)
+        fail_msg("open: %s", tl_store_errmsg(st));
+    rc = tl_store_attach(st, rt);
+    if (rc != TL_OK)
+        fail_msg("attach: %s", tl_store_errmsg(st));
+    return st;
+}
+
+static int64_t query(const char *text)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int64_t v = -1;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, text, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A sender blocked on ch leaves through the mailbox and comes back home
+ * (to its own node), where a receiver now waits on ch. */
+static tl_tasklet *send_home_through_mailbox(tl_runtime *rt, tl_store *st, tl_chan *ch,
+                                             int64_t v)
+{
+    tl_tasklet *s, *r;
+    assert_int_equal(tl_spawn(rt, &sender_fn, &(io_t){.ch = ch, .v = tl_i64(v)}, sizeof(io_t),
+                              &s), TL_OK);
+    assert_int_equal(tl_run_steps(rt, 10, NULL), TL_OK);
+    assert_int_equal(tl_tasklet_wait(s), TL_WAIT_SEND);
+    assert_int_equal(tl_store_export(st, s, "A"), TL_OK);
+    tl_tasklet_release(s);
+    assert_int_equal(tl_spawn(rt, &receiver_fn, &(io_t){.ch = ch}, sizeof(io_t), &r), TL_OK);
+    assert_int_equal(tl_run_steps(rt, 10, NULL), TL_OK);
+    assert_int_equal(tl_tasklet_wait(r), TL_WAIT_RECV);
+    return r;
+}
+
+static void test_import_all_or_nothing(void **state)
+{
+    (void)state;
+    nreceived = 0;
+    tl_runtime *rt = new_rt("A", 0);
+    tl_store *st = open_attached(rt);
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    tl_tasklet *r = send_home_through_mailbox(rt, st, ch, 7);
+    /* the import's checkpoint fails (a record limit nothing fits under) */
+    tl__store_limit_doc(st, 1);
+    size_t n = 99;
+    assert_int_equal(tl_store_import(st, rt, &n), TL_ERANGE);
+    assert_int_equal(n, 0);
+    assert_int_equal(tl_tasklet_state(r), TL_BLOCKED); /* it was handed nothing */
+    assert_int_equal(tl_chan_balance(ch), -1);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(nreceived, 0);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 1); /* still there */
+    /* it succeeds: the rendezvous happens once */
+    tl__store_limit_doc(st, SIZE_MAX);
+    assert_int_equal(tl_store_import(st, rt, &n), TL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(tl_run(rt), TL_OK);
+    assert_int_equal(nreceived, 1);
+    assert_int_equal(received[0], 7);
+    assert_int_equal(tl_store_import(st, rt, &n), TL_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 0);
+    tl_tasklet_release(r);
+    tl_chan_release(ch);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+/* Committed with the imported sender still waiting beside the receiver
+ * (what a crash right after the import's commit leaves): the restore
+ * completes the rendezvous. */
+static void test_restore_completes_rendezvous(void **state)
+{
+    (void)state;
+    nreceived = 0;
+    tl_runtime *rt = new_rt("A", 0);
+    tl_store *st = open_attached(rt);
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    assert_int_equal(tl_chan_pin(ch, 1), TL_OK);
+    tl_tasklet *r = send_home_through_mailbox(rt, st, ch, 9);
+    tl_tasklet *back;
+    /* the import as tl_store_import does it, stopped before the restart */
+    const char *sql = "SELECT data FROM mailbox";
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(tl__snapshot_import_held(rt, sqlite3_column_blob(s, 0),
+                                              (size_t)sqlite3_column_bytes(s, 0), &back), TL_OK);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    assert_int_equal(tl_tasklet_state(r), TL_BLOCKED); /* held: no partner yet */
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_tasklet_release(r);
+    tl_chan_release(ch);
+    tl_store_close(st);
+    tl_runtime_free(rt); /* "the crash" */
+
+    rt = new_rt("A", 0);
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_run(rt), TL_OK);
+    assert_int_equal(nreceived, 1);
+    assert_int_equal(received[0], 9);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+static void test_dead_letters(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt("A", 1);
+    tl_store *st = open_attached(a);
+    tl_tasklet *t1, *t2;
+    assert_int_equal(tl_spawn(a, &only_there_fn, &(io_t){0}, sizeof(io_t), &t1), TL_OK);
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(a, 4, &ch), TL_OK);
+    assert_int_equal(tl_spawn(a, &sender_fn, &(io_t){.ch = ch, .v = tl_i64(3)}, sizeof(io_t),
+                              &t2), TL_OK);
+    assert_int_equal(tl_store_export(st, t1, "B"), TL_OK);
+    assert_int_equal(tl_store_export(st, t2, "B"), TL_OK);
+    tl_tasklet_release(t1);
+    tl_tasklet_release(t2);
+    tl_chan_release(ch);
+    tl_store_close(st);
+    tl_runtime_free(a);
+
+    /* B lacks import.only_there: that row is refused, the other comes in */
+    tl_runtime *b = new_rt("B", 0);
+    st = open_attached(b);
+    size_t n = 0;
+    assert_int_equal(tl_store_import(st, b, &n), TL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(tl_tasklet_count(b), 1);
+    const char *msg = tl_store_errmsg(st);
+    assert_non_null(strstr(msg, "dead letter"));
+    assert_non_null(strstr(msg, "TL_ENOFUNC"));
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(query("SELECT count(*) FROM mailbox_refused WHERE reason LIKE "
+                           "'TL_ENOFUNC%import.only_there%'"), 1);
+    /* it no longer blocks anything */
+    assert_int_equal(tl_store_import(st, b, &n), TL_OK);
+    assert_int_equal(n, 0);
+    assert_string_equal(tl_store_errmsg(st), "no error");
+    tl_store_close(st);
+    tl_runtime_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_import_all_or_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_completes_rendezvous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
