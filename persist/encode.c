@@ -8,6 +8,7 @@
  */
 #include "persist.h"
 
+#include <limits.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +536,8 @@ int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_
         }
         ps->zinf = zs;
     }
+    if (srclen > UINT_MAX || dstlen > UINT_MAX) /* zlib counts in uInt: refuse, never cast */
+        return -1;
     z_stream *zs = ps->zinf;
     inflateReset(zs);
     zs->next_in = (Bytef *)(uintptr_t)src;
@@ -560,6 +563,13 @@ void tl__zlib_free(tl_runtime *rt, tl__pstate *ps)
     ps->zbuf = NULL;
     ps->zcap = 0;
 }
+
+/* zlib and crc32 take uInt lengths, SQLite int ones: a record is never
+ * longer than what both hold, because a document over TL__MAX_DOC is
+ * refused before it is compressed (wrap_record) or inflated (the decoder's
+ * rawlen check). */
+_Static_assert(TL__MAX_DOC <= INT_MAX && TL__MAX_DOC <= UINT_MAX,
+               "a record must fit zlib's uInt and SQLite's int lengths");
 
 /* Compresses doc into the reused output buffer *z; returns the length, 0
  * on failure. */
