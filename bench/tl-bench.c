@@ -721,6 +721,110 @@ static int measure_restore(uint64_t n, double *v) { int rc = persist_run(n); *v 
 static int measure_snap_bytes(uint64_t n, double *v) { int rc = persist_run(n); *v = persist.bytes; return rc; }
 
 /* ------------------------------------------------------------------------
+ * Incremental checkpoints that cost what changed: one consumer steps (one
+ * message a checkpoint) among n idle tasklets, and each checkpoint after
+ * the first is timed; the figure is the mean of INCR_ROUNDS.
+ *   checkpoint_incr_idle_1m  the idle ones blocked on one channel (a queue
+ *                            of n waiters; the consumer's channel and the
+ *                            idle one share a chunk)
+ *   checkpoint_incr_highids  the idle ones asleep, every id near 2^40
+ * The store does not fsync (TL_STORE_NOSYNC): the figure is the
+ * checkpoint's own work, not the disk's.
+ * --------------------------------------------------------------------- */
+#define INCR_ROUNDS 20
+
+/* internal (src/sched.c), for tests and benchmarks: the next ids */
+void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid);
+
+typedef struct { int64_t ms; } nap_locals;
+static const tl_field nap_fields[] = {TL_FIELD(nap_locals, ms, TL_T_I64)};
+static tl_status napper(tl_frame *f, void *locals)
+{
+    nap_locals *L = locals;
+    TL_BEGIN(f);
+    TL_SLEEP(f, L->ms);
+    TL_END(f);
+}
+static const tl_func napper_fn = {"bench.napper", 1, napper, sizeof(nap_locals), nap_fields,
+                                  TL_COUNTOF(nap_fields), NULL};
+
+/* n idle tasklets: blocked on idle, or (idle NULL) asleep for an hour. */
+static int spawn_idle(tl_runtime *rt, tl_chan *idle, uint64_t n)
+{
+    blocker_locals b = {idle, tl_nil(), 0};
+    nap_locals a = {3600 * 1000};
+    for (uint64_t i = 0; i < n; i++)
+        TRY(rt, idle ? tl_spawn(rt, &blocker_fn, &b, sizeof b, NULL)
+                     : tl_spawn(rt, &napper_fn, &a, sizeof a, NULL));
+    TRY(rt, tl_run_steps(rt, UINT64_MAX, NULL));
+    return tl_blocked_count(rt) == n + 1 ? TL_OK : TL_ESTATE;
+}
+
+/* Full checkpoint, then INCR_ROUNDS rounds of one message to the
+ * consumer and a timed checkpoint. */
+static int incr_rounds(tl_runtime *rt, tl_chan *work, const char *path, double *mean)
+{
+    tl_store *st;
+    int rc = tl_store_open(path, TL_STORE_NOSYNC, &st);
+    if (rc != TL_OK)
+        return store_fail(st, rc, "open");
+    if ((rc = tl_store_attach(st, rt)) != TL_OK || (rc = tl_store_checkpoint(st)) != TL_OK)
+        store_fail(st, rc, "first checkpoint");
+    int64_t total = 0;
+    for (int i = 0; rc == TL_OK && i < INCR_ROUNDS; i++) {
+        rc = tl_chan_try_send(work, tl_i64(i));
+        if (rc == TL_OK)
+            rc = tl_run_steps(rt, UINT64_MAX, NULL);
+        int64_t t0 = now_ns();
+        if (rc == TL_OK && (rc = tl_store_checkpoint(st)) != TL_OK)
+            store_fail(st, rc, "incremental checkpoint");
+        total += now_ns() - t0;
+    }
+    if (rc == TL_OK && tl_store_last_checkpoint(st) != INCR_ROUNDS + 1)
+        rc = TL_ESTATE;
+    tl_store_close(st);
+    *mean = (double)total / INCR_ROUNDS / 1e9;
+    return rc;
+}
+
+static int incr_run(uint64_t n, int high_ids, double *mean)
+{
+    char dir[] = "tl-bench-store-XXXXXX", path[64], cmd[96];
+    tl_runtime *rt;
+    tl_chan *work = NULL, *idle = NULL;
+    if (!mkdtemp(dir))
+        return TL_EIO;
+    snprintf(path, sizeof path, "%s/bench.db", dir);
+    int rc = runtime_open(NULL, &rt);
+    if (rc == TL_OK && (rc = tl_register(rt, &napper_fn)) == TL_OK) {
+        if (high_ids)
+            tl__set_next_ids(rt, (uint64_t)1 << 40, (uint64_t)1 << 40);
+        chan_locals c = {NULL, NULL, tl_nil(), INT64_MAX, 0};
+        rc = tl_chan_new(rt, 0, &work);
+        if (rc == TL_OK && !high_ids)
+            rc = tl_chan_new(rt, 0, &idle);
+        c.in = work;
+        if (rc == TL_OK)
+            rc = tl_spawn(rt, &consumer_fn, &c, sizeof c, NULL);
+        if (rc == TL_OK)
+            rc = spawn_idle(rt, idle, n);
+        if (rc == TL_OK)
+            rc = incr_rounds(rt, work, path, mean);
+        tl_chan_release(work);
+        tl_chan_release(idle);
+    }
+    if (rt)
+        tl_runtime_free(rt);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "tl-bench: could not remove %s\n", dir);
+    return rc;
+}
+
+static int measure_incr_idle(uint64_t n, double *v) { return incr_run(n, 0, v); }
+static int measure_incr_highids(uint64_t n, double *v) { return incr_run(n, 1, v); }
+
+/* ------------------------------------------------------------------------
  * Migration: this process ("bench") and a forked peer process ("peer"),
  * linked over TCP on 127.0.0.1.
  * --------------------------------------------------------------------- */
@@ -979,6 +1083,8 @@ static const bench benches[] = {
     {"blocked_tasklet_bytes", "bytes/tasklet", 1000000, NULL, measure_blocked_bytes},
     {"checkpoint_full_1m", "s", 1000000, NULL, measure_ckpt_full},
     {"checkpoint_incr_1pct", "s", 1000000, NULL, measure_ckpt_incr},
+    {"checkpoint_incr_idle_1m", "s", 1000000, NULL, measure_incr_idle},
+    {"checkpoint_incr_highids", "s", 200000, NULL, measure_incr_highids},
     {"restore_1m", "s", 1000000, NULL, measure_restore},
     {"snapshot_bytes_per_tasklet", "bytes/tasklet", 1000000, NULL, measure_snap_bytes},
     {"migrate_rtt_us", "us/round trip", 20000, NULL, measure_migrate_rtt},

@@ -260,7 +260,6 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
         memcpy(rt->errmsg, msg, sizeof msg);
         return rc;
     }
-    tl__dmap_reserve(rt, rt->next_tid);
     tl__clear_dirty(rt);
     rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */
     return TL_OK;
@@ -317,7 +316,6 @@ int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_
     loader_free(&ld);
     if (rc != TL_OK)
         return rc;
-    tl__dmap_reserve(rt, rt->next_tid);
     tl__mark(rt, t);
     rt->errcode = TL_OK;
     *out = t;

@@ -27,6 +27,8 @@ typedef struct collect {
     idobj *v;
     size_t n, cap;
     int oom;
+    uint64_t lastkey; /* the chunk looked up last in the dirty set */
+    bool lastin;
 } collect;
 
 static uint64_t obj_id(const void *obj, int kind)
@@ -35,16 +37,19 @@ static uint64_t obj_id(const void *obj, int kind)
 }
 
 /* Whether an object goes into this index: all of them, the subset, or
- * (incremental tasklets) those whose chunk is marked in dmap. */
-static bool wanted(const collect *c, const void *obj)
+ * (incremental tasklets) those whose chunk is in the dirty set. */
+static bool wanted(collect *c, const void *obj)
 {
-    const tl_runtime *rt = c->rt;
     if (c->ix->subset)
         return c->kind == TL__KIND_TASKLETS ? tl__t_in(obj) : tl__ch_in(obj);
     if (c->all || c->kind == TL__KIND_CHANS)
         return true;
-    size_t key = (size_t)(obj_id(obj, c->kind) >> TL__CHUNK_SHIFT);
-    return key < rt->dcap && rt->dmap[key];
+    uint64_t key = obj_id(obj, c->kind) >> TL__CHUNK_SHIFT;
+    if (key != c->lastkey) { /* neighbours in the slab are often of one chunk */
+        c->lastkey = key;
+        c->lastin = tl__dirty_has(c->rt, key);
+    }
+    return c->lastin;
 }
 
 static void collect_visit(void *obj, void *ud)
@@ -113,14 +118,25 @@ static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)
 
 /* Chunks changed while empty now (their objects were freed): listed too,
  * so that tombstones replace what the store has for them. */
+typedef struct keylist {
+    uint64_t *out;
+    size_t n, max;
+} keylist;
+
+static void keylist_add(uint64_t k, void *ud)
+{
+    keylist *l = ud;
+    if (l->n < l->max)
+        l->out[l->n++] = k;
+}
+
 static size_t dirty_empty_keys(tl_runtime *rt, int kind, uint64_t *out, size_t max)
 {
     size_t n = 0;
     if (kind == TL__KIND_TASKLETS) {
-        for (size_t k = 0; k < rt->dcap && n < max; k++)
-            if (rt->dmap[k])
-                out[n++] = k;
-        return n;
+        keylist l = {out, 0, max};
+        tl__dirty_each(rt, keylist_add, &l);
+        return l.n;
     }
     const tl__pstate *ps = tl__pstate_peek(rt);
     for (size_t i = 0; ps && i < ps->ngone && n < max; i++)
@@ -201,7 +217,7 @@ static void group_keys(int kind, int all, tl__index *ix, const idobj *v, size_t 
 /* Fills keys/start/dirty from the sorted objects and the extra keys. */
 static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *v, size_t n)
 {
-    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dcap : gone_count(rt));
+    size_t room = all ? 0 : (kind == TL__KIND_TASKLETS ? rt->dn : gone_count(rt));
     size_t esize = (room + 1) * sizeof(uint64_t); /* freed with this size */
     uint64_t *extra;
     if (group_alloc(rt, ix, n, room, &extra, esize) != TL_OK)
@@ -221,7 +237,7 @@ int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
     all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : gone_count(rt) == SIZE_MAX);
     memset(ix, 0, sizeof *ix);
     ix->subset = tl__subset(rt);
-    collect c = {rt, kind, all, ix, NULL, 0, 0, 0};
+    collect c = {rt, kind, all, ix, NULL, 0, 0, 0, UINT64_MAX, false};
     each_object(rt, kind, collect_visit, &c);
     int rc = c.oom ? TL_ENOMEM : sort_by_id(rt, c.v, c.n);
     if (rc == TL_OK)
@@ -259,9 +275,7 @@ void tl__index_free(tl_runtime *rt, tl__index *ix)
 
 void tl__clear_dirty(tl_runtime *rt)
 {
-    if (rt->dmap)
-        memset(rt->dmap, 0, rt->dcap);
-    rt->dmap_lost = 0;
+    tl__dirty_clear(rt);
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
         TL__CONTAINER(l, tl_chan, all)->dirty = 0;
     tl__pstate *ps = tl__pstate_peek(rt);

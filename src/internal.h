@@ -294,12 +294,17 @@ struct tl_runtime {
     void *chan_ud;
 
     /* What changed, for a layer that writes increments (tl__track):
-     * dmap[k] is set when a tasklet of chunk k (id >> 8) changed since
-     * the layer last cleared it; channels carry their own dirty bit. */
+     * dset holds k + 1 for every chunk k (tasklet id >> 8) a tasklet of
+     * which changed since the layer last cleared it -- an open-addressing
+     * set sized by what changed, never by the id space, and at most
+     * TL__DSET_MAX slots; dlast is the chunk marked last (so a mark of the
+     * same chunk again costs one compare).  Channels carry their own
+     * dirty bit. */
     int track;           /* a layer tracks changes (tl__track) */
-    unsigned char *dmap; /* grown while track is set, kept until the end */
-    size_t dcap;
-    int dmap_lost;       /* a mark fell outside dmap: everything changed */
+    uint64_t *dset;      /* dcap slots (0 or a power of two), dn used */
+    size_t dcap, dn;
+    uint64_t dlast;      /* UINT64_MAX: none */
+    int dmap_lost;       /* the set could not hold a mark: everything changed */
     char node[64];
     uint64_t policy_every;  /* steps between the layers' policy steps when
                              * busy (0: never) */
@@ -548,17 +553,26 @@ static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
     tl__list_unlink(&t->w.link);
     rt->nrunnable--;
 }
-/* Notes that t's chunk changed (see tl_runtime.dmap). */
+/* Notes chunk k (tasklet id >> 8) as changed (see tl_runtime.dset). */
+TL__HIDDEN void tl__mark_chunk(tl_runtime *rt, uint64_t k);
+/* Notes that t's chunk changed: on the dispatch path, one compare when
+ * it is the chunk marked last. */
 static inline void tl__mark(tl_runtime *rt, const tl_tasklet *t)
 {
-    size_t k = (size_t)(t->id >> 8);
-    if (k < rt->dcap)
-        rt->dmap[k] = 1;
-    else
-        rt->dmap_lost = 1;
+    uint64_t k = t->id >> 8;
+    if (k != rt->dlast)
+        tl__mark_chunk(rt, k);
 }
-TL__HIDDEN void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid);
-#define TL__DMAP_MAX ((size_t)1 << 24) /* bytes: ids below 2^32 */
+/* Whether chunk k is in the dirty set (not counting dmap_lost). */
+TL__HIDDEN bool tl__dirty_has(const tl_runtime *rt, uint64_t k);
+/* Empties the dirty set and clears dmap_lost. */
+TL__HIDDEN void tl__dirty_clear(tl_runtime *rt);
+/* Calls fn for every chunk key in the dirty set, in no order. */
+TL__HIDDEN void tl__dirty_each(const tl_runtime *rt, void (*fn)(uint64_t k, void *ud), void *ud);
+#define TL__DSET_MAX ((size_t)1 << 17) /* slots (1 MiB): 64 Ki chunks changed */
+/* Tests and benchmarks only: the next tasklet and channel ids (at least
+ * the current ones), to reach ids near 2^40 without creating them. */
+TL__HIDDEN void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid);
 
 static inline void tl__block(tl_tasklet *t, int wait)
 {

@@ -98,41 +98,95 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
         tl__slab_init(&rt->frames[i], (size_t)(i + 1) * 16);
     rt->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)rt;
+    rt->dlast = UINT64_MAX;
     rt->magic = TL__MAGIC_RT;
     *out = rt;
     return TL_OK;
 }
 
-/* Makes dmap cover ids up to maxid (while changes are tracked). */
-void tl__dmap_reserve(tl_runtime *rt, uint64_t maxid)
+static size_t dset_slot(uint64_t k, size_t cap)
 {
-    size_t need = (size_t)(maxid >> 8) + 1;
-    if (!rt->track || need <= rt->dcap)
-        return;
-    if (need > TL__DMAP_MAX) { /* ids this sparse: everything counts as changed */
-        rt->dmap_lost = 1;
-        return;
-    }
-    size_t ncap = rt->dcap ? rt->dcap : 64;
-    while (ncap < need)
-        ncap *= 2;
-    unsigned char *d = tl__realloc(rt, rt->dmap, rt->dcap, ncap);
-    if (!d) {
-        rt->dmap_lost = 1;
-        return;
-    }
-    memset(d + rt->dcap, 0, ncap - rt->dcap);
-    rt->dmap = d;
+    return (size_t)((k * 0x9e3779b97f4a7c15ULL) >> 32) & (cap - 1);
+}
+
+static void dset_put(uint64_t *set, size_t cap, uint64_t k)
+{
+    size_t i = dset_slot(k, cap);
+    while (set[i] && set[i] != k + 1)
+        i = (i + 1) & (cap - 1);
+    set[i] = k + 1;
+}
+
+/* Doubles the set (rehashing); false when it would pass TL__DSET_MAX or
+ * memory runs out. */
+static bool dset_grow(tl_runtime *rt)
+{
+    size_t ncap = rt->dcap ? 2 * rt->dcap : 64;
+    if (ncap > TL__DSET_MAX)
+        return false;
+    uint64_t *n = tl__calloc(rt, ncap * sizeof *n);
+    if (!n)
+        return false;
+    for (size_t i = 0; i < rt->dcap; i++)
+        if (rt->dset[i])
+            dset_put(n, ncap, rt->dset[i] - 1);
+    tl__free(rt, rt->dset, rt->dcap * sizeof *rt->dset);
+    rt->dset = n;
     rt->dcap = ncap;
+    return true;
+}
+
+void tl__mark_chunk(tl_runtime *rt, uint64_t k)
+{
+    rt->dlast = k;
+    if (!rt->track || rt->dmap_lost || tl__dirty_has(rt, k))
+        return;
+    if (2 * (rt->dn + 1) > rt->dcap && !dset_grow(rt)) { /* too many: everything changed */
+        rt->dmap_lost = 1;
+        return;
+    }
+    dset_put(rt->dset, rt->dcap, k);
+    rt->dn++;
+}
+
+bool tl__dirty_has(const tl_runtime *rt, uint64_t k)
+{
+    if (!rt->dn)
+        return false;
+    for (size_t i = dset_slot(k, rt->dcap); rt->dset[i]; i = (i + 1) & (rt->dcap - 1))
+        if (rt->dset[i] == k + 1)
+            return true;
+    return false;
+}
+
+void tl__dirty_clear(tl_runtime *rt)
+{
+    if (rt->dn)
+        memset(rt->dset, 0, rt->dcap * sizeof *rt->dset);
+    rt->dn = 0;
+    rt->dlast = UINT64_MAX;
+    rt->dmap_lost = 0;
+}
+
+void tl__dirty_each(const tl_runtime *rt, void (*fn)(uint64_t k, void *ud), void *ud)
+{
+    for (size_t i = 0; rt->dn && i < rt->dcap; i++)
+        if (rt->dset[i])
+            fn(rt->dset[i] - 1, ud);
+}
+
+void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid)
+{
+    rt->next_tid = tid > rt->next_tid ? tid : rt->next_tid;
+    rt->next_cid = cid > rt->next_cid ? cid : rt->next_cid;
 }
 
 void tl__track(tl_runtime *rt, int on)
 {
     rt->track = on;
-    if (on) {
-        tl__dmap_reserve(rt, rt->next_tid);
+    rt->dlast = UINT64_MAX;
+    if (on)
         rt->dmap_lost = 1;
-    }
 }
 
 void tl__note_chan_gone(tl_runtime *rt, uint64_t id)
@@ -229,7 +283,7 @@ int tl_runtime_free(tl_runtime *rt)
     tl__free(rt, rt->timers, rt->captimers * sizeof *rt->timers);
     tl__registry_free(rt);
     layers_free(rt);
-    tl__free(rt, rt->dmap, rt->dcap);
+    tl__free(rt, rt->dset, rt->dcap * sizeof *rt->dset);
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
     return TL_OK;

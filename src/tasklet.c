@@ -636,8 +636,6 @@ static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
         return tl__seterr(rt, TL_ENOMEM, "tl_spawn: out of memory for a frame");
     }
     t->magic = TL__MAGIC_TASK;
-    if ((rt->next_tid + 1) >> 8 >= rt->dcap)
-        tl__dmap_reserve(rt, rt->next_tid + 1);
     t->id = ++rt->next_tid;
     t->refs = out ? 2 : 1;
     rt->nlive++;

@@ -225,6 +225,59 @@ static void test_incremental(void **state)
     tl_runtime_free(rt);
 }
 
+/* internal (src/sched.c), for tests: the next tasklet and channel ids */
+void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid);
+
+/* Ids near 2^40: the dirty set is sized by what changed, so a checkpoint
+ * after one change stays incremental (one tasklet chunk and the channel's
+ * chunk written), before and after a restore. */
+static void test_incremental_high_ids(void **state)
+{
+    (void)state;
+    const uint64_t base = ((uint64_t)1 << 40) - 1000;
+    tl_runtime *rt = new_rt();
+    tl__set_next_ids(rt, base, base);
+    tl_store *st = open_attached(rt);
+    spawn_receivers(rt, 2000); /* ids base+1 .. base+2000: chunks 2^32-4 .. 2^32+3 */
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE ckpt = 1"), 8 + 1);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    assert_true(tl_chan_id(in) > base);
+    for (int i = 0; i < 20; i++) /* the first 20 receivers: all in one chunk */
+        assert_int_equal(tl_chan_try_send(in, tl_i64(100 + i)), TL_OK);
+    uint64_t steps;
+    assert_int_equal(tl_run_steps(rt, 20, &steps), TL_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE ckpt = 2"), 2);
+    assert_int_equal(query("SELECT min(key) FROM chunks WHERE ckpt = 2 AND kind = 1"),
+                     (int64_t)((base + 1) >> 8));
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+
+    rt = new_rt();
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 2000);
+    assert_int_equal(tl_runnable_count(rt), 20);
+    assert_int_equal(tl_blocked_count(rt), 1980);
+    in = tl_chan_find_name(rt, "in"); /* the last receiver: its id survived */
+    assert_int_equal(tl_chan_try_send(in, tl_i64(7)), TL_OK);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_tasklet_count(rt), 1979);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK); /* full after a restore */
+    in = tl_chan_find_name(rt, "in");
+    assert_int_equal(tl_chan_try_send(in, tl_i64(8)), TL_OK);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    int64_t last = tl_store_last_checkpoint(st);
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM chunks WHERE ckpt = %lld", (long long)last);
+    assert_int_equal(query(sql), 2); /* still incremental at these ids */
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 static void test_not_ours(void **state)
 {
     (void)state;
@@ -630,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_every_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incremental_high_ids, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
