@@ -1,14 +1,14 @@
 /*
  * node.c -- the public tl_node_* API and the node's event loop.
  *
- * A node owns a runtime's hooks (src/internal.h, remote.c) and an event
- * loop over non-blocking sockets.  One round (tl_node_poll): scheduler
- * steps; tl__settle (the checkpoint transfers need, then what may be
- * sent); one poll over the wake pipe, the listener and every link,
- * spinning briefly first right after traffic; what came in is dispatched
- * (frame.c); redials and handshake deadlines (link.c); then, if imports
- * came, their checkpoint before they run, the steps they woke and a last
- * tl__settle so that answers leave in one write.
+ * A node owns a runtime's node slot (its layer ops: src/internal.h,
+ * remote.c) and an event loop over non-blocking sockets.  One round
+ * (tl_node_poll): scheduler steps; tl__settle (the checkpoint transfers
+ * need, then what may be sent); one poll over the wake pipe, the listener
+ * and every link, spinning briefly first right after traffic; what came
+ * in is dispatched (frame.c); redials and handshake deadlines (link.c);
+ * then, if imports came, their checkpoint before they run, the steps they
+ * woke and a last tl__settle so that answers leave in one write.
  *
  * The work is split by responsibility (node_internal.h lists the files):
  * links and the handshake (link.c), frames (frame.c), transfers and their
@@ -17,8 +17,8 @@
  *
  * Invariants: one thread drives a node and its runtime; only tl_node_stop
  * may come from another (an atomic flag and a byte on the wake pipe).
- * While a node exists, rt->hooks and rt->hooks_ud are its own, and
- * tl_node_free gives them back.
+ * While a node exists, rt's TL__LAYER_NODE slot holds its ops
+ * (tl__node_ops, remote.c) and the node, and tl_node_free empties it.
  */
 #include "node_impl.h"
 
@@ -81,7 +81,7 @@ static int check_config(tl_runtime *rt, const tl_node_config *cfg)
                           "[A-Za-z0-9._-]");
     if (cfg->secret && cfg->secret_len < 16)
         return tl__seterr(rt, TL_EINVAL, "tl_node_new: the secret must be at least 16 bytes");
-    if (rt->hooks)
+    if (tl__node_layer(rt)->ops)
         return tl__seterr(rt, TL_EEXIST, "tl_node_new: this runtime already has a node");
     if (cfg->store && tl__store_of(rt) != cfg->store)
         return tl__seterr(rt, TL_EINVAL, "tl_node_new: the store is not attached to this "
@@ -153,8 +153,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
         tl__free(rt, n, sizeof *n);
         return rc;
     }
-    rt->hooks = &tl__node_hooks;
-    rt->hooks_ud = n;
+    tl__layer_attach(rt, TL__LAYER_NODE, &tl__node_ops, n); /* free: checked above */
     *out = n;
     return TL_OK;
 }
@@ -179,8 +178,7 @@ void tl_node_free(tl_node *n)
         unlink(n->lpath);
     close_wake(n);
     tl__peers_free(n);
-    n->rt->hooks = NULL;
-    n->rt->hooks_ud = NULL;
+    tl__layer_detach(n->rt, TL__LAYER_NODE);
     n->magic = TL__MAGIC_DEAD;
     tl__free(n->rt, n, sizeof *n);
 }

@@ -7,7 +7,7 @@
  *   frame.c     the write buffer, frame encoding, the frame decoder
  *   transfer.c  moving tasklets: the outbox, transfer ids, exactly once
  *   remote.c    remote channel operations (our requests, their agents)
- *               and the runtime's hooks
+ *               and the node's layer ops in the runtime
  *   durable.c   the node's rows in the store (outbox, inbox)
  *   hmap.c      the hash maps every table above is found through
  *   node.c      the public tl_node_* API and the event loop
@@ -286,7 +286,7 @@ TL__HIDDEN void tl__on_nack(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_forget(conn *l, const msgpack_object *o);
 
 /* ---- remote.c ---- */
-extern TL__HIDDEN const tl__hooks tl__node_hooks;
+extern TL__HIDDEN const tl__layer_ops tl__node_ops;
 extern TL__HIDDEN const tl_func tl__agent_fn;
 TL__HIDDEN int tl__node_start(tl_node *n);
 TL__HIDDEN void tl__remote_link_lost(tl_node *n, conn *l);

@@ -1,5 +1,5 @@
 /*
- * remote.c -- remote channel operations, and the runtime's hooks.
+ * remote.c -- remote channel operations, and the node's layer ops.
  *
  * A channel whose home is another node is a proxy here (src/chan.c).  A
  * tasklet that blocks on one has a *request* (rop) here: hook_remote_op
@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the runtime's hooks ---- */
+/* ---- the node's layer ops in the runtime (src/internal.h) ---- */
 
 /* ---- the tables: requests and agents by link and req, and by tasklet ---- */
 
@@ -234,7 +234,22 @@ static void hook_moves(void *ud)
     n->moves.n = 0;
 }
 
-const tl__hooks tl__node_hooks = {hook_remote_op, hook_remote_cancel, hook_move, hook_moves};
+/* The node's layer ops (src/internal.h): freeing the runtime waits for
+ * tl_node_free; the rest carries remote channels and moves. */
+static const char *hook_holder(const tl_runtime *rt, void *ud)
+{
+    (void)rt;
+    (void)ud;
+    return "a node is still attached; free it (tl_node_free)";
+}
+
+const tl__layer_ops tl__node_ops = {
+    .holder = hook_holder,
+    .remote_op = hook_remote_op,
+    .remote_cancel = hook_remote_cancel,
+    .move = hook_move,
+    .moves = hook_moves,
+};
 
 /* ---- agents: remote operations at the channel's home ---- */
 
@@ -273,7 +288,7 @@ const tl_func tl__agent_fn = {"tl.agent", 1, agent_step, sizeof(agent_l), agent_
 static void agent_done(tl_frame *f, agent_l *L)
 {
     tl_tasklet *t = f->t;
-    tl_node *n = t->rt->hooks_ud;
+    tl_node *n = tl__layer_state(t->rt, TL__LAYER_NODE);
     int code = tl_frame_error(f);
     const char *msg = code ? tl_frame_errmsg(f) : NULL;
     int with_value = !code && L->op == TL_OP_RECV;

@@ -275,18 +275,19 @@ static void release_chans(tl__loader *ld)
 
 /* An imported tasklet blocked in a send or receive waits again: a local
  * channel may have partners already; a proxy's operation is issued through
- * the node's hooks (a failure completes the wait with that error). */
+ * the node's layer ops (a failure completes the wait with that error). */
 void tl__import_restart(tl_runtime *rt, tl_tasklet *t)
 {
     if (t->state != TL_BLOCKED || (t->wait != TL_WAIT_SEND && t->wait != TL_WAIT_RECV))
         return;
     tl_chan *ch = (tl_chan *)t->w.on;
+    const tl__layer *node = tl__node_layer(rt);
     if (!ch->remote) {
         tl__chan_rematch(ch); /* home again: partners may be waiting */
-    } else if (!rt->hooks) {
+    } else if (!node->ops) {
         tl__remote_complete(t, TL_ELINK, "the runtime has no node for a remote channel",
                             tl_nil());
-    } else if (rt->hooks->remote_op(rt->hooks_ud, ch, t,
+    } else if (node->ops->remote_op(node->state, ch, t,
                                     t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV)
                != TL_OK) {
         char msg[sizeof rt->errmsg];

@@ -128,7 +128,7 @@ TL__HIDDEN int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len);
  * tasklet gets a fresh id, channels whose home is rt's node resolve to the
  * local ones, others to proxies (reused when rt has one).  All or nothing.
  * *out (borrowed) is the tasklet.  Proxied operations it waits on are
- * issued through rt's hooks. */
+ * issued through the node's layer ops. */
 TL__HIDDEN int tl__snapshot_import(tl_runtime *rt, const void *buf, size_t len,
                                    tl_tasklet **out);
 

@@ -473,8 +473,9 @@ void tl__chan_forget_waiter(tl_tasklet *t)
         ch->dirty = 1;
         if (t->flags & TL__TF_REMOTE) {
             t->flags &= (uint16_t)~TL__TF_REMOTE;
-            if (t->rt->hooks)
-                t->rt->hooks->remote_cancel(t->rt->hooks_ud, ch, t);
+            const tl__layer *node = tl__node_layer(t->rt);
+            if (node->ops)
+                node->ops->remote_cancel(node->state, ch, t);
         }
     } else {
         dequeue(ch, &t->w, t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV);
@@ -521,7 +522,8 @@ static __attribute__((noinline, cold)) tl_status remote_block(tl_frame *f, tl_ch
 {
     tl_tasklet *t = f->t;
     tl_runtime *rt = t->rt;
-    if (!rt->hooks) {
+    const tl__layer *node = tl__node_layer(rt);
+    if (!node->ops) {
         char label[96];
         tl__vw_release(v);
         return tl__op_error(f, TL_ELINK, "%s on %s: a remote channel, and this runtime has "
@@ -532,7 +534,7 @@ static __attribute__((noinline, cold)) tl_status remote_block(tl_frame *f, tl_ch
         tl__vw_replace(&t->xfer, v);
     tl__proxy_enqueue(ch, t, op);
     tl__block(t, op == TL_OP_SEND ? TL_WAIT_SEND : TL_WAIT_RECV);
-    if (rt->hooks->remote_op(rt->hooks_ud, ch, t, op) != TL_OK) {
+    if (node->ops->remote_op(node->state, ch, t, op) != TL_OK) {
         tl__list_unlink(&t->w.link);
         t->w.on = 0;
         t->wait = TL_WAIT_NONE;
@@ -831,8 +833,9 @@ int tl_chan_fail_waiters(tl_chan *h, int err, const char *msg)
     while (ch->remote && (!tl__list_empty(&ch->sendq) || !tl__list_empty(&ch->recvq))) {
         tl__link *l = !tl__list_empty(&ch->sendq) ? ch->sendq.next : ch->recvq.next;
         tl_tasklet *t = TL__CONTAINER(l, tl_tasklet, w.link);
-        if ((t->flags & TL__TF_REMOTE) && ch->rt->hooks) /* the home stops its agent */
-            ch->rt->hooks->remote_cancel(ch->rt->hooks_ud, ch, t);
+        const tl__layer *node = tl__node_layer(ch->rt);
+        if ((t->flags & TL__TF_REMOTE) && node->ops) /* the home stops its agent */
+            node->ops->remote_cancel(node->state, ch, t);
         tl__remote_complete(t, err, msg ? msg : tl_strerror(err), tl_nil());
     }
     while (ch->nsend || ch->nrecv) {

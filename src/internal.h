@@ -174,19 +174,6 @@ typedef struct tl__remote {
     char *name;     /* or its name there (NULL: by id) */
 } tl__remote;
 
-/* What the node (migrate/) plugs into a runtime. */
-typedef struct tl__hooks {
-    /* t has just blocked on proxy ch for op (value in t->xfer for a send):
-     * issue the request; non-zero (with rt's error set) fails the op. */
-    int (*remote_op)(void *ud, tl_chan *ch, tl_tasklet *t, int op);
-    /* t leaves proxy ch's queue before an answer came (killed, moved). */
-    void (*remote_cancel)(void *ud, tl_chan *ch, tl_tasklet *t);
-    /* t (running) asks to move to node; non-zero fails the TL_MIGRATE. */
-    int (*move)(void *ud, tl_tasklet *t, const char *node);
-    /* between steps, after a move was asked for: carry out the moves */
-    void (*moves)(void *ud);
-} tl__hooks;
-
 /* ---- layers: what persist/ and migrate/ plug into a runtime ----
  * The runtime knows no storage.  A layer above core registers its ops and
  * one state pointer in its slot (tl__layer_attach); core calls them at the
@@ -210,6 +197,17 @@ typedef struct tl__layer_ops {
      * message ("a store is still attached; close it (tl_store_close)"),
      * or NULL: tl_runtime_free refuses with TL_EBUSY while one does. */
     const char *(*holder)(const tl_runtime *rt, void *state);
+
+    /* The node's (migrate/, TL__LAYER_NODE): remote channels and moves. */
+    /* t has just blocked on proxy ch for op (value in t->xfer for a send):
+     * issue the request; non-zero (with rt's error set) fails the op. */
+    int (*remote_op)(void *state, tl_chan *ch, tl_tasklet *t, int op);
+    /* t leaves proxy ch's queue before an answer came (killed, moved). */
+    void (*remote_cancel)(void *state, tl_chan *ch, tl_tasklet *t);
+    /* t (running) asks to move to node; non-zero fails the TL_MIGRATE. */
+    int (*move)(void *state, tl_tasklet *t, const char *node);
+    /* between steps, after a move was asked for: carry out the moves */
+    void (*moves)(void *state);
 } tl__layer_ops;
 typedef struct tl__layer {
     const tl__layer_ops *ops;
@@ -271,8 +269,6 @@ struct tl_runtime {
     int pending_fail; /* a detached tasklet failed: tl_run reports it */
     int attention;    /* pending_fail or pending moves: checked per step */
     int moves_pending;
-    const tl__hooks *hooks; /* the node's, or NULL */
-    void *hooks_ud;
     tl__layer layers[TL__LAYERS]; /* persist's and the node's */
 
     tl__timer *timers;
@@ -520,6 +516,11 @@ TL__HIDDEN int tl__layers_policy(tl_runtime *rt, int idle);
 static inline void *tl__layer_state(const tl_runtime *rt, int slot)
 {
     return rt->layers[slot].state;
+}
+/* The node's slot: ops NULL while rt has no node. */
+static inline const tl__layer *tl__node_layer(const tl_runtime *rt)
+{
+    return &rt->layers[TL__LAYER_NODE];
 }
 
 /* ---- tasklet.c ---- */

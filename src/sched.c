@@ -43,8 +43,9 @@
  *
  * The runtime knows no storage: it reaches the layers above it (persist/,
  * migrate/) only through the ops they registered in its slots
- * (tl__layer_ops: on_free, on_reset, policy, chan_gone) and the node's
- * hooks (tl__hooks).  docs/ARCHITECTURE.md, section 1.
+ * (tl__layer_ops: on_free, on_reset, policy, chan_gone, holder, and the
+ * node's remote_op, remote_cancel, move, moves).  docs/ARCHITECTURE.md,
+ * section 1.
  */
 #include "internal.h"
 
@@ -252,7 +253,8 @@ static void layers_free(tl_runtime *rt)
 }
 
 /* What still holds rt, said for a message ("a store is still attached;
- * close it (tl_store_close)"), or NULL: a layer's holder op, or a node. */
+ * close it (tl_store_close)"), or NULL: the layers' holder ops, the
+ * node's first. */
 static const char *holder(const tl_runtime *rt)
 {
     for (int i = TL__LAYERS - 1; i >= 0; i--) {
@@ -261,7 +263,7 @@ static const char *holder(const tl_runtime *rt)
         if (h)
             return h;
     }
-    return rt->hooks ? "a node is still attached; free it (tl_node_free)" : NULL;
+    return NULL;
 }
 
 /* A store or a node keeps a pointer to rt and writes to it when it is
@@ -414,12 +416,13 @@ tl_status tl__move(tl_frame *f, const char *node)
     tl_runtime *rt = t->rt;
     if (!node || !*node)
         return tl__op_error(f, TL_EINVAL, "TL_MIGRATE: no node named");
-    if (!rt->hooks || !rt->hooks->move)
+    const tl__layer *nl = tl__node_layer(rt);
+    if (!nl->ops || !nl->ops->move)
         return tl__op_error(f, TL_ENOTSUP, "TL_MIGRATE to '%s': this runtime has no node "
                             "(tl_node_new)", node);
     if (strcmp(node, rt->node) == 0)
         return TL__CONT;
-    if (rt->hooks->move(rt->hooks_ud, t, node) != TL_OK) {
+    if (nl->ops->move(nl->state, t, node) != TL_OK) {
         tl__deliver_error(t, rt->errcode, rt->errmsg);
         return TL__CONT;
     }
@@ -508,7 +511,7 @@ void tl__run_now(tl_runtime *rt, tl_tasklet *t)
     if (rt->moves_pending && !running) {
         rt->moves_pending = 0;
         rt->attention = rt->pending_fail;
-        rt->hooks->moves(rt->hooks_ud);
+        tl__node_layer(rt)->ops->moves(tl__node_layer(rt)->state);
     }
 }
 
@@ -607,7 +610,7 @@ again:
         if (rt->attention) {
             if (rt->moves_pending) {
                 rt->moves_pending = 0;
-                rt->hooks->moves(rt->hooks_ud);
+                tl__node_layer(rt)->ops->moves(tl__node_layer(rt)->state);
             }
             rt->attention = rt->pending_fail;
             if (rt->pending_fail)
