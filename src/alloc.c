@@ -154,6 +154,22 @@ void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn, void *ud)
     }
 }
 
+void tl__slab_clear(tl__slab *s)
+{
+    s->free = NULL;
+    for (tl__chunk *c = s->chunks; c; c = c->next) {
+        for (size_t i = c->used; i-- > 0;) {
+            void *obj = chunk_objs(c) + i * s->objsize;
+            *(uint16_t *)obj = TL__MAGIC_DEAD;
+            FREE_NEXT(obj) = s->free;
+            s->free = obj;
+            if (s->objsize > HEAD_KEPT)
+                POISON((char *)obj + HEAD_KEPT, s->objsize - HEAD_KEPT);
+        }
+    }
+    s->live = 0;
+}
+
 void tl__slab_destroy(tl_runtime *rt, tl__slab *s)
 {
     tl__chunk *c = s->chunks;

@@ -165,7 +165,6 @@ void tl__chan_free_all(tl_runtime *rt)
 {
     while (!tl__list_empty(&rt->chans))
         chan_free(TL__CONTAINER(rt->chans.next, tl_chan, all));
-    tl__slab_destroy(rt, &rt->chan_slab);
 }
 
 int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id, const char *name)

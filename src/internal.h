@@ -409,6 +409,9 @@ static inline void tl__slab_put_fast(tl__slab *s, void *obj)
     tl__slab_put(s, obj);
 #endif
 }
+/* Frees every object of s at once, keeping the chunks (and each slot's
+ * generation), so that stale handles stay checkable. */
+TL__HIDDEN void tl__slab_clear(tl__slab *s);
 /* Visits every live object whose 16-bit magic equals magic. */
 TL__HIDDEN void tl__slab_each(tl__slab *s, uint32_t magic, tl__slab_visit fn,
                               void *ud);
@@ -447,19 +450,34 @@ static inline uint16_t tl__gen_next(uint16_t g)
     g = (uint16_t)(g + 1);
     return g ? g : 1;
 }
+/* Whether the head word of a live slot (magic, then generation) matches
+ * what handle h expects: one 32-bit compare for a handle the program holds.
+ * A bare address (generation 0) is checked by magic alone. */
+static inline bool tl__head_ok(const void *slot, const void *h, uint16_t magic)
+{
+    uint16_t g = tl__hgen(h);
+    uint32_t word, want;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    want = (uint32_t)magic << 16 | g;
+#else
+    want = (uint32_t)g << 16 | magic;
+#endif
+    memcpy(&word, slot, sizeof word);
+    if (__builtin_expect(word == want, 1))
+        return true;
+    return g == 0 && *(const uint16_t *)slot == magic;
+}
 /* The object behind handle h, or NULL if h is NULL, not a live tasklet
  * (channel), or stale (made for an earlier object of the slot). */
 static inline tl_tasklet *tl__tasklet_at(const tl_tasklet *h)
 {
     tl_tasklet *t = (tl_tasklet *)tl__slot(h);
-    uint16_t g = tl__hgen(h);
-    return t && t->magic == TL__MAGIC_TASK && (g == 0 || g == t->gen) ? t : NULL;
+    return t && tl__head_ok(t, h, TL__MAGIC_TASK) ? t : NULL;
 }
 static inline tl_chan *tl__chan_at(const tl_chan *h)
 {
     tl_chan *ch = (tl_chan *)tl__slot(h);
-    uint16_t g = tl__hgen(h);
-    return ch && ch->magic == TL__MAGIC_CHAN && (g == 0 || g == ch->gen) ? ch : NULL;
+    return ch && tl__head_ok(ch, h, TL__MAGIC_CHAN) ? ch : NULL;
 }
 /* The handle the program gets for an object (NULL-safe). */
 static inline tl_tasklet *tl__tasklet_handle(tl_tasklet *t)
@@ -619,6 +637,7 @@ TL__HIDDEN void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op);
  * them; -1 if they lie in the locals but in no such field, -2 outside. */
 TL__HIDDEN int tl__cases_field(const tl_frame *f, const tl_case *cases, int n);
 TL__HIDDEN tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n);
+/* Frees every channel (their slots stay in the slab). */
 TL__HIDDEN void tl__chan_free_all(tl_runtime *rt);
 /* Links waiter t into proxy ch's queue (uncounted; t->w.on = ch; takes a
  * reference on ch). */

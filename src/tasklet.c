@@ -1207,13 +1207,13 @@ void tl__runtime_reset(tl_runtime *rt)
     rt->tearing_down = 1;
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, reset_visit, NULL);
     tl__chan_free_all(rt);
-    tl__slab_destroy(rt, &rt->tasklets);
+    /* tasklet and channel slots stay: handles to them stay checkable */
+    tl__slab_clear(&rt->tasklets);
+    tl__slab_clear(&rt->chan_slab);
     tl__slab_destroy(rt, &rt->exts);
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
         tl__slab_destroy(rt, &rt->frames[i]);
-    tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
     tl__slab_init(&rt->exts, sizeof(tl__ext));
-    tl__slab_init(&rt->chan_slab, sizeof(tl_chan));
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
         tl__slab_init(&rt->frames[i], (size_t)(i + 1) * 16);
     tl__list_init(&rt->runq);
@@ -1234,6 +1234,7 @@ void tl__tasklet_free_all(tl_runtime *rt)
     rt->tearing_down = 1;
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, free_visit, NULL);
     tl__chan_free_all(rt);
+    tl__slab_destroy(rt, &rt->chan_slab);
     tl__slab_destroy(rt, &rt->tasklets);
     tl__slab_destroy(rt, &rt->exts);
     for (int i = 0; i < TL__FRAME_CLASSES; i++)
