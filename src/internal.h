@@ -455,17 +455,11 @@ static inline uint16_t tl__gen_next(uint16_t g)
  * A bare address (generation 0) is checked by magic alone. */
 static inline bool tl__head_ok(const void *slot, const void *h, uint16_t magic)
 {
+    const uint16_t *head = slot; /* magic, generation */
     uint16_t g = tl__hgen(h);
-    uint32_t word, want;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    want = (uint32_t)magic << 16 | g;
-#else
-    want = (uint32_t)g << 16 | magic;
-#endif
-    memcpy(&word, slot, sizeof word);
-    if (__builtin_expect(word == want, 1))
+    if (__builtin_expect(head[0] == magic && head[1] == g, 1))
         return true;
-    return g == 0 && *(const uint16_t *)slot == magic;
+    return g == 0 && head[0] == magic;
 }
 /* The object behind handle h, or NULL if h is NULL, not a live tasklet
  * (channel), or stale (made for an earlier object of the slot). */
