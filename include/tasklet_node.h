@@ -23,6 +23,12 @@
  * One thread drives a node (tl_node_poll / tl_node_run) and its runtime.
  * Several nodes may live in one process, one per thread, linked with
  * tl_node_pair.
+ *
+ * Every function checks its node handle: one that is not a node, or was
+ * freed (while its memory is not reused), gives TL_EMISUSE from those that
+ * return a code; tl_node_runtime gives NULL, the string getters "",
+ * tl_node_connected 0, and tl_node_stats_get, tl_node_stop and
+ * tl_node_free do nothing.
  */
 #ifndef TASKLET_NODE_H
 #define TASKLET_NODE_H

@@ -1,5 +1,5 @@
 /*
- * test_migrate.c -- moving tasklets between runtimes (migrate/node.c), in
+ * test_migrate.c -- moving tasklets between runtimes (migrate/), in
  * one process: two nodes "A" and "B" linked with tl_node_pair and driven
  * from one thread by polling each in turn (one test drives each from its
  * own thread).  Covers a round trip with nested frames and locals, remote
@@ -14,6 +14,9 @@
  * byte came back, and test_load_frees_with_alloc_size that every free
  * states the size the block was given.  test_link_dead_before_op and
  * test_load_frees_with_alloc_size pin library bugs (they fail until fixed).
+ * test_many_remote_ops fills and empties the node's request and agent
+ * tables in every order; test_node_handle_misuse checks that bad and freed
+ * node handles are refused (TL_EMISUSE).
  */
 #include <stdarg.h>
 #include <stddef.h>

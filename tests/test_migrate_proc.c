@@ -1066,7 +1066,7 @@ static void test_raw_misbehaviour(void **state)
     peer_stop(b);
 }
 
-/* An authenticated raw client: the handshake of migrate/node.c done by
+/* An authenticated raw client: the handshake of migrate/link.c done by
  * hand (HMAC-SHA-512-256 with a key derived from the secret, over both
  * nonces and both ids), so that frames after authentication can misbehave. */
 static void raw_mac(const unsigned char key[crypto_auth_KEYBYTES], char role,

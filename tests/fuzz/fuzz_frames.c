@@ -1,6 +1,7 @@
 /*
  * fuzz_frames.c -- libFuzzer harness for a node's frame decoder
- * (migrate/node.c, docs/PROTOCOL.md) and for what the frames then start.
+ * (migrate/frame.c and the handlers it calls, docs/PROTOCOL.md) and for
+ * what the frames then start.
  *
  * Input: one byte of options, then the bytes a peer sends on a link.  Bit 0
  * of the options byte set: the link counts as authenticated already (peer
