@@ -216,27 +216,55 @@ void tl__on_bytes(conn *l)
     l->rlen -= off;
 }
 
+/* At least 64 KiB free in l->rbuf; 0 if l was dropped instead.  Before
+ * authentication a frame is at most 1 KiB: a small buffer, so that
+ * strangers cost little. */
+static int make_room(conn *l)
+{
+    if (l->rcap - l->rlen >= 65536)
+        return 1;
+    size_t ncap = l->state != L_UP ? 4 * MAX_HANDSHAKE_FRAME + 65536
+                  : l->rcap ? 2 * l->rcap : 131072;
+    if (l->state != L_UP && l->rcap >= ncap) {
+        tl__link_drop(l, "too much data before authentication");
+        return 0;
+    }
+    unsigned char *nb = realloc(l->rbuf, ncap);
+    if (!nb) {
+        tl__link_drop(l, "out of memory");
+        return 0;
+    }
+    l->rbuf = nb;
+    l->rcap = ncap;
+    return 1;
+}
+
+/* A frame larger than the buffer: it grows to fit (within the limit that
+ * tl__on_bytes enforces); 0 if l was dropped. */
+static int fit_frame(conn *l)
+{
+    if (l->state == L_DEAD || l->rlen < 4)
+        return 1;
+    size_t need = 4 + (size_t)be32(l->rbuf);
+    if (need <= l->rcap || need > (size_t)l->node->max_frame + 4)
+        return 1;
+    unsigned char *nb = realloc(l->rbuf, need);
+    if (!nb) {
+        tl__link_drop(l, "out of memory for a frame of %zu bytes", need);
+        return 0;
+    }
+    l->rbuf = nb;
+    l->rcap = need;
+    return 1;
+}
+
+/* Reads what l has, up to READ_BUDGET, and acts on each whole frame. */
 void tl__on_readable(conn *l)
 {
     size_t budget = READ_BUDGET;
     while (l->state != L_DEAD && budget) {
-        if (l->rcap - l->rlen < 65536) {
-            /* before authentication a frame is at most 1 KiB: a small
-             * buffer, so that strangers cost little */
-            size_t ncap = l->state != L_UP ? 4 * MAX_HANDSHAKE_FRAME + 65536
-                          : l->rcap ? 2 * l->rcap : 131072;
-            if (l->state != L_UP && l->rcap >= ncap) {
-                tl__link_drop(l, "too much data before authentication");
-                return;
-            }
-            unsigned char *nb = realloc(l->rbuf, ncap);
-            if (!nb) {
-                tl__link_drop(l, "out of memory");
-                return;
-            }
-            l->rbuf = nb;
-            l->rcap = ncap;
-        }
+        if (!make_room(l))
+            return;
         ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, 0);
         if (k > 0) {
             int drained = (size_t)k < l->rcap - l->rlen; /* a short read: nothing more now */
@@ -245,20 +273,8 @@ void tl__on_readable(conn *l)
             tl__on_bytes(l);
             if (drained && l->state != L_DEAD)
                 budget = 0; /* poll says when more comes; no recv for EAGAIN */
-            /* a frame larger than the buffer: grow it to fit */
-            if (l->state != L_DEAD && l->rlen >= 4) {
-                const unsigned char *p = l->rbuf;
-                size_t need = 4 + (size_t)be32(p);
-                if (need > l->rcap && need <= (size_t)l->node->max_frame + 4) {
-                    unsigned char *nb = realloc(l->rbuf, need);
-                    if (!nb) {
-                        tl__link_drop(l, "out of memory for a frame of %zu bytes", need);
-                        return;
-                    }
-                    l->rbuf = nb;
-                    l->rcap = need;
-                }
-            }
+            if (!fit_frame(l))
+                return;
         } else if (k == 0) {
             tl__link_drop(l, "closed by the peer");
         } else if (errno == EINTR) {
@@ -270,4 +286,3 @@ void tl__on_readable(conn *l)
         }
     }
 }
-

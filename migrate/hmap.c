@@ -4,10 +4,12 @@
  * transfers by id).
  *
  * Open addressing with linear probing over (hash, object) entries; an
- * empty entry has obj == NULL.  The caller computes the hash (tl__hash:
- * SipHash with the node's random key, so that a peer cannot choose keys
- * that collide) and says how an object matches a key, so one map serves
- * every table.  Deletion shifts the following entries back (no
+ * empty entry has obj == NULL.  The caller computes the hash and says how
+ * an object matches a key, so one map serves every table: tl__hash
+ * (SipHash with the node's random key) for keys a peer chooses (its
+ * request ids, node names), so that it cannot make them collide; tl__mix
+ * (a keyed splitmix64 finalizer, a few instructions) for keys this node
+ * chooses (its request ids, transfer ids, pointers).  Deletion shifts the following entries back (no
  * tombstones), so a lookup never walks more than the cluster its hash
  * falls in.
  *
@@ -19,6 +21,7 @@
 #include "node_impl.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 uint64_t tl__hash(const tl_node *n, const void *p, size_t len)
 {
@@ -33,6 +36,16 @@ uint64_t tl__hash(const tl_node *n, const void *p, size_t len)
 uint64_t tl__hash_u64(const tl_node *n, uint64_t k)
 {
     return tl__hash(n, &k, sizeof k);
+}
+
+uint64_t tl__mix(const tl_node *n, uint64_t k)
+{
+    uint64_t seed;
+    memcpy(&seed, n->hkey, sizeof seed);
+    k ^= seed; /* splitmix64's finalizer */
+    k = (k ^ (k >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    k = (k ^ (k >> 27)) * 0x94d049bb133111ebULL;
+    return k ^ (k >> 31);
 }
 
 void *tl__hmap_get(const tl__hmap *m, uint64_t hash, tl__hmatch match, const void *key)

@@ -194,6 +194,7 @@ struct tl_node {
 /* ---- hmap.c ---- */
 TL__HIDDEN uint64_t tl__hash(const tl_node *n, const void *p, size_t len);
 TL__HIDDEN uint64_t tl__hash_u64(const tl_node *n, uint64_t k);
+TL__HIDDEN uint64_t tl__mix(const tl_node *n, uint64_t k);
 TL__HIDDEN void *tl__hmap_get(const tl__hmap *m, uint64_t hash, tl__hmatch match,
                               const void *key);
 TL__HIDDEN int tl__hmap_put(tl__hmap *m, uint64_t hash, void *obj);

@@ -59,13 +59,13 @@ static int agent_t_match(const void *obj, const void *key)
 
 static uint64_t hash_ptr(const tl_node *n, const void *p)
 {
-    return tl__hash_u64(n, (uint64_t)(uintptr_t)p);
+    return tl__mix(n, (uint64_t)(uintptr_t)p);
 }
 
 /* Records r (req, t, via set) in via->rops and n->rop_by_t. */
 static int rop_add(tl_node *n, rop *r)
 {
-    r->hreq = tl__hash_u64(n, r->req);
+    r->hreq = tl__mix(n, r->req); /* ours */
     r->ht = hash_ptr(n, r->t);
     if (tl__hmap_put(&r->via->rops, r->hreq, r) != TL_OK)
         return TL_ENOMEM;
@@ -96,7 +96,7 @@ static rop *rop_of(tl_node *n, tl_tasklet *t)
 /* Records a (req, t, via set) in via->agents and n->agent_by_t. */
 static int agent_add(tl_node *n, agent *a)
 {
-    a->hreq = tl__hash_u64(n, a->req);
+    a->hreq = tl__hash_u64(n, a->req); /* the peer's: SipHash */
     a->ht = hash_ptr(n, a->t);
     if (tl__hmap_put(&a->via->agents, a->hreq, a) != TL_OK)
         return TL_ENOMEM;
@@ -142,6 +142,29 @@ static int value_check(tl_value v, int depth)
     return rc;
 }
 
+/* OP [req, op, [id, name|nil], value|nil] to the home of proxy r. */
+static void send_op(conn *l, uint64_t req, int op, const tl__remote *r, const tl_tasklet *t)
+{
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, M_OP);
+    msgpack_pack_uint64(&pk, req);
+    msgpack_pack_uint8(&pk, (uint8_t)op);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, r->id);
+    if (r->name)
+        tl__pack_str(&pk, r->name);
+    else
+        msgpack_pack_nil(&pk);
+    if (op == TL_OP_SEND)
+        tl__pack_value(&pk, t->xfer);
+    else
+        msgpack_pack_nil(&pk);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
 static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
 {
     tl_node *n = ud;
@@ -167,24 +190,7 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
             rop_free(ro);
         return tl__seterr(n->rt, TL_ENOMEM, "out of memory for a remote operation");
     }
-    msgpack_packer pk;
-    size_t at = tl__frame_begin(l, &pk);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, M_OP);
-    msgpack_pack_uint64(&pk, ro->req);
-    msgpack_pack_uint8(&pk, (uint8_t)op);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint64(&pk, r->id);
-    if (r->name)
-        tl__pack_str(&pk, r->name);
-    else
-        msgpack_pack_nil(&pk);
-    if (op == TL_OP_SEND)
-        tl__pack_value(&pk, t->xfer);
-    else
-        msgpack_pack_nil(&pk);
-    tl__frame_end(l, at);
-    tl__flush(l);
+    send_op(l, ro->req, op, r, t);
     if (l->state == L_DEAD) /* the request did not go: tl__link_drop freed it */
         return tl__seterr(n->rt, TL_ELINK, "%s on %s: the link to node %s was lost",
                           op == TL_OP_SEND ? "send" : "receive", label, r->node);
@@ -310,36 +316,37 @@ static void agent_done(tl_frame *f, agent_l *L)
 
 /* ---- frames about channel operations ---- */
 
-/* OP at the home: an agent does it. */
-void tl__on_op(conn *l, const msgpack_object *o)
+/* The local channel an OP names ([id, name|nil]); NULL when there is none,
+ * answered TL_ENOENT. */
+static tl_chan *op_target(conn *l, uint64_t req, const msgpack_object *where)
 {
     tl_node *n = l->node;
-    char name[256];
-    if (o->via.array.size < 5 || !mp_is_u(mp_item(o, 1)) || !mp_is_u(mp_item(o, 2)) ||
-        (mp_item(o, 2)->via.u64 != TL_OP_SEND && mp_item(o, 2)->via.u64 != TL_OP_RECV) ||
-        mp_item(o, 3)->type != MSGPACK_OBJECT_ARRAY || mp_item(o, 3)->via.array.size != 2 ||
-        !mp_is_u(mp_item(mp_item(o, 3), 0))) {
-        tl__link_drop(l, "malformed channel operation");
-        return;
-    }
-    uint64_t req = mp_item(o, 1)->via.u64, id = mp_item(mp_item(o, 3), 0)->via.u64;
-    int named = mp_str(mp_item(mp_item(o, 3), 1), name, sizeof name);
+    char name[256], msg[400];
+    uint64_t id = mp_item(where, 0)->via.u64;
+    int named = mp_str(mp_item(where, 1), name, sizeof name);
     tl_chan *ch = tl__chan_at(named ? tl_chan_find_name(n->rt, name) : tl_chan_find(n->rt, id));
-    if (!ch || ch->remote) {
-        char msg[400];
-        if (named)
-            snprintf(msg, sizeof msg, "no channel %s/%s", n->id, name);
-        else
-            snprintf(msg, sizeof msg, "no channel %s/#%llu", n->id, (unsigned long long)id);
-        tl__wire_done(l, req, TL_ENOENT, msg, NULL);
-        return;
-    }
+    if (ch && !ch->remote)
+        return ch;
+    if (named)
+        snprintf(msg, sizeof msg, "no channel %s/%s", n->id, name);
+    else
+        snprintf(msg, sizeof msg, "no channel %s/#%llu", n->id, (unsigned long long)id);
+    tl__wire_done(l, req, TL_ENOENT, msg, NULL);
+    return NULL;
+}
+
+/* An agent tasklet does operation op (value: the msgpack value sent) on
+ * ch for request req of l; a failure to start it is answered at once. */
+static void start_agent(conn *l, uint64_t req, uint32_t op, tl_chan *ch,
+                        const msgpack_object *value)
+{
+    tl_node *n = l->node;
     agent_l args;
     memset(&args, 0, sizeof args);
     args.ch = ch;
     args.req = req;
-    args.op = (uint32_t)mp_item(o, 2)->via.u64;
-    if (args.op == TL_OP_SEND && tl__unpack_value(n->rt, mp_item(o, 4), &args.v) != TL_OK) {
+    args.op = op;
+    if (args.op == TL_OP_SEND && tl__unpack_value(n->rt, value, &args.v) != TL_OK) {
         tl__wire_done(l, req, TL_EPROTO, "the value sent is malformed or holds a reference",
                   NULL);
         return;
@@ -363,10 +370,26 @@ void tl__on_op(conn *l, const msgpack_object *o)
         tl__wire_done(l, req, rc, "the home node could not start the operation", NULL);
 }
 
+/* OP at the home: an agent does it. */
+void tl__on_op(conn *l, const msgpack_object *o)
+{
+    if (o->via.array.size < 5 || !mp_is_u(mp_item(o, 1)) || !mp_is_u(mp_item(o, 2)) ||
+        (mp_item(o, 2)->via.u64 != TL_OP_SEND && mp_item(o, 2)->via.u64 != TL_OP_RECV) ||
+        mp_item(o, 3)->type != MSGPACK_OBJECT_ARRAY || mp_item(o, 3)->via.array.size != 2 ||
+        !mp_is_u(mp_item(mp_item(o, 3), 0))) {
+        tl__link_drop(l, "malformed channel operation");
+        return;
+    }
+    uint64_t req = mp_item(o, 1)->via.u64;
+    tl_chan *ch = op_target(l, req, mp_item(o, 3));
+    if (ch)
+        start_agent(l, req, (uint32_t)mp_item(o, 2)->via.u64, ch, mp_item(o, 4));
+}
+
 /* Takes our request req on link l out of the tables; NULL if none. */
 static rop *take_rop(tl_node *n, conn *l, uint64_t req)
 {
-    rop *r = tl__hmap_get(&l->rops, tl__hash_u64(n, req), req_match, &req);
+    rop *r = tl__hmap_get(&l->rops, tl__mix(n, req), req_match, &req);
     if (r)
         rop_remove(n, r);
     return r;

@@ -173,8 +173,7 @@ static int outx_match(const void *obj, const void *key)
 
 static uint64_t xkey_hash(const tl_node *n, xkey k)
 {
-    uint64_t w[2] = {k.hi, k.lo};
-    return tl__hash(n, w, sizeof w);
+    return tl__mix(n, k.hi ^ tl__mix(n, k.lo)); /* our ids: a lookup cannot add any */
 }
 
 /* Takes transfer xid to peer out of the outbox; NULL if it is not there. */
@@ -216,9 +215,49 @@ static void queue_ack(conn *l, const char *xid)
         tl__link_drop(l, "out of memory");
 }
 
-void tl__on_xfer(conn *l, const msgpack_object *o)
+/* NACK [xid, code, msg]: the import failed (rt's error says why). */
+static void send_nack(conn *l, const char *xid, int code)
 {
     tl_node *n = l->node;
+    msgpack_packer pk;
+    tl__node_log(n, "refused tasklet %s from %s: %s", xid, l->peer, n->rt->errmsg);
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint8(&pk, M_NACK);
+    tl__pack_str(&pk, xid);
+    msgpack_pack_int(&pk, code);
+    tl__pack_str(&pk, n->rt->errmsg);
+    tl__frame_end(l, at);
+    tl__flush(l);
+}
+
+/* One transfer [xid, snapshot]: acknowledged if seen before, else
+ * imported and acknowledged (once durable) or refused. */
+static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *snap)
+{
+    tl_node *n = l->node;
+    if (xset_has(&n->seen, k)) {
+        n->stats.duplicates++;
+        queue_ack(l, xid);
+        return;
+    }
+    tl_tasklet *t;
+    int rc = tl__snapshot_import(n->rt, snap->via.bin.ptr, snap->via.bin.size, &t);
+    if (rc == TL_OK && tl__xset_add(&n->seen, k) != TL_OK) {
+        tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
+        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
+    }
+    if (rc != TL_OK) {
+        send_nack(l, xid, rc);
+        return;
+    }
+    n->stats.moved_in++;
+    n->need_ckpt |= n->store != NULL;
+    queue_ack(l, xid);
+}
+
+void tl__on_xfer(conn *l, const msgpack_object *o)
+{
     const msgpack_object *items = mp_item(o, 1);
     char xid[40];
     if (o->via.array.size < 2 || items->type != MSGPACK_OBJECT_ARRAY) {
@@ -234,34 +273,7 @@ void tl__on_xfer(conn *l, const msgpack_object *o)
             tl__link_drop(l, "malformed transfer item");
             return;
         }
-        if (xset_has(&n->seen, k)) {
-            n->stats.duplicates++;
-            queue_ack(l, xid);
-            continue;
-        }
-        tl_tasklet *t;
-        int rc = tl__snapshot_import(n->rt, mp_item(it, 1)->via.bin.ptr, mp_item(it, 1)->via.bin.size,
-                                     &t);
-        if (rc == TL_OK && tl__xset_add(&n->seen, k) != TL_OK) {
-            tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
-            rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
-        }
-        if (rc != TL_OK) {
-            tl__node_log(n, "refused tasklet %s from %s: %s", xid, l->peer, n->rt->errmsg);
-            msgpack_packer pk;
-            size_t at = tl__frame_begin(l, &pk);
-            msgpack_pack_array(&pk, 4);
-            msgpack_pack_uint8(&pk, M_NACK);
-            tl__pack_str(&pk, xid);
-            msgpack_pack_int(&pk, rc);
-            tl__pack_str(&pk, n->rt->errmsg);
-            tl__frame_end(l, at);
-            tl__flush(l);
-            continue;
-        }
-        n->stats.moved_in++;
-        n->need_ckpt |= n->store != NULL;
-        queue_ack(l, xid);
+        take_item(l, xid, k, mp_item(it, 1));
     }
 }
 
