@@ -20,30 +20,11 @@
 #include <unistd.h>
 
 #include "tasklet.h"
+#define STORETEST_PREFIX "tl-stalloc"
+#include "storetest.h"
 #include "testutil.h"
 
 #define TASKLETS 700 /* three chunks of 256 ids */
-
-static char dir[64];
-static char path[128];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/tl-stalloc-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(path, sizeof path, "%s/app.db", dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    char cmd[160];
-    (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 typedef struct { tl_chan *in; tl_value v; } rx_t;
 static const tl_field rx_fields[] = {
@@ -71,14 +52,7 @@ static tl_runtime *new_rt(count_alloc *ca)
 
 static tl_store *open_attached(tl_runtime *rt)
 {
-    tl_store *st;
-    int rc = tl_store_open(path, TL_STORE_NOSYNC, &st);
-    if (rc != TL_OK)
-        fail_msg("open: %s", tl_store_errmsg(st));
-    rc = tl_store_attach(st, rt);
-    if (rc != TL_OK)
-        fail_msg("attach: %s", tl_store_errmsg(st));
-    return st;
+    return attach_at(rt, TL_STORE_NOSYNC);
 }
 
 /* TASKLETS receivers blocked on one named channel; *ch gets it. */

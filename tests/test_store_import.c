@@ -19,27 +19,8 @@
 #include <unistd.h>
 
 #include "../persist/persist.h"
-
-static char dir[64];
-static char path[128];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/tl-import-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(path, sizeof path, "%s/app.db", dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    char cmd[160];
-    (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define STORETEST_PREFIX "tl-import"
+#include "storetest.h"
 
 static int64_t received[8];
 static int nreceived;
@@ -94,27 +75,7 @@ static tl_runtime *new_rt(const char *node, int with_only_there)
 
 static tl_store *open_attached(tl_runtime *rt)
 {
-    tl_store *st;
-    int rc = tl_store_open(path, TL_STORE_NOSYNC, &st);
-    if (rc != TL_OK)
-        fail_msg("open: %s", tl_store_errmsg(st));
-    rc = tl_store_attach(st, rt);
-    if (rc != TL_OK)
-        fail_msg("attach: %s", tl_store_errmsg(st));
-    return st;
-}
-
-static int64_t query(const char *text)
-{
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int64_t v = -1;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, text, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
+    return attach_at(rt, TL_STORE_NOSYNC);
 }
 
 /* A sender blocked on ch leaves through the mailbox and comes back home

@@ -19,27 +19,8 @@
 #include <unistd.h>
 
 #include "tasklet.h"
-
-static char dir[64];
-static char path[128];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/tl-retain-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(path, sizeof path, "%s/app.db", dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    char cmd[160];
-    (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define STORETEST_PREFIX "tl-retain"
+#include "storetest.h"
 
 typedef struct { tl_chan *in; tl_value v, blob; } rx_t;
 static const tl_field rx_fields[] = {
@@ -66,14 +47,7 @@ static tl_runtime *new_rt(void)
 
 static tl_store *open_attached(tl_runtime *rt)
 {
-    tl_store *st;
-    int rc = tl_store_open(path, TL_STORE_NOSYNC, &st);
-    if (rc != TL_OK)
-        fail_msg("open: %s", tl_store_errmsg(st));
-    rc = tl_store_attach(st, rt);
-    if (rc != TL_OK)
-        fail_msg("attach: %s", tl_store_errmsg(st));
-    return st;
+    return attach_at(rt, TL_STORE_NOSYNC);
 }
 
 /* One more blocked receiver (holding `bytes` of binary, if not 0). */
@@ -91,27 +65,6 @@ static void add_receiver(tl_runtime *rt, tl_chan *ch, size_t bytes)
     assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
     tl_release(a.blob);
     assert_int_equal(tl_run_steps(rt, 10, NULL), TL_OK);
-}
-
-static int64_t query(const char *text)
-{
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int64_t v = -1;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, text, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
-}
-
-static void sql(const char *text)
-{
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, text, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
 }
 
 /* n checkpoints, the k-th with k tasklets (ids 1..k). */

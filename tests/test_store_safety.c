@@ -30,27 +30,13 @@
 #include <unistd.h>
 
 #include "tasklet.h"
+#define STORETEST_PREFIX "tl-safe"
+#include "storetest.h"
 
-static char dir[64];
-static char path[128];
-
-static int setup(void **state)
+static int setup_umask(void **state)
 {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/tl-safe-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(path, sizeof path, "%s/app.db", dir);
-    umask(022);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    char cmd[160];
-    (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    umask(022); /* the modes checked are the library's, not the umask's */
+    return setup(state);
 }
 
 typedef struct { tl_chan *in; tl_value v; } rx_t;
@@ -87,37 +73,7 @@ static void spawn_receivers(tl_runtime *rt, int n)
 
 static tl_store *open_attached(tl_runtime *rt, int flags)
 {
-    tl_store *st;
-    int rc = tl_store_open(path, flags, &st);
-    if (rc != TL_OK)
-        fail_msg("open: %s", tl_store_errmsg(st));
-    rc = tl_store_attach(st, rt);
-    if (rc != TL_OK)
-        fail_msg("attach: %s", tl_store_errmsg(st));
-    return st;
-}
-
-static void sql(const char *text)
-{
-    sqlite3 *db;
-    char *err = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_exec(db, text, NULL, NULL, &err) != SQLITE_OK)
-        fail_msg("%s: %s", text, err);
-    sqlite3_close(db);
-}
-
-static int64_t query(const char *text)
-{
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int64_t v = -1;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, text, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
+    return attach_at(rt, flags);
 }
 
 /* The whole file, for byte-for-byte comparisons; *n its size. */
@@ -459,16 +415,16 @@ static void test_checkpoint_id_at_int64_max(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_foreign_sqlite_file_untouched, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_files_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_not_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unreadable_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_files_private, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_owner_on_another_host, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_stores_in_one_process, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_owner_row_of_a_reused_pid, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_orphan_chunk_rows_repaired, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_id_at_int64_max, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_sqlite_file_untouched, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_files_refused, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_not_files, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_file, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_files_private, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_on_another_host, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_two_stores_in_one_process, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_row_of_a_reused_pid, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_orphan_chunk_rows_repaired, setup_umask, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_id_at_int64_max, setup_umask, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
