@@ -257,11 +257,23 @@ typedef void *(*tl_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
 /* Wall-clock time in nanoseconds since the Unix epoch. */
 typedef int64_t (*tl_clock_fn)(void *ud);
 
+/* Check mode (tl_config.check, or the environment variable
+ * TL_CHECK=locals): every resumption behaves like a restart.  Before a step
+ * function resumes, the C stack it will use is overwritten with 0xA5
+ * bytes, and every frame of its tasklet is written out through the
+ * snapshot codec and read back (non-schema bytes come back zero), and
+ * operations that would complete inline re-enter the function at its
+ * resume point instead.  State kept in a C local or outside the schema
+ * across a suspension then shows at the first resumption.  For tests: it
+ * is slow (docs/PERFORMANCE.md). */
+#define TL_CHECK_LOCALS 1
+
 typedef struct tl_config {
     tl_alloc_fn alloc;   /* NULL: the C library's malloc/realloc/free */
     void *alloc_ud;
     tl_clock_fn clock;   /* NULL: clock_gettime(CLOCK_REALTIME) */
     void *clock_ud;
+    int check;           /* TL_CHECK_LOCALS, or 0 (unless TL_CHECK=locals) */
 } tl_config;
 
 /* ------------------------------------------------------------------------

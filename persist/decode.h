@@ -80,6 +80,10 @@ typedef struct tl__loader {
     tl__joinrec *joins;
     size_t njoins, capjoins;
     uint32_t format;     /* the head's format version */
+    /* check mode (check_locals.c): ids name live objects, found here
+     * instead of in the id maps */
+    void *(*resolve)(void *ud, int chan, uint64_t id);
+    void *resolve_ud;
     int import;          /* tl__import: one moving tasklet, next to others */
     tl_tasklet *moved;   /* import: that tasklet */
 } tl__loader;
@@ -156,6 +160,10 @@ TL__HIDDEN int tl__dec_value(tl__loader *ld, const msgpack_object *o, tl_value *
 
 /* ---- decode_frame.c ---- */
 
+/* Fills locals (zeroed) of a frame of e from a map its own schema wrote
+ * (check mode, check_locals.c). */
+TL__HIDDEN int tl__dec_locals_own(tl__loader *ld, const tl__fn *e, const msgpack_object *map,
+                                  char *locals);
 /* Resolves a tasklet chunk's function table into d->funcs. */
 TL__HIDDEN int tl__resolve_funcs(tl__loader *ld, tl__doc *d);
 /* Pushes one frame record ([func, pc, flags, locals]) onto t. */

@@ -260,3 +260,19 @@ int tl__dec_frame(tl__loader *ld, tl__doc *d, tl_tasklet *t, const msgpack_objec
         rc = tl__run_upgrade(ld, r, &a[3], TL__LOCALS(f), &f->h.pc);
     return rc;
 }
+
+int tl__dec_locals_own(tl__loader *ld, const tl__fn *e, const msgpack_object *map, char *locals)
+{
+    tl__fnref r;
+    memset(&r, 0, sizeof r);
+    r.e = e;
+    r.match = tl__alloc(ld->rt, e->fn->nfields + 1);
+    if (!r.match)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    memset(r.match, FIELD_SAME, e->fn->nfields + 1);
+    snprintf(r.label, sizeof r.label, "%s@%u", e->fn->name, e->fn->version);
+    int rc = map->type == MSGPACK_OBJECT_MAP ? dec_locals(ld, &r, map, locals)
+                                              : tl__corrupt(ld, "locals are not a map");
+    tl__free(ld->rt, r.match, e->fn->nfields + 1);
+    return rc;
+}

@@ -74,8 +74,19 @@ void *tl__idmap_find(tl__idmap *m, uint64_t id)
 
 /* The tasklet with this id, created as an empty shell (state 0) if its
  * record has not been seen yet. */
+/* Check mode: the live object the id names, or NULL with the error set. */
+static void *resolve_live(tl__loader *ld, int chan, uint64_t id)
+{
+    void *obj = ld->resolve(ld->resolve_ud, chan, id);
+    if (!obj)
+        tl__corrupt(ld, "no live %s #%llu", chan ? "channel" : "tasklet", (unsigned long long)id);
+    return obj;
+}
+
 tl_tasklet *tl__ld_tasklet(tl__loader *ld, uint64_t id)
 {
+    if (ld->resolve)
+        return resolve_live(ld, 0, id);
     void **slot = id && ld->tasklets.objs ? tl__idmap_slot(&ld->tasklets, id) : NULL;
     if (!slot) {
         tl__corrupt(ld, "tasklet id %llu is out of range or more tasklets than the head "
@@ -112,6 +123,8 @@ tl_tasklet *tl__ld_tasklet(tl__loader *ld, uint64_t id)
  * if its record has not been seen yet. */
 tl_chan *tl__ld_chan(tl__loader *ld, uint64_t id)
 {
+    if (ld->resolve)
+        return resolve_live(ld, 1, id);
     void **slot = id && ld->chans.objs ? tl__idmap_slot(&ld->chans, id) : NULL;
     tl_chan *ch;
     if (!slot) {

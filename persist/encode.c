@@ -210,18 +210,24 @@ static size_t functab_index(functab *ft, const tl__fn *e)
     return ft->n++;
 }
 
-static int enc_frame(msgpack_packer *pk, const tl_frame *f, functab *ft)
+int tl__enc_locals(void *packer, const tl_frame *f)
 {
+    msgpack_packer *pk = packer;
     const tl_func *fn = f->fn->fn;
-    msgpack_pack_array(pk, 4);
-    msgpack_pack_uint64(pk, functab_index(ft, f->fn));
-    msgpack_pack_uint32(pk, f->h.pc);
-    msgpack_pack_uint32(pk, f->h.flags & (TL__F_ERR | TL__F_CATCH));
     msgpack_pack_map(pk, fn->nfields);
     for (size_t i = 0; i < fn->nfields; i++)
         if (enc_field(pk, &fn->fields[i], TL__LOCALS(f)) != TL_OK)
             return TL_ERANGE;
     return TL_OK;
+}
+
+static int enc_frame(msgpack_packer *pk, const tl_frame *f, functab *ft)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint64(pk, functab_index(ft, f->fn));
+    msgpack_pack_uint32(pk, f->h.pc);
+    msgpack_pack_uint32(pk, f->h.flags & (TL__F_ERR | TL__F_CATCH));
+    return tl__enc_locals(pk, f);
 }
 
 static int enc_frames(msgpack_packer *pk, const tl_tasklet *t, functab *ft)

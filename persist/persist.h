@@ -204,6 +204,11 @@ TL__HIDDEN int tl__new_xid(char out[40]);
 /* A value in the snapshot encoding (FORMAT.md section 1), into a
  * msgpack_packer; TL_ERANGE when nested deeper than 16. */
 TL__HIDDEN int tl__pack_value(void *packer, tl_value v);
+/* Packs f's schema fields as the locals map of a frame record (a
+ * msgpack_packer *); TL_ERANGE for a value nested too deep. */
+TL__HIDDEN int tl__enc_locals(void *packer, const tl_frame *f);
+/* check_locals.c: the anchor a static link pulls check mode's codec by. */
+TL__HIDDEN extern const int tl__check_locals_linked;
 /* And back from a msgpack_object: plain data and errors only (a channel or
  * tasklet reference is TL_ECORRUPT); TL_ENOMEM. */
 TL__HIDDEN int tl__unpack_value(tl_runtime *rt, const void *obj, tl_value *out);

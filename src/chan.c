@@ -599,7 +599,7 @@ static tl_status after_rendezvous(tl_chan *ch, tl_tasklet *cur, tl_tasklet *targ
         }
     }
     tl__runq_push_back(rt, target);
-    return TL__CONT;
+    return cur ? tl__cont(rt) : TL__CONT;
 }
 
 /* ---- the operations ---- */
@@ -624,7 +624,7 @@ static inline __attribute__((always_inline)) bool send_now(tl_chan *ch, tl_taskl
     if (ch->count < ch->cap) {
         tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
         ch->dirty = 1;
-        *st = TL__CONT;
+        *st = tl__cont(ch->rt);
         return true;
     }
     return false;
@@ -638,7 +638,7 @@ static inline __attribute__((always_inline)) bool recv_now(tl_chan *ch, tl_taskl
         ch->head = slot(ch, 1);
         ch->count--;
         ch->dirty = 1;
-        *st = TL__CONT;
+        *st = tl__cont(ch->rt);
         if (ch->nsend) { /* a blocked sender's value takes the freed slot */
             tl__vw v;
             tl_tasklet *sender = take_sender(ch, &v);

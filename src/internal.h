@@ -265,7 +265,9 @@ struct tl_runtime {
     size_t nrunnable, nblocked, nlive;
     uint64_t next_tid, next_cid;
     uint32_t steps_since_timers;
-    uintptr_t cstack; /* C stack where run_some runs steps (tl__call) */
+    uintptr_t cstack; /* C stack where run_some runs steps (tl__call);
+                       * 0 in check mode: no call runs nested */
+    int check;        /* TL_CHECK_LOCALS: every resumption a restart */
     int pending_fail; /* a detached tasklet failed: tl_run reports it */
     int attention;    /* pending_fail or pending moves: checked per step */
     int moves_pending;
@@ -372,6 +374,18 @@ static inline void tl__vw_replace(tl_value *dst, tl__vw w)
         tl__release_slow(*dst);
     tl__vw_store(dst, w);
 }
+
+/* What an operation that completed at once returns: TL__CONT (the macro
+ * goes on inline), or in check mode TL__AGAIN, so that the frame re-enters
+ * at its resume point as after a real suspension. */
+static inline tl_status tl__cont(const tl_runtime *rt)
+{
+    return rt->check ? TL__AGAIN : TL__CONT;
+}
+/* Check mode's codec round trip of t's frames (persist/check_locals.c
+ * registers it; NULL in a program without persist): TL_OK or an error
+ * with rt's message set. */
+TL__HIDDEN extern int (*tl__check_codec)(tl_runtime *rt, tl_tasklet *t);
 
 /* ---- alloc.c ---- */
 TL__HIDDEN void *tl__alloc(tl_runtime *rt, size_t n);

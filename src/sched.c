@@ -76,6 +76,16 @@ static int64_t default_clock(void *ud)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* tl_config.check, or TL_CHECK=locals in the environment (so that a
+ * test suite runs in check mode without a change to its code). */
+static int check_mode(const tl_config *cfg)
+{
+    const char *env = getenv("TL_CHECK");
+    if (cfg && cfg->check == TL_CHECK_LOCALS)
+        return TL_CHECK_LOCALS;
+    return env && strcmp(env, "locals") == 0 ? TL_CHECK_LOCALS : 0;
+}
+
 int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
 {
     if (!out)
@@ -91,6 +101,7 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     rt->alloc_ud = ud;
     rt->clock = cfg && cfg->clock ? cfg->clock : default_clock;
     rt->clock_ud = cfg && cfg->clock ? cfg->clock_ud : NULL;
+    rt->check = check_mode(cfg);
     tl__list_init(&rt->runq);
     tl__list_init(&rt->chans);
     tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
@@ -450,6 +461,40 @@ static void trace_switch(tl_runtime *rt, tl_tasklet *next)
     rt->last = next;
 }
 
+/* ---- check mode (TL_CHECK=locals) ---- */
+
+int (*tl__check_codec)(tl_runtime *rt, tl_tasklet *t);
+
+#define SCRUB_BYTES 16384
+
+/* Fills the C stack below the caller's frame, where the step function it
+ * calls next will have its frame, with a pattern: a C local read before
+ * it is written after a resumption then holds 0xA5 bytes, not the value
+ * the last run left there. */
+static __attribute__((noinline)) void scrub_stack(void)
+{
+    volatile unsigned char pad[SCRUB_BYTES];
+    for (size_t i = 0; i < sizeof pad; i++)
+        pad[i] = 0xA5;
+}
+
+/* The step loop of dispatch in check mode: before each resumption, t's
+ * frames go through the snapshot codec (persist's hook) and the stack is
+ * scrubbed.  A frame the codec cannot write fails with its error. */
+static __attribute__((noinline)) void check_steps(tl_runtime *rt, tl_tasklet *t)
+{
+    tl_status s;
+    do {
+        tl_frame *f = t->top;
+        if (tl__check_codec && tl__check_codec(rt, t) != TL_OK) {
+            s = tl__fail(f, rt->errcode, rt->errmsg);
+            continue;
+        }
+        scrub_stack();
+        s = f->fn->step(f, TL__LOCALS(f));
+    } while (s == TL__AGAIN);
+}
+
 /* One scheduler step of t, already out of the run queue: its top frame
  * runs until the tasklet switches out. */
 static inline __attribute__((always_inline)) void dispatch(tl_runtime *rt, tl_tasklet *t)
@@ -460,11 +505,15 @@ static inline __attribute__((always_inline)) void dispatch(tl_runtime *rt, tl_ta
     rt->current = t;
     if (rt->sched_cb)
         trace_switch(rt, t);
-    tl_status s;
-    do {
-        tl_frame *f = t->top;
-        s = f->fn->step(f, TL__LOCALS(f));
-    } while (s == TL__AGAIN);
+    if (rt->check) {
+        check_steps(rt, t);
+    } else {
+        tl_status s;
+        do {
+            tl_frame *f = t->top;
+            s = f->fn->step(f, TL__LOCALS(f));
+        } while (s == TL__AGAIN);
+    }
     rt->current = NULL;
 }
 
@@ -504,7 +553,7 @@ void tl__run_now(tl_runtime *rt, tl_tasklet *t)
     else
         t->wait = TL_WAIT_NONE;
     rt->running = 1;
-    rt->cstack = (uintptr_t)__builtin_frame_address(0);
+    rt->cstack = rt->check ? 0 : (uintptr_t)__builtin_frame_address(0);
     dispatch(rt, t);
     rt->cstack = cstack;
     rt->running = running;
@@ -597,7 +646,7 @@ static inline __attribute__((always_inline)) int run_some(tl_runtime *rt, uint64
 {
     uint64_t n = 0;
     tl_tasklet *t = NULL;
-    rt->cstack = (uintptr_t)__builtin_frame_address(0);
+    rt->cstack = rt->check ? 0 : (uintptr_t)__builtin_frame_address(0);
 again:
     while (n < max && !tl__list_empty(&rt->runq)) {
         if (++rt->steps_since_timers >= TIMER_CHECK_EVERY)

@@ -590,11 +590,11 @@ tl_status tl__join(tl_frame *f, tl_tasklet *h)
         return tl__op_error(f, TL_ESELF, "join: a tasklet cannot join itself");
     if (target->state == TL_DONE) {
         tl_value_set(&t->xfer, tl_retain(target->xfer));
-        return TL__CONT;
+        return tl__cont(t->rt);
     }
     if (target->state >= TL_FAILED) {
         tl__deliver_error(t, target->err, target->ext ? target->ext->errmsg : NULL);
-        return TL__CONT;
+        return tl__cont(t->rt);
     }
     tl__ext *x = tl__ext_get(target);
     if (!x)
