@@ -208,7 +208,10 @@ static void test_file_identity(void **state)
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     assert_int_equal(sql_int(db, "PRAGMA application_id"), 1414288212);
     assert_int_equal(sql_int(db, "PRAGMA user_version"), 1);
-    assert_int_equal(sql_int(db, "SELECT value FROM meta WHERE key = 'format'"), 1);
+    /* GOLDEN_FORMAT: the snapshot format the file was made in (1 or 2) */
+    const char *format = getenv("GOLDEN_FORMAT");
+    assert_int_equal(sql_int(db, "SELECT value FROM meta WHERE key = 'format'"),
+                     format ? atoi(format) : 1);
     expect_sql_text(db, "SELECT value FROM meta WHERE key = 'lib'", "0.1.0");
     assert_int_equal(sql_int(db, "SELECT count(*) FROM owner"), 0);
     assert_int_equal(sql_int(db, "SELECT count(*) FROM checkpoints"), 4);
