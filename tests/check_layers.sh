@@ -10,8 +10,9 @@
 #   workflow (workflow/libtasklet-workflow.a): core + persist, msgpack-c,
 #                                            SQLite (for now); not the node
 # persist must not reference the node at all (any symbol migrate/ defines).  The
-# installed libtasklet.so must export tl_ names only.  CC (default cc)
-# finds the system libraries.  Exit status 1 and one line per violation.
+# installed libtasklet.so must export tl_ names only.  CC (default cc; with
+# its flags, such as -m32, so that libgcc's 64-bit division helpers of a
+# 32-bit build are found) finds the system libraries.  Exit status 1 and one line per violation.
 set -eu
 build=${1:?usage: check_layers.sh BUILDDIR}
 CC=${CC:-cc}
@@ -32,7 +33,8 @@ needed() {
 # linker would find it (a linker script such as libc.so is skipped for
 # its real library, named with its soname).
 syslib() {
-    path=$("$CC" -print-file-name="$1")
+    # shellcheck disable=SC2086  # CC may carry flags (gcc -m32)
+    path=$($CC -print-file-name="$1")
     case $path in
         /*) [ -e "$path" ] || { fail "$1 not found"; return 0; } ;;
         *) fail "$1 not found by $CC"; return 0 ;;
@@ -41,7 +43,8 @@ syslib() {
 }
 # What the compiler's runtime provides: libgcc and the sanitizers.
 runtime() {
-    nm -g --defined-only "$("$CC" -print-libgcc-file-name)" 2>/dev/null |
+    # shellcheck disable=SC2086
+    nm -g --defined-only "$($CC -print-libgcc-file-name)" 2>/dev/null |
         awk 'NF == 3 { print $3 }'
     printf '%s\n' _GLOBAL_OFFSET_TABLE_
 }
