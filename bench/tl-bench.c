@@ -30,6 +30,7 @@
 #include "tasklet.h"
 #include "../persist/store_sqlite.h"
 #include "tasklet_node.h"
+#include "bench_wf.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -1091,6 +1092,16 @@ static const bench benches[] = {
     {"migrate_throughput", "tasklets/s", 100000, NULL, measure_migrate_throughput},
     {"remote_chan_msg_us", "us/msg", 20000, NULL, measure_remote_msg},
     {"remote_chan_pingpong_us", "us/round trip", 20000, NULL, measure_remote_chan},
+    /* durable workflows (bench_wf.c) */
+    {"disk_fsync_per_s", "commits/s", 500, NULL, bench_disk_fsync},
+    {"wf_step_fsync_per_s", "steps/s", 10000, NULL, bench_wf_step_fsync},
+    {"wf_step_nosync_per_s", "steps/s", 10000, NULL, bench_wf_step_nosync},
+    {"wf_step_conc_per_s", "steps/s", 5000, NULL, bench_wf_step_conc},
+    {"wf_resume_first_step_ms", "ms", 10000, NULL, bench_wf_resume},
+    {"wf_message_latency_ms", "ms", 200, NULL, bench_wf_message_latency},
+    {"wf_step_fsync_idle_per_s", "steps/s", 100000, NULL, bench_wf_step_idle},
+    {"wf_stored_bytes_done", "bytes/workflow", 1000, NULL, bench_wf_bytes_done},
+    {"wf_stored_bytes_waiting", "bytes/workflow", 1000, NULL, bench_wf_bytes_waiting},
 };
 
 static int run_bench(const bench *b, int quick)

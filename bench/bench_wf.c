@@ -1,0 +1,310 @@
+/*
+ * bench_wf.c -- tl-bench's durable-workflow benchmarks (docs/PERFORMANCE.md).
+ *
+ * disk_fsync_per_s: bare SQLite commits with synchronous=FULL on the same
+ * disk, measured in the same run, for scale.  wf_step_*: no-op steps
+ * through the workflow engine (a step = an effect on a worker thread, its
+ * row and the checkpoint committed before the workflow sees the result).
+ * wf_resume_first_step_ms: from a fresh runtime to the first effect run
+ * after restoring n suspended workflows (in-process: exec not counted).
+ * wf_message_latency_ms: median from tl_wf_post in a child process to the
+ * workflow running after its receive.  wf_stored_bytes_*: bytes of the
+ * store file (vacuumed) per workflow.
+ */
+#define _DEFAULT_SOURCE
+#include <sqlite3.h>
+
+#include "tasklet.h"
+#include "tasklet_workflow.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_wf.h"
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t first_effect_ns;
+
+static int noop_effect(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    (void)cx;
+    if (!first_effect_ns)
+        first_effect_ns = mono_ns();
+    *res = tl_retain(arg);
+    return TL_OK;
+}
+static const tl_wf_step noop_step = {"bench.noop", noop_effect, 0, 0, 0, 0, 0};
+
+/* arg: the number of steps. */
+typedef struct steps_t {
+    tl_value arg, r;
+    int64_t i;
+} steps_t;
+static const tl_field steps_fields[] = {TL_FIELD(steps_t, arg, TL_T_VALUE),
+                                        TL_FIELD(steps_t, r, TL_T_VALUE),
+                                        TL_FIELD(steps_t, i, TL_T_I64)};
+static tl_status steps_wf(tl_frame *f, void *l)
+{
+    steps_t *L = l;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < tl_as_i64(L->arg); L->i++)
+        TL_WF_STEP(f, &noop_step, tl_i64(L->i), L->r);
+    TL_END(f);
+}
+static const tl_func steps_fn = {"bench.steps", 1, steps_wf, sizeof(steps_t), steps_fields, 3,
+                                 NULL};
+
+/* Receives "go" arg times; each message holds its post time (mono ns):
+ * the latency lands in lat[]; then one step. */
+static int64_t *lat;
+static int64_t nlat;
+typedef struct recv_t {
+    tl_value arg, m, r;
+    int64_t i;
+} recv_t;
+static const tl_field recv_fields[] = {TL_FIELD(recv_t, arg, TL_T_VALUE),
+                                       TL_FIELD(recv_t, m, TL_T_VALUE),
+                                       TL_FIELD(recv_t, r, TL_T_VALUE),
+                                       TL_FIELD(recv_t, i, TL_T_I64)};
+static tl_status recv_wf(tl_frame *f, void *l)
+{
+    recv_t *L = l;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < tl_as_i64(L->arg); L->i++) {
+        TL_WF_RECV(f, "go", -1, L->m);
+        if (lat)
+            lat[nlat++] = mono_ns() - tl_as_i64(L->m);
+    }
+    TL_WF_STEP(f, &noop_step, tl_nil(), L->r);
+    TL_END(f);
+}
+static const tl_func recv_fn = {"bench.recv", 1, recv_wf, sizeof(recv_t), recv_fields, 4, NULL};
+
+typedef struct wfb {
+    char dir[64], path[96];
+    tl_runtime *rt;
+    tl_store *st;
+    tl_wf *wf;
+} wfb;
+
+static int wfb_open(wfb *b, int flags, int restore)
+{
+    if (!b->dir[0]) {
+        snprintf(b->dir, sizeof b->dir, "/tmp/tl_wfbench_XXXXXX");
+        if (!mkdtemp(b->dir))
+            return TL_EIO;
+        snprintf(b->path, sizeof b->path, "%s/s.db", b->dir);
+    }
+    int rc = tl_runtime_new(NULL, &b->rt);
+    if (rc == TL_OK)
+        rc = tl_store_open(b->path, flags, &b->st);
+    if (rc == TL_OK)
+        rc = tl_wf_new(b->rt, b->st, NULL, &b->wf);
+    if (rc == TL_OK)
+        rc = tl_wf_register(b->wf, &steps_fn);
+    if (rc == TL_OK)
+        rc = tl_wf_register(b->wf, &recv_fn);
+    if (rc == TL_OK)
+        rc = tl_wf_register_step(b->wf, &noop_step);
+    if (rc == TL_OK && restore)
+        rc = tl_wf_restore(b->wf);
+    if (rc != TL_OK)
+        fprintf(stderr, "tl-bench: workflow engine: %s\n",
+                b->rt ? tl_errmsg(b->rt) : tl_strerror(rc));
+    return rc;
+}
+
+static void wfb_close(wfb *b, int remove)
+{
+    tl_wf_free(b->wf);
+    tl_store_close(b->st);
+    tl_runtime_free(b->rt);
+    b->wf = NULL;
+    if (remove) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", b->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "tl-bench: could not remove %s\n", b->dir);
+    }
+}
+
+static int start_n(wfb *b, const char *prefix, const tl_func *fn, int64_t arg, uint64_t n)
+{
+    char id[64];
+    for (uint64_t i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "%s-%llu", prefix, (unsigned long long)i);
+        int rc = tl_wf_start(b->wf, id, fn, tl_i64(arg), NULL);
+        if (rc != TL_OK)
+            return rc;
+    }
+    return TL_OK;
+}
+
+int bench_disk_fsync(uint64_t n, double *per_s)
+{
+    char path[] = "/tmp/tl_fsync_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return TL_EIO;
+    close(fd);
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE t(x)", NULL, NULL, NULL);
+    n = n < 20 ? 20 : n;
+    int64_t t0 = mono_ns();
+    for (uint64_t i = 0; i < n; i++)
+        sqlite3_exec(db, "INSERT INTO t VALUES(1)", NULL, NULL, NULL);
+    *per_s = (double)n / ((double)(mono_ns() - t0) / 1e9);
+    sqlite3_close(db);
+    char wal[64];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(wal);
+    unlink(path);
+    return TL_OK;
+}
+
+/* workflows x steps no-op steps; others idle workflows waiting. */
+static int steps_run(int flags, uint64_t workflows, uint64_t steps, uint64_t idle,
+                     double *per_s)
+{
+    wfb b = {0};
+    int rc = wfb_open(&b, flags, 1);
+    if (rc == TL_OK && idle) {
+        rc = start_n(&b, "idle", &recv_fn, 1, idle);
+        if (rc == TL_OK)
+            rc = tl_wf_run(b.wf, 0) == TL_ETIMEDOUT ? TL_OK : TL_ESTATE;
+    }
+    int64_t t0 = mono_ns();
+    if (rc == TL_OK)
+        rc = start_n(&b, "w", &steps_fn, (int64_t)steps, workflows);
+    while (rc == TL_OK && tl_wf_live(b.wf) > idle) {
+        rc = tl_wf_run(b.wf, 50);
+        rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
+    }
+    *per_s = (double)(workflows * steps) / ((double)(mono_ns() - t0) / 1e9);
+    if (rc != TL_OK)
+        fprintf(stderr, "tl-bench: %s\n", tl_wf_errmsg(b.wf));
+    wfb_close(&b, 1);
+    return rc;
+}
+
+int bench_wf_step_fsync(uint64_t n, double *v) { return steps_run(0, 1, n, 0, v); }
+int bench_wf_step_nosync(uint64_t n, double *v) { return steps_run(TL_STORE_NOSYNC, 1, n, 0, v); }
+int bench_wf_step_conc(uint64_t n, double *v) { return steps_run(0, n / 10, 10, 0, v); }
+int bench_wf_step_idle(uint64_t n, double *v) { return steps_run(0, 1, 10000 / (100000 / n), n, v); }
+
+int bench_wf_resume(uint64_t n, double *ms)
+{
+    wfb b = {0};
+    int rc = wfb_open(&b, TL_STORE_NOSYNC, 1);
+    if (rc == TL_OK)
+        rc = start_n(&b, "r", &recv_fn, 1, n);
+    if (rc == TL_OK)
+        rc = tl_wf_run(b.wf, 0) == TL_ETIMEDOUT ? TL_OK : TL_ESTATE;
+    if (b.wf)
+        wfb_close(&b, 0);
+    if (rc == TL_OK)
+        rc = tl_wf_post(NULL, b.path, "r-0", "go", tl_i64(0), NULL);
+    first_effect_ns = 0;
+    int64_t t0 = mono_ns();
+    if (rc == TL_OK)
+        rc = wfb_open(&b, TL_STORE_NOSYNC, 1);
+    while (rc == TL_OK && !first_effect_ns && mono_ns() - t0 < 60000000000) {
+        rc = tl_wf_run(b.wf, 1);
+        rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
+    }
+    *ms = (double)(first_effect_ns - t0) / 1e6;
+    wfb_close(&b, 1);
+    return rc == TL_OK && first_effect_ns ? TL_OK : TL_ESTATE;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int bench_wf_message_latency(uint64_t n, double *ms)
+{
+    wfb b = {0};
+    n = n < 10 ? 10 : n;
+    int rc = wfb_open(&b, TL_STORE_NOSYNC, 1);
+    lat = calloc(n, sizeof *lat);
+    nlat = 0;
+    if (rc == TL_OK)
+        rc = tl_wf_start(b.wf, "lat", &recv_fn, tl_i64((int64_t)n), NULL);
+    if (rc == TL_OK)
+        rc = tl_wf_commit(b.wf);
+    pid_t p = rc == TL_OK ? fork() : -1;
+    if (p == 0) { /* the poster: one message every 5 ms, stamped */
+        for (uint64_t i = 0; i < n; i++) {
+            usleep(5000);
+            tl_wf_post(NULL, b.path, "lat", "go", tl_i64(mono_ns()), NULL);
+        }
+        _exit(0);
+    }
+    while (rc == TL_OK && tl_wf_live(b.wf) > 0) {
+        rc = tl_wf_run(b.wf, 100);
+        rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
+    }
+    if (p > 0)
+        waitpid(p, NULL, 0);
+    qsort(lat, (size_t)nlat, sizeof *lat, cmp64);
+    *ms = nlat ? (double)lat[nlat / 2] / 1e6 : -1;
+    free(lat);
+    lat = NULL;
+    wfb_close(&b, 1);
+    return rc;
+}
+
+static double file_bytes(wfb *b)
+{
+    sqlite3 *db;
+    struct stat sb;
+    sqlite3_open(b->path, &db);
+    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); VACUUM", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return stat(b->path, &sb) == 0 ? (double)sb.st_size : 0;
+}
+
+/* Bytes per workflow: finished with 3 steps (done) or waiting for a
+ * message, over the same store holding none. */
+static int stored(uint64_t n, int done, double *per)
+{
+    wfb b = {0};
+    int rc = wfb_open(&b, TL_STORE_NOSYNC, 1);
+    if (rc == TL_OK)
+        rc = tl_wf_commit(b.wf);
+    wfb_close(&b, 0);
+    double empty = file_bytes(&b);
+    rc = rc == TL_OK ? wfb_open(&b, TL_STORE_NOSYNC, 1) : rc;
+    if (rc == TL_OK)
+        rc = start_n(&b, "s", done ? &steps_fn : &recv_fn, done ? 3 : 1, n);
+    while (rc == TL_OK && done && tl_wf_live(b.wf) > 0) {
+        rc = tl_wf_run(b.wf, 100);
+        rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
+    }
+    if (rc == TL_OK && !done)
+        rc = tl_wf_run(b.wf, 0) == TL_ETIMEDOUT ? TL_OK : TL_ESTATE;
+    wfb_close(&b, 0);
+    *per = (file_bytes(&b) - empty) / (double)n;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", b.dir);
+    rc = system(cmd) == 0 ? rc : rc;
+    return rc;
+}
+
+int bench_wf_bytes_done(uint64_t n, double *v) { return stored(n, 1, v); }
+int bench_wf_bytes_waiting(uint64_t n, double *v) { return stored(n, 0, v); }
