@@ -388,7 +388,7 @@ int cli_cmd_checkpoints(const cli_opts *o);
 int cli_cmd_verify(const cli_opts *o);
 int cli_cmd_prune(const cli_opts *o);
 int cli_cmd_backup(const cli_opts *o);
-/* Workflows (cmd_wf.c, cmd_wf_post.c; FORMAT.md section 9). */
+/* Workflows (cmd_wf.c, cmd_wf_post.c; FORMAT.md section 11). */
 int cli_cmd_wf_ls(const cli_opts *o);
 int cli_cmd_wf_show(const cli_opts *o);
 int cli_cmd_wf_result_print(const cli_opts *o, const char *status);

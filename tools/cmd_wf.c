@@ -1,6 +1,6 @@
 /*
  * cmd_wf.c -- `tasklet wf ls`, `wf show`, `send`, `cancel`, `result`: the
- * workflow tables (docs/FORMAT.md section 9), read and posted to with
+ * workflow tables (docs/FORMAT.md section 11), read and posted to with
  * SQL alone, as any process may while the owner runs or not.
  *
  * Invariants: a post is one short transaction (BEGIN IMMEDIATE: the

@@ -64,7 +64,7 @@ static const cli_cmd commands[] = {
      "checkpoints can still be in DB-wal, which a copy of DB alone misses.\n",
      OPT_JSON, 2, cli_cmd_backup, "OUT"},
     {"wf ls", "[--json] DB", "workflows: id, function, status, what each waits on",
-     "Lists every workflow of store DB (table wf, FORMAT.md section 9): its id,\n"
+     "Lists every workflow of store DB (table wf, FORMAT.md section 11): its id,\n"
      "function, status (pending, running, waiting, done, failed, cancelled), what\n"
      "it waits on (a step, a topic, a child), its recorded steps and its age.\n",
      OPT_JSON, 1, cli_cmd_wf_ls},

@@ -1,5 +1,5 @@
 /*
- * codec.c -- the workflow layer's rows as msgpack (docs/FORMAT.md section 9).
+ * codec.c -- the workflow layer's rows as msgpack (docs/FORMAT.md section 11).
  *
  * Invariants: every row's bytes are one msgpack map with string keys, so
  * a reader skips keys it does not know; values inside are in the snapshot

@@ -1,5 +1,5 @@
 /*
- * db.c -- the workflow tables (docs/FORMAT.md section 9): the engine's
+ * db.c -- the workflow tables (docs/FORMAT.md section 11): the engine's
  * participant rows in every checkpoint transaction, and reading them back.
  *
  * Three tables, each shaped as the store's participant tables are (a text
@@ -366,7 +366,76 @@ static int resume_wait(tl_wf *wf, wf_rec *r)
     return TL_OK;
 }
 
-static int load_one(tl_wf *wf, const char *id, const void *p, size_t n)
+/* Tasklets and channels of the restored runtime by id: one pass over
+ * each (tl_tasklet_find and tl_chan_find scan, and restore asks for every
+ * workflow's pair), then binary search. */
+typedef struct idx_ent {
+    uint64_t id;
+    void *obj;
+} idx_ent;
+typedef struct idx {
+    idx_ent *v;
+    size_t n, cap;
+} idx;
+typedef struct loadix {
+    idx t, c;
+} loadix;
+
+static void idx_add(idx *x, uint64_t id, void *obj)
+{
+    if (x->n == x->cap) {
+        size_t nc = x->cap ? x->cap * 2 : 256;
+        idx_ent *nv = realloc(x->v, nc * sizeof *nv);
+        if (!nv)
+            return; /* found by the slow path instead */
+        x->v = nv;
+        x->cap = nc;
+    }
+    x->v[x->n++] = (idx_ent){id, obj};
+}
+
+static int idx_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const idx_ent *)a)->id, y = ((const idx_ent *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static void visit_tasklet(void *obj, void *ud) { idx_add(ud, ((tl_tasklet *)obj)->id, obj); }
+
+static void idx_build(tl_runtime *rt, loadix *x)
+{
+    memset(x, 0, sizeof *x);
+    tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, visit_tasklet, &x->t);
+    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        idx_add(&x->c, ch->id, ch);
+    }
+    if (x->t.v)
+        qsort(x->t.v, x->t.n, sizeof(idx_ent), idx_cmp);
+    if (x->c.v)
+        qsort(x->c.v, x->c.n, sizeof(idx_ent), idx_cmp);
+}
+
+static void *idx_find(const idx *x, uint64_t id)
+{
+    idx_ent key = {id, NULL};
+    idx_ent *e = x->v ? bsearch(&key, x->v, x->n, sizeof key, idx_cmp) : NULL;
+    return e ? e->obj : NULL;
+}
+
+static tl_tasklet *find_tasklet(tl_runtime *rt, const loadix *x, uint64_t id)
+{
+    tl_tasklet *t = idx_find(&x->t, id);
+    return t ? tl__tasklet_handle(t) : tl_tasklet_find(rt, id);
+}
+
+static tl_chan *find_chan(tl_runtime *rt, const loadix *x, uint64_t id)
+{
+    tl_chan *ch = idx_find(&x->c, id);
+    return ch ? tl__chan_handle(ch) : tl_chan_find(rt, id);
+}
+
+static int load_one(tl_wf *wf, const loadix *x, const char *id, const void *p, size_t n)
 {
     wf_rec *r = calloc(1, sizeof *r);
     int64_t tid = 0, wid = 0;
@@ -375,8 +444,8 @@ static int load_one(tl_wf *wf, const char *id, const void *p, size_t n)
     r->wf = wf;
     snprintf(r->id, sizeof r->id, "%s", id);
     int rc = tl__wf_unpack_rec(p, n, r, &tid, &wid);
-    tl_tasklet *t = rc == TL_OK ? tl_tasklet_find(wf->rt, (uint64_t)tid) : NULL;
-    tl_chan *ch = t ? tl_chan_find(wf->rt, (uint64_t)wid) : NULL;
+    tl_tasklet *t = rc == TL_OK ? find_tasklet(wf->rt, x, (uint64_t)tid) : NULL;
+    tl_chan *ch = t ? find_chan(wf->rt, x, (uint64_t)wid) : NULL;
     if (!ch) {
         free(r->result);
         free(r);
@@ -438,8 +507,10 @@ int tl__wf_db_load(tl_wf *wf)
                            -1, &s, NULL))
         return sqlerr(wf, db, "reading the workflows");
     int rc = TL_OK, src;
+    loadix x;
+    idx_build(wf->rt, &x);
     while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
-        rc = load_one(wf, (const char *)sqlite3_column_text(s, 0), sqlite3_column_blob(s, 2),
+        rc = load_one(wf, &x, (const char *)sqlite3_column_text(s, 0), sqlite3_column_blob(s, 2),
                       (size_t)sqlite3_column_bytes(s, 2));
         if (rc == TL_OK) {
             wf_rec *r = tl__wf_find(wf, (const char *)sqlite3_column_text(s, 0));
@@ -447,6 +518,8 @@ int tl__wf_db_load(tl_wf *wf)
         }
     }
     sqlite3_finalize(s);
+    free(x.t.v);
+    free(x.c.v);
     for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i]; r && rc == TL_OK; r = r->hnext)
             rc = resume_wait(wf, r);

@@ -215,7 +215,7 @@ TL__HIDDEN int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic
 TL__HIDDEN int tl__wf_status_parse(const char *s);
 TL__HIDDEN int tl__wf_check_id(const char *id);
 
-/* db.c: the workflow tables (FORMAT.md section 9) */
+/* db.c: the workflow tables (FORMAT.md section 11) */
 TL__HIDDEN int tl__wf_db_init(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx);
 TL__HIDDEN int tl__wf_db_load(tl_wf *wf);
