@@ -221,8 +221,6 @@ int bench_wf_resume(uint64_t n, double *ms)
     int64_t t0 = mono_ns();
     if (rc == TL_OK)
         rc = wfb_open(&b, TL_STORE_NOSYNC, 1);
-    if (getenv("WF_BENCH_TRACE"))
-        fprintf(stderr, "open+restore %.1f ms\n", (double)(mono_ns() - t0) / 1e6);
     while (rc == TL_OK && !first_effect_ns && mono_ns() - t0 < 60000000000) {
         rc = tl_wf_run(b.wf, 1);
         rc = rc == TL_ETIMEDOUT ? TL_OK : rc;

@@ -309,6 +309,7 @@ int tl__wf_submit(tl_wf *wf, wf_rec *r)
     }
     if (s->timeout_ms)
         tl__wf_timer_add(wf, tl_now(wf->rt) + (int64_t)s->timeout_ms * 1000000, r, 2);
+    wf->inflight++;
     tl__wf_pool_submit(&wf->pool, j);
     return TL_OK;
 }
@@ -486,6 +487,7 @@ void tl__wf_finished(tl_wf *wf, wf_rec *r, int code, const char *msg, tl_value r
     r->gen++;
     r->finished = tl_now(wf->rt);
     wf->live--;
+    wf->force = 1;
     tl__wf_dirty(wf, r);
 }
 
@@ -498,6 +500,7 @@ int tl__wf_do_cancel(tl_wf *wf, wf_rec *r)
     if (r->cancel)
         return TL_OK;
     r->cancel = 1;
+    wf->force = 1;
     tl__wf_dirty(wf, r);
     for (size_t i = 0; i < wf->hcap; i++)
         for (wf_rec *c = wf->hash[i]; c; c = c->hnext)

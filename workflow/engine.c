@@ -446,6 +446,7 @@ int tl__wf_start_rec(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg,
         return tl__wf_err(wf, rc, "tl_wf_start(%s): %s", id, tl_errmsg(wf->rt));
     }
     tl__wf_dirty(wf, r);
+    wf->force = 1; /* its row soon, so that posts to it find it */
     if (created)
         *created = 1;
     return TL_OK;

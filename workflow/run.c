@@ -128,9 +128,23 @@ static void take_jobs(tl_wf *wf)
     wf_job *j = tl__wf_pool_take_done(&wf->pool);
     while (j) {
         wf_job *nx = j->next;
+        wf->inflight--;
         tl__wf_job_done(wf, j);
         j = nx;
     }
+}
+
+/* Whether this round commits.  Results to record, TL_WF_TX steps,
+ * starts, ends and cancels commit at once; the rest (a workflow that only
+ * moved on to its next step) waits until the engine is idle or rides on
+ * the next urgent commit: restored from the commit before, the workflow
+ * is handed its recorded result again and submits the same step, same
+ * key.  So a sequential workflow pays one commit per step, not two. */
+static int commit_due(const tl_wf *wf)
+{
+    if (wf->outs || wf->txq || wf->force)
+        return 1;
+    return has_work(wf) && !wf->inflight && !tl_runnable_count(wf->rt) && !wf->ready;
 }
 
 /* Runs what is runnable, at most cfg.batch_steps scheduler steps. */
@@ -190,7 +204,7 @@ static int one_round(tl_wf *wf)
         deliver_outs(wf, o);
         rc = run_tasklets(wf);
     }
-    if (rc == TL_OK)
+    if (rc == TL_OK && commit_due(wf))
         rc = tl_wf_commit(wf);
     return rc;
 }

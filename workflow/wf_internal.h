@@ -154,7 +154,8 @@ struct tl_wf {
     int64_t data_version;
     int64_t last_prune;
     int watch;                   /* inotify fd, or -1 */
-    int force;                   /* commit even if nothing changed */
+    int force;                   /* commit at the end of this round */
+    size_t inflight;             /* jobs the pool holds */
     int changed;                 /* the scheduler ran since the last commit */
     wf_pool pool;
     char errmsg[512];
