@@ -662,4 +662,14 @@ TL__HIDDEN int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id,
                                    const char *name);
 TL__HIDDEN const char *tl__chan_label(const tl_chan *ch, char *buf, size_t n);
 
+
+/* tasklet.c, for the tasklet operations of stackless.c */
+TL__HIDDEN tl_tasklet *tl__tasklet_checked(const tl_tasklet *h, const char *what);
+TL__HIDDEN tl_tasklet *tl__op_target(tl_frame *f, const tl_tasklet *h, const char *what);
+TL__HIDDEN void tl__finish(tl_tasklet *t, int state, int err);
+TL__HIDDEN void tl__frame_pop(tl_tasklet *t);
+TL__HIDDEN void tl__set_errmsg(tl_tasklet *t, const char *msg);
+/* stackless.c: a failure of another tasklet, delivered to main */
+TL__HIDDEN void tl__main_deliver(tl_runtime *rt, const tl_tasklet *failed);
+
 #endif /* TL_INTERNAL_H */
