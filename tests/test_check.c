@@ -65,6 +65,9 @@ static const tl_func order_fn = {"check.order", 1, order, sizeof(order_t), order
 static void test_name_on_the_c_stack(void **state)
 {
     (void)state;
+#ifdef UNDER_ASAN
+    skip();
+#endif
     tl_runtime *rt = new_rt(1);
     order_t args = {.id = 7};
     memset(seen, 0, sizeof seen);
@@ -127,6 +130,9 @@ static int count_right(int check)
 static void test_int_counter_across_send(void **state)
 {
     (void)state;
+#ifdef UNDER_ASAN
+    skip();
+#endif
     assert_true(count_right(1) < 3); /* caught: a wrong value after the first send */
 }
 
@@ -199,10 +205,8 @@ int main(void)
 {
     unsetenv("TL_CHECK"); /* each test says itself whether it checks */
     const struct CMUnitTest tests[] = {
-#ifndef UNDER_ASAN
         cmocka_unit_test(test_name_on_the_c_stack),
         cmocka_unit_test(test_int_counter_across_send),
-#endif
         cmocka_unit_test(test_member_outside_the_schema),
         cmocka_unit_test(test_environment),
     };
