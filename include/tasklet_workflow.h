@@ -178,23 +178,27 @@ typedef struct tl_wf__args {
 } tl_wf__args;
 enum { TL_WF__STEP = 1, TL_WF__RECV = 2, TL_WF__JOIN = 3 };
 TL_API extern const tl_func tl_wf__await;
+/* Keeps what for the await frame's first run (its pointer is not part of
+ * the frame's schema, so it would not survive the frame being written out
+ * before it starts, as check mode does); returns what. */
+TL_API const void *tl_wf__stash(tl_frame *f, const void *what);
 
 /* Runs step (const tl_wf_step *) with arg; dst gets its result.  A step
  * that still fails after its attempts delivers its error (catchable). */
 #define TL_WF_STEP(f, step, arg, dst)                                        \
     TL_CALL(f, &tl_wf__await, dst,                                           \
-            &(tl_wf__args){(arg), TL_WF__STEP, 0, -1, (step)})
+            &(tl_wf__args){(arg), TL_WF__STEP, 0, -1, tl_wf__stash((f), (step))})
 /* Receives the oldest message posted to this workflow under topic (a
  * string); waits for one, at most timeout_ms (< 0: forever; the deadline
  * is durable), then TL_ETIMEDOUT. */
 #define TL_WF_RECV(f, topic, timeout_ms, dst)                                \
     TL_CALL(f, &tl_wf__await, dst,                                           \
-            &(tl_wf__args){tl_nil(), TL_WF__RECV, 0, (timeout_ms), (topic)})
+            &(tl_wf__args){tl_nil(), TL_WF__RECV, 0, (timeout_ms), tl_wf__stash((f), (topic))})
 /* Waits for workflow id (a child) to finish; dst gets its result, or its
  * error is delivered (TL_ECANCELED if it was cancelled). */
 #define TL_WF_JOIN(f, id, timeout_ms, dst)                                   \
     TL_CALL(f, &tl_wf__await, dst,                                           \
-            &(tl_wf__args){tl_nil(), TL_WF__JOIN, 0, (timeout_ms), (id)})
+            &(tl_wf__args){tl_nil(), TL_WF__JOIN, 0, (timeout_ms), tl_wf__stash((f), (id))})
 
 /* ---- from any process: only the store's path ---- */
 

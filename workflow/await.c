@@ -194,11 +194,22 @@ static int begin_join(tl_wf *wf, wf_rec *r, await_t *L)
     return rc;
 }
 
+const void *tl_wf__stash(tl_frame *f, const void *what)
+{
+    wf_rec *r = rec_of(f);
+    if (r)
+        r->stash = what;
+    return what;
+}
+
 /* > 0: suspend on the wake channel; 0: L->v holds the answer; < 0: an
  * error to deliver at once. */
 static int await_begin(tl_wf *wf, wf_rec *r, await_t *L)
 {
     int rc;
+    if (!L->a.what)
+        L->a.what = r->stash; /* written out before it started (check mode) */
+    r->stash = NULL;
     r->gen++;
     r->deadline = 0;
     if (L->a.kind == TL_WF__STEP)

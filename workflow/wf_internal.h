@@ -64,6 +64,7 @@ struct wf_job {
 
 struct wf_rec {
     tl_wf *wf;
+    const void *stash;           /* tl_wf__stash: the next await's target */
     char id[TL_WF_ID_MAX + 1];
     char func[80];
     char parent[TL_WF_ID_MAX + 1];
