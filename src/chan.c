@@ -46,18 +46,10 @@ static tl_runtime *slot_runtime(const tl_chan *h)
 const char *tl__chan_problem(const tl_chan *h, char *buf, size_t n)
 {
     const tl_chan *ch = tl__slot(h);
-    if (!ch)
-        snprintf(buf, n, "NULL channel handle");
-    else if (!slot_runtime(h) || (ch->magic != TL__MAGIC_CHAN && ch->magic != TL__MAGIC_DEAD))
-        snprintf(buf, n, "not a channel handle");
-    else if (ch->magic == TL__MAGIC_CHAN)
-        snprintf(buf, n, "stale channel handle: its channel was freed and channel #%llu now "
-                 "uses its memory (a handle is valid while a reference is held: "
-                 "tl_chan_retain)", (unsigned long long)ch->id);
-    else
-        snprintf(buf, n, "stale channel handle: its channel was freed (a handle is valid "
-                 "while a reference is held: tl_chan_retain)");
-    return buf;
+    int known = ch && slot_runtime(h) &&
+                (ch->magic == TL__MAGIC_CHAN || ch->magic == TL__MAGIC_DEAD);
+    return tl__handle_problem("channel", "tl_chan_retain", ch, known,
+                              known && ch->magic == TL__MAGIC_CHAN, ch ? ch->id : 0, buf, n);
 }
 
 int tl__bad_chan(const tl_chan *h, const char *what)

@@ -64,3 +64,20 @@ const char *tl_errmsg(const tl_runtime *rt)
         return "invalid runtime handle";
     return rt->errcode == TL_OK ? "no error" : rt->errmsg;
 }
+
+const char *tl__handle_problem(const char *kind, const char *retain, const void *slot,
+                               int known, int reused, uint64_t id, char *buf, size_t n)
+{
+    if (!slot)
+        snprintf(buf, n, "NULL %s handle", kind);
+    else if (!known)
+        snprintf(buf, n, "not a %s handle", kind);
+    else if (reused)
+        snprintf(buf, n, "stale %s handle: its %s was freed and %s #%llu now uses its memory "
+                 "(a handle is valid while a reference is held: %s)", kind, kind, kind,
+                 (unsigned long long)id, retain);
+    else
+        snprintf(buf, n, "stale %s handle: its %s was freed (a handle is valid while a "
+                 "reference is held: %s)", kind, kind, retain);
+    return buf;
+}

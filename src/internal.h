@@ -512,6 +512,12 @@ TL__HIDDEN int tl__bad_chan(const tl_chan *h, const char *what);
 /* The reason alone, in buf, for an error delivered inside a tasklet. */
 TL__HIDDEN const char *tl__tasklet_problem(const tl_tasklet *h, char *buf, size_t n);
 TL__HIDDEN const char *tl__chan_problem(const tl_chan *h, char *buf, size_t n);
+/* The words of both: slot is the handle's object (NULL for a NULL handle),
+ * known whether it is one of that kind (alive or freed), reused whether a
+ * newer object (#id) took its memory. */
+TL__HIDDEN const char *tl__handle_problem(const char *kind, const char *retain, const void *slot,
+                                          int known, int reused, uint64_t id, char *buf,
+                                          size_t n);
 
 /* ---- error.c ---- */
 TL__HIDDEN int tl__seterr(tl_runtime *rt, int code, const char *fmt, ...)

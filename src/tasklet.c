@@ -249,18 +249,10 @@ static tl_runtime *slot_runtime(const tl_tasklet *h)
 const char *tl__tasklet_problem(const tl_tasklet *h, char *buf, size_t n)
 {
     const tl_tasklet *t = tl__slot(h);
-    if (!t)
-        snprintf(buf, n, "NULL tasklet handle");
-    else if (!slot_runtime(h) || (t->magic != TL__MAGIC_TASK && t->magic != TL__MAGIC_DEAD))
-        snprintf(buf, n, "not a tasklet handle");
-    else if (t->magic == TL__MAGIC_TASK)
-        snprintf(buf, n, "stale tasklet handle: its tasklet was freed and tasklet #%llu now "
-                 "uses its memory (a handle is valid while a reference is held: "
-                 "tl_tasklet_retain)", (unsigned long long)t->id);
-    else
-        snprintf(buf, n, "stale tasklet handle: its tasklet was freed (a handle is valid "
-                 "while a reference is held: tl_tasklet_retain)");
-    return buf;
+    int known = t && slot_runtime(h) &&
+                (t->magic == TL__MAGIC_TASK || t->magic == TL__MAGIC_DEAD);
+    return tl__handle_problem("tasklet", "tl_tasklet_retain", t, known,
+                              known && t->magic == TL__MAGIC_TASK, t ? t->id : 0, buf, n);
 }
 
 int tl__bad_tasklet(const tl_tasklet *h, const char *what)
