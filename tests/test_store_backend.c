@@ -21,27 +21,8 @@
 
 #include "../persist/persist.h"
 #include "../persist/store_sqlite.h"
-
-static char dir[64];
-static char path[128];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/tl-stbe-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(path, sizeof path, "%s/app.db", dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    char cmd[160];
-    (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define STORETEST_PREFIX "tl-stbe"
+#include "storetest.h"
 
 /* A receiver blocked on a channel, holding a value it was given. */
 typedef struct { tl_chan *in; tl_value keep, v; } rx_t;
@@ -93,19 +74,6 @@ static void spawn_holder(tl_runtime *rt, tl_value keep)
     assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
     tl_chan_release(ch);
     assert_int_equal(tl_run(rt), TL_EDEADLOCK);
-}
-
-static int64_t query(const char *where, const char *sql)
-{
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int64_t v = -1;
-    assert_int_equal(sqlite3_open(where, &db), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
 }
 
 /* ---- a participant ---- */
@@ -183,7 +151,7 @@ static void test_participant_rows_ride_on_checkpoints(void **state)
     assert_non_null(strstr(tl_store_errmsg(st), "no checkpoint yet"));
     assert_int_equal(tl_store_last_checkpoint(st), 0);
     assert_int_equal(committed_rows().n, 0);
-    assert_int_equal(query(path, "SELECT count(*) FROM checkpoints"), 0);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 0);
     /* now it goes through, rows and chunks in one commit */
     ps.fail = 0;
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
@@ -233,29 +201,29 @@ static void test_superseded_claim_cannot_write(void **state)
     assert_int_equal(tl__store_join(sa, &test_part, &ps), TL_OK);
     spawn_holder(a, tl_nil());
     assert_int_equal(tl_store_checkpoint(sa), TL_OK);
-    assert_int_equal(query(path, "SELECT value FROM meta WHERE key = 'epoch'"), 1);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 1);
     /* another claim, after someone removed the owner lock file by hand
      * (otherwise the lock refuses it: test_store's ownership tests) */
     char lock[160];
     snprintf(lock, sizeof lock, "%s-lock", path);
     assert_int_equal(unlink(lock), 0);
     tl_store *sb = open_at(path, b);
-    assert_int_equal(query(path, "SELECT value FROM meta WHERE key = 'epoch'"), 2);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 2);
     /* the first handle's writes are refused, its participant's too */
     ps.nrows = 2;
     spawn_holder(a, tl_i64(7));
     assert_int_equal(tl_store_checkpoint(sa), TL_ELOCKED);
     assert_non_null(strstr(tl_store_errmsg(sa), "no longer owns the store"));
     assert_int_equal(tl__store_prune(sa, 1), TL_ELOCKED);
-    assert_int_equal(query(path, "SELECT count(*) FROM checkpoints"), 1);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
     assert_int_equal(committed_rows().n, 1);
     /* the new owner writes; the old handle's close leaves its claim */
     assert_int_equal(tl_store_checkpoint(sb), TL_OK);
     assert_int_equal(tl_store_last_checkpoint(sb), 2);
     assert_int_equal(tl_store_close(sa), TL_OK);
-    assert_int_equal(query(path, "SELECT count(*) FROM owner"), 1);
+    assert_int_equal(query("SELECT count(*) FROM owner"), 1);
     assert_int_equal(tl_store_close(sb), TL_OK);
-    assert_int_equal(query(path, "SELECT count(*) FROM owner"), 0);
+    assert_int_equal(query("SELECT count(*) FROM owner"), 0);
     tl_runtime_free(a);
     tl_runtime_free(b);
 }
@@ -356,7 +324,7 @@ static void test_record_limit(void **state)
     assert_non_null(strstr(tl_store_errmsg(st), "tasklet chunk 0"));
     assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
     assert_int_equal(tl_store_last_checkpoint(st), 1);
-    assert_int_equal(query(path, "SELECT count(*) FROM checkpoints"), 1);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
     assert_int_equal(committed_rows().n, 1);
     /* exactly at it: written */
     tl__store_limit_doc(st, (size_t)rawlen);
@@ -392,14 +360,14 @@ static void test_prune(void **state)
         assert_int_equal(tl_store_checkpoint(st), TL_OK);
     }
     assert_int_equal(tl_store_last_checkpoint(st), 5);
-    int64_t rows = query(path, "SELECT count(*) FROM chunks");
+    int64_t rows = query("SELECT count(*) FROM chunks");
     assert_int_equal(tl__store_prune(st, 0), TL_EINVAL);
     assert_int_equal(tl__store_prune(st, 2), TL_OK);
-    assert_int_equal(query(path, "SELECT count(*) FROM checkpoints"), 2);
-    assert_int_equal(query(path, "SELECT min(id) FROM checkpoints"), 4);
-    assert_true(query(path, "SELECT count(*) FROM chunks") < rows);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 2);
+    assert_int_equal(query("SELECT min(id) FROM checkpoints"), 4);
+    assert_true(query("SELECT count(*) FROM chunks") < rows);
     /* the rows checkpoint 4 reads stay: chunk 1 of checkpoint 1 */
-    assert_int_equal(query(path, "SELECT count(*) FROM chunks WHERE kind = 1 AND key = 1"), 1);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE kind = 1 AND key = 1"), 1);
     assert_int_equal(tl__store_prune(st, 10), TL_OK); /* nothing to do */
     tl_store_close(st);
     tl_runtime_free(rt);
@@ -430,7 +398,7 @@ static void test_mailbox_refuse(void **state)
     assert_int_equal(tl_store_export(st, t, "b"), TL_OK);
     tl_tasklet_release(t);
     tl_chan_release(ch);
-    assert_int_equal(query(path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 1);
     sqlite3 *db;
     sqlite3_stmt *s;
     char xid[40];
@@ -441,8 +409,8 @@ static void test_mailbox_refuse(void **state)
     sqlite3_finalize(s);
     sqlite3_close(db);
     assert_int_equal(tl__store_refuse(st, xid, "the function is not registered"), TL_OK);
-    assert_int_equal(query(path, "SELECT count(*) FROM mailbox"), 0);
-    assert_int_equal(query(path, "SELECT count(*) FROM mailbox_refused WHERE reason = "
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(query("SELECT count(*) FROM mailbox_refused WHERE reason = "
                                  "'the function is not registered'"), 1);
     assert_int_equal(tl__store_refuse(st, xid, "again"), TL_EBUSY);
     assert_non_null(strstr(tl_store_errmsg(st), xid));
