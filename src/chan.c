@@ -48,8 +48,9 @@ const char *tl__chan_problem(const tl_chan *h, char *buf, size_t n)
     const tl_chan *ch = tl__slot(h);
     int known = ch && slot_runtime(h) &&
                 (ch->magic == TL__MAGIC_CHAN || ch->magic == TL__MAGIC_DEAD);
-    return tl__handle_problem("channel", "tl_chan_retain", ch, known,
-                              known && ch->magic == TL__MAGIC_CHAN, ch ? ch->id : 0, buf, n);
+    int reused = known && ch->magic == TL__MAGIC_CHAN; /* a freed slot's other fields are poisoned */
+    return tl__handle_problem("channel", "tl_chan_retain", ch, known, reused, reused ? ch->id : 0, buf,
+                              n);
 }
 
 int tl__bad_chan(const tl_chan *h, const char *what)

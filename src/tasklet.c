@@ -251,8 +251,9 @@ const char *tl__tasklet_problem(const tl_tasklet *h, char *buf, size_t n)
     const tl_tasklet *t = tl__slot(h);
     int known = t && slot_runtime(h) &&
                 (t->magic == TL__MAGIC_TASK || t->magic == TL__MAGIC_DEAD);
-    return tl__handle_problem("tasklet", "tl_tasklet_retain", t, known,
-                              known && t->magic == TL__MAGIC_TASK, t ? t->id : 0, buf, n);
+    int reused = known && t->magic == TL__MAGIC_TASK; /* a freed slot's other fields are poisoned */
+    return tl__handle_problem("tasklet", "tl_tasklet_retain", t, known, reused, reused ? t->id : 0, buf,
+                              n);
 }
 
 int tl__bad_tasklet(const tl_tasklet *h, const char *what)
