@@ -17,7 +17,9 @@
  *   - TL_WF_RECV waits for a message posted from outside (tl_wf_post, or
  *     `tasklet send`), taken in exactly once.
  *   - TL_WF_JOIN waits for a child workflow (tl_wf_start_child).
- *   - Durable deadlines on each: TL_ETIMEDOUT is delivered, catchable.
+ *   - TL_WF_SELECT is TL_SELECT over channels with a durable deadline.
+ *   - Durable deadlines on each (TL_WF_STEP_TIMEOUT for a step):
+ *     TL_ETIMEDOUT is delivered, catchable.
  *   - Cancel (tl_wf_cancel, tl_wf_cancel_at, `tasklet cancel`) delivers
  *     TL_ECANCELED at the current suspension point; it cascades to
  *     children.  TL_SLEEP is durable already.
@@ -188,6 +190,14 @@ TL_API const void *tl_wf__stash(tl_frame *f, const void *what);
 #define TL_WF_STEP(f, step, arg, dst)                                        \
     TL_CALL(f, &tl_wf__await, dst,                                           \
             &(tl_wf__args){(arg), TL_WF__STEP, 0, -1, tl_wf__stash((f), (step))})
+/* TL_WF_STEP with a durable deadline over the whole step (every attempt
+ * and backoff): timeout_ms after it began (wall clock, kept in the store,
+ * so a restart does not move it) the attempt in flight is abandoned (told
+ * through tl_wf_ctx_canceled, its result discarded) and TL_ETIMEDOUT is
+ * delivered, catchable.  A result recorded before the deadline wins. */
+#define TL_WF_STEP_TIMEOUT(f, step, arg, timeout_ms, dst)                    \
+    TL_CALL(f, &tl_wf__await, dst,                                           \
+            &(tl_wf__args){(arg), TL_WF__STEP, 0, (timeout_ms), tl_wf__stash((f), (step))})
 /* Receives the oldest message posted to this workflow under topic (a
  * string); waits for one, at most timeout_ms (< 0: forever; the deadline
  * is durable), then TL_ETIMEDOUT. */
@@ -199,6 +209,21 @@ TL_API const void *tl_wf__stash(tl_frame *f, const void *what);
 #define TL_WF_JOIN(f, id, timeout_ms, dst)                                   \
     TL_CALL(f, &tl_wf__await, dst,                                           \
             &(tl_wf__args){tl_nil(), TL_WF__JOIN, 0, (timeout_ms), tl_wf__stash((f), (id))})
+
+/* TL_SELECT (tasklet.h) with a durable deadline: waits until one of the
+ * n channel cases can complete, at most timeout_ms (< 0: forever).  The
+ * deadline is on the wall clock and kept in the workflow's row: a
+ * workflow restored while it waits still times out at the same instant,
+ * with TL_ETIMEDOUT delivered at the select, catchable.  cases is a
+ * TL_T_CASES field of the locals, as for TL_SELECT; idx and dst as there. */
+#define TL_WF_SELECT(f, cases, n, timeout_ms, idx, dst)                      \
+    TL__AWAIT(f, tl_wf__select((f), (cases), (n), (timeout_ms)),             \
+              ((idx) = tl__selected(f), tl_value_set(&(dst), tl__take(f)),   \
+               tl_wf__select_end(f)),                                        \
+              TL__K_SELECT, TL_WF_SELECT)
+/* What TL_WF_SELECT calls (internal). */
+TL_API tl_status tl_wf__select(tl_frame *f, tl_case *cases, int n, int64_t timeout_ms);
+TL_API void tl_wf__select_end(tl_frame *f);
 
 /* ---- from any process: only the store's path ---- */
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tasklet.h"
@@ -205,6 +206,62 @@ static tl_status parent(tl_frame *f, void *l)
 }
 static const tl_func parent_fn = {"t.parent", 1, parent, sizeof(par_t), par_fields, 3, NULL};
 
+/* Every engine's wall clock: the real one plus a skew a test may set, to
+ * put "now" past a deadline without waiting for it. */
+static _Atomic int64_t clock_skew;
+
+static int64_t skew_clock(void *ud)
+{
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + atomic_load(&clock_skew);
+}
+
+/* One wait chosen by arg [kind, timeout_ms], its error caught: returns
+ * what it got, or the error code.  "join" joins child "<self>.c", which
+ * waits for "go" forever; "select" selects on a channel of its own. */
+typedef struct wait_t {
+    tl_value arg, r;
+    tl_chan *ch;
+    tl_case cases[1];
+    int32_t idx, err;
+    char child[80];
+} wait_t;
+static const tl_field wait_fields[] = {
+    TL_FIELD(wait_t, arg, TL_T_VALUE),   TL_FIELD(wait_t, r, TL_T_VALUE),
+    TL_FIELD(wait_t, ch, TL_T_CHAN),     TL_FIELD(wait_t, cases, TL_T_CASES),
+    TL_FIELD(wait_t, idx, TL_T_I32),     TL_FIELD(wait_t, err, TL_T_I32),
+    TL_FIELD(wait_t, child, TL_T_BYTES)};
+
+static tl_status waiter(tl_frame *f, void *l)
+{
+    wait_t *L = l;
+    const char *kind = tl_str_data(tl_array_at(L->arg, 0), NULL);
+    int64_t ms = tl_as_i64(tl_array_at(L->arg, 1));
+    TL_BEGIN(f);
+    tl_frame_catch(f, 1);
+    if (strcmp(kind, "step") == 0) {
+        TL_WF_STEP_TIMEOUT(f, &blocking_step, tl_i64(3), ms, L->r);
+    } else if (strcmp(kind, "join") == 0) {
+        snprintf(L->child, sizeof L->child, "%s.c", tl_wf_self(f));
+        if (tl_wf_start_child(f, L->child, &recv_fn, tl_i64(-1)) != TL_OK)
+            TL_FAIL(f, TL_EINVAL, "child");
+        TL_WF_JOIN(f, L->child, ms, L->r);
+    } else if (strcmp(kind, "select") == 0) {
+        if (tl_chan_new(tl_frame_runtime(f), 0, &L->ch) != TL_OK)
+            TL_FAIL(f, TL_ENOMEM, "chan");
+        L->cases[0] = (tl_case){L->ch, TL_OP_RECV, tl_nil()};
+        TL_WF_SELECT(f, L->cases, 1, ms, L->idx, L->r);
+    } else {
+        TL_WF_RECV(f, "go", ms, L->r);
+    }
+    L->err = tl_frame_error(f);
+    TL_RETURN(f, L->err ? tl_i64(L->err) : L->r);
+    TL_END(f);
+}
+static const tl_func wait_fn = {"t.wait", 1, waiter, sizeof(wait_t), wait_fields, 7, NULL};
+
 static int eng_open(eng *e, int restore)
 {
     if (!e->dir[0]) {
@@ -212,11 +269,13 @@ static int eng_open(eng *e, int restore)
         assert_non_null(mkdtemp(e->dir));
         snprintf(e->path, sizeof e->path, "%s/s.db", e->dir);
     }
-    assert_int_equal(tl_runtime_new(NULL, &e->rt), TL_OK);
+    tl_config cfg = {0};
+    cfg.clock = skew_clock;
+    assert_int_equal(tl_runtime_new(&cfg, &e->rt), TL_OK);
     assert_int_equal(tl_store_open(e->path, TL_STORE_NOSYNC, &e->st), TL_OK);
     assert_int_equal(tl_wf_new(e->rt, e->st, NULL, &e->wf), TL_OK);
-    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn};
-    for (size_t i = 0; i < 4; i++)
+    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn};
+    for (size_t i = 0; i < 5; i++)
         assert_int_equal(tl_wf_register(e->wf, fns[i]), TL_OK);
     const tl_wf_step *steps[] = {&add_one_step, &flaky_step, &blocking_step,
                                  &slow_step,    &big_step,   &reserve_step};
@@ -556,6 +615,60 @@ static void test_await_elsewhere(void **state)
     eng_done(&e);
 }
 
+/* Runs e until the store shows id waiting with a deadline (30 s bound). */
+static void run_until_waiting(eng *e, const char *id, tl_wf_info *in)
+{
+    for (int64_t t0 = skew_clock(NULL); skew_clock(NULL) - t0 < 30000000000;) {
+        assert_int_equal(tl_wf_run(e->wf, 20), TL_ETIMEDOUT);
+        assert_int_equal(tl_wf_get(e->rt, e->path, id, 0, in), TL_OK);
+        if (in->status == TL_WF_WAITING && in->deadline)
+            return;
+    }
+    fail_msg("%s never waited with a deadline", id);
+}
+
+/* A receive, a step, a join and a select, each with a one-hour deadline,
+ * stopped while they wait and restored: they still wait (the deadline did
+ * not pass), and once the clock is past the deadline recorded before the
+ * stop (not one an hour after the restart) each gets TL_ETIMEDOUT. */
+static void test_timeouts_across_restart(void **state)
+{
+    (void)state;
+    static const char *const kinds[] = {"recv", "step", "join", "select"};
+    atomic_store(&block_step, 1);
+    for (size_t i = 0; i < 4; i++) {
+        eng e = {0};
+        tl_wf_info in;
+        int64_t r = 0;
+        atomic_store(&clock_skew, 0);
+        assert_int_equal(eng_open(&e, 1), TL_OK);
+        tl_value a = args2(e.rt, kinds[i], 3600 * 1000);
+        assert_int_equal(tl_wf_start(e.wf, "w", &wait_fn, a, NULL), TL_OK);
+        tl_release(a);
+        run_until_waiting(&e, "w", &in);
+        int64_t deadline = in.deadline;
+        eng_close(&e); /* a crash while it waits */
+        assert_int_equal(eng_open(&e, 1), TL_OK);
+        assert_int_equal(tl_wf_run(e.wf, 50), TL_ETIMEDOUT);
+        assert_int_equal(result_of(&e, "w", &r), TL_WF_WAITING);
+        atomic_store(&clock_skew, deadline - skew_clock(NULL) + 1000000);
+        for (int64_t t0 = skew_clock(NULL); result_of(&e, "w", &r) != TL_WF_DONE;)
+            if (skew_clock(NULL) - t0 > 30000000000)
+                fail_msg("%s: no timeout", kinds[i]);
+            else
+                tl_wf_run(e.wf, 20);
+        assert_int_equal(r, TL_ETIMEDOUT);
+        assert_int_equal(tl_wf_get(e.rt, e.path, "w", 0, &in), TL_OK);
+        assert_true(in.finished >= deadline);
+        if (i == 2) /* the child still waits: cancel it */
+            assert_int_equal(tl_wf_cancel(e.wf, "w.c"), TL_OK);
+        assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+        eng_done(&e);
+    }
+    atomic_store(&block_step, 0);
+    atomic_store(&clock_skew, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -567,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_timeout_cancel_children),
         cmocka_unit_test(test_inflight_step),
         cmocka_unit_test(test_await_elsewhere),
+        cmocka_unit_test(test_timeouts_across_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

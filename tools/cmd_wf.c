@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const wait_kinds[] = {"", "step", "recv", "join", "sleep"};
+static const char *const wait_kinds[] = {"", "step", "recv", "join", "sleep", "select"};
 
 static int64_t now_ns(void)
 {
@@ -110,7 +110,7 @@ static json_t *wf_json(sqlite3_stmt *s)
     mstr(m, "msg", msg, sizeof msg);
     mstr(m, "parent", parent, sizeof parent);
     int64_t wk = mint(m, "wait");
-    snprintf(wait, sizeof wait, "%s%s%s", wk > 0 && wk <= 4 ? wait_kinds[wk] : "",
+    snprintf(wait, sizeof wait, "%s%s%s", wk > 0 && wk <= 5 ? wait_kinds[wk] : "",
              wk > 0 ? " " : "", what);
     int64_t created = mint(m, "created");
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b}",

@@ -202,6 +202,17 @@ const void *tl_wf__stash(tl_frame *f, const void *what)
     return what;
 }
 
+/* The wait's durable deadline: in the row (restore sets its timer again)
+ * and on the engine's timer heap.  The row commits at the end of this
+ * round (force), not on the next group commit: a crash after the wait
+ * began then restores it with this deadline, not a new one. */
+static int set_deadline(tl_wf *wf, wf_rec *r, int64_t timeout_ms)
+{
+    r->deadline = tl_now(wf->rt) + timeout_ms * 1000000;
+    wf->force = 1;
+    return tl__wf_timer_add(wf, r->deadline, r, 0);
+}
+
 /* > 0: suspend on the wake channel; 0: L->v holds the answer; < 0: an
  * error to deliver at once. */
 static int await_begin(tl_wf *wf, wf_rec *r, await_t *L)
@@ -221,11 +232,8 @@ static int await_begin(tl_wf *wf, wf_rec *r, await_t *L)
     else
         rc = tl__wf_err(wf, TL_EINVAL, "workflow %s: unknown wait kind %d", r->id,
                         (int)L->a.kind);
-    if (rc > 0 && L->a.timeout_ms >= 0 && L->a.kind != TL_WF__STEP) {
-        r->deadline = tl_now(wf->rt) + L->a.timeout_ms * 1000000;
-        if (tl__wf_timer_add(wf, r->deadline, r, 0) != TL_OK)
-            rc = TL_ENOMEM;
-    }
+    if (rc > 0 && L->a.timeout_ms >= 0 && set_deadline(wf, r, L->a.timeout_ms) != TL_OK)
+        rc = TL_ENOMEM;
     if (rc < 0)
         r->wait = W_NONE;
     r->status = rc > 0 ? TL_WF_WAITING : TL_WF_RUNNING;
@@ -253,6 +261,82 @@ static tl_status await_step(tl_frame *f, void *locals)
 
 const tl_func tl_wf__await = {"tl.wf.await", 1, await_step, sizeof(await_t),
                               await_fields, TL_COUNTOF(await_fields), NULL};
+
+/* ---- TL_WF_SELECT: a channel select with a durable deadline ---- */
+
+/* The select itself is the runtime's (its cases in the caller's locals);
+ * the engine only keeps the deadline, in the row, and on expiry throws
+ * TL_ETIMEDOUT into the tasklet if it still waits in that select (the
+ * same tasklet depth, wait TL_WAIT_SELECT).  A select that fired first
+ * clears the wait when it resumes (tl_wf__select_end). */
+tl_status tl_wf__select(tl_frame *f, tl_case *cases, int n, int64_t timeout_ms)
+{
+    wf_rec *r = rec_of(f);
+    if (!r)
+        return tl__fail(f, TL_ESTATE, "TL_WF_SELECT works only in a workflow");
+    tl_wf *wf = r->wf;
+    r->gen++;
+    r->deadline = 0;
+    r->wait = W_NONE;
+    if (n < 1 || n > TL_SELECT_MAX || !cases)
+        return tl__select(f, cases, n); /* its own error */
+    if (timeout_ms >= 0) {
+        r->wait = W_SELECT;
+        r->sel_depth = (int64_t)tl_tasklet_depth(r->t);
+        snprintf(r->what, sizeof r->what, "%d cases", n);
+        if (set_deadline(wf, r, timeout_ms) != TL_OK) {
+            r->wait = W_NONE;
+            return tl__fail(f, TL_ENOMEM, "TL_WF_SELECT: out of memory for its deadline");
+        }
+        r->status = TL_WF_WAITING;
+        tl__wf_dirty(wf, r);
+    }
+    return tl__select(f, cases, n);
+}
+
+void tl_wf__select_end(tl_frame *f)
+{
+    wf_rec *r = rec_of(f);
+    if (!r || r->wait != W_SELECT)
+        return;
+    r->wait = W_NONE;
+    r->what[0] = 0;
+    r->deadline = 0;
+    r->gen++;
+    r->status = TL_WF_RUNNING;
+    tl__wf_dirty(r->wf, r);
+}
+
+static void select_expired(tl_wf *wf, wf_rec *r)
+{
+    if (tl_tasklet_state(r->t) != TL_BLOCKED || tl_tasklet_wait(r->t) != TL_WAIT_SELECT ||
+        (int64_t)tl_tasklet_depth(r->t) != r->sel_depth)
+        return; /* a case fired first: the frame clears the wait when it runs */
+    char msg[256];
+    snprintf(msg, sizeof msg, "workflow %s: TL_WF_SELECT on %s timed out", r->id, r->what);
+    r->wait = W_NONE;
+    r->what[0] = 0;
+    r->deadline = 0;
+    r->gen++;
+    r->status = TL_WF_RUNNING;
+    tl__wf_dirty(wf, r);
+    if (tl_throw_pending(r->t, TL_ETIMEDOUT, msg) != TL_OK)
+        tl__wf_err(wf, tl_errcode(wf->rt), "workflow %s: delivering a timeout: %s", r->id,
+                   tl_errmsg(wf->rt));
+}
+
+/* Whether r's step result is recorded and waits to be handed over: then
+ * the result wins over a deadline that expires meanwhile. */
+static int result_pending(const tl_wf *wf, const wf_rec *r)
+{
+    for (const wf_out *o = wf->outs; o; o = o->next)
+        if (o->rec == r && o->gen == r->gen)
+            return 1;
+    for (const wf_out *o = wf->ready; o; o = o->next)
+        if (o->rec == r && o->gen == r->gen)
+            return 1;
+    return 0;
+}
 
 /* ---- what the engine does for the waits ---- */
 
@@ -457,6 +541,12 @@ void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm)
         return;
     }
     if (r->deadline == 0 || tm->at != r->deadline)
+        return;
+    if (r->wait == W_SELECT) {
+        select_expired(wf, r);
+        return;
+    }
+    if (r->wait == W_STEP && result_pending(wf, r))
         return;
     if (r->wait == W_JOIN) {
         wf_rec *c = tl__wf_find(wf, r->what);

@@ -176,8 +176,8 @@ static int read_info(tl_runtime *rt, sqlite3 *db, const char *id, tl_wf_info *ou
     snprintf(out->func, sizeof out->func, "%s", r.func);
     snprintf(out->parent, sizeof out->parent, "%s", r.parent);
     out->status = st;
-    static const char *const kinds[] = {"", "step", "recv", "join", "sleep"};
-    if (r.wait > 0 && r.wait <= 4)
+    static const char *const kinds[] = {"", "step", "recv", "join", "sleep", "select"};
+    if (r.wait > 0 && r.wait <= 5)
         snprintf(out->wait, sizeof out->wait, "%s %s", kinds[r.wait], r.what);
     out->deadline = r.deadline;
     out->steps = r.recorded;

@@ -336,6 +336,8 @@ int tl__wf_db_intake(tl_wf *wf)
 
 static int resume_wait(tl_wf *wf, wf_rec *r)
 {
+    if (r->wait == W_STEP && r->deadline && tl__wf_timer_add(wf, r->deadline, r, 0) != TL_OK)
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
     if (r->wait == W_STEP) {
         wf_out *o = calloc(1, sizeof *o);
         if (!o)
@@ -361,7 +363,7 @@ static int resume_wait(tl_wf *wf, wf_rec *r)
                                     "which is not registered", r->id, r->what);
         return tl__wf_submit(wf, r); /* in flight at the crash: again, same key */
     }
-    if (r->deadline && (r->wait == W_RECV || r->wait == W_JOIN))
+    if (r->deadline && (r->wait == W_RECV || r->wait == W_JOIN || r->wait == W_SELECT))
         return tl__wf_timer_add(wf, r->deadline, r, 0);
     return TL_OK;
 }
@@ -455,7 +457,7 @@ static int load_one(tl_wf *wf, const loadix *x, const char *id, const void *p, s
     }
     r->t = tl_tasklet_retain(t);
     r->wake = tl_chan_retain(ch);
-    if (r->wait > W_JOIN)
+    if (r->wait == W_SLEEP || r->wait > W_SELECT)
         r->wait = W_NONE; /* in TL_SLEEP: the runtime's own timer */
     r->status = TL_WF_RUNNING;
     if (tl_tasklet_set_userdata(t, r) != TL_OK || tl__wf_hash_put(wf, r) != TL_OK) {

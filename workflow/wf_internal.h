@@ -24,7 +24,8 @@ typedef struct wf_rec wf_rec;
 typedef struct wf_msg wf_msg;
 typedef struct wf_db wf_db;
 
-enum { W_NONE = 0, W_STEP, W_RECV, W_JOIN };
+/* What a workflow waits on (wf_rec.wait; the row writes 4 for TL_SLEEP). */
+enum { W_NONE = 0, W_STEP, W_RECV, W_JOIN, W_SLEEP, W_SELECT };
 
 /* A posted message taken in from the store, not yet received. */
 struct wf_msg {
@@ -74,6 +75,7 @@ struct wf_rec {
     int wait;                    /* W_* */
     char what[TL_WF_ID_MAX + 1]; /* step name, topic or child id */
     int64_t deadline;            /* of the wait (ns), 0 none */
+    int64_t sel_depth;           /* W_SELECT: the selecting frame's depth */
     int64_t seq;                 /* steps begun */
     int64_t recorded;            /* steps recorded */
     uint32_t attempt;            /* of the step in progress */
