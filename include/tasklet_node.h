@@ -16,8 +16,12 @@
  * Links are TCP or Unix sockets (docs/PROTOCOL.md): a handshake with
  * magic, protocol version and node ids, then length-prefixed msgpack
  * frames.  Peers prove they hold the cluster's shared secret (HMAC-SHA-
- * 512-256 over fresh nonces, libsodium's crypto_auth); traffic is not
- * encrypted.  Only functions the receiving program registered can run:
+ * 512-256, libsodium's crypto_auth, over fresh ephemeral X25519 keys) and
+ * derive fresh session keys from the key exchange, bound to the secret:
+ * every frame after the handshake is encrypted and authenticated
+ * (ChaCha20-Poly1305 with a per-direction frame counter), so frames cannot
+ * be read, altered, forged, replayed or reordered on the way, and a
+ * recorded session stays unreadable if the secret leaks later.  Only functions the receiving program registered can run:
  * frames carry names and data, never code or pointers.
  *
  * One thread drives a node (tl_node_poll / tl_node_run) and its runtime.
@@ -39,7 +43,7 @@
 extern "C" {
 #endif
 
-#define TL_PROTO_VERSION 1
+#define TL_PROTO_VERSION 2
 
 typedef struct tl_node tl_node;
 
@@ -136,6 +140,8 @@ typedef struct tl_node_stats {
     uint64_t pending;     /* transfers sent, not yet acknowledged */
     uint64_t remote_ops;  /* remote channel operations answered */
     uint64_t links_up, links_dropped;
+    uint64_t frames_rejected; /* frames that failed authentication (each
+                               * dropped its link, nothing of it applied) */
 } tl_node_stats;
 TL_API void tl_node_stats_get(const tl_node *n, tl_node_stats *out);
 

@@ -3,17 +3,23 @@
  * frame decoder (docs/PROTOCOL.md).
  *
  * Every frame is a 4-byte big-endian length and one msgpack array
- * [type, ...].  Writing: tl__frame_begin reserves the length, the caller
- * packs one array into l->wbuf, tl__frame_end fills the length in;
- * tl__flush sends what the socket takes and keeps the rest for POLLOUT.
- * Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per round),
- * tl__on_bytes cuts it into frames, on_frame checks one (tl__msgpack_check
- * bounds its depth and sizes before msgpack-c sees it) and dispatches it
- * by type to the handler of link.c, transfer.c or remote.c.
+ * [type, ...]; once the link is sealed (after the handshake), the array
+ * is encrypted in place and followed by its 16-byte tag (session.c).
+ * Writing: tl__frame_begin reserves the length, the caller packs one
+ * array into l->wbuf, tl__frame_end fills the length in and seals the
+ * frame; tl__flush sends what the socket takes and keeps the rest for
+ * POLLOUT.  Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per
+ * round), tl__on_bytes cuts it into frames, take_frame opens a sealed one
+ * in place, on_frame checks it (tl__msgpack_check bounds its depth and
+ * sizes before msgpack-c sees it) and dispatches it by type to the
+ * handler of link.c, transfer.c or remote.c.
  *
  * Invariants: before authentication a frame is at most MAX_HANDSHAKE_FRAME
  * bytes and only HELLO, AUTH and ERROR are taken; after it, at most
- * n->max_frame.  A handler may drop the link (l->state == L_DEAD): the
+ * n->max_frame plus the tag, and a sealed frame that does not open drops
+ * the link before any of it is read.  Frames are sealed in the order they
+ * are written and opened in the order they arrive: the counters of
+ * session.c make any other order fail.  A handler may drop the link (l->state == L_DEAD): the
  * reader then stops at once.  Out of memory while packing leaves a frame
  * short or missing: the peer finds it malformed and drops the link, which
  * the protocol survives like any lost link.
@@ -55,15 +61,25 @@ size_t tl__frame_begin(conn *l, msgpack_packer *pk)
     return at;
 }
 
+/* Ends the frame begun at at: its length filled in and, on a sealed
+ * link, its body encrypted in place with the tag after it. */
 void tl__frame_end(conn *l, size_t at)
 {
+    static const char tag[TL__SEAL_BYTES] = {0};
     if (l->wlen < at + 4)
         return; /* out of memory: the link is dropped when flushed */
+    size_t body = l->wlen - at - 4;
+    if (l->sealed && wbuf_write(l, tag, sizeof tag) != 0) {
+        tl__link_drop(l, "out of memory for a frame of %zu bytes", body);
+        return;
+    }
     uint32_t n = (uint32_t)(l->wlen - at - 4);
     l->wbuf[at] = (unsigned char)(n >> 24);
     l->wbuf[at + 1] = (unsigned char)(n >> 16);
     l->wbuf[at + 2] = (unsigned char)(n >> 8);
     l->wbuf[at + 3] = (unsigned char)n;
+    if (l->sealed && l->state != L_DEAD && tl__seal(l, l->wbuf + at, body) != 0)
+        tl__link_drop(l, "the session's frame counter is spent");
 }
 
 void tl__pack_str(msgpack_packer *pk, const char *s)
@@ -191,23 +207,48 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The largest length prefix l takes now: a sealed frame carries a tag. */
+static uint32_t frame_limit(const conn *l)
+{
+    if (l->state != L_UP)
+        return MAX_HANDSHAKE_FRAME;
+    return l->node->max_frame + (l->sealed ? TL__SEAL_BYTES : 0);
+}
+
+/* The frame at p, 4 + len bytes, whole in l->rbuf: opened if sealed (a
+ * frame that does not authenticate drops the link, unread), then acted
+ * on. */
+static void take_frame(conn *l, unsigned char *p, uint32_t len)
+{
+    if (l->sealed) {
+        if (len <= TL__SEAL_BYTES || tl__open(l, p, len) != 0) {
+            l->node->stats.frames_rejected++;
+            tl__link_drop(l, "a frame of %u bytes failed authentication (altered, forged, "
+                          "replayed or out of order)", len);
+            return;
+        }
+        len -= TL__SEAL_BYTES;
+    }
+    on_frame(l, p + 4, len);
+}
+
 /* Splits l->rbuf into frames. */
 void tl__on_bytes(conn *l)
 {
     tl_node *n = l->node;
     size_t off = 0;
     while (l->state != L_DEAD && l->rlen - off >= 4) {
-        const unsigned char *p = l->rbuf + off;
+        unsigned char *p = l->rbuf + off;
         n->last_io = tl__mono_ns();
         uint32_t len = be32(p);
-        uint32_t limit = l->state == L_UP ? n->max_frame : MAX_HANDSHAKE_FRAME;
+        uint32_t limit = frame_limit(l);
         if (len == 0 || len > limit) {
             tl__link_drop(l, "a frame of %u bytes (the limit is %u)", len, limit);
             return;
         }
         if (l->rlen - off - 4 < len)
             break;
-        on_frame(l, p + 4, len);
+        take_frame(l, p, len);
         off += 4 + (size_t)len;
     }
     if (l->state == L_DEAD || off == 0)
@@ -246,7 +287,7 @@ static int fit_frame(conn *l)
     if (l->state == L_DEAD || l->rlen < 4)
         return 1;
     size_t need = 4 + (size_t)be32(l->rbuf);
-    if (need <= l->rcap || need > (size_t)l->node->max_frame + 4)
+    if (need <= l->rcap || need > (size_t)frame_limit(l) + 4)
         return 1;
     unsigned char *nb = realloc(l->rbuf, need);
     if (!nb) {

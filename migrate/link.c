@@ -11,11 +11,14 @@
  *     | tl__link_new: tl__on_accept, tl_node_pair,  | SO_ERROR: quietly  |
  *     | tl__dial_now (connected at once)            v DEAD, redial       |
  *     `----------------------------------------> HANDSHAKE <------------'
- *                                                   |  sends HELLO
- *                         tl__on_hello: checks it, sends AUTH (our MAC)
- *                         tl__on_auth: their MAC verified (tl__link_set_up)
+ *                                                   |  sends HELLO (our ephemeral
+ *                                                   |  public key)
+ *                         tl__on_hello: checks it, derives the session keys
+ *                                       (session.c), sends AUTH (our MAC)
+ *                         tl__on_auth: their MAC verified: sealed, then
+ *                                      tl__link_set_up
  *                                                   v
- *                                                  UP
+ *                                                  UP (every frame sealed)
  *
  *   CONNECTING, HANDSHAKE, UP --tl__link_drop--> DEAD --tl__links_reap--> freed
  *   (a bad frame, the peer's ERROR or close, a failed send or receive, no
@@ -32,8 +35,10 @@
  * (tl__link_drop fails its requests, kills its agents and puts its
  * transfers back to be resent: remote.c, transfer.c) and is freed by the
  * next tl__links_reap, never while a handler runs.  The MAC of AUTH covers
- * both nonces, both ids and the sender's role, so that neither message can
- * be replayed or reflected.  A dialed link that drops redials after
+ * both ephemeral public keys, both ids and the sender's role, so that
+ * neither message can be replayed or reflected and the keys are the
+ * peers' own; an UP link is sealed (l->sealed: frame.c seals and opens
+ * every frame with the session keys).  A dialed link that drops redials after
  * REDIAL_NS, doubling up to MAX_REDIAL_NS while handshakes fail.
  */
 #include "node_impl.h"
@@ -141,7 +146,7 @@ conn *tl__link_new(tl_node *n, int fd, int client, const char *where)
     l->born = tl__mono_ns();
     snprintf(l->where, sizeof l->where, "%.127s", where);
     memcpy(l->key, n->key, sizeof l->key);
-    randombytes_buf(l->mine, sizeof l->mine);
+    tl__session_init(l);
     tl__list_init(&l->upl);
     tl__list_init(&l->sent);
     tl__list_push_back(&n->shaking, &l->shake);
@@ -193,36 +198,11 @@ void tl__send_hello(conn *l)
     tl__flush(l);
 }
 
-/* The MAC a side sends: over both nonces and both ids, client first, with
- * the role of the sender, so neither message can be replayed or
- * reflected. */
-static void auth_mac(const conn *l, int from_client, unsigned char mac[crypto_auth_BYTES])
-{
-    const unsigned char *nc = l->client ? l->mine : l->theirs;
-    const unsigned char *ns = l->client ? l->theirs : l->mine;
-    const char *idc = l->client ? l->node->id : l->peer;
-    const char *ids = l->client ? l->peer : l->node->id;
-    unsigned char msg[8 + 1 + 64 + 2 * 64];
-    size_t k = 0;
-    memcpy(msg, "tl-auth1", 8);
-    k = 8;
-    msg[k++] = from_client ? 'C' : 'S';
-    memcpy(msg + k, nc, 32);
-    memcpy(msg + k + 32, ns, 32);
-    k += 64;
-    size_t a = strlen(idc), b = strlen(ids);
-    memcpy(msg + k, idc, a + 1);
-    k += a + 1;
-    memcpy(msg + k, ids, b + 1);
-    k += b + 1;
-    crypto_auth(mac, msg, k, l->key);
-}
-
 static void send_auth(conn *l)
 {
     unsigned char mac[crypto_auth_BYTES];
     msgpack_packer pk;
-    auth_mac(l, l->client, mac);
+    tl__session_mac(l, l->client, mac);
     size_t at = tl__frame_begin(l, &pk);
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, M_AUTH);
@@ -264,6 +244,7 @@ void tl__link_drop(conn *l, const char *fmt, ...)
 
 void tl__link_free(conn *l)
 {
+    tl__session_wipe(l);
     free(l->rbuf);
     free(l->wbuf);
     free(l->acks.v);
@@ -357,8 +338,8 @@ void tl__on_hello(conn *l, const msgpack_object *o)
     if (!mp_is_u(mp_item(o, 2)) || mp_item(o, 2)->via.u64 != TL_PROTO_VERSION) {
         char msg[160];
         unsigned long long v = mp_is_u(mp_item(o, 2)) ? mp_item(o, 2)->via.u64 : 0;
-        snprintf(msg, sizeof msg, "protocol version %llu is not supported; this node speaks %d",
-                 v, TL_PROTO_VERSION);
+        snprintf(msg, sizeof msg, "protocol version %llu is not supported; this node speaks %d "
+                 "(version 2 seals every frame)", v, TL_PROTO_VERSION);
         tl__wire_error(l, TL_EPROTO, msg);
         tl__link_drop(l, "the peer speaks protocol version %llu, this node %d", v, TL_PROTO_VERSION);
         return;
@@ -378,7 +359,11 @@ void tl__on_hello(conn *l, const msgpack_object *o)
     }
     l->hello_got = 1;
     snprintf(l->peer, sizeof l->peer, "%s", peer);
-    memcpy(l->theirs, mp_item(o, 4)->via.bin.ptr, 32);
+    memcpy(l->theirs, mp_item(o, 4)->via.bin.ptr, sizeof l->theirs);
+    if (tl__session_derive(l) != 0) {
+        tl__link_drop(l, "malformed hello (an unusable public key)");
+        return;
+    }
     send_auth(l);
 }
 
@@ -390,12 +375,13 @@ void tl__on_auth(conn *l, const msgpack_object *o)
         tl__link_drop(l, "malformed authentication");
         return;
     }
-    auth_mac(l, !l->client, want);
+    tl__session_mac(l, !l->client, want);
     if (sodium_memcmp(want, mp_item(o, 1)->via.bin.ptr, sizeof want) != 0) {
         tl__wire_error(l, TL_EAUTH, "authentication failed");
         tl__link_drop(l, "authentication failed: node '%s' does not hold the shared secret", l->peer);
         return;
     }
+    l->sealed = 1; /* every frame after the peer's AUTH, both ways */
     tl__link_set_up(l);
     if (l->state == L_UP)
         tl__node_log(l->node, "link %s to %s up", l->where, l->peer);

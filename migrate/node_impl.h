@@ -4,6 +4,8 @@
  *
  * The node is split by responsibility (docs/ARCHITECTURE.md):
  *   link.c      links and the handshake, addresses, dialing, accepting
+ *   session.c   the link's cryptography: key exchange, AUTH's MAC,
+ *               sealing and opening frames
  *   frame.c     the write buffer, frame encoding, the frame decoder
  *   transfer.c  moving tasklets: the outbox, transfer ids, exactly once
  *   remote.c    remote channel operations (our requests, their agents)
@@ -37,6 +39,8 @@
 #define REDIAL_NS 100000000LL
 #define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
+#define TL__SESSION_KEYBYTES crypto_aead_chacha20poly1305_IETF_KEYBYTES
+#define TL__SEAL_BYTES crypto_aead_chacha20poly1305_IETF_ABYTES /* a sealed frame's tag */
 
 /* Frame types (docs/PROTOCOL.md). */
 enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
@@ -85,9 +89,16 @@ struct conn {
     tl__hmap rops, agents;       /* our requests through it, its agents here: by req */
     VEC(xidstr) acks;            /* to send once the imports are checkpointed */
     char where[128];             /* for log lines */
+    /* the session (session.c): the cluster key (or the pair's), our
+     * ephemeral key pair and the peer's public key, then one key and one
+     * frame counter per direction once sealed */
     unsigned char key[crypto_auth_KEYBYTES];
-    unsigned char mine[32], theirs[32];
+    unsigned char mine[crypto_kx_PUBLICKEYBYTES], kx_sk[crypto_kx_SECRETKEYBYTES];
+    unsigned char theirs[crypto_kx_PUBLICKEYBYTES];
+    unsigned char tx_key[TL__SESSION_KEYBYTES], rx_key[TL__SESSION_KEYBYTES];
+    uint64_t tx_n, rx_n;
     int hello_got;
+    int sealed;                  /* every frame sealed both ways (from UP on) */
     int64_t born;                /* handshakes must finish in time */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
@@ -234,6 +245,15 @@ TL__HIDDEN int tl__parse_addr(tl_node *n, const char *s, tl__addr *a);
 TL__HIDDEN void tl__dial_now(tl_node *n, dial *d);
 TL__HIDDEN void tl__on_connected(conn *l);
 TL__HIDDEN void tl__on_accept(tl_node *n);
+
+/* ---- session.c ---- */
+TL__HIDDEN void tl__session_init(conn *l);
+TL__HIDDEN int tl__session_derive(conn *l);
+TL__HIDDEN void tl__session_mac(const conn *l, int from_client,
+                                unsigned char mac[crypto_auth_BYTES]);
+TL__HIDDEN int tl__seal(conn *l, unsigned char *f, size_t len);
+TL__HIDDEN int tl__open(conn *l, unsigned char *f, size_t n);
+TL__HIDDEN void tl__session_wipe(conn *l);
 
 /* ---- frame.c ---- */
 TL__HIDDEN size_t tl__frame_begin(conn *l, msgpack_packer *pk);

@@ -14,11 +14,12 @@
  *     its wait failing with TL_ELINK when the home is killed; and refused by
  *     a destination that lacks its function: it comes back with the error;
  *   - raw sockets that misbehave (a truncated frame, an oversized length,
- *     garbage, a newer protocol version, a message before authentication):
- *     the link is dropped, the node lives on and serves a good peer; and,
- *     authenticated by hand, a refused transfer and an operation on an
- *     unknown channel are answered, an unknown message type or an
- *     oversized length after authentication drop the link;
+ *     garbage, a newer protocol version, protocol version 1, a message
+ *     before authentication): the link is dropped, the node lives on and
+ *     serves a good peer; and, authenticated by hand (tests/rawsession.h),
+ *     a refused transfer and an operation on an unknown channel are
+ *     answered, an unknown message type, a frame in clear or an oversized
+ *     length after authentication drop the link;
  *   - exactly once under kill -9: N numbered tasklets move between two
  *     nodes with stores while either is killed and restarted again and
  *     again; afterwards both stores are restored here and each number was
@@ -57,6 +58,7 @@
 #include <unistd.h>
 
 #include "migrate_funcs.h"
+#include "rawsession.h"
 #include "tasklet.h"
 #include "../persist/store_sqlite.h"
 #include "tasklet_node.h"
@@ -1043,6 +1045,19 @@ static void test_raw_misbehaviour(void **state)
     assert_true(peer_alive(b));
     good_client_served(fx, addr, 5);
 
+    /* a HELLO of protocol version 1 (frames in clear): an ERROR that
+     * names both versions */
+    fd = dial_tcp(addr);
+    send_hello(fd, 1);
+    r = read_until_closed(fd, true);
+    close(fd);
+    assert_int_equal(r.first_type, 3);
+    assert_int_equal(r.err_code, TL_EPROTO);
+    if (!strstr(r.err_msg, "version 1 is not supported") || !strstr(r.err_msg, "speaks 2"))
+        fail_msg("the ERROR frame does not name both versions: '%s'", r.err_msg);
+    peer_wait(b, "log ", "the peer speaks protocol version 1, this node 2");
+    assert_true(peer_alive(b));
+
     /* a message before authentication: first thing, then after a HELLO */
     fd = dial_tcp(addr);
     send_all(fd, "\x00\x00\x00\x03\x92\x0a\x90", 7); /* [10, []]: XFER */
@@ -1066,46 +1081,22 @@ static void test_raw_misbehaviour(void **state)
     peer_stop(b);
 }
 
-/* An authenticated raw client: the handshake of migrate/link.c done by
- * hand (HMAC-SHA-512-256 with a key derived from the secret, over both
- * nonces and both ids), so that frames after authentication can misbehave. */
-static void raw_mac(const unsigned char key[crypto_auth_KEYBYTES], char role,
-                    const unsigned char nc[32], const unsigned char ns[32], const char *idc,
-                    const char *ids, unsigned char mac[crypto_auth_BYTES])
+/* An authenticated raw client: the handshake of protocol 2 done by hand
+ * (tests/rawsession.h, from PROTOCOL.md section 4), so that frames after
+ * authentication can misbehave; they are sealed like a node's. */
+static int raw_login(const char *addr, const char *id, const char *secret, raw_session *s)
 {
-    unsigned char msg[8 + 1 + 64 + 2 * 64];
-    size_t k = 0;
-    memcpy(msg, "tl-auth1", 8);
-    k = 8;
-    msg[k++] = (unsigned char)role;
-    memcpy(msg + k, nc, 32);
-    memcpy(msg + k + 32, ns, 32);
-    k += 64;
-    memcpy(msg + k, idc, strlen(idc) + 1);
-    k += strlen(idc) + 1;
-    memcpy(msg + k, ids, strlen(ids) + 1);
-    k += strlen(ids) + 1;
-    crypto_auth(mac, msg, k, key);
-}
-
-/* Connects to addr as node `id` holding `secret`; returns the socket once
- * the node has verified us. */
-static int raw_login(const char *addr, const char *id, const char *secret)
-{
-    unsigned char key[crypto_auth_KEYBYTES], nc[32], ns[32], mac[crypto_auth_BYTES];
+    unsigned char mac[crypto_auth_BYTES];
     frame up;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    assert_true(sodium_init() >= 0);
-    crypto_generichash(key, sizeof key, (const unsigned char *)secret, strlen(secret),
-                       (const unsigned char *)"libtasklet-node", 15);
-    randombytes_buf(nc, sizeof nc);
+    raw_session_init(s, secret, id, 1);
     int fd = dial_tcp(addr);
     assert_true(read_frame(fd, &up));
     assert_int_equal(frame_type(&up), 1);
-    const msgpack_object *nonce = &up.up.data.via.array.ptr[4];
-    assert_int_equal(nonce->via.bin.size, 32);
-    memcpy(ns, nonce->via.bin.ptr, 32);
+    const msgpack_object *key = &up.up.data.via.array.ptr[4];
+    assert_int_equal(key->via.bin.size, 32);
+    assert_int_equal(raw_session_hello(s, "B", (const unsigned char *)key->via.bin.ptr), 0);
     frame_free(&up);
 
     msgpack_sbuffer_init(&sb);
@@ -1116,10 +1107,10 @@ static int raw_login(const char *addr, const char *id, const char *secret)
     msgpack_pack_uint32(&pk, TL_PROTO_VERSION);
     pack_cstr(&pk, id);
     msgpack_pack_bin(&pk, 32);
-    msgpack_pack_bin_body(&pk, nc, 32);
+    msgpack_pack_bin_body(&pk, s->pk, 32);
     send_frame(fd, &sb);
     msgpack_sbuffer_clear(&sb);
-    raw_mac(key, 'C', nc, ns, id, "B", mac);
+    raw_session_mac(s, 'C', mac);
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, 2);
     msgpack_pack_bin(&pk, sizeof mac);
@@ -1130,22 +1121,50 @@ static int raw_login(const char *addr, const char *id, const char *secret)
     /* the node's AUTH proves it holds the secret too */
     assert_true(read_frame(fd, &up));
     assert_int_equal(frame_type(&up), 2);
-    raw_mac(key, 'S', nc, ns, id, "B", mac);
+    raw_session_mac(s, 'S', mac);
     assert_int_equal(up.up.data.via.array.ptr[1].via.bin.size, sizeof mac);
     assert_memory_equal(up.up.data.via.array.ptr[1].via.bin.ptr, mac, sizeof mac);
     frame_free(&up);
     return fd;
 }
 
-static void send_packed(int fd, void (*pack)(msgpack_packer *pk, void *ud), void *ud)
+/* Packs one message and sends it sealed. */
+static void send_packed(int fd, raw_session *s, void (*pack)(msgpack_packer *pk, void *ud),
+                        void *ud)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     pack(&pk, ud);
-    send_frame(fd, &sb);
+    unsigned char *f = malloc(sb.size + 4 + crypto_aead_chacha20poly1305_IETF_ABYTES);
+    assert_non_null(f);
+    send_all(fd, f, raw_seal(s, sb.data, sb.size, f));
+    free(f);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* Reads one sealed frame and opens it (it must authenticate). */
+static bool read_sealed(int fd, raw_session *s, frame *f)
+{
+    unsigned char head[4];
+    double end = now_ms() + WAIT_MS;
+    size_t off = 0, len = 0;
+    if (!recv_exact(fd, head, 4, end))
+        return false;
+    size_t n = (size_t)head[0] << 24 | (size_t)head[1] << 16 | (size_t)head[2] << 8 | head[3];
+    f->body = malloc(n + 4);
+    assert_non_null(f->body);
+    memcpy(f->body, head, 4);
+    msgpack_unpacked_init(&f->up);
+    if (!recv_exact(fd, f->body + 4, n, end)) {
+        frame_free(f);
+        return false;
+    }
+    assert_int_equal(raw_open(s, f->body, n, &len), 0);
+    assert_int_equal(msgpack_unpack_next(&f->up, (const char *)f->body + 4, len, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+    return true;
 }
 
 static void pack_bad_xfer(msgpack_packer *pk, void *ud)
@@ -1193,27 +1212,38 @@ static void test_raw_after_auth(void **state)
     peer_say(b, "chan box");
     peer_wait(b, "chan box TL_OK", NULL);
 
-    int fd = raw_login(addr, "raw", SECRET);
+    raw_session rs;
+    int fd = raw_login(addr, "raw", SECRET, &rs);
     peer_wait(b, "log ", "to raw up");
-    send_packed(fd, pack_bad_xfer, NULL);
-    assert_true(read_frame(fd, &up));
+    send_packed(fd, &rs, pack_bad_xfer, NULL);
+    assert_true(read_sealed(fd, &rs, &up));
     assert_int_equal(frame_type(&up), 12); /* NACK [12, xid, code, msg] */
     assert_true(up.up.data.via.array.size >= 4);
     assert_true(up.up.data.via.array.ptr[2].via.i64 < 0);
     frame_free(&up);
-    send_packed(fd, pack_op_unknown, NULL);
-    assert_true(read_frame(fd, &up));
+    send_packed(fd, &rs, pack_op_unknown, NULL);
+    assert_true(read_sealed(fd, &rs, &up));
     assert_int_equal(frame_type(&up), 21); /* DONE [21, 7, code, msg, nil] */
     assert_int_equal(up.up.data.via.array.ptr[1].via.u64, 7);
     assert_int_equal(up.up.data.via.array.ptr[2].via.i64, TL_ENOENT);
     frame_free(&up);
-    send_packed(fd, pack_unknown_type, NULL);
+    send_packed(fd, &rs, pack_unknown_type, NULL);
     read_until_closed(fd, false);
     close(fd);
     peer_wait(b, "log ", "unknown message type 99");
     assert_true(peer_alive(b));
 
-    fd = raw_login(addr, "raw", SECRET);
+    /* a frame in clear after authentication, as protocol 1 sent them: it
+     * does not open, the link drops before the OP is read */
+    fd = raw_login(addr, "raw", SECRET, &rs);
+    peer_wait(b, "log ", "to raw up");
+    send_all(fd, "\x00\x00\x00\x05\x94\x14\x01\x01\xc0", 9); /* [20, 1, 1, nil]: OP */
+    read_until_closed(fd, false);
+    close(fd);
+    peer_wait(b, "log ", "failed authentication");
+    assert_true(peer_alive(b));
+
+    fd = raw_login(addr, "raw", SECRET, &rs);
     peer_wait(b, "log ", "to raw up");
     send_all(fd, "\xff\xff\xff\xff", 4);
     read_until_closed(fd, false);

@@ -1,0 +1,131 @@
+/*
+ * session.c -- the cryptography of a link (docs/PROTOCOL.md section 4):
+ * the ephemeral key exchange of the handshake, the MAC of AUTH, and the
+ * sealing and opening of every frame after it.  libsodium primitives
+ * only; nothing here is home-made.
+ *
+ *   tl__session_init    a fresh X25519 key pair per link (crypto_kx); its
+ *                       public key goes out in HELLO
+ *   tl__session_derive  on the peer's HELLO: the two session keys, one
+ *                       per direction, from crypto_kx bound to the
+ *                       cluster key (keyed BLAKE2b); the ephemeral secret
+ *                       key is wiped at once
+ *   tl__session_mac     the AUTH MAC (crypto_auth, keyed with the cluster
+ *                       key) over both public keys, both ids and a role
+ *   tl__seal, tl__open  ChaCha20-Poly1305 (IETF) in place, the nonce a
+ *                       per-direction frame counter, the frame's length
+ *                       prefix as associated data
+ *
+ * Invariants: a link seals and opens only once the peer's AUTH verified
+ * (l->sealed); the counters only move forward, so a frame replayed,
+ * dropped, reordered or altered fails to open and the link is dropped
+ * before anything in it is acted on.  Secret material (the ephemeral
+ * secret key, the session keys) is wiped when it is no longer needed.
+ */
+#include "node_impl.h"
+
+#include <string.h>
+
+#define SESSION_LABEL "tl-sess2"
+#define AUTH_LABEL "tl-auth2"
+
+void tl__session_init(conn *l)
+{
+    crypto_kx_keypair(l->mine, l->kx_sk);
+}
+
+/* key = BLAKE2b-256(key = the cluster key, message = label || kx key). */
+static void bind_key(const conn *l, unsigned char key[TL__SESSION_KEYBYTES],
+                     const unsigned char kx[crypto_kx_SESSIONKEYBYTES])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, l->key, sizeof l->key, TL__SESSION_KEYBYTES);
+    crypto_generichash_update(&st, (const unsigned char *)SESSION_LABEL, 8);
+    crypto_generichash_update(&st, kx, crypto_kx_SESSIONKEYBYTES);
+    crypto_generichash_final(&st, key, TL__SESSION_KEYBYTES);
+}
+
+/* The session keys from our key pair and the peer's public key (in
+ * l->theirs); -1 if the peer's key is unusable (a low-order point). */
+int tl__session_derive(conn *l)
+{
+    unsigned char rx[crypto_kx_SESSIONKEYBYTES], tx[crypto_kx_SESSIONKEYBYTES];
+    int rc = l->client ? crypto_kx_client_session_keys(rx, tx, l->mine, l->kx_sk, l->theirs)
+                       : crypto_kx_server_session_keys(rx, tx, l->mine, l->kx_sk, l->theirs);
+    sodium_memzero(l->kx_sk, sizeof l->kx_sk);
+    if (rc == 0) {
+        bind_key(l, l->rx_key, rx);
+        bind_key(l, l->tx_key, tx);
+    }
+    sodium_memzero(rx, sizeof rx);
+    sodium_memzero(tx, sizeof tx);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The MAC a side sends: over both public keys and both ids, client first,
+ * with the role of the sender, so neither message can be replayed,
+ * reflected or spliced onto other keys. */
+void tl__session_mac(const conn *l, int from_client, unsigned char mac[crypto_auth_BYTES])
+{
+    const unsigned char *pc = l->client ? l->mine : l->theirs;
+    const unsigned char *ps = l->client ? l->theirs : l->mine;
+    const char *idc = l->client ? l->node->id : l->peer;
+    const char *ids = l->client ? l->peer : l->node->id;
+    crypto_auth_hmacsha512256_state st;
+    unsigned char role = from_client ? 'C' : 'S';
+    crypto_auth_hmacsha512256_init(&st, l->key, sizeof l->key);
+    crypto_auth_hmacsha512256_update(&st, (const unsigned char *)AUTH_LABEL, 8);
+    crypto_auth_hmacsha512256_update(&st, &role, 1);
+    crypto_auth_hmacsha512256_update(&st, pc, crypto_kx_PUBLICKEYBYTES);
+    crypto_auth_hmacsha512256_update(&st, ps, crypto_kx_PUBLICKEYBYTES);
+    crypto_auth_hmacsha512256_update(&st, (const unsigned char *)idc, strlen(idc) + 1);
+    crypto_auth_hmacsha512256_update(&st, (const unsigned char *)ids, strlen(ids) + 1);
+    crypto_auth_hmacsha512256_final(&st, mac);
+}
+
+/* The nonce of frame number k: 4 zero bytes, then k little-endian. */
+static void nonce_of(uint64_t k, unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
+{
+    memset(nonce, 0, 4);
+    for (int i = 0; i < 8; i++)
+        nonce[4 + i] = (unsigned char)(k >> (8 * i));
+}
+
+/* Seals the frame at f: f[0..4) its length prefix (already counting the
+ * tag), f[4..4+len) the body, encrypted in place, then room for the tag;
+ * -1 once the counter is spent (2^64 - 1 frames: never, in practice). */
+int tl__seal(conn *l, unsigned char *f, size_t len)
+{
+    unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+    if (l->tx_n == UINT64_MAX)
+        return -1;
+    nonce_of(l->tx_n++, nonce);
+    crypto_aead_chacha20poly1305_ietf_encrypt_detached(f + 4, f + 4 + len, NULL, f + 4, len,
+                                                       f, 4, NULL, nonce, l->tx_key);
+    return 0;
+}
+
+/* Opens the frame at f (length prefix, ciphertext of n bytes with its
+ * tag): the body is decrypted in place; -1 if it does not authenticate
+ * as the next frame from the peer (nothing of it may be used then). */
+int tl__open(conn *l, unsigned char *f, size_t n)
+{
+    unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+    if (n < TL__SEAL_BYTES || l->rx_n == UINT64_MAX)
+        return -1;
+    nonce_of(l->rx_n, nonce);
+    size_t len = n - TL__SEAL_BYTES;
+    if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(f + 4, NULL, f + 4, len, f + 4 + len,
+                                                           f, 4, nonce, l->rx_key) != 0)
+        return -1;
+    l->rx_n++;
+    return 0;
+}
+
+void tl__session_wipe(conn *l)
+{
+    sodium_memzero(l->kx_sk, sizeof l->kx_sk);
+    sodium_memzero(l->rx_key, sizeof l->rx_key);
+    sodium_memzero(l->tx_key, sizeof l->tx_key);
+    sodium_memzero(l->key, sizeof l->key);
+}
