@@ -142,9 +142,14 @@ int64_t tl_store_last_checkpoint(const tl_store *st) { return valid(st) ? st->la
 static const tl__store_ops *backend_for(tl_store *st, const char *location)
 {
     if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0) {
+#ifdef TL_HAVE_PG
+        (void)st;
+        return &tl__store_pg_ops;
+#else
         st_err(st, TL_ENOTSUP, "tl_store_open: %.200s: this build has no PostgreSQL store "
                "backend (a plain path opens a SQLite store)", location);
         return NULL;
+#endif
     }
     return &tl__store_sqlite_ops;
 }

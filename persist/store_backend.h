@@ -141,6 +141,8 @@ TL__HIDDEN int tl__store_fail(tl_store *st, int code, const char *fmt, ...)
 
 /* The backends. */
 TL__HIDDEN extern const tl__store_ops tl__store_sqlite_ops;
+/* Built when libpq is found (TL_HAVE_PG): store_pg.c. */
+TL__HIDDEN extern const tl__store_ops tl__store_pg_ops;
 /* The SQLite connection of be, or NULL (another backend). */
 TL__HIDDEN void *tl__store_sqlite_db(tl__store_be *be);
 

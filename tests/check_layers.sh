@@ -3,7 +3,8 @@
 # (docs/ARCHITECTURE.md, "Layers"): every undefined symbol of each static
 # library must be defined by the library itself or by the layers below it.
 #   core     (src/libtasklet-core.a):        libc, libm
-#   persist  (persist/libtasklet-persist.a): core + SQLite, msgpack-c, zlib
+#   persist  (persist/libtasklet-persist.a): core + SQLite, msgpack-c, zlib,
+#                                            libpq (when built with it)
 #   node     (migrate/libtasklet-node.a):    core + persist + libsodium,
 #                                            msgpack-c (its frames); no
 #                                            SQLite (the store's interface)
@@ -79,8 +80,11 @@ libc="libc.so.6 libm.so.6"
 
 # shellcheck disable=SC2086  # the library lists are word lists
 check core "$core" $libc
+# libpq only where the build found it (the PostgreSQL store, optional)
+pq=
+case $($CC -print-file-name=libpq.so) in /*) pq=libpq.so ;; esac
 # shellcheck disable=SC2086
-check persist "$persist" "$core" $libc libsqlite3.so libmsgpackc.so libz.so
+check persist "$persist" "$core" $libc libsqlite3.so libmsgpackc.so libz.so $pq
 # The node keeps its outbox and inbox through the store's participant
 # interface: it issues no SQL, so SQLite is not on its list.
 # shellcheck disable=SC2086

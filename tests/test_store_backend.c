@@ -452,9 +452,15 @@ static void test_bad_handles(void **state)
     assert_int_equal(tl_store_checkpoint(st), TL_EMISUSE);
     assert_non_null(strstr(tl_store_errmsg(st), "no path"));
     assert_int_equal(tl_store_close(st), TL_OK);
-    /* a location naming a backend this build lacks */
-    assert_int_equal(tl_store_open("postgresql://localhost/app", 0, &st), TL_ENOTSUP);
-    assert_non_null(strstr(tl_store_errmsg(st), "no PostgreSQL store backend"));
+    /* a postgresql:// location: a backend this build lacks, or (with
+     * libpq) a server that is not there (nothing listens on port 1) */
+    int rc = tl_store_open("postgresql://127.0.0.1:1/app", 0, &st);
+    if (rc == TL_ENOTSUP) {
+        assert_non_null(strstr(tl_store_errmsg(st), "no PostgreSQL store backend"));
+    } else {
+        assert_int_equal(rc, TL_EIO);
+        assert_non_null(strstr(tl_store_errmsg(st), "cannot connect to PostgreSQL"));
+    }
     assert_int_equal(tl_store_checkpoint(st), TL_EMISUSE);
     assert_int_equal(tl_store_close(st), TL_OK);
     /* the runtime was not touched by any of this */

@@ -1,0 +1,598 @@
+/*
+ * store_pg.c -- the PostgreSQL backend of the store interface
+ * (store_backend.h): opening a postgresql:// URL, identifying the schema,
+ * ownership by lease with a fencing epoch, and the write transaction.  The
+ * rows themselves are in store_pg_rows.c; the tables in docs/FORMAT.md
+ * section 7.3.
+ *
+ * A store is the set of tables in the connection's current schema (the
+ * first existing one on its search_path, "public" by default): one
+ * database holds many stores, one per schema, chosen in the URL with
+ * ?options=-csearch_path%3Dname.
+ *
+ * Invariants:
+ * - Every write happens inside BEGIN ... COMMIT (READ COMMITTED), so a
+ *   crash or a lost connection at any instant leaves the last commit
+ *   whole.  With TL_STORE_NOSYNC the session runs with
+ *   synchronous_commit=off (a server crash may lose the last commits, never
+ *   tear one).
+ * - The fencing epoch is meta('epoch'), a row every claim and every fenced
+ *   begin locks FOR UPDATE: claim increments it, a fenced begin compares it
+ *   with its own, inside the same transaction, before anything is written,
+ *   so a process whose claim was superseded writes nothing.  The row lock
+ *   also serialises writers, as SQLite's write lock does.
+ * - Ownership is a lease, not a lock: the owner row holds the owner's pid,
+ *   host, its server connection (backend pid) and a deadline on the
+ *   server's clock, pushed forward by every fenced begin.  A claim is
+ *   refused while the deadline is ahead and the owner's connection is
+ *   still there; a dead owner (its connection gone) is taken over at once,
+ *   a paused or partitioned one when its lease runs out.  The owner's
+ *   session has idle_in_transaction_session_timeout set to its lease, so a
+ *   process stopped inside a transaction cannot hold the epoch row longer.
+ * - Nothing is written to a schema before it is identified as ours (or as
+ *   empty): a schema with other tables is refused untouched.  Creation
+ *   happens under a transaction-scoped advisory lock, so two processes
+ *   opening the same empty schema create it once.
+ * - Messages name host:port/dbname and the schema, never the password.
+ */
+#include "store_pg.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA_VERSION 1
+#define DEFAULT_LEASE_MS 30000
+#define MAX_RECORD 1000000000 /* as SQLite's default length limit */
+
+/* The tables of docs/FORMAT.md section 7.3.  Participants' tables are
+ * created on first use (store_pg_rows.c). */
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS meta(key text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS owner(id int PRIMARY KEY CHECK (id = 1), pid bigint NOT NULL,"
+    " host text NOT NULL, since bigint NOT NULL, backend int NOT NULL,"
+    " lease_until timestamptz NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS checkpoints(id bigint PRIMARY KEY, time bigint NOT NULL,"
+    " tasklets bigint NOT NULL, channels bigint NOT NULL, bytes bigint NOT NULL,"
+    " head bytea NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS chunks(kind int NOT NULL, key bigint NOT NULL,"
+    " ckpt bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (kind, key, ckpt));"
+    "CREATE INDEX IF NOT EXISTS chunks_by_ckpt ON chunks(ckpt);"
+    "CREATE TABLE IF NOT EXISTS mailbox(xid text PRIMARY KEY, to_node text NOT NULL,"
+    " from_node text NOT NULL, time bigint NOT NULL, data bytea NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS mailbox_to ON mailbox(to_node, time, xid);"
+    "CREATE TABLE IF NOT EXISTS mailbox_refused(xid text PRIMARY KEY, to_node text NOT NULL,"
+    " from_node text NOT NULL, time bigint NOT NULL, data bytea NOT NULL,"
+    " reason text NOT NULL);";
+
+/* ---- errors, parameters, queries ---- */
+
+/* SQLSTATE classes to our codes. */
+static int state_code(const char *state)
+{
+    if (!state)
+        return TL_EIO; /* no answer from the server: the connection */
+    if (!strncmp(state, "08", 2) || !strncmp(state, "53", 2) || !strncmp(state, "57", 2) ||
+        !strncmp(state, "58", 2) || !strcmp(state, "25006"))
+        return TL_EIO; /* connection, resources (disk full), shutdown, read-only */
+    if (!strncmp(state, "54", 2) || !strcmp(state, "22001") || !strcmp(state, "22003"))
+        return TL_ERANGE;
+    if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03"))
+        return TL_EBUSY;
+    if (!strcmp(state, "42501"))
+        return TL_EPERM;
+    return TL_ESTORE;
+}
+
+/* libpq's messages end with a newline (and sometimes hold more lines). */
+static void one_line(char *buf, size_t n, const char *msg)
+{
+    snprintf(buf, n, "%s", msg && *msg ? msg : "no detail");
+    for (char *c = buf; *c; c++)
+        if (*c == '\n')
+            *c = c[1] ? ' ' : '\0';
+}
+
+int tl__pg_fail(pg *q, const PGresult *r, const char *what)
+{
+    char msg[300];
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *text = r && PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                           ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                           : PQerrorMessage(q->conn);
+    one_line(msg, sizeof msg, text);
+    int code = PQstatus(q->conn) == CONNECTION_BAD ? TL_EIO : state_code(state);
+    return tl__store_fail(q->base.st, code, "%s: %s (PostgreSQL %s%s%s)", what, msg, q->where,
+                          state ? ", SQLSTATE " : "", state ? state : "");
+}
+
+void tl__pg_i64(pg_params *p, int64_t v)
+{
+    int i = p->n++;
+    snprintf(p->num[i], sizeof p->num[i], "%lld", (long long)v);
+    p->types[i] = 20; /* int8 */
+    p->vals[i] = p->num[i];
+    p->lens[i] = 0;
+    p->fmts[i] = 0;
+}
+
+void tl__pg_text(pg_params *p, const char *s)
+{
+    int i = p->n++;
+    p->types[i] = 25; /* text */
+    p->vals[i] = s ? s : "";
+    p->lens[i] = 0;
+    p->fmts[i] = 0;
+}
+
+int tl__pg_bytes(pg *q, pg_params *p, const void *data, size_t n)
+{
+    if (n > MAX_RECORD)
+        return tl__store_fail(q->base.st, TL_ERANGE, "a record of %zu bytes is larger than the "
+                              "PostgreSQL store holds (%d)", n, MAX_RECORD);
+    int i = p->n++;
+    p->types[i] = 17; /* bytea */
+    p->vals[i] = n ? data : "";
+    p->lens[i] = (int)n;
+    p->fmts[i] = 1;
+    return TL_OK;
+}
+
+int tl__pg_run(pg *q, const char *sql, const pg_params *p, const char *what, PGresult **res)
+{
+    PGresult *r = PQexecParams(q->conn, sql, p ? p->n : 0, p ? p->types : NULL,
+                               p ? p->vals : NULL, p ? p->lens : NULL, p ? p->fmts : NULL, 1);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        int rc = tl__pg_fail(q, r, what);
+        PQclear(r);
+        return rc;
+    }
+    if (res)
+        *res = r;
+    else
+        PQclear(r);
+    return TL_OK;
+}
+
+int64_t tl__pg_change(pg *q, const char *sql, const pg_params *p, const char *what)
+{
+    PGresult *r;
+    if (tl__pg_run(q, sql, p, what, &r) != TL_OK)
+        return -1;
+    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+int64_t tl__pg_col_i64(const PGresult *r, int row, int col)
+{
+    const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
+    int len = PQgetlength(r, row, col);
+    uint64_t x = 0;
+    if (PQgetisnull(r, row, col) || len > 8)
+        return 0;
+    for (int i = 0; i < len; i++)
+        x = x << 8 | v[i];
+    if (len > 0 && len < 8 && (v[0] & 0x80)) /* sign-extend int2 and int4 */
+        x |= ~(uint64_t)0 << (8 * len);
+    return (int64_t)x;
+}
+
+int tl__pg_int(pg *q, const char *sql, const pg_params *p, const char *what, int64_t dflt,
+               int64_t *out)
+{
+    PGresult *r;
+    int rc = tl__pg_run(q, sql, p, what, &r);
+    if (rc != TL_OK)
+        return rc;
+    *out = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? tl__pg_col_i64(r, 0, 0) : dflt;
+    PQclear(r);
+    return TL_OK;
+}
+
+/* Several statements in one round trip, for schema and settings. */
+static int exec_simple(pg *q, const char *sql, const char *what)
+{
+    PGresult *r = PQexec(q->conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? TL_OK : tl__pg_fail(q, r, what);
+    PQclear(r);
+    return rc;
+}
+
+/* Ends a transaction that failed, keeping the store's error message. */
+static void rollback_quiet(pg *q)
+{
+    if (PQtransactionStatus(q->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(q->conn, "ROLLBACK"));
+}
+
+static void quiet_notices(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "relation already exists, skipping" and the like */
+}
+
+void tl__pg_tables_forget(pg *q) { memset(q->tables, 0, sizeof q->tables); }
+
+/* ---- opening ---- */
+
+/* msg without the password of location (libpq quotes the URL it could
+ * not parse): every occurrence of the text between "user:" and "@". */
+static void redact(char *msg, const char *location)
+{
+    const char *auth = strstr(location, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = auth ? memchr(auth + 3, ':', at ? (size_t)(at - auth - 3) : 0) : NULL;
+    if (!colon || at - colon < 2)
+        return;
+    size_t n = (size_t)(at - colon - 1);
+    for (char *hit = msg; *hit; hit++)
+        if (!strncmp(hit, colon + 1, n)) {
+            memset(hit, '*', n);
+            hit += n - 1;
+        }
+}
+
+/* What a message may name of location: host:port/dbname, no password. */
+static int describe(pg *q, tl_store *st, const char *location)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(location, &err);
+    if (!opts) {
+        char msg[200];
+        one_line(msg, sizeof msg, err ? err : "out of memory");
+        redact(msg, location);
+        PQfreemem(err);
+        return tl__store_fail(st, TL_EINVAL, "tl_store_open: not a valid PostgreSQL URL: %s",
+                              msg);
+    }
+    const char *host = "localhost", *port = "5432", *db = "(the user's database)";
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+        else if (!strcmp(o->keyword, "dbname"))
+            db = o->val;
+    }
+    snprintf(q->where, sizeof q->where, "%.100s:%.20s/%.100s", host, port, db);
+    PQconninfoFree(opts);
+    return TL_OK;
+}
+
+static int connect_to(pg *q, const char *location)
+{
+    /* the URL's own connect_timeout (and the rest) win over these: later
+     * keywords override earlier ones, and dbname expands the URL */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {"10", "libtasklet", location, NULL};
+    q->conn = PQconnectdbParams(keys, vals, 1);
+    if (!q->conn)
+        return tl__store_fail(q->base.st, TL_ENOMEM, "tl_store_open: out of memory");
+    if (PQstatus(q->conn) != CONNECTION_OK) {
+        char msg[300];
+        one_line(msg, sizeof msg, PQerrorMessage(q->conn));
+        redact(msg, location);
+        return tl__store_fail(q->base.st, TL_EIO, "cannot connect to PostgreSQL at %s: %s",
+                              q->where, msg);
+    }
+    PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SET synchronous_commit = %s; SET default_transaction_read_only = "
+             "%s; SET idle_in_transaction_session_timeout = %lld",
+             q->flags & TL_STORE_NOSYNC ? "off" : "on",
+             q->flags & TL_STORE_READONLY ? "on" : "off", (long long)q->lease_ms);
+    return exec_simple(q, sql, "setting up the session");
+}
+
+/* The current schema, named in where; TL_ENOENT when the search_path
+ * names none that exists. */
+static int find_schema(pg *q)
+{
+    PGresult *r;
+    int rc = tl__pg_run(q, "SELECT current_schema()", NULL, "finding the schema", &r);
+    if (rc != TL_OK)
+        return rc;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+        PQclear(r);
+        return tl__store_fail(q->base.st, TL_ENOENT, "PostgreSQL %s: no schema on the "
+                              "search_path exists; create it (CREATE SCHEMA name) first",
+                              q->where);
+    }
+    size_t len = strlen(q->where);
+    snprintf(q->where + len, sizeof q->where - len, ", schema %.60s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return TL_OK;
+}
+
+enum { SCHEMA_EMPTY, SCHEMA_OURS };
+
+/* SCHEMA_EMPTY, SCHEMA_OURS or an error; reads only. */
+static int check_identity(pg *q)
+{
+    int64_t tables = 0, ours = 0, ver = 0;
+    int rc = tl__pg_int(q, "SELECT count(*) FROM pg_class WHERE relnamespace = "
+                        "current_schema()::regnamespace AND relkind IN ('r', 'p', 'v', 'm')",
+                        NULL, "identifying the store", 0, &tables);
+    if (rc == TL_OK && tables > 0)
+        rc = tl__pg_int(q, "SELECT count(*) FROM pg_class WHERE relname = 'meta' AND "
+                        "relnamespace = current_schema()::regnamespace", NULL,
+                        "identifying the store", 0, &ours);
+    if (rc == TL_OK && ours > 0)
+        rc = tl__pg_int(q, "SELECT CASE WHEN (SELECT value FROM meta WHERE key = "
+                        "'application') = 'libtasklet' THEN coalesce((SELECT value FROM meta "
+                        "WHERE key = 'schema'), '0')::bigint ELSE -1 END", NULL,
+                        "identifying the store", -1, &ver);
+    if (rc != TL_OK)
+        return rc;
+    if (tables == 0) {
+        if (q->flags & TL_STORE_READONLY)
+            return tl__store_fail(q->base.st, TL_ENOENT, "PostgreSQL %s: no libtasklet store "
+                                  "here (the schema has no tables)", q->where);
+        return SCHEMA_EMPTY;
+    }
+    if (ours == 0 || ver < 1)
+        return tl__store_fail(q->base.st, TL_ENOTSTORE, "PostgreSQL %s holds tables of "
+                              "another application, not a libtasklet store; it was left "
+                              "untouched (choose another schema with ?options=-csearch_path"
+                              "%%3Dname)", q->where);
+    if (ver > SCHEMA_VERSION)
+        return tl__store_fail(q->base.st, TL_EFORMAT, "PostgreSQL %s has store version %lld, "
+                              "newer than this library reads (%d); upgrade libtasklet",
+                              q->where, (long long)ver, SCHEMA_VERSION);
+    return SCHEMA_OURS;
+}
+
+static int create_schema(pg *q)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO meta VALUES ('application', 'libtasklet'), ('schema', '%d'),"
+             " ('format', '%d'), ('lib', '%s'), ('created', '%lld'), ('epoch', '0')"
+             " ON CONFLICT (key) DO NOTHING",
+             SCHEMA_VERSION, TL_FORMAT_VERSION, TL_VERSION_STRING,
+             (long long)time(NULL) * 1000000000LL);
+    int rc = exec_simple(q, schema_sql, "creating the store");
+    return rc == TL_OK ? exec_simple(q, sql, "creating the store") : rc;
+}
+
+/* Identifies the schema and, empty and writable, creates the store, under
+ * an advisory lock on the schema's name for the transaction. */
+static int open_schema(pg *q)
+{
+    int rc = exec_simple(q, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('libtasklet:' || "
+                         "current_schema()))", "identifying the store");
+    int kind = rc == TL_OK ? check_identity(q) : rc;
+    if (kind == SCHEMA_EMPTY)
+        kind = create_schema(q);
+    if (kind < 0) {
+        rollback_quiet(q);
+        return kind;
+    }
+    return exec_simple(q, "COMMIT", "creating the store");
+}
+
+static void pg_close(tl__store_be *be)
+{
+    pg *q = (pg *)be;
+    if (!q)
+        return;
+    PQfinish(q->conn); /* the server rolls back a transaction left open */
+    free(q);
+}
+
+/* TL_PG_LEASE_MS (milliseconds) overrides the lease, for tests and for
+ * deployments that want a shorter takeover. */
+static int64_t lease_from_env(void)
+{
+    const char *e = getenv("TL_PG_LEASE_MS");
+    long long v = e ? strtoll(e, NULL, 10) : 0;
+    return v >= 100 && v <= 86400000 ? v : DEFAULT_LEASE_MS;
+}
+
+static int pg_open(tl_store *st, const char *location, int flags, tl__store_be **out)
+{
+    pg *q = calloc(1, sizeof *q);
+    if (!q)
+        return tl__store_fail(st, TL_ENOMEM, "tl_store_open: out of memory");
+    q->base.ops = &tl__store_pg_ops;
+    q->base.st = st;
+    q->flags = flags;
+    q->lease_ms = lease_from_env();
+    int rc = describe(q, st, location);
+    if (rc == TL_OK)
+        rc = connect_to(q, location);
+    if (rc == TL_OK)
+        rc = find_schema(q);
+    if (rc == TL_OK)
+        rc = open_schema(q);
+    if (rc != TL_OK) {
+        pg_close(&q->base);
+        return rc;
+    }
+    *out = &q->base;
+    return TL_OK;
+}
+
+static size_t pg_max_record(tl__store_be *be)
+{
+    (void)be;
+    return MAX_RECORD;
+}
+
+/* ---- ownership ---- */
+
+/* The owner row's report, and whether it still holds the store: its lease
+ * is ahead and its connection is there (and it is not this handle). */
+static int owner_live(pg *q, bool *live, char *who, size_t n)
+{
+    PGresult *r;
+    int rc = tl__pg_run(q, "SELECT pid, host, to_char(lease_until, 'YYYY-MM-DD HH24:MI:SS TZ'),"
+                        " lease_until > now() AND backend <> pg_backend_pid() AND EXISTS "
+                        "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner.backend) "
+                        "FROM owner WHERE id = 1", NULL, "claiming the store", &r);
+    if (rc != TL_OK)
+        return rc;
+    *live = false;
+    if (PQntuples(r) == 1) {
+        *live = *PQgetvalue(r, 0, 3) != 0;
+        snprintf(who, n, "pid %lld on host %.100s (its lease runs until %.40s)",
+                 (long long)tl__pg_col_i64(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    return TL_OK;
+}
+
+static int take_over(pg *q, int64_t *epoch)
+{
+    char host[256];
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    pg_params p = {0};
+    tl__pg_i64(&p, (int64_t)getpid());
+    tl__pg_text(&p, host);
+    tl__pg_i64(&p, (int64_t)time(NULL));
+    tl__pg_i64(&p, q->lease_ms);
+    int rc = tl__pg_run(q, "INSERT INTO owner VALUES (1, $1, $2, $3, pg_backend_pid(), now() + "
+                        "$4 * interval '1 millisecond') ON CONFLICT (id) DO UPDATE SET pid = "
+                        "EXCLUDED.pid, host = EXCLUDED.host, since = EXCLUDED.since, backend = "
+                        "EXCLUDED.backend, lease_until = EXCLUDED.lease_until", &p,
+                        "claiming the store", NULL);
+    if (rc == TL_OK)
+        rc = tl__pg_int(q, "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = "
+                        "'epoch' RETURNING value::bigint", NULL, "claiming the store", 0, epoch);
+    /* chunk rows newer than every checkpoint belong to none (a hand edit):
+     * they would make the next checkpoint of that id fail */
+    if (rc == TL_OK)
+        rc = tl__pg_run(q, "DELETE FROM chunks WHERE ckpt > (SELECT coalesce(max(id), 0) FROM "
+                        "checkpoints)", NULL, "removing chunk rows of no checkpoint", NULL);
+    return rc;
+}
+
+static int pg_claim(tl__store_be *be, int64_t *epoch)
+{
+    pg *q = (pg *)be;
+    char who[300] = "";
+    bool live = false;
+    int64_t next = 0;
+    int rc = exec_simple(q, "BEGIN; SELECT value FROM meta WHERE key = 'epoch' FOR UPDATE",
+                         "claiming the store");
+    if (rc == TL_OK)
+        rc = owner_live(q, &live, who, sizeof who);
+    if (rc == TL_OK && live)
+        rc = tl__store_fail(q->base.st, TL_ELOCKED, "the store (PostgreSQL %s) is owned by %s, "
+                            "which is still connected; stop that process (or close that "
+                            "store) first, or wait until its lease runs out", q->where, who);
+    if (rc == TL_OK)
+        rc = take_over(q, &next);
+    if (rc == TL_OK)
+        rc = exec_simple(q, "COMMIT", "claiming the store");
+    if (rc != TL_OK) {
+        rollback_quiet(q);
+        return rc;
+    }
+    *epoch = next;
+    return TL_OK;
+}
+
+static void pg_release(tl__store_be *be, int64_t epoch)
+{
+    pg *q = (pg *)be;
+    pg_params p = {0};
+    tl__pg_i64(&p, epoch);
+    tl__pg_run(q, "DELETE FROM owner WHERE id = 1 AND (SELECT value FROM meta WHERE key = "
+               "'epoch') = $1::text", &p, "releasing the store", NULL);
+}
+
+/* ---- the write transaction ---- */
+
+/* Inside the transaction: the epoch is still ours (the row stays locked
+ * until commit), and the lease moves forward. */
+static int fence(pg *q, int64_t epoch)
+{
+    int64_t cur = 0;
+    int rc = tl__pg_int(q, "SELECT value::bigint FROM meta WHERE key = 'epoch' FOR UPDATE", NULL,
+                        "checking ownership", 0, &cur);
+    if (rc == TL_OK && cur != epoch)
+        return tl__store_fail(q->base.st, TL_ELOCKED, "this handle no longer owns the store: "
+                              "it was claimed again since (epoch %lld, ours %lld; its lease "
+                              "ran out or its owner row was taken over); nothing was written",
+                              (long long)cur, (long long)epoch);
+    pg_params p = {0};
+    tl__pg_i64(&p, q->lease_ms);
+    if (rc == TL_OK)
+        rc = tl__pg_run(q, "UPDATE owner SET lease_until = now() + $1 * interval "
+                        "'1 millisecond', backend = pg_backend_pid() WHERE id = 1", &p,
+                        "renewing the lease", NULL);
+    return rc;
+}
+
+static int pg_begin(tl__store_be *be, int64_t epoch)
+{
+    pg *q = (pg *)be;
+    if (PQstatus(q->conn) == CONNECTION_BAD) /* lost since: one new try */
+        PQreset(q->conn);
+    if (PQstatus(q->conn) == CONNECTION_OK)
+        PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
+    int rc = exec_simple(q, "BEGIN", "starting a transaction");
+    if (rc == TL_OK && epoch > 0 && (rc = fence(q, epoch)) != TL_OK)
+        rollback_quiet(q);
+    return rc;
+}
+
+static int pg_commit(tl__store_be *be)
+{
+    pg *q = (pg *)be;
+    PGresult *r = PQexec(q->conn, "COMMIT");
+    int rc = TL_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = tl__pg_fail(q, r, "committing");
+    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) /* the server rolled it back */
+        rc = tl__store_fail(q->base.st, TL_ESTORE, "committing: the server rolled the "
+                            "transaction back (PostgreSQL %s)", q->where);
+    PQclear(r);
+    return rc;
+}
+
+static void pg_rollback(tl__store_be *be)
+{
+    pg *q = (pg *)be;
+    rollback_quiet(q);
+    tl__pg_tables_forget(q); /* a table created in it is gone again */
+}
+
+const tl__store_ops tl__store_pg_ops = {
+    .name = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .max_record = pg_max_record,
+    .claim = pg_claim,
+    .release = pg_release,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .put_chunk = tl__pg_put_chunk,
+    .put_head = tl__pg_put_head,
+    .stored_keys = tl__pg_stored_keys,
+    .last_id = tl__pg_last_id,
+    .prev_id = tl__pg_prev_id,
+    .read = tl__pg_read,
+    .prune = tl__pg_prune,
+    .retire = tl__pg_retire,
+    .row_put = tl__pg_row_put,
+    .row_del = tl__pg_row_del,
+    .row_clear = tl__pg_row_clear,
+    .rows_read = tl__pg_rows_read,
+    .mail_read = tl__pg_mail_read,
+    .mail_put = tl__pg_mail_put,
+    .mail_take = tl__pg_mail_take,
+    .mail_refuse = tl__pg_mail_refuse,
+};

@@ -1,0 +1,465 @@
+/*
+ * test_store_pg.c -- the store on its PostgreSQL backend (persist/
+ * store_pg*.c), against a real server (TL_PG_URL; tests/pg/
+ * with-postgres.sh): what test_store_backend shows for SQLite that applies
+ * (checkpoint and restore, participants' rows riding on checkpoints,
+ * fencing, pruning, the mailbox), then what is PostgreSQL's own: the
+ * lease (a live owner refused, a dead one taken over at once, an expired
+ * one taken over and its late writes refused), a lost connection, and bad
+ * locations (a bad URL, no server, no schema, another application's
+ * tables, a newer store) refused with a clear code and message.
+ * Skipped (exit 77) without a server; see pgtest.h.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../persist/persist.h"
+#include "pgtest.h"
+
+#ifdef TL_HAVE_PG
+
+/* A receiver blocked on a channel, holding a value it was given. */
+typedef struct { tl_chan *in; tl_value keep, v; } rx_t;
+static const tl_field rx_fields[] = {
+    TL_FIELD(rx_t, in, TL_T_CHAN), TL_FIELD(rx_t, keep, TL_T_VALUE), TL_FIELD(rx_t, v, TL_T_VALUE),
+};
+
+static tl_status receiver(tl_frame *f, void *locals)
+{
+    rx_t *L = locals;
+    TL_BEGIN(f);
+    for (;;)
+        TL_RECV(f, L->in, L->v);
+    TL_END(f);
+}
+static const tl_func receiver_fn = {"stpg.receiver", 1, receiver, sizeof(rx_t), rx_fields,
+                                    TL_COUNTOF(rx_fields), NULL};
+
+static tl_runtime *new_rt(void)
+{
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    assert_int_equal(tl_register(rt, &receiver_fn), TL_OK);
+    return rt;
+}
+
+static tl_store *open_at(const char *where, tl_runtime *rt)
+{
+    tl_store *st;
+    int rc = tl_store_open(where, rt ? 0 : TL_STORE_READONLY, &st);
+    if (rc != TL_OK)
+        fail_msg("open: %s", tl_store_errmsg(st));
+    if (rt && (rc = tl_store_attach(st, rt)) != TL_OK)
+        fail_msg("attach: %s", tl_store_errmsg(st));
+    return st;
+}
+
+/* One receiver on channel "in" (made on first use), holding keep. */
+static void spawn_holder(tl_runtime *rt, tl_value keep)
+{
+    tl_chan *ch = tl_chan_find_name(rt, "in");
+    if (ch) {
+        tl_chan_retain(ch);
+    } else {
+        assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+        assert_int_equal(tl_chan_set_name(ch, "in"), TL_OK);
+    }
+    rx_t a = {.in = ch, .keep = keep};
+    assert_int_equal(tl_spawn(rt, &receiver_fn, &a, sizeof a, NULL), TL_OK);
+    tl_chan_release(ch);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+}
+
+/* A runtime restored from the store at url: its tasklet count. */
+static size_t restored_count(int64_t at)
+{
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    int64_t got = 0;
+    assert_int_equal(tl_store_restore_at(st, at, 0, &got), TL_OK);
+    if (at)
+        assert_int_equal(got, at);
+    size_t n = tl_tasklet_count(rt);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    return n;
+}
+
+/* ---- checkpoint and restore ---- */
+
+static void test_checkpoint_restore(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    assert_int_equal(query("SELECT count(*) FROM meta WHERE key = 'application' AND value = "
+                           "'libtasklet'"), 1);
+    for (int i = 0; i < 300; i++) /* three tasklet chunks */
+        spawn_holder(rt, tl_i64(i));
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    assert_int_equal(tl_chan_try_send(in, tl_i64(1)), TL_OK); /* one chunk changes */
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 2);
+    assert_true(query("SELECT count(*) FROM chunks WHERE ckpt = 2") <
+                query("SELECT count(*) FROM chunks WHERE ckpt = 1"));
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    assert_int_equal(restored_count(0), 300);
+    assert_int_equal(restored_count(1), 300);
+    /* a read-only handle reads, and cannot attach */
+    tl_store *ro = open_at(url, NULL);
+    assert_int_equal(tl_store_last_checkpoint(ro), 2);
+    tl_store_close(ro);
+}
+
+/* ---- a participant ---- */
+
+static const tl__table test_table = {"test_rows", "k", "peer", "time", "data"};
+
+typedef struct part_state {
+    int nrows; /* rows "r0".. written in every checkpoint */
+    int fail;  /* fail after writing them */
+} part_state;
+
+static int part_write(void *ud, tl__store_tx *tx)
+{
+    part_state *ps = ud;
+    int rc = tl__tx_clear(tx, &test_table);
+    for (int i = 0; i < ps->nrows && rc == TL_OK; i++) {
+        char key[16], data[16];
+        snprintf(key, sizeof key, "r%d", i);
+        snprintf(data, sizeof data, "data %d", i);
+        tl__row r = {key, "peer", 1000 + i, data, strlen(data)};
+        rc = tl__tx_put(tx, &test_table, &r);
+    }
+    if (rc == TL_OK && ps->nrows > 1)
+        rc = tl__tx_del(tx, &test_table, "r0");
+    return rc == TL_OK && ps->fail ? TL_EIO : rc;
+}
+
+static const tl__participant test_part = {"test participant", part_write, NULL};
+
+typedef struct seen_rows {
+    int n;
+    char keys[8][16];
+    int64_t times[8];
+    char data[8][16];
+} seen_rows;
+
+static int collect(void *ud, const tl__row *r)
+{
+    seen_rows *sr = ud;
+    if (sr->n < 8) {
+        snprintf(sr->keys[sr->n], 16, "%s", r->key);
+        sr->times[sr->n] = r->time;
+        snprintf(sr->data[sr->n], 16, "%.*s", (int)r->len, (const char *)r->data);
+        assert_string_equal(r->peer, "peer");
+    }
+    sr->n++;
+    return TL_OK;
+}
+
+static seen_rows committed_rows(void)
+{
+    seen_rows sr = {0};
+    tl_store *ro = open_at(url, NULL);
+    assert_int_equal(tl__store_rows(ro, &test_table, collect, &sr), TL_OK);
+    tl_store_close(ro);
+    return sr;
+}
+
+static void test_participant_rows_ride_on_checkpoints(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    part_state ps = {.nrows = 1, .fail = 1};
+    assert_int_equal(tl__store_join(st, &test_part, &ps), TL_OK);
+    spawn_holder(rt, tl_nil());
+    /* the first checkpoint creates the participant's table, then fails:
+     * neither the chunks nor the table remain */
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "test participant"));
+    assert_int_equal(committed_rows().n, 0);
+    assert_int_equal(query("SELECT count(*) FROM pg_tables WHERE tablename = 'test_rows'"), 0);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 0);
+    ps.fail = 0;
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    seen_rows sr = committed_rows();
+    assert_int_equal(sr.n, 1);
+    assert_string_equal(sr.keys[0], "r0");
+    assert_int_equal(sr.times[0], 1000);
+    assert_string_equal(sr.data[0], "data 0");
+    /* a failed checkpoint leaves the previous rows */
+    ps.nrows = 3;
+    ps.fail = 1;
+    tl__store_touch(st);
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
+    assert_int_equal(committed_rows().n, 1);
+    /* the retry writes them: r0 deleted, r1 r2 in insertion order */
+    ps.fail = 0;
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    sr = committed_rows();
+    assert_int_equal(sr.n, 2);
+    assert_string_equal(sr.keys[0], "r1");
+    assert_string_equal(sr.keys[1], "r2");
+    assert_string_equal(sr.data[1], "data 2");
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+}
+
+/* ---- ownership: the lease and the fencing epoch ---- */
+
+static void test_live_owner_refused_expired_one_fenced(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt(), *b = new_rt();
+    tl_store *sa = open_at(url, a);
+    part_state ps = {.nrows = 1};
+    assert_int_equal(tl__store_join(sa, &test_part, &ps), TL_OK);
+    spawn_holder(a, tl_nil());
+    assert_int_equal(tl_store_checkpoint(sa), TL_OK);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 1);
+    /* a live owner (lease ahead, connected) is refused, named */
+    tl_store *sb;
+    assert_int_equal(tl_store_open(url, 0, &sb), TL_OK);
+    assert_int_equal(tl_store_attach(sb, b), TL_ELOCKED);
+    assert_non_null(strstr(tl_store_errmsg(sb), "is owned by pid"));
+    assert_non_null(strstr(tl_store_errmsg(sb), "lease"));
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 1);
+    /* its lease runs out (as if it were paused past it): taken over */
+    sql("UPDATE owner SET lease_until = now() - interval '1 second'");
+    assert_int_equal(tl_store_attach(sb, b), TL_OK);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 2);
+    /* the old owner's late writes are refused, its participant's too */
+    ps.nrows = 2;
+    spawn_holder(a, tl_i64(7));
+    assert_int_equal(tl_store_checkpoint(sa), TL_ELOCKED);
+    assert_non_null(strstr(tl_store_errmsg(sa), "no longer owns the store"));
+    assert_int_equal(tl__store_prune(sa, 1), TL_ELOCKED);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
+    assert_int_equal(committed_rows().n, 1);
+    /* the new owner writes and renews its lease; the old handle's close
+     * leaves the new claim alone */
+    sql("UPDATE owner SET lease_until = now()");
+    assert_int_equal(tl_store_checkpoint(sb), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(sb), 2);
+    assert_int_equal(query("SELECT lease_until > now() + interval '5 seconds' FROM owner"), 1);
+    assert_int_equal(tl_store_close(sa), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM owner"), 1);
+    assert_int_equal(tl_store_close(sb), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM owner"), 0);
+    tl_runtime_free(a);
+    tl_runtime_free(b);
+}
+
+/* An owner killed without closing: its connection goes, and the store is
+ * taken over long before its (hour-long) lease runs out. */
+static void test_dead_owner_taken_over(void **state)
+{
+    (void)state;
+    setenv("TL_PG_LEASE_MS", "3600000", 1);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        tl_runtime *rt = new_rt();
+        tl_store *st;
+        if (tl_store_open(url, 0, &st) != TL_OK || tl_store_attach(st, rt) != TL_OK)
+            _exit(1);
+        spawn_holder(rt, tl_nil());
+        _exit(tl_store_checkpoint(st) == TL_OK ? 0 : 2); /* no close: as kill -9 */
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(query("SELECT lease_until > now() + interval '30 minutes' FROM owner"), 1);
+    tl_runtime *rt = new_rt();
+    tl_store *st;
+    assert_int_equal(tl_store_open(url, 0, &st), TL_OK);
+    int rc;
+    time_t deadline = time(NULL) + 120; /* the server notices the closed socket */
+    while ((rc = tl_store_attach(st, rt)) == TL_ELOCKED && time(NULL) < deadline)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    assert_int_equal(rc, TL_OK);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 1);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    unsetenv("TL_PG_LEASE_MS");
+}
+
+/* The server drops the owner's connection: that checkpoint fails with
+ * TL_EIO, the next one reconnects, and (the epoch still ours) writes. */
+static void test_connection_lost(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(query("SELECT pg_terminate_backend(backend) FROM owner"), 1);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "PostgreSQL"));
+    assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    assert_int_equal(restored_count(0), 2);
+}
+
+/* ---- pruning ---- */
+
+static void test_prune(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    for (int i = 0; i < 300; i++)
+        spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    for (int i = 0; i < 4; i++) { /* one tasklet of chunk 0 receives each time */
+        assert_int_equal(tl_chan_try_send(in, tl_i64(i)), TL_OK);
+        assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+    int64_t rows = query("SELECT count(*) FROM chunks");
+    assert_int_equal(tl__store_prune(st, 0), TL_EINVAL);
+    assert_int_equal(tl__store_prune(st, 2), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 2);
+    assert_int_equal(query("SELECT min(id) FROM checkpoints"), 4);
+    assert_true(query("SELECT count(*) FROM chunks") < rows);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE kind = 1 AND key = 1"), 1);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    assert_int_equal(restored_count(0), 300);
+}
+
+/* ---- the mailbox ---- */
+
+static void test_mailbox(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt(), *b = new_rt();
+    assert_int_equal(tl_set_node_id(a, "a"), TL_OK);
+    assert_int_equal(tl_set_node_id(b, "b"), TL_OK);
+    tl_store *st = open_at(url, a);
+    for (int i = 0; i < 2; i++) {
+        tl_tasklet *t;
+        tl_chan *ch;
+        assert_int_equal(tl_chan_new(a, 0, &ch), TL_OK);
+        rx_t args = {.in = ch};
+        assert_int_equal(tl_spawn(a, &receiver_fn, &args, sizeof args, &t), TL_OK);
+        assert_int_equal(tl_run(a), TL_EDEADLOCK);
+        assert_int_equal(tl_store_export(st, t, "b"), TL_OK);
+        tl_tasklet_release(t);
+        tl_chan_release(ch);
+    }
+    assert_int_equal(query("SELECT count(*) FROM mailbox WHERE to_node = 'b'"), 2);
+    char xid[64];
+    query_text("SELECT xid FROM mailbox ORDER BY time, xid LIMIT 1", xid, sizeof xid);
+    assert_int_equal(tl__store_refuse(st, xid, "the function is not registered"), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(query("SELECT count(*) FROM mailbox_refused WHERE reason = "
+                           "'the function is not registered'"), 1);
+    assert_int_equal(tl__store_refuse(st, xid, "again"), TL_EBUSY);
+    assert_non_null(strstr(tl_store_errmsg(st), xid));
+    size_t n = 99;
+    assert_int_equal(tl_store_import(st, b, &n), TL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(tl_tasklet_count(b), 1);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 0);
+    tl_store_close(st);
+    tl_runtime_free(a);
+    tl_runtime_free(b);
+}
+
+/* ---- bad locations ---- */
+
+static void expect_open(const char *where, int flags, int code, const char *says)
+{
+    tl_store *st;
+    assert_int_equal(tl_store_open(where, flags, &st), code);
+    if (!strstr(tl_store_errmsg(st), says))
+        fail_msg("%s: the message \"%s\" does not say \"%s\"", where, tl_store_errmsg(st), says);
+    assert_null(strstr(tl_store_errmsg(st), "s3cret")); /* never the password */
+    assert_int_equal(tl_store_checkpoint(st), TL_EMISUSE);
+    assert_int_equal(tl_store_close(st), TL_OK);
+}
+
+static void test_bad_locations(void **state)
+{
+    (void)state;
+    char where[1200], other[80];
+    expect_open("postgresql://tl:s3cret@[::1/x", 0, TL_EINVAL, "not a valid PostgreSQL URL");
+    expect_open("postgresql://tl@127.0.0.1:5432/x?nosuchoption=1", 0, TL_EINVAL,
+                "not a valid PostgreSQL URL");
+    /* nothing listens on port 1: refused at once */
+    expect_open("postgresql://tl:s3cret@127.0.0.1:1/app", 0, TL_EIO,
+                "cannot connect to PostgreSQL at 127.0.0.1:1/app");
+    snprintf(where, sizeof where, "%s_nosuchdb", getenv("TL_PG_URL"));
+    expect_open(where, 0, TL_EIO, "cannot connect");
+    /* a search_path naming no schema */
+    pgtest_url(where, sizeof where, "tl_no_such_schema");
+    expect_open(where, 0, TL_ENOENT, "no schema on the search_path exists");
+    /* read-only on an empty schema: nothing created */
+    expect_open(url, TL_STORE_READONLY, TL_ENOENT, "no libtasklet store here");
+    assert_int_equal(query("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"), 0);
+    /* another application's tables: refused, untouched */
+    snprintf(other, sizeof other, "%s_other", pgt_schema);
+    snprintf(where, sizeof where, "CREATE SCHEMA %s; CREATE TABLE %s.orders(id int);"
+             "CREATE TABLE %s.meta(key text, value text)", other, other, other);
+    sql(where);
+    pgtest_url(where, sizeof where, other);
+    expect_open(where, 0, TL_ENOTSTORE, "another application");
+    snprintf(where, sizeof where, "SELECT count(*) FROM pg_tables WHERE schemaname = '%s'", other);
+    assert_int_equal(query(where), 2);
+    snprintf(where, sizeof where, "DROP SCHEMA %s CASCADE", other);
+    sql(where);
+    /* a newer store version */
+    tl_store *st;
+    assert_int_equal(tl_store_open(url, 0, &st), TL_OK);
+    tl_store_close(st);
+    sql("UPDATE meta SET value = '99' WHERE key = 'schema'");
+    expect_open(url, 0, TL_EFORMAT, "store version 99, newer");
+}
+
+#endif /* TL_HAVE_PG */
+
+int main(void)
+{
+    pgtest_require("store_pg");
+#ifdef TL_HAVE_PG
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_checkpoint_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_participant_rows_ride_on_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_owner_refused_expired_one_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_owner_taken_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_locations, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+#else
+    return 77;
+#endif
+}
