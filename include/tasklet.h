@@ -769,7 +769,10 @@ enum {
  * version), TL_EIO (cannot open or create the file, or WAL mode cannot be
  * enabled there), TL_ENOENT (read-only and no store there), TL_ENOTSUP (a
  * postgresql:// location: no such backend in this build), TL_ESTORE (any
- * other SQLite failure).  The tl_store_ functions below return TL_EMISUSE
+ * other SQLite failure).  A postgresql:// (or postgres://) URL opens the
+ * store in the connection's current schema on that server instead
+ * (docs/API.md, "The store on PostgreSQL": TL_EINVAL for a bad URL, TL_EIO
+ * when it cannot connect).  The tl_store_ functions below return TL_EMISUSE
  * for a handle that is not a store (closed, or another object) or whose
  * open failed. */
 TL_API int tl_store_open(const char *path, int flags, tl_store **out);
