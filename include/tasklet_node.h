@@ -67,6 +67,14 @@ typedef struct tl_node_config {
     uint32_t max_frame; /* largest frame accepted, bytes (default and
                          * maximum 64 MiB) */
     uint32_t batch;     /* scheduler steps per tl_node_poll (default 1024) */
+    /* How long (ns, the runtime's clock) the node keeps the id of a
+     * transfer it took when the source never says FORGET (its FORGET was
+     * lost in a restart): then the id leaves memory and the store's inbox.
+     * A resend of that transfer after it would be imported again, so this
+     * must exceed the longest time a source may stay away holding a
+     * transfer that was already acknowledged (docs/PROTOCOL.md section 5).
+     * 0: 7 days; negative: for good. */
+    int64_t inbox_keep_ns;
 } tl_node_config;
 
 /* Creates a node around rt and registers its internal function

@@ -108,6 +108,7 @@ static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
     n->max_frame = cfg->max_frame && cfg->max_frame < MAX_FRAME_DEFAULT ? cfg->max_frame
                                                                          : MAX_FRAME_DEFAULT;
     n->batch = cfg->batch ? cfg->batch : 1024;
+    n->inbox_keep = cfg->inbox_keep_ns ? cfg->inbox_keep_ns : INBOX_KEEP_DEFAULT_NS;
     n->lfd = -1;
     tl__list_init(&n->shaking);
     randombytes_buf(&n->xid_prefix, sizeof n->xid_prefix);
@@ -149,6 +150,7 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     rc = tl__node_store_open(n);
     if (rc != TL_OK) {
         tl__transfers_free(n, 1);
+        tl__node_durable_free(n);
         close_wake(n);
         tl__free(rt, n, sizeof *n);
         return rc;
@@ -171,6 +173,7 @@ void tl_node_free(tl_node *n)
         free(d);
     }
     tl__transfers_free(n, tl__node_store_close(n));
+    tl__node_durable_free(n);
     tl__remote_free(n);
     if (n->lfd >= 0)
         close(n->lfd);

@@ -156,12 +156,28 @@ typedef struct xkey {
     uint64_t hi, lo;
 } xkey;
 
-/* The transfer ids taken: open addressing, tombstones on delete. */
+/* The transfer ids taken, each with the time (ns, the runtime's clock)
+ * it was taken: open addressing, tombstones on delete. */
 typedef struct xset {
     xkey *keys;
+    int64_t *at;
     unsigned char *st;      /* 0 empty, 1 full, 2 deleted */
     size_t cap, n, used;
 } xset;
+
+/* An inbox id and when it was taken: n->inlog (for aging) and, with the
+ * peer it came from, n->in_new (a row to write). */
+typedef struct inid {
+    xkey k;
+    int64_t at;
+} inid;
+typedef struct innew {
+    xkey k;
+    int64_t at;
+    char peer[64];
+} innew;
+
+#define INBOX_KEEP_DEFAULT_NS (7 * 86400LL * 1000000000LL) /* 7 days */
 
 #define TL__MAGIC_NODE 0x746c4e44u /* "tlND" */
 
@@ -192,6 +208,17 @@ struct tl_node {
     VEC(outx *) xbatch;    /* scratch: one XFER frame's transfers */
     uint64_t xid_prefix, xid_seq;
     xset seen;
+    /* The store's rows, written in each checkpoint's transaction as they
+     * change (durable.c): the outbox from n->undurable on and out_gone;
+     * the inbox in_new and in_gone.  Emptied when the checkpoint commits. */
+    VEC(xidstr) out_gone;  /* durable transfers since acknowledged or refused */
+    VEC(innew) in_new;     /* ids taken (or read back with no time) */
+    VEC(xkey) in_gone;     /* ids forgotten or aged out */
+    VEC(inid) inlog;       /* every id taken, oldest first, from inlog_head on;
+                            * inlog_stale of them no longer in seen */
+    size_t inlog_head, inlog_stale;
+    int64_t inbox_keep;    /* ns an id is kept without FORGET; < 0: for good */
+    VEC(tl_tasklet *) held; /* imports (retained) restarted once committed */
     tl__hmap rop_by_t, agent_by_t; /* by tasklet */
     VEC(move) moves;
     uint64_t next_req;
@@ -293,7 +320,10 @@ static inline int mp_str(const msgpack_object *o, char *buf, size_t cap)
 /* ---- transfer.c ---- */
 TL__HIDDEN int tl__xid_parse(const char *s, xkey *k);
 TL__HIDDEN void tl__xid_format(xkey k, char out[40]);
-TL__HIDDEN int tl__xset_add(xset *s, xkey k);
+TL__HIDDEN int tl__xset_add(xset *s, xkey k, int64_t at);
+/* Whether s holds k taken at time at; tl__xset_take also removes it. */
+TL__HIDDEN int tl__xset_has_at(const xset *s, xkey k, int64_t at);
+TL__HIDDEN int tl__xset_take(xset *s, xkey k, int64_t at);
 TL__HIDDEN void tl__xset_free(xset *s);
 TL__HIDDEN int tl__outbox_append(tl_node *n, outx *x);
 TL__HIDDEN void tl__outx_free(tl_node *n, outx *x);
@@ -321,6 +351,19 @@ TL__HIDDEN void tl__on_cancelled(conn *l, const msgpack_object *o);
 /* ---- durable.c ---- */
 TL__HIDDEN int tl__node_store_open(tl_node *n);
 TL__HIDDEN int tl__node_checkpoint(tl_node *n);
+/* Id k from peer was taken now: into n->seen, the aging log and (with a
+ * store) the rows to write.  TL_ENOMEM: in none of them. */
+TL__HIDDEN int tl__inbox_add(tl_node *n, xkey k, const char *peer);
+/* FORGET of k: out of n->seen (and its row, with the next checkpoint). */
+TL__HIDDEN void tl__inbox_forget(tl_node *n, xkey k);
+/* Ids older than n->inbox_keep leave n->seen (and their rows). */
+TL__HIDDEN void tl__inbox_age(tl_node *n);
+/* Transfer x (taken out of the outbox) is gone: its row too, if stored. */
+TL__HIDDEN void tl__outbox_gone(tl_node *n, const outx *x);
+/* Held import t is restarted once a checkpoint holds it (with a store;
+ * else at once).  TL_ENOMEM: t is not held. */
+TL__HIDDEN int tl__import_hold(tl_node *n, tl_tasklet *t);
+TL__HIDDEN void tl__node_durable_free(tl_node *n);
 TL__HIDDEN int tl__node_store_close(tl_node *n);
 
 #endif

@@ -115,53 +115,76 @@ static int xset_has(const xset *s, xkey k)
     return found;
 }
 
-int tl__xset_add(xset *s, xkey k)
+/* s rehashed into ncap slots (dropping the tombstones). */
+static int xset_grow(xset *s, size_t ncap)
+{
+    xset old = *s;
+    int found;
+    s->keys = malloc(ncap * sizeof *s->keys);
+    s->at = malloc(ncap * sizeof *s->at);
+    s->st = calloc(ncap, 1);
+    if (!s->keys || !s->at || !s->st) {
+        free(s->keys);
+        free(s->at);
+        free(s->st);
+        *s = old;
+        return TL_ENOMEM;
+    }
+    s->cap = ncap;
+    s->n = s->used = 0;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.st[i] == 1) {
+            size_t j = xset_find(s, old.keys[i], &found);
+            s->keys[j] = old.keys[i];
+            s->at[j] = old.at[i];
+            s->st[j] = 1;
+            s->n++;
+            s->used++;
+        }
+    free(old.keys);
+    free(old.at);
+    free(old.st);
+    return TL_OK;
+}
+
+int tl__xset_add(xset *s, xkey k, int64_t at)
 {
     int found;
     if (2 * (s->used + 1) > s->cap) {
-        xset old = *s;
         size_t ncap = 64;
         while (ncap < 4 * (s->n + 1))
-            ncap *= 2; /* the rehash also drops the tombstones */
-        s->keys = malloc(ncap * sizeof *s->keys);
-        s->st = calloc(ncap, 1);
-        if (!s->keys || !s->st) {
-            free(s->keys);
-            free(s->st);
-            *s = old;
+            ncap *= 2;
+        if (xset_grow(s, ncap) != TL_OK)
             return TL_ENOMEM;
-        }
-        s->cap = ncap;
-        s->n = s->used = 0;
-        for (size_t i = 0; i < old.cap; i++)
-            if (old.st[i] == 1) {
-                size_t j = xset_find(s, old.keys[i], &found);
-                s->keys[j] = old.keys[i];
-                s->st[j] = 1;
-                s->n++;
-                s->used++;
-            }
-        free(old.keys);
-        free(old.st);
     }
     size_t j = xset_find(s, k, &found);
     if (found)
         return TL_OK;
     s->used += s->st[j] == 0;
     s->keys[j] = k;
+    s->at[j] = at;
     s->st[j] = 1;
     s->n++;
     return TL_OK;
 }
 
-static void xset_del(xset *s, xkey k)
+int tl__xset_has_at(const xset *s, xkey k, int64_t at)
 {
     int found = 0;
     size_t j = s->cap ? xset_find(s, k, &found) : 0;
-    if (found) {
-        s->st[j] = 2;
-        s->n--;
-    }
+    return found && s->at[j] == at;
+}
+
+/* Removes k (any time when at is INT64_MIN); 1 if it was there. */
+int tl__xset_take(xset *s, xkey k, int64_t at)
+{
+    int found = 0;
+    size_t j = s->cap ? xset_find(s, k, &found) : 0;
+    if (!found || (at != INT64_MIN && s->at[j] != at))
+        return 0;
+    s->st[j] = 2;
+    s->n--;
+    return 1;
 }
 
 /* ---- frames about transfers ---- */
@@ -242,8 +265,14 @@ static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *sn
         return;
     }
     tl_tasklet *t;
-    int rc = tl__snapshot_import(n->rt, snap->via.bin.ptr, snap->via.bin.size, &t);
-    if (rc == TL_OK && tl__xset_add(&n->seen, k) != TL_OK) {
+    /* held: its wait starts (a remote operation issued, a local partner
+     * met) only once a checkpoint holds it (tl__import_hold) */
+    int rc = tl__snapshot_import_held(n->rt, snap->via.bin.ptr, snap->via.bin.size, &t);
+    if (rc == TL_OK && tl__inbox_add(n, k, l->peer) != TL_OK) {
+        tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
+        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
+    } else if (rc == TL_OK && tl__import_hold(n, t) != TL_OK) {
+        tl__inbox_forget(n, k);
         tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
         rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
     }
@@ -294,6 +323,7 @@ void tl__on_ack(conn *l, const msgpack_object *o)
         outx *x = take_outx(n, l->peer, xid);
         if (!x)
             continue; /* a duplicate: already gone */
+        tl__outbox_gone(n, x);
         tl__outx_free(n, x);
         n->stats.moved_out++;
         n->need_ckpt |= n->store != NULL;
@@ -320,8 +350,10 @@ void tl__on_nack(conn *l, const msgpack_object *o)
         return;
     n->stats.refused++;
     n->need_ckpt |= n->store != NULL;
+    tl__outbox_gone(n, x);
     tl_tasklet *t;
-    if (tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK) {
+    /* held: the error thrown ends its wait, no remote operation is issued */
+    if (tl__snapshot_import_held(n->rt, x->data, x->len, &t) == TL_OK) {
         char full[400];
         snprintf(full, sizeof full, "node %s refused the tasklet: %s", l->peer, msg);
         tl_throw_pending(t, (int)code, full);
@@ -343,7 +375,7 @@ void tl__on_forget(conn *l, const msgpack_object *o)
     for (uint32_t i = 0; i < xs->via.array.size; i++) {
         xkey k;
         if (mp_str(mp_item(xs, i), xid, sizeof xid) && tl__xid_parse(xid, &k))
-            xset_del(&l->node->seen, k);
+            tl__inbox_forget(l->node, k);
     }
 }
 
@@ -454,6 +486,7 @@ void tl__transfers_free(tl_node *n, int durable)
 void tl__xset_free(xset *s)
 {
     free(s->keys);
+    free(s->at);
     free(s->st);
     memset(s, 0, sizeof *s);
 }
@@ -533,6 +566,7 @@ static void settle_link(tl_node *n, conn *l)
  * link is flushed. */
 int tl__settle(tl_node *n)
 {
+    tl__inbox_age(n);
     int rc = tl__node_checkpoint(n);
     if (rc != TL_OK)
         return rc;

@@ -167,8 +167,14 @@ typedef struct tl__participant {
     const char *name; /* in error messages */
     /* In every checkpoint's transaction, after the chunks and the head:
      * puts and deletes the participant's rows through tx.  A non-OK
-     * return rolls the whole checkpoint back. */
+     * return rolls the whole checkpoint back.  It writes what changed
+     * since the last commit it was told of, and changes nothing of its
+     * own: the checkpoint may still roll back. */
     int (*write)(void *ud, tl__store_tx *tx);
+    /* That checkpoint committed: what write wrote is durable (NULL: not
+     * told).  Called before tl_store_checkpoint returns; nothing of the
+     * participant changed between its write and this call. */
+    void (*committed)(void *ud);
     /* The store is closing: forget it (no more writes will come). */
     void (*detach)(void *ud);
 } tl__participant;
@@ -186,6 +192,9 @@ TL__HIDDEN int tl__store_rows(tl_store *st, const tl__table *t, tl__row_fn fn, v
 /* Forces the next checkpoint to be written even if the runtime did not
  * change (a participant's rows did). */
 TL__HIDDEN void tl__store_touch(tl_store *st);
+/* Participant rows written (puts, deletes, clears) through st since it
+ * opened, committed or not: tests count what a checkpoint writes. */
+TL__HIDDEN uint64_t tl__store_row_writes(const tl_store *st);
 
 /* Keeps the newest keep checkpoints (keep >= 1) and deletes the rest,
  * with the chunk rows only they read, in one fenced transaction. */

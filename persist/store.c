@@ -74,6 +74,7 @@ struct tl_store {
     } parts[MAX_PARTS];
     size_t nparts;
     int touched;        /* next checkpoint writes even if nothing changed */
+    uint64_t row_writes; /* participant rows written (tl__store_row_writes) */
     struct mail *mail;  /* mailbox rows to insert with the next checkpoint */
     char (*unmail)[40]; /* mailbox rows to take with it */
     size_t nunmail;
@@ -346,6 +347,14 @@ static int write_parts(tl_store *st)
     return TL_OK;
 }
 
+/* The checkpoint committed: each participant's rows are durable. */
+static void tell_committed(tl_store *st)
+{
+    for (size_t i = 0; i < st->nparts; i++)
+        if (st->parts[i].p->committed)
+            st->parts[i].p->committed(st->parts[i].ud);
+}
+
 static int write_all(tl_store *st, tl__index *tix, tl__index *cix, int64_t ckpt, int64_t now)
 {
     int64_t bytes = 0;
@@ -426,6 +435,7 @@ int tl_store_checkpoint(tl_store *st)
             st->full_next = 0;
             st->touched = 0;
             tl__clear_dirty(st->rt);
+            tell_committed(st);
         } else {
             fail_checkpoint(st, rc);
         }
@@ -861,18 +871,21 @@ void tl__store_leave(tl_store *st, const tl__participant *p, void *ud)
 int tl__tx_put(tl__store_tx *tx, const tl__table *t, const tl__row *r)
 {
     tl_store *st = tx->st;
+    st->row_writes++;
     return st->be->ops->row_put(st->be, t, r);
 }
 
 int tl__tx_del(tl__store_tx *tx, const tl__table *t, const char *key)
 {
     tl_store *st = tx->st;
+    st->row_writes++;
     return st->be->ops->row_del(st->be, t, key);
 }
 
 int tl__tx_clear(tl__store_tx *tx, const tl__table *t)
 {
     tl_store *st = tx->st;
+    st->row_writes++;
     return st->be->ops->row_clear(st->be, t);
 }
 
@@ -888,6 +901,8 @@ void tl__store_touch(tl_store *st)
     if (valid(st))
         st->touched = 1;
 }
+
+uint64_t tl__store_row_writes(const tl_store *st) { return valid(st) ? st->row_writes : 0; }
 
 void *tl__store_sqlite(tl_store *st) { return usable(st) ? tl__store_sqlite_db(st->be) : NULL; }
 

@@ -83,6 +83,7 @@ static const tl__table test_table = {"test_rows", "k", "peer", "time", "data"};
 typedef struct part_state {
     int nrows;      /* rows "r0".. written in every checkpoint */
     int fail;       /* fail after writing them */
+    int committed;  /* checkpoints it was told committed */
     int detached;
 } part_state;
 
@@ -102,9 +103,11 @@ static int part_write(void *ud, tl__store_tx *tx)
     return rc == TL_OK && ps->fail ? TL_EIO : rc;
 }
 
+static void part_committed(void *ud) { ((part_state *)ud)->committed++; }
 static void part_detach(void *ud) { ((part_state *)ud)->detached++; }
 
-static const tl__participant test_part = {"test participant", part_write, part_detach};
+static const tl__participant test_part = {"test participant", part_write, part_committed,
+                                          part_detach};
 
 typedef struct seen_rows {
     int n;
@@ -152,10 +155,12 @@ static void test_participant_rows_ride_on_checkpoints(void **state)
     assert_int_equal(tl_store_last_checkpoint(st), 0);
     assert_int_equal(committed_rows().n, 0);
     assert_int_equal(query("SELECT count(*) FROM checkpoints"), 0);
+    assert_int_equal(ps.committed, 0); /* told only of a commit */
     /* now it goes through, rows and chunks in one commit */
     ps.fail = 0;
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
     seen_rows sr = committed_rows();
+    assert_int_equal(ps.committed, 1);
     assert_int_equal(sr.n, 1);
     assert_string_equal(sr.keys[0], "r0");
     assert_int_equal(sr.times[0], 1000);
@@ -168,10 +173,12 @@ static void test_participant_rows_ride_on_checkpoints(void **state)
     assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
     assert_int_equal(committed_rows().n, 1);
     assert_int_equal(tl_store_last_checkpoint(st), 1);
+    assert_int_equal(ps.committed, 1);
     /* and the retry writes them: r0 deleted, r1 r2 in insertion order */
     ps.fail = 0;
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
     sr = committed_rows();
+    assert_int_equal(ps.committed, 2);
     assert_int_equal(sr.n, 2);
     assert_string_equal(sr.keys[0], "r1");
     assert_string_equal(sr.keys[1], "r2");
