@@ -107,7 +107,7 @@ static void detach_store(void *ud)
 }
 
 static const tl__participant node_participant = {"node's outbox and inbox", write_rows,
-                                                  rows_committed, detach_store};
+                                                  detach_store, rows_committed};
 
 static int read_outbox_row(void *ud, const tl__row *r)
 {

@@ -171,12 +171,12 @@ typedef struct tl__participant {
      * since the last commit it was told of, and changes nothing of its
      * own: the checkpoint may still roll back. */
     int (*write)(void *ud, tl__store_tx *tx);
+    /* The store is closing: forget it (no more writes will come). */
+    void (*detach)(void *ud);
     /* That checkpoint committed: what write wrote is durable (NULL: not
      * told).  Called before tl_store_checkpoint returns; nothing of the
      * participant changed between its write and this call. */
     void (*committed)(void *ud);
-    /* The store is closing: forget it (no more writes will come). */
-    void (*detach)(void *ud);
 } tl__participant;
 
 /* Joins (at most 4 participants per store; TL_ENOMEM beyond) and leaves. */

@@ -106,8 +106,8 @@ static int part_write(void *ud, tl__store_tx *tx)
 static void part_committed(void *ud) { ((part_state *)ud)->committed++; }
 static void part_detach(void *ud) { ((part_state *)ud)->detached++; }
 
-static const tl__participant test_part = {"test participant", part_write, part_committed,
-                                          part_detach};
+static const tl__participant test_part = {"test participant", part_write, part_detach,
+                                          part_committed};
 
 typedef struct seen_rows {
     int n;
