@@ -4,6 +4,7 @@
  *   migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR]
  *                [--store FILE] [--role cmd|source|dest]
  *                [--count N] [--dest ID] [--pace MS] [--skip FUNC]
+ *                [--pause-after-import 1]
  *
  * It prints "address ADDR" (tl_node_address, "-" when not listening), then
  * "ready", and runs the node until SIGTERM, "quit" or the end of its
@@ -14,6 +15,10 @@
  * its failed tries; the collector, with the count of n).  On a clean stop it checkpoints (with a store),
  * frees everything and exits 0.  --skip FUNC leaves that tasklet function
  * unregistered, so that the node refuses tasklets running it.
+ * --pause-after-import 1 (with --store) stops the process inside the
+ * first checkpoint transaction after a tasklet was imported, before it
+ * commits: it prints "paused-before-commit" and waits there to be killed
+ * (a participant of the store, persist/persist.h, that never returns).
  *
  * Roles:
  *   cmd     (default) reads commands, one a line, and answers on stdout:
@@ -53,6 +58,7 @@
 #include "migrate_funcs.h"
 #include "tasklet.h"
 #include "tasklet_node.h"
+#include "../persist/persist.h" /* the participant interface, for --pause-after-import */
 
 static tl_node *node;
 static volatile sig_atomic_t stopping;
@@ -407,8 +413,25 @@ static void read_commands(tl_runtime *rt, int with_commands)
 
 typedef struct opts {
     const char *id, *secret, *listen, *connect, *store, *role, *dest, *skip;
-    int count, pace;
+    int count, pace, pause_after_import;
 } opts;
+
+/* --pause-after-import: in a checkpoint's transaction, after the node's
+ * rows (it joined the store first), once a tasklet came in. */
+static int pause_write(void *ud, tl__store_tx *tx)
+{
+    tl_node_stats s;
+    (void)ud;
+    (void)tx;
+    tl_node_stats_get(node, &s);
+    if (s.moved_in == 0)
+        return TL_OK;
+    printf("paused-before-commit\n");
+    fflush(stdout);
+    for (;;)
+        pause(); /* until SIGKILL */
+}
+static const tl__participant pause_part = {"pause after import", pause_write, NULL, NULL};
 
 static int first_start_source(tl_runtime *rt, const opts *o)
 {
@@ -496,7 +519,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR] "
             "[--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] [--pace MS] "
-            "[--skip FUNC]\n");
+            "[--skip FUNC] [--pause-after-import 1]\n");
     return 2;
 }
 
@@ -518,6 +541,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (strcmp(k, "--count") == 0) o->count = atoi(v);
         else if (strcmp(k, "--pace") == 0) o->pace = atoi(v);
         else if (strcmp(k, "--skip") == 0) o->skip = v;
+        else if (strcmp(k, "--pause-after-import") == 0) o->pause_after_import = atoi(v);
         else return -1;
     }
     if (argc % 2 == 0 || !o->id || !o->secret || o->count < 0 || o->count > MP_MAX_CARRIERS)
@@ -582,6 +606,8 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
     rc = tl_node_new(rt, &cfg, &node);
     if (rc != TL_OK)
         return fail("tl_node_new", rc, tl_errmsg(rt));
+    if (*st && o->pause_after_import && (rc = tl__store_join(*st, &pause_part, NULL)) != TL_OK)
+        return fail("join", rc, tl_store_errmsg(*st));
     if (*st) {
         rc = tl_store_restore(*st);
         if (rc == TL_ENOENT) {

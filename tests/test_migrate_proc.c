@@ -20,6 +20,10 @@
  *     a refused transfer and an operation on an unknown channel are
  *     answered, an unknown message type, a frame in clear or an oversized
  *     length after authentication drop the link;
+ *   - a destination killed (kill -9) inside the checkpoint that would hold
+ *     an import, before its commit: the moved tasklet's remote send is
+ *     issued only after the restarted destination committed the import
+ *     sent again, so the home sees exactly one send;
  *   - exactly once under kill -9: N numbered tasklets move between two
  *     nodes with stores while either is killed and restarted again and
  *     again; afterwards both stores are restored here and each number was
@@ -1326,6 +1330,67 @@ static long long count_rows(tl_store *st, const char *table)
     return n;
 }
 
+/* ---- exactly one remote operation across a crash of the importer ---- */
+
+static size_t count_lines(const peer *p, const char *text)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < p->nlines; i++)
+        k += strcmp(p->lines[i], text) == 0;
+    return k;
+}
+
+/* A tasklet blocked sending on A's channel c moves to B, which is killed
+ * (kill -9) inside the checkpoint transaction that would hold the import,
+ * before it commits (--pause-after-import).  A sends the transfer again to
+ * the restarted B, which imports it afresh.  The import's remote send must
+ * not have left before that commit (issue 12 point 5): A's channel sees
+ * nothing while B is stopped, and exactly one send afterwards. */
+static void test_import_kill9_before_commit(void **state)
+{
+    fixture *fx = *state;
+    peer *a = &fx->a, *b = &fx->b;
+    char store[128];
+    snprintf(store, sizeof store, "%s/b.db", fx->dir);
+    const char *addr = start_listener(a, "A", "tcp://127.0.0.1:0", SECRET);
+    const char *args[] = {"--id", "B", "--secret", SECRET, "--connect", addr, "--store", store,
+                          "--pause-after-import", "1", NULL};
+    peer_start(b, "B", args);
+    peer_wait(b, "ready", NULL);
+    peer_until(a, "peer B", "peer B", "peer B 1");
+    peer_say(a, "chan c");
+    peer_wait(a, "chan c TL_OK", NULL);
+    peer_say(a, "send c 7");
+    peer_until(a, "balance c", "balance", "balance c 1");
+    peer_say(a, "migrate-blocked mp.sender B");
+    assert_string_equal(peer_wait(a, "migrate-blocked", NULL), "migrate-blocked 1 TL_OK");
+    peer_wait(b, "paused-before-commit", NULL);
+    /* B is stopped before its commit: no agent may send on c meanwhile (one
+     * sent by an early operation would show within this second) */
+    for (double end = now_ms() + 1000; now_ms() < end; sleep_ms(20)) {
+        peer_say(a, "balance c");
+        assert_string_equal(peer_wait(a, "balance c", NULL), "balance c 0");
+    }
+    peer_say(a, "recv c");
+    peer_until(a, "balance c", "balance", "balance c -1");
+    peer_kill9(b);
+    b->argv[10] = "0"; /* no pause this time */
+    restart(b);
+    assert_string_equal(peer_wait(b, "sent ", NULL), "sent c 7"); /* its path local */
+    peer_wait(a, "recv c 7", NULL);
+    peer_until_stat(a, "moved_out", 1);
+    peer_until(a, "balance c", "balance", "balance c 0");
+    const char *sb = peer_until_stat(b, "moved_in", 1);
+    assert_int_equal(field(sb, "live"), 0);
+    peer_stop(b);
+    peer_say(a, "stats");
+    assert_int_equal(field(peer_wait(a, "stats ", NULL), "remote_ops"), 1);
+    assert_int_equal(count_lines(a, "recv c 7"), 1);
+    assert_false(peer_saw(a, "tasklet-failed", NULL));
+    assert_false(peer_saw(b, "tasklet-failed", NULL));
+    peer_stop(a);
+}
+
 /* Restores a node's store here, into a fresh runtime with a node (so that
  * tl.agent is known), and reads what it holds: the live tasklets, the
  * outbox and, at the destination, the collector's counts. */
@@ -1501,6 +1566,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_misbehaviour, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_after_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_import_kill9_before_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exactly_once_kill9, setup, teardown),
     };
     if (getenv("MIGRATE_TEST")) /* e.g. MIGRATE_TEST=test_exactly_once_kill9 */
