@@ -5,19 +5,33 @@
  * no SQL.
  *
  * The node is a participant of its store: in every checkpoint's
- * transaction the store calls write_rows, which rewrites the node's two
- * tables with the runtime's records: outbox (xid, peer, snapshot) --
- * every transfer not yet acknowledged -- and inbox (xid) -- every
- * transfer id taken and not yet forgotten (docs/FORMAT.md).  tl_node_new
- * reads both back (read_tables), so that after a crash the outbox is
- * resent and resent transfers are recognised.
+ * transaction the store calls write_rows, which writes what changed since
+ * the last commit in the node's two tables (docs/FORMAT.md): outbox (xid,
+ * peer, snapshot) -- a row put for every transfer not yet durable (from
+ * n->undurable on), one deleted for every durable one acknowledged or
+ * refused since (n->out_gone) -- and inbox (xid, peer, time taken) -- a row
+ * put for every id taken since (n->in_new), one deleted for every id
+ * forgotten or aged out (n->in_gone).  When the transaction has committed
+ * the store calls rows_committed: only then are those changes counted
+ * durable (the lists emptied, the held imports restarted), so a checkpoint
+ * that rolls back is simply written again by the next one.  tl_node_new
+ * reads both tables back (read_tables), so that after a crash the outbox
+ * is resent and resent transfers are recognised.
  *
- * Invariants: the tables are rewritten whole in the same transaction as
- * the runtime's records, so the tasklets, the outbox and the inbox are
- * always of one instant; a transfer is sent only after a checkpoint that
- * holds it (tl__node_checkpoint marks it durable), and acknowledged only
- * after one that holds the import.  detach_store means the store is
- * closing: the node goes on in memory only, everything counted durable.
+ * Aging: every id taken is in n->inlog with its time, oldest first;
+ * tl__inbox_age (every tl__settle) drops the ids older than
+ * n->inbox_keep from n->seen and the store (docs/PROTOCOL.md section 5
+ * says why the window is safe).  inlog keeps entries of ids already
+ * forgotten (inlog_stale) until they reach its head or it is compacted.
+ *
+ * Invariants: the rows change in the same transaction as the runtime's
+ * records, so the tasklets, the outbox and the inbox are always of one
+ * instant; a transfer is sent only after a checkpoint that holds it
+ * (durable), acknowledged only after one that holds the import, and an
+ * import does nothing outside the runtime (its remote operation, a
+ * rendezvous) before that commit (n->held).  write_rows changes nothing.
+ * detach_store means the store is closing: the node goes on in memory
+ * only, everything counted durable.
  */
 #include "node_impl.h"
 

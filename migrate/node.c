@@ -145,8 +145,8 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
         return rc;
     }
     tl_set_node_id(rt, n->id);
-    /* the outbox and inbox come in now: a checkpoint before the first poll
-     * writes them back whole */
+    /* the outbox and inbox come in now, before anything can checkpoint;
+     * checkpoints write only what changes from then on */
     rc = tl__node_store_open(n);
     if (rc != TL_OK) {
         tl__transfers_free(n, 1);

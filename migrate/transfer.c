@@ -36,10 +36,12 @@
  *   the others come back if never sent, else are reported as uncertain.
  *
  * At the destination, tl__on_xfer takes each item: an id in n->seen is a
- * duplicate (ACK queued again); otherwise tl__snapshot_import, the id into
- * n->seen and an ACK queued on the link (a failed import is answered NACK
- * at once).  Queued ACKs go out (settle_link) only after
- * tl__node_checkpoint made the imports durable; tl__on_forget drops an id.
+ * duplicate (ACK queued again); otherwise tl__snapshot_import_held, the id
+ * into n->seen (tl__inbox_add), the tasklet held (tl__import_hold: its
+ * wait starts once a checkpoint holds it) and an ACK queued on the link (a
+ * failed import is answered NACK at once).  Queued ACKs go out
+ * (settle_link) only after tl__node_checkpoint made the imports durable;
+ * tl__on_forget drops an id, tl__inbox_age one older than the window.
  *
  * Invariants: a transfer is sent only when durable, and durability comes
  * in departure order, so the durable transfers of a peer's unsent list
