@@ -155,6 +155,20 @@ TL_API int tl_wf_commit(tl_wf *wf);
  * TL_ENOENT (unknown), TL_EDONE (already finished). */
 TL_API int tl_wf_cancel(tl_wf *wf, const char *id);
 
+/* Opens the engine's named channel `name` (1 to TL_WF_NAME_MAX bytes, no
+ * control characters), which any process may post to with only the
+ * store's path (tl_wf_post_chan, `tasklet send --chan`): on first use it
+ * is created (capacity cap: 0 unbuffered, N buffered), named, pinned (so
+ * checkpoints keep it while no tasklet refers to it) and recorded in the
+ * store's table wf_chan; after tl_wf_restore the restored channel of that
+ * name is found again (cap is then ignored).  Call it after tl_wf_restore.
+ * Workflows receive from it like from any channel (TL_RECV, TL_SELECT,
+ * TL_WF_SELECT), finding it with tl_chan_find_name or through a TL_T_CHAN
+ * field.  Posts wait in the store until the channel is opened, then go in
+ * posting order, each once a receiver or buffer room takes it.  *out is
+ * borrowed (the runtime holds the channel).  TL_EINVAL, TL_ENOMEM. */
+TL_API int tl_wf_chan(tl_wf *wf, const char *name, size_t cap, tl_chan **out);
+
 /* Workflows not finished (in this engine). */
 TL_API size_t tl_wf_live(const tl_wf *wf);
 TL_API const char *tl_wf_errmsg(const tl_wf *wf);
@@ -251,6 +265,15 @@ typedef struct tl_wf_info {
  * message is larger than the store's record limit), TL_EIO, TL_ESTORE. */
 TL_API int tl_wf_post(tl_runtime *rt, const char *path, const char *id, const char *topic,
                       tl_value msg, const char *dedup_key);
+/* Posts msg to the named channel `name` (tl_wf_chan) of the engine that
+ * owns the store at path, as tl_wf_post does to a workflow: one
+ * transaction of its own, owner running or stopped.  Its owner sends it on
+ * the channel and marks it taken in one checkpoint transaction: exactly
+ * once across crashes.  With a non-NULL dedup_key, a second post with
+ * that key to name is refused with TL_EEXIST.  TL_ENOENT (no channel of
+ * that name in the store), TL_EINVAL, TL_ERANGE, TL_EIO, TL_ESTORE. */
+TL_API int tl_wf_post_chan(tl_runtime *rt, const char *path, const char *name, tl_value msg,
+                           const char *dedup_key);
 /* Asks for workflow id to be cancelled (the owner acts on it when it
  * runs).  TL_ENOENT, TL_EDONE (finished already). */
 TL_API int tl_wf_cancel_at(tl_runtime *rt, const char *path, const char *id);

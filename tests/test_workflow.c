@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -262,6 +263,34 @@ static tl_status waiter(tl_frame *f, void *l)
 }
 static const tl_func wait_fn = {"t.wait", 1, waiter, sizeof(wait_t), wait_fields, 7, NULL};
 
+/* Takes one value from named channel "orders" (TL_WF_SELECT, timeout:
+ * the argument), then runs the "blocking" step on it; returns the value. */
+typedef struct take_t {
+    tl_value arg, v, r;
+    tl_chan *ch;
+    tl_case cases[1];
+    int32_t idx;
+} take_t;
+static const tl_field take_fields[] = {
+    TL_FIELD(take_t, arg, TL_T_VALUE), TL_FIELD(take_t, v, TL_T_VALUE),
+    TL_FIELD(take_t, r, TL_T_VALUE),   TL_FIELD(take_t, ch, TL_T_CHAN),
+    TL_FIELD(take_t, cases, TL_T_CASES), TL_FIELD(take_t, idx, TL_T_I32)};
+
+static tl_status take_order(tl_frame *f, void *l)
+{
+    take_t *L = l;
+    TL_BEGIN(f);
+    L->ch = tl_chan_retain(tl_chan_find_name(tl_frame_runtime(f), "orders"));
+    if (!L->ch)
+        TL_FAIL(f, TL_ENOENT, "no channel orders");
+    L->cases[0] = (tl_case){L->ch, TL_OP_RECV, tl_nil()};
+    TL_WF_SELECT(f, L->cases, 1, tl_as_i64(L->arg), L->idx, L->v);
+    TL_WF_STEP(f, &blocking_step, L->v, L->r);
+    TL_RETURN(f, L->r);
+    TL_END(f);
+}
+static const tl_func take_fn = {"t.take", 1, take_order, sizeof(take_t), take_fields, 6, NULL};
+
 static int eng_open(eng *e, int restore)
 {
     if (!e->dir[0]) {
@@ -274,8 +303,8 @@ static int eng_open(eng *e, int restore)
     assert_int_equal(tl_runtime_new(&cfg, &e->rt), TL_OK);
     assert_int_equal(tl_store_open(e->path, TL_STORE_NOSYNC, &e->st), TL_OK);
     assert_int_equal(tl_wf_new(e->rt, e->st, NULL, &e->wf), TL_OK);
-    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn};
-    for (size_t i = 0; i < 5; i++)
+    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn, &take_fn};
+    for (size_t i = 0; i < 6; i++)
         assert_int_equal(tl_wf_register(e->wf, fns[i]), TL_OK);
     const tl_wf_step *steps[] = {&add_one_step, &flaky_step, &blocking_step,
                                  &slow_step,    &big_step,   &reserve_step};
@@ -669,6 +698,107 @@ static void test_timeouts_across_restart(void **state)
     atomic_store(&clock_skew, 0);
 }
 
+/* Runs e until id finished (30 s bound); its status. */
+static int run_until_final(eng *e, const char *id, int64_t *r)
+{
+    int st = 0;
+    for (int64_t t0 = skew_clock(NULL); skew_clock(NULL) - t0 < 30000000000;) {
+        st = result_of(e, id, r);
+        if (st >= TL_WF_DONE)
+            return st;
+        tl_wf_run(e->wf, 20);
+    }
+    return st;
+}
+
+/* Runs `CLI CMD DB ARGS` (its stdout into out, if not NULL); its exit. */
+static int run_cli(const char *cli, const char *cmd, const char *db, const char *args,
+                   char *out)
+{
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s %s %s 2>/dev/null", cli, cmd, db, args);
+    FILE *p = popen(line, "r");
+    assert_non_null(p);
+    size_t n = out ? fread(out, 1, 4095, p) : 0;
+    if (out)
+        out[n] = 0;
+    else
+        while (fread(line, 1, sizeof line, p) > 0) {
+        }
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Posts to a named channel: refused for an unknown name or a repeated
+ * key; posted while the owner is stopped, taken in order, each exactly
+ * once through a crash while its receiver's next step runs. */
+static void test_named_channel(void **state)
+{
+    (void)state;
+    eng e = {0};
+    tl_chan *ch, *again;
+    tl_wf_info in;
+    int64_t r = 0;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_chan(e.wf, "", 0, &ch), TL_EINVAL);
+    assert_int_equal(tl_wf_chan(e.wf, "a\tb", 0, &ch), TL_EINVAL);
+    assert_int_equal(tl_wf_post_chan(e.rt, e.path, "orders", tl_i64(1), NULL), TL_ENOENT);
+    assert_int_equal(tl_wf_chan(e.wf, "orders", 0, &ch), TL_OK);
+    assert_int_equal(tl_wf_chan(e.wf, "orders", 0, &again), TL_OK);
+    assert_ptr_equal(ch, again);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(tl_wf_post_chan(e.rt, e.path, "nochan", tl_i64(1), NULL), TL_ENOENT);
+    assert_non_null(strstr(tl_errmsg(e.rt), "no channel nochan"));
+    assert_int_equal(tl_wf_post_chan(e.rt, e.path, "", tl_i64(1), NULL), TL_EINVAL);
+    assert_int_equal(tl_wf_start(e.wf, "n1", &take_fn, tl_i64(3600 * 1000), NULL), TL_OK);
+    run_until_waiting(&e, "n1", &in);
+    assert_string_equal(in.wait, "select 1 cases");
+    eng_close(&e);
+    /* the owner is stopped */
+    assert_int_equal(tl_wf_post_chan(NULL, e.path, "orders", tl_i64(11), "k1"), TL_OK);
+    assert_int_equal(tl_wf_post_chan(e.rt, e.path, "orders", tl_i64(12), "k1"), TL_EEXIST);
+    assert_int_equal(tl_wf_post_chan(NULL, e.path, "orders", tl_i64(22), NULL), TL_OK);
+    const char *cli = getenv("TASKLET_CLI");
+    if (cli) { /* and through the CLI: 44, a repeated key, an unknown name */
+        assert_int_equal(run_cli(cli, "send-chan --key c1", e.path, "orders 44", NULL), 0);
+        assert_int_equal(run_cli(cli, "send-chan --key c1", e.path, "orders 45", NULL), 1);
+        assert_int_equal(run_cli(cli, "send-chan", e.path, "nochan 1", NULL), 1);
+        char out[4096];
+        assert_int_equal(run_cli(cli, "wf ls", e.path, "", out), 0);
+        assert_non_null(strstr(out, "in transit 3"));
+    }
+    atomic_store(&block_step, 1);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_chan(e.wf, "orders", 0, &ch), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 300), TL_ETIMEDOUT); /* n1 took 11, its step blocks */
+    eng_close(&e); /* a crash: what n1 took is taken again, once */
+    atomic_store(&block_step, 0);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_chan(e.wf, "orders", 0, &ch), TL_OK);
+    assert_int_equal(run_until_final(&e, "n1", &r), TL_WF_DONE);
+    assert_int_equal(r, 11);
+    /* posted while the owner runs */
+    assert_int_equal(tl_wf_start(e.wf, "n2", &take_fn, tl_i64(3600 * 1000), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "n2", &r), TL_WF_DONE);
+    assert_int_equal(r, 22);
+    if (cli) {
+        assert_int_equal(tl_wf_start(e.wf, "n3c", &take_fn, tl_i64(3600 * 1000), NULL), TL_OK);
+        assert_int_equal(run_until_final(&e, "n3c", &r), TL_WF_DONE);
+        assert_int_equal(r, 44);
+    }
+    assert_int_equal(tl_wf_start(e.wf, "n3", &take_fn, tl_i64(3600 * 1000), NULL), TL_OK);
+    run_until_waiting(&e, "n3", &in);
+    assert_int_equal(tl_wf_post_chan(NULL, e.path, "orders", tl_i64(33), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "n3", &r), TL_WF_DONE);
+    assert_int_equal(r, 33);
+    /* nothing left: the next taker times out */
+    assert_int_equal(tl_wf_start(e.wf, "n4", &take_fn, tl_i64(50), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "n4", &r), TL_WF_FAILED);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "n4", 0, &in), TL_OK);
+    assert_int_equal(in.error, TL_ETIMEDOUT);
+    eng_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_inflight_step),
         cmocka_unit_test(test_await_elsewhere),
         cmocka_unit_test(test_timeouts_across_restart),
+        cmocka_unit_test(test_named_channel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

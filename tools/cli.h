@@ -394,6 +394,7 @@ int cli_cmd_wf_show(const cli_opts *o);
 int cli_cmd_wf_result_print(const cli_opts *o, const char *status);
 int cli_cmd_send(const cli_opts *o);
 int cli_cmd_cancel(const cli_opts *o);
+int cli_cmd_send_chan(const cli_opts *o);
 int cli_cmd_result(const cli_opts *o);
 int cli_cmd_rollback(const cli_opts *o);
 /* 0 when checkpoint id of the open store loads whole and its records agree

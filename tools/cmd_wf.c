@@ -128,6 +128,62 @@ static json_t *wf_json(sqlite3_stmt *s)
     return j;
 }
 
+/* Messages posted to named channel name and not yet sent on it. */
+static int64_t chan_in_transit(sqlite3 *db, const char *name)
+{
+    char wfcol[80];
+    snprintf(wfcol, sizeof wfcol, "\x1f%s", name);
+    sqlite3_stmt *s;
+    int64_t n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT data FROM wf_msg WHERE wf = ?", -1, &s, NULL))
+        return 0;
+    sqlite3_bind_text(s, 1, wfcol, -1, SQLITE_STATIC);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        msgpack_unpacked up;
+        const msgpack_object_map *m = row_map(&up, sqlite3_column_blob(s, 0),
+                                              sqlite3_column_bytes(s, 0));
+        n += m && mint(m, "taken") == 0;
+        msgpack_unpacked_destroy(&up);
+    }
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* The named channels (table wf_chan; none in a store from before it). */
+static json_t *chans_json(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    json_t *a = json_array();
+    if (sqlite3_prepare_v2(db, "SELECT name, data FROM wf_chan ORDER BY name", -1, &s, NULL))
+        return a;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        msgpack_unpacked up;
+        const char *name = (const char *)sqlite3_column_text(s, 0);
+        const msgpack_object_map *m = row_map(&up, sqlite3_column_blob(s, 1),
+                                              sqlite3_column_bytes(s, 1));
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I}", "name", name, "chan",
+                                           (json_int_t)mint(m, "chan"), "cap",
+                                           (json_int_t)mint(m, "cap"), "in_transit",
+                                           (json_int_t)chan_in_transit(db, name)));
+        msgpack_unpacked_destroy(&up);
+    }
+    sqlite3_finalize(s);
+    return a;
+}
+
+static void chans_text(json_t *chans)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(chans, i, c)
+        printf("channel %-20s ch#%" JSON_INTEGER_FORMAT "  capacity %" JSON_INTEGER_FORMAT
+               "  in transit %" JSON_INTEGER_FORMAT "\n",
+               json_string_value(json_object_get(c, "name")),
+               json_integer_value(json_object_get(c, "chan")),
+               json_integer_value(json_object_get(c, "cap")),
+               json_integer_value(json_object_get(c, "in_transit")));
+}
+
 int cli_cmd_wf_ls(const cli_opts *o)
 {
     sqlite3 *db;
@@ -140,8 +196,9 @@ int cli_cmd_wf_ls(const cli_opts *o)
     while (sqlite3_step(s) == SQLITE_ROW)
         json_array_append_new(all, wf_json(s));
     sqlite3_finalize(s);
+    json_t *chans = chans_json(db);
     if (o->json) {
-        cli_json_print(json_pack("{s:o}", "workflows", all));
+        cli_json_print(json_pack("{s:o, s:o}", "workflows", all, "channels", chans));
     } else {
         printf("%-20s %-16s %-10s %-24s %6s %8s\n", "ID", "FUNCTION", "STATUS", "WAITS ON",
                "STEPS", "AGE(s)");
@@ -155,7 +212,9 @@ int cli_cmd_wf_ls(const cli_opts *o)
                    json_string_value(json_object_get(w, "wait")),
                    json_integer_value(json_object_get(w, "steps")),
                    json_integer_value(json_object_get(w, "age_s")));
+        chans_text(chans);
         json_decref(all);
+        json_decref(chans);
     }
     sqlite3_close(db);
     return CLI_EXIT_OK;

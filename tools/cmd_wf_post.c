@@ -132,28 +132,60 @@ static int open_rw(const char *path, bool rw, sqlite3 **db)
     return CLI_EXIT_OK;
 }
 
-static int insert(sqlite3 *db, const char *id, const char *key, const msgpack_sbuffer *sb)
+static bool chan_known(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *s;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM wf_chan WHERE name = ?", -1, &s, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        found = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_finalize(s);
+    }
+    return found;
+}
+
+/* Inside the post's transaction: the target exists (a workflow that has
+ * not finished, or kind 2 a named channel); CLI_EXIT_OK or FAIL. */
+static int check_target(sqlite3 *db, int kind, const char *id)
 {
     char st[32];
+    if (kind == 2 && !chan_known(db, id)) {
+        cli_complain("no channel %s in the store", id);
+        return CLI_EXIT_FAIL;
+    }
+    if (kind == 2)
+        return CLI_EXIT_OK;
+    if (wf_status(db, id, st, sizeof st) != 0) {
+        cli_complain("no workflow %s in the store", id);
+        return CLI_EXIT_FAIL;
+    }
+    if (final(st)) {
+        cli_complain("workflow %s already finished (%s)", id, st);
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Posts to a workflow id, or (kind 2) to named channel id, whose rows'
+ * wf column is "\x1f" NAME (FORMAT.md section 11). */
+static int insert(sqlite3 *db, int kind, const char *id, const char *key,
+                  const msgpack_sbuffer *sb)
+{
+    char wfcol[80];
+    snprintf(wfcol, sizeof wfcol, "%s%s", kind == 2 ? "\x1f" : "", id);
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         cli_complain("%s: %s", id, sqlite3_errmsg(db));
         return CLI_EXIT_FAIL;
     }
-    int rc = CLI_EXIT_OK;
-    if (wf_status(db, id, st, sizeof st) != 0) {
-        cli_complain("no workflow %s in the store", id);
-        rc = CLI_EXIT_FAIL;
-    } else if (final(st)) {
-        cli_complain("workflow %s already finished (%s)", id, st);
-        rc = CLI_EXIT_FAIL;
-    }
+    int rc = check_target(db, kind, id);
     sqlite3_stmt *s = NULL;
     if (rc == CLI_EXIT_OK)
         sqlite3_prepare_v2(db, "INSERT INTO wf_msg(key, wf, time, data) VALUES(?,?,?,?)", -1,
                            &s, NULL);
     if (s) {
         sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, wfcol, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, now_ns());
         sqlite3_bind_blob(s, 4, sb->data, (int)sb->size, SQLITE_STATIC);
         if (sqlite3_step(s) != SQLITE_DONE) {
@@ -200,21 +232,23 @@ static int post(const cli_opts *o, int kind, const char *topic, json_t *val)
         cli_complain("the message is nested deeper than 16");
         return CLI_EXIT_USAGE;
     }
-    char key[400];
+    char key[400], target[80];
+    snprintf(target, sizeof target, "%s%s", kind == 2 ? "\x1f" : "", o->arg);
     if (o->key)
-        snprintf(key, sizeof key, "%s|k|%s", o->arg, o->key);
+        snprintf(key, sizeof key, "%s|k|%s", target, o->key);
     else
-        random_key(key, sizeof key, o->arg, kind ? "c" : "r");
+        random_key(key, sizeof key, target, kind ? "c" : "r");
     sqlite3 *db;
     int rc = open_rw(o->db, true, &db);
     if (rc == CLI_EXIT_OK) {
-        rc = insert(db, o->arg, key, &sb);
+        rc = insert(db, kind, o->arg, key, &sb);
         sqlite3_close(db);
     }
     msgpack_sbuffer_destroy(&sb);
+    static const char *const kinds[] = {"message", "cancel", "channel message"};
     if (rc == CLI_EXIT_OK && o->json)
-        cli_json_print(json_pack("{s:s, s:s, s:s}", "posted", kind ? "cancel" : "message",
-                                 "id", o->arg, "key", key));
+        cli_json_print(json_pack("{s:s, s:s, s:s}", "posted", kinds[kind], kind == 2 ? "chan"
+                                 : "id", o->arg, "key", key));
     return rc;
 }
 
@@ -232,6 +266,19 @@ int cli_cmd_send(const cli_opts *o)
 }
 
 int cli_cmd_cancel(const cli_opts *o) { return post(o, 1, "", NULL); }
+
+int cli_cmd_send_chan(const cli_opts *o)
+{
+    json_error_t err;
+    json_t *val = json_loads(o->arg2, JSON_DECODE_ANY, &err);
+    if (!val) {
+        cli_complain("send-chan: the message is not JSON: %s", err.text);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = post(o, 2, o->arg, val);
+    json_decref(val);
+    return rc;
+}
 
 /* Waits for a change to the store's directory, at most ms. */
 static void wait_change(int fd, int ms)

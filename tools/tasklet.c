@@ -78,6 +78,13 @@ static const cli_cmd commands[] = {
      "in within milliseconds.  With --key K, a second post with key K to ID is\n"
      "refused.  Fails (exit 1) if ID is unknown or finished.\n",
      OPT_JSON | OPT_KEY, 4, cli_cmd_send},
+    {"send-chan", "[--json] [--key K] DB NAME JSON", "post a message to a named channel",
+     "Posts JSON as a message to the named channel NAME of the store's workflow\n"
+     "engine (tl_wf_chan), in one transaction of its own, owner running or not;\n"
+     "the owner sends it on the channel, in posting order, exactly once.  With\n"
+     "--key K, a second post with key K to NAME is refused.  Fails (exit 1) if\n"
+     "the store has no channel NAME.\n",
+     OPT_JSON | OPT_KEY, 3, cli_cmd_send_chan},
     {"cancel", "[--json] DB ID", "cancel a workflow and its children",
      "Asks for workflow ID to be cancelled: its owner delivers TL_ECANCELED at\n"
      "its suspension point (now if it runs, when it next runs otherwise).\n"

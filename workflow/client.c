@@ -66,26 +66,55 @@ static int open_db(tl_runtime *rt, const char *path, int rw, sqlite3 **db)
     return TL_OK;
 }
 
-/* Inserts a wf_msg row for id, in a transaction that first checks the
- * workflow exists and has not finished. */
-static int insert_msg(tl_runtime *rt, sqlite3 *db, const char *id, const char *key,
-                      const void *p, size_t n)
+/* Whether the store has named channel name (table wf_chan). */
+static int chan_known(tl_runtime *rt, sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *s;
+    int found = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM wf_chan WHERE name = ?", -1, &s, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        found = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_finalize(s);
+    }
+    return found ? TL_OK
+                 : cerr(rt, TL_ENOENT, "no channel %s in the store (its owner opens it with "
+                        "tl_wf_chan)", name);
+}
+
+/* Inside the post's transaction: its target exists (and, a workflow,
+ * has not finished). */
+static int check_target(tl_runtime *rt, sqlite3 *db, int kind, const char *id)
 {
     int st = 0;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+    if (kind == 2)
+        return chan_known(rt, db, id);
     int rc = tl__wf_db_get(db, id, NULL, NULL, &st);
     if (rc == TL_ENOENT)
-        rc = cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
-    else if (rc == TL_OK && st >= TL_WF_DONE)
-        rc = cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id, tl_wf_status_name(st));
+        return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+    if (rc == TL_OK && st >= TL_WF_DONE)
+        return cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id,
+                    tl_wf_status_name(st));
+    return rc;
+}
+
+/* Inserts a wf_msg row for id (a workflow, or kind 2 a named channel),
+ * in a transaction that first checks its target. */
+static int insert_msg(tl_runtime *rt, sqlite3 *db, int kind, const char *id, const char *key,
+                      const void *p, size_t n)
+{
+    char wfcol[TL_WF_ID_MAX + 2];
+    snprintf(wfcol, sizeof wfcol, "%s%s", kind == 2 ? "\x1f" : "", id);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+    int rc = check_target(rt, db, kind, id);
     sqlite3_stmt *s = NULL;
     if (rc == TL_OK && sqlite3_prepare_v2(db, "INSERT INTO wf_msg(key, wf, time, data) "
                                           "VALUES(?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
         rc = cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
     if (rc == TL_OK) {
         sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, wfcol, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, now_ns());
         sqlite3_bind_blob(s, 4, p, (int)n, SQLITE_STATIC);
         int src = sqlite3_step(s);
@@ -119,6 +148,8 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
     if (tl__wf_check_id(id) != TL_OK)
         return cerr(rt, TL_EINVAL, "a workflow id is 1 to %d bytes with no control characters",
                     TL_WF_ID_MAX);
+    if (kind == 2 && strlen(id) > TL_WF_NAME_MAX)
+        return cerr(rt, TL_EINVAL, "a channel name is 1 to %d bytes", TL_WF_NAME_MAX);
     if (kind == 0 && (!topic || !topic[0] || strlen(topic) > TL_WF_NAME_MAX))
         return cerr(rt, TL_EINVAL, "a topic is 1 to %d bytes", TL_WF_NAME_MAX);
     if (dedup && (!dedup[0] || strlen(dedup) > 200))
@@ -131,15 +162,16 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
     free(val);
     if (rc != TL_OK)
         return cerr(rt, rc, "the message cannot be encoded: %s", tl_strerror(rc));
-    char key[320];
+    char key[320], target[TL_WF_ID_MAX + 2];
+    snprintf(target, sizeof target, "%s%s", kind == 2 ? "\x1f" : "", id);
     if (dedup)
-        snprintf(key, sizeof key, "%s|k|%s", id, dedup);
+        snprintf(key, sizeof key, "%s|k|%s", target, dedup);
     else
-        random_key(key, sizeof key, id, kind ? "c" : "r");
+        random_key(key, sizeof key, target, kind ? "c" : "r");
     sqlite3 *db;
     rc = open_db(rt, path, 1, &db);
     if (rc == TL_OK)
-        rc = insert_msg(rt, db, id, key, p, n);
+        rc = insert_msg(rt, db, kind, id, key, p, n);
     sqlite3_close(db);
     free(p);
     return rc;
@@ -149,6 +181,12 @@ int tl_wf_post(tl_runtime *rt, const char *path, const char *id, const char *top
                tl_value msg, const char *dedup_key)
 {
     return post(rt, path, id, 0, topic, msg, dedup_key);
+}
+
+int tl_wf_post_chan(tl_runtime *rt, const char *path, const char *name, tl_value msg,
+                    const char *dedup_key)
+{
+    return post(rt, path, name, 2, name, msg, dedup_key);
 }
 
 int tl_wf_cancel_at(tl_runtime *rt, const char *path, const char *id)

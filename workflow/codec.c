@@ -335,3 +335,21 @@ int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic, const voi
     msgpack_unpacked_destroy(&mi.up);
     return rc;
 }
+
+/* ---- named channel rows ---- */
+
+int tl__wf_pack_chan(uint64_t id, size_t cap, void **out, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    pk_kint(&pk, "chan", (int64_t)id);
+    pk_kint(&pk, "cap", (int64_t)cap);
+    if (!sb.data) {
+        msgpack_sbuffer_destroy(&sb);
+        return TL_ENOMEM;
+    }
+    return take_sbuf(&sb, out, len);
+}

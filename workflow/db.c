@@ -37,7 +37,9 @@ static const char wf_schema[] =
     "CREATE INDEX IF NOT EXISTS wf_step_wf ON wf_step(wf);"
     "CREATE TABLE IF NOT EXISTS wf_msg(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " key TEXT UNIQUE NOT NULL, wf TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS wf_msg_wf ON wf_msg(wf);";
+    "CREATE INDEX IF NOT EXISTS wf_msg_wf ON wf_msg(wf);"
+    "CREATE TABLE IF NOT EXISTS wf_chan(name TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+    " time INTEGER NOT NULL, data BLOB NOT NULL);";
 
 static int sqlerr(tl_wf *wf, sqlite3 *db, const char *what)
 {
@@ -228,6 +230,8 @@ int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx)
             rc = write_step(wf, tx, o, o->rec ? o->rec->id : "");
     if (rc == TL_OK)
         rc = write_taken(wf, tx);
+    if (rc == TL_OK)
+        rc = tl__wf_chan_write(wf, tx);
     if (rc == TL_OK)
         rc = prune(wf, tx);
     return rc;

@@ -361,6 +361,7 @@ void tl_wf_free(tl_wf *wf)
         tl__wf_out_free(o);
     }
     free_msgs(wf->taken);
+    tl__wf_chan_free(wf);
     if (wf->st)
         tl__store_leave(wf->st, &wf_part, wf);
     if (wf->watch >= 0)
@@ -516,6 +517,8 @@ wf_msg *tl__wf_take_msg(tl_wf *wf, wf_rec *r)
  * dropped when no live workflow has that id. */
 int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
 {
+    if (m->kind == 2)
+        return tl__wf_chan_take(wf, m);
     wf_rec *r = tl__wf_find(wf, id);
     if (!r || r->status >= TL_WF_DONE || m->kind == 1) {
         m->taken = r && r->status < TL_WF_DONE ? tl_now(wf->rt) : -1;

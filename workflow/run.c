@@ -106,6 +106,7 @@ int tl_wf_commit(tl_wf *wf)
     }
     wf->force = 0;
     wf->changed = 0;
+    tl__wf_chan_committed(wf);
     wf_rec *fin = NULL;
     while (wf->dirty) {
         wf_rec *r = wf->dirty;
@@ -204,6 +205,8 @@ static int one_round(tl_wf *wf)
         deliver_outs(wf, o);
         rc = run_tasklets(wf);
     }
+    if (rc == TL_OK && wf->chanq)
+        tl__wf_chan_flush(wf); /* receivers that blocked meanwhile take theirs */
     if (rc == TL_OK && commit_due(wf))
         rc = tl_wf_commit(wf);
     return rc;

@@ -34,7 +34,8 @@ struct wf_msg {
     char topic[TL_WF_NAME_MAX + 1];
     void *val;                   /* msgpack bytes of the value */
     size_t len;
-    int kind;                    /* 0 message, 1 cancel request */
+    int kind;                    /* 0 message, 1 cancel request, 2 to a named
+                                    channel (topic: its name) */
     char key[TL_WF_ID_MAX + 260];/* its row's key, wf and time */
     char wf[TL_WF_ID_MAX + 1];
     int64_t posted;
@@ -97,6 +98,13 @@ struct wf_rec {
     wf_rec *dnext;               /* dirty list */
 };
 
+/* A named channel this engine opened (chan.c). */
+typedef struct wf_chan {
+    char name[TL_WF_NAME_MAX + 1];
+    tl_chan *ch;                 /* held (and pinned in the runtime) */
+    int dirty;                   /* its wf_chan row goes into the next commit */
+} wf_chan;
+
 /* A step result or join result to write, then hand to its workflow. */
 typedef struct wf_out {
     struct wf_out *next;
@@ -151,6 +159,9 @@ struct tl_wf {
     wf_job *txq;                 /* TL_WF_TX attempts for the next commit */
     wf_job *txdone;              /* run in the commit being written */
     wf_msg *taken;               /* messages received or dropped, to mark */
+    wf_msg *chanq, **chanq_tail; /* posted to named channels, not yet sent */
+    wf_chan *chans;              /* named channels opened (tl_wf_chan) */
+    size_t nchans, capchans;
     wf_timer *timers;            /* binary heap by at */
     size_t ntimers, captimers;
     int64_t cursor;              /* last message seq taken in */
@@ -196,6 +207,13 @@ TL__HIDDEN void tl__wf_job_done(tl_wf *wf, wf_job *j);
 TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
 TL__HIDDEN void tl__wf_out_free(wf_out *o);
 
+/* chan.c: named channels */
+TL__HIDDEN int tl__wf_chan_write(tl_wf *wf, tl__store_tx *tx);
+TL__HIDDEN void tl__wf_chan_committed(tl_wf *wf);
+TL__HIDDEN int tl__wf_chan_take(tl_wf *wf, wf_msg *m);
+TL__HIDDEN void tl__wf_chan_flush(tl_wf *wf);
+TL__HIDDEN void tl__wf_chan_free(tl_wf *wf);
+
 /* pool.c */
 TL__HIDDEN int tl__wf_pool_start(wf_pool *p, unsigned n);
 TL__HIDDEN void tl__wf_pool_stop(wf_pool *p);
@@ -216,6 +234,7 @@ TL__HIDDEN int tl__wf_pack_msg(int kind, const char *topic, const void *val, siz
                                int64_t taken, void **out, size_t *len);
 TL__HIDDEN int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic,
                                  const void **val, size_t *vlen, int64_t *taken);
+TL__HIDDEN int tl__wf_pack_chan(uint64_t id, size_t cap, void **out, size_t *len);
 TL__HIDDEN int tl__wf_status_parse(const char *s);
 TL__HIDDEN int tl__wf_check_id(const char *id);
 
