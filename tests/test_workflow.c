@@ -100,6 +100,7 @@ static const tl_wf_step blocking_step = {"blocking", blocking, 0, 0, 0, 0, 0};
 static const tl_wf_step slow_step = {"slow", blocking, 0, 2, 5, 5, 100};
 static const tl_wf_step big_step = {"big", big_result, 0, 0, 0, 0, 0};
 static const tl_wf_step reserve_step = {"reserve", reserve, TL_WF_TX, 0, 0, 0, 0};
+static const tl_wf_step unreg_step = {"unreg", add_one, 0, 0, 0, 0, 0}; /* never registered */
 
 /* ---- workflow functions ---- */
 
@@ -141,6 +142,7 @@ static const tl_wf_step *step_for(tl_value arg)
            : strcmp(s, "slow") == 0     ? &slow_step
            : strcmp(s, "big") == 0      ? &big_step
            : strcmp(s, "reserve") == 0  ? &reserve_step
+           : strcmp(s, "unreg") == 0    ? &unreg_step
                                         : &add_one_step;
 }
 
@@ -291,6 +293,26 @@ static tl_status take_order(tl_frame *f, void *l)
 }
 static const tl_func take_fn = {"t.take", 1, take_order, sizeof(take_t), take_fields, 6, NULL};
 
+/* Returns a string of 4096 bytes (built in the workflow). */
+typedef struct big_t {
+    tl_value arg, r;
+} big_t;
+static const tl_field big_fields[] = {TL_FIELD(big_t, arg, TL_T_VALUE),
+                                      TL_FIELD(big_t, r, TL_T_VALUE)};
+
+static tl_status big_ret(tl_frame *f, void *l)
+{
+    big_t *L = l;
+    char buf[4096];
+    TL_BEGIN(f);
+    memset(buf, 'y', sizeof buf);
+    if (tl_str_new(tl_frame_runtime(f), buf, sizeof buf, &L->r) != TL_OK)
+        TL_FAIL(f, TL_ENOMEM, "str");
+    TL_RETURN(f, L->r);
+    TL_END(f);
+}
+static const tl_func big_fn = {"t.big", 1, big_ret, sizeof(big_t), big_fields, 2, NULL};
+
 static int eng_open(eng *e, int restore)
 {
     if (!e->dir[0]) {
@@ -303,8 +325,8 @@ static int eng_open(eng *e, int restore)
     assert_int_equal(tl_runtime_new(&cfg, &e->rt), TL_OK);
     assert_int_equal(tl_store_open(e->path, TL_STORE_NOSYNC, &e->st), TL_OK);
     assert_int_equal(tl_wf_new(e->rt, e->st, NULL, &e->wf), TL_OK);
-    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn, &take_fn};
-    for (size_t i = 0; i < 6; i++)
+    const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn, &take_fn, &big_fn};
+    for (size_t i = 0; i < 7; i++)
         assert_int_equal(tl_wf_register(e->wf, fns[i]), TL_OK);
     const tl_wf_step *steps[] = {&add_one_step, &flaky_step, &blocking_step,
                                  &slow_step,    &big_step,   &reserve_step};
@@ -711,7 +733,9 @@ static int run_until_final(eng *e, const char *id, int64_t *r)
     return st;
 }
 
-/* Runs `CLI CMD DB ARGS` (its stdout into out, if not NULL); its exit. */
+/* Runs `CLI CMD DB ARGS` (the start of its stdout into out[CLI_OUT], if
+ * not NULL); its exit. */
+#define CLI_OUT 16384
 static int run_cli(const char *cli, const char *cmd, const char *db, const char *args,
                    char *out)
 {
@@ -719,12 +743,11 @@ static int run_cli(const char *cli, const char *cmd, const char *db, const char 
     snprintf(line, sizeof line, "%s %s %s %s 2>/dev/null", cli, cmd, db, args);
     FILE *p = popen(line, "r");
     assert_non_null(p);
-    size_t n = out ? fread(out, 1, 4095, p) : 0;
+    size_t n = out ? fread(out, 1, CLI_OUT - 1, p) : 0;
     if (out)
         out[n] = 0;
-    else
-        while (fread(line, 1, sizeof line, p) > 0) {
-        }
+    while (fread(line, 1, sizeof line, p) > 0) {
+    }
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -763,7 +786,7 @@ static void test_named_channel(void **state)
         assert_int_equal(run_cli(cli, "send-chan --key c1", e.path, "orders 44", NULL), 0);
         assert_int_equal(run_cli(cli, "send-chan --key c1", e.path, "orders 45", NULL), 1);
         assert_int_equal(run_cli(cli, "send-chan", e.path, "nochan 1", NULL), 1);
-        char out[4096];
+        char out[CLI_OUT];
         assert_int_equal(run_cli(cli, "wf ls", e.path, "", out), 0);
         assert_non_null(strstr(out, "in transit 3"));
     }
@@ -799,6 +822,63 @@ static void test_named_channel(void **state)
     eng_done(&e);
 }
 
+/* The bad inputs of issue 10 point 9 not covered above: a step not
+ * registered when a workflow reaches it, a workflow function not
+ * registered at restore, a workflow result and a posted message larger
+ * than the store's record limit. */
+static void test_bad_input_limits(void **state)
+{
+    (void)state;
+    eng e = {0};
+    tl_wf_info in;
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    tl_value a = args2(e.rt, "unreg", 1);
+    assert_int_equal(tl_wf_start(e.wf, "u1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(run_until_final(&e, "u1", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ENOFUNC); /* delivered at TL_WF_STEP, caught */
+    /* results and messages over the record limit (lowered for the test) */
+    sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 6000);
+    assert_int_equal(tl_wf_start(e.wf, "big", &big_fn, tl_nil(), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "big", &r), TL_WF_FAILED);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "big", 0, &in), TL_OK);
+    assert_int_equal(in.error, TL_ERANGE);
+    assert_non_null(strstr(in.errmsg, "cannot be stored"));
+    a = args2(e.rt, "recv", 3600 * 1000);
+    assert_int_equal(tl_wf_start(e.wf, "m", &wait_fn, a, NULL), TL_OK);
+    tl_release(a);
+    run_until_waiting(&e, "m", &in);
+    char buf[4096];
+    memset(buf, 'z', sizeof buf);
+    tl_value big;
+    assert_int_equal(tl_str_new(e.rt, buf, sizeof buf, &big), TL_OK);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "m", "go", big, NULL), TL_OK);
+    assert_int_equal(tl_wf_post(e.rt, e.path, "m", "go", tl_i64(7), NULL), TL_OK);
+    tl_release(big);
+    assert_int_equal(run_until_final(&e, "m", &r), TL_WF_DONE);
+    assert_int_equal(r, 7); /* the big one was dropped, the next one received */
+    const char *cli = getenv("TASKLET_CLI");
+    char out[CLI_OUT];
+    if (cli) {
+        assert_int_equal(run_cli(cli, "wf show", e.path, "m", out), 0);
+        assert_non_null(strstr(out, "(dropped)"));
+    }
+    sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 1000000000);
+    /* a workflow function not registered at restore: refused, named */
+    assert_int_equal(tl_wf_start(e.wf, "k2", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 100), TL_ETIMEDOUT);
+    eng_close(&e);
+    assert_int_equal(tl_runtime_new(NULL, &e.rt), TL_OK);
+    assert_int_equal(tl_store_open(e.path, TL_STORE_NOSYNC, &e.st), TL_OK);
+    assert_int_equal(tl_wf_new(e.rt, e.st, NULL, &e.wf), TL_OK);
+    assert_int_equal(tl_wf_register_step(e.wf, &add_one_step), TL_OK);
+    int rc = tl_wf_restore(e.wf);
+    assert_int_not_equal(rc, TL_OK);
+    assert_non_null(strstr(tl_wf_errmsg(e.wf), "t.recv"));
+    eng_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_await_elsewhere),
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),
+        cmocka_unit_test(test_bad_input_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

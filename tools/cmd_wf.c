@@ -282,7 +282,9 @@ static void show_text(json_t *w)
         char *v = json_dumps(json_object_get(r, "value"), JSON_ENCODE_ANY | JSON_COMPACT);
         printf("  %s %-10s %s %s\n", json_string_value(json_object_get(r, "kind")),
                json_string_value(json_object_get(r, "topic")), v ? v : "null",
-               json_integer_value(json_object_get(r, "taken")) ? "(received)" : "(in transit)");
+               json_integer_value(json_object_get(r, "taken")) < 0   ? "(dropped)"
+               : json_integer_value(json_object_get(r, "taken")) ? "(received)"
+                                                                 : "(in transit)");
         free(v);
     }
 }

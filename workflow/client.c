@@ -162,6 +162,11 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
     free(val);
     if (rc != TL_OK)
         return cerr(rt, rc, "the message cannot be encoded: %s", tl_strerror(rc));
+    if (n > TL__MAX_DOC - 4096) {
+        free(p);
+        return cerr(rt, TL_ERANGE, "a message of %zu bytes is larger than the store's record "
+                    "limit", n);
+    }
     char key[320], target[TL_WF_ID_MAX + 2];
     snprintf(target, sizeof target, "%s%s", kind == 2 ? "\x1f" : "", id);
     if (dedup)

@@ -517,6 +517,14 @@ wf_msg *tl__wf_take_msg(tl_wf *wf, wf_rec *r)
  * dropped when no live workflow has that id. */
 int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
 {
+    if (m->len > tl__wf_max_record(wf)) { /* its receiver could never be checkpointed */
+        m->taken = -1;
+        m->next = wf->taken;
+        wf->taken = m;
+        tl__wf_err(wf, TL_ERANGE, "a message of %zu bytes to %s is larger than the store's "
+                   "record limit: dropped", m->len, id);
+        return TL_OK;
+    }
     if (m->kind == 2)
         return tl__wf_chan_take(wf, m);
     wf_rec *r = tl__wf_find(wf, id);
