@@ -40,6 +40,7 @@
 #include <zlib.h>
 
 #include "fuzz_funcs.h"
+#include "fuzz_mp.h"
 
 #define RUN_ROUNDS 16
 #define RUN_STEPS 64
@@ -271,6 +272,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (known_bug_input(data, size))
         return 0;
 #endif
+    static int must_load = -1;
+    if (must_load < 0)
+        must_load = getenv("FZ_MUST_LOAD") != NULL;
+    if (must_load) { /* the seeds are valid snapshots, in every header width */
+        tl_runtime *r = new_runtime();
+        int rc = tl_snapshot_load(r, data, size);
+        if (rc != TL_OK)
+            die("FZ_MUST_LOAD is set and this input does not load", r, rc);
+        tl_runtime_free(r);
+    }
     fake_now = FZ_EPOCH;
     tl_runtime *rt = new_runtime();
     uint32_t h = (uint32_t)crc32(0L, data, (uInt)size);
@@ -307,82 +318,6 @@ size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsi
 typedef struct span {
     size_t at, len;
 } span;
-
-static uint64_t be_read(const uint8_t *p, int n)
-{
-    uint64_t x = 0;
-    for (int i = 0; i < n; i++)
-        x = (x << 8) | p[i];
-    return x;
-}
-
-/* Length of the msgpack value at p (at most n bytes), 0 if malformed or
- * nested deeper than depth.  Counts are checked against the bytes left. */
-static size_t mp_skip(const uint8_t *p, size_t n, int depth)
-{
-    if (n == 0 || depth < 0)
-        return 0;
-    uint8_t b = p[0];
-    size_t hdr = 1;
-    uint64_t payload = 0, items = 0;
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-        return 1;
-    } else if ((b & 0xe0) == 0xa0) {
-        payload = b & 0x1f;
-    } else if ((b & 0xf0) == 0x90) {
-        items = b & 0x0f;
-    } else if ((b & 0xf0) == 0x80) {
-        items = 2u * (b & 0x0f);
-    } else {
-        static const struct { uint8_t b, len, kind; } t[] = {
-            {0xc4, 1, 1}, {0xc5, 2, 1}, {0xc6, 4, 1}, {0xc7, 1, 2}, {0xc8, 2, 2}, {0xc9, 4, 2},
-            {0xca, 4, 0}, {0xcb, 8, 0}, {0xcc, 1, 0}, {0xcd, 2, 0}, {0xce, 4, 0}, {0xcf, 8, 0},
-            {0xd0, 1, 0}, {0xd1, 2, 0}, {0xd2, 4, 0}, {0xd3, 8, 0}, {0xd4, 2, 0}, {0xd5, 3, 0},
-            {0xd6, 5, 0}, {0xd7, 9, 0}, {0xd8, 17, 0}, {0xd9, 1, 1}, {0xda, 2, 1}, {0xdb, 4, 1},
-            {0xdc, 2, 3}, {0xdd, 4, 3}, {0xde, 2, 4}, {0xdf, 4, 4},
-        };
-        size_t i = 0;
-        while (i < TL_COUNTOF(t) && t[i].b != b)
-            i++;
-        if (i == TL_COUNTOF(t) || n < 1u + t[i].len)
-            return 0;
-        hdr = 1u + t[i].len;
-        if (t[i].kind == 1)
-            payload = be_read(p + 1, t[i].len);
-        else if (t[i].kind == 2)
-            payload = be_read(p + 1, t[i].len) + 1;
-        else if (t[i].kind >= 3)
-            items = be_read(p + 1, t[i].len) * (t[i].kind == 4 ? 2u : 1u);
-    }
-    if (payload > n - hdr || items > n - hdr)
-        return 0;
-    size_t off = hdr + (size_t)payload;
-    for (uint64_t i = 0; i < items; i++) {
-        size_t k = mp_skip(p + off, n - off, depth - 1);
-        if (!k)
-            return 0;
-        off += k;
-    }
-    return off;
-}
-
-/* An array header at p: its length in bytes, and the item count. */
-static size_t array_head(const uint8_t *p, size_t n, uint64_t *count)
-{
-    if (n >= 1 && (p[0] & 0xf0) == 0x90) {
-        *count = p[0] & 0x0f;
-        return 1;
-    }
-    if (n >= 3 && p[0] == 0xdc) {
-        *count = be_read(p + 1, 2);
-        return 3;
-    }
-    if (n >= 5 && p[0] == 0xdd) {
-        *count = be_read(p + 1, 4);
-        return 5;
-    }
-    return 0;
-}
 
 /* Where the records of a snapshot are: the head, then each chunk's. */
 static size_t find_records(const uint8_t *p, size_t n, span *out)
@@ -421,31 +356,6 @@ static size_t find_records(const uint8_t *p, size_t n, span *out)
     return nrec;
 }
 
-/* The document of the record at p, inflated into doc (cap bytes). */
-static size_t record_doc(const uint8_t *p, size_t n, uint8_t *doc, size_t cap, int *compressed)
-{
-    msgpack_unpacked up;
-    size_t off = 0, len = 0;
-    msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, (const char *)p, n, &off) == MSGPACK_UNPACK_SUCCESS &&
-        up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 5) {
-        const msgpack_object *a = up.data.via.array.ptr;
-        if (a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].type == MSGPACK_OBJECT_BIN) {
-            *compressed = (a[1].via.u64 & 1) != 0;
-            if (!*compressed && a[4].via.bin.size <= cap) {
-                len = a[4].via.bin.size;
-                memcpy(doc, a[4].via.bin.ptr, len);
-            } else if (*compressed) {
-                uLongf dn = (uLongf)cap;
-                if (uncompress(doc, &dn, (const Bytef *)a[4].via.bin.ptr, a[4].via.bin.size) == Z_OK)
-                    len = dn;
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&up);
-    return len;
-}
-
 #ifdef FZ_SKIP_KNOWN
 /* -DFZ_SKIP_KNOWN, to look past bugs already reported: skips snapshots
  * whose head announces huge counters or counts (the loader and the chunk
@@ -480,35 +390,6 @@ static int known_bug_input(const uint8_t *data, size_t size)
 #endif
 
 #ifdef FZ_CUSTOM_MUTATOR
-static int sbuf_write(void *data, const char *buf, size_t len)
-{
-    return msgpack_sbuffer_write(data, buf, len);
-}
-
-/* A record around doc, with the right length and CRC. */
-static void wrap_record(msgpack_sbuffer *sb, const uint8_t *doc, size_t len, int compress)
-{
-    msgpack_packer pk;
-    uint8_t *z = NULL;
-    uLongf zn = 0;
-    if (compress) {
-        zn = compressBound((uLong)len);
-        z = malloc(zn);
-        if (!z || compress2(z, &zn, doc, (uLong)len, 1) != Z_OK)
-            compress = 0;
-    }
-    msgpack_packer_init(&pk, sb, sbuf_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_str(&pk, 5);
-    msgpack_pack_str_body(&pk, "tlrec", 5);
-    msgpack_pack_uint32(&pk, compress ? 1 : 0);
-    msgpack_pack_uint64(&pk, crc32(0L, doc, (uInt)len));
-    msgpack_pack_uint64(&pk, len);
-    msgpack_pack_bin(&pk, compress ? zn : len);
-    msgpack_pack_bin_body(&pk, compress ? (const void *)z : (const void *)doc, compress ? zn : len);
-    free(z);
-}
-
 /* ---- msgpack-aware edits of a document: they keep it well-formed, so
  * the decoder's semantic checks (ids, offsets, states, counts) are what
  * gets exercised ---- */
@@ -675,6 +556,38 @@ static size_t edit_array(uint8_t *doc, size_t len, size_t cap, const tokens *tk,
     return splice(doc, len, cap, t->at, t->hdr, head, hn);
 }
 
+/* A value (and everything inside it) rewritten with wider headers, of a
+ * width class 1 to 3 (fuzz_mp.h): the decoder must read every msgpack
+ * header width, not only the shortest one the library writes. */
+static size_t edit_width(uint8_t *doc, size_t len, size_t cap, const tokens *tk, uint64_t *rng)
+{
+    if (!tk->n)
+        return 0;
+    const token *t = &tk->t[rng_next(rng) % tk->n];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    size_t out = 0;
+    if (mp_widen(doc + t->at, t->len, &sb, 1 + (int)(rng_next(rng) % 3), 64) == t->len)
+        out = splice(doc, len, cap, t->at, t->len, (const uint8_t *)sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return out;
+}
+
+/* The same in the outer structure (outside the records' CRCs). */
+static size_t widen_outer(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
+{
+    uint64_t rng = 0x2545f4914f6cdd1dULL ^ seed;
+    tokens *tk = malloc(sizeof *tk);
+    size_t out = 0;
+    if (tk) {
+        tk->n = 0;
+        collect(data, size, 0, 64, tk);
+        out = edit_width(data, size, max_size, tk, &rng);
+        free(tk);
+    }
+    return out;
+}
+
 static size_t mutate_a_document(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
 {
     span recs[MAX_RECORDS];
@@ -689,13 +602,14 @@ static size_t mutate_a_document(uint8_t *data, size_t size, size_t max_size, uns
     size_t len = record_doc(data + r.at, r.len, doc, MAX_DOC, &compressed);
     size_t out = 0;
     if (len) {
-        size_t cap = len + 256 < MAX_DOC ? len + 256 : MAX_DOC, edited = 0;
+        size_t cap = 2 * len + 256 < MAX_DOC ? 2 * len + 256 : MAX_DOC, edited = 0;
         uint64_t how = rng_next(&rng) % 8;
         if (how >= 4) {
             tk->n = 0;
             collect(doc, len, 0, 64, tk);
-            edited = how < 7 ? edit_integer(doc, len, cap, tk, &rng)
-                             : edit_array(doc, len, cap, tk, &rng);
+            edited = how < 6   ? edit_integer(doc, len, cap, tk, &rng)
+                     : how < 7 ? edit_array(doc, len, cap, tk, &rng)
+                               : edit_width(doc, len, cap, tk, &rng);
         }
         len = edited ? edited : LLVMFuzzerMutate(doc, len, cap);
         msgpack_sbuffer sb;
@@ -718,6 +632,10 @@ size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsi
 {
     if (seed % 8 >= 2) { /* 3 times in 4: inside a record */
         size_t n = mutate_a_document(data, size, max_size, seed);
+        if (n)
+            return n;
+    } else if (seed % 16 == 1) { /* 1 in 16: wider headers outside them */
+        size_t n = widen_outer(data, size, max_size, seed);
         if (n)
             return n;
     }

@@ -20,6 +20,7 @@
 #include "../../migrate/node_internal.h"
 #include "../../persist/persist.h"
 #include "fuzz_frame_funcs.h"
+#include "fuzz_mp.h"
 
 #define FZ_PEER "fuzz-peer"
 
@@ -49,6 +50,7 @@ static int64_t fake_clock(void *ud)
 static msgpack_sbuffer seed;
 static msgpack_packer pk;
 static size_t frame_at;
+static int wide_cls; /* 0, or every header wider, in that class (fuzz_mp.h) */
 
 /* opts: bit 0 the link is authenticated, bit 1 the harness fixes the
  * CRCs of transferred snapshots (fuzz_frames.c). */
@@ -68,6 +70,18 @@ static void frame_begin(void)
 
 static void frame_end(void)
 {
+    if (wide_cls) { /* the frame's body again, with wider headers */
+        msgpack_sbuffer w;
+        msgpack_sbuffer_init(&w);
+        size_t body = frame_at + 4, n = seed.size - body;
+        if (mp_widen((const uint8_t *)seed.data + body, n, &w, wide_cls, 64) != n) {
+            fprintf(stderr, "make_frame_seeds: cannot widen a frame\n");
+            exit(1);
+        }
+        seed.size = body;
+        msgpack_sbuffer_write(&seed, w.data, w.size);
+        msgpack_sbuffer_destroy(&w);
+    }
     size_t n = seed.size - frame_at - 4;
     unsigned char *p = (unsigned char *)seed.data + frame_at;
     p[0] = (unsigned char)(n >> 24);
@@ -91,7 +105,10 @@ static void bin(const void *p, size_t n)
 static void seed_write(const char *dir, const char *name)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (wide_cls)
+        snprintf(path, sizeof path, "%s/%s-w%d", dir, name, wide_cls);
+    else
+        snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(seed.data, 1, seed.size, f) != seed.size || fclose(f) != 0) {
         perror(path);
@@ -125,14 +142,24 @@ static void auth(void)
 
 static void xfer(const char *xid, const void *snap, size_t len)
 {
+    msgpack_sbuffer w;
+    msgpack_sbuffer_init(&w);
+    if (wide_cls && !mp_widen_snapshot(snap, len, wide_cls, &w)) {
+        fprintf(stderr, "make_frame_seeds: cannot widen a snapshot\n");
+        exit(1);
+    }
     frame_begin();
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, M_XFER);
     msgpack_pack_array(&pk, 1);
     msgpack_pack_array(&pk, 2);
     str(xid);
-    bin(snap, len);
+    if (wide_cls)
+        bin(w.data, w.size);
+    else
+        bin(snap, len);
     frame_end();
+    msgpack_sbuffer_destroy(&w);
 }
 
 static void op(uint64_t req, int kind, uint64_t id, const char *name, int64_t value)
@@ -208,7 +235,8 @@ static snap take(tl_runtime *rt, tl_tasklet *t)
 {
     snap s;
     void *buf;
-    if (tl__snapshot_save_moving(t, &buf, &s.len) != TL_OK) {
+    /* t is the program's handle; the internal call takes the object */
+    if (tl__snapshot_save_moving(tl__tasklet_at(t), &buf, &s.len) != TL_OK) {
         fprintf(stderr, "make_frame_seeds: %s (state %d)\n", tl_errmsg(rt), (int)tl_tasklet_state(t));
         exit(1);
     }
@@ -299,16 +327,9 @@ static snap snap_nested(void)
 #define XID1 "0123456789abcdef0123456789abcdef"
 #define XID2 "fedcba9876543210fedcba9876543210"
 
-int main(int argc, char **argv)
+/* Every seed, its headers in the width class wide_cls (0: shortest). */
+static void write_seeds(const char *dir, snap recv, snap home, snap sleeper, snap nested)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s DIR\n", argv[0]);
-        return 2;
-    }
-    const char *dir = argv[1];
-    snap recv = snap_remote_recv(), home = snap_home_chan(), sleeper = snap_sleeper(),
-         nested = snap_nested();
-
     seed_begin(0); hello(TL_PROTO_VERSION); seed_write(dir, "hello");
     seed_begin(0); hello(TL_PROTO_VERSION); auth(); seed_write(dir, "hello-auth");
     seed_begin(0); hello(TL_PROTO_VERSION + 1); seed_write(dir, "hello-version2");
@@ -346,8 +367,24 @@ int main(int argc, char **argv)
     frame_begin(); msgpack_pack_array(&pk, 3); msgpack_pack_uint8(&pk, M_ERROR);
     msgpack_pack_int(&pk, TL_EPROTO); str("bye"); frame_end();
     seed_write(dir, "error");
-    seed_begin(1); msgpack_sbuffer_write(&seed, "\0\0\0\x05\x93\x01\xc1\xff\x00garbage", 16);
-    seed_write(dir, "garbage");
+    if (!wide_cls) {
+        seed_begin(1); msgpack_sbuffer_write(&seed, "\0\0\0\x05\x93\x01\xc1\xff\x00garbage", 16);
+        seed_write(dir, "garbage");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[1];
+    snap recv = snap_remote_recv(), home = snap_home_chan(), sleeper = snap_sleeper(),
+         nested = snap_nested();
+
+    for (wide_cls = 0; wide_cls <= 3; wide_cls++)
+        write_seeds(dir, recv, home, sleeper, nested);
 
     free(recv.p);
     free(home.p);

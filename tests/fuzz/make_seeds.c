@@ -4,10 +4,12 @@
  * situation the decoder must rebuild: blocked senders and receivers,
  * buffered values of every type, nested frames, selects, sleepers, joins,
  * ended tasklets still referenced, pending errors, a frame of an old
- * function version, and ids spread over several chunks.  Two of them are
- * also written with every array header of the outer structure wider than
- * it needs (array 16, array 32: valid msgpack a reader must take), so that
- * the fuzzers start from those widths too.
+ * function version, and ids spread over several chunks.  Each is also
+ * written three more times (seed-NAME-w1, -w2, -w3) with every msgpack
+ * header, of the outer structure and inside each record's document,
+ * wider than it needs (fuzz_mp.h: array/map 16 and 32, str 8/16/32,
+ * bin 8/16/32, wider integers): valid msgpack a reader must take, so that
+ * the fuzzers start from every width (test fuzz-corpus loads each).
  *
  * Usage: make_seeds DIR.  Deterministic: a fake clock and a fixed node id,
  * so regenerating gives the same bytes (unless fuzz_funcs.h changed).
@@ -20,6 +22,7 @@
 #include <msgpack.h>
 
 #include "fuzz_funcs.h"
+#include "fuzz_mp.h"
 
 static int64_t fake_now = FZ_EPOCH;
 
@@ -390,47 +393,20 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
     printf("%s: %zu bytes\n", path, n);
 }
 
-/* An array header of n items in width 1 (array 16) or 2 (array 32). */
-static void put_array_head(msgpack_sbuffer *sb, int width, uint32_t n)
+/* The snapshot with every header, of its outer structure and of each
+ * record's document, in width class cls: seed-NAME-wCLS. */
+static void write_wide(const char *dir, const char *name, const void *buf, size_t len, int cls)
 {
-    unsigned char h[5] = {0xdc, (unsigned char)(n >> 8), (unsigned char)n, 0, 0};
-    if (width == 2) {
-        h[0] = 0xdd, h[1] = (unsigned char)(n >> 24), h[2] = (unsigned char)(n >> 16);
-        h[3] = (unsigned char)(n >> 8), h[4] = (unsigned char)n;
-    }
-    msgpack_sbuffer_write(sb, (const char *)h, width == 1 ? 3 : 5);
-}
-
-/* The snapshot with the outer array, the chunk list and each chunk entry
- * headed in that width, the items re-packed as they were. */
-static void write_wide(const char *dir, const char *name, const void *buf, size_t len, int width)
-{
-    msgpack_unpacked up;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    size_t off = 0;
-    char wide[64];
-    msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, buf, len, &off) != MSGPACK_UNPACK_SUCCESS) {
-        fprintf(stderr, "make_seeds: %s: undecodable\n", name);
+    msgpack_sbuffer wide;
+    char wname[64];
+    msgpack_sbuffer_init(&wide);
+    if (!mp_widen_snapshot(buf, len, cls, &wide)) {
+        fprintf(stderr, "make_seeds: %s: cannot widen\n", name);
         exit(1);
     }
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    const msgpack_object *o = up.data.via.array.ptr, *chunks = &o[3];
-    put_array_head(&sb, width, 4);
-    for (int i = 0; i < 3; i++)
-        msgpack_pack_object(&pk, o[i]);
-    put_array_head(&sb, width, chunks->via.array.size);
-    for (uint32_t i = 0; i < chunks->via.array.size; i++) {
-        put_array_head(&sb, width, 3);
-        for (uint32_t k = 0; k < 3; k++)
-            msgpack_pack_object(&pk, chunks->via.array.ptr[i].via.array.ptr[k]);
-    }
-    snprintf(wide, sizeof wide, "%s-wide%d", name, width == 1 ? 16 : 32);
-    write_file(dir, wide, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    msgpack_unpacked_destroy(&up);
+    snprintf(wname, sizeof wname, "%s-w%d", name, cls);
+    write_file(dir, wname, wide.data, wide.size);
+    msgpack_sbuffer_destroy(&wide);
 }
 
 int main(int argc, char **argv)
@@ -446,10 +422,8 @@ int main(int argc, char **argv)
         seeds[i].build(rt);
         CHECK(tl_snapshot_save(rt, &buf, &len));
         write_file(argv[1], seeds[i].name, buf, len);
-        if (strcmp(seeds[i].name, "world") == 0 || strcmp(seeds[i].name, "select") == 0) {
-            write_wide(argv[1], seeds[i].name, buf, len, 1);
-            write_wide(argv[1], seeds[i].name, buf, len, 2);
-        }
+        for (int cls = 1; cls <= 3; cls++)
+            write_wide(argv[1], seeds[i].name, buf, len, cls);
         tl_snapshot_free(rt, buf, len);
         tl_runtime_free(rt);
     }
