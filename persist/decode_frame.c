@@ -258,6 +258,14 @@ int tl__dec_frame(tl__loader *ld, tl__doc *d, tl_tasklet *t, const msgpack_objec
         rc = dec_locals(ld, r, &a[3], TL__LOCALS(f));
     if (rc == TL_OK && r->up)
         rc = tl__run_upgrade(ld, r, &a[3], TL__LOCALS(f), &f->h.pc);
+    /* a resume point the function has (0 is its start): any other would
+     * reach its default case, or one of the probe cases tl_register asks
+     * (pc TL__PROBE + k), which return without running the function */
+    if (rc == TL_OK && f->h.pc > r->e->npoints)
+        rc = tl__seterr(ld->rt, TL_EBADPC, "%s: a frame of tasklet #%llu stopped at resume "
+                        "point %u, which %s@%u does not have (it has %u)", ld->where,
+                        (unsigned long long)t->id, f->h.pc, r->e->fn->name, r->e->fn->version,
+                        r->e->npoints);
     return rc;
 }
 
