@@ -11,7 +11,8 @@
  *     on the channel it brought along (now a remote channel);
  *   - adder, runnable at home, is moved from outside with tl_node_migrate;
  *   - another adder, spawned at away, reaches the channel by its name with
- *     tl_node_chan(away, "home/results").
+ *     tl_node_chan(away, "home/results"), which home exported
+ *     (tl_node_export).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -151,7 +152,11 @@ static int run(tl_runtime *hrt, tl_runtime *art)
         rc = tl_chan_new(hrt, 0, &results);
     if (rc != TL_OK)
         return rc;
-    tl_chan_set_name(results, "results");                /* away asks for it by name */
+    rc = tl_node_export(home, results, "results");       /* away asks for it by name */
+    if (rc != TL_OK) {
+        tl_chan_release(results);
+        return rc;
+    }
     collect_t c = {.results = results, .want = 3};
     rc = tl_spawn(hrt, &collect_fn, &c, sizeof c, NULL);
     if (rc != TL_OK || pthread_create(&thread, NULL, drive_away, art) != 0) {

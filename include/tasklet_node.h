@@ -123,9 +123,29 @@ TL_API int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms);
 TL_API int tl_node_migrate(tl_node *n, tl_tasklet *t, const char *peer);
 
 /* The channel at "node/name": the local channel of that name when node is
- * this node, else a remote reference to it (resolved by name at the home
- * on each operation).  A new reference: release it.  TL_EINVAL, TL_ENOENT. */
+ * this node (exported under that name, else named so), else a remote
+ * reference to it (resolved by name at the home on each operation, which
+ * must have exported it: see tl_node_export).  A new reference: release
+ * it.  TL_EINVAL, TL_ENOENT. */
 TL_API int tl_node_chan(tl_node *n, const char *path, tl_chan **out);
+
+/* Access control.  A peer can reach (operate on, or send tasklets that
+ * refer to) only the local channels the program exported, and those named
+ * in tasklets this node moved to that peer (granted to it at departure,
+ * for the life of this node: not after a restart, and not to a third node
+ * the tasklet moves on to).  Any other channel id or name is answered
+ * TL_ENOENT "no channel NODE/NAME", exactly as one that does not exist.
+ *
+ * tl_node_export makes local channel ch reachable by every peer as
+ * "THIS/name" (tl_node_chan) and by its id; the node holds a reference
+ * until tl_node_unexport or tl_node_free.  Exports are not saved: export
+ * again after a restart.  Exporting the same channel under the same name
+ * again is TL_OK.  TL_EINVAL (a name not of 1 to 255 bytes, a remote
+ * channel or one of another runtime), TL_EEXIST (name exported for
+ * another channel), TL_ENOMEM, TL_EMISUSE.  tl_node_unexport: TL_ENOENT
+ * if name is not exported; operations already started keep going. */
+TL_API int tl_node_export(tl_node *n, tl_chan *ch, const char *name);
+TL_API int tl_node_unexport(tl_node *n, const char *name);
 
 /* One round: up to cfg.batch scheduler steps, the checkpoint a transfer
  * needs, then I/O, waiting at most timeout_ms (-1: until something

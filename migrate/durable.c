@@ -157,6 +157,8 @@ static int read_inbox_row(void *ud, const tl__row *r)
         return TL_OK;
     int64_t now = tl_now(n->rt), at = r->time > 0 && r->time <= now ? r->time : now;
     int rc = tl__xset_add(&n->seen, k, at);
+    if (rc == TL_OK)
+        tl__access_taken(n, k, r->peer);
     if (rc == TL_OK && VEC_PUSH(n->inlog, ((inid){k, at})) != 0)
         rc = TL_ENOMEM;
     if (rc == TL_OK && at != r->time) {
@@ -255,6 +257,7 @@ int tl__inbox_add(tl_node *n, xkey k, const char *peer)
     snprintf(e.peer, sizeof e.peer, "%s", peer);
     if (tl__xset_add(&n->seen, k, at) != TL_OK)
         return TL_ENOMEM;
+    tl__access_taken(n, k, peer);
     if (VEC_PUSH(n->inlog, ((inid){k, at})) != 0) {
         tl__xset_take(&n->seen, k, at);
         return TL_ENOMEM;

@@ -74,6 +74,7 @@ peerinfo *tl__peer_get(tl_node *n, const char *name, int create)
         return NULL;
     snprintf(p->name, sizeof p->name, "%s", name);
     p->hash = h;
+    p->node = n;
     tl__list_init(&p->ups);
     tl__list_init(&p->unsent);
     if (tl__hmap_put(&n->peers, h, p) != TL_OK) {
@@ -88,6 +89,7 @@ void tl__peers_free(tl_node *n)
     for (size_t i = 0; i < n->peers.cap; i++) {
         peerinfo *p = n->peers.e[i].obj;
         if (p) {
+            tl__access_peer_free(p);
             free(p->forgets.v);
             free(p);
         }

@@ -175,6 +175,7 @@ void tl_node_free(tl_node *n)
     tl__transfers_free(n, tl__node_store_close(n));
     tl__node_durable_free(n);
     tl__remote_free(n);
+    tl__access_free(n);
     if (n->lfd >= 0)
         close(n->lfd);
     if (n->lpath[0])
@@ -336,7 +337,8 @@ int tl_node_chan(tl_node *n, const char *path, tl_chan **out)
     node[slash - path] = '\0';
     snprintf(name, sizeof name, "%s", slash + 1);
     if (strcmp(node, n->id) == 0) {
-        tl_chan *ch = tl_chan_find_name(n->rt, name);
+        tl_chan *ch = tl__access_exported(n, name);
+        ch = ch ? tl__chan_handle(ch) : tl_chan_find_name(n->rt, name);
         if (!ch)
             return TL_ENOENT;
         *out = tl_chan_retain(ch);

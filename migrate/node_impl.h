@@ -11,6 +11,7 @@
  *   remote.c    remote channel operations (our requests, their agents)
  *               and the node's layer ops in the runtime
  *   durable.c   the node's rows in the store (outbox, inbox)
+ *   access.c    which local channels a peer may reach (exports, grants)
  *   hmap.c      the hash maps every table above is found through
  *   node.c      the public tl_node_* API and the event loop
  */
@@ -109,6 +110,8 @@ struct conn {
 struct peerinfo {
     char name[64];
     uint64_t hash;
+    tl_node *node;
+    tl__hmap grants;             /* local channels sent to it in tasklets (access.c) */
     tl__link ups;                /* its links up, newest (largest seq) first */
     tl__link unsent;             /* its transfers to send, in departure order (outx.q) */
     VEC(xidstr) forgets;         /* to send once the outbox removal is checkpointed */
@@ -161,6 +164,7 @@ typedef struct xkey {
 typedef struct xset {
     xkey *keys;
     int64_t *at;
+    peerinfo **who;         /* the peer it came from (NULL: unknown, an old row) */
     unsigned char *st;      /* 0 empty, 1 full, 2 deleted */
     size_t cap, n, used;
 } xset;
@@ -220,6 +224,8 @@ struct tl_node {
     int64_t inbox_keep;    /* ns an id is kept without FORGET; < 0: for good */
     VEC(tl_tasklet *) held; /* imports (retained) restarted once committed */
     tl__hmap rop_by_t, agent_by_t; /* by tasklet */
+    tl__hmap exports, export_ids; /* exported channels by name, by id (access.c) */
+    peerinfo *importing;   /* the peer whose tasklet is being imported, or NULL */
     VEC(move) moves;
     uint64_t next_req;
     int need_ckpt, started, wake[2];
@@ -324,6 +330,8 @@ TL__HIDDEN int tl__xset_add(xset *s, xkey k, int64_t at);
 /* Whether s holds k taken at time at; tl__xset_take also removes it. */
 TL__HIDDEN int tl__xset_has_at(const xset *s, xkey k, int64_t at);
 TL__HIDDEN int tl__xset_take(xset *s, xkey k, int64_t at);
+/* The slot of k's peer in s (NULL if k is not in s): access.c. */
+TL__HIDDEN peerinfo **tl__xset_who(const xset *s, xkey k);
 TL__HIDDEN void tl__xset_free(xset *s);
 TL__HIDDEN int tl__outbox_append(tl_node *n, outx *x);
 TL__HIDDEN void tl__outx_free(tl_node *n, outx *x);
@@ -347,6 +355,22 @@ TL__HIDDEN void tl__on_op(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_done(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_cancel(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_cancelled(conn *l, const msgpack_object *o);
+
+/* ---- access.c ---- */
+TL__HIDDEN tl_chan *tl__access_exported(const tl_node *n, const char *name);
+/* Transfer id k was just taken from peer (n->seen); whether l's peer may
+ * FORGET k (only the one it came from may). */
+TL__HIDDEN void tl__access_taken(tl_node *n, xkey k, const char *peer);
+TL__HIDDEN int tl__access_may_forget(const conn *l, xkey k);
+/* The local channel a peer's OP on l may reach ([id, name|NULL]); NULL for
+ * one that is missing or not the peer's to reach (the same answer). */
+TL__HIDDEN tl_chan *tl__access_op(conn *l, uint64_t id, const char *name);
+TL__HIDDEN int tl__access_import(void *ud, tl_chan *ch);
+/* tl__snapshot_save_moving, granting peer the local channels it refers to. */
+TL__HIDDEN int tl__access_save_moving(tl_node *n, tl_tasklet *t, const char *peer, void **buf,
+                                      size_t *len);
+TL__HIDDEN void tl__access_peer_free(peerinfo *p);
+TL__HIDDEN void tl__access_free(tl_node *n);
 
 /* ---- durable.c ---- */
 TL__HIDDEN int tl__node_store_open(tl_node *n);

@@ -255,6 +255,7 @@ const tl__layer_ops tl__node_ops = {
     .remote_cancel = hook_remote_cancel,
     .move = hook_move,
     .moves = hook_moves,
+    .import_chan = tl__access_import,
 };
 
 /* ---- agents: remote operations at the channel's home ---- */
@@ -316,16 +317,16 @@ static void agent_done(tl_frame *f, agent_l *L)
 
 /* ---- frames about channel operations ---- */
 
-/* The local channel an OP names ([id, name|nil]); NULL when there is none,
- * answered TL_ENOENT. */
+/* The local channel an OP names ([id, name|nil]) if the peer may reach
+ * it (access.c); else NULL, answered TL_ENOENT whether it exists or not. */
 static tl_chan *op_target(conn *l, uint64_t req, const msgpack_object *where)
 {
     tl_node *n = l->node;
     char name[256], msg[400];
     uint64_t id = mp_item(where, 0)->via.u64;
     int named = mp_str(mp_item(where, 1), name, sizeof name);
-    tl_chan *ch = tl__chan_at(named ? tl_chan_find_name(n->rt, name) : tl_chan_find(n->rt, id));
-    if (ch && !ch->remote)
+    tl_chan *ch = tl__access_op(l, id, named ? name : NULL);
+    if (ch)
         return ch;
     if (named)
         snprintf(msg, sizeof msg, "no channel %s/%s", n->id, name);

@@ -46,8 +46,10 @@
  * Invariants: a transfer is sent only when durable, and durability comes
  * in departure order, so the durable transfers of a peer's unsent list
  * are a prefix of it; transfers go out only on the peer's newest link up
- * (tl__peer_link); ACK, NACK and FORGET name a transfer by id and peer,
- * and one that is not there is ignored.
+ * (tl__peer_link); an ACK or NACK counts only for a transfer that went
+ * out on the link it came on, a FORGET only for an id taken from the same
+ * peer (n->seen remembers who): any other is ignored, so one link cannot
+ * settle or unguard another's transfers.
  */
 #include "node_impl.h"
 
@@ -124,10 +126,12 @@ static int xset_grow(xset *s, size_t ncap)
     int found;
     s->keys = malloc(ncap * sizeof *s->keys);
     s->at = malloc(ncap * sizeof *s->at);
+    s->who = malloc(ncap * sizeof *s->who);
     s->st = calloc(ncap, 1);
-    if (!s->keys || !s->at || !s->st) {
+    if (!s->keys || !s->at || !s->who || !s->st) {
         free(s->keys);
         free(s->at);
+        free(s->who);
         free(s->st);
         *s = old;
         return TL_ENOMEM;
@@ -139,12 +143,14 @@ static int xset_grow(xset *s, size_t ncap)
             size_t j = xset_find(s, old.keys[i], &found);
             s->keys[j] = old.keys[i];
             s->at[j] = old.at[i];
+            s->who[j] = old.who[i];
             s->st[j] = 1;
             s->n++;
             s->used++;
         }
     free(old.keys);
     free(old.at);
+    free(old.who);
     free(old.st);
     return TL_OK;
 }
@@ -165,9 +171,17 @@ int tl__xset_add(xset *s, xkey k, int64_t at)
     s->used += s->st[j] == 0;
     s->keys[j] = k;
     s->at[j] = at;
+    s->who[j] = NULL;
     s->st[j] = 1;
     s->n++;
     return TL_OK;
+}
+
+peerinfo **tl__xset_who(const xset *s, xkey k)
+{
+    int found = 0;
+    size_t j = s->cap ? xset_find(s, k, &found) : 0;
+    return found ? &s->who[j] : NULL;
 }
 
 int tl__xset_has_at(const xset *s, xkey k, int64_t at)
@@ -201,14 +215,15 @@ static uint64_t xkey_hash(const tl_node *n, xkey k)
     return tl__mix(n, k.hi ^ tl__mix(n, k.lo)); /* our ids: a lookup cannot add any */
 }
 
-/* Takes transfer xid to peer out of the outbox; NULL if it is not there. */
-static outx *take_outx(tl_node *n, const char *peer, const char *xid)
+/* Takes transfer xid out of the outbox, if it went out on link l (an ACK
+ * or NACK answers only what its own link carried); NULL if not. */
+static outx *take_outx(tl_node *n, const conn *l, const char *xid)
 {
     xkey k;
     if (!tl__xid_parse(xid, &k))
         return NULL;
     outx *x = tl__hmap_get(&n->outmap, xkey_hash(n, k), outx_match, xid);
-    if (!x || strcmp(x->peer, peer) != 0)
+    if (!x || x->sent != l)
         return NULL;
     tl__hmap_del(&n->outmap, x->hash, x);
     tl__list_unlink(&x->q);
@@ -269,7 +284,9 @@ static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *sn
     tl_tasklet *t;
     /* held: its wait starts (a remote operation issued, a local partner
      * met) only once a checkpoint holds it (tl__import_hold) */
+    n->importing = l->p; /* the channels it may reach: access.c */
     int rc = tl__snapshot_import_held(n->rt, snap->via.bin.ptr, snap->via.bin.size, &t);
+    n->importing = NULL;
     if (rc == TL_OK && tl__inbox_add(n, k, l->peer) != TL_OK) {
         tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
         rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
@@ -322,7 +339,7 @@ void tl__on_ack(conn *l, const msgpack_object *o)
             tl__link_drop(l, "malformed acknowledgement");
             return;
         }
-        outx *x = take_outx(n, l->peer, xid);
+        outx *x = take_outx(n, l, xid);
         if (!x)
             continue; /* a duplicate: already gone */
         tl__outbox_gone(n, x);
@@ -347,7 +364,7 @@ void tl__on_nack(conn *l, const msgpack_object *o)
     int64_t code = mp_is_u(mp_item(o, 2)) ? 0 : mp_item(o, 2)->via.i64;
     if (code >= 0 || code < INT32_MIN)
         code = TL_EPROTO;
-    outx *x = take_outx(n, l->peer, xid);
+    outx *x = take_outx(n, l, xid);
     if (!x)
         return;
     n->stats.refused++;
@@ -376,7 +393,8 @@ void tl__on_forget(conn *l, const msgpack_object *o)
     }
     for (uint32_t i = 0; i < xs->via.array.size; i++) {
         xkey k;
-        if (mp_str(mp_item(xs, i), xid, sizeof xid) && tl__xid_parse(xid, &k))
+        if (mp_str(mp_item(xs, i), xid, sizeof xid) && tl__xid_parse(xid, &k) &&
+            tl__access_may_forget(l, k))
             tl__inbox_forget(l->node, k);
     }
 }
@@ -417,7 +435,7 @@ int tl__depart(tl_node *n, tl_tasklet *t, const char *peer)
     /* a random 64-bit prefix per node instance, then a counter: unique
      * across restarts without a system call per transfer */
     tl__xid_format((xkey){n->xid_prefix, ++n->xid_seq}, x->xid);
-    int rc = tl__snapshot_save_moving(t, &x->data, &x->len);
+    int rc = tl__access_save_moving(n, t, peer, &x->data, &x->len);
     if (rc != TL_OK) {
         free(x);
         return rc;
@@ -489,6 +507,7 @@ void tl__xset_free(xset *s)
 {
     free(s->keys);
     free(s->at);
+    free(s->who);
     free(s->st);
     memset(s, 0, sizeof *s);
 }

@@ -153,6 +153,14 @@ static int chan_extra_of(tl__loader *ld, const msgpack_object *o, chan_extra *x)
     return TL_OK;
 }
 
+/* Whether the node (if any) lets the tasklet being imported reach local
+ * channel ch; one it does not is reported as missing. */
+static int import_allowed(tl_runtime *rt, tl_chan *ch)
+{
+    const tl__layer *ly = tl__node_layer(rt);
+    return !ly->ops || !ly->ops->import_chan || ly->ops->import_chan(ly->state, ch);
+}
+
 /* Import: the channel a moving tasklet's reference means here (retained
  * for the loader): the local one when its home is this node, else a proxy
  * (an existing one for the same home channel, or a new one). */
@@ -162,7 +170,7 @@ static tl_chan *resolve_home(tl__loader *ld, const chan_extra *x)
     tl_chan *ch = NULL;
     if (strcmp(x->node, rt->node) == 0) {
         ch = tl__chan_at(x->named ? tl_chan_find_name(rt, x->name) : tl_chan_find(rt, x->id));
-        if (!ch || ch->remote) {
+        if (!ch || ch->remote || !import_allowed(rt, ch)) {
             char id[24];
             snprintf(id, sizeof id, "#%llu", (unsigned long long)x->id);
             tl__seterr(rt, TL_ENOENT, "%s: the moving tasklet refers to channel %s/%s, which "

@@ -124,6 +124,10 @@ static inline bool tl__ch_in(const tl_chan *ch)
  * local ones pinned.  TL_ENOTSUP (it waits in a select or join, or holds
  * a tasklet reference), TL_ESTATE, TL_ENOMEM. */
 TL__HIDDEN int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len);
+/* The same, calling left(ud, ch) for each local channel the snapshot
+ * refers to (the node grants them to the destination). */
+TL__HIDDEN int tl__snapshot_save_moving_to(tl_tasklet *t, void **buf, size_t *len,
+                                           void (*left)(void *ud, tl_chan *ch), void *ud);
 /* Loads such a snapshot into rt, which may hold other tasklets: the
  * tasklet gets a fresh id, channels whose home is rt's node resolve to the
  * local ones, others to proxies (reused when rt has one).  All or nothing.

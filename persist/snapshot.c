@@ -563,6 +563,12 @@ int tl_snapshot_save_tasklet(tl_tasklet *h, void **buf, size_t *len)
 
 int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
 {
+    return tl__snapshot_save_moving_to(t, buf, len, NULL, NULL);
+}
+
+int tl__snapshot_save_moving_to(tl_tasklet *t, void **buf, size_t *len,
+                                void (*left)(void *ud, tl_chan *ch), void *ud)
+{
     tl_runtime *rt = t->rt;
     char label[160];
     if (rt->current)
@@ -596,8 +602,11 @@ int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
     }
     for (size_t i = 0; rc == TL_OK && i < c.n; i++) {
         tl_chan *ch = (tl_chan *)(c.objs[i] & ~(uintptr_t)1);
-        if ((c.objs[i] & 1) && !ch->remote)
+        if ((c.objs[i] & 1) && !ch->remote) {
             tl_chan_pin(ch, 1); /* others will address it */
+            if (left)
+                left(ud, ch);
+        }
     }
     closure_clear(&c);
     return rc;

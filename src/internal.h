@@ -208,6 +208,9 @@ typedef struct tl__layer_ops {
     int (*move)(void *state, tl_tasklet *t, const char *node);
     /* between steps, after a move was asked for: carry out the moves */
     void (*moves)(void *state);
+    /* a moving tasklet being imported refers to local channel ch: 0
+     * refuses the import as if ch did not exist (access control) */
+    int (*import_chan)(void *state, tl_chan *ch);
 } tl__layer_ops;
 typedef struct tl__layer {
     const tl__layer_ops *ops;

@@ -22,7 +22,7 @@
  *
  * Roles:
  *   cmd     (default) reads commands, one a line, and answers on stdout:
- *             chan NAME          a local named channel, pinned
+ *             chan NAME          a local named channel, pinned and exported
  *             send PATH INT      a tasklet sends INT on PATH ("node/name" or
  *                                a local name); "sent PATH INT" or
  *                                "send-error PATH TL_E... msg" when it ends
@@ -276,6 +276,8 @@ static int local_chan(tl_runtime *rt, const char *name, size_t cap)
     rc = tl_chan_set_name(ch, name);
     if (rc == TL_OK)
         rc = tl_chan_pin(ch, 1);
+    if (rc == TL_OK)
+        rc = tl_node_export(node, ch, name); /* peers reach it as "ID/name" */
     tl_chan_release(ch);
     return rc;
 }

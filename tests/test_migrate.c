@@ -572,11 +572,14 @@ static tl_value str(int side, const char *s)
     return v;
 }
 
-/* A proxy on B for A's channel called name. */
+/* A proxy on B for A's channel called name, which A exports (if it has
+ * one: peers reach only exported channels). */
 static tl_chan *proxy_b(const char *name)
 {
     char path[64];
-    tl_chan *p = NULL;
+    tl_chan *p = NULL, *home = tl_chan_find_name(F.rt[0], name);
+    if (home)
+        assert_int_equal(tl_node_export(F.n[0], home, name), TL_OK);
     snprintf(path, sizeof path, "A/%s", name);
     assert_int_equal(tl_node_chan(F.n[1], path, &p), TL_OK);
     return keep_chan(p);
@@ -799,6 +802,7 @@ static void test_link_break(void **state)
 
     /* a new node on A's runtime and a new pair: the same proxy works */
     F.n[0] = node_new(F.rt[0], "A", NULL);
+    assert_int_equal(tl_node_export(F.n[0], ch, "jobs"), TL_OK); /* exports are per node */
     pair_up();
     assert_int_equal(stats(1).links_up, 2);
     spawn_peer(1, (peer_t){.ch = p, .id = 5, .op = TL_OP_RECV, .catch_err = 1});

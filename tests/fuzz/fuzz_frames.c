@@ -16,8 +16,8 @@
  *
  * For each input, in a fresh runtime with the functions of fuzz_funcs.h and
  * fuzz_frame_funcs.h (fz.relay, the one the seeds move) and
- * a node "fuzz-node" holding named channels: "inbox" (a pump waits on it
- * and forwards to "results", buffered) and "feed" (a producer waits to
+ * a node "fuzz-node" holding named channels: "inbox" (exported; a pump waits on it
+ * and forwards to "results", buffered) and "feed" (exported; a producer waits to
  * send on it).  Rules, any broken one aborts after saying which:
  *   - feeding never crashes, leaks or trips a sanitizer, whatever the bytes;
  *   - afterwards the runtime still saves, the save loads into another
@@ -110,8 +110,9 @@ static tl_chan *named_chan(tl_runtime *rt, size_t cap, const char *name)
 }
 
 /* The home side of remote operations: "inbox" has a receiver, "feed" a
- * sender waiting, "results" buffers what the pump forwards. */
-static void populate(tl_runtime *rt)
+ * sender waiting (both exported: peers reach only those), "results"
+ * buffers what the pump forwards. */
+static void populate(tl_runtime *rt, tl_node *n)
 {
     tl_chan *inbox = named_chan(rt, 0, "inbox");
     tl_chan *results = named_chan(rt, 4, "results");
@@ -121,8 +122,12 @@ static void populate(tl_runtime *rt)
     int rc = tl_spawn(rt, &fz_pump_fn, &pump, sizeof pump, NULL);
     if (rc == TL_OK)
         rc = tl_spawn(rt, &fz_producer_fn, &prod, sizeof prod, NULL);
+    if (rc == TL_OK)
+        rc = tl_node_export(n, inbox, "inbox");
+    if (rc == TL_OK)
+        rc = tl_node_export(n, feed, "feed");
     if (rc != TL_OK)
-        die("tl_spawn failed", rt, rc);
+        die("tl_spawn or tl_node_export failed", rt, rc);
     tl_chan_release(inbox);
     tl_chan_release(results);
     tl_chan_release(feed);
@@ -292,7 +297,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fake_now = FZ_EPOCH;
     tl_node *n;
     tl_runtime *rt = new_runtime(&n);
-    populate(rt);
+    populate(rt, n);
     if (data[0] & 2) {
         msgpack_sbuffer fixed;
         msgpack_sbuffer_init(&fixed);
