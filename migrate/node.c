@@ -555,7 +555,12 @@ void tl_node_stats_get(const tl_node *n, tl_node_stats *out)
 
 int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
 {
-    if (!valid(n))
+    return tl__node_feed_as(n, bytes, len, authed ? "fuzz-peer" : NULL);
+}
+
+int tl__node_feed_as(tl_node *n, const void *bytes, size_t len, const char *peer)
+{
+    if (!valid(n) || (peer && !tl__valid_id(peer)))
         return TL_EMISUSE;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
@@ -567,9 +572,9 @@ int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
         close(sv[1]);
         return TL_ENOMEM;
     }
-    if (authed) {
+    if (peer) {
         l->hello_got = 1;
-        snprintf(l->peer, sizeof l->peer, "fuzz-peer");
+        snprintf(l->peer, sizeof l->peer, "%s", peer);
         tl__link_set_up(l);
     }
     l->rbuf = malloc(len ? len : 1);
@@ -587,4 +592,9 @@ int tl__node_feed(tl_node *n, const void *bytes, size_t len, int authed)
     tl__links_reap(n);
     close(sv[1]);
     return TL_OK;
+}
+
+const char *tl__node_first_xid(const tl_node *n)
+{
+    return valid(n) && n->out ? n->out->xid : NULL;
 }

@@ -14,4 +14,11 @@
 __attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *bytes,
                                                         size_t len, int authed);
 
+/* The same, the link authenticated as node peer (NULL: not
+ * authenticated): tests forge frames of one peer on another link. */
+__attribute__((visibility("hidden"))) int tl__node_feed_as(tl_node *n, const void *bytes,
+                                                           size_t len, const char *peer);
+/* The id of the oldest transfer in n's outbox, or NULL. */
+__attribute__((visibility("hidden"))) const char *tl__node_first_xid(const tl_node *n);
+
 #endif
