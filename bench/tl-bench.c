@@ -315,6 +315,43 @@ static const tl_func bouncer_fn = {
     bounce_fields, TL_COUNTOF(bounce_fields), NULL,
 };
 
+/* migrate_rtt_1mib_us: the same round trips, the tasklet holding a 1 MiB
+ * binary of random (incompressible) bytes; migrate_mb_per_s is that
+ * payload over half the median round trip (one way). */
+#define MIB_PAYLOAD ((size_t)1 << 20)
+
+typedef struct {
+    int64_t n, i, t0;
+    tl_value payload;
+} heavy_locals;
+
+static const tl_field heavy_fields[] = {
+    TL_FIELD(heavy_locals, n, TL_T_I64),
+    TL_FIELD(heavy_locals, i, TL_T_I64),
+    TL_FIELD(heavy_locals, t0, TL_T_I64),
+    TL_FIELD(heavy_locals, payload, TL_T_VALUE),
+};
+
+static tl_status heavy_bouncer(tl_frame *f, void *locals)
+{
+    heavy_locals *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        L->t0 = now_ns();
+        TL_MIGRATE(f, "peer");
+        TL_MIGRATE(f, "bench");
+        if (L->i < mig.nsamples)
+            mig.samples[L->i] = now_ns() - L->t0;
+    }
+    mig.done = 1;
+    TL_END(f);
+}
+
+static const tl_func heavy_fn = {
+    "bench.heavy", 1, heavy_bouncer, sizeof(heavy_locals),
+    heavy_fields, TL_COUNTOF(heavy_fields), NULL,
+};
+
 /* remote_chan_msg_us: the remote pinger moves to the peer with the two
  * channels of this process, where they are remote; there it sends on `out`
  * and receives on `in` n times.  The remote ponger, at home, notes the
@@ -383,7 +420,7 @@ static const tl_func home_receiver_fn = CHAN_FUNC("bench.home_receiver", home_re
 static const tl_func *const all_funcs[] = {
     &yielder_fn, &pinger_fn, &ponger_fn, &producer_fn, &consumer_fn,
     &noop_fn, &leaf_fn, &caller_fn, &selector_fn, &blocker_fn,
-    &bouncer_fn, &remote_pinger_fn, &remote_ponger_fn, &remote_sender_fn, &home_receiver_fn,
+    &bouncer_fn, &heavy_fn, &remote_pinger_fn, &remote_ponger_fn, &remote_sender_fn, &home_receiver_fn,
 };
 
 /* A runtime with every benchmark function registered. */
@@ -990,6 +1027,46 @@ static int measure_migrate_rtt(uint64_t n, double *us)
     return mig_close(&m, rc);
 }
 
+/* n round trips of a tasklet holding MIB_PAYLOAD random bytes. */
+static int mib_rtt(uint64_t n, double *us)
+{
+    mig_link m = {NULL, NULL, 0};
+    heavy_locals args = {(int64_t)n, 0, 0, tl_nil()};
+    unsigned char *bytes = malloc(MIB_PAYLOAD);
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    int rc = n >= 1 && bytes ? mig_open(&m) : TL_EINVAL;
+    for (size_t i = 0; bytes && i < MIB_PAYLOAD; i++) { /* xorshift: incompressible */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        bytes[i] = (unsigned char)(x >> 24);
+    }
+    if (rc == TL_OK)
+        rc = tl_bin_new(m.rt, bytes, MIB_PAYLOAD, &args.payload);
+    if (rc == TL_OK)
+        rc = mig_samples((int64_t)n);
+    if (rc == TL_OK)
+        rc = tl_spawn(m.rt, &heavy_fn, &args, sizeof args, NULL);
+    tl_release(args.payload);
+    if (rc == TL_OK)
+        rc = mig_poll_until(&m, &mig.done, 0);
+    if (rc == TL_OK)
+        *us = median_us(mig.samples, mig.nsamples);
+    free(mig.samples);
+    mig.samples = NULL;
+    free(bytes);
+    return mig_close(&m, rc);
+}
+
+static int measure_migrate_1mib(uint64_t n, double *us) { return mib_rtt(n, us); }
+
+static int measure_migrate_mb(uint64_t n, double *mb_per_s)
+{
+    double us;
+    int rc = mib_rtt(n, &us);
+    if (rc == TL_OK)
+        *mb_per_s = (double)MIB_PAYLOAD / 1e6 / (us / 2 / 1e6);
+    return rc;
+}
+
 /* n tasklets moved with tl_node_migrate, MIG_BATCH at a time: spawned
  * (not started yet), moved, then one tl_node_poll without waiting, so that
  * both processes work at once.  Timed from the first spawn until the peer
@@ -1090,6 +1167,8 @@ static const bench benches[] = {
     {"snapshot_bytes_per_tasklet", "bytes/tasklet", 1000000, NULL, measure_snap_bytes},
     {"migrate_rtt_us", "us/round trip", 20000, NULL, measure_migrate_rtt},
     {"migrate_throughput", "tasklets/s", 100000, NULL, measure_migrate_throughput},
+    {"migrate_rtt_1mib_us", "us/round trip", 500, NULL, measure_migrate_1mib},
+    {"migrate_mb_per_s", "MB/s", 500, NULL, measure_migrate_mb},
     {"remote_chan_msg_us", "us/msg", 20000, NULL, measure_remote_msg},
     {"remote_chan_pingpong_us", "us/round trip", 20000, NULL, measure_remote_chan},
     /* durable workflows (bench_wf.c) */

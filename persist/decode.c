@@ -53,14 +53,15 @@ static int inflate_doc(tl__loader *ld, const msgpack_object *rec, tl__doc *d, co
         !is_uint(&a[3]) || a[4].type != MSGPACK_OBJECT_BIN)
         return tl__corrupt(ld, "%s: not a record", what);
     uint64_t flags = a[1].via.u64, crc = a[2].via.u64, rawlen = a[3].via.u64;
-    if (flags > 1 || rawlen > MAX_RAWLEN)
+    if (flags > 2 || rawlen > MAX_RAWLEN) /* 0 raw, 1 zlib, 2 raw deflate */
         return tl__corrupt(ld, "%s: bad record flags or length", what);
     d->len = (size_t)rawlen;
     d->bytes = tl__alloc(ld->rt, d->len ? d->len : 1);
     if (!d->bytes)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
-    if (flags & 1) {
-        if (tl__inflate(ld->rt, a[4].via.bin.ptr, a[4].via.bin.size, d->bytes, d->len) != 0)
+    if (flags) {
+        if (tl__inflate(ld->rt, a[4].via.bin.ptr, a[4].via.bin.size, d->bytes, d->len,
+                        flags == 2) != 0)
             return tl__corrupt(ld, "%s: compressed payload does not inflate", what);
     } else {
         if (a[4].via.bin.size != d->len)

@@ -14,7 +14,8 @@
 #include <string.h>
 #include <zlib.h>
 
-#define COMPRESS_MIN 512
+#define COMPRESS_MIN 512     /* shorter documents are stored raw */
+#define COMPRESS_SAMPLE 4096 /* longer ones are first tried on a sample this long */
 #define MAX_VALUE_DEPTH 16
 
 /* ---- buffers ---- */
@@ -519,7 +520,9 @@ static z_stream *deflater(tl__pstate *ps)
 {
     if (!ps->zdef) {
         z_stream *zs = calloc(1, sizeof *zs);
-        if (!zs || deflateInit(zs, 1) != Z_OK) {
+        /* raw deflate (RFC 1951): the record's crc32 is its one checksum,
+         * no adler32 of a zlib stream besides it */
+        if (!zs || deflateInit2(zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
             free(zs);
             return NULL;
         }
@@ -529,7 +532,8 @@ static z_stream *deflater(tl__pstate *ps)
     return ps->zdef;
 }
 
-int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_t dstlen)
+int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_t dstlen,
+                int raw)
 {
     tl__pstate *ps = tl__pstate_get(rt);
     if (!ps)
@@ -545,7 +549,8 @@ int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_
     if (srclen > UINT_MAX || dstlen > UINT_MAX) /* zlib counts in uInt: refuse, never cast */
         return -1;
     z_stream *zs = ps->zinf;
-    inflateReset(zs);
+    if (inflateReset2(zs, raw ? -15 : 15) != Z_OK) /* flags 2: raw deflate, 1: zlib stream */
+        return -1;
     zs->next_in = (Bytef *)(uintptr_t)src;
     zs->avail_in = (uInt)srclen;
     zs->next_out = dst;
@@ -577,30 +582,51 @@ void tl__zlib_free(tl_runtime *rt, tl__pstate *ps)
 _Static_assert(TL__MAX_DOC <= INT_MAX && TL__MAX_DOC <= UINT_MAX,
                "a record must fit zlib's uInt and SQLite's int lengths");
 
-/* Compresses doc into the reused output buffer *z; returns the length, 0
- * on failure. */
-static size_t compress_doc(tl_runtime *rt, const tl__buf *doc, const unsigned char **z)
+/* Deflates n bytes at p into the reused output buffer (*z); returns the
+ * compressed length, 0 on failure. */
+static size_t deflate_into(tl__pstate *ps, const void *p, size_t n, const unsigned char **z)
 {
-    tl__pstate *ps = tl__pstate_get(rt);
-    if (!ps)
-        return 0;
-    size_t need = deflateBound(NULL, (uLong)doc->len) + 64;
-    if (need > ps->zcap) {
-        unsigned char *nb = tl__realloc(rt, ps->zbuf, ps->zcap, need);
-        if (!nb)
-            return 0;
-        ps->zbuf = nb;
-        ps->zcap = need;
-    }
     z_stream *zs = deflater(ps);
     if (!zs)
         return 0;
-    zs->next_in = (Bytef *)doc->p;
-    zs->avail_in = (uInt)doc->len;
+    zs->next_in = (Bytef *)(uintptr_t)p;
+    zs->avail_in = (uInt)n;
     zs->next_out = ps->zbuf;
     zs->avail_out = (uInt)ps->zcap;
     *z = ps->zbuf;
     return deflate(zs, Z_FINISH) == Z_STREAM_END ? (size_t)zs->total_out : 0;
+}
+
+/* Whether a compressed length c of n bytes is worth keeping: at least 1/8
+ * smaller.  Otherwise the record is stored raw, and reading it costs a
+ * copy instead of an inflate. */
+static int pays(size_t c, size_t n) { return c > 0 && c <= n - n / 8; }
+
+/* Compresses doc into the reused output buffer *z if that pays; returns
+ * the length, 0 if the record is better stored raw, -1 on failure.  A
+ * long document is first tried on a sample of its head, so that
+ * incompressible bytes (images, ciphertext, random ids) cost a 4 KiB
+ * trial instead of deflating them all. */
+static ptrdiff_t compress_doc(tl_runtime *rt, const tl__buf *doc, const unsigned char **z)
+{
+    tl__pstate *ps = tl__pstate_get(rt);
+    if (!ps)
+        return -1;
+    size_t need = deflateBound(NULL, (uLong)doc->len) + 64;
+    if (need > ps->zcap) {
+        unsigned char *nb = tl__realloc(rt, ps->zbuf, ps->zcap, need);
+        if (!nb)
+            return -1;
+        ps->zbuf = nb;
+        ps->zcap = need;
+    }
+    if (doc->len > 2 * COMPRESS_SAMPLE &&
+        !pays(deflate_into(ps, doc->p, COMPRESS_SAMPLE, z), COMPRESS_SAMPLE))
+        return 0;
+    size_t c = deflate_into(ps, doc->p, doc->len, z);
+    if (!c)
+        return -1;
+    return pays(c, doc->len) ? (ptrdiff_t)c : 0;
 }
 
 /* ---- records ---- */
@@ -615,16 +641,18 @@ static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
                           "a reader accepts (%zu bytes, FORMAT.md section 8): keep less in one "
                           "tasklet's locals or one channel's buffer", doc->len, out->max_doc);
     uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
-    int compressed = doc->len >= COMPRESS_MIN;
-    if (compressed) {
-        zlen = compress_doc(rt, doc, &z);
-        if (!zlen)
+    int compressed = 0;
+    if (doc->len >= COMPRESS_MIN) {
+        ptrdiff_t c = compress_doc(rt, doc, &z);
+        if (c < 0)
             return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
+        compressed = c > 0;
+        zlen = (size_t)c;
     }
     msgpack_packer_init(&pk, out, tl__buf_write);
     msgpack_pack_array(&pk, 5);
     pack_cstr(&pk, "tlrec");
-    msgpack_pack_uint8(&pk, (uint8_t)compressed);
+    msgpack_pack_uint8(&pk, compressed ? 2 : 0); /* FORMAT.md section 2 */
     msgpack_pack_uint32(&pk, crc);
     msgpack_pack_uint64(&pk, doc->len);
     msgpack_pack_bin(&pk, compressed ? zlen : doc->len);

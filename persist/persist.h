@@ -265,9 +265,10 @@ TL__HIDDEN int tl__snapshot_import_held(tl_runtime *rt, const void *buf, size_t 
 TL__HIDDEN void tl__import_restart(tl_runtime *rt, tl_tasklet *t);
 
 /* Inflates src into dst (exactly dstlen bytes expected) with the
- * runtime's reusable stream; returns 0 on success. */
+ * runtime's reusable stream: raw deflate if raw (record flags 2), else a
+ * zlib stream (flags 1); returns 0 on success. */
 TL__HIDDEN int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst,
-                           size_t dstlen);
+                           size_t dstlen, int raw);
 
 /* Checks that p[0..n) holds exactly one well-formed msgpack value whose
  * declared counts fit the bytes and whose nesting is at most maxdepth;

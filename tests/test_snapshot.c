@@ -496,11 +496,18 @@ static void forge_fired(const void *buf, size_t len, int64_t fired, int as_str,
         msgpack_object *rec = entry[2].via.array.ptr; /* ["tlrec", flags, crc, rawlen, bin] */
         uLongf rawlen = (uLongf)rec[3].via.u64;
         raw[c] = malloc(rawlen + 1);
-        if (rec[1].via.u64 & 1)
-            assert_int_equal(uncompress(raw[c], &rawlen, (const Bytef *)rec[4].via.bin.ptr,
-                                        rec[4].via.bin.size), Z_OK);
-        else
+        if (rec[1].via.u64) { /* 1: a zlib stream, 2: raw deflate (FORMAT.md section 2) */
+            z_stream zs = {0};
+            assert_int_equal(inflateInit2(&zs, rec[1].via.u64 == 2 ? -15 : 15), Z_OK);
+            zs.next_in = (Bytef *)rec[4].via.bin.ptr;
+            zs.avail_in = rec[4].via.bin.size;
+            zs.next_out = raw[c];
+            zs.avail_out = (uInt)rawlen;
+            assert_int_equal(inflate(&zs, Z_FINISH), Z_STREAM_END);
+            inflateEnd(&zs);
+        } else {
             memcpy(raw[c], rec[4].via.bin.ptr, rawlen);
+        }
         size_t doff = 0;
         msgpack_unpacked_init(&doc);
         assert_int_equal(msgpack_unpack_next(&doc, (const char *)raw[c], rawlen, &doff),

@@ -261,7 +261,7 @@ static json_t *record_json(const cli_doc *d)
 {
     json_t *r = json_object();
     json_object_set_new(r, "bytes", json_integer((json_int_t)d->stored));
-    json_object_set_new(r, "compressed", json_boolean(d->flags & 1));
+    json_object_set_new(r, "compressed", json_boolean(d->flags != 0));
     json_object_set_new(r, "rawlen", json_integer((json_int_t)d->len));
     json_object_set_new(r, "crc32", json_integer((json_int_t)d->crc));
     return r;
@@ -313,7 +313,7 @@ static void record_line(const char *what, const cli_loc *loc, const cli_doc *d)
     char where[160];
     cli_loc_text(loc, where, sizeof where);
     printf("\n== %s, %s: record %zu bytes, %s, document %zu bytes, crc32 0x%08llx\n", what,
-           where, d->stored, d->flags & 1 ? "zlib" : "stored", d->len,
+           where, d->stored, d->flags == 2 ? "deflate" : d->flags ? "zlib" : "stored", d->len,
            (unsigned long long)d->crc);
 }
 

@@ -4,7 +4,8 @@
  *     [ "tlrec", flags: uint, crc32: uint, rawlen: uint, payload: bin ]
  *
  * cli_record_decode checks the envelope, inflates the payload when flags
- * bit 0 says so, checks its length and CRC, and unpacks the document.
+ * say it is compressed (1: a zlib stream, 2: raw deflate), checks its
+ * length and CRC, and unpacks the document.
  *
  * Invariants: nothing is allocated before rawlen is checked against
  * CLI_RAWLEN_MAX and, for a compressed payload, against the most zlib can
@@ -43,8 +44,8 @@ static int record_envelope(const msgpack_object *a, cli_doc *doc,
         || envelope_uint(a, 2, "crc32", &doc->crc, e) < 0
         || envelope_uint(a, 3, "rawlen", &rawlen, e) < 0)
         return -1;
-    if (doc->flags & ~(uint64_t)1)
-        return cli_fail(e, "record flags 0x%llx set reserved bits",
+    if (doc->flags > 2)
+        return cli_fail(e, "record flags 0x%llx are not 0, 1 or 2 (reserved bits set)",
                         (unsigned long long)doc->flags);
     if (doc->crc > UINT32_MAX)
         return cli_fail(e, "record crc32 %llu does not fit 32 bits",
@@ -59,6 +60,26 @@ static int record_envelope(const msgpack_object *a, cli_doc *doc,
     return 0;
 }
 
+/* Inflates the payload: a zlib stream (flags 1) or raw deflate (2). */
+static int zinflate(const msgpack_object *bin, cli_doc *doc, uLong *in, uLongf *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, doc->flags == 2 ? -15 : 15) != Z_OK)
+        return Z_MEM_ERROR;
+    zs.next_in = (Bytef *)(uintptr_t)bin->via.bin.ptr;
+    zs.avail_in = (uInt)*in;
+    zs.next_out = doc->bytes;
+    zs.avail_out = (uInt)*out;
+    int z = inflate(&zs, Z_FINISH);
+    *in = zs.total_in;
+    *out = zs.total_out;
+    inflateEnd(&zs);
+    if (z == Z_STREAM_END)
+        return Z_OK;
+    return z == Z_OK || (z == Z_BUF_ERROR && zs.avail_out == 0) ? Z_BUF_ERROR : Z_DATA_ERROR;
+}
+
 static int record_inflate(const msgpack_object *bin, cli_doc *doc, cli_err *e)
 {
     uLong in = bin->via.bin.size;
@@ -67,25 +88,26 @@ static int record_inflate(const msgpack_object *bin, cli_doc *doc, cli_err *e)
         return cli_fail(e, "rawlen %zu is more than %lu compressed bytes can inflate to",
                         doc->len, (unsigned long)in);
     doc->bytes = cli_xcalloc(doc->len ? doc->len : 1, 1);
-    int z = uncompress2(doc->bytes, &out, (const Bytef *)bin->via.bin.ptr, &in);
-    if (z == Z_BUF_ERROR)
+    int z = zinflate(bin, doc, &in, &out);
+    if (z == Z_BUF_ERROR && out == doc->len)
         return cli_fail(e, "payload inflates to more than rawlen (%zu) bytes", doc->len);
     if (z == Z_MEM_ERROR)
         return cli_fail(e, "out of memory inflating the payload");
     if (z != Z_OK)
-        return cli_fail(e, "payload is not a valid zlib stream (corrupt or truncated)");
+        return cli_fail(e, "payload is not a valid %s (corrupt or truncated)",
+                        doc->flags == 2 ? "deflate stream" : "zlib stream");
     if (out != doc->len)
         return cli_fail(e, "payload inflates to %lu bytes, rawlen says %zu",
                         (unsigned long)out, doc->len);
     if (in != bin->via.bin.size)
-        return cli_fail(e, "%lu stray bytes after the zlib stream",
+        return cli_fail(e, "%lu stray bytes after the compressed stream",
                         (unsigned long)(bin->via.bin.size - in));
     return 0;
 }
 
 static int record_payload(const msgpack_object *bin, cli_doc *doc, cli_err *e)
 {
-    if (doc->flags & 1) {
+    if (doc->flags) {
         if (record_inflate(bin, doc, e) < 0)
             return -1;
     } else {
