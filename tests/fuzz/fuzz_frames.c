@@ -170,7 +170,7 @@ static void pack_record(msgpack_packer *pk, const msgpack_object *r)
 {
     const msgpack_object *a = r->via.array.ptr;
     if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != 5 ||
-        a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || (a[1].via.u64 & 1) ||
+        a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[1].via.u64 != 0 ||
         a[4].type != MSGPACK_OBJECT_BIN) {
         msgpack_pack_object(pk, *r);
         return;

@@ -143,14 +143,22 @@ static inline size_t record_doc(const uint8_t *p, size_t n, uint8_t *doc, size_t
         up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 5) {
         const msgpack_object *a = up.data.via.array.ptr;
         if (a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].type == MSGPACK_OBJECT_BIN) {
-            *compressed = (a[1].via.u64 & 1) != 0;
+            *compressed = a[1].via.u64 != 0; /* 1 zlib stream, 2 raw deflate */
             if (!*compressed && a[4].via.bin.size <= cap) {
                 len = a[4].via.bin.size;
                 memcpy(doc, a[4].via.bin.ptr, len);
             } else if (*compressed) {
-                uLongf dn = (uLongf)cap;
-                if (uncompress(doc, &dn, (const Bytef *)a[4].via.bin.ptr, a[4].via.bin.size) == Z_OK)
-                    len = dn;
+                z_stream zs;
+                memset(&zs, 0, sizeof zs);
+                if (inflateInit2(&zs, a[1].via.u64 == 2 ? -15 : 15) == Z_OK) {
+                    zs.next_in = (Bytef *)(uintptr_t)a[4].via.bin.ptr;
+                    zs.avail_in = a[4].via.bin.size;
+                    zs.next_out = doc;
+                    zs.avail_out = (uInt)cap;
+                    if (inflate(&zs, Z_FINISH) == Z_STREAM_END)
+                        len = zs.total_out;
+                    inflateEnd(&zs);
+                }
             }
         }
     }
@@ -158,23 +166,34 @@ static inline size_t record_doc(const uint8_t *p, size_t n, uint8_t *doc, size_t
     return len;
 }
 
-/* A record around doc, with the right length and CRC. */
+/* A record around doc, with the right length and CRC: compressed as
+ * format 2 writes it (raw deflate, flags 2). */
 static inline void wrap_record(msgpack_sbuffer *sb, const uint8_t *doc, size_t len, int compress)
 {
     msgpack_packer pk;
     uint8_t *z = NULL;
-    uLongf zn = 0;
+    size_t zn = 0;
     if (compress) {
-        zn = compressBound((uLong)len);
+        z_stream zs;
+        memset(&zs, 0, sizeof zs);
+        zn = compressBound((uLong)len) + 64;
         z = malloc(zn);
-        if (!z || compress2(z, &zn, doc, (uLong)len, 1) != Z_OK)
-            compress = 0;
+        compress = z && deflateInit2(&zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+        if (compress) {
+            zs.next_in = (Bytef *)(uintptr_t)doc;
+            zs.avail_in = (uInt)len;
+            zs.next_out = z;
+            zs.avail_out = (uInt)zn;
+            compress = deflate(&zs, Z_FINISH) == Z_STREAM_END;
+            zn = zs.total_out;
+            deflateEnd(&zs);
+        }
     }
     msgpack_packer_init(&pk, sb, sbuf_write);
     msgpack_pack_array(&pk, 5);
     msgpack_pack_str(&pk, 5);
     msgpack_pack_str_body(&pk, "tlrec", 5);
-    msgpack_pack_uint32(&pk, compress ? 1 : 0);
+    msgpack_pack_uint32(&pk, compress ? 2 : 0);
     msgpack_pack_uint64(&pk, crc32(0L, doc, (uInt)len));
     msgpack_pack_uint64(&pk, len);
     msgpack_pack_bin(&pk, compress ? zn : len);
