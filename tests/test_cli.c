@@ -1501,6 +1501,11 @@ static void test_not_a_regular_file(void **state)
     r = EXPECT(fx, 2, "ls", "/nonexistent/store.db");
     assert_contains(r.err, "no such file");
     run_free(&r);
+    /* a PostgreSQL store: said plainly, without the URL's password */
+    r = EXPECT(fx, 2, "ls", "postgresql://app:s3cret@127.0.0.1:1/db");
+    assert_contains(r.err, "reads SQLite store files only");
+    assert_null(strstr(r.err, "s3cret"));
+    run_free(&r);
     alarm(0);
 }
 

@@ -87,6 +87,12 @@ static int store_identify(cli_store *st)
 int cli_check_file(const char *path, bool writable)
 {
     struct stat sb;
+    if (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11)) {
+        cli_complain("a postgresql:// location: the tasklet tool reads SQLite store files "
+                     "only; read a PostgreSQL store's tables with psql (docs/FORMAT.md, "
+                     "section 7.3)");
+        return CLI_EXIT_USAGE;
+    }
     if (stat(path, &sb) != 0) {
         if (errno == ENOENT)
             cli_complain("%s: cannot open: no such file", path);
