@@ -827,6 +827,36 @@ TL_API int tl_store_checkpoint(tl_store *st);
 /* The id of the latest checkpoint (0 if none). */
 TL_API int64_t tl_store_last_checkpoint(const tl_store *st);
 
+/* Renews ownership without writing a checkpoint: one empty transaction
+ * fenced by this handle's claim, which (PostgreSQL) extends its lease, as
+ * every checkpoint does.  Call it more often than the lease (30 s) while
+ * a long step runs.  TL_ELOCKED when the store was claimed again since
+ * (the lease ran out and another process took it over: stop working on
+ * it), TL_EINVAL (no runtime attached), TL_EIO, TL_EMISUSE. */
+TL_API int tl_store_renew(tl_store *st);
+
+/* Waiting for work, PostgreSQL only (docs/API.md, "Many workers"): a
+ * listener is a connection LISTENing on the database of location for
+ * what other processes announce when they commit -- a store released (its
+ * owner closed it: "store SCHEMA") or a mailbox row added ("mail NODE").
+ * Listen first, then look for work, then wait, and nothing is missed.
+ * tl_store_listen sets *out even on failure (tl_store_listener_errmsg says
+ * why; free it): TL_ENOTSUP (not a postgresql:// location, or no
+ * PostgreSQL in this build), TL_EINVAL (a bad URL), TL_EIO (cannot
+ * connect), TL_ENOMEM. */
+typedef struct tl_store_listener tl_store_listener;
+TL_API int tl_store_listen(const char *location, tl_store_listener **out);
+/* Waits up to timeout_ms for an announcement: TL_OK when one (or more)
+ * came, the first one's text copied into what (n bytes, may be NULL); also
+ * TL_OK after the connection was lost and made again (announcements may
+ * have been missed meanwhile: look again); TL_ETIMEDOUT; TL_EIO (the
+ * server cannot be reached); TL_EMISUSE. */
+TL_API int tl_store_listener_wait(tl_store_listener *l, int64_t timeout_ms, char *what,
+                                  size_t n);
+TL_API const char *tl_store_listener_errmsg(const tl_store_listener *l);
+/* NULL-safe. */
+TL_API void tl_store_listener_free(tl_store_listener *l);
+
 /* Checkpoint policy: when the scheduler checkpoints on its own.  Failures
  * make tl_run / tl_run_steps return the error. */
 typedef struct tl_policy {

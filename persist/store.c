@@ -393,6 +393,20 @@ static int write_checkpoint(tl_store *st, tl__index *tix, tl__index *cix, int64_
     return rc;
 }
 
+int tl_store_renew(tl_store *st)
+{
+    if (!usable(st))
+        return TL_EMISUSE;
+    if (!st->rt || !st->epoch)
+        return st_err(st, TL_EINVAL, "tl_store_renew: attach a runtime first");
+    int rc = st->be->ops->begin(st->be, st->epoch);
+    if (rc == TL_OK)
+        rc = st->be->ops->commit(st->be);
+    if (rc != TL_OK)
+        st->be->ops->rollback(st->be);
+    return rc;
+}
+
 /* Names the checkpoint that failed and the one that stays the newest. */
 static void fail_checkpoint(tl_store *st, int rc)
 {

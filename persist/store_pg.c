@@ -483,8 +483,17 @@ static int pg_claim(tl__store_be *be, int64_t *epoch)
     char who[300] = "";
     bool live = false;
     int64_t next = 0;
-    int rc = exec_simple(q, "BEGIN; SELECT value FROM meta WHERE key = 'epoch' FOR UPDATE",
-                         "claiming the store");
+    int64_t rows = 0;
+    /* SKIP LOCKED: a row another transaction holds (its owner writing, or
+     * another worker claiming) is that process's; this worker moves on */
+    int rc = exec_simple(q, "BEGIN", "claiming the store");
+    if (rc == TL_OK)
+        rc = tl__pg_int(q, "SELECT count(*) FROM (SELECT 1 FROM meta WHERE key = 'epoch' FOR "
+                        "UPDATE SKIP LOCKED) e", NULL, "claiming the store", 0, &rows);
+    if (rc == TL_OK && rows == 0)
+        rc = tl__store_fail(q->base.st, TL_ELOCKED, "the store (PostgreSQL %s) is being "
+                            "written or claimed by another process right now; try again",
+                            q->where);
     if (rc == TL_OK)
         rc = owner_live(q, &live, who, sizeof who);
     if (rc == TL_OK && live)
@@ -508,8 +517,11 @@ static void pg_release(tl__store_be *be, int64_t epoch)
     pg *q = (pg *)be;
     pg_params p = {0};
     tl__pg_i64(&p, epoch);
-    tl__pg_run(q, "DELETE FROM owner WHERE id = 1 AND (SELECT value FROM meta WHERE key = "
-               "'epoch') = $1::text", &p, "releasing the store", NULL);
+    /* an idle worker waiting in tl_store_listener_wait wakes up */
+    if (tl__pg_change(q, "DELETE FROM owner WHERE id = 1 AND (SELECT value FROM meta WHERE key "
+                      "= 'epoch') = $1::text", &p, "releasing the store") == 1)
+        tl__pg_run(q, "SELECT pg_notify('" TL__PG_CHANNEL "', 'store ' || current_schema())",
+                   NULL, "releasing the store", NULL);
 }
 
 /* ---- the write transaction ---- */

@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #define PG_NTABLES 16
+#define TL__PG_CHANNEL "libtasklet" /* LISTEN/NOTIFY channel */
 #define PG_MAXPARAM 8
 
 typedef struct pg {

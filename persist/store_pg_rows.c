@@ -358,9 +358,15 @@ int tl__pg_mail_put(tl__store_be *be, const tl__mail_row *m)
     tl__pg_text(&p, m->from);
     tl__pg_i64(&p, m->time);
     int rc = tl__pg_bytes(q, &p, m->data, m->len);
-    return rc == TL_OK ? tl__pg_run(q, "INSERT INTO mailbox VALUES ($1, $2, $3, $4, $5)", &p,
-                                    "writing the mailbox", NULL)
-                       : rc;
+    if (rc == TL_OK)
+        rc = tl__pg_run(q, "INSERT INTO mailbox VALUES ($1, $2, $3, $4, $5)", &p,
+                        "writing the mailbox", NULL);
+    pg_params to = {0};
+    tl__pg_text(&to, m->to);
+    if (rc == TL_OK) /* delivered when the transaction commits */
+        rc = tl__pg_run(q, "SELECT pg_notify('" TL__PG_CHANNEL "', 'mail ' || $1)", &to,
+                        "writing the mailbox", NULL);
+    return rc;
 }
 
 static int taken(pg *q, int64_t n, const char *xid)

@@ -325,6 +325,110 @@ static void test_connection_lost(void **state)
     assert_int_equal(restored_count(0), 2);
 }
 
+
+/* tl_store_renew pushes the lease forward without a checkpoint, and
+ * tells a handle that was taken over. */
+static void test_renew(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt(), *b = new_rt();
+    tl_store *sa = open_at(url, a);
+    sql("UPDATE owner SET lease_until = now() + interval '2 seconds'");
+    assert_int_equal(tl_store_renew(sa), TL_OK);
+    assert_int_equal(query("SELECT lease_until > now() + interval '10 seconds' FROM owner"), 1);
+    assert_int_equal(tl_store_last_checkpoint(sa), 0); /* nothing written */
+    sql("UPDATE owner SET lease_until = now() - interval '1 second'");
+    tl_store *sb = open_at(url, b);
+    assert_int_equal(tl_store_renew(sa), TL_ELOCKED);
+    assert_non_null(strstr(tl_store_errmsg(sa), "no longer owns the store"));
+    assert_int_equal(tl_store_renew(sb), TL_OK);
+    tl_store *ro = open_at(url, NULL);
+    assert_int_equal(tl_store_renew(ro), TL_EINVAL);
+    tl_store_close(ro);
+    tl_store_close(sa);
+    tl_store_close(sb);
+    tl_runtime_free(a);
+    tl_runtime_free(b);
+}
+
+/* A claim does not wait behind a transaction holding the epoch row (its
+ * owner writing, another worker claiming): refused at once. */
+static void test_claim_skips_locked(void **state)
+{
+    (void)state;
+    tl_store *st;
+    assert_int_equal(tl_store_open(url, 0, &st), TL_OK); /* creates the store */
+    sql("BEGIN; SELECT value FROM meta WHERE key = 'epoch' FOR UPDATE");
+    tl_runtime *rt = new_rt();
+    time_t t0 = time(NULL);
+    assert_int_equal(tl_store_attach(st, rt), TL_ELOCKED);
+    assert_non_null(strstr(tl_store_errmsg(st), "right now"));
+    assert_true(time(NULL) - t0 < 60); /* did not wait for the lock */
+    sql("COMMIT");
+    assert_int_equal(tl_store_attach(st, rt), TL_OK);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+/* An idle worker's listener hears a release and a mailbox row. */
+static void test_listener(void **state)
+{
+    (void)state;
+    tl_store_listener *l;
+    char what[128];
+    assert_int_equal(tl_store_listen(url, &l), TL_OK);
+    assert_int_equal(tl_store_listener_wait(l, 50, what, sizeof what), TL_ETIMEDOUT);
+    assert_non_null(strstr(tl_store_listener_errmsg(l), "nothing announced"));
+    tl_runtime *a = new_rt();
+    assert_int_equal(tl_set_node_id(a, "a"), TL_OK);
+    tl_store *st = open_at(url, a);
+    assert_int_equal(tl_store_close(st), TL_OK); /* released: announced */
+    assert_int_equal(tl_store_listener_wait(l, 60000, what, sizeof what), TL_OK);
+    char want[128];
+    snprintf(want, sizeof want, "store %s", pgt_schema);
+    assert_string_equal(what, want);
+    /* a tasklet handed to node b, announced when it commits */
+    st = open_at(url, a);
+    tl_tasklet *t;
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(a, 0, &ch), TL_OK);
+    rx_t args = {.in = ch};
+    assert_int_equal(tl_spawn(a, &receiver_fn, &args, sizeof args, &t), TL_OK);
+    assert_int_equal(tl_run(a), TL_EDEADLOCK);
+    assert_int_equal(tl_store_export(st, t, "b"), TL_OK);
+    tl_tasklet_release(t);
+    tl_chan_release(ch);
+    assert_int_equal(tl_store_listener_wait(l, 60000, what, sizeof what), TL_OK);
+    assert_string_equal(what, "mail b");
+    /* the connection dropped: made again, and the caller told to look */
+    assert_true(query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                      "application_name = 'libtasklet listener'") >= 1);
+    time_t deadline = time(NULL) + 60;
+    int rc;
+    while ((rc = tl_store_listener_wait(l, 100, what, sizeof what)) == TL_ETIMEDOUT &&
+           time(NULL) < deadline)
+        ;
+    assert_int_equal(rc, TL_OK);
+    assert_string_equal(what, "reconnected");
+    tl_store_close(st);
+    assert_int_equal(tl_store_listener_wait(l, 60000, what, sizeof what), TL_OK);
+    tl_store_listener_free(l);
+    tl_runtime_free(a);
+    /* bad locations */
+    assert_int_equal(tl_store_listen("/tmp/app.db", &l), TL_ENOTSUP);
+    assert_non_null(strstr(tl_store_listener_errmsg(l), "postgresql://"));
+    tl_store_listener_free(l);
+    assert_int_equal(tl_store_listen("postgresql://x:s3cret@[::1", &l), TL_EINVAL);
+    assert_null(strstr(tl_store_listener_errmsg(l), "s3cret"));
+    tl_store_listener_free(l);
+    assert_int_equal(tl_store_listen("postgresql://127.0.0.1:1/x", &l), TL_EIO);
+    assert_non_null(strstr(tl_store_listener_errmsg(l), "cannot connect"));
+    assert_int_equal(tl_store_listener_wait(l, 10, NULL, 0), TL_EMISUSE);
+    tl_store_listener_free(l);
+    assert_int_equal(tl_store_listener_wait(NULL, 10, NULL, 0), TL_EMISUSE);
+    tl_store_listener_free(NULL);
+}
+
 /* ---- pruning ---- */
 
 static void test_prune(void **state)
@@ -454,6 +558,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_owner_refused_expired_one_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_owner_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renew, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_skips_locked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_locations, setup, teardown),
