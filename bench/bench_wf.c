@@ -44,9 +44,12 @@ static int noop_effect(tl_wf_ctx *cx, tl_value arg, tl_value *res)
     *res = tl_retain(arg);
     return TL_OK;
 }
-static const tl_wf_step noop_step = {"bench.noop", noop_effect, 0, 0, 0, 0, 0};
+/* The no-op step: inline (on the engine's thread, TL_WF_INLINE) and the
+ * same on the worker pool (two thread hand-offs per step). */
+static const tl_wf_step noop_step = {"bench.noop", noop_effect, TL_WF_INLINE, 0, 0, 0, 0};
+static const tl_wf_step pool_step = {"bench.noop_pool", noop_effect, 0, 0, 0, 0, 0};
 
-/* arg: the number of steps. */
+/* arg: the number of steps, negative for steps on the pool. */
 typedef struct steps_t {
     tl_value arg, r;
     int64_t i;
@@ -58,8 +61,8 @@ static tl_status steps_wf(tl_frame *f, void *l)
 {
     steps_t *L = l;
     TL_BEGIN(f);
-    for (L->i = 0; L->i < tl_as_i64(L->arg); L->i++)
-        TL_WF_STEP(f, &noop_step, tl_i64(L->i), L->r);
+    for (L->i = 0; L->i < llabs(tl_as_i64(L->arg)); L->i++)
+        TL_WF_STEP(f, tl_as_i64(L->arg) < 0 ? &pool_step : &noop_step, tl_i64(L->i), L->r);
     TL_END(f);
 }
 static const tl_func steps_fn = {"bench.steps", 1, steps_wf, sizeof(steps_t), steps_fields, 3,
@@ -117,6 +120,8 @@ static int wfb_open(wfb *b, int flags, int restore)
         rc = tl_wf_register(b->wf, &recv_fn);
     if (rc == TL_OK)
         rc = tl_wf_register_step(b->wf, &noop_step);
+    if (rc == TL_OK)
+        rc = tl_wf_register_step(b->wf, &pool_step);
     if (rc == TL_OK && restore)
         rc = tl_wf_restore(b->wf);
     if (rc != TL_OK)
@@ -151,7 +156,9 @@ static int start_n(wfb *b, const char *prefix, const tl_func *fn, int64_t arg, u
     return TL_OK;
 }
 
-int bench_disk_fsync(uint64_t n, double *per_s)
+/* Bare SQLite commits of one small row each, WAL, synchronous FULL
+ * (sync) or NORMAL: the floor under one commit per step. */
+static int bare_commits(uint64_t n, int sync, double *per_s)
 {
     char path[] = "/tmp/tl_fsync_XXXXXX";
     int fd = mkstemp(path);
@@ -160,8 +167,9 @@ int bench_disk_fsync(uint64_t n, double *per_s)
     close(fd);
     sqlite3 *db;
     sqlite3_open(path, &db);
-    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                     "CREATE TABLE t(x)", NULL, NULL, NULL);
+    sqlite3_exec(db, sync ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(x)"
+                          : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(x)",
+                 NULL, NULL, NULL);
     n = n < 20 ? 20 : n;
     int64_t t0 = mono_ns();
     for (uint64_t i = 0; i < n; i++)
@@ -175,8 +183,12 @@ int bench_disk_fsync(uint64_t n, double *per_s)
     return TL_OK;
 }
 
-/* workflows x steps no-op steps; others idle workflows waiting. */
-static int steps_run(int flags, uint64_t workflows, uint64_t steps, uint64_t idle,
+int bench_disk_fsync(uint64_t n, double *per_s) { return bare_commits(n, 1, per_s); }
+int bench_sqlite_nosync(uint64_t n, double *per_s) { return bare_commits(n, 0, per_s); }
+
+/* workflows x steps no-op steps (steps < 0: on the pool); others idle
+ * workflows waiting. */
+static int steps_run(int flags, uint64_t workflows, int64_t steps, uint64_t idle,
                      double *per_s)
 {
     wfb b = {0};
@@ -188,22 +200,34 @@ static int steps_run(int flags, uint64_t workflows, uint64_t steps, uint64_t idl
     }
     int64_t t0 = mono_ns();
     if (rc == TL_OK)
-        rc = start_n(&b, "w", &steps_fn, (int64_t)steps, workflows);
+        rc = start_n(&b, "w", &steps_fn, steps, workflows);
     while (rc == TL_OK && tl_wf_live(b.wf) > idle) {
         rc = tl_wf_run(b.wf, 50);
         rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
     }
-    *per_s = (double)(workflows * steps) / ((double)(mono_ns() - t0) / 1e9);
+    *per_s = (double)workflows * (double)llabs(steps) / ((double)(mono_ns() - t0) / 1e9);
     if (rc != TL_OK)
         fprintf(stderr, "tl-bench: %s\n", tl_wf_errmsg(b.wf));
     wfb_close(&b, 1);
     return rc;
 }
 
-int bench_wf_step_fsync(uint64_t n, double *v) { return steps_run(0, 1, n, 0, v); }
-int bench_wf_step_nosync(uint64_t n, double *v) { return steps_run(TL_STORE_NOSYNC, 1, n, 0, v); }
+int bench_wf_step_fsync(uint64_t n, double *v) { return steps_run(0, 1, (int64_t)n, 0, v); }
+int bench_wf_step_nosync(uint64_t n, double *v)
+{
+    return steps_run(TL_STORE_NOSYNC, 1, (int64_t)n, 0, v);
+}
 int bench_wf_step_conc(uint64_t n, double *v) { return steps_run(0, n / 10, 10, 0, v); }
-int bench_wf_step_idle(uint64_t n, double *v) { return steps_run(0, 1, 10000 / (100000 / n), n, v); }
+int bench_wf_step_idle(uint64_t n, double *v)
+{
+    return steps_run(0, 1, (int64_t)(10000 / (100000 / n)), n, v);
+}
+int bench_wf_pool_fsync(uint64_t n, double *v) { return steps_run(0, 1, -(int64_t)n, 0, v); }
+int bench_wf_pool_nosync(uint64_t n, double *v)
+{
+    return steps_run(TL_STORE_NOSYNC, 1, -(int64_t)n, 0, v);
+}
+int bench_wf_pool_conc(uint64_t n, double *v) { return steps_run(0, n / 10, -10, 0, v); }
 
 int bench_wf_resume(uint64_t n, double *ms)
 {

@@ -1176,6 +1176,10 @@ static const bench benches[] = {
     {"wf_step_fsync_per_s", "steps/s", 10000, NULL, bench_wf_step_fsync},
     {"wf_step_nosync_per_s", "steps/s", 10000, NULL, bench_wf_step_nosync},
     {"wf_step_conc_per_s", "steps/s", 5000, NULL, bench_wf_step_conc},
+    {"sqlite_nosync_commit_per_s", "commits/s", 5000, NULL, bench_sqlite_nosync},
+    {"wf_pool_step_fsync_per_s", "steps/s", 2000, NULL, bench_wf_pool_fsync},
+    {"wf_pool_step_nosync_per_s", "steps/s", 5000, NULL, bench_wf_pool_nosync},
+    {"wf_pool_step_conc_per_s", "steps/s", 5000, NULL, bench_wf_pool_conc},
     {"wf_resume_first_step_ms", "ms", 10000, NULL, bench_wf_resume},
     {"wf_message_latency_ms", "ms", 200, NULL, bench_wf_message_latency},
     {"wf_step_fsync_idle_per_s", "steps/s", 100000, NULL, bench_wf_step_idle},
@@ -1183,9 +1187,9 @@ static const bench benches[] = {
     {"wf_stored_bytes_waiting", "bytes/workflow", 1000, NULL, bench_wf_bytes_waiting},
 };
 
-static int run_bench(const bench *b, int quick)
+static int run_bench(const bench *b, int quick, uint64_t n_override)
 {
-    uint64_t n = quick ? b->n / QUICK_DIVISOR : b->n;
+    uint64_t n = n_override ? n_override : quick ? b->n / QUICK_DIVISOR : b->n;
     double value = 0;
     int rc = b->rep ? best_of(b->rep, n, &value) : b->measure(n, &value);
     if (rc != TL_OK) {
@@ -1200,9 +1204,10 @@ static int run_bench(const bench *b, int quick)
 
 static int usage(FILE *to)
 {
-    fprintf(to, "usage: tl-bench [--quick] [NAME]\n"
+    fprintf(to, "usage: tl-bench [--quick] [-n N] [NAME]\n"
                 "  NAME     run only the benchmarks whose name contains NAME\n"
                 "  --quick  small iteration counts, for a smoke test\n"
+                "  -n N     N operations instead of each benchmark's own count\n"
                 "benchmarks:");
     for (size_t i = 0; i < TL_COUNTOF(benches); i++)
         fprintf(to, " %s", benches[i].name);
@@ -1213,10 +1218,13 @@ static int usage(FILE *to)
 int main(int argc, char **argv)
 {
     int quick = 0, ran = 0, failed = 0;
+    uint64_t n = 0;
     const char *pattern = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
+        else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc && atoll(argv[i + 1]) > 0)
+            n = (uint64_t)atoll(argv[++i]);
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return usage(stdout);
         else if (argv[i][0] == '-' || pattern)
@@ -1228,7 +1236,7 @@ int main(int argc, char **argv)
         if (pattern && !strstr(benches[i].name, pattern))
             continue;
         ran++;
-        failed += run_bench(&benches[i], quick) != TL_OK;
+        failed += run_bench(&benches[i], quick, n) != TL_OK;
     }
     if (!ran) {
         fprintf(stderr, "tl-bench: no benchmark matches '%s'\n", pattern);

@@ -72,18 +72,28 @@ typedef struct tl_wf_config {
 /* ---- steps ---- */
 
 /* An effect: runs on a worker thread (or, TL_WF_TX, on the engine's thread
- * inside the checkpoint transaction).  arg is borrowed; it sets *result
+ * inside the checkpoint transaction; TL_WF_INLINE, on the engine's thread
+ * before the commit).  arg is borrowed; it sets *result
  * (a value built with tl_wf_ctx_runtime, owned by the library from then
  * on) and returns TL_OK, or returns an error code (< 0; detail with
  * tl_wf_ctx_fail), which makes the attempt fail. */
 typedef int (*tl_wf_effect)(tl_wf_ctx *cx, tl_value arg, tl_value *result);
 
-enum { TL_WF_TX = 1 /* transactional: runs inside the commit (see above) */ };
+/* TL_WF_INLINE: a short effect that never blocks (a computation, a
+ * lookup in memory).  It runs on the engine's thread at the end of the
+ * scheduler round that reached it, not on a worker, so a step costs no
+ * thread hand-off; its result is recorded in the round's commit like any
+ * other.  An inline effect that takes long delays every workflow of the
+ * engine, and it cannot be interrupted (its timeout_ms is not enforced). */
+enum {
+    TL_WF_TX = 1,    /* transactional: runs inside the commit (see above) */
+    TL_WF_INLINE = 2 /* runs on the engine's thread, no hand-off (see above) */
+};
 
 typedef struct tl_wf_step {
     const char *name;       /* stable name, 1 to TL_WF_NAME_MAX bytes   */
     tl_wf_effect fn;
-    int flags;              /* TL_WF_TX                                 */
+    int flags;              /* TL_WF_TX, TL_WF_INLINE                   */
     uint32_t max_attempts;  /* 0: 1 (no retry)                          */
     uint32_t backoff_ms;    /* first retry delay; doubles each time (0: 100) */
     uint32_t backoff_max_ms;/* ceiling of the delay (0: 60000)          */

@@ -623,6 +623,77 @@ static void test_inflight_step(void **state)
     eng_done(&e);
 }
 
+/* TL_WF_INLINE: the effect runs on the engine's thread, its result is
+ * recorded like a worker's (never run again after a crash), and its
+ * retries work as on the pool. */
+static pthread_t engine_thread;
+static atomic_int off_thread;
+
+static int inline_add(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    if (!pthread_equal(pthread_self(), engine_thread))
+        atomic_fetch_add(&off_thread, 1);
+    return tl_as_i64(arg) < 0 ? flaky(cx, arg, res) : add_one(cx, arg, res);
+}
+static const tl_wf_step inl_step = {"inl", inline_add, TL_WF_INLINE, 3, 5, 20, 0};
+
+typedef struct inl_t {
+    tl_value arg, r1, r2, m;
+} inl_t;
+static const tl_field inl_fields[] = {TL_FIELD(inl_t, arg, TL_T_VALUE),
+                                      TL_FIELD(inl_t, r1, TL_T_VALUE),
+                                      TL_FIELD(inl_t, r2, TL_T_VALUE),
+                                      TL_FIELD(inl_t, m, TL_T_VALUE)};
+static tl_status inl_wf(tl_frame *f, void *l)
+{
+    inl_t *L = l;
+    TL_BEGIN(f);
+    TL_WF_STEP(f, &inl_step, L->arg, L->r1);          /* arg + 1 */
+    TL_WF_STEP(f, &inl_step, tl_i64(-2), L->r2);      /* fails twice, then -20 */
+    TL_WF_RECV(f, "go", -1, L->m);
+    TL_RETURN(f, tl_i64(tl_as_i64(L->r1) + tl_as_i64(L->r2) + tl_as_i64(L->m)));
+    TL_END(f);
+}
+static const tl_func inl_fn = {"t.inl", 1, inl_wf, sizeof(inl_t), inl_fields, 4, NULL};
+
+static int inl_open(eng *e)
+{
+    assert_int_equal(eng_open(e, 0), TL_OK);
+    assert_int_equal(tl_wf_register(e->wf, &inl_fn), TL_OK);
+    assert_int_equal(tl_wf_register_step(e->wf, &inl_step), TL_OK);
+    return tl_wf_restore(e->wf);
+}
+
+static void test_inline_step(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r = 0;
+    engine_thread = pthread_self();
+    atomic_store(&off_thread, 0);
+    atomic_store(&calls, 0);
+    atomic_store(&fails_left, 2);
+    assert_int_equal(inl_open(&e), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "in-1", &inl_fn, tl_i64(1), NULL), TL_OK);
+    for (int i = 0; i < 600 && atomic_load(&calls) < 4; i++) /* 30 s at most */
+        assert_int_equal(tl_wf_run(e.wf, 50), TL_ETIMEDOUT);
+    assert_int_equal(tl_wf_run(e.wf, 100), TL_ETIMEDOUT); /* waits for "go" */
+    assert_int_equal(atomic_load(&calls), 4);             /* 1 + 3 attempts */
+    eng_close(&e);                                        /* "a crash" */
+    assert_int_equal(inl_open(&e), TL_OK);
+    assert_int_equal(tl_wf_post(NULL, e.path, "in-1", "go", tl_i64(100), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(atomic_load(&calls), 4); /* recorded: not run again */
+    assert_int_equal(atomic_load(&off_thread), 0);
+    assert_int_equal(result_of(&e, "in-1", &r), TL_WF_DONE);
+    assert_int_equal(r, 2 - 20 + 100);
+    tl_wf_info in;
+    assert_int_equal(tl_wf_get(e.rt, e.path, "in-1", 0, &in), TL_OK);
+    assert_int_equal(in.steps, 2);
+    tl_release(in.result);
+    eng_done(&e);
+}
+
 /* Awaiting from another thread (as another process would): woken when the
  * owner finishes, and a timeout when it does not. */
 static void *poster(void *ud)
@@ -889,6 +960,7 @@ int main(void)
         cmocka_unit_test(test_messages_restore),
         cmocka_unit_test(test_timeout_cancel_children),
         cmocka_unit_test(test_inflight_step),
+        cmocka_unit_test(test_inline_step),
         cmocka_unit_test(test_await_elsewhere),
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),

@@ -402,6 +402,12 @@ int tl__wf_submit(tl_wf *wf, wf_rec *r)
         wf->force = 1;
         return TL_OK;
     }
+    if (s->flags & TL_WF_INLINE) { /* run at the end of this round */
+        j->next = NULL;
+        *wf->inlq_tail = j;
+        wf->inlq_tail = &j->next;
+        return TL_OK;
+    }
     if (s->timeout_ms)
         tl__wf_timer_add(wf, tl_now(wf->rt) + (int64_t)s->timeout_ms * 1000000, r, 2);
     wf->inflight++;
@@ -500,6 +506,19 @@ void tl__wf_out_free(wf_out *o)
     }
 }
 
+/* Takes j out of the list at *head (tail: its tail pointer, or NULL). */
+static int unlink_job(wf_job **head, wf_job ***tail, wf_job *j)
+{
+    for (wf_job **p = head; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            if (tail && *tail == &j->next)
+                *tail = p;
+            return 1;
+        }
+    return 0;
+}
+
 /* Abandons the attempt in flight: a worker's result will be dropped. */
 static void abandon(tl_wf *wf, wf_rec *r)
 {
@@ -508,13 +527,27 @@ static void abandon(tl_wf *wf, wf_rec *r)
         return;
     r->job = NULL;
     atomic_store(&j->canceled, 1);
-    for (wf_job **p = &wf->txq; *p; p = &(*p)->next)
-        if (*p == j) {
-            *p = j->next;
-            tl__wf_job_free(j);
-            return;
-        }
+    if (unlink_job(&wf->txq, NULL, j) || unlink_job(&wf->inlq, &wf->inlq_tail, j)) {
+        tl__wf_job_free(j);
+        return;
+    }
     j->rec = NULL; /* the pool still has it */
+}
+
+/* Runs the TL_WF_INLINE attempts the round reached, on this thread. */
+void tl__wf_run_inline(tl_wf *wf)
+{
+    while (wf->inlq) {
+        wf_job *j = wf->inlq;
+        wf->inlq = j->next;
+        if (!wf->inlq)
+            wf->inlq_tail = &wf->inlq;
+        j->next = NULL;
+        if (!wf->inl_rt && tl_runtime_new(NULL, &wf->inl_rt) != TL_OK)
+            wf->inl_rt = NULL;
+        tl__wf_job_run(j, wf->inl_rt);
+        tl__wf_job_done(wf, j);
+    }
 }
 
 void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm)

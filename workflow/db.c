@@ -102,7 +102,9 @@ static int run_tx(tl_wf *wf, tl__store_tx *tx, wf_job *j)
     if (rc != TL_OK)
         return rc;
     j->db = db;
-    tl__wf_job_run(j);
+    if (!wf->inl_rt && tl_runtime_new(NULL, &wf->inl_rt) != TL_OK)
+        wf->inl_rt = NULL;
+    tl__wf_job_run(j, wf->inl_rt);
     uint32_t max = j->step->max_attempts ? j->step->max_attempts : 1;
     if (j->rc != TL_OK) {
         rc = exec(wf, db, "ROLLBACK TO wf_tx");

@@ -298,6 +298,7 @@ int tl_wf_new(tl_runtime *rt, tl_store *st, const tl_wf_config *cfg, tl_wf **out
     wf->st = st;
     wf->watch = -1;
     wf->outs_tail = &wf->outs;
+    wf->inlq_tail = &wf->inlq;
     if (cfg)
         wf->cfg = *cfg;
     if (!wf->cfg.workers)
@@ -338,7 +339,7 @@ void tl_wf_free(tl_wf *wf)
     for (size_t i = 0; i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i], *nx; r; r = nx) {
             nx = r->hnext;
-            r->job = NULL; /* freed with the pool or the txq */
+            r->job = NULL; /* freed with the pool, the txq or the inlq */
             r->hnext = all;
             all = r;
         }
@@ -352,6 +353,11 @@ void tl_wf_free(tl_wf *wf)
         nx = j->next;
         tl__wf_job_free(j);
     }
+    for (wf_job *j = wf->inlq, *nx; j; j = nx) {
+        nx = j->next;
+        tl__wf_job_free(j);
+    }
+    tl_runtime_free(wf->inl_rt);
     for (wf_out *o = wf->outs, *nx; o; o = nx) {
         nx = o->next;
         tl__wf_out_free(o);

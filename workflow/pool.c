@@ -51,7 +51,8 @@ static int64_t now_ns(void)
 }
 
 /* Runs one attempt: decode the argument, call the effect, encode what it
- * returned.  Used by the workers and, for TL_WF_TX, by the commit. */
+ * returned.  Used by the workers, by the engine for TL_WF_INLINE and,
+ * for TL_WF_TX, by the commit. */
 static void run_in(wf_job *j, tl_runtime *rt)
 {
     tl_wf_ctx cx = {j, rt};
@@ -78,9 +79,13 @@ static void run_in(wf_job *j, tl_runtime *rt)
     j->ended = now_ns();
 }
 
-void tl__wf_job_run(wf_job *j)
+/* Runs one attempt in rt, or (rt NULL) in a runtime made for it. */
+void tl__wf_job_run(wf_job *j, tl_runtime *rt)
 {
-    tl_runtime *rt;
+    if (rt) {
+        run_in(j, rt);
+        return;
+    }
     if (tl_runtime_new(NULL, &rt) != TL_OK) {
         j->rc = TL_ENOMEM;
         snprintf(j->errmsg, sizeof j->errmsg, "step %s: out of memory", j->step->name);
@@ -115,10 +120,7 @@ static void *worker(void *ud)
         if (!p->todo)
             p->todo_tail = &p->todo;
         pthread_mutex_unlock(&p->mu);
-        if (rt)
-            run_in(j, rt);
-        else
-            tl__wf_job_run(j);
+        tl__wf_job_run(j, rt);
         pthread_mutex_lock(&p->mu);
         j->next = NULL;
         int was_empty = p->done == NULL;

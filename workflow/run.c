@@ -207,6 +207,8 @@ static int one_round(tl_wf *wf)
     }
     if (rc == TL_OK && wf->chanq)
         tl__wf_chan_flush(wf); /* receivers that blocked meanwhile take theirs */
+    if (rc == TL_OK)
+        tl__wf_run_inline(wf);
     if (rc == TL_OK && commit_due(wf))
         rc = tl_wf_commit(wf);
     return rc;
@@ -223,7 +225,7 @@ int tl_wf_run(tl_wf *wf, int64_t timeout_ms)
             return rc;
         if (wf->live == 0 && !has_work(wf))
             return TL_OK;
-        if (tl_runnable_count(wf->rt) || wf->ready || wf->txq)
+        if (tl_runnable_count(wf->rt) || wf->ready || wf->txq || wf->inlq)
             continue;
         if (until >= 0 && tl_now(wf->rt) >= until)
             return tl__wf_err(wf, TL_ETIMEDOUT, "tl_wf_run: %zu workflows still live after "

@@ -158,6 +158,8 @@ struct tl_wf {
     wf_out *ready;               /* to deliver at once (restored) */
     wf_job *txq;                 /* TL_WF_TX attempts for the next commit */
     wf_job *txdone;              /* run in the commit being written */
+    wf_job *inlq, **inlq_tail;   /* TL_WF_INLINE attempts for this round */
+    tl_runtime *inl_rt;          /* where inline and TL_WF_TX effects run */
     wf_msg *taken;               /* messages received or dropped, to mark */
     wf_msg *chanq, **chanq_tail; /* posted to named channels, not yet sent */
     wf_chan *chans;              /* named channels opened (tl_wf_chan) */
@@ -206,6 +208,7 @@ TL__HIDDEN wf_msg *tl__wf_take_msg(tl_wf *wf, wf_rec *r);
 TL__HIDDEN void tl__wf_job_done(tl_wf *wf, wf_job *j);
 TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
 TL__HIDDEN void tl__wf_out_free(wf_out *o);
+TL__HIDDEN void tl__wf_run_inline(tl_wf *wf);
 
 /* chan.c: named channels */
 TL__HIDDEN int tl__wf_chan_write(tl_wf *wf, tl__store_tx *tx);
@@ -219,7 +222,7 @@ TL__HIDDEN int tl__wf_pool_start(wf_pool *p, unsigned n);
 TL__HIDDEN void tl__wf_pool_stop(wf_pool *p);
 TL__HIDDEN void tl__wf_pool_submit(wf_pool *p, wf_job *j);
 TL__HIDDEN wf_job *tl__wf_pool_take_done(wf_pool *p);
-TL__HIDDEN void tl__wf_job_run(wf_job *j);
+TL__HIDDEN void tl__wf_job_run(wf_job *j, tl_runtime *rt);
 TL__HIDDEN void tl__wf_job_free(wf_job *j);
 
 /* codec.c: values and records as msgpack bytes (malloc'd) */
