@@ -45,6 +45,7 @@
 #define NCACHE 16
 
 enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
+enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, NFIXED }; /* fixed() */
 
 typedef struct sq {
     tl__store_be base;
@@ -53,7 +54,7 @@ typedef struct sq {
     int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
     mode_t mode;     /* for files we create: 0600, or 0640 */
     char *lockpath;  /* path + "-lock" */
-    sqlite3_stmt *ins_chunk, *get_epoch;
+    sqlite3_stmt *ins_chunk, *get_epoch, *fixed[NFIXED];
     struct {
         const tl__table *t;
         int op;
@@ -128,6 +129,15 @@ static int exec(sq *q, const char *sql, const char *what)
 {
     int rc = sqlite3_exec(q->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, what);
+}
+
+/* Statement i of the write path, prepared at its first use (NULL if it
+ * does not prepare: sqlite3_step(NULL) is SQLITE_MISUSE). */
+static sqlite3_stmt *fixed(sq *q, int i, const char *sql)
+{
+    if (!q->fixed[i])
+        sqlite3_prepare_v2(q->db, sql, -1, &q->fixed[i], NULL);
+    return q->fixed[i];
 }
 
 /* Runs a statement that returns no row, then resets it. */
@@ -324,6 +334,8 @@ static void sq_close(tl__store_be *be)
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < NCACHE; i++)
         sqlite3_finalize(q->cache[i].s);
+    for (int i = 0; i < NFIXED; i++)
+        sqlite3_finalize(q->fixed[i]);
     sqlite3_finalize(q->ins_chunk);
     sqlite3_finalize(q->get_epoch);
     sqlite3_close(q->db);
@@ -508,7 +520,7 @@ static int check_epoch(sq *q, int64_t epoch)
 static int sq_begin(tl__store_be *be, int64_t epoch)
 {
     sq *q = (sq *)be;
-    int rc = exec(q, "BEGIN IMMEDIATE", "starting a transaction");
+    int rc = step_done(q, fixed(q, S_BEGIN, "BEGIN IMMEDIATE"), "starting a transaction");
     if (rc == TL_OK && epoch > 0 && (rc = check_epoch(q, epoch)) != TL_OK)
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
@@ -517,8 +529,7 @@ static int sq_begin(tl__store_be *be, int64_t epoch)
 static int sq_commit(tl__store_be *be)
 {
     sq *q = (sq *)be;
-    int rc = sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL);
-    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, "committing");
+    return step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing");
 }
 
 static void sq_rollback(tl__store_be *be)
@@ -550,9 +561,8 @@ static int sq_put_chunk(tl__store_be *be, int kind, uint64_t key, int64_t ckpt, 
 static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
 {
     sq *q = (sq *)be;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(q->db, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)", -1, &s, NULL) !=
-        SQLITE_OK)
+    sqlite3_stmt *s = fixed(q, S_HEAD, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)");
+    if (!s)
         return last_err(q, "writing a checkpoint");
     sqlite3_bind_int64(s, 1, r->id);
     sqlite3_bind_int64(s, 2, r->time);
@@ -560,10 +570,7 @@ static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
     sqlite3_bind_int64(s, 4, r->chans);
     sqlite3_bind_int64(s, 5, r->bytes);
     int rc = bind_bytes(q, s, 6, r->head, r->len);
-    if (rc == TL_OK)
-        rc = step_done(q, s, "writing a checkpoint");
-    sqlite3_finalize(s);
-    return rc;
+    return rc == TL_OK ? step_done(q, s, "writing a checkpoint") : rc;
 }
 
 static int sq_stored_keys(tl__store_be *be, int (*fn)(void *ud, int kind, uint64_t key), void *ud)
@@ -690,7 +697,7 @@ static int sq_prune(tl__store_be *be, int64_t oldest_kept)
     return rc;
 }
 
-#define RECLAIM_PAGES 64 /* free pages given back per checkpoint */
+#define RECLAIM_PAGES "64" /* free pages given back per checkpoint */
 
 static int run_int(sq *q, sqlite3_stmt **s, const char *sql, int64_t a)
 {
@@ -703,26 +710,24 @@ static int run_int(sq *q, sqlite3_stmt **s, const char *sql, int64_t a)
 static int sq_retire(tl__store_be *be, int64_t oldest_kept)
 {
     sq *q = (sq *)be;
-    int64_t oldest = 0;
-    if (query_int(q, "SELECT coalesce(min(id), 0) FROM checkpoints", &oldest) != SQLITE_OK)
+    sqlite3_stmt *o = fixed(q, S_OLDEST, "SELECT coalesce(min(id), 0) FROM checkpoints");
+    int64_t oldest = o && sqlite3_step(o) == SQLITE_ROW ? sqlite3_column_int64(o, 0) : -1;
+    sqlite3_reset(o); /* NULL: a no-op */
+    if (oldest < 0)
         return last_err(q, "retiring old checkpoints");
     if (oldest == 0 || oldest >= oldest_kept)
         return TL_OK;
-    sqlite3_stmt *sup = NULL, *gone = NULL;
     int rc = TL_OK;
     /* a row is unreadable once a row of the same (kind, key) from a
      * checkpoint in (oldest, oldest_kept] supersedes it */
     for (int64_t c = oldest + 1; c <= oldest_kept && rc == TL_OK; c++)
-        rc = run_int(q, &sup, "DELETE FROM chunks WHERE (kind, key) IN (SELECT kind, key FROM "
+        rc = run_int(q, &q->fixed[S_SUP], "DELETE FROM chunks WHERE (kind, key) IN (SELECT kind, key FROM "
                      "chunks WHERE ckpt = ?1) AND ckpt < ?1", c);
     if (rc == TL_OK)
-        rc = run_int(q, &gone, "DELETE FROM checkpoints WHERE id < ?1", oldest_kept);
-    sqlite3_finalize(sup);
-    sqlite3_finalize(gone);
-    char sql[64];
-    snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%d)", RECLAIM_PAGES);
+        rc = run_int(q, &q->fixed[S_GONE], "DELETE FROM checkpoints WHERE id < ?1", oldest_kept);
     if (rc == TL_OK) /* a no-op in a store made without auto_vacuum */
-        rc = exec(q, sql, "giving back free pages");
+        rc = step_done(q, fixed(q, S_VACUUM, "PRAGMA incremental_vacuum(" RECLAIM_PAGES ")"),
+                       "giving back free pages");
     return rc;
 }
 

@@ -175,7 +175,7 @@ static int begin_join(tl_wf *wf, wf_rec *r, await_t *L)
     void *rec = NULL;
     size_t len = 0;
     int st = 0;
-    rc = tl__wf_db_get(wf->db, L->name, &rec, &len, &st);
+    rc = tl__wf_db_find(wf, L->name, &rec, &len, &st);
     if (rc == TL_ENOENT)
         return tl__wf_err(wf, TL_ENOENT, "workflow %s: TL_WF_JOIN of unknown workflow %s",
                           r->id, L->name);

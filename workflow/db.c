@@ -241,12 +241,29 @@ int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx)
 
 /* ---- reading ---- */
 
-int tl__wf_db_get(void *dbv, const char *id, void **rec, size_t *len, int *status)
+/* The engine's statements on the store's connection, prepared at their
+ * first use and kept (reset after each use, so that none holds a read
+ * transaction open); finalized before the store closes. */
+static sqlite3_stmt *stmt(tl_wf *wf, int i, const char *sql)
 {
-    sqlite3 *db = dbv;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT status, rec FROM wf WHERE id = ?", -1, &s, NULL))
-        return TL_ESTORE;
+    sqlite3_stmt **s = (sqlite3_stmt **)&wf->stmts[i];
+    if (!*s)
+        sqlite3_prepare_v2(wf->db, sql, -1, s, NULL);
+    return *s;
+}
+
+void tl__wf_db_finalize(tl_wf *wf)
+{
+    for (size_t i = 0; i < TL_COUNTOF(wf->stmts); i++) {
+        sqlite3_finalize(wf->stmts[i]);
+        wf->stmts[i] = NULL;
+    }
+}
+
+#define SQL_GET "SELECT status, rec FROM wf WHERE id = ?"
+
+static int read_wf(sqlite3_stmt *s, const char *id, void **rec, size_t *len, int *status)
+{
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -264,15 +281,31 @@ int tl__wf_db_get(void *dbv, const char *id, void **rec, size_t *len, int *statu
     } else {
         rc = rc == SQLITE_DONE ? TL_ENOENT : TL_ESTORE;
     }
+    sqlite3_reset(s);
+    return rc;
+}
+
+int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, SQL_GET, -1, &s, NULL))
+        return TL_ESTORE;
+    int rc = read_wf(s, id, rec, len, status);
     sqlite3_finalize(s);
     return rc;
+}
+
+int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len, int *status)
+{
+    sqlite3_stmt *s = stmt(wf, WF_ST_GET, SQL_GET);
+    return s ? read_wf(s, id, rec, len, status) : TL_ESTORE;
 }
 
 int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o)
 {
     sqlite3 *db = wf->db;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT data FROM wf_step WHERE key = ?", -1, &s, NULL))
+    sqlite3_stmt *s = stmt(wf, WF_ST_STEP, "SELECT data FROM wf_step WHERE key = ?");
+    if (!s)
         return sqlerr(wf, db, "reading a step");
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -280,20 +313,16 @@ int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o)
         rc = tl__wf_unpack_step(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), o);
     else
         rc = rc == SQLITE_DONE ? TL_ENOENT : sqlerr(wf, db, "reading a step");
-    sqlite3_finalize(s);
+    sqlite3_reset(s);
     return rc;
 }
 
 /* Whether another connection committed since we last looked. */
 int tl__wf_db_changed(tl_wf *wf)
 {
-    sqlite3_stmt *s;
-    int64_t v = -2;
-    if (sqlite3_prepare_v2(wf->db, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK) {
-        if (sqlite3_step(s) == SQLITE_ROW)
-            v = sqlite3_column_int64(s, 0);
-        sqlite3_finalize(s);
-    }
+    sqlite3_stmt *s = stmt(wf, WF_ST_VERSION, "PRAGMA data_version");
+    int64_t v = s && sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -2;
+    sqlite3_reset(s);
     int changed = v != wf->data_version;
     wf->data_version = v;
     return changed;
@@ -302,10 +331,9 @@ int tl__wf_db_changed(tl_wf *wf)
 int tl__wf_db_intake(tl_wf *wf)
 {
     sqlite3 *db = wf->db;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT seq, wf, data, key, time FROM wf_msg WHERE seq > ? "
-                           "ORDER BY seq",
-                           -1, &s, NULL))
+    sqlite3_stmt *s = stmt(wf, WF_ST_INTAKE, "SELECT seq, wf, data, key, time FROM wf_msg "
+                           "WHERE seq > ? ORDER BY seq");
+    if (!s)
         return sqlerr(wf, db, "reading posted messages");
     sqlite3_bind_int64(s, 1, wf->cursor);
     int rc = TL_OK, src;
@@ -334,7 +362,7 @@ int tl__wf_db_intake(tl_wf *wf)
         }
         rc = tl__wf_intake_one(wf, id, m);
     }
-    sqlite3_finalize(s);
+    sqlite3_reset(s);
     return rc;
 }
 
@@ -482,7 +510,7 @@ static int join_finished(tl_wf *wf, wf_rec *r)
     void *p = NULL;
     size_t n = 0;
     int st = 0;
-    int rc = tl__wf_db_get(wf->db, r->what, &p, &n, &st);
+    int rc = tl__wf_db_find(wf, r->what, &p, &n, &st);
     wf_out *o = rc == TL_OK ? calloc(1, sizeof *o) : NULL;
     if (!o) {
         free(p);

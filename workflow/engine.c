@@ -256,7 +256,11 @@ int tl_wf_register(tl_wf *wf, const tl_func *fn)
 /* The engine is a participant of its store: its rows go into every
  * checkpoint transaction. */
 static int part_write(void *ud, tl__store_tx *tx) { return tl__wf_db_write(ud, tx); }
-static void part_detach(void *ud) { ((tl_wf *)ud)->st = NULL; /* the store closes */ }
+static void part_detach(void *ud)
+{
+    tl__wf_db_finalize(ud); /* the store closes: its connection with it */
+    ((tl_wf *)ud)->st = NULL;
+}
 static const tl__participant wf_part = {"workflow engine", part_write, part_detach};
 
 static int engine_init(tl_wf *wf)
@@ -368,6 +372,7 @@ void tl_wf_free(tl_wf *wf)
     }
     free_msgs(wf->taken);
     tl__wf_chan_free(wf);
+    tl__wf_db_finalize(wf);
     if (wf->st)
         tl__store_leave(wf->st, &wf_part, wf);
     if (wf->watch >= 0)
@@ -425,7 +430,7 @@ int tl__wf_start_rec(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg,
     if (tl__wf_find(wf, id))
         return TL_OK;
     int st = 0;
-    int rc = tl__wf_db_get(wf->db, id, NULL, NULL, &st);
+    int rc = tl__wf_db_find(wf, id, NULL, NULL, &st);
     if (rc == TL_OK)
         return TL_OK; /* exists in the store (finished) */
     if (rc != TL_ENOENT)
@@ -493,7 +498,7 @@ int tl_wf_cancel(tl_wf *wf, const char *id)
     if (r)
         return tl__wf_do_cancel(wf, r);
     int st = 0;
-    int rc = id ? tl__wf_db_get(wf->db, id, NULL, NULL, &st) : TL_ENOENT;
+    int rc = id ? tl__wf_db_find(wf, id, NULL, NULL, &st) : TL_ENOENT;
     if (rc == TL_OK)
         return tl__wf_err(wf, TL_EDONE, "tl_wf_cancel: workflow %s already finished (%s)", id,
                           tl_wf_status_name(st));

@@ -225,12 +225,11 @@ int tl_wf_run(tl_wf *wf, int64_t timeout_ms)
             return rc;
         if (wf->live == 0 && !has_work(wf))
             return TL_OK;
-        if (tl_runnable_count(wf->rt) || wf->ready || wf->txq || wf->inlq)
-            continue;
-        if (until >= 0 && tl_now(wf->rt) >= until)
+        if (until >= 0 && tl_now(wf->rt) >= until) /* also while busy */
             return tl__wf_err(wf, TL_ETIMEDOUT, "tl_wf_run: %zu workflows still live after "
                               "%lld ms", wf->live, (long long)timeout_ms);
-        wait_events(wf, sleep_ms(wf, until));
+        if (!tl_runnable_count(wf->rt) && !wf->ready && !wf->txq && !wf->inlq)
+            wait_events(wf, sleep_ms(wf, until));
     }
 }
 

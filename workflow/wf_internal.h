@@ -26,6 +26,7 @@ typedef struct wf_db wf_db;
 
 /* What a workflow waits on (wf_rec.wait; the row writes 4 for TL_SLEEP). */
 enum { W_NONE = 0, W_STEP, W_RECV, W_JOIN, W_SLEEP, W_SELECT };
+enum { WF_ST_GET, WF_ST_STEP, WF_ST_VERSION, WF_ST_INTAKE, WF_NST };
 
 /* A posted message taken in from the store, not yet received. */
 struct wf_msg {
@@ -170,6 +171,7 @@ struct tl_wf {
     int64_t data_version;
     int64_t last_prune;
     int watch;                   /* inotify fd, or -1 */
+    void *stmts[WF_NST];         /* db.c's prepared statements (sqlite3_stmt) */
     int force;                   /* commit at the end of this round */
     size_t inflight;             /* jobs the pool holds */
     int changed;                 /* the scheduler ran since the last commit */
@@ -247,6 +249,8 @@ TL__HIDDEN int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx);
 TL__HIDDEN int tl__wf_db_load(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o);
 TL__HIDDEN int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status);
+TL__HIDDEN int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len, int *status);
+TL__HIDDEN void tl__wf_db_finalize(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_intake(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_changed(tl_wf *wf);
 
