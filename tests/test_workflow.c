@@ -694,6 +694,45 @@ static void test_inline_step(void **state)
     eng_done(&e);
 }
 
+/* A post follows the owner's durability: wf_conf names it (FORMAT.md 11). */
+static const char *durability_of(const char *path, char *buf, size_t cap)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    buf[0] = 0;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT value FROM wf_conf WHERE key = "
+                                        "'durability'", -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        snprintf(buf, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return buf;
+}
+
+static void test_post_durability(void **state)
+{
+    (void)state;
+    eng e = {0};
+    char buf[16];
+    assert_int_equal(eng_open(&e, 1), TL_OK); /* TL_STORE_NOSYNC */
+    assert_string_equal(durability_of(e.path, buf, sizeof buf), "nosync");
+    eng_close(&e);
+    assert_int_equal(tl_runtime_new(NULL, &e.rt), TL_OK);
+    assert_int_equal(tl_store_open(e.path, 0, &e.st), TL_OK);
+    assert_int_equal(tl_wf_new(e.rt, e.st, NULL, &e.wf), TL_OK);
+    assert_string_equal(durability_of(e.path, buf, sizeof buf), "fsync");
+    assert_int_equal(tl_wf_register(e.wf, &recv_fn), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "d", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(tl_wf_post(NULL, e.path, "d", "go", tl_i64(3), NULL), TL_OK);
+    int64_t r = 0;
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "d", &r), TL_WF_DONE);
+    assert_int_equal(r, 3);
+    eng_done(&e);
+}
+
 /* Awaiting from another thread (as another process would): woken when the
  * owner finishes, and a timeout when it does not. */
 static void *poster(void *ud)
@@ -961,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_timeout_cancel_children),
         cmocka_unit_test(test_inflight_step),
         cmocka_unit_test(test_inline_step),
+        cmocka_unit_test(test_post_durability),
         cmocka_unit_test(test_await_elsewhere),
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),

@@ -55,7 +55,7 @@ static int open_db(tl_runtime *rt, const char *path, int rw, sqlite3 **db)
         *db = NULL;
         return cerr(rt, TL_ENOENT, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
     }
-    sqlite3_busy_timeout(*db, 10000);
+    tl__wf_busy(*db, 10000);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(*db, "SELECT 1 FROM wf LIMIT 0", -1, &s, NULL) != SQLITE_OK) {
         sqlite3_close(*db);
@@ -64,6 +64,21 @@ static int open_db(tl_runtime *rt, const char *path, int rw, sqlite3 **db)
     }
     sqlite3_finalize(s);
     return TL_OK;
+}
+
+/* A post is as durable as the owner's own commits: fsync'd unless the
+ * owner runs its store without (wf_conf, written by tl_wf_new). */
+static void follow_durability(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM wf_conf WHERE key = 'durability'", -1, &s,
+                           NULL) != SQLITE_OK)
+        return; /* a store from before wf_conf: fsync */
+    int nosync = sqlite3_step(s) == SQLITE_ROW &&
+                 strcmp((const char *)sqlite3_column_text(s, 0), "nosync") == 0;
+    sqlite3_finalize(s);
+    if (nosync)
+        sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 }
 
 /* Whether the store has named channel name (table wf_chan). */
@@ -175,6 +190,8 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
         random_key(key, sizeof key, target, kind ? "c" : "r");
     sqlite3 *db;
     rc = open_db(rt, path, 1, &db);
+    if (rc == TL_OK)
+        follow_durability(db);
     if (rc == TL_OK)
         rc = insert_msg(rt, db, kind, id, key, p, n);
     sqlite3_close(db);

@@ -39,7 +39,8 @@ static const char wf_schema[] =
     " key TEXT UNIQUE NOT NULL, wf TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
     "CREATE INDEX IF NOT EXISTS wf_msg_wf ON wf_msg(wf);"
     "CREATE TABLE IF NOT EXISTS wf_chan(name TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-    " time INTEGER NOT NULL, data BLOB NOT NULL);";
+    " time INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS wf_conf(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 static int sqlerr(tl_wf *wf, sqlite3 *db, const char *what)
 {
@@ -57,6 +58,17 @@ int tl__wf_db_init(tl_wf *wf)
         return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_new: workflows need a SQLite store");
     if (sqlite3_exec(db, wf_schema, NULL, NULL, NULL) != SQLITE_OK)
         return sqlerr(wf, db, "creating the workflow tables");
+    /* posters follow the owner's durability choice (client.c) */
+    sqlite3_stmt *s;
+    int64_t sync = 2;
+    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        sync = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (sqlite3_exec(db, sync >= 2 ? "INSERT OR REPLACE INTO wf_conf VALUES('durability', 'fsync')"
+                                   : "INSERT OR REPLACE INTO wf_conf VALUES('durability', 'nosync')",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        return sqlerr(wf, db, "writing the workflow settings");
     return TL_OK;
 }
 

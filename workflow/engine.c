@@ -269,6 +269,8 @@ static int engine_init(tl_wf *wf)
     if (rc != TL_OK)
         return tl__wf_err(wf, rc, "tl_wf_new: %s", tl_store_errmsg(wf->st));
     wf->db = tl__store_sqlite(wf->st);
+    if (wf->db)
+        tl__wf_busy(wf->db, 5000); /* the store's own timeout, in short waits */
     rc = tl__wf_db_init(wf);
     if (rc == TL_OK)
         rc = tl_register(wf->rt, &tl__wf_root);

@@ -257,5 +257,6 @@ TL__HIDDEN int tl__wf_db_changed(tl_wf *wf);
 /* watch.c: woken by other processes' writes to the store */
 TL__HIDDEN int tl__wf_watch_open(const char *dbpath);
 TL__HIDDEN void tl__wf_watch_drain(int fd);
+TL__HIDDEN void tl__wf_busy(void *db, int ms);
 
 #endif
