@@ -77,6 +77,22 @@ typedef struct tl_node_config {
     int64_t inbox_keep_ns;
 } tl_node_config;
 
+/* The environment variable tl_node_secret_load reads. */
+#define TL_NODE_SECRET_ENV "TL_NODE_SECRET"
+
+/* Reads the cluster secret into buf (cap bytes; *len gets its length),
+ * for tl_node_config.secret: from the file at path, or, with path NULL,
+ * from the environment variable TL_NODE_SECRET.  Never pass a secret on a
+ * command line: every user of the machine can read argv (ps, /proc).  The
+ * file must be a regular file (not a symbolic link) that group and others
+ * can neither read nor write (chmod 600); one trailing newline is dropped.
+ * rt, if not NULL, gets the message (tl_errmsg).  On an error buf is wiped.
+ * TL_ENOENT (no such file, or TL_NODE_SECRET unset), TL_EPERM (the file's
+ * mode lets group or others in), TL_EINVAL (not a regular file, or a secret
+ * shorter than 16 bytes or longer than cap), TL_EIO. */
+TL_API int tl_node_secret_load(tl_runtime *rt, const char *path, void *buf, size_t cap,
+                               size_t *len);
+
 /* Creates a node around rt and registers its internal function
  * ("tl.agent"): create it before tl_store_restore.  *out is owned by the
  * caller: free it with tl_node_free, before freeing rt (tl_runtime_free

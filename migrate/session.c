@@ -16,6 +16,9 @@
  *                       per-direction frame counter, the frame's length
  *                       prefix as associated data
  *
+ * Also tl_node_secret_load, the way programs read the cluster secret
+ * (from a file only its owner may read, or the environment; never argv).
+ *
  * Invariants: a link seals and opens only once the peer's AUTH verified
  * (l->sealed); the counters only move forward, so a frame replayed,
  * dropped, reordered or altered fails to open and the link is dropped
@@ -24,7 +27,12 @@
  */
 #include "node_impl.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SESSION_LABEL "tl-sess2"
 #define AUTH_LABEL "tl-auth2"
@@ -128,4 +136,87 @@ void tl__session_wipe(conn *l)
     sodium_memzero(l->rx_key, sizeof l->rx_key);
     sodium_memzero(l->tx_key, sizeof l->tx_key);
     sodium_memzero(l->key, sizeof l->key);
+}
+
+/* ---- the cluster secret, for programs (tl_node_secret_load) ---- */
+
+/* rt may be NULL: then only the code is returned. */
+#define SECRET_ERR(rt, code, ...) ((rt) ? tl__seterr((rt), (code), __VA_ARGS__) : (code))
+
+/* Reads the open file fd into buf, at most cap bytes: the length, or -1
+ * (errno set).  *more: 0 the whole file, 1 the file holds more than cap
+ * bytes, 2 exactly cap bytes then a newline. */
+static ssize_t read_upto(int fd, unsigned char *buf, size_t cap, int *more)
+{
+    size_t got = 0;
+    unsigned char extra[2];
+    *more = 0;
+    while (got < cap) {
+        ssize_t k = read(fd, buf + got, cap - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            return (ssize_t)got;
+        got += (size_t)k;
+    }
+    ssize_t k = read(fd, extra, sizeof extra);
+    *more = k > 1 || (k == 1 && extra[0] != '\n') ? 1 : k == 1 ? 2 : 0;
+    return (ssize_t)got;
+}
+
+static int secret_file(tl_runtime *rt, const char *path, unsigned char *buf, size_t cap,
+                       size_t *len)
+{
+    struct stat st;
+    int more;
+    memset(&st, 0, sizeof st);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return SECRET_ERR(rt, errno == ENOENT ? TL_ENOENT : TL_EIO,
+                          "tl_node_secret_load: %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+        int bad_mode = S_ISREG(st.st_mode) && (st.st_mode & 077);
+        close(fd);
+        return bad_mode ? SECRET_ERR(rt, TL_EPERM, "tl_node_secret_load: %s: group or others "
+                                     "may read or write it (chmod 600 it)", path)
+                          : SECRET_ERR(rt, TL_EINVAL, "tl_node_secret_load: %s: not a regular "
+                                     "file", path);
+    }
+    ssize_t k = read_upto(fd, buf, cap, &more);
+    close(fd);
+    if (k < 0)
+        return SECRET_ERR(rt, TL_EIO, "tl_node_secret_load: %s: %s", path, strerror(errno));
+    *len = more == 1 ? cap + 1 : (size_t)k; /* too long: said by the caller */
+    if (more == 0 && *len && buf[*len - 1] == '\n')
+        (*len)--;
+    return TL_OK;
+}
+
+int tl_node_secret_load(tl_runtime *rt, const char *path, void *buf, size_t cap, size_t *len)
+{
+    if (!buf || !len || (rt && rt->magic != TL__MAGIC_RT))
+        return TL_EMISUSE;
+    *len = 0;
+    int rc = TL_OK;
+    const char *where = path ? path : "$" TL_NODE_SECRET_ENV;
+    if (path) {
+        rc = secret_file(rt, path, buf, cap, len);
+    } else {
+        const char *s = getenv(TL_NODE_SECRET_ENV);
+        if (!s)
+            return SECRET_ERR(rt, TL_ENOENT, "tl_node_secret_load: %s is not set", where);
+        *len = strlen(s);
+        if (*len <= cap)
+            memcpy(buf, s, *len);
+    }
+    if (rc == TL_OK && (*len < 16 || *len > cap))
+        rc = SECRET_ERR(rt, TL_EINVAL, "tl_node_secret_load: the secret in %s is %zu bytes; "
+                        "it must be 16 to %zu", where, *len, cap);
+    if (rc != TL_OK) {
+        sodium_memzero(buf, cap);
+        *len = 0;
+    }
+    return rc;
 }

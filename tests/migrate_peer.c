@@ -1,10 +1,14 @@
 /*
  * migrate_peer.c -- one node in a process, for tests/test_migrate_proc.c.
  *
- *   migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR]
+ *   migrate_peer --id ID [--secret-file FILE] [--listen ADDR] [--connect ADDR]
  *                [--store FILE] [--role cmd|source|dest]
  *                [--count N] [--dest ID] [--pace MS] [--skip FUNC]
  *                [--pause-after-import 1]
+ *
+ * The cluster secret comes from FILE (mode 600) or, without --secret-file,
+ * from the environment variable TL_NODE_SECRET (tl_node_secret_load), never
+ * from the command line, where every user of the machine could read it.
  *
  * It prints "address ADDR" (tl_node_address, "-" when not listening), then
  * "ready", and runs the node until SIGTERM, "quit" or the end of its
@@ -414,7 +418,7 @@ static void read_commands(tl_runtime *rt, int with_commands)
 /* ---- roles with a store ---- */
 
 typedef struct opts {
-    const char *id, *secret, *listen, *connect, *store, *role, *dest, *skip;
+    const char *id, *secret_file, *listen, *connect, *store, *role, *dest, *skip;
     int count, pace, pause_after_import;
 } opts;
 
@@ -519,9 +523,10 @@ static void print_status(tl_runtime *rt, const opts *o)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: migrate_peer --id ID --secret S [--listen ADDR] [--connect ADDR] "
-            "[--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] [--pace MS] "
-            "[--skip FUNC] [--pause-after-import 1]\n");
+    fprintf(stderr, "usage: migrate_peer --id ID [--secret-file FILE] [--listen ADDR] "
+            "[--connect ADDR] [--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] "
+            "[--pace MS] [--skip FUNC] [--pause-after-import 1]\n(the secret in FILE, mode 600, "
+            "or in $TL_NODE_SECRET; never on the command line)\n");
     return 2;
 }
 
@@ -534,7 +539,7 @@ static int parse(int argc, char **argv, opts *o)
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (strcmp(k, "--id") == 0) o->id = v;
-        else if (strcmp(k, "--secret") == 0) o->secret = v;
+        else if (strcmp(k, "--secret-file") == 0) o->secret_file = v;
         else if (strcmp(k, "--listen") == 0) o->listen = v;
         else if (strcmp(k, "--connect") == 0) o->connect = v;
         else if (strcmp(k, "--store") == 0) o->store = v;
@@ -546,7 +551,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (strcmp(k, "--pause-after-import") == 0) o->pause_after_import = atoi(v);
         else return -1;
     }
-    if (argc % 2 == 0 || !o->id || !o->secret || o->count < 0 || o->count > MP_MAX_CARRIERS)
+    if (argc % 2 == 0 || !o->id || o->count < 0 || o->count > MP_MAX_CARRIERS)
         return -1;
     return 0;
 }
@@ -599,10 +604,13 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
             return fail("store", rc, tl_store_errmsg(*st));
     }
     tl_node_config cfg;
+    static unsigned char secret[256];
     memset(&cfg, 0, sizeof cfg);
+    rc = tl_node_secret_load(rt, o->secret_file, secret, sizeof secret, &cfg.secret_len);
+    if (rc != TL_OK)
+        return fail("secret", rc, tl_errmsg(rt));
     cfg.node_id = o->id;
-    cfg.secret = o->secret;
-    cfg.secret_len = strlen(o->secret);
+    cfg.secret = secret;
     cfg.store = *st;
     cfg.log = log_line;
     rc = tl_node_new(rt, &cfg, &node);

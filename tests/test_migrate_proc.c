@@ -8,7 +8,9 @@
  *     gets a value, moves home, gets another and returns its result;
  *   - remote rendezvous both ways: a sender stays blocked until a receiver
  *     in the other process takes the value;
- *   - a wrong secret: no link, a logged reason, nothing changed;
+ *   - the secret from $TL_NODE_SECRET or a --secret-file of mode 600,
+ *     never from argv (refused, and absent from /proc/PID/cmdline); a
+ *     wrong secret: no link, a logged reason, nothing changed;
  *   - the same tasklet moved back home by the destination while it waits
  *     there on the remote channel (the home cancels the remote receive);
  *     its wait failing with TL_ELINK when the home is killed; and refused by
@@ -56,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -77,6 +80,7 @@
 
 typedef struct peer {
     const char *name;
+    const char *secret;   /* for its environment (TL_NODE_SECRET), or NULL */
     const char *argv[24];
     pid_t pid;
     int in, out;
@@ -178,6 +182,10 @@ static void peer_spawn(peer *p)
         close(in[1]);
         close(out[0]);
         close(out[1]);
+        if (p->secret)
+            setenv(TL_NODE_SECRET_ENV, p->secret, 1);
+        else
+            unsetenv(TL_NODE_SECRET_ENV);
         execv(p->argv[0], (char *const *)p->argv);
         _exit(127);
     }
@@ -191,11 +199,14 @@ static void peer_spawn(peer *p)
     track(p);
 }
 
-/* argv after the program, NULL-terminated. */
-static void peer_start(peer *p, const char *name, const char *const args[])
+/* argv after the program, NULL-terminated; the secret goes in the
+ * child's environment (TL_NODE_SECRET), never on its command line (NULL:
+ * none, the arguments name a --secret-file). */
+static void peer_start(peer *p, const char *name, const char *secret, const char *const args[])
 {
     memset(p, 0, sizeof *p);
     p->name = name;
+    p->secret = secret;
     p->argv[0] = peer_program();
     for (int i = 0; args[i]; i++) {
         assert_true(i + 2 < (int)TL_COUNTOF(p->argv));
@@ -422,8 +433,8 @@ static void peer_free(peer *p)
 static const char *start_listener(peer *p, const char *name, const char *listen,
                                   const char *secret)
 {
-    const char *args[] = {"--id", name, "--secret", secret, "--listen", listen, NULL};
-    peer_start(p, name, args);
+    const char *args[] = {"--id", name, "--listen", listen, NULL};
+    peer_start(p, name, secret, args);
     const char *line = peer_wait(p, "address ", NULL);
     peer_wait(p, "ready", NULL);
     return line + strlen("address ");
@@ -431,8 +442,8 @@ static const char *start_listener(peer *p, const char *name, const char *listen,
 
 static void start_dialer(peer *p, const char *name, const char *addr, const char *secret)
 {
-    const char *args[] = {"--id", name, "--secret", secret, "--connect", addr, NULL};
-    peer_start(p, name, args);
+    const char *args[] = {"--id", name, "--connect", addr, NULL};
+    peer_start(p, name, secret, args);
     peer_wait(p, "ready", NULL);
 }
 
@@ -638,9 +649,9 @@ static void test_refused_transfer_comes_back(void **state)
 {
     fixture *fx = *state;
     peer *a = &fx->a, *b = &fx->b;
-    const char *args[] = {"--id", "B", "--secret", SECRET, "--listen", "tcp://127.0.0.1:0",
+    const char *args[] = {"--id", "B", "--listen", "tcp://127.0.0.1:0",
                           "--skip", "mp.leg", NULL};
-    peer_start(b, "B", args);
+    peer_start(b, "B", SECRET, args);
     const char *addr = peer_wait(b, "address ", NULL) + strlen("address ");
     peer_wait(b, "ready", NULL);
     start_dialer(a, "A", addr, SECRET);
@@ -736,14 +747,106 @@ static void test_remote_rendezvous(void **state)
     peer_stop(b);
 }
 
-/* ---- 3. a wrong secret ---- */
+/* ---- 3. secrets: where they come from, a wrong one ---- */
+
+/* A file holding secret and a newline, with mode `mode`; its path in
+ * path (unlink it). */
+static void secret_file(const char *secret, mode_t mode, char path[64])
+{
+    snprintf(path, 64, "/tmp/tl-mp-secret-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, secret, strlen(secret)), (ssize_t)strlen(secret));
+    assert_int_equal(write(fd, "\n", 1), 1);
+    assert_int_equal(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+/* Waits for p's exit (bounded): its exit status, -1 for a signal. */
+static int peer_exit_status(peer *p)
+{
+    int status = 0;
+    close(p->in);
+    p->in = -1;
+    double end = now_ms() + WAIT_MS;
+    pid_t got;
+    while ((got = waitpid(p->pid, &status, WNOHANG)) == 0 && now_ms() < end)
+        peer_read(p, 20);
+    while (peer_read(p, 0) > 0)
+        ;
+    if (got == 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &status, 0);
+        fail_msg("node %s did not exit within %d ms", p->name, WAIT_MS);
+    }
+    reap(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The node reads its secret from $TL_NODE_SECRET or a --secret-file only
+ * its owner may read, never from argv: --secret is refused, so are a file
+ * others may read and no secret at all; a running node's command line
+ * does not hold the secret; a node whose secret came from a file links
+ * with one whose secret came from the environment. */
+static void test_secret_sources(void **state)
+{
+    fixture *fx = *state;
+    peer *a = &fx->a, *b = &fx->b;
+    char path[64], open_path[64];
+    const char *on_argv[] = {"--id", "A", "--secret", SECRET, NULL};
+    peer_start(a, "A", NULL, on_argv);
+    assert_int_equal(peer_exit_status(a), 2);
+    peer_free(a);
+
+    secret_file(SECRET, 0644, open_path);
+    const char *open_file[] = {"--id", "A", "--secret-file", open_path, NULL};
+    peer_start(a, "A", NULL, open_file);
+    assert_non_null(strstr(peer_wait(a, "fatal secret", NULL), "TL_EPERM"));
+    assert_int_equal(peer_exit_status(a), 1);
+    peer_free(a);
+    unlink(open_path);
+
+    const char *none[] = {"--id", "A", NULL};
+    peer_start(a, "A", NULL, none);
+    assert_non_null(strstr(peer_wait(a, "fatal secret", NULL), "TL_ENOENT"));
+    assert_int_equal(peer_exit_status(a), 1);
+    peer_free(a);
+
+    secret_file(SECRET, 0600, path);
+    const char *args[] = {"--id", "B", "--secret-file", path, "--listen", "tcp://127.0.0.1:0",
+                          NULL};
+    peer_start(b, "B", NULL, args);
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s", peer_wait(b, "address ", NULL) + 8);
+    peer_wait(b, "ready", NULL);
+    start_dialer(a, "A", addr, SECRET);
+    peer_until(a, "peer B", "peer B", "peer B 1");
+    char proc[64], cmdline[4096];
+    snprintf(proc, sizeof proc, "/proc/%d/cmdline", (int)b->pid);
+    FILE *f = fopen(proc, "r");
+    assert_non_null(f);
+    size_t k = fread(cmdline, 1, sizeof cmdline - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < k; i++)
+        cmdline[i] = cmdline[i] ? cmdline[i] : ' ';
+    cmdline[k] = '\0';
+    assert_non_null(strstr(cmdline, "--secret-file"));
+    assert_null(strstr(cmdline, SECRET));
+    peer_stop(a);
+    peer_stop(b);
+    unlink(path);
+}
 
 static void test_wrong_secret(void **state)
 {
     fixture *fx = *state;
     peer *a = &fx->a, *b = &fx->b;
+    char path[64];
     const char *addr = start_listener(b, "B", "tcp://127.0.0.1:0", SECRET);
-    start_dialer(a, "A", addr, "not-the-cluster-secret-at-all");
+    secret_file("not-the-cluster-secret-at-all", 0600, path);
+    const char *args[] = {"--id", "A", "--secret-file", path, "--connect", addr, NULL};
+    peer_start(a, "A", NULL, args);
+    peer_wait(a, "ready", NULL);
     peer_say(b, "chan box");
     peer_wait(b, "chan box TL_OK", NULL);
 
@@ -776,6 +879,7 @@ static void test_wrong_secret(void **state)
     assert_false(peer_saw(a, "log ", " up"));
     peer_stop(a);
     peer_stop(b);
+    unlink(path);
 }
 
 /* ---- 4. raw sockets that misbehave ---- */
@@ -1353,9 +1457,9 @@ static void test_import_kill9_before_commit(void **state)
     char store[128];
     snprintf(store, sizeof store, "%s/b.db", fx->dir);
     const char *addr = start_listener(a, "A", "tcp://127.0.0.1:0", SECRET);
-    const char *args[] = {"--id", "B", "--secret", SECRET, "--connect", addr, "--store", store,
+    const char *args[] = {"--id", "B", "--connect", addr, "--store", store,
                           "--pause-after-import", "1", NULL};
-    peer_start(b, "B", args);
+    peer_start(b, "B", SECRET, args);
     peer_wait(b, "ready", NULL);
     peer_until(a, "peer B", "peer B", "peer B 1");
     peer_say(a, "chan c");
@@ -1452,14 +1556,14 @@ static void test_exactly_once_kill9(void **state)
     snprintf(count, sizeof count, "%d", CARRIERS);
     fprintf(stderr, "test_migrate_proc: MIGRATE_SEED=%" PRIu64 " in %s\n", fx->rng, fx->dir);
 
-    const char *dargs[] = {"--id", "B", "--secret", SECRET, "--listen", listen, "--store", b_db,
+    const char *dargs[] = {"--id", "B", "--listen", listen, "--store", b_db,
                            "--role", "dest", NULL};
-    const char *sargs[] = {"--id", "A", "--secret", SECRET, "--connect", listen, "--store", a_db,
+    const char *sargs[] = {"--id", "A", "--connect", listen, "--store", a_db,
                            "--role", "source", "--count", count, "--pace", pace, "--dest", "B",
                            NULL};
     int want = getenv("MIGRATE_KILLS") ? atoi(getenv("MIGRATE_KILLS")) : KILLS;
     keep_dir = fx->dir;
-    peer_start(dst, "B", dargs);
+    peer_start(dst, "B", SECRET, dargs);
     peer_wait(dst, "ready", NULL);
 
     /* three kills of the destination alone tell how long a kill and restart
@@ -1476,7 +1580,7 @@ static void test_exactly_once_kill9(void **state)
     int pace_ms = (int)(2.0 * want * cycle / CARRIERS) + 1;
     pace_ms = pace_ms < 10 ? 10 : pace_ms;
     snprintf(pace, sizeof pace, "%d", pace_ms);
-    peer_start(src, "A", sargs);
+    peer_start(src, "A", SECRET, sargs);
     peer_wait(src, "ready", NULL);
 
     /* kill -9 each side in turn at random instants, restart it on its
@@ -1563,6 +1667,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_home_killed_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_transfer_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remote_rendezvous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_sources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_misbehaviour, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_after_auth, setup, teardown),
