@@ -2,7 +2,8 @@
  * travel.c -- one tasklet visits three processes in turn and comes home.
  *
  * The same binary runs as a node or as home (examples/travel.sh starts
- * them all on 127.0.0.1; the cluster's secret is in $TRAVEL_SECRET):
+ * them all on 127.0.0.1; the cluster's secret is in $TL_NODE_SECRET, or in
+ * the file named by $TRAVEL_SECRET_FILE, never on a command line):
  *
  *   travel node ID WEIGHT [PEER=ADDR...]  listens on a free TCP port, prints
  *                                         "ID listening on ADDR", dials the
@@ -153,11 +154,17 @@ static int send_traveler(tl_node *n, int argc, char **argv)
 
 static int run(tl_runtime *rt, int argc, char **argv)
 {
-    const char *secret = getenv("TRAVEL_SECRET");
+    static unsigned char secret[256];
+    size_t secret_len;
     int home = strcmp(argv[1], "home") == 0;
-    tl_node_config cfg = {home ? "home" : argv[2], secret, secret ? strlen(secret) : 0,
-                          NULL, quiet_log, NULL, 0, 0};
-    int rc = tl_register(rt, &traveler_fn);
+    /* from $TL_NODE_SECRET, or the file $TRAVEL_SECRET_FILE: never argv */
+    int rc = tl_node_secret_load(rt, getenv("TRAVEL_SECRET_FILE"), secret, sizeof secret,
+                                 &secret_len);
+    if (rc != TL_OK)
+        return complain(rc, "secret", tl_errmsg(rt));
+    tl_node_config cfg = {home ? "home" : argv[2], secret, secret_len, NULL, quiet_log, NULL,
+                          0, 0};
+    rc = tl_register(rt, &traveler_fn);
     if (rc == TL_OK)
         rc = tl_node_new(rt, &cfg, &g_node);
     if (rc != TL_OK)
@@ -188,7 +195,9 @@ int main(int argc, char **argv)
     if (argc < 3 || (strcmp(argv[1], "home") != 0 && (strcmp(argv[1], "node") != 0 || argc < 4))) {
         fprintf(stderr, "usage: travel node ID WEIGHT [PEER=ADDR...]\n"
                         "       travel home PEER=ADDR...\n"
-                        "(the secret, 16 bytes or more, in $TRAVEL_SECRET; see travel.sh)\n");
+                        "(the secret, 16 bytes or more, in $TL_NODE_SECRET or in the file\n"
+                        "$TRAVEL_SECRET_FILE, mode 600; never on the command line; see "
+                        "travel.sh)\n");
         return 2;
     }
     if (tl_runtime_new(NULL, &rt) != TL_OK)

@@ -22,7 +22,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-export TRAVEL_SECRET="travel-example-secret-$$-$RANDOM"
+# The cluster's secret: fresh random bytes in a file only we may read (the
+# nodes get its name, never the secret itself, on their command lines).
+(umask 077 && head -c 32 /dev/urandom | base64 > "$work/secret")
+export TRAVEL_SECRET_FILE="$work/secret"
 
 # The address node $1 printed ("n1 listening on tcp://127.0.0.1:PORT").
 address_of() {

@@ -18,7 +18,8 @@
  * applied (box's contents, moved_in, the mover never runs twice), and the
  * next link through the relay, passed through, works.  Also: a replayed
  * recorded handshake fails both ways, the recorded session shows nothing
- * in clear, a wrong secret gets no link, and, as controls, the injected
+ * in clear, a wrong secret gets no link (and tl_node_secret_load reads a
+ * secret only from a private file or the environment), and, as controls, the injected
  * receive and tasklet do act when fed in clear on an unsealed link
  * (tl__node_feed, the fuzzer's entry), so the attacks are real ones.
  *
@@ -43,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -808,6 +810,55 @@ static void test_wrong_secret(void **state)
     genuine_link_works(0, 7);
 }
 
+/* tl_node_secret_load: a file only its owner may read (a trailing newline
+ * dropped), or $TL_NODE_SECRET; everything else refused with a message. */
+static void test_secret_load(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/tl-relay-secret-XXXXXX", link[64];
+    unsigned char buf[32];
+    size_t len = 99;
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "0123456789abcdef\n", 17), 17);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, sizeof buf, &len), TL_OK);
+    assert_int_equal(len, 16);
+    assert_memory_equal(buf, "0123456789abcdef", 16);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, 15, &len), TL_EINVAL); /* too long */
+    assert_int_equal(len, 0);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, 16, &len), TL_OK); /* then \n: fits */
+    assert_int_equal(len, 16);
+    assert_int_equal(fchmod(fd, 0640), 0);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, sizeof buf, &len), TL_EPERM);
+    assert_non_null(strstr(tl_errmsg(rt), "chmod 600"));
+    assert_int_equal(fchmod(fd, 0600), 0);
+    snprintf(link, sizeof link, "%s.link", path);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_not_equal(tl_node_secret_load(rt, link, buf, sizeof buf, &len), TL_OK);
+    unlink(link);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(pwrite(fd, "short", 5, 0), 5);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, sizeof buf, &len), TL_EINVAL);
+    assert_non_null(strstr(tl_errmsg(rt), "5 bytes"));
+    close(fd);
+    unlink(path);
+    assert_int_equal(tl_node_secret_load(rt, path, buf, sizeof buf, &len), TL_ENOENT);
+
+    unsetenv(TL_NODE_SECRET_ENV);
+    assert_int_equal(tl_node_secret_load(NULL, NULL, buf, sizeof buf, &len), TL_ENOENT);
+    setenv(TL_NODE_SECRET_ENV, SECRET, 1);
+    assert_int_equal(tl_node_secret_load(rt, NULL, buf, sizeof buf, &len), TL_EINVAL);
+    unsigned char big[64];
+    assert_int_equal(tl_node_secret_load(rt, NULL, big, sizeof big, &len), TL_OK);
+    assert_int_equal(len, strlen(SECRET));
+    assert_memory_equal(big, SECRET, len);
+    unsetenv(TL_NODE_SECRET_ENV);
+    assert_int_equal(tl_node_secret_load(rt, NULL, NULL, 1, &len), TL_EMISUSE);
+    tl_runtime_free(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -819,6 +870,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resend_transfer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crafted_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
+        cmocka_unit_test(test_secret_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
