@@ -1478,7 +1478,9 @@ static void test_import_kill9_before_commit(void **state)
     peer_say(a, "recv c");
     peer_until(a, "balance c", "balance", "balance c -1");
     peer_kill9(b);
-    b->argv[10] = "0"; /* no pause this time */
+    for (int i = 1; b->argv[i]; i++) /* no pause this time */
+        if (strcmp(b->argv[i], "--pause-after-import") == 0)
+            b->argv[i + 1] = "0";
     restart(b);
     assert_string_equal(peer_wait(b, "sent ", NULL), "sent c 7"); /* its path local */
     peer_wait(a, "recv c 7", NULL);
