@@ -465,6 +465,7 @@ static void start(const int *plan, int nplan)
     assert_int_equal(tl_node_listen(F.n[A], "tcp://127.0.0.1:0"), TL_OK);
     assert_int_equal(tl_chan_new(F.rt[A], 8, &F.box), TL_OK);
     assert_int_equal(tl_chan_set_name(F.box, "box"), TL_OK);
+    assert_int_equal(tl_node_export(F.n[A], F.box, "box"), TL_OK); /* peers may use it */
     const char *colon = strrchr(tl_node_address(F.n[A]), ':');
     for (int i = 0; i < nplan; i++)
         F.r.plan[i] = plan[i];
