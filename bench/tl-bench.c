@@ -31,6 +31,7 @@
 #include "../persist/store_sqlite.h"
 #include "tasklet_node.h"
 #include "bench_wf.h"
+#include "bench_node.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -1163,6 +1164,7 @@ static const bench benches[] = {
     {"checkpoint_incr_1pct", "s", 1000000, NULL, measure_ckpt_incr},
     {"checkpoint_incr_idle_1m", "s", 1000000, NULL, measure_incr_idle},
     {"checkpoint_incr_highids", "s", 200000, NULL, measure_incr_highids},
+    {"checkpoint_node_rows_100k", "us/checkpoint", 100000, NULL, bench_ckpt_node_rows},
     {"restore_1m", "s", 1000000, NULL, measure_restore},
     {"snapshot_bytes_per_tasklet", "bytes/tasklet", 1000000, NULL, measure_snap_bytes},
     {"migrate_rtt_us", "us/round trip", 20000, NULL, measure_migrate_rtt},
