@@ -1,0 +1,36 @@
+/*
+ * pgflow.h -- the workflow the many-worker test and benchmark run
+ * (tests/pg/torture.c seeds it, tests/pg/worker.c runs it): STEPS steps,
+ * each an effect (flow_on_step, the worker's) followed by a yield, at which
+ * the worker checkpoints; a step whose checkpoint committed is never run
+ * again by an owner of the store, and a paused owner's late checkpoint is
+ * refused.  Its participant table (flow_steps) holds one row per recorded
+ * step ("step-K": time the epoch, data the execution's id) and "done".
+ */
+#ifndef TL_PGFLOW_H
+#define TL_PGFLOW_H
+
+#include "tasklet.h"
+
+typedef struct { int64_t k, steps; } flow_t;
+static const tl_field flow_fields[] = {
+    TL_FIELD(flow_t, k, TL_T_I64), TL_FIELD(flow_t, steps, TL_T_I64),
+};
+
+static void (*flow_on_step)(int64_t k);
+
+static tl_status flow(tl_frame *f, void *locals)
+{
+    flow_t *L = locals;
+    TL_BEGIN(f);
+    for (L->k = 1; L->k <= L->steps; L->k++) {
+        if (flow_on_step)
+            flow_on_step(L->k);
+        TL_YIELD(f);
+    }
+    TL_END(f);
+}
+static const tl_func flow_fn = {"pgflow.flow", 1, flow, sizeof(flow_t), flow_fields,
+                                TL_COUNTOF(flow_fields), NULL};
+
+#endif

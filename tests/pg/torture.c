@@ -1,0 +1,364 @@
+/*
+ * torture.c -- many workers on one PostgreSQL database (issue 14): seeds
+ * FLOWS workflow stores (tests/pg/pgflow.h, STEPS steps each), starts
+ * WORKERS worker processes (tests/pg/worker.c) and, in the chaos mode,
+ * kills workers with SIGKILL at random instants (each replaced at once) and
+ * pauses one with SIGSTOP past its lease before resuming it.  Then checks:
+ * every workflow completed (its store holds every step and "done", and
+ * its end was logged at most once), no recorded step was run again by a
+ * later owner, the paused worker's late writes were refused (counted), and
+ * no worker is left waiting.  Prints its figures (steps/s, executions,
+ * kills, refusals).
+ *
+ *   pg-torture WORKER [--workers N] [--flows F] [--steps S] [--kills K]
+ *              [--pause] [--lease MS] [--failover]
+ * --failover measures instead how long a killed owner's workflow takes to
+ * resume elsewhere (one long workflow, two workers).  TL_PG_URL names the
+ * database (tests/pg/with-postgres.sh); without it, exit 77 (skipped).
+ * Waits are on events or generous wall-clock deadlines, never on speed.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h> /* pgtest.h's assertions */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../pgtest.h"
+#include "pgflow.h"
+
+#ifndef TL_HAVE_PG
+int main(void)
+{
+    pgtest_require("pg_workers");
+    return 77;
+}
+#else
+
+#define MAXW 16
+
+static struct {
+    const char *worker;
+    int workers, flows, steps, kills, pause, failover;
+    int64_t lease;
+} opt = {NULL, 4, 200, 10, 12, 0, 0, 1500};
+
+static char dirs[64];
+static pid_t pids[MAXW];
+static int failures;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL); }
+
+static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void check(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s: ", ok ? "ok" : "FAILED");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    failures += !ok;
+}
+
+static int64_t q64(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int64_t q64(const char *fmt, ...)
+{
+    char sql[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return query(sql);
+}
+
+static void run_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void run_sql(const char *fmt, ...)
+{
+    char sql[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    if (pgtest_exec(pgt_conn, sql) != 0)
+        exit(1);
+}
+
+/* ---- seeding ---- */
+
+static void seed_one(int i)
+{
+    char name[80], where[1200];
+    snprintf(name, sizeof name, "%s_%d", dirs, i);
+    run_sql("CREATE SCHEMA %s", name);
+    pgtest_url(where, sizeof where, name);
+    tl_runtime *rt;
+    tl_store *st;
+    flow_t a = {0, opt.steps};
+    if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &flow_fn) != TL_OK ||
+        tl_store_open(where, TL_STORE_NOSYNC, &st) != TL_OK || tl_store_attach(st, rt) != TL_OK ||
+        tl_spawn(rt, &flow_fn, &a, sizeof a, NULL) != TL_OK ||
+        tl_store_checkpoint(st) != TL_OK) {
+        fprintf(stderr, "seeding %s: %s\n", name, tl_errmsg(rt));
+        exit(1);
+    }
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    run_sql("INSERT INTO %s.dir VALUES ('%s', false)", dirs, name);
+}
+
+static void seed(void)
+{
+    snprintf(dirs, sizeof dirs, "tlw_%d", (int)getpid());
+    run_sql("CREATE SCHEMA %s; CREATE TABLE %s.dir(name text PRIMARY KEY, done bool NOT NULL);"
+            "CREATE TABLE %s.exec(id bigserial PRIMARY KEY, wf text, step int, epoch bigint,"
+            " pid int); CREATE TABLE %s.done(wf text, pid int, epoch bigint);"
+            "CREATE TABLE %s.stats(pid int, rejected int)", dirs, dirs, dirs, dirs, dirs);
+    for (int i = 0; i < opt.flows; i++)
+        seed_one(i);
+}
+
+static void cleanup(void)
+{
+    for (int i = 0; i < opt.flows; i++)
+        run_sql("DROP SCHEMA IF EXISTS %s_%d CASCADE", dirs, i);
+    run_sql("DROP SCHEMA IF EXISTS %s CASCADE", dirs);
+}
+
+/* ---- workers ---- */
+
+static pid_t start_worker(void)
+{
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        execl(opt.worker, opt.worker, dirs, (char *)NULL);
+        _exit(127);
+    }
+    return p;
+}
+
+static int left(void) { return (int)q64("SELECT count(*) FROM %s.dir WHERE NOT done", dirs); }
+
+/* A worker that is running a workflow now: the last step's executor. */
+static pid_t busy_worker(void)
+{
+    pid_t p = (pid_t)q64("SELECT pid FROM %s.exec ORDER BY id DESC LIMIT 1", dirs);
+    for (int i = 0; i < opt.workers; i++)
+        if (pids[i] == p)
+            return p;
+    return 0;
+}
+
+static void kill_one(int *kills)
+{
+    int i = rand() % opt.workers;
+    kill(pids[i], SIGKILL);
+    waitpid(pids[i], NULL, 0);
+    pids[i] = start_worker();
+    (*kills)++;
+}
+
+/* SIGSTOP a worker in the middle of a workflow (its last step was not
+ * among the last three), and SIGCONT it once three leases passed and
+ * another worker took that workflow over: its next write is late.  0 when
+ * no worker was caught so, or nobody took over within two minutes. */
+static pid_t pause_one(void)
+{
+    char sql[300], row[200], wf[80];
+    long long e0 = 0;
+    int p = 0;
+    snprintf(sql, sizeof sql, "SELECT pid || ' ' || epoch || ' ' || wf FROM %s.exec WHERE step "
+             "<= %d ORDER BY id DESC LIMIT 1", dirs, opt.steps - 3);
+    query_text(sql, row, sizeof row);
+    if (sscanf(row, "%d %lld %79s", &p, &e0, wf) != 3 || busy_worker() != p)
+        return 0;
+    kill(p, SIGSTOP);
+    double t0 = now_s();
+    int taken = 0;
+    while (!taken && now_s() < t0 + 120) {
+        sleep_ms(20);
+        taken = now_s() > t0 + 3 * opt.lease / 1000.0 &&
+                q64("SELECT count(*) FROM %s.exec WHERE wf = '%s' AND epoch > %lld", dirs, wf,
+                    e0) > 0;
+    }
+    kill(p, SIGCONT);
+    return taken ? p : 0;
+}
+
+/* Reaps workers that ended; 1 when all have. */
+static int all_exited(void)
+{
+    int alive = 0;
+    for (int i = 0; i < opt.workers; i++) {
+        if (!pids[i])
+            continue;
+        int status;
+        pid_t r = waitpid(pids[i], &status, WNOHANG);
+        if (r == 0) {
+            alive++;
+            continue;
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            check(0, "worker %d ended with status %d", (int)pids[i], status);
+        pids[i] = 0;
+    }
+    return alive == 0;
+}
+
+static void chaos(int *kills, pid_t *paused)
+{
+    double deadline = now_s() + 900;
+    int tries = 0;
+    while (left() > 0 && now_s() < deadline) {
+        sleep_ms(150 + rand() % 450);
+        if (*kills < opt.kills && left() > 0)
+            kill_one(kills);
+        if (opt.pause && !*paused && *kills >= opt.kills / 3 && tries++ < 20)
+            *paused = pause_one();
+    }
+}
+
+/* ---- checks ---- */
+
+static void check_flows(void)
+{
+    int incomplete = 0, reruns = 0, twice = 0;
+    for (int i = 0; i < opt.flows; i++) {
+        char s[80];
+        snprintf(s, sizeof s, "%s_%d", dirs, i);
+        if (q64("SELECT count(*) FROM %s.flow_steps WHERE key LIKE 'step-%%'", s) != opt.steps ||
+            q64("SELECT count(*) FROM %s.flow_steps WHERE key = 'done'", s) != 1)
+            incomplete++;
+        /* an execution after the one recorded, by the recording claim or a
+         * later one: a recorded step run again */
+        reruns += (int)q64("SELECT count(*) FROM %s.exec x JOIN %s.flow_steps f ON f.key = "
+                           "'step-' || lpad(x.step::text, 4, '0') WHERE x.wf = '%s' AND "
+                           "(x.epoch > f.time OR (x.epoch = f.time AND x.id > "
+                           "convert_from(f.data, 'UTF8')::bigint))", dirs, s, s);
+        twice += q64("SELECT count(*) FROM %s.done WHERE wf = '%s'", dirs, s) > 1;
+    }
+    check(incomplete == 0, "%d workflows, every one complete with its %d steps (%d not)",
+          opt.flows, opt.steps, incomplete);
+    check(reruns == 0, "no recorded step ran again under a later claim (%d did)", reruns);
+    check(twice == 0, "no workflow's end logged twice (%d were)", twice);
+}
+
+static int torture(void)
+{
+    char lease[32];
+    snprintf(lease, sizeof lease, "%lld", (long long)opt.lease);
+    setenv("TL_PG_LEASE_MS", lease, 1);
+    double t0 = now_s();
+    seed();
+    double t1 = now_s();
+    for (int i = 0; i < opt.workers; i++)
+        pids[i] = start_worker();
+    int kills = 0;
+    pid_t paused = 0;
+    chaos(&kills, &paused);
+    double t2 = now_s(), deadline = t2 + 120;
+    while (!all_exited() && now_s() < deadline)
+        sleep_ms(50);
+    check(all_exited(), "every worker exited once all was done (none stuck)");
+    check(left() == 0, "every workflow done in the directory (%d left)", left());
+    check_flows();
+    int64_t rejected = q64("SELECT coalesce(sum(rejected), 0) FROM %s.stats", dirs);
+    int64_t execs = q64("SELECT count(*) FROM %s.exec", dirs);
+    if (opt.pause)
+        check(paused && rejected > 0, "the paused worker %d: late writes refused: %lld in all",
+              (int)paused, (long long)rejected);
+    printf("figures: %d workers, %d workflows x %d steps, seeded in %.1f s, run in %.2f s: "
+           "%.0f steps/s; %lld step executions (%lld more than steps), %d kills, %lld late "
+           "writes refused\n", opt.workers, opt.flows, opt.steps, t1 - t0, t2 - t1,
+           opt.flows * opt.steps / (t2 - t1), (long long)execs,
+           (long long)(execs - (int64_t)opt.flows * opt.steps), kills, (long long)rejected);
+    for (int i = 0; i < opt.workers; i++)
+        if (pids[i])
+            kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0);
+    cleanup();
+    printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
+    return failures ? 1 : 0;
+}
+
+/* One long workflow, two workers: kill its owner, time until another
+ * worker runs its next step. */
+static int failover(void)
+{
+    opt.flows = 1;
+    opt.workers = 2;
+    setenv("TL_PG_LEASE_MS", "30000", 1);
+    seed();
+    for (int i = 0; i < opt.workers; i++)
+        pids[i] = start_worker();
+    double deadline = now_s() + 120;
+    while (q64("SELECT count(*) FROM %s.exec", dirs) < 20 && now_s() < deadline)
+        sleep_ms(5);
+    pid_t owner = busy_worker();
+    int64_t e0 = q64("SELECT max(epoch) FROM %s.exec", dirs);
+    double t0 = now_s();
+    kill(owner, SIGKILL);
+    while (q64("SELECT count(*) FROM %s.exec WHERE epoch > %lld", dirs, (long long)e0) == 0 &&
+           now_s() < deadline)
+        sleep_ms(1);
+    double t1 = now_s();
+    check(now_s() < deadline, "the killed owner's workflow resumed elsewhere");
+    printf("figures: failover %.1f ms from kill -9 to the next step on another worker\n",
+           (t1 - t0) * 1000);
+    for (int i = 0; i < opt.workers; i++)
+        kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0);
+    cleanup();
+    return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    pgtest_require("pg_torture");
+    if (argc < 2)
+        return 2;
+    opt.worker = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
+        if (!strcmp(a, "--pause") || !strcmp(a, "--failover")) {
+            *(a[2] == 'p' ? &opt.pause : &opt.failover) = 1;
+            continue;
+        }
+        long n = strtol(v, NULL, 10);
+        i++;
+        if (!strcmp(a, "--workers") && n > 0 && n <= MAXW)
+            opt.workers = (int)n;
+        else if (!strcmp(a, "--flows") && n > 0)
+            opt.flows = (int)n;
+        else if (!strcmp(a, "--steps") && n > 0 && n <= 60)
+            opt.steps = (int)n;
+        else if (!strcmp(a, "--kills") && n >= 0)
+            opt.kills = (int)n;
+        else if (!strcmp(a, "--lease") && n >= 100)
+            opt.lease = n;
+        else
+            return fprintf(stderr, "pg-torture: bad option %s %s\n", a, v), 2;
+    }
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    if (!(pgt_conn = pgtest_connect()))
+        return 1;
+    return opt.failover ? failover() : torture();
+}
+#endif
