@@ -19,7 +19,9 @@
  * rendezvous, so one full round trip); remote_chan_pingpong_us the median
  * of n ping-pongs (two such messages); migrate_throughput moves n tasklets
  * in batches of 1000 and reports n over the time until the peer
- * acknowledged them all.
+ * acknowledged them all.  tcp_pingpong_us is a plain blocking TCP
+ * ping-pong between two processes (bench_net.c), the yardstick; the
+ * *_loaded_us figures are measured while one CPU burner per core runs.
  *
  * Usage: tl-bench [--quick] [NAME]
  *   NAME     run only the benchmarks whose name contains NAME
@@ -32,6 +34,7 @@
 #include "tasklet_node.h"
 #include "bench_wf.h"
 #include "bench_node.h"
+#include "bench_net.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -1141,6 +1144,24 @@ static int measure_remote_chan(uint64_t n, double *us)
     return measure_remote(n, us, &remote_pinger_fn, &remote_ponger_fn, 1);
 }
 
+/* The same while one CPU burner per core competes with both processes;
+ * compare with tcp_pingpong_loaded_us. */
+static int measure_remote_chan_loaded(uint64_t n, double *us)
+{
+    bench_burners_start(0);
+    int rc = measure_remote_chan(n, us);
+    bench_burners_stop();
+    return rc;
+}
+
+static int measure_remote_msg_loaded(uint64_t n, double *us)
+{
+    bench_burners_start(0);
+    int rc = measure_remote_msg(n, us);
+    bench_burners_stop();
+    return rc;
+}
+
 /* ------------------------------------------------------------------------
  * Driver
  * --------------------------------------------------------------------- */
@@ -1173,6 +1194,10 @@ static const bench benches[] = {
     {"migrate_mb_per_s", "MB/s", 500, NULL, measure_migrate_mb},
     {"remote_chan_msg_us", "us/msg", 20000, NULL, measure_remote_msg},
     {"remote_chan_pingpong_us", "us/round trip", 20000, NULL, measure_remote_chan},
+    {"tcp_pingpong_us", "us/round trip", 20000, NULL, bench_tcp_pingpong},
+    {"remote_chan_msg_loaded_us", "us/msg", 5000, NULL, measure_remote_msg_loaded},
+    {"remote_chan_pingpong_loaded_us", "us/round trip", 5000, NULL, measure_remote_chan_loaded},
+    {"tcp_pingpong_loaded_us", "us/round trip", 5000, NULL, bench_tcp_pingpong_loaded},
     /* durable workflows (bench_wf.c) */
     {"disk_fsync_per_s", "commits/s", 500, NULL, bench_disk_fsync},
     {"wf_step_fsync_per_s", "steps/s", 10000, NULL, bench_wf_step_fsync},

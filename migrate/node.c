@@ -5,7 +5,8 @@
  * remote.c) and an event loop over non-blocking sockets.  One round
  * (tl_node_poll): scheduler steps; tl__settle (the checkpoint transfers
  * need, then what may be sent); one poll over the wake pipe, the listener
- * and every link, spinning briefly first right after traffic; what came
+ * and every link, spinning briefly first right after traffic while that
+ * pays (tl__node_spin_pays: not when shared CPUs delay answers); what came
  * in is dispatched (frame.c); redials and handshake deadlines (link.c);
  * then, if imports came, their checkpoint before they run, the steps they
  * woke and a last tl__settle so that answers leave in one write.
@@ -440,14 +441,39 @@ static int pollset_fill(tl_node *n, pollset *ps)
 
 /* Right after traffic an answer usually follows within tens of
  * microseconds: look for it a little while before sleeping, because
- * waking a sleeping process costs more than that on a VM. */
+ * waking a sleeping process costs more than that on a VM.  But only while
+ * that pays: when the CPUs are shared (the peer waits for a core this
+ * spin holds), answers stop coming within the spin.  A spin that found
+ * nothing counts a miss, one that found an answer takes one back; with
+ * SPIN_MISSES_MAX more misses than hits the node sleeps at once, and
+ * tries one spin per SPIN_RETRY waits to learn whether it pays again. */
+int tl__node_spin_pays(tl_node *n)
+{
+    if (n->spin_misses < SPIN_MISSES_MAX)
+        return 1;
+    if (++n->spin_skips < SPIN_RETRY)
+        return 0;
+    n->spin_skips = 0;
+    return 1;
+}
+
+void tl__node_spin_note(tl_node *n, int hit)
+{
+    if (!hit)
+        n->spin_misses += n->spin_misses < 2 * SPIN_MISSES_MAX;
+    else if (n->spin_misses > 0)
+        n->spin_misses = n->spin_misses > SPIN_MISSES_MAX ? SPIN_MISSES_MAX - 1 : n->spin_misses - 1;
+}
+
 static int wait_io(tl_node *n, pollset *ps, int64_t wait, int64_t now)
 {
     int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
     int got = 0;
-    if (ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS)
+    if (ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS && tl__node_spin_pays(n)) {
         for (int64_t until = now + SPIN_NS; got == 0 && tl__mono_ns() < until;)
             got = poll(ps->fds, (nfds_t)ps->k, 0);
+        tl__node_spin_note(n, got > 0);
+    }
     if (got == 0)
         got = poll(ps->fds, (nfds_t)ps->k, ms);
     return got;

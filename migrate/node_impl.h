@@ -35,6 +35,8 @@
 #define MAX_HANDSHAKES 64        /* connections not yet authenticated */
 #define SPIN_NS 50000LL           /* polls without sleeping for this long ... */
 #define SPIN_AFTER_IO_NS 1000000LL /* ... when a frame came within this */
+#define SPIN_MISSES_MAX 3          /* this many more misses than hits: stop spinning */
+#define SPIN_RETRY 64              /* ... but spin once per this many waits, to learn */
 #define HANDSHAKE_NS 10000000000LL /* to authenticate, from connecting */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
@@ -231,6 +233,9 @@ struct tl_node {
     int need_ckpt, started, wake[2];
     int64_t accept_after;  /* accept paused until then (after an error) */
     int64_t last_io;       /* when a frame last came in */
+    unsigned spin_misses;  /* spins before sleeping that found nothing, less
+                            * those that found an answer (wait_io, node.c) */
+    unsigned spin_skips;   /* waits that slept at once since the last spin */
     atomic_int stop;  /* tl_node_stop may come from another thread */
     tl_node_stats stats;
 };

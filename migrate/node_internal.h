@@ -21,4 +21,9 @@ __attribute__((visibility("hidden"))) int tl__node_feed_as(tl_node *n, const voi
 /* The id of the oldest transfer in n's outbox, or NULL. */
 __attribute__((visibility("hidden"))) const char *tl__node_first_xid(const tl_node *n);
 
+/* The node's spin policy (node.c, wait_io): whether to spin before the
+ * next sleep, and what the spin found (hit: an answer came within it). */
+__attribute__((visibility("hidden"))) int tl__node_spin_pays(tl_node *n);
+__attribute__((visibility("hidden"))) void tl__node_spin_note(tl_node *n, int hit);
+
 #endif

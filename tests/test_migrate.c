@@ -34,6 +34,7 @@
 
 #include "tasklet.h"
 #include "tasklet_node.h"
+#include "../migrate/node_internal.h" /* the spin policy */
 
 /* ---- what tasklets record ---- */
 
@@ -1653,6 +1654,37 @@ static void test_node_handle_misuse(void **state)
         free(ka.kept[i]);
 }
 
+/* The spin before a sleep is kept only while it pays (issue 12 point 7):
+ * a fresh node spins; after 3 more spins that found nothing than spins
+ * that found an answer it sleeps at once, spinning once per 64 waits to
+ * learn; one spin that pays brings spinning back. */
+static void test_spin_only_while_it_pays(void **state)
+{
+    (void)state;
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    tl_node *n = node_new(rt, "S", NULL);
+    assert_true(tl__node_spin_pays(n));
+    tl__node_spin_note(n, 0);
+    tl__node_spin_note(n, 1); /* a hit takes a miss back */
+    for (int i = 0; i < 2; i++) {
+        assert_true(tl__node_spin_pays(n));
+        tl__node_spin_note(n, 0);
+    }
+    assert_true(tl__node_spin_pays(n)); /* two misses net: still spinning */
+    tl__node_spin_note(n, 0);
+    int spins = 0;
+    for (int i = 0; i < 640; i++)
+        spins += tl__node_spin_pays(n); /* each a miss under load */
+    assert_int_equal(spins, 10);       /* once per 64 waits */
+    tl__node_spin_note(n, 1);          /* a retry found an answer */
+    assert_true(tl__node_spin_pays(n));
+    tl__node_spin_note(n, 1);
+    assert_true(tl__node_spin_pays(n));
+    tl_node_free(n);
+    tl_runtime_free(rt);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define TS(fn) cmocka_unit_test_setup_teardown(fn, setup_store, teardown_store)
 
@@ -1680,6 +1712,7 @@ int main(void)
         TS(test_store_mailbox),
         cmocka_unit_test(test_load_frees_with_alloc_size),
         cmocka_unit_test(test_node_handle_misuse),
+        cmocka_unit_test(test_spin_only_while_it_pays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
