@@ -39,7 +39,7 @@ typedef struct eng {
 
 static atomic_int calls, fails_left, block_step;
 static char seen_keys[8][80];
-static atomic_int nseen;
+static atomic_int nseen, saw_cancel;
 
 static int add_one(tl_wf_ctx *cx, tl_value arg, tl_value *res)
 {
@@ -67,6 +67,8 @@ static int blocking(tl_wf_ctx *cx, tl_value arg, tl_value *res)
         snprintf(seen_keys[i], sizeof seen_keys[i], "%s", tl_wf_ctx_key(cx));
     for (int ms = 0; atomic_load(&block_step) && !tl_wf_ctx_canceled(cx) && ms < 20000; ms++)
         usleep(1000);
+    if (tl_wf_ctx_canceled(cx))
+        atomic_fetch_add(&saw_cancel, 1);
     *res = tl_retain(arg);
     return TL_OK;
 }
@@ -313,6 +315,8 @@ static tl_status big_ret(tl_frame *f, void *l)
 }
 static const tl_func big_fn = {"t.big", 1, big_ret, sizeof(big_t), big_fields, 2, NULL};
 
+static const tl_wf_config *eng_cfg; /* eng_open's engine configuration */
+
 static int eng_open(eng *e, int restore)
 {
     if (!e->dir[0]) {
@@ -324,7 +328,7 @@ static int eng_open(eng *e, int restore)
     cfg.clock = skew_clock;
     assert_int_equal(tl_runtime_new(&cfg, &e->rt), TL_OK);
     assert_int_equal(tl_store_open(e->path, TL_STORE_NOSYNC, &e->st), TL_OK);
-    assert_int_equal(tl_wf_new(e->rt, e->st, NULL, &e->wf), TL_OK);
+    assert_int_equal(tl_wf_new(e->rt, e->st, eng_cfg, &e->wf), TL_OK);
     const tl_func *fns[] = {&two_fn, &one_fn, &recv_fn, &parent_fn, &wait_fn, &take_fn, &big_fn};
     for (size_t i = 0; i < 7; i++)
         assert_int_equal(tl_wf_register(e->wf, fns[i]), TL_OK);
@@ -991,6 +995,127 @@ static void test_bad_input_limits(void **state)
     eng_done(&e);
 }
 
+/* Finished workflows stay until the retention has passed, then go with
+ * their step rows; live ones stay. */
+static void test_retention(void **state)
+{
+    (void)state;
+    eng e = {0};
+    tl_wf_info in;
+    int64_t r;
+    tl_wf_config cfg = {0};
+    cfg.retention_ms = 60000;
+    eng_cfg = &cfg;
+    atomic_store(&clock_skew, 0);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "old", &two_fn, tl_i64(1), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "live", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "old", &r), TL_WF_DONE);
+    atomic_store(&clock_skew, 30000000000); /* 30 s later: kept */
+    assert_int_equal(tl_wf_start(e.wf, "n1", &two_fn, tl_i64(1), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "n1", &r), TL_WF_DONE);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "old", 0, &in), TL_OK);
+    tl_release(in.result);
+    atomic_store(&clock_skew, 120000000000); /* 2 min later: gone */
+    assert_int_equal(tl_wf_start(e.wf, "n2", &two_fn, tl_i64(1), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "n2", &r), TL_WF_DONE);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "old", 0, &in), TL_ENOENT);
+    assert_int_equal(tl_wf_get(e.rt, e.path, "live", 0, &in), TL_OK);
+    assert_int_equal(in.status, TL_WF_WAITING);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(tl__store_sqlite(e.st), "SELECT count(*) FROM wf_step "
+                                        "WHERE wf = 'old'", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 0);
+    sqlite3_finalize(s);
+    eng_cfg = NULL;
+    atomic_store(&clock_skew, 0);
+    eng_done(&e);
+}
+
+/* Cancel while a step runs (API, then the CLI while the owner is
+ * stopped): the effect is told, its result discarded, the workflow ends
+ * cancelled; `tasklet result` and `wf show` say so. */
+static void test_cancel_running_step(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    char out[CLI_OUT];
+    const char *cli = getenv("TASKLET_CLI");
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&block_step, 1);
+    atomic_store(&saw_cancel, 0);
+    atomic_store(&nseen, 0);
+    tl_value a = args2(e.rt, "blocking", 5);
+    assert_int_equal(tl_wf_start(e.wf, "c1", &one_fn, a, NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "c2", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    for (int64_t t0 = skew_clock(NULL); atomic_load(&nseen) < 2;)
+        if (skew_clock(NULL) - t0 > 30000000000)
+            fail_msg("the steps never started");
+        else
+            tl_wf_run(e.wf, 20);
+    assert_int_equal(tl_wf_cancel(e.wf, "c1"), TL_OK);
+    assert_int_equal(run_until_final(&e, "c1", &r), TL_WF_CANCELLED);
+    for (int64_t t0 = skew_clock(NULL); atomic_load(&saw_cancel) < 1;)
+        if (skew_clock(NULL) - t0 > 30000000000)
+            fail_msg("the effect was not told");
+        else
+            usleep(1000);
+    eng_close(&e);
+    if (cli) /* stopped: asked for through the CLI */
+        assert_int_equal(run_cli(cli, "cancel", e.path, "c2", NULL), 0);
+    else
+        assert_int_equal(tl_wf_cancel_at(NULL, e.path, "c2"), TL_OK);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(run_until_final(&e, "c2", &r), TL_WF_CANCELLED);
+    atomic_store(&block_step, 0);
+    assert_int_equal(tl_wf_cancel(e.wf, "c2"), TL_EDONE);
+    if (cli) {
+        assert_int_equal(run_cli(cli, "cancel", e.path, "c2", NULL), 1); /* finished */
+        assert_int_equal(run_cli(cli, "result", e.path, "c1", out), 1);
+        assert_non_null(strstr(out, "cancelled"));
+        assert_int_equal(run_cli(cli, "wf show", e.path, "c2", out), 0);
+        assert_non_null(strstr(out, "cancelled"));
+        assert_non_null(strstr(out, "(received)")); /* the cancel request, taken */
+    }
+    eng_done(&e);
+}
+
+/* The CLI on a store with finished and waiting workflows: result, wf ls,
+ * wf show, send (also to an unknown or finished workflow). */
+static void test_cli_workflows(void **state)
+{
+    (void)state;
+    const char *cli = getenv("TASKLET_CLI");
+    if (!cli)
+        skip();
+    eng e = {0};
+    int64_t r;
+    char out[CLI_OUT];
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "d", &two_fn, tl_i64(40), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "w", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "d", &r), TL_WF_DONE);
+    assert_int_equal(run_cli(cli, "result", e.path, "d", out), 0);
+    assert_string_equal(out, "done 42\n");
+    assert_int_equal(run_cli(cli, "result", e.path, "w", NULL), 1); /* still waiting */
+    assert_int_equal(run_cli(cli, "wf ls", e.path, "", out), 0);
+    assert_non_null(strstr(out, "recv go"));
+    assert_int_equal(run_cli(cli, "wf show", e.path, "d", out), 0);
+    assert_non_null(strstr(out, "d#2"));
+    assert_int_equal(run_cli(cli, "send", e.path, "nobody go 1", NULL), 1);
+    assert_int_equal(run_cli(cli, "send", e.path, "d go 1", NULL), 1); /* finished */
+    assert_int_equal(run_cli(cli, "send --key x", e.path, "w go 7", NULL), 0);
+    assert_int_equal(run_cli(cli, "send --key x", e.path, "w go 8", NULL), 1);
+    assert_int_equal(run_until_final(&e, "w", &r), TL_WF_DONE);
+    assert_int_equal(r, 7);
+    assert_int_equal(run_cli(cli, "result --wait 30", e.path, "w", out), 0);
+    assert_string_equal(out, "done 7\n");
+    eng_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1007,6 +1132,9 @@ int main(void)
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),
         cmocka_unit_test(test_bad_input_limits),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_cancel_running_step),
+        cmocka_unit_test(test_cli_workflows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
