@@ -229,6 +229,22 @@ int bench_wf_pool_nosync(uint64_t n, double *v)
 }
 int bench_wf_pool_conc(uint64_t n, double *v) { return steps_run(0, n / 10, -10, 0, v); }
 
+/* Starting n workflows that wait for a message: one engine, one commit. */
+int bench_wf_start(uint64_t n, double *per_s)
+{
+    wfb b = {0};
+    int rc = wfb_open(&b, 0, 1);
+    int64_t t0 = mono_ns();
+    if (rc == TL_OK)
+        rc = start_n(&b, "s", &recv_fn, 1, n);
+    if (rc == TL_OK)
+        rc = tl_wf_run(b.wf, 0) == TL_ETIMEDOUT ? TL_OK : TL_ESTATE;
+    *per_s = (double)n / ((double)(mono_ns() - t0) / 1e9);
+    if (b.wf)
+        wfb_close(&b, 1);
+    return rc;
+}
+
 int bench_wf_resume(uint64_t n, double *ms)
 {
     wfb b = {0};

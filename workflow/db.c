@@ -51,6 +51,36 @@ static int sqlerr(tl_wf *wf, sqlite3 *db, const char *what)
     return tl__wf_err(wf, code, "workflows: %s: %s", what, sqlite3_errmsg(db));
 }
 
+/* Posters follow the owner's durability choice (client.c): wf_conf says
+ * it, written only when it changed (a write at every start would cost an
+ * fsync). */
+static int note_durability(tl_wf *wf, sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    int64_t sync = 2;
+    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        sync = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    const char *want = sync >= 2 ? "fsync" : "nosync";
+    int same = 0;
+    if (sqlite3_prepare_v2(db, "SELECT value = ? FROM wf_conf WHERE key = 'durability'", -1, &s,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, want, -1, SQLITE_STATIC);
+        same = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0);
+    }
+    sqlite3_finalize(s);
+    if (same)
+        return TL_OK;
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO wf_conf VALUES('durability', ?)", -1, &s,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, want, -1, SQLITE_STATIC);
+        same = sqlite3_step(s) == SQLITE_DONE;
+    }
+    sqlite3_finalize(s);
+    return same ? TL_OK : sqlerr(wf, db, "writing the workflow settings");
+}
+
 int tl__wf_db_init(tl_wf *wf)
 {
     sqlite3 *db = wf->db;
@@ -58,18 +88,7 @@ int tl__wf_db_init(tl_wf *wf)
         return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_new: workflows need a SQLite store");
     if (sqlite3_exec(db, wf_schema, NULL, NULL, NULL) != SQLITE_OK)
         return sqlerr(wf, db, "creating the workflow tables");
-    /* posters follow the owner's durability choice (client.c) */
-    sqlite3_stmt *s;
-    int64_t sync = 2;
-    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-        sync = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    if (sqlite3_exec(db, sync >= 2 ? "INSERT OR REPLACE INTO wf_conf VALUES('durability', 'fsync')"
-                                   : "INSERT OR REPLACE INTO wf_conf VALUES('durability', 'nosync')",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        return sqlerr(wf, db, "writing the workflow settings");
-    return TL_OK;
+    return note_durability(wf, db);
 }
 
 /* ---- writing, inside the checkpoint transaction ---- */
