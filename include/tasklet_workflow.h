@@ -155,7 +155,9 @@ TL_API int tl_wf_start(tl_wf *wf, const char *id, const tl_func *fn, tl_value ar
  * since the last commit in one transaction), takes in posted messages
  * and waits for effects, messages and deadlines without busy polling,
  * until no workflow is live (TL_OK), or timeout_ms passed (TL_ETIMEDOUT;
- * < 0 waits forever), or an error (a failed commit: TL_EIO, TL_ESTORE). */
+ * < 0 waits forever), or an error (a failed commit: TL_EIO, TL_ESTORE).
+ * timeout_ms > 0 is kept also while workflows stay runnable (a chain of
+ * TL_WF_INLINE steps); 0 runs until nothing is runnable, then returns. */
 TL_API int tl_wf_run(tl_wf *wf, int64_t timeout_ms);
 
 /* Commits now (normally tl_wf_run does). */

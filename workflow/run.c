@@ -225,10 +225,12 @@ int tl_wf_run(tl_wf *wf, int64_t timeout_ms)
             return rc;
         if (wf->live == 0 && !has_work(wf))
             return TL_OK;
-        if (until >= 0 && tl_now(wf->rt) >= until) /* also while busy */
+        int busy = tl_runnable_count(wf->rt) || wf->ready || wf->txq || wf->inlq;
+        /* 0: until nothing is runnable; > 0: also while busy (inline steps) */
+        if (until >= 0 && tl_now(wf->rt) >= until && (!busy || timeout_ms > 0))
             return tl__wf_err(wf, TL_ETIMEDOUT, "tl_wf_run: %zu workflows still live after "
                               "%lld ms", wf->live, (long long)timeout_ms);
-        if (!tl_runnable_count(wf->rt) && !wf->ready && !wf->txq && !wf->inlq)
+        if (!busy)
             wait_events(wf, sleep_ms(wf, until));
     }
 }
