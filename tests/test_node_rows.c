@@ -16,7 +16,8 @@
  *     moved tasklet blocked on a channel of its source issues its remote
  *     operation only after the destination's checkpoint committed, so
  *     while that checkpoint fails the home sees nothing, and afterwards
- *     exactly one operation.
+ *     exactly one operation; a node closed while an import is still held
+ *     undoes it (the source sends it again).
  *
  * Waits are bounded by wall-clock time (60 s against hangs), never by a
  * count of rounds; no assertion depends on timing.
@@ -417,6 +418,37 @@ static void test_import_held_until_durable(void **state)
     tl_chan_release(c);
 }
 
+/* A node that closes while an import is still held (its checkpoints
+ * failed) undoes the import: the runtime keeps no copy that a later
+ * checkpoint could write, the store no id, and the source still holds the
+ * transfer, so that it can send it again. */
+static void test_held_import_undone_at_close(void **state)
+{
+    int closed = 0;
+    (void)state;
+    open_store(1);
+    node_new(0, 0);
+    node_new(1, 0);
+    assert_int_equal(tl__store_join(F.st[1], &gate, &closed), TL_OK);
+    pair_up();
+    closed = 1;
+    spawn_mover();
+    double end = now_s() + 60;
+    while (stats(1).moved_in == 0 && now_s() < end)
+        poll_failing();
+    assert_int_equal(stats(1).moved_in, 1);
+    assert_int_equal(tl_tasklet_count(F.rt[1]), 1);
+    tl_node_free(F.n[1]); /* its last checkpoint fails too */
+    F.n[1] = NULL;
+    assert_int_equal(tl_tasklet_count(F.rt[1]), 0);
+    assert_int_equal(F.arrived, 0);
+    tl__store_leave(F.st[1], &gate, &closed);
+    assert_int_equal(tl_store_checkpoint(F.st[1]), TL_OK);
+    assert_int_equal(query(1, "SELECT count(*) FROM inbox"), 0);
+    assert_int_equal(stats(0).pending, 1); /* A sends it again to the next B */
+    assert_int_equal(stats(0).moved_out, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inbox_times_and_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_default_and_no_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_import_held_until_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_import_undone_at_close, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
