@@ -9,8 +9,10 @@
 #include <stddef.h>
 
 /* Feeds bytes to n as if they came from one peer's link (authenticated
- * already when authed is set): frames are parsed and acted on, the
- * runtime runs what they started, then the link is dropped. */
+ * already when authed is set, and then unsealed: the frames are in clear,
+ * as protocol 2 never takes them from a real peer, so that the fuzzer
+ * reaches the decoders): frames are parsed and acted on, the runtime runs
+ * what they started, then the link is dropped. */
 __attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *bytes,
                                                         size_t len, int authed);
 
