@@ -626,7 +626,7 @@ static int spawn_blocked(tl_runtime *rt, tl_chan *ch, uint64_t n)
 static int measure_blocked_bytes(uint64_t n, double *per_tasklet)
 {
     alloc_count count = {0};
-    tl_config cfg = {counting_alloc, &count, NULL, NULL};
+    tl_config cfg = {.alloc = counting_alloc, .alloc_ud = &count};
     tl_runtime *rt;
     tl_chan *ch;
     int rc = runtime_open(&cfg, &rt);
@@ -889,7 +889,8 @@ static void mig_log(void *ud, const char *msg)
 
 static int node_open(const char *id, tl_runtime **rt, tl_node **node)
 {
-    tl_node_config cfg = {id, MIG_SECRET, strlen(MIG_SECRET), NULL, mig_log, NULL, 0, 0};
+    tl_node_config cfg = {.node_id = id, .secret = MIG_SECRET, .secret_len = strlen(MIG_SECRET),
+                          .log = mig_log};
     int rc = runtime_open(NULL, rt);
     if (rc != TL_OK)
         return rc;

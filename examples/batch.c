@@ -434,7 +434,7 @@ static int open_job(app *a, const char *path)
                tl_store_last_checkpoint(a->st), ms);
     }
     fflush(stdout);
-    tl_policy p = {0, 0, 0, 1}; /* the host checkpoints after each chunk */
+    tl_policy p = {.on_close = 1}; /* the host checkpoints after each chunk */
     if ((rc = tl_store_set_policy(a->st, &p)) != TL_OK)
         return st_err(a, "tl_store_set_policy", rc);
     a->policy_set = true;

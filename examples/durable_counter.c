@@ -248,7 +248,7 @@ static int open_run(app *a, const char *path)
                tl_store_last_checkpoint(a->st), ms);
     }
     print_count(a);
-    tl_policy p = {POLICY_STEPS, 0, 1, 1};
+    tl_policy p = {.every_steps = POLICY_STEPS, .on_idle = 1, .on_close = 1};
     if ((rc = tl_store_set_policy(a->st, &p)) != TL_OK)
         return st_err(a, "tl_store_set_policy", rc);
     a->policy_set = true;

@@ -103,7 +103,8 @@ static void log_line(void *id, const char *msg)
 static int node_open(const char *id)
 {
     tl_runtime *rt = NULL;
-    tl_node_config cfg = {id, g_secret, sizeof g_secret, NULL, log_line, (void *)id, 0, 0};
+    tl_node_config cfg = {.node_id = id, .secret = g_secret, .secret_len = sizeof g_secret,
+                          .log = log_line, .log_ud = (void *)id};
     int rc = tl_runtime_new(NULL, &rt);
     if (rc == TL_OK && (rc = tl_register(rt, &work_fn)) == TL_OK &&
         (rc = tl_register(rt, &collect_fn)) == TL_OK &&

@@ -162,8 +162,8 @@ static int run(tl_runtime *rt, int argc, char **argv)
                                  &secret_len);
     if (rc != TL_OK)
         return complain(rc, "secret", tl_errmsg(rt));
-    tl_node_config cfg = {home ? "home" : argv[2], secret, secret_len, NULL, quiet_log, NULL,
-                          0, 0};
+    tl_node_config cfg = {.node_id = home ? "home" : argv[2], .secret = secret,
+                          .secret_len = secret_len, .log = quiet_log};
     rc = tl_register(rt, &traveler_fn);
     if (rc == TL_OK)
         rc = tl_node_new(rt, &cfg, &g_node);

@@ -594,7 +594,7 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
 {
     int rc;
     if (o->store) {
-        tl_policy pol = {0, 0, 1, 0};
+        tl_policy pol = {.on_idle = 1};
         rc = tl_store_open(o->store, TL_STORE_NOSYNC, st);
         if (rc == TL_OK)
             rc = tl_store_attach(*st, rt);
