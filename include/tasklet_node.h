@@ -66,6 +66,29 @@ typedef struct tl_node_config {
     void *log_ud;
     uint32_t max_frame; /* largest frame accepted, bytes (default and
                          * maximum 64 MiB) */
+    /* Limits on what peers can make this node hold (docs/PROTOCOL.md
+     * section 8); 0 takes the default. */
+    size_t max_queue;    /* bytes queued to send on one link; a peer that
+                          * does not read its answers is disconnected when
+                          * more are queued (default max_frame + 1 MiB, at
+                          * least max_frame + 64 KiB) */
+    size_t max_buffers;  /* bytes of all links' read and write buffers
+                          * together; a link that would grow past it is
+                          * dropped (default 512 MiB, at least
+                          * 2 * (max_frame + max_queue)) */
+    uint32_t max_links;  /* links in any state; more connections are
+                          * closed at accept (default 256) */
+    uint32_t max_handshakes;      /* connections not yet authenticated
+                                   * (default 64) ... */
+    uint32_t handshakes_per_addr; /* ... of which from one source address
+                                   * (IPv4; the uid for unix sockets)
+                                   * (default 8) */
+    uint32_t handshake_ms;        /* to authenticate, from connecting
+                                   * (default 5000) */
+    uint32_t max_agents;   /* one peer's operations in progress here;
+                            * more are answered TL_EBUSY (default 10000) */
+    uint32_t max_requests; /* our operations in flight on one link; more
+                            * fail with TL_EBUSY (default 100000) */
     uint32_t batch;     /* scheduler steps per tl_node_poll (default 1024) */
     /* How long (ns, the runtime's clock) the node keeps the id of a
      * transfer it took when the source never says FORGET (its FORGET was

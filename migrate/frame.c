@@ -36,15 +36,14 @@
 static int wbuf_write(void *data, const char *p, size_t n)
 {
     conn *l = data;
+    if (l->state == L_DEAD)
+        return -1;
     if (l->wlen + n > l->wcap) {
         size_t ncap = l->wcap ? l->wcap : 4096;
         while (ncap < l->wlen + n)
             ncap *= 2;
-        unsigned char *nb = realloc(l->wbuf, ncap);
-        if (!nb)
+        if (!tl__buf_resize(l, &l->wbuf, &l->wcap, ncap)) /* within max_buffers */
             return -1;
-        l->wbuf = nb;
-        l->wcap = ncap;
     }
     memcpy(l->wbuf + l->wlen, p, n);
     l->wlen += n;
@@ -99,6 +98,7 @@ void tl__flush(conn *l)
         } else if (k < 0 && errno == EINTR) {
             continue;
         } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            tl__limit_queue(l); /* a peer that does not read is dropped */
             return;
         } else {
             tl__link_drop(l, "send failed: %s", strerror(errno));
@@ -257,46 +257,22 @@ void tl__on_bytes(conn *l)
     l->rlen -= off;
 }
 
-/* At least 64 KiB free in l->rbuf; 0 if l was dropped instead.  Before
+/* Room in l->rbuf for what comes next (limits.c picks the size: never a
+ * frame's announced length at once); 0 if l was dropped instead.  Before
  * authentication a frame is at most 1 KiB: a small buffer, so that
  * strangers cost little. */
 static int make_room(conn *l)
 {
     if (l->rcap - l->rlen >= 65536)
         return 1;
-    size_t ncap = l->state != L_UP ? 4 * MAX_HANDSHAKE_FRAME + 65536
-                  : l->rcap ? 2 * l->rcap : 131072;
+    size_t ncap = tl__rbuf_want(l, frame_limit(l));
+    if (ncap <= l->rcap && l->rlen < l->rcap)
+        return 1; /* the frame being read fits */
     if (l->state != L_UP && l->rcap >= ncap) {
         tl__link_drop(l, "too much data before authentication");
         return 0;
     }
-    unsigned char *nb = realloc(l->rbuf, ncap);
-    if (!nb) {
-        tl__link_drop(l, "out of memory");
-        return 0;
-    }
-    l->rbuf = nb;
-    l->rcap = ncap;
-    return 1;
-}
-
-/* A frame larger than the buffer: it grows to fit (within the limit that
- * tl__on_bytes enforces); 0 if l was dropped. */
-static int fit_frame(conn *l)
-{
-    if (l->state == L_DEAD || l->rlen < 4)
-        return 1;
-    size_t need = 4 + (size_t)be32(l->rbuf);
-    if (need <= l->rcap || need > (size_t)frame_limit(l) + 4)
-        return 1;
-    unsigned char *nb = realloc(l->rbuf, need);
-    if (!nb) {
-        tl__link_drop(l, "out of memory for a frame of %zu bytes", need);
-        return 0;
-    }
-    l->rbuf = nb;
-    l->rcap = need;
-    return 1;
+    return tl__buf_resize(l, &l->rbuf, &l->rcap, ncap > l->rcap ? ncap : 2 * l->rcap);
 }
 
 /* Reads what l has, up to READ_BUDGET, and acts on each whole frame. */
@@ -314,8 +290,8 @@ void tl__on_readable(conn *l)
             tl__on_bytes(l);
             if (drained && l->state != L_DEAD)
                 budget = 0; /* poll says when more comes; no recv for EAGAIN */
-            if (!fit_frame(l))
-                return;
+            if (l->state != L_DEAD)
+                tl__buf_trim(l);
         } else if (k == 0) {
             tl__link_drop(l, "closed by the peer");
         } else if (errno == EINTR) {

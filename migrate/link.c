@@ -22,7 +22,7 @@
  *
  *   CONNECTING, HANDSHAKE, UP --tl__link_drop--> DEAD --tl__links_reap--> freed
  *   (a bad frame, the peer's ERROR or close, a failed send or receive, no
- *   authentication within HANDSHAKE_NS (tl_node_poll), the node closing)
+ *   authentication within handshake_ms (tl_node_poll), the node closing)
  *
  * Tables: n->links (every link, newest first), n->dead (DEAD, to reap),
  * n->shaking (CONNECTING and HANDSHAKE, oldest first: the first to time
@@ -145,6 +145,7 @@ conn *tl__link_new(tl_node *n, int fd, int client, const char *where)
     l->seq = ++n->link_seq;
     l->state = L_HANDSHAKE;
     n->nhandshake++;
+    n->nlinks++;
     l->born = tl__mono_ns();
     snprintf(l->where, sizeof l->where, "%.127s", where);
     memcpy(l->key, n->key, sizeof l->key);
@@ -247,8 +248,7 @@ void tl__link_drop(conn *l, const char *fmt, ...)
 void tl__link_free(conn *l)
 {
     tl__session_wipe(l);
-    free(l->rbuf);
-    free(l->wbuf);
+    tl__buf_release(l);
     free(l->acks.v);
     tl__hmap_free(&l->rops);
     tl__hmap_free(&l->agents);
@@ -267,6 +267,7 @@ void tl__links_reap(tl_node *n)
             n->links = l->next;
         if (l->next)
             l->next->prev = l->prev;
+        n->nlinks--;
         tl__link_free(l);
     }
 }
@@ -446,9 +447,12 @@ void tl__on_connected(conn *l)
     tl__send_hello(l);
 }
 
+/* Accepts what is pending, at most ACCEPT_BATCH per round (so that a
+ * flood of connections does not starve the links), within the limits of
+ * limits.c. */
 void tl__on_accept(tl_node *n)
 {
-    for (;;) {
+    for (int k = 0; k < ACCEPT_BATCH; k++) {
         int fd = accept(n->lfd, NULL, NULL);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -459,10 +463,11 @@ void tl__on_accept(tl_node *n)
             }
             return;
         }
-        if (n->nhandshake >= MAX_HANDSHAKES) {
+        uint64_t src = 0;
+        const char *full = tl__limit_accept(n, fd, &src);
+        if (full) {
             close(fd);
-            tl__node_log(n, "refused a connection on %s: %d handshakes already pending", n->laddr,
-                  MAX_HANDSHAKES);
+            tl__limit_refused(n, full);
             continue;
         }
         tl__set_nonblock(fd);
@@ -473,7 +478,7 @@ void tl__on_accept(tl_node *n)
             close(fd);
             return;
         }
+        l->src = src;
         tl__send_hello(l);
     }
 }
-

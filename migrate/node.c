@@ -109,6 +109,7 @@ static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
     n->max_frame = cfg->max_frame && cfg->max_frame < MAX_FRAME_DEFAULT ? cfg->max_frame
                                                                          : MAX_FRAME_DEFAULT;
     n->batch = cfg->batch ? cfg->batch : 1024;
+    tl__limits_config(n, cfg);
     n->inbox_keep = cfg->inbox_keep_ns ? cfg->inbox_keep_ns : INBOX_KEEP_DEFAULT_NS;
     n->lfd = -1;
     tl__list_init(&n->shaking);
@@ -213,7 +214,7 @@ int tl_node_listen(tl_node *n, const char *where)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     else
         unlink(((struct sockaddr_un *)&a.sa)->sun_path);
-    if (bind(fd, (struct sockaddr *)&a.sa, a.len) != 0 || listen(fd, 64) != 0) {
+    if (bind(fd, (struct sockaddr *)&a.sa, a.len) != 0 || listen(fd, SOMAXCONN) != 0) {
         rc = tl__seterr(n->rt, TL_EIO, "tl_node_listen %s: %s", where, strerror(errno));
         close(fd);
         return rc;
@@ -388,7 +389,8 @@ static int64_t wait_ns(tl_node *n, int timeout_ms, int64_t now)
         if (!d->conn)
             wait = bound(wait, d->next_try - now);
     if (!tl__list_empty(&n->shaking) && wait != 0) /* the oldest handshake ends first */
-        wait = bound(wait, TL__CONTAINER(n->shaking.next, conn, shake)->born + HANDSHAKE_NS - now);
+        wait = bound(wait, TL__CONTAINER(n->shaking.next, conn, shake)->born +
+                               n->lim.handshake_ns - now);
     if (n->lfd >= 0 && n->accept_after > now && wait != 0)
         wait = bound(wait, n->accept_after - now);
     return wait;
@@ -435,7 +437,8 @@ static int pollset_fill(tl_node *n, pollset *ps)
         pollset_add(ps, n->lfd, POLLIN, NULL);
     for (conn *l = n->links; l; l = l->next)
         pollset_add(ps, l->fd, (short)(l->state == L_CONNECTING ? POLLOUT
-                                       : POLLIN | (l->wlen > l->woff ? POLLOUT : 0)), l);
+                                       : (n->deaf ? 0 : POLLIN) |
+                                             (l->wlen > l->woff ? POLLOUT : 0)), l);
     return TL_OK;
 }
 
@@ -514,9 +517,9 @@ static void timers(tl_node *n)
             tl__dial_now(n, d);
     while (!tl__list_empty(&n->shaking)) { /* oldest first; a drop takes it out */
         conn *l = TL__CONTAINER(n->shaking.next, conn, shake);
-        if (now - l->born <= HANDSHAKE_NS)
+        if (now - l->born <= n->lim.handshake_ns)
             break;
-        tl__link_drop(l, "no authentication within %lld s", HANDSHAKE_NS / 1000000000LL);
+        tl__link_drop(l, "no authentication within %lld ms", n->lim.handshake_ns / 1000000LL);
     }
     tl__links_reap(n);
 }
@@ -603,11 +606,10 @@ int tl__node_feed_as(tl_node *n, const void *bytes, size_t len, const char *peer
         snprintf(l->peer, sizeof l->peer, "%s", peer);
         tl__link_set_up(l);
     }
-    l->rbuf = malloc(len ? len : 1);
-    if (l->rbuf) {
+    if (tl__buf_resize(l, &l->rbuf, &l->rcap, len ? len : 1)) {
         if (len)
             memcpy(l->rbuf, bytes, len);
-        l->rlen = l->rcap = len;
+        l->rlen = len;
         tl__on_bytes(l);
     }
     if (!n->started)
@@ -618,6 +620,12 @@ int tl__node_feed_as(tl_node *n, const void *bytes, size_t len, const char *peer
     tl__links_reap(n);
     close(sv[1]);
     return TL_OK;
+}
+
+void tl__node_deaf(tl_node *n, int on)
+{
+    if (valid(n))
+        n->deaf = on;
 }
 
 const char *tl__node_first_xid(const tl_node *n)

@@ -32,14 +32,13 @@
 #define TL__NODE_MAGIC "libtasklet-node"
 #define MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
 #define MAX_HANDSHAKE_FRAME 1024u
-#define MAX_HANDSHAKES 64        /* connections not yet authenticated */
 #define SPIN_NS 50000LL           /* polls without sleeping for this long ... */
 #define SPIN_AFTER_IO_NS 1000000LL /* ... when a frame came within this */
 #define SPIN_MISSES_MAX 3          /* this many more misses than hits: stop spinning */
 #define SPIN_RETRY 64              /* ... but spin once per this many waits, to learn */
-#define HANDSHAKE_NS 10000000000LL /* to authenticate, from connecting */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
+#define ACCEPT_BATCH 1024          /* connections accepted (or refused) per round */
 #define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
 #define TL__SESSION_KEYBYTES crypto_aead_chacha20poly1305_IETF_KEYBYTES
@@ -50,6 +49,13 @@ enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 1
        M_FORGET = 13, M_OP = 20, M_DONE = 21, M_CANCEL = 22, M_CANCELLED = 23 };
 /* Link states (link.c draws the machine). */
 enum { L_CONNECTING, L_HANDSHAKE, L_UP, L_DEAD };
+
+/* The limits of limits.c, from tl_node_config. */
+typedef struct tl__limits {
+    size_t max_queue, max_buffers;
+    uint32_t max_links, max_handshakes, per_addr, max_agents, max_requests;
+    int64_t handshake_ns;
+} tl__limits;
 
 typedef struct dial dial;
 typedef struct conn conn;
@@ -103,6 +109,7 @@ struct conn {
     int hello_got;
     int sealed;                  /* every frame sealed both ways (from UP on) */
     int64_t born;                /* handshakes must finish in time */
+    uint64_t src;                /* accepted: its source, for the per-address share */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
 };
@@ -198,6 +205,12 @@ struct tl_node {
     tl_log_fn log;
     void *log_ud;
     uint32_t max_frame, batch;
+    tl__limits lim;        /* limits.c */
+    size_t bufbytes;       /* every link's rcap + wcap */
+    size_t nlinks;         /* links in n->links */
+    int deaf;              /* tests: links are not read (tl__node_deaf) */
+    uint64_t refused_n;    /* connections refused since refused_at (logged once a second) */
+    int64_t refused_at;
     int lfd;
     char laddr[300], lpath[128];
     conn *links;           /* newest first */
@@ -376,6 +389,26 @@ TL__HIDDEN int tl__access_save_moving(tl_node *n, tl_tasklet *t, const char *pee
                                       size_t *len);
 TL__HIDDEN void tl__access_peer_free(peerinfo *p);
 TL__HIDDEN void tl__access_free(tl_node *n);
+
+/* ---- limits.c ---- */
+TL__HIDDEN void tl__limits_config(tl_node *n, const tl_node_config *cfg);
+/* Resizes one of l's buffers to ncap within max_buffers (0 frees it); 0
+ * if l was dropped instead. */
+TL__HIDDEN int tl__buf_resize(conn *l, unsigned char **buf, size_t *cap, size_t ncap);
+TL__HIDDEN void tl__buf_release(conn *l);
+TL__HIDDEN size_t tl__rbuf_want(const conn *l, size_t frame_limit);
+TL__HIDDEN void tl__buf_trim(conn *l);
+/* 1 if l's queue is within max_queue; else l is dropped (0). */
+TL__HIDDEN int tl__limit_queue(conn *l);
+/* NULL if accepted socket fd may start a handshake (*src: its source),
+ * else what is full ("links", "handshakes", ...). */
+TL__HIDDEN const char *tl__limit_accept(tl_node *n, int fd, uint64_t *src);
+/* A connection was refused because `what` is full: logged at most once a
+ * second, with the count. */
+TL__HIDDEN void tl__limit_refused(tl_node *n, const char *what);
+/* Whether l's peer may start one more agent here / we one more request. */
+TL__HIDDEN int tl__limit_agents(const conn *l);
+TL__HIDDEN int tl__limit_requests(const conn *l);
 
 /* ---- durable.c ---- */
 TL__HIDDEN int tl__node_store_open(tl_node *n);

@@ -20,6 +20,8 @@ __attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *
  * authenticated): tests forge frames of one peer on another link. */
 __attribute__((visibility("hidden"))) int tl__node_feed_as(tl_node *n, const void *bytes,
                                                            size_t len, const char *peer);
+/* Tests: with on, n stops reading its links (a peer that never reads). */
+__attribute__((visibility("hidden"))) void tl__node_deaf(tl_node *n, int on);
 /* The id of the oldest transfer in n's outbox, or NULL. */
 __attribute__((visibility("hidden"))) const char *tl__node_first_xid(const tl_node *n);
 

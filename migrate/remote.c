@@ -175,6 +175,10 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
     if (!l)
         return tl__seterr(n->rt, TL_ELINK, "%s on %s: no link to node %s",
                           op == TL_OP_SEND ? "send" : "receive", label, r->node);
+    if (!tl__limit_requests(l))
+        return tl__seterr(n->rt, TL_EBUSY, "%s on %s: %u operations are in flight to node %s "
+                          "already (max_requests)", op == TL_OP_SEND ? "send" : "receive", label,
+                          n->lim.max_requests, r->node);
     int vc = op == TL_OP_SEND ? value_check(t->xfer, 0) : TL_OK;
     if (vc != TL_OK)
         return tl__seterr(n->rt, vc, "send on %s: a value crossing nodes cannot hold channel "
@@ -343,6 +347,13 @@ static void start_agent(conn *l, uint64_t req, uint32_t op, tl_chan *ch,
 {
     tl_node *n = l->node;
     agent_l args;
+    if (!tl__limit_agents(l)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "node %s has too many operations of node %s in progress "
+                 "(max_agents %u); retry later", n->id, l->peer, n->lim.max_agents);
+        tl__wire_done(l, req, TL_EBUSY, msg, NULL);
+        return;
+    }
     memset(&args, 0, sizeof args);
     args.ch = ch;
     args.req = req;
