@@ -622,6 +622,44 @@ int tl__node_feed_as(tl_node *n, const void *bytes, size_t len, const char *peer
     return TL_OK;
 }
 
+long long tl__node_send_body(tl_node *n, const char *peer, const void *body, size_t len)
+{
+    conn *l = valid(n) ? tl__link_up(n, peer) : NULL;
+    if (!l)
+        return -1;
+    msgpack_packer pk;
+    size_t at = tl__frame_begin(l, &pk);
+    msgpack_pack_bin_body(&pk, body, len); /* raw bytes: the body as given */
+    tl__frame_end(l, at);
+    tl__flush(l);
+    return l->state == L_DEAD ? -1 : (long long)(l->wlen - l->woff);
+}
+
+int tl__node_raw(tl_node *n, const char *peer, const void *bytes, size_t len)
+{
+    int k = 0;
+    for (conn *l = valid(n) ? n->links : NULL; l; l = l->next) {
+        if (l->state != L_UP || strcmp(l->peer, peer) != 0)
+            continue;
+        msgpack_packer pk;
+        size_t at = tl__frame_begin(l, &pk);
+        if (l->wlen == at + 4)
+            l->wlen = at; /* no frame: the packer appends the bytes as they are */
+        msgpack_pack_bin_body(&pk, bytes, len);
+        tl__flush(l);
+        k += l->state == L_UP;
+    }
+    return k;
+}
+
+int tl__node_links_up(const tl_node *n, const char *peer)
+{
+    int k = 0;
+    for (conn *l = valid(n) ? n->links : NULL; l; l = l->next)
+        k += l->state == L_UP && strcmp(l->peer, peer) == 0;
+    return k;
+}
+
 void tl__node_deaf(tl_node *n, int on)
 {
     if (valid(n))

@@ -20,6 +20,17 @@ __attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *
  * authenticated): tests forge frames of one peer on another link. */
 __attribute__((visibility("hidden"))) int tl__node_feed_as(tl_node *n, const void *bytes,
                                                            size_t len, const char *peer);
+/* Tests, as a misbehaving peer: sends body (a msgpack array) as one frame
+ * (sealed as usual) on the newest link up to peer; the bytes then queued
+ * on it, or -1 without a link. */
+__attribute__((visibility("hidden"))) long long tl__node_send_body(tl_node *n, const char *peer,
+                                                                   const void *body, size_t len);
+/* Writes bytes as they are (no frame, not sealed) on every link up to
+ * peer; how many links took them. */
+__attribute__((visibility("hidden"))) int tl__node_raw(tl_node *n, const char *peer,
+                                                       const void *bytes, size_t len);
+/* How many links to peer are up. */
+__attribute__((visibility("hidden"))) int tl__node_links_up(const tl_node *n, const char *peer);
 /* Tests: with on, n stops reading its links (a peer that never reads). */
 __attribute__((visibility("hidden"))) void tl__node_deaf(tl_node *n, int on);
 /* The id of the oldest transfer in n's outbox, or NULL. */

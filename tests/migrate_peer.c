@@ -4,6 +4,7 @@
  *   migrate_peer --id ID [--secret-file FILE] [--listen ADDR] [--connect ADDR]
  *                [--store FILE] [--role cmd|source|dest]
  *                [--count N] [--dest ID] [--pace MS] [--skip FUNC]
+ *                [--limits NAME=N,...]   (tl_node_config limits: max_queue, ...)
  *                [--pause-after-import 1]
  *
  * The cluster secret comes from FILE (mode 600) or, without --secret-file,
@@ -418,9 +419,35 @@ static void read_commands(tl_runtime *rt, int with_commands)
 /* ---- roles with a store ---- */
 
 typedef struct opts {
-    const char *id, *secret_file, *listen, *connect, *store, *role, *dest, *skip;
+    const char *id, *secret_file, *listen, *connect, *store, *role, *dest, *skip, *limits;
     int count, pace, pause_after_import;
 } opts;
+
+/* --limits NAME=N,NAME=N...: fields of tl_node_config; 0 if every name is
+ * known. */
+static int set_limits(tl_node_config *cfg, const char *spec)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return -1;
+        *eq = '\0';
+        unsigned long long v = strtoull(eq + 1, NULL, 10);
+        if (strcmp(kv, "max_frame") == 0) cfg->max_frame = (uint32_t)v;
+        else if (strcmp(kv, "max_queue") == 0) cfg->max_queue = (size_t)v;
+        else if (strcmp(kv, "max_buffers") == 0) cfg->max_buffers = (size_t)v;
+        else if (strcmp(kv, "max_links") == 0) cfg->max_links = (uint32_t)v;
+        else if (strcmp(kv, "max_handshakes") == 0) cfg->max_handshakes = (uint32_t)v;
+        else if (strcmp(kv, "handshakes_per_addr") == 0) cfg->handshakes_per_addr = (uint32_t)v;
+        else if (strcmp(kv, "handshake_ms") == 0) cfg->handshake_ms = (uint32_t)v;
+        else if (strcmp(kv, "max_agents") == 0) cfg->max_agents = (uint32_t)v;
+        else if (strcmp(kv, "max_requests") == 0) cfg->max_requests = (uint32_t)v;
+        else return -1;
+    }
+    return 0;
+}
 
 /* --pause-after-import: in a checkpoint's transaction, after the node's
  * rows (it joined the store first), once a tasklet came in. */
@@ -525,7 +552,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: migrate_peer --id ID [--secret-file FILE] [--listen ADDR] "
             "[--connect ADDR] [--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] "
-            "[--pace MS] [--skip FUNC] [--pause-after-import 1]\n(the secret in FILE, mode 600, "
+            "[--pace MS] [--skip FUNC] [--pause-after-import 1] [--limits NAME=N,...]\n"
+            "(the secret in FILE, mode 600, "
             "or in $TL_NODE_SECRET; never on the command line)\n");
     return 2;
 }
@@ -549,6 +577,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (strcmp(k, "--pace") == 0) o->pace = atoi(v);
         else if (strcmp(k, "--skip") == 0) o->skip = v;
         else if (strcmp(k, "--pause-after-import") == 0) o->pause_after_import = atoi(v);
+        else if (strcmp(k, "--limits") == 0) o->limits = v;
         else return -1;
     }
     if (argc % 2 == 0 || !o->id || o->count < 0 || o->count > MP_MAX_CARRIERS)
@@ -613,6 +642,8 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
     cfg.secret = secret;
     cfg.store = *st;
     cfg.log = log_line;
+    if (o->limits && set_limits(&cfg, o->limits) != 0)
+        return fail("--limits", TL_EINVAL, o->limits);
     rc = tl_node_new(rt, &cfg, &node);
     if (rc != TL_OK)
         return fail("tl_node_new", rc, tl_errmsg(rt));
