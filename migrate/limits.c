@@ -126,6 +126,11 @@ int tl__limit_queue(conn *l)
     return 0;
 }
 
+int tl__queue_has_room(const conn *l)
+{
+    return l->wlen - l->woff < 4 * XFER_BATCH_BYTES;
+}
+
 /* ---- links and handshakes ---- */
 
 /* The source of accepted socket fd, for the per-address share: its IPv4

@@ -400,6 +400,9 @@ TL__HIDDEN size_t tl__rbuf_want(const conn *l, size_t frame_limit);
 TL__HIDDEN void tl__buf_trim(conn *l);
 /* 1 if l's queue is within max_queue; else l is dropped (0). */
 TL__HIDDEN int tl__limit_queue(conn *l);
+/* Whether our own transfers may queue more on l (flow control: a slow
+ * peer makes them wait rather than fill max_queue). */
+TL__HIDDEN int tl__queue_has_room(const conn *l);
 /* NULL if accepted socket fd may start a handshake (*src: its source),
  * else what is full ("links", "handshakes", ...). */
 TL__HIDDEN const char *tl__limit_accept(tl_node *n, int fd, uint64_t *src);

@@ -576,7 +576,7 @@ static void settle_link(tl_node *n, conn *l)
         send_ids(l, M_FORGET, l->p->forgets.v, l->p->forgets.n);
         l->p->forgets.n = 0;
     }
-    if (newest)
+    if (newest && tl__queue_has_room(l)) /* else the peer is slow: wait, not queue */
         send_xfer_batch(n, l);
     if (l->state != L_DEAD)
         tl__flush(l);
