@@ -18,6 +18,8 @@
  *     max_buffers (it drops the links that would go past);
  *   - test_many_ops: 200,000 receive requests on an exported channel; at
  *     most max_agents become agents, the others are answered TL_EBUSY;
+ *   - test_handshake_deadline_and_links: a connection that never speaks is
+ *     closed after handshake_ms; dials past max_links are refused;
  *   - test_slowloris: 1,000 connections from 127.0.0.2 that never speak,
  *     each reopened as soon as the target closes it, while a genuine node
  *     on 127.0.0.1 must link within 5 s (the time it took is printed).
@@ -543,6 +545,49 @@ static void test_slowloris(void **state)
     assert_int_equal(up, 1);
 }
 
+/* A connection that never authenticates is closed after handshake_ms;
+ * links past max_links are refused at accept. */
+static void test_handshake_deadline_and_links(void **state)
+{
+    (void)state;
+    target_start("handshake_ms=300,max_links=4");
+    int port = 0;
+    assert_int_equal(sscanf(T.addr, "tcp://127.0.0.1:%d", &port), 1);
+    memset(&loris_to, 0, sizeof loris_to);
+    loris_to.sin_family = AF_INET;
+    loris_to.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &loris_to.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&loris_to, sizeof loris_to), 0);
+    char b[512];
+    double t0 = now_ms(), end = t0 + WAIT_MS;
+    ssize_t k = 1;
+    while (k > 0 && now_ms() < end) { /* its HELLO, then the close */
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) > 0)
+            k = read(fd, b, sizeof b);
+        target_read(0);
+    }
+    close(fd);
+    assert_true(k <= 0);
+    target_wait("no authentication within 300 ms");
+    printf("test_handshake_deadline_and_links: an idle connection closed after %.0f ms "
+           "(handshake_ms 300)\n", now_ms() - t0);
+    /* six dials, four links at most */
+    attacker_new("X");
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(tl_node_connect(xn, T.addr), TL_OK);
+    end = now_ms() + WAIT_MS;
+    while ((tl__node_links_up(xn, "T") < 4 || !target_saw("too many links")) && now_ms() < end) {
+        assert_int_equal(tl_node_poll(xn, 5), TL_OK);
+        target_read(0);
+        assert_true(tl__node_links_up(xn, "T") <= 4);
+    }
+    assert_int_equal(tl__node_links_up(xn, "T"), 4);
+    target_wait("too many links");
+}
+
 int main(void)
 {
     struct rlimit rl;
@@ -556,6 +601,7 @@ int main(void)
         cmocka_unit_test_teardown(test_big_frames, teardown),
         cmocka_unit_test_teardown(test_many_ops, teardown),
         cmocka_unit_test_teardown(test_slowloris, teardown),
+        cmocka_unit_test_teardown(test_handshake_deadline_and_links, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
