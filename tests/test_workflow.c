@@ -260,6 +260,11 @@ static tl_status waiter(tl_frame *f, void *l)
         TL_WF_SELECT(f, L->cases, 1, ms, L->idx, L->r);
     } else {
         TL_WF_RECV(f, "go", ms, L->r);
+        L->err = tl_frame_error(f);
+        if (L->err && strcmp(kind, "recv+step") == 0) /* compensates in a step */
+            TL_WF_STEP(f, &blocking_step, tl_i64(1), L->r);
+        if (L->err)
+            TL_RETURN(f, tl_i64(L->err));
     }
     L->err = tl_frame_error(f);
     TL_RETURN(f, L->err ? tl_i64(L->err) : L->r);
@@ -995,6 +1000,43 @@ static void test_bad_input_limits(void **state)
     eng_done(&e);
 }
 
+/* A receive times out and the workflow compensates in a step; the
+ * process dies during that step, and a message on the topic is posted
+ * while it is stopped.  The restarted workflow takes the same branch (the
+ * timeout, decided and committed before the compensation began), not the
+ * message, which stays for a later receive. */
+static void test_timeout_decided_once(void **state)
+{
+    (void)state;
+    eng e = {0};
+    tl_wf_info in;
+    int64_t r = 0;
+    atomic_store(&clock_skew, 0);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    tl_value a = args2(e.rt, "recv+step", 3600 * 1000);
+    assert_int_equal(tl_wf_start(e.wf, "x", &wait_fn, a, NULL), TL_OK);
+    tl_release(a);
+    run_until_waiting(&e, "x", &in);
+    atomic_store(&block_step, 1);
+    atomic_store(&nseen, 0);
+    atomic_store(&clock_skew, in.deadline - skew_clock(NULL) + 1000000);
+    for (int64_t t0 = skew_clock(NULL); atomic_load(&nseen) < 1;)
+        if (skew_clock(NULL) - t0 > 30000000000)
+            fail_msg("the compensation never started");
+        else
+            tl_wf_run(e.wf, 20);
+    eng_close(&e); /* a crash while it compensates */
+    assert_int_equal(tl_wf_post(NULL, e.path, "x", "go", tl_i64(7), NULL), TL_OK);
+    atomic_store(&block_step, 0);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(run_until_final(&e, "x", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ETIMEDOUT);
+    assert_true(atomic_load(&nseen) >= 2); /* the compensation ran again, same key */
+    assert_string_equal(seen_keys[1], "x#1");
+    atomic_store(&clock_skew, 0);
+    eng_done(&e);
+}
+
 /* Finished workflows stay until the retention has passed, then go with
  * their step rows; live ones stay. */
 static void test_retention(void **state)
@@ -1132,6 +1174,7 @@ int main(void)
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),
         cmocka_unit_test(test_bad_input_limits),
+        cmocka_unit_test(test_timeout_decided_once),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_cancel_running_step),
         cmocka_unit_test(test_cli_workflows),

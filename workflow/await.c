@@ -223,6 +223,7 @@ static int await_begin(tl_wf *wf, wf_rec *r, await_t *L)
     r->stash = NULL;
     r->gen++;
     r->deadline = 0;
+    r->expired = 0;
     if (L->a.kind == TL_WF__STEP)
         rc = begin_step(wf, r, L);
     else if (L->a.kind == TL_WF__RECV)
@@ -277,6 +278,7 @@ tl_status tl_wf__select(tl_frame *f, tl_case *cases, int n, int64_t timeout_ms)
     tl_wf *wf = r->wf;
     r->gen++;
     r->deadline = 0;
+    r->expired = 0;
     r->wait = W_NONE;
     if (n < 1 || n > TL_SELECT_MAX || !cases)
         return tl__select(f, cases, n); /* its own error */
@@ -302,27 +304,29 @@ void tl_wf__select_end(tl_frame *f)
     r->wait = W_NONE;
     r->what[0] = 0;
     r->deadline = 0;
+    r->expired = 0;
     r->gen++;
     r->status = TL_WF_RUNNING;
     tl__wf_dirty(r->wf, r);
 }
 
-static void select_expired(tl_wf *wf, wf_rec *r)
+/* Whether r still waits in the TL_WF_SELECT that set its deadline. */
+static int select_blocked(const wf_rec *r)
 {
-    if (tl_tasklet_state(r->t) != TL_BLOCKED || tl_tasklet_wait(r->t) != TL_WAIT_SELECT ||
-        (int64_t)tl_tasklet_depth(r->t) != r->sel_depth)
-        return; /* a case fired first: the frame clears the wait when it runs */
-    char msg[256];
-    snprintf(msg, sizeof msg, "workflow %s: TL_WF_SELECT on %s timed out", r->id, r->what);
-    r->wait = W_NONE;
-    r->what[0] = 0;
-    r->deadline = 0;
-    r->gen++;
-    r->status = TL_WF_RUNNING;
-    tl__wf_dirty(wf, r);
-    if (tl_throw_pending(r->t, TL_ETIMEDOUT, msg) != TL_OK)
-        tl__wf_err(wf, tl_errcode(wf->rt), "workflow %s: delivering a timeout: %s", r->id,
-                   tl_errmsg(wf->rt));
+    return tl_tasklet_state(r->t) == TL_BLOCKED && tl_tasklet_wait(r->t) == TL_WAIT_SELECT &&
+           (int64_t)tl_tasklet_depth(r->t) == r->sel_depth;
+}
+
+/* The timeout reaches a TL_WF_SELECT: thrown into it, unless a case fired
+ * first (the frame then clears the wait when it runs). */
+static int select_timeout(tl_wf *wf, wf_rec *r, int rc, const char *msg)
+{
+    if (!select_blocked(r))
+        return TL_OK;
+    if (tl_throw_pending(r->t, rc, msg) != TL_OK)
+        return tl__wf_err(wf, tl_errcode(wf->rt), "workflow %s: delivering a timeout: %s",
+                          r->id, tl_errmsg(wf->rt));
+    return TL_OK;
 }
 
 /* Whether r's step result is recorded and waits to be handed over: then
@@ -350,12 +354,19 @@ int tl__wf_deliver(tl_wf *wf, wf_rec *r, int rc, const char *msg, const void *re
     }
     if (rc != TL_OK)
         v = tl_error_value(wf->rt, rc, msg && msg[0] ? msg : tl_strerror(rc));
+    int was = r->wait;
     r->wait = W_NONE;
     r->what[0] = 0;
     r->deadline = 0;
+    r->expired = 0;
     r->gen++;
     r->status = TL_WF_RUNNING;
     tl__wf_dirty(wf, r);
+    if (was == W_SELECT) {
+        int trc = select_timeout(wf, r, rc, msg);
+        tl_release(v);
+        return trc;
+    }
     int src = tl_chan_try_send(r->wake, v);
     tl_release(v);
     if (src != TL_OK)
@@ -573,23 +584,47 @@ void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm)
         }
         return;
     }
-    if (r->deadline == 0 || tm->at != r->deadline)
+    if (r->deadline == 0 || tm->at != r->deadline || r->expired)
         return;
-    if (r->wait == W_SELECT) {
-        select_expired(wf, r);
-        return;
-    }
-    if (r->wait == W_STEP && result_pending(wf, r))
-        return;
+    if ((r->wait == W_SELECT && !select_blocked(r)) || (r->wait == W_STEP && result_pending(wf, r)))
+        return; /* the case or the recorded result wins */
     if (r->wait == W_JOIN) {
         wf_rec *c = tl__wf_find(wf, r->what);
         if (c && c->joiner == r)
             c->joiner = NULL;
     }
     abandon(wf, r);
-    char msg[160];
-    snprintf(msg, sizeof msg, "workflow %s: waiting on %s timed out", r->id, r->what);
-    tl__wf_deliver(wf, r, TL_ETIMEDOUT, msg, NULL, 0);
+    r->expired = 1;
+    tl__wf_dirty(wf, r);
+    if (tl__wf_timeout_out(wf, r, &wf->outs) != TL_OK)
+        tl__wf_deliver(wf, r, TL_ENOMEM, "out of memory delivering a timeout", NULL, 0);
+}
+
+/* The timeout of r's wait, to hand over after the next commit (or, at
+ * restore, at once): the decision is in the row (expired) before the
+ * workflow acts on it, so a restarted owner takes the same branch even if
+ * a message or a child's end came in meanwhile. */
+int tl__wf_timeout_out(tl_wf *wf, wf_rec *r, wf_out **list)
+{
+    wf_out *o = calloc(1, sizeof *o);
+    if (!o)
+        return TL_ENOMEM;
+    o->rec = r;
+    o->gen = r->gen;
+    o->kind = r->wait;
+    o->rc = TL_ETIMEDOUT;
+    o->written = 1; /* no step row */
+    snprintf(o->errmsg, sizeof o->errmsg, "workflow %.63s: %s on %.63s timed out", r->id,
+             r->wait == W_SELECT ? "TL_WF_SELECT" : "waiting", r->what);
+    if (list == &wf->outs) {
+        *wf->outs_tail = o;
+        wf->outs_tail = &o->next;
+    } else {
+        o->next = *list;
+        *list = o;
+    }
+    wf->force = 1;
+    return TL_OK;
 }
 
 /* The root frame saw the workflow function end. */
@@ -618,6 +653,7 @@ void tl__wf_finished(tl_wf *wf, wf_rec *r, int code, const char *msg, tl_value r
     r->wait = W_NONE;
     r->what[0] = 0;
     r->deadline = 0;
+    r->expired = 0;
     r->gen++;
     r->finished = tl_now(wf->rt);
     wf->live--;
@@ -654,6 +690,7 @@ int tl__wf_do_cancel(tl_wf *wf, wf_rec *r)
     r->wait = W_NONE;
     r->what[0] = 0;
     r->deadline = 0;
+    r->expired = 0;
     r->gen++;
     if (tl_current(wf->rt) == r->t)
         return TL_OK; /* it cancels itself: it sees the flag at its next wait */

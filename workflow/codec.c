@@ -195,7 +195,7 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 20);
+    msgpack_pack_map(&pk, 21);
     pk_kstr(&pk, "func", r->func);
     pk_kstr(&pk, "parent", r->parent);
     int sleeping = r->wait == W_NONE && r->status == TL_WF_WAITING;
@@ -203,6 +203,7 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
     pk_kstr(&pk, "what", sleeping ? "" : r->what);
     pk_kint(&pk, "deadline", r->deadline);
     pk_kint(&pk, "depth", r->sel_depth);
+    pk_kint(&pk, "expired", r->expired);
     pk_kint(&pk, "seq", r->seq);
     pk_kint(&pk, "steps", r->recorded);
     pk_kint(&pk, "attempt", r->attempt);
@@ -235,6 +236,7 @@ int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet, int6
     map_str(&mi, "what", r->what, sizeof r->what);
     r->deadline = map_int(&mi, "deadline");
     r->sel_depth = map_int(&mi, "depth");
+    r->expired = (int)map_int(&mi, "expired");
     r->seq = map_int(&mi, "seq");
     r->recorded = map_int(&mi, "steps");
     r->attempt = (uint32_t)map_int(&mi, "attempt");

@@ -401,6 +401,9 @@ int tl__wf_db_intake(tl_wf *wf)
 
 static int resume_wait(tl_wf *wf, wf_rec *r)
 {
+    if (r->expired && r->wait != W_NONE) /* decided before the stop: the same branch */
+        return tl__wf_timeout_out(wf, r, &wf->ready) == TL_OK
+                   ? TL_OK : tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
     if (r->wait == W_STEP && r->deadline && tl__wf_timer_add(wf, r->deadline, r, 0) != TL_OK)
         return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
     if (r->wait == W_STEP) {
@@ -592,7 +595,7 @@ int tl__wf_db_load(tl_wf *wf)
             rc = resume_wait(wf, r);
     for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i]; r; r = r->hnext)
-            if (r->wait == W_JOIN) {
+            if (r->wait == W_JOIN && !r->expired) {
                 wf_rec *c = tl__wf_find(wf, r->what);
                 if (c)
                     c->joiner = r;

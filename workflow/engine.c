@@ -554,7 +554,7 @@ int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
         r->mail_tail = &r->mail;
     *r->mail_tail = m;
     r->mail_tail = &m->next;
-    if (r->wait == W_RECV && strcmp(r->what, m->topic) == 0) {
+    if (r->wait == W_RECV && !r->expired && strcmp(r->what, m->topic) == 0) {
         wf_msg *got = tl__wf_take_msg(wf, r);
         return tl__wf_deliver(wf, r, TL_OK, NULL, got->val, got->len);
     }

@@ -78,6 +78,7 @@ struct wf_rec {
     char what[TL_WF_ID_MAX + 1]; /* step name, topic or child id */
     int64_t deadline;            /* of the wait (ns), 0 none */
     int64_t sel_depth;           /* W_SELECT: the selecting frame's depth */
+    int expired;                 /* the deadline passed: TL_ETIMEDOUT is decided */
     int64_t seq;                 /* steps begun */
     int64_t recorded;            /* steps recorded */
     uint32_t attempt;            /* of the step in progress */
@@ -209,6 +210,7 @@ TL__HIDDEN int tl__wf_do_cancel(tl_wf *wf, wf_rec *r);
 TL__HIDDEN wf_msg *tl__wf_take_msg(tl_wf *wf, wf_rec *r);
 TL__HIDDEN void tl__wf_job_done(tl_wf *wf, wf_job *j);
 TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
+TL__HIDDEN int tl__wf_timeout_out(tl_wf *wf, wf_rec *r, wf_out **list);
 TL__HIDDEN void tl__wf_out_free(wf_out *o);
 TL__HIDDEN void tl__wf_run_inline(tl_wf *wf);
 
