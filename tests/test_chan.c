@@ -123,12 +123,13 @@ typedef struct {
     tl_chan *ch;
     tl_value v;
     int32_t id, op, catch_err, code;
-    const char *msg; /* static string, not persisted */
+    char msg[64]; /* an error send's message */
 } peer_t;
 static const tl_field peer_fields[] = {
     TL_FIELD(peer_t, ch, TL_T_CHAN), TL_FIELD(peer_t, v, TL_T_VALUE),
     TL_FIELD(peer_t, id, TL_T_I32), TL_FIELD(peer_t, op, TL_T_I32),
     TL_FIELD(peer_t, catch_err, TL_T_I32), TL_FIELD(peer_t, code, TL_T_I32),
+    TL_FIELD(peer_t, msg, TL_T_BYTES),
 };
 
 static void peer_done(tl_frame *f, peer_t *L)
@@ -215,20 +216,38 @@ static tl_status marker(tl_frame *f, void *locals)
 static const tl_func marker_fn = {"test.chan.marker", 1, marker, sizeof(marker_t),
                                   marker_fields, TL_COUNTOF(marker_fields), NULL};
 
-/* selector: `rounds` selects over its cases (borrowed channels and values,
- * not in the schema).  With refill, the fired case is made ready again. */
+/* selector: `rounds` selects over up to four cases.  The channels, ops
+ * and send values are schema fields; the case array is scratch, rebuilt
+ * before each select (API.md section 7), so that a restore -- or check
+ * mode, where every resumption is one -- finds them.  With refill, the
+ * fired case is made ready again. */
 typedef struct {
     tl_case cases[4];
+    tl_chan *ch[4];
+    tl_value val[4];        /* a send case's value */
     tl_value got;
+    int32_t op[4];
     int32_t id, n, rounds, i, idx, refill, catch_err, pad_;
 } selector_t;
 static const tl_field selector_fields[] = {
     TL_FIELD(selector_t, cases, TL_T_CASES),
+    TL_FIELD(selector_t, ch[0], TL_T_CHAN), TL_FIELD(selector_t, ch[1], TL_T_CHAN),
+    TL_FIELD(selector_t, ch[2], TL_T_CHAN), TL_FIELD(selector_t, ch[3], TL_T_CHAN),
+    TL_FIELD(selector_t, val[0], TL_T_VALUE), TL_FIELD(selector_t, val[1], TL_T_VALUE),
+    TL_FIELD(selector_t, val[2], TL_T_VALUE), TL_FIELD(selector_t, val[3], TL_T_VALUE),
+    TL_FIELD(selector_t, op[0], TL_T_I32), TL_FIELD(selector_t, op[1], TL_T_I32),
+    TL_FIELD(selector_t, op[2], TL_T_I32), TL_FIELD(selector_t, op[3], TL_T_I32),
     TL_FIELD(selector_t, got, TL_T_VALUE), TL_FIELD(selector_t, id, TL_T_I32),
     TL_FIELD(selector_t, n, TL_T_I32), TL_FIELD(selector_t, rounds, TL_T_I32),
     TL_FIELD(selector_t, i, TL_T_I32), TL_FIELD(selector_t, idx, TL_T_I32),
     TL_FIELD(selector_t, refill, TL_T_I32), TL_FIELD(selector_t, catch_err, TL_T_I32),
 };
+
+static void select_build(selector_t *L)
+{
+    for (int i = 0; i < 4; i++)
+        L->cases[i] = (tl_case){.ch = L->ch[i], .op = L->op[i], .value = L->val[i]};
+}
 
 static void select_refill(selector_t *L)
 {
@@ -269,6 +288,7 @@ static tl_status selector(tl_frame *f, void *locals)
         tl_frame_catch(f, 1);
     for (L->i = 0; L->i < (L->rounds ? L->rounds : 1); L->i++) {
         log_ev(L->id, PH_BEFORE);
+        select_build(L);
         TL_SELECT(f, L->cases, L->n, L->idx, L->got);
         select_done(f, L);
     }
@@ -378,28 +398,33 @@ static selector_t select_args(int id, tl_chan *const *chs, const int *ops, int n
 {
     selector_t a = {.id = id, .n = n};
     for (int i = 0; i < n; i++) {
-        a.cases[i].ch = chs[i];
-        a.cases[i].op = ops[i];
+        a.ch[i] = chs[i];
+        a.op[i] = ops[i];
     }
     return a;
 }
 
-static int setup(void **state)
+static tl_runtime *runtime_new(void)
 {
     tl_runtime *rt;
     tl_config cfg = count_config(&ca);
-    memset(&ca, 0, sizeof ca);
-    ca.fail_at = -1;
     cfg.alloc = chan_alloc_fn;
-    big_blocks = 0;
-    memset(&g, 0, sizeof g);
     if (tl_runtime_new(&cfg, &rt) != TL_OK)
-        return -1;
+        return NULL;
     for (size_t i = 0; i < TL_COUNTOF(all_fns); i++)
         if (tl_register(rt, all_fns[i]) != TL_OK)
-            return -1;
-    *state = rt;
-    return 0;
+            return NULL;
+    return rt;
+}
+
+static int setup(void **state)
+{
+    memset(&ca, 0, sizeof ca);
+    ca.fail_at = -1;
+    big_blocks = 0;
+    memset(&g, 0, sizeof g);
+    *state = runtime_new();
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -420,6 +445,28 @@ static tl_tasklet *keep(tl_tasklet *t)
     assert_true(g.nhandles < TL_COUNTOF(g.handles));
     g.handles[g.nhandles++] = t;
     return t;
+}
+
+/* A restart: the runtime is saved, freed (with the test's handles) and
+ * loaded into a new one, which replaces *state. */
+static tl_runtime *reload(void **state)
+{
+    void *buf;
+    size_t len;
+    assert_int_equal(tl_snapshot_save(*state, &buf, &len), TL_OK);
+    void *copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, buf, len);
+    tl_snapshot_free(*state, buf, len);
+    for (size_t i = 0; i < g.nhandles; i++)
+        tl_tasklet_release(g.handles[i]);
+    g.nhandles = 0;
+    tl_runtime_free(*state);
+    *state = runtime_new();
+    assert_non_null(*state);
+    assert_int_equal(tl_snapshot_load(*state, copy, len), TL_OK);
+    free(copy);
+    return *state;
 }
 
 static tl_tasklet *spawn(tl_runtime *rt, const tl_func *fn, const void *args, size_t n)
@@ -444,7 +491,8 @@ static tl_tasklet *spawn_send(tl_runtime *rt, tl_chan *ch, int id, tl_value v, i
 static tl_tasklet *spawn_send_error(tl_runtime *rt, tl_chan *ch, int id, int code,
                                     const char *msg)
 {
-    peer_t a = {.ch = ch, .id = id, .op = OP_SEND_ERROR, .code = code, .msg = msg};
+    peer_t a = {.ch = ch, .id = id, .op = OP_SEND_ERROR, .code = code};
+    snprintf(a.msg, sizeof a.msg, "%s", msg);
     return spawn(rt, &peer_fn, &a, sizeof a);
 }
 
@@ -971,6 +1019,36 @@ static void test_error_value_from_host(void **state)
     tl_chan_release(ch);
 }
 
+/* An error's message survives a restore, both while it is in flight (a
+ * sender blocked in TL_SEND_ERROR) and once delivered (a receiver woken
+ * with the error pending, not yet run). */
+static void test_error_message_survives_restore(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_chan *ch = chan_new(rt, 0);
+    spawn_send_error(rt, ch, 2, E_BOOM, "boom: disk on fire");
+    run_idle(rt);
+    uint64_t id = tl_chan_id(ch);
+    tl_chan_release(ch);
+    rt = reload(state);
+    ch = tl_chan_retain(tl_chan_find(rt, id));
+    assert_non_null(ch);
+    spawn_recv(rt, ch, 1, 1);
+    run_idle(rt);
+    assert_int_equal(g.err[1], E_BOOM);
+    assert_string_equal(g.msg[1], "boom: disk on fire");
+
+    spawn_recv(rt, ch, 3, 1);
+    run_idle(rt);
+    assert_int_equal(tl_chan_fail_waiters(ch, E_BOOM - 1, "torn down"), TL_OK);
+    assert_int_equal(tl_runnable_count(rt), 1);
+    tl_chan_release(ch);
+    rt = reload(state);
+    run_idle(rt);
+    assert_int_equal(g.err[3], E_BOOM - 1);
+    assert_string_equal(g.msg[3], "torn down");
+}
+
 static void test_fail_waiters(void **state)
 {
     tl_runtime *rt = *state;
@@ -1189,7 +1267,7 @@ static void test_select_send_case(void **state)
     static const int ops[2] = {TL_OP_RECV, TL_OP_SEND};
     tl_value s = str_new(rt, "offered");
     selector_t a = select_args(1, ch, ops, 2);
-    a.cases[1].value = s;
+    a.val[1] = s;
     tl_tasklet *t = spawn(rt, &selector_fn, &a, sizeof a);
     run_idle(rt);
     assert_int_equal(tl_chan_balance(ch[0]), -1);
@@ -1227,7 +1305,7 @@ static void test_select_kill_cleans_every_channel(void **state)
     tl_chan *ch[3] = {chan_new(rt, 0), chan_new(rt, 0), chan_new(rt, 0)};
     static const int ops[3] = {TL_OP_RECV, TL_OP_RECV, TL_OP_SEND};
     selector_t a = select_args(1, ch, ops, 3);
-    a.cases[2].value = tl_i64(5);
+    a.val[2] = tl_i64(5);
     tl_tasklet *t = spawn(rt, &selector_fn, &a, sizeof a);
     run_idle(rt);
     assert_int_equal(tl_chan_balance(ch[0]), -1);
@@ -1279,7 +1357,7 @@ static void test_select_fail_waiters(void **state)
     static const int ops[2] = {TL_OP_RECV, TL_OP_SEND};
     selector_t a = select_args(1, ch, ops, 2);
     a.catch_err = 1;
-    a.cases[1].value = tl_i64(4);
+    a.val[1] = tl_i64(4);
     tl_tasklet *t = spawn(rt, &selector_fn, &a, sizeof a);
     run_idle(rt);
     assert_int_equal(tl_chan_fail_waiters(ch[0], E_BOOM, "select torn down"), TL_OK);
@@ -1336,7 +1414,7 @@ static void test_select_rejects_bad_cases(void **state)
     assert_int_equal(g.err[1], TL_EINVAL);
     g.err[1] = 0;
     a.n = 1;
-    a.cases[0].op = 7;
+    a.op[0] = 7;
     spawn(rt, &selector_fn, &a, sizeof a);
     run_idle(rt);
     assert_int_equal(g.err[1], TL_EINVAL);
@@ -1355,16 +1433,16 @@ static void test_free_runtime_with_blocked_waiters(void **state)
     spawn_send(rt, ch[0], 1, big, 0);
     tl_release(big);
     selector_t a = select_args(2, ch, ops, 2);
-    a.cases[0].ch = chan_new(rt, 0); /* a channel only the select knows */
+    a.ch[0] = chan_new(rt, 0); /* a channel only the select knows */
     spawn(rt, &selector_fn, &a, sizeof a);
     spawn_recv(rt, ch[1], 3, 0);
     run_idle(rt);
     assert_int_equal(tl_blocked_count(rt), 3);
     assert_int_equal(tl_chan_balance(ch[0]), 1);
-    assert_int_equal(tl_chan_balance(a.cases[0].ch), -1);
+    assert_int_equal(tl_chan_balance(a.ch[0]), -1);
     assert_int_equal(tl_chan_balance(ch[1]), -2);
     assert_int_equal(big_blocks, 1);
-    tl_chan_release(a.cases[0].ch); /* now kept alive by the waiter only */
+    tl_chan_release(a.ch[0]); /* now kept alive by the waiter only */
     tl_chan_release(ch[0]);
     tl_chan_release(ch[1]);
 }
@@ -1629,6 +1707,7 @@ int main(void)
         T(test_send_error_caught),
         T(test_send_error_reaches_caller_frame),
         T(test_error_value_from_host),
+        T(test_error_message_survives_restore),
         T(test_fail_waiters),
         T(test_buffered_send_blocks_when_full),
         T(test_buffered_fifo_and_direct_handoff),
