@@ -32,8 +32,8 @@ typedef struct liveset {
 
 static void live_add(liveset *s, int chan, void *handle)
 {
-    void *obj = tl__slot(handle);
-    if (!obj)
+    void *obj = chan ? (void *)tl__chan_at(handle) : (void *)tl__tasklet_at(handle);
+    if (!obj) /* NULL or stale: encoded as nil or as stale, not by id */
         return;
     if (s->n == s->cap) {
         size_t ncap = s->cap ? 2 * s->cap : 8;
@@ -93,15 +93,19 @@ static void *live_find(void *ud, int chan, uint64_t id)
     return NULL;
 }
 
-/* Drops the references the schema fields of locals own. */
+/* Drops the references the schema fields of locals own (a stale handle
+ * owns none: passing it on would only overwrite the runtime's message). */
 static void release_refs(const tl_func *fn, char *locals)
 {
     for (size_t i = 0; i < fn->nfields; i++) {
         void *p = locals + fn->fields[i].offset;
         switch (fn->fields[i].type) {
         case TL_T_VALUE: tl_release(*(tl_value *)p); break;
-        case TL_T_CHAN: if (*(tl_chan **)p) tl_chan_release(*(tl_chan **)p); break;
-        case TL_T_TASKLET: if (*(tl_tasklet **)p) tl_tasklet_release(*(tl_tasklet **)p); break;
+        case TL_T_CHAN: if (tl__chan_at(*(tl_chan **)p)) tl_chan_release(*(tl_chan **)p); break;
+        case TL_T_TASKLET:
+            if (tl__tasklet_at(*(tl_tasklet **)p))
+                tl_tasklet_release(*(tl_tasklet **)p);
+            break;
         default: break;
         }
     }

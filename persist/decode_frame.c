@@ -132,6 +132,10 @@ static int dec_ref_field(tl__loader *ld, const tl_field *fd, const msgpack_objec
         return tl__corrupt(ld, "field '%s' does not hold a %s reference",
                            fd->name, chan ? "channel" : "tasklet");
     uint64_t id = ext_id(o);
+    if (id == 0) { /* the program's handle was stale: it stays so */
+        *(void **)p = tl__stale_handle(ld->rt, chan);
+        return *(void **)p ? TL_OK : tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    }
     void *obj = chan ? (void *)tl__ld_chan(ld, id) : (void *)tl__ld_tasklet(ld, id);
     if (!obj)
         return ld->rt->errcode;

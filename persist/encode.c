@@ -166,17 +166,17 @@ static int enc_field(msgpack_packer *pk, const tl_field *fd, const char *locals)
     case TL_T_F64: { double x; memcpy(&x, p, 8); msgpack_pack_double(pk, x); break; }
     case TL_T_VALUE: return enc_value(pk, *(const tl_value *)p, 0);
     case TL_T_CHAN: {
-        const tl_chan *ch = tl__slot(*(tl_chan *const *)p);
-        if (ch)
-            pack_ref(pk, 1, ch->id);
+        const tl_chan *h = *(tl_chan *const *)p, *ch = tl__chan_at(h);
+        if (ch || h) /* id 0: a stale handle, restored stale (FORMAT.md 4) */
+            pack_ref(pk, 1, ch ? ch->id : 0);
         else
             msgpack_pack_nil(pk);
         break;
     }
     case TL_T_TASKLET: {
-        const tl_tasklet *t = tl__slot(*(tl_tasklet *const *)p);
-        if (t)
-            pack_ref(pk, 2, t->id);
+        const tl_tasklet *h = *(tl_tasklet *const *)p, *t = tl__tasklet_at(h);
+        if (t || h)
+            pack_ref(pk, 2, t ? t->id : 0);
         else
             msgpack_pack_nil(pk);
         break;

@@ -286,6 +286,8 @@ struct tl_runtime {
     tl__slab tasklets;
     tl__slab exts;
     tl__slab chan_slab;
+    void *stale[2];   /* tombstones of a tasklet [0] and a channel [1]
+                       * (tl__stale_handle), allocated on first use */
     tl__slab frames[TL__FRAME_CLASSES];
     tl__link chans;
 
@@ -508,6 +510,11 @@ static inline void tl__chan_clear(tl_chan *ch)
     memset(ch, 0, sizeof *ch);
     ch->gen = g;
 }
+/* A handle of rt that every entry point refuses as stale ("its tasklet
+ * (channel) was freed"), for a stale handle the snapshot codec restores
+ * (FORMAT.md: id 0 in a tasklet or chan field): it points to a tombstone,
+ * an object that is never alive and never reused.  NULL: out of memory. */
+TL__HIDDEN void *tl__stale_handle(tl_runtime *rt, int chan);
 /* Why h is not a valid handle, in the error of the runtime it came from
  * when that can be told (errmsg starts with what); returns TL_EMISUSE. */
 TL__HIDDEN int tl__bad_tasklet(const tl_tasklet *h, const char *what);

@@ -279,6 +279,22 @@ static const char *holder(const tl_runtime *rt)
 
 /* A store or a node keeps a pointer to rt and writes to it when it is
  * closed: freeing rt first would leave them dangling, so it is refused. */
+void *tl__stale_handle(tl_runtime *rt, int chan)
+{
+    size_t size = chan ? sizeof(tl_chan) : sizeof(tl_tasklet);
+    if (!rt->stale[chan]) {
+        void *tomb = tl__calloc(rt, size); /* magic TL__MAGIC_DEAD */
+        if (!tomb)
+            return NULL;
+        if (chan)
+            ((tl_chan *)tomb)->rt = rt;
+        else
+            ((tl_tasklet *)tomb)->rt = rt;
+        rt->stale[chan] = tomb;
+    }
+    return rt->stale[chan];
+}
+
 int tl_runtime_free(tl_runtime *rt)
 {
     if (!rt)
@@ -297,6 +313,8 @@ int tl_runtime_free(tl_runtime *rt)
     tl__registry_free(rt);
     layers_free(rt);
     tl__free(rt, rt->dset, rt->dcap * sizeof *rt->dset);
+    tl__free(rt, rt->stale[0], sizeof(tl_tasklet));
+    tl__free(rt, rt->stale[1], sizeof(tl_chan));
     rt->magic = TL__MAGIC_DEAD;
     rt->alloc(rt->alloc_ud, rt, sizeof *rt, 0);
     return TL_OK;

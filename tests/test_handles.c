@@ -94,8 +94,10 @@ static tl_status block_step(tl_frame *f, void *locals)
 static const tl_func block_fn = {"test.block", 1, block_step, sizeof(block_t), block_fields,
                                  TL_COUNTOF(block_fields), NULL};
 
-/* One operation on a handle that is not in the schema (a stale handle is
- * neither retained nor released), the error it met recorded. */
+/* One operation on a handle held in the schema, the error it met
+ * recorded.  A stale handle there is neither retained nor released, and a
+ * snapshot keeps it stale (test_stale_handles_survive_restore; check mode
+ * restores every tasklet at each resumption). */
 enum { OP_SEND = 1, OP_RECV, OP_SELECT, OP_JOIN, OP_KILL, OP_THROW, OP_RUN };
 typedef struct {
     tl_chan *ch;
@@ -106,6 +108,7 @@ typedef struct {
 } op_t;
 static const tl_field op_fields[] = {
     TL_FIELD(op_t, cases, TL_T_CASES),
+    TL_FIELD(op_t, ch, TL_T_CHAN), TL_FIELD(op_t, t, TL_T_TASKLET),
     TL_FIELD(op_t, op, TL_T_I32), TL_FIELD(op_t, v, TL_T_VALUE),
 };
 static int op_err;
@@ -399,6 +402,57 @@ static void test_stale_chan_in_tasklets(void **state)
     tl_chan_release(fresh);
 }
 
+/* A stale handle in a schema field is saved as stale and loads as a
+ * stale handle (FORMAT.md: id 0), not as NULL and not as the newer object
+ * that took its slot: the loaded program meets the same error. */
+static void load_and_run_op(tl_runtime *rt, const char *want)
+{
+    void *buf;
+    size_t len;
+    tl_runtime *r2;
+    tl_config cfg = count_config(&ca);
+    assert_int_equal(tl_snapshot_save(rt, &buf, &len), TL_OK);
+    assert_int_equal(tl_runtime_new(&cfg, &r2), TL_OK);
+    register_all(r2);
+    assert_int_equal(tl_snapshot_load(r2, buf, len), TL_OK);
+    tl_snapshot_free(rt, buf, len);
+    assert_null(tl_chan_find(r2, 2)); /* nothing refers to the newer channel */
+    op_err = 0;
+    op_msg[0] = '\0';
+    tl_run(r2);
+    assert_int_equal(op_err, TL_EMISUSE);
+    if (!strstr(op_msg, want))
+        fail_msg("\"%s\" lacks \"%s\"", op_msg, want);
+    assert_int_equal(tl_runtime_free(r2), TL_OK);
+}
+
+static void test_stale_handles_survive_restore(void **state)
+{
+    tl_runtime *rt = *state;
+    tl_chan *fresh, *ch;
+    tl_tasklet *t, *tfresh;
+    register_all(rt);
+    tl_chan *stale = stale_chan(rt, &fresh); /* fresh is channel #2, in its slot */
+    assert_int_equal(tl_chan_id(fresh), 2);
+    op_t a = {.op = OP_RECV, .ch = stale};
+    assert_int_equal(tl_spawn(rt, &op_fn, &a, sizeof a, &t), TL_OK);
+    load_and_run_op(rt, "receive: stale channel handle");
+    assert_int_equal(tl_kill(t), TL_OK);
+    tl_tasklet_release(t);
+    tl_chan_release(fresh);
+
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    tl_tasklet *tstale = stale_tasklet(rt, ch, &tfresh);
+    op_t j = {.op = OP_JOIN, .t = tstale};
+    assert_int_equal(tl_spawn(rt, &op_fn, &j, sizeof j, &t), TL_OK);
+    load_and_run_op(rt, "join: stale tasklet handle");
+    assert_int_equal(tl_kill(t), TL_OK);
+    assert_int_equal(tl_kill(tfresh), TL_OK);
+    tl_tasklet_release(t);
+    tl_tasklet_release(tfresh);
+    tl_chan_release(ch);
+}
+
 /* ---- identity: one pointer per object, from every function ---- */
 
 static tl_tasklet *spawned;
@@ -629,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freed_tasklet_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_chan_from_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_chan_in_tasklets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_handles_survive_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handle_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_after_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_across_loads, setup, teardown),
