@@ -260,8 +260,8 @@ typedef int64_t (*tl_clock_fn)(void *ud);
 /* Check mode (tl_config.check, or the environment variable
  * TL_CHECK=locals): every resumption behaves like a restart.  Before a step
  * function resumes, the C stack it will use is overwritten with 0xA5
- * bytes, and every frame of its tasklet is written out through the
- * snapshot codec and read back (non-schema bytes come back zero), and
+ * bytes, and the frame about to run is written out through the snapshot
+ * codec and read back (non-schema bytes come back zero), and
  * operations that would complete inline re-enter the function at its
  * resume point instead.  State kept in a C local or outside the schema
  * across a suspension then shows at the first resumption.  For tests: it

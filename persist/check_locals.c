@@ -4,8 +4,8 @@
  * In check mode the scheduler (src/sched.c) treats every resumption as a
  * restart: it overwrites the C stack the step function will use, and,
  * through the hook tl__check_codec that this file registers, it writes
- * each frame of the tasklet about to run out through the snapshot codec
- * and reads it back, as a restore would: the schema fields come back
+ * the frame about to run out through the snapshot codec and reads it
+ * back, as a restore would: the schema fields come back
  * (references to the same live channels and tasklets), every other byte
  * of the locals is zero, a select's cases survive only into the resume
  * point of that select.  A program that keeps state outside its schema
@@ -177,15 +177,15 @@ static int recode_frame(tl_runtime *rt, tl_frame *f)
     return rc;
 }
 
-/* Every frame of t (about to run) out through the codec and back. */
+/* The frame of t about to run out through the codec and back.  Only the
+ * top frame: a frame below it cannot run (or be changed: nothing outside
+ * the schema points into locals) until it is on top, and then it goes
+ * through the codec before it resumes.  So every frame is restored before
+ * each of its resumptions, at a cost independent of the depth (every
+ * frame at each step made a million-deep recursion quadratic). */
 static int check_recode(tl_runtime *rt, tl_tasklet *t)
 {
-    for (tl_frame *f = t->top; f; f = f->parent) {
-        int rc = recode_frame(rt, f);
-        if (rc != TL_OK)
-            return rc;
-    }
-    return TL_OK;
+    return recode_frame(rt, t->top);
 }
 
 /* Pulled into every static link of the build (meson.build), so that the
