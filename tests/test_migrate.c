@@ -349,11 +349,16 @@ static tl_status only_a(tl_frame *f, void *locals)
 static const tl_func only_a_fn = {"test.migrate.only_a", 1, only_a, sizeof(peer_t),
                                   peer_fields, TL_COUNTOF(peer_fields), NULL};
 
-/* selector: one select over one case (borrowed channel, not in the
- * schema); records at id. */
-typedef struct { tl_case cases[1]; tl_value got; int32_t id, idx, catch_err, pad_; } sel_t;
+/* selector: one select receiving on ch; records at id.  The case array
+ * is scratch (API.md section 7), built from ch before the select. */
+typedef struct {
+    tl_case cases[1];
+    tl_chan *ch;
+    tl_value got;
+    int32_t id, idx, catch_err, pad_;
+} sel_t;
 static const tl_field sel_fields[] = {
-    TL_FIELD(sel_t, cases, TL_T_CASES),
+    TL_FIELD(sel_t, cases, TL_T_CASES), TL_FIELD(sel_t, ch, TL_T_CHAN),
     TL_FIELD(sel_t, got, TL_T_VALUE), TL_FIELD(sel_t, id, TL_T_I32),
     TL_FIELD(sel_t, idx, TL_T_I32), TL_FIELD(sel_t, catch_err, TL_T_I32),
 };
@@ -364,6 +369,7 @@ static tl_status selector(tl_frame *f, void *locals)
     TL_BEGIN(f);
     if (L->catch_err)
         tl_frame_catch(f, 1);
+    L->cases[0] = (tl_case){.ch = L->ch, .op = TL_OP_RECV};
     TL_SELECT(f, L->cases, 1, L->idx, L->got);
     rec *r = mark(f, L->id);
     r->err = tl_frame_error(f);
@@ -987,8 +993,7 @@ static void test_host_migrate_refusals(void **state)
     (void)state;
     tl_chan *ch = chan_new(0, 0), *ch2 = chan_new(0, 0);
     sel_t sa = {.id = 1};
-    sa.cases[0].ch = ch;
-    sa.cases[0].op = TL_OP_RECV;
+    sa.ch = ch;
     tl_tasklet *sel = spawn(0, &sel_fn, &sa, sizeof sa);
     tl_tasklet *other = spawn_peer(0, (peer_t){.id = 9});
     holder_t ha = {.ch = ch2, .other = other, .id = 2};
@@ -1044,8 +1049,7 @@ static void test_remote_notsup(void **state)
 
     /* select over a proxy */
     sel_t sa = {.id = 1, .catch_err = 1};
-    sa.cases[0].ch = p;
-    sa.cases[0].op = TL_OP_RECV;
+    sa.ch = p;
     spawn(1, &sel_fn, &sa, sizeof sa);
     /* values holding references */
     spawn_peer(1, (peer_t){.ch = p, .v = tl_chan_value(local_b), .id = 2, .op = TL_OP_SEND,
