@@ -32,6 +32,12 @@ fuzz() {
         -max_total_time="$3" -rss_limit_mb=2048 -timeout=20 -max_len=65536 \
         -artifact_prefix="$5/" -print_final_stats=1 ${FUZZ_FLAGS:-} \
         2>&1 | tee "$6" || status=$?
+    # the figures CI reports: executions per second and coverage reached
+    local cov execs rate
+    cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$6" | tail -1)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$6" | grep -o '[0-9]*$' | tail -1)
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$6" | grep -o '[0-9]*$' | tail -1)
+    echo "run.sh: $1: ${execs:-?} executions in $3 s, ${rate:-?} per second, ${cov:-no coverage line}"
     if [ "$status" -ne 0 ] || [ -n "$(ls -A "$5")" ]; then
         echo "run.sh: $1 failed (status $status); inputs in $5/:" >&2
         ls -l "$5" >&2
