@@ -308,12 +308,10 @@ void tl__inbox_age(tl_node *n)
         if (e->at > now || now - e->at < n->inbox_keep)
             break; /* oldest first: the rest is younger */
         n->inlog_head++;
-        if (tl__xset_take(&n->seen, e->k, e->at)) {
-            inbox_dropped(n, e->k);
-            n->inlog_stale--; /* it leaves the log now, not later */
-        } else {
+        if (tl__xset_take(&n->seen, e->k, e->at))
+            inbox_dropped(n, e->k); /* counted stale, and it leaves the log now: */
+        if (n->inlog_stale)
             n->inlog_stale--;
-        }
     }
     size_t garbage = n->inlog_head + n->inlog_stale;
     if (garbage > 64 && garbage > n->inlog.n - garbage)

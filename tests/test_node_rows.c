@@ -11,7 +11,8 @@
  *   - inbox rows carry the peer and the time the id was taken, ids age out
  *     after tl_node_config.inbox_keep_ns (young ones stay; a row without a
  *     time, from an older version, is given the time it was read back),
- *     the default window is 7 days and a negative one keeps ids for good;
+ *     also after many ids were forgotten; the default window is 7 days and
+ *     a negative one keeps ids for good;
  *   - an import is held until a checkpoint holds it (issue 12 point 5): a
  *     moved tasklet blocked on a channel of its source issues its remote
  *     operation only after the destination's checkpoint committed, so
@@ -334,6 +335,29 @@ static void test_inbox_times_and_aging(void **state)
     assert_int_equal(tl__store_row_writes(F.st[1]) - wb, 3);
 }
 
+/* Many ids forgotten among a few kept: the aging log drops the forgotten
+ * ones (compaction) and still ages the kept ones at their time. */
+static void test_aging_after_many_forgets(void **state)
+{
+    (void)state;
+    open_store(1);
+    for (int k = 1; k <= 20; k++)
+        put_inbox(1, k, "Z", T0 - HOUR / 2);
+    node_new(0, 0);
+    node_new(1, HOUR);
+    pair_up();
+    for (int k = 0; k < 100; k++)
+        spawn_mover();
+    PUMP_UNTIL(F.arrived == 100 && stats(0).moved_out == 100 &&
+               query(1, "SELECT count(*) FROM inbox") == 20);
+    assert_int_equal(query(1, "SELECT count(*) FROM inbox WHERE peer = 'Z'"), 20);
+    F.clock[1].now = T0 + HOUR / 2 - 1;
+    poll_ok(1, 0);
+    assert_int_equal(query(1, "SELECT count(*) FROM inbox"), 20);
+    F.clock[1].now = T0 + HOUR / 2;
+    PUMP_UNTIL(query(1, "SELECT count(*) FROM inbox") == 0);
+}
+
 /* The default window is 7 days; a negative one keeps ids for good.  Aging
  * runs in every tl_node_poll, so one poll shows it. */
 static void test_inbox_default_and_no_aging(void **state)
@@ -454,6 +478,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rows_written_per_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_times_and_aging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aging_after_many_forgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_default_and_no_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_import_held_until_durable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_import_undone_at_close, setup, teardown),
