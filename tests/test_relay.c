@@ -8,7 +8,8 @@
  *
  *   - rewrite a sent value in B's OP (the bits a stream cipher would let
  *     it flip: 7 into 127);
- *   - inject a receive on A's box, and replay B's genuine OP;
+ *   - inject a receive on A's box, replay B's genuine OP, swap two of
+ *     B's frames;
  *   - inject a tasklet of a registered function (a real moving snapshot);
  *   - resend B's real transfer with its transfer id altered;
  *   - deliver crafted frames (the array16 snapshot of point 1 to A,
@@ -165,6 +166,7 @@ enum attack {
     INJECT_TO_B, /* after A's AUTH, the frame in inject[1] */
     REPLAY,      /* B's first sealed frame, twice */
     RESEND,      /* B's first sealed frame, then a copy with a byte of its id altered */
+    SWAP,        /* B's first two sealed frames, in the other order */
     HANDSHAKE_TO_B /* A's side of the previous connection, replayed to B */
 };
 
@@ -180,6 +182,7 @@ typedef struct relay {
     pthread_mutex_t mu;
     bytes rec[2], last[2];   /* B->A and A->B: this connection's, the previous one's */
     bytes inject[2];
+    bytes held;              /* SWAP: the frame held back */
 } relay;
 
 typedef struct pipe_end {
@@ -232,7 +235,13 @@ static void relay_frame(relay *r, int attack, int dir, int k, unsigned char *f, 
     int first_sealed = dir == 0 && k == 2;
     if (attack == REWRITE && first_sealed)
         f[n - 16 - 1] ^= 7 ^ 127; /* OP [..., 7]: the value is the last byte */
+    if (attack == SWAP && first_sealed) {
+        bytes_add(&r->held, f, n);
+        return;
+    }
     send_all(out, f, n);
+    if (attack == SWAP && dir == 0 && k == 3)
+        send_all(out, r->held.p, r->held.len);
     if (attack == REPLAY && first_sealed)
         send_all(out, f, n);
     if (attack == RESEND && first_sealed) {
@@ -370,6 +379,7 @@ static void relay_stop(relay *r)
         bytes_free(&r->last[d]);
         bytes_free(&r->inject[d]);
     }
+    bytes_free(&r->held);
 }
 
 /* ---- the fixture: A listening, B dialing the relay ---- */
@@ -728,6 +738,24 @@ static void test_replay_frame(void **state)
     genuine_link_works(1, 10);
 }
 
+/* B's first two frames (two sends) swapped on the way: the first to
+ * arrive is out of order, the link drops, neither value arrives. */
+static void test_reorder_frames(void **state)
+{
+    (void)state;
+    int plan[] = {SWAP};
+    start(plan, 1);
+    PUMP_UNTIL(linked());
+    remote_op(0, TL_OP_SEND, 1);
+    remote_op(1, TL_OP_SEND, 2);
+    rejected_by(A);
+    PUMP_UNTIL(OPS[0].done && OPS[1].done);
+    assert_int_equal(OPS[0].err, TL_ELINK);
+    assert_int_equal(OPS[1].err, TL_ELINK);
+    assert_int_equal(tl_chan_count(F.box), 0);
+    genuine_link_works(2, 3);
+}
+
 /* A tasklet injected after the handshake (a real snapshot of a registered
  * function): not imported, never run.  Fed in clear on an unsealed link,
  * the same frame runs it (the control). */
@@ -867,6 +895,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rewrite_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inject_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_frame, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reorder_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inject_tasklet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_transfer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crafted_frames, setup, teardown),
