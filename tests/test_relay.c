@@ -839,6 +839,36 @@ static void test_wrong_secret(void **state)
     genuine_link_works(0, 7);
 }
 
+/* A HELLO whose public key is a low-order point (all zero: the key
+ * exchange would give a known shared key) is refused before any AUTH. */
+static void test_bad_public_key(void **state)
+{
+    (void)state;
+    unsigned char zero[32] = {0};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    bytes hello = {0};
+    start(NULL, 0);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, 1);
+    pack_str(&pk, "libtasklet-node");
+    msgpack_pack_uint8(&pk, TL_PROTO_VERSION);
+    pack_str(&pk, "Z");
+    msgpack_pack_bin(&pk, sizeof zero);
+    msgpack_pack_bin_body(&pk, zero, sizeof zero);
+    frame_of(&hello, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    int fd = dial_port(atoi(strrchr(tl_node_address(F.n[A]), ':') + 1));
+    assert_true(fd >= 0);
+    send_all(fd, hello.p, hello.len);
+    PUMP_UNTIL(strstr(F.log[A], "an unusable public key"));
+    close(fd);
+    bytes_free(&hello);
+    genuine_link_works(0, 7);
+}
+
 /* tl_node_secret_load: a file only its owner may read (a trailing newline
  * dropped), or $TL_NODE_SECRET; everything else refused with a message. */
 static void test_secret_load(void **state)
@@ -900,6 +930,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resend_transfer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crafted_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_public_key, setup, teardown),
         cmocka_unit_test(test_secret_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
