@@ -160,7 +160,7 @@ int tl__pg_run(pg *q, const char *sql, const pg_params *p, const char *what, PGr
 
 int64_t tl__pg_change(pg *q, const char *sql, const pg_params *p, const char *what)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     if (tl__pg_run(q, sql, p, what, &r) != TL_OK)
         return -1;
     int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
@@ -185,7 +185,7 @@ int64_t tl__pg_col_i64(const PGresult *r, int row, int col)
 int tl__pg_int(pg *q, const char *sql, const pg_params *p, const char *what, int64_t dflt,
                int64_t *out)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = tl__pg_run(q, sql, p, what, &r);
     if (rc != TL_OK)
         return rc;
@@ -285,9 +285,11 @@ static int connect_to(pg *q, const char *location)
     }
     PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
     char sql[256];
-    snprintf(sql, sizeof sql, "SET synchronous_commit = %s; SET default_transaction_read_only = "
-             "%s; SET idle_in_transaction_session_timeout = %lld",
-             q->flags & TL_STORE_NOSYNC ? "off" : "on",
+    /* without TL_STORE_NOSYNC, the server's synchronous_commit (on by
+     * default; a replicated setup may ask for more) */
+    snprintf(sql, sizeof sql, "%sSET default_transaction_read_only = %s; SET "
+             "idle_in_transaction_session_timeout = %lld",
+             q->flags & TL_STORE_NOSYNC ? "SET synchronous_commit = off; " : "",
              q->flags & TL_STORE_READONLY ? "on" : "off", (long long)q->lease_ms);
     return exec_simple(q, sql, "setting up the session");
 }
@@ -296,7 +298,7 @@ static int connect_to(pg *q, const char *location)
  * names none that exists. */
 static int find_schema(pg *q)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = tl__pg_run(q, "SELECT current_schema()", NULL, "finding the schema", &r);
     if (rc != TL_OK)
         return rc;
@@ -433,7 +435,7 @@ static size_t pg_max_record(tl__store_be *be)
  * is ahead and its connection is there (and it is not this handle). */
 static int owner_live(pg *q, bool *live, char *who, size_t n)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = tl__pg_run(q, "SELECT pid, host, to_char(lease_until, 'YYYY-MM-DD HH24:MI:SS TZ'),"
                         " lease_until > now() AND backend <> pg_backend_pid() AND EXISTS "
                         "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner.backend) "

@@ -58,7 +58,7 @@ int tl__pg_put_head(tl__store_be *be, const tl__ckpt_row *r)
 int tl__pg_stored_keys(tl__store_be *be, int (*fn)(void *ud, int kind, uint64_t key), void *ud)
 {
     pg *q = (pg *)be;
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = tl__pg_run(q, "SELECT DISTINCT kind::bigint, key FROM chunks", NULL,
                         "listing chunks", &r);
     if (rc != TL_OK)
@@ -87,7 +87,7 @@ int tl__pg_prev_id(tl__store_be *be, int64_t below, int64_t *id)
 
 static int read_head(pg *q, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     pg_params p = {0};
     tl__pg_i64(&p, at);
     int rc = tl__pg_run(q, "SELECT id, head FROM checkpoints WHERE $1 = 0 OR id = $1 ORDER BY id "
@@ -121,7 +121,7 @@ static int read_chunks(pg *q, int64_t ckpt, tl__raw_fn fn, void *ud)
         return tl__pg_fail(q, NULL, "reading chunks");
     PQsetSingleRowMode(q->conn);
     int out = TL_OK;
-    PGresult *r;
+    PGresult *r = NULL;
     while ((r = PQgetResult(q->conn))) {
         ExecStatusType s = PQresultStatus(r);
         if (s == PGRES_SINGLE_TUPLE && out == TL_OK) {
@@ -316,7 +316,7 @@ int tl__pg_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, void *
     snprintf(sql, sizeof sql, "SELECT %s, %s, %s, %s FROM %s ORDER BY tl_seq", t->key,
              t->peer ? t->peer : "''", t->time ? t->time : "0::bigint",
              t->data ? t->data : "''::bytea", t->name);
-    PGresult *r;
+    PGresult *r = NULL;
     if ((rc = tl__pg_run(q, sql, NULL, t->name, &r)) != TL_OK)
         return rc;
     for (int i = 0; rc == TL_OK && i < PQntuples(r); i++) {
@@ -335,7 +335,7 @@ int tl__pg_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud)
     pg *q = (pg *)be;
     pg_params p = {0};
     tl__pg_text(&p, to);
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = tl__pg_run(q, "SELECT xid, from_node, time, data FROM mailbox WHERE to_node = $1 "
                         "ORDER BY time, xid", &p, "reading the mailbox", &r);
     if (rc != TL_OK)

@@ -496,6 +496,86 @@ static void test_mailbox(void **state)
     tl_runtime_free(b);
 }
 
+
+/* Two processes of node "b" take the same mailbox at once, each in
+ * transactions of its own: every tasklet arrives exactly once. */
+static int import_all(int out_fd)
+{
+    tl_runtime *rt;
+    tl_store *st;
+    if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &receiver_fn) != TL_OK ||
+        tl_set_node_id(rt, "b") != TL_OK || tl_store_open(url, 0, &st) != TL_OK)
+        return 1;
+    time_t deadline = time(NULL) + 120;
+    int64_t busy = 0;
+    while (time(NULL) < deadline) {
+        size_t n = 0;
+        int rc = tl_store_import(st, rt, &n);
+        if (rc == TL_EBUSY) { /* the other took a row first: all rolled back */
+            busy++;
+            continue;
+        }
+        if (rc != TL_OK)
+            return 2;
+        if (n == 0 && query("SELECT count(*) FROM mailbox") == 0)
+            break;
+    }
+    int64_t got[2] = {(int64_t)tl_tasklet_count(rt), busy};
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    return write(out_fd, got, sizeof got) == sizeof got ? 0 : 3;
+}
+
+static void test_handover_exactly_once(void **state)
+{
+    (void)state;
+    tl_runtime *a = new_rt();
+    assert_int_equal(tl_set_node_id(a, "a"), TL_OK);
+    tl_store *st = open_at(url, a);
+    enum { N = 40 };
+    for (int i = 0; i < N; i++) {
+        tl_tasklet *t;
+        tl_chan *ch;
+        assert_int_equal(tl_chan_new(a, 0, &ch), TL_OK);
+        rx_t args = {.in = ch};
+        assert_int_equal(tl_spawn(a, &receiver_fn, &args, sizeof args, &t), TL_OK);
+        assert_int_equal(tl_run(a), TL_EDEADLOCK);
+        assert_int_equal(tl_store_export(st, t, "b"), TL_OK);
+        tl_tasklet_release(t);
+        tl_chan_release(ch);
+    }
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), N);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            pgt_conn = pgtest_connect(); /* the parent's is left alone: a
+                                          * PQfinish here would end it */
+            char sp[100];
+            snprintf(sp, sizeof sp, "SET search_path = %s", pgt_schema);
+            _exit(pgt_conn && pgtest_exec(pgt_conn, sp) == 0 ? import_all(fds[1]) : 4);
+        }
+    }
+    int64_t total = 0;
+    for (int k = 0; k < 2; k++) {
+        int status;
+        int64_t got[2];
+        assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_int_equal(read(fds[0], got, sizeof got), sizeof got);
+        total += got[0];
+    }
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(total, N);
+    assert_int_equal(query("SELECT count(*) FROM mailbox"), 0);
+    tl_store_close(st);
+    tl_runtime_free(a);
+}
+
 /* ---- bad locations ---- */
 
 static void expect_open(const char *where, int flags, int code, const char *says)
@@ -563,6 +643,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_locations, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
