@@ -528,24 +528,27 @@ static void pg_release(tl__store_be *be, int64_t epoch)
 
 /* ---- the write transaction ---- */
 
-/* Inside the transaction: the epoch is still ours (the row stays locked
- * until commit), and the lease moves forward. */
-static int fence(pg *q, int64_t epoch)
+/* BEGIN, then in the same round trip: the epoch is still ours (its row
+ * stays locked until commit, and it is locked before the owner row, as
+ * claim does) and the lease moves forward. */
+static int begin_fenced(pg *q, int64_t epoch)
 {
+    char sql[400];
+    snprintf(sql, sizeof sql, "BEGIN; UPDATE owner SET lease_until = now() + interval '%lld "
+             "milliseconds', backend = pg_backend_pid() WHERE id = 1 AND (SELECT value FROM meta "
+             "WHERE key = 'epoch' FOR UPDATE) = '%lld'", (long long)q->lease_ms, (long long)epoch);
+    PGresult *r = PQexec(q->conn, sql);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? TL_OK : tl__pg_fail(q, r, "checking ownership");
+    bool ours = rc == TL_OK && strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
     int64_t cur = 0;
-    int rc = tl__pg_int(q, "SELECT value::bigint FROM meta WHERE key = 'epoch' FOR UPDATE", NULL,
-                        "checking ownership", 0, &cur);
-    if (rc == TL_OK && cur != epoch)
-        return tl__store_fail(q->base.st, TL_ELOCKED, "this handle no longer owns the store: "
-                              "it was claimed again since (epoch %lld, ours %lld; its lease "
-                              "ran out or its owner row was taken over); nothing was written",
-                              (long long)cur, (long long)epoch);
-    pg_params p = {0};
-    tl__pg_i64(&p, q->lease_ms);
-    if (rc == TL_OK)
-        rc = tl__pg_run(q, "UPDATE owner SET lease_until = now() + $1 * interval "
-                        "'1 millisecond', backend = pg_backend_pid() WHERE id = 1", &p,
-                        "renewing the lease", NULL);
+    if (rc == TL_OK && !ours &&
+        (rc = tl__pg_int(q, "SELECT value::bigint FROM meta WHERE key = 'epoch'", NULL,
+                         "checking ownership", 0, &cur)) == TL_OK)
+        rc = tl__store_fail(q->base.st, TL_ELOCKED, "this handle no longer owns the store: "
+                            "it was claimed again since (epoch %lld, ours %lld; its lease "
+                            "ran out or its owner row was taken over); nothing was written",
+                            (long long)cur, (long long)epoch);
     return rc;
 }
 
@@ -556,8 +559,8 @@ static int pg_begin(tl__store_be *be, int64_t epoch)
         PQreset(q->conn);
     if (PQstatus(q->conn) == CONNECTION_OK)
         PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
-    int rc = exec_simple(q, "BEGIN", "starting a transaction");
-    if (rc == TL_OK && epoch > 0 && (rc = fence(q, epoch)) != TL_OK)
+    int rc = epoch > 0 ? begin_fenced(q, epoch) : exec_simple(q, "BEGIN", "starting a transaction");
+    if (rc != TL_OK)
         rollback_quiet(q);
     return rc;
 }
