@@ -141,13 +141,58 @@ int tl__pg_bytes(pg *q, pg_params *p, const void *data, size_t n)
     return TL_OK;
 }
 
+int tl__pg_send(pg *q, const char *sql, const pg_params *p, const char *what)
+{
+    if (PQpipelineStatus(q->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(q->conn))
+        return tl__pg_fail(q, NULL, what);
+    if (!PQsendQueryParams(q->conn, sql, p ? p->n : 0, p ? p->types : NULL, p ? p->vals : NULL,
+                           p ? p->lens : NULL, p ? p->fmts : NULL, 1))
+        return tl__pg_fail(q, NULL, what);
+    q->piped_what[q->piped++] = what;
+    return q->piped == PG_PIPE_MAX ? tl__pg_drain(q) : TL_OK;
+}
+
+/* Reads the results of the writes in flight, up to the sync point; the
+ * first failure is the error (those after it were skipped by the server). */
+int tl__pg_drain(pg *q)
+{
+    if (PQpipelineStatus(q->conn) == PQ_PIPELINE_OFF)
+        return TL_OK;
+    int rc = PQpipelineSync(q->conn) ? TL_OK : tl__pg_fail(q, NULL, "sending writes");
+    for (int i = 0, nulls = 0; rc == TL_OK || PQstatus(q->conn) == CONNECTION_OK;) {
+        PGresult *r = PQgetResult(q->conn);
+        if (!r) { /* between one query's results and the next's */
+            if (++nulls > q->piped + 1 || PQstatus(q->conn) == CONNECTION_BAD)
+                break;
+            i += i < q->piped - 1;
+            continue;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if (rc == TL_OK && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK &&
+            s != PGRES_PIPELINE_ABORTED)
+            rc = tl__pg_fail(q, r, q->piped ? q->piped_what[i] : "writing");
+        PQclear(r);
+    }
+    q->piped = 0;
+    if (!PQexitPipelineMode(q->conn) && rc == TL_OK)
+        rc = tl__pg_fail(q, NULL, "ending a batch of writes");
+    return rc;
+}
+
 int tl__pg_run(pg *q, const char *sql, const pg_params *p, const char *what, PGresult **res)
 {
+    int rc = tl__pg_drain(q);
+    if (rc != TL_OK)
+        return rc;
     PGresult *r = PQexecParams(q->conn, sql, p ? p->n : 0, p ? p->types : NULL,
                                p ? p->vals : NULL, p ? p->lens : NULL, p ? p->fmts : NULL, 1);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        int rc = tl__pg_fail(q, r, what);
+        rc = tl__pg_fail(q, r, what);
         PQclear(r);
         return rc;
     }
@@ -197,6 +242,9 @@ int tl__pg_int(pg *q, const char *sql, const pg_params *p, const char *what, int
 /* Several statements in one round trip, for schema and settings. */
 static int exec_simple(pg *q, const char *sql, const char *what)
 {
+    int rc0 = tl__pg_drain(q);
+    if (rc0 != TL_OK)
+        return rc0;
     PGresult *r = PQexec(q->conn, sql);
     ExecStatusType s = PQresultStatus(r);
     int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? TL_OK : tl__pg_fail(q, r, what);
@@ -207,6 +255,11 @@ static int exec_simple(pg *q, const char *sql, const char *what)
 /* Ends a transaction that failed, keeping the store's error message. */
 static void rollback_quiet(pg *q)
 {
+    char keep[512];
+    snprintf(keep, sizeof keep, "%s", tl_store_errmsg(q->base.st));
+    int code = tl_store_errcode(q->base.st);
+    if (tl__pg_drain(q) != TL_OK && code != TL_OK) /* the error that made us roll back stays */
+        tl__store_fail(q->base.st, code, "%s", keep);
     if (PQtransactionStatus(q->conn) != PQTRANS_IDLE)
         PQclear(PQexec(q->conn, "ROLLBACK"));
 }
@@ -565,17 +618,17 @@ static int pg_begin(tl__store_be *be, int64_t epoch)
     return rc;
 }
 
+/* The writes in flight and the COMMIT go in one round trip; a write that
+ * failed aborted the transaction, so the COMMIT then rolls back. */
 static int pg_commit(tl__store_be *be)
 {
     pg *q = (pg *)be;
-    PGresult *r = PQexec(q->conn, "COMMIT");
-    int rc = TL_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = tl__pg_fail(q, r, "committing");
-    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) /* the server rolled it back */
-        rc = tl__store_fail(q->base.st, TL_ESTORE, "committing: the server rolled the "
-                            "transaction back (PostgreSQL %s)", q->where);
-    PQclear(r);
+    int rc = tl__pg_send(q, "COMMIT", NULL, "committing");
+    if (rc == TL_OK)
+        rc = tl__pg_drain(q);
+    if (rc == TL_OK && PQtransactionStatus(q->conn) != PQTRANS_IDLE)
+        rc = tl__store_fail(q->base.st, TL_ESTORE, "committing: the transaction is still "
+                            "open (PostgreSQL %s)", q->where);
     return rc;
 }
 

@@ -17,6 +17,7 @@
 #define PG_NTABLES 16
 #define TL__PG_CHANNEL "libtasklet" /* LISTEN/NOTIFY channel */
 #define PG_MAXPARAM 8
+#define PG_PIPE_MAX 256 /* writes in flight before their results are read */
 
 typedef struct pg {
     tl__store_be base;
@@ -27,6 +28,8 @@ typedef struct pg {
     struct {
         const tl__table *t; /* participant tables known to exist */
     } tables[PG_NTABLES];
+    int piped;                        /* writes sent, results not read yet */
+    const char *piped_what[PG_PIPE_MAX]; /* what each was, for messages */
 } pg;
 
 /* Parameters of one query: text for numbers and strings, binary bytea. */
@@ -54,6 +57,11 @@ TL__HIDDEN int tl__pg_run(pg *q, const char *sql, const pg_params *p, const char
                           PGresult **res);
 /* Sets the store's error for r's failure (r NULL: the connection's). */
 TL__HIDDEN int tl__pg_fail(pg *q, const PGresult *r, const char *what);
+/* Sends a write whose result nobody waits for (libpq's pipeline mode):
+ * its error, if any, comes from the next tl__pg_drain -- which every
+ * other query, the commit and the rollback run first -- naming what. */
+TL__HIDDEN int tl__pg_send(pg *q, const char *sql, const pg_params *p, const char *what);
+TL__HIDDEN int tl__pg_drain(pg *q);
 /* Same, for the number of rows the command changed (or -1 on failure). */
 TL__HIDDEN int64_t tl__pg_change(pg *q, const char *sql, const pg_params *p, const char *what);
 /* Same, for the bigint in the first column of the first row (dflt when

@@ -35,8 +35,8 @@ int tl__pg_put_chunk(tl__store_be *be, int kind, uint64_t key, int64_t ckpt, con
     tl__pg_i64(&p, (int64_t)key);
     tl__pg_i64(&p, ckpt);
     int rc = tl__pg_bytes(q, &p, data, n);
-    return rc == TL_OK ? tl__pg_run(q, "INSERT INTO chunks VALUES ($1, $2, $3, $4)", &p,
-                                    "writing a chunk", NULL)
+    return rc == TL_OK ? tl__pg_send(q, "INSERT INTO chunks VALUES ($1, $2, $3, $4)", &p,
+                                     "writing a chunk")
                        : rc;
 }
 
@@ -50,8 +50,8 @@ int tl__pg_put_head(tl__store_be *be, const tl__ckpt_row *r)
     tl__pg_i64(&p, r->chans);
     tl__pg_i64(&p, r->bytes);
     int rc = tl__pg_bytes(q, &p, r->head, r->len);
-    return rc == TL_OK ? tl__pg_run(q, "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5, $6)",
-                                    &p, "writing a checkpoint", NULL)
+    return rc == TL_OK ? tl__pg_send(q, "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5, $6)",
+                                     &p, "writing a checkpoint")
                        : rc;
 }
 
@@ -115,6 +115,9 @@ static int read_chunks(pg *q, int64_t ckpt, tl__raw_fn fn, void *ud)
 {
     pg_params p = {0};
     tl__pg_i64(&p, ckpt);
+    int rc = tl__pg_drain(q);
+    if (rc != TL_OK)
+        return rc;
     if (!PQsendQueryParams(q->conn, "SELECT DISTINCT ON (kind, key) kind::bigint, key, data FROM "
                            "chunks WHERE ckpt <= $1 ORDER BY kind, key, ckpt DESC", p.n, p.types,
                            p.vals, p.lens, p.fmts, 1))
@@ -284,7 +287,7 @@ int tl__pg_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
         tl__pg_i64(&p, r->time);
     if (t->data && (rc = tl__pg_bytes(q, &p, r->data, r->len)) != TL_OK)
         return rc;
-    return tl__pg_run(q, sql, &p, t->name, NULL);
+    return tl__pg_send(q, sql, &p, t->name);
 }
 
 int tl__pg_row_del(tl__store_be *be, const tl__table *t, const char *key)
@@ -301,7 +304,7 @@ int tl__pg_row_del(tl__store_be *be, const tl__table *t, const char *key)
     } else {
         snprintf(sql, sizeof sql, "DELETE FROM %s", t->name);
     }
-    return tl__pg_run(q, sql, &p, t->name, NULL);
+    return tl__pg_send(q, sql, &p, t->name);
 }
 
 int tl__pg_row_clear(tl__store_be *be, const tl__table *t) { return tl__pg_row_del(be, t, NULL); }

@@ -206,8 +206,9 @@ int main(int argc, char **argv)
     }
     int ran, left;
     while ((left = round_robin(&ran)) > 0)
-        if (!ran) /* all held by others: wait for a release (or a lease to run out) */
-            tl_store_listener_wait(l, 1000, NULL, 0);
+        if (!ran) /* all held by others: wait for a release; a death is not
+                   * announced, so look again after 250 ms at the latest */
+            tl_store_listener_wait(l, 250, NULL, 0);
     tl_store_listener_free(l);
     PQfinish(logc);
     printf("pg-worker %d: %d claims, %d late writes refused\n", (int)getpid(), claims, rejected);
