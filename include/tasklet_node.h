@@ -71,7 +71,7 @@ typedef struct tl_node_config {
     size_t max_queue;    /* bytes queued to send on one link; a peer that
                           * does not read its answers is disconnected when
                           * more are queued (default max_frame + 1 MiB, at
-                          * least max_frame + 64 KiB) */
+                          * least max_frame + 512 KiB) */
     size_t max_buffers;  /* bytes of all links' read and write buffers
                           * together; a link that would grow past it is
                           * dropped (default 512 MiB, at least

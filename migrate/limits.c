@@ -43,8 +43,8 @@ void tl__limits_config(tl_node *n, const tl_node_config *cfg)
     tl__limits *lim = &n->lim;
     size_t frame = n->max_frame;
     lim->max_queue = cfg->max_queue ? cfg->max_queue : frame + MIB;
-    if (lim->max_queue < frame + 65536) /* room for the largest frame */
-        lim->max_queue = frame + 65536;
+    if (lim->max_queue < frame + (512 << 10)) /* the largest frame, after 256 KiB of ours */
+        lim->max_queue = frame + (512 << 10);
     lim->max_buffers = cfg->max_buffers ? cfg->max_buffers : (size_t)512 * MIB;
     if (lim->max_buffers < 2 * (frame + lim->max_queue))
         lim->max_buffers = 2 * (frame + lim->max_queue); /* one peer's worst, twice */
