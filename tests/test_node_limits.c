@@ -55,6 +55,19 @@
 #include "tasklet_node.h"
 
 #define SECRET "libtasklet-test-limits-secret"
+
+/* Under AddressSanitizer the target's RSS includes the shadow memory and the
+ * quarantine of freed blocks: the ceilings are printed, not asserted. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_CHECKED 0
+#endif
+#endif
+#ifndef RSS_CHECKED
+#define RSS_CHECKED 1
+#endif
 #define WAIT_MS 60000 /* a bound against hangs, never an expectation */
 #define MIB (1024.0 * 1024.0)
 
@@ -206,7 +219,10 @@ static void assert_rss_bounded(const char *what, double allowed_mib, double slac
     printf("%s: target VmRSS %.1f MiB before, peak %.1f MiB (ceiling %.1f = %.1f + %.1f "
            "allowed by the limits + %.1f slack)\n", what, base, peak, ceiling, base, allowed_mib,
            slack_mib);
-    assert_true(peak <= ceiling);
+    if (RSS_CHECKED)
+        assert_true(peak <= ceiling);
+    else
+        printf("(not checked: AddressSanitizer)\n");
 }
 
 /* ---- the attacker: a node of this process ---- */
