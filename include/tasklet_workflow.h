@@ -15,7 +15,8 @@
  *     A step with TL_WF_TX runs inside the checkpoint transaction that
  *     records its result (it may write the store's own SQLite database).
  *   - TL_WF_RECV waits for a message posted from outside (tl_wf_post, or
- *     `tasklet send`), taken in exactly once.
+ *     `tasklet send`), taken in exactly once; tl_wf_chan opens a named
+ *     channel others post to (tl_wf_post_chan, `tasklet send-chan`).
  *   - TL_WF_JOIN waits for a child workflow (tl_wf_start_child).
  *   - TL_WF_SELECT is TL_SELECT over channels with a durable deadline.
  *   - Durable deadlines on each (TL_WF_STEP_TIMEOUT for a step):
@@ -32,8 +33,8 @@
  * Threading: the engine, its runtime and store are driven by one thread;
  * effects run on the engine's worker threads and must not touch the
  * engine's runtime: they build their results with tl_wf_ctx_runtime.
- * The tl_wf_post / tl_wf_cancel_at / tl_wf_get functions only need the
- * store's path and may be called from any process or thread.
+ * The tl_wf_post / tl_wf_post_chan / tl_wf_cancel_at / tl_wf_get functions
+ * only need the store's path and may be called from any process or thread.
  */
 #ifndef TASKLET_WORKFLOW_H
 #define TASKLET_WORKFLOW_H
