@@ -314,6 +314,20 @@ static void test_grant_by_tasklet(void **state)
     assert_int_equal(O[2].num, 42);
     tl_chan_release(pb);
     tl_chan_release(pc);
+    /* a named channel travels as [id, name]: granted, it answers that way */
+    spawn_op(A, F.secret, TL_OP_RECV, 0, 4, "B");
+    PUMP_UNTIL(stats(B).moved_in == 2 && tl_chan_balance(F.secret) == -1);
+    assert_int_equal(tl_chan_try_send(F.secret, tl_i64(43)), TL_OK);
+    PUMP_UNTIL(O[4].set);
+    assert_int_equal(O[4].err, TL_OK);
+    assert_int_equal(O[4].num, 43);
+    /* but by name alone (tl_node_chan) it stays refused: it is not exported */
+    tl_chan *byname = NULL;
+    assert_int_equal(tl_node_chan(F.n[B], "A/secret", &byname), TL_OK);
+    spawn_op(B, byname, TL_OP_RECV, 0, 5, NULL);
+    PUMP_UNTIL(O[5].set);
+    assert_int_equal(O[5].err, TL_ENOENT);
+    tl_chan_release(byname);
 }
 
 static void test_import_refused(void **state)
