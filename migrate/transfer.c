@@ -20,9 +20,11 @@
  *   tl__node_store_open (read back from the store: DURABLE at once)
  *        |  tl__outbox_append
  *        v
- *     QUEUED ---tl__node_checkpoint---> DURABLE <-------------------.
+ *     QUEUED ---rows_committed--------> DURABLE <-------------------.
  *   (durable = 0, from n->undurable   (p->unsent)                    |
- *    on; no store: DURABLE at once)       |  send_xfer_batch         | tl__outbox_unsend
+ *    on; no store: DURABLE at once;       |  send_xfer_batch         | tl__outbox_unsend
+ *    rows_committed: any checkpoint's     |                          |
+ *    commit, durable.c)                   |                          |
  *                                         v  (XFER; tried = 1)       | (its link dropped:
  *                                       SENT (l->sent) -------------'  back to the front)
  *                                        |                 \
@@ -40,7 +42,7 @@
  * into n->seen (tl__inbox_add), the tasklet held (tl__import_hold: its
  * wait starts once a checkpoint holds it) and an ACK queued on the link (a
  * failed import is answered NACK at once).  Queued ACKs go out
- * (settle_link) only after tl__node_checkpoint made the imports durable;
+ * (settle_link) only after a checkpoint made the imports durable;
  * tl__on_forget drops an id, tl__inbox_age one older than the window.
  *
  * Invariants: a transfer is sent only when durable, and durability comes
