@@ -773,7 +773,9 @@ static int measure_snap_bytes(uint64_t n, double *v) { int rc = persist_run(n); 
  * The store does not fsync (TL_STORE_NOSYNC): the figure is the
  * checkpoint's own work, not the disk's.
  * --------------------------------------------------------------------- */
+#ifndef INCR_ROUNDS
 #define INCR_ROUNDS 20
+#endif
 
 /* internal (src/sched.c), for tests and benchmarks: the next ids */
 void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid);

@@ -116,6 +116,7 @@ tl_tasklet *tl__ld_tasklet(tl__loader *ld, uint64_t id)
     tl__list_init(&t->w.link);
     *slot = t;
     ld->tasklets.n++;
+    tl__note_tasklet(ld->rt, t, 1);
     return t;
 }
 

@@ -18,6 +18,27 @@
  * the encoder refuses to write a larger one (TL_ERANGE). */
 #define TL__MAX_DOC ((size_t)256 << 20)
 
+/* The chunk -> tasklets index (tindex.c): a chunk's tasklets sorted by
+ * id, each with its queue number (0: none). */
+typedef struct tl__tent {
+    tl_tasklet *t;
+    uint64_t seq;
+} tl__tent;
+typedef struct tl__tchunk {
+    uint64_t key;
+    uint32_t n, cap;
+    tl__tent *e;
+} tl__tchunk;
+typedef struct tl__tindex {
+    tl__tchunk **slots;   /* open addressing by key */
+    size_t cap, nchunks;
+    size_t total;         /* tasklets indexed */
+    uint64_t wseq;        /* the last queue number given */
+    tl__tchunk *last;     /* the chunk found last */
+    int on;               /* kept: a store is attached */
+    int lost;             /* a note was not kept: rebuild, write everything */
+} tl__tindex;
+
 /* persist's own state in a runtime, in its layer slot (src/internal.h):
  * made on first use (a store attached, a snapshot saved, an upgrade
  * registered, a record inflated), freed with the runtime (state.c). */
@@ -33,6 +54,10 @@ typedef struct tl__pstate {
                                * ngone == SIZE_MAX: lost track, rewrite all */
     size_t ngone, capgone;
     struct upgrade *upgrades; /* decode_upgrade.c: tl_register_upgrade */
+    tl__tindex tix;           /* tindex.c, while a store is attached */
+    int loading;              /* tl__load runs: the loader numbers waiters */
+    int need_full;            /* the store's records lack queue numbers the
+                               * runtime now has: write everything next */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
     unsigned char *zbuf;      /* compression output, reused */
     size_t zcap;
@@ -68,6 +93,31 @@ TL__HIDDEN void tl__pstate_set_policy(tl_runtime *rt, int (*fn)(void *ud, int id
                                       uint64_t every);
 TL__HIDDEN void tl__upgrades_free(tl_runtime *rt, tl__pstate *ps);
 TL__HIDDEN void tl__zlib_free(tl_runtime *rt, tl__pstate *ps);
+
+/* tindex.c: the index's operations (see tl__tindex). */
+TL__HIDDEN int tl__tix_start(tl_runtime *rt, tl__tindex *ix);
+TL__HIDDEN void tl__tix_stop(tl_runtime *rt, tl__tindex *ix);
+TL__HIDDEN void tl__tix_clear(tl_runtime *rt, tl__tindex *ix);
+TL__HIDDEN void tl__tix_note(tl_runtime *rt, tl__tindex *ix, tl_tasklet *t, int born);
+TL__HIDDEN tl__tchunk *tl__tix_chunk(const tl__tindex *ix, uint64_t key);
+/* A waiter's queue number (a select case's own), 0 when unknown. */
+TL__HIDDEN uint64_t tl__tix_seq(tl__tindex *ix, const tl__waiter *w);
+TL__HIDDEN void tl__tix_set_seq(tl__tindex *ix, tl__waiter *w, uint64_t seq);
+/* Whether queue numbers are known for every waiter: a store is attached
+ * and its index complete. */
+static inline bool tl__tix_ok(const tl_runtime *rt)
+{
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    return ps && ps->tix.on && !ps->tix.lost;
+}
+
+/* Whether the next checkpoint must write everything: the dirty set or
+ * the chunk index lost a note, or a load left numbers the store lacks. */
+static inline bool tl__pstate_wants_full(const tl_runtime *rt)
+{
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    return rt->dmap_lost || (ps && (ps->need_full || (ps->tix.on && ps->tix.lost)));
+}
 
 /* A growable byte buffer in the runtime's allocator. */
 typedef struct tl__buf {

@@ -229,14 +229,66 @@ static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *
     return TL_OK;
 }
 
+/* Counts the tasklets of the sorted dirty chunk keys, fills ix. */
+static void fill_from_tix(const tl__tindex *tx, tl__index *ix, const uint64_t *keys, size_t nk)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < nk; k++) {
+        const tl__tchunk *c = tl__tix_chunk(tx, keys[k]);
+        ix->keys[k] = keys[k];
+        ix->start[k] = n;
+        ix->dirty[k] = 1;
+        for (uint32_t i = 0; c && i < c->n; i++)
+            ix->objs[n++] = c->e[i].t;
+    }
+    ix->nkeys = nk;
+    ix->start[nk] = n;
+}
+
+/* The incremental tasklet index from the chunk index (tindex.c): the
+ * dirty chunks' tasklets, found without a walk over all of them. */
+static int index_from_tix(tl_runtime *rt, const tl__tindex *tx, tl__index *ix)
+{
+    size_t room = rt->dn, esize = (room + 1) * sizeof(uint64_t), n = 0;
+    uint64_t *keys = tl__alloc(rt, esize), *extra;
+    if (!keys)
+        return TL_ENOMEM;
+    keylist l = {keys, 0, room};
+    tl__dirty_each(rt, keylist_add, &l);
+    qsort(keys, l.n, sizeof *keys, cmp_u64);
+    for (size_t k = 0; k < l.n; k++) {
+        const tl__tchunk *c = tl__tix_chunk(tx, keys[k]);
+        n += c ? c->n : 0;
+    }
+    int rc = group_alloc(rt, ix, n, room, &extra, esize);
+    if (rc == TL_OK) {
+        tl__free(rt, extra, esize);
+        fill_from_tix(tx, ix, keys, l.n);
+        ix->total = tx->total;
+    }
+    tl__free(rt, keys, esize);
+    return rc;
+}
+
 int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
 {
+    tl__pstate *ps = tl__pstate_peek(rt);
     if (kind == TL__KIND_TASKLETS) /* woken, not yet run: changed too */
         for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
             tl__mark(rt, TL__CONTAINER(l, tl_tasklet, w.link));
     all = all || (kind == TL__KIND_TASKLETS ? rt->dmap_lost : gone_count(rt) == SIZE_MAX);
     memset(ix, 0, sizeof *ix);
     ix->subset = tl__subset(rt);
+    if (kind == TL__KIND_TASKLETS && ps && ps->tix.on && !ix->subset && ps->tix.lost) {
+        tl__tix_start(rt, &ps->tix); /* a note was lost: rebuilt, all written */
+        all = 1;
+    }
+    if (kind == TL__KIND_TASKLETS && !all && !ix->subset && tl__tix_ok(rt)) {
+        if (index_from_tix(rt, &ps->tix, ix) == TL_OK)
+            return TL_OK;
+        tl__index_free(rt, ix);
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
+    }
     collect c = {rt, kind, all, ix, NULL, 0, 0, 0, UINT64_MAX, false};
     each_object(rt, kind, collect_visit, &c);
     int rc = c.oom ? TL_ENOMEM : sort_by_id(rt, c.v, c.n);
@@ -279,8 +331,10 @@ void tl__clear_dirty(tl_runtime *rt)
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
         TL__CONTAINER(l, tl_chan, all)->dirty = 0;
     tl__pstate *ps = tl__pstate_peek(rt);
-    if (ps)
+    if (ps) {
         ps->ngone = 0;
+        ps->need_full = 0;
+    }
 }
 
 /* ---- standalone snapshots ---- */

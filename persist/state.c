@@ -10,6 +10,8 @@
  *   policy     the scheduler's policy step: run the store's policy
  *   chan_gone  a channel was freed while a store is attached: its chunk
  *              must be rewritten (as a tombstone if it is empty now)
+ *   tasklet_note, queued  a tasklet born or freed, a waiter queued, while
+ *              a store is attached: the chunk index (tindex.c)
  *   holder     tl_runtime_free asks: a store still attached refuses it
  * Invariants: the slot holds either nothing or a tl__pstate made here;
  * rt->track is set exactly while ps->store is.
@@ -22,13 +24,15 @@ static void pstate_free(tl_runtime *rt, void *state)
     tl__upgrades_free(rt, ps);
     tl__zlib_free(rt, ps);
     tl__free(rt, ps->gone, ps->capgone * sizeof *ps->gone);
+    tl__tix_stop(rt, &ps->tix);
     tl__free(rt, ps, sizeof *ps);
 }
 
 static void pstate_reset(tl_runtime *rt, void *state)
 {
-    (void)rt;
-    ((tl__pstate *)state)->ngone = 0;
+    tl__pstate *ps = state;
+    ps->ngone = 0;
+    tl__tix_clear(rt, &ps->tix); /* the runtime is empty */
 }
 
 static int pstate_policy(tl_runtime *rt, void *state, int idle)
@@ -57,6 +61,19 @@ static void pstate_chan_gone(tl_runtime *rt, void *state, uint64_t id)
     ps->gone[ps->ngone++] = key;
 }
 
+static void pstate_tasklet_note(tl_runtime *rt, void *state, tl_tasklet *t, int born)
+{
+    tl__tix_note(rt, &((tl__pstate *)state)->tix, t, born);
+}
+
+static void pstate_queued(tl_runtime *rt, void *state, tl__waiter *w)
+{
+    (void)rt;
+    tl__pstate *ps = state;
+    if (!ps->loading) /* the loader gives the numbers it reads */
+        tl__tix_set_seq(&ps->tix, w, ps->tix.wseq + 1);
+}
+
 static const char *pstate_holder(const tl_runtime *rt, void *state)
 {
     (void)rt;
@@ -69,6 +86,8 @@ static const tl__layer_ops persist_ops = {
     .on_reset = pstate_reset,
     .policy = pstate_policy,
     .chan_gone = pstate_chan_gone,
+    .tasklet_note = pstate_tasklet_note,
+    .queued = pstate_queued,
     .holder = pstate_holder,
 };
 
@@ -94,14 +113,17 @@ int tl__pstate_attach_store(tl_runtime *rt, tl_store *st)
         return TL_ENOMEM;
     ps->store = st;
     tl__track(rt, 1);
+    tl__tix_start(rt, &ps->tix); /* lost if short of memory: rebuilt later */
     return TL_OK;
 }
 
 void tl__pstate_detach_store(tl_runtime *rt)
 {
     tl__pstate *ps = tl__pstate_peek(rt);
-    if (ps)
+    if (ps) {
         ps->store = NULL;
+        tl__tix_stop(rt, &ps->tix);
+    }
     tl__pstate_set_policy(rt, NULL, NULL, 0);
     tl__track(rt, 0);
 }

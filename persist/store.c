@@ -432,6 +432,8 @@ int tl_store_checkpoint(tl_store *st)
     if (st->rt->current)
         return st_err(st, TL_EBUSY, "tl_store_checkpoint: called from inside a tasklet; "
                       "checkpoints happen between scheduler steps");
+    if (tl__pstate_wants_full(st->rt))
+        st->full_next = 1; /* lost track of what changed: write everything */
     int rc = tl__index_build(st->rt, TL__KIND_TASKLETS, st->full_next, &tix);
     if (rc != TL_OK)
         return st_err(st, rc, "%s", st->rt->errmsg);

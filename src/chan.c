@@ -361,6 +361,7 @@ void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op)
     else
         ch->nrecv++;
     ch->refs++;
+    tl__note_queued(ch->rt, w);
 }
 
 /* Unlinks w; the channel reference it held passes to the caller. */

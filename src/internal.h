@@ -93,6 +93,7 @@ typedef struct tl__selw {
     tl__waiter w;
     tl__sel *sel;
     int idx;
+    uint64_t seq;   /* a layer's queue number (tl__layer_ops.queued) */
 } tl__selw;
 
 struct tl__sel {
@@ -193,6 +194,14 @@ typedef struct tl__layer_ops {
     int (*policy)(tl_runtime *rt, void *state, int idle);
     /* While rt->track is set: channel id was freed. */
     void (*chan_gone)(tl_runtime *rt, void *state, uint64_t id);
+    /* While rt->track is set: tasklet t has its id now (born 1: spawned or
+     * loaded) or is about to be freed (born 0).  persist keeps its chunk
+     * -> tasklets index with it, so a checkpoint walks only what changed. */
+    void (*tasklet_note)(tl_runtime *rt, void *state, tl_tasklet *t, int born);
+    /* While rt->track is set: waiter w (a tasklet's, or a select case's)
+     * joined the tail of a local channel's queue.  persist numbers the
+     * waiters in that order (FORMAT.md: queues by number). */
+    void (*queued)(tl_runtime *rt, void *state, tl__waiter *w);
     /* What of the layer still holds rt and must be closed first, as a
      * message ("a store is still attached; close it (tl_store_close)"),
      * or NULL: tl_runtime_free refuses with TL_EBUSY while one does. */
@@ -641,6 +650,20 @@ TL__HIDDEN uint64_t tl__random(tl_runtime *rt);
 
 /* Channel id was freed: tells the layers, while changes are tracked. */
 TL__HIDDEN void tl__note_chan_gone(tl_runtime *rt, uint64_t id);
+/* The layers' tasklet_note and queued ops (see tl__layer_ops), called
+ * only while changes are tracked: off the hot paths otherwise. */
+TL__HIDDEN void tl__note_tasklet_slow(tl_runtime *rt, tl_tasklet *t, int born);
+TL__HIDDEN void tl__note_queued_slow(tl_runtime *rt, tl__waiter *w);
+static inline void tl__note_tasklet(tl_runtime *rt, tl_tasklet *t, int born)
+{
+    if (__builtin_expect(rt->track, 0))
+        tl__note_tasklet_slow(rt, t, born);
+}
+static inline void tl__note_queued(tl_runtime *rt, tl__waiter *w)
+{
+    if (__builtin_expect(rt->track, 0))
+        tl__note_queued_slow(rt, w);
+}
 /* A new frame of e on top of t, locals zeroed (for the loader). */
 TL__HIDDEN tl_frame *tl__frame_new(tl_runtime *rt, tl_tasklet *t, const tl__fn *e);
 TL__HIDDEN void tl__runtime_reset(tl_runtime *rt);

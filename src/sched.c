@@ -43,7 +43,8 @@
  *
  * The runtime knows no storage: it reaches the layers above it (persist/,
  * migrate/) only through the ops they registered in its slots
- * (tl__layer_ops: on_free, on_reset, policy, chan_gone, holder, and the
+ * (tl__layer_ops: on_free, on_reset, policy, chan_gone, tasklet_note,
+ * queued, holder, and the
  * node's remote_op, remote_cancel, move, moves).  docs/ARCHITECTURE.md,
  * section 1.
  */
@@ -209,6 +210,24 @@ void tl__note_chan_gone(tl_runtime *rt, uint64_t id)
         const tl__layer *l = &rt->layers[i];
         if (l->ops && l->ops->chan_gone)
             l->ops->chan_gone(rt, l->state, id);
+    }
+}
+
+void tl__note_tasklet_slow(tl_runtime *rt, tl_tasklet *t, int born)
+{
+    for (int i = 0; i < TL__LAYERS; i++) {
+        const tl__layer *l = &rt->layers[i];
+        if (l->ops && l->ops->tasklet_note)
+            l->ops->tasklet_note(rt, l->state, t, born);
+    }
+}
+
+void tl__note_queued_slow(tl_runtime *rt, tl__waiter *w)
+{
+    for (int i = 0; i < TL__LAYERS; i++) {
+        const tl__layer *l = &rt->layers[i];
+        if (l->ops && l->ops->queued)
+            l->ops->queued(rt, l->state, w);
     }
 }
 

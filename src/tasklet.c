@@ -211,6 +211,7 @@ static void tasklet_free(tl_tasklet *t)
     if (rt->last == t)
         rt->last = NULL;
     tl__mark(rt, t);
+    tl__note_tasklet(rt, t, 0);
     tl__slab_put(&rt->tasklets, t);
 }
 
@@ -631,6 +632,7 @@ static int spawn(tl_runtime *rt, const tl__fn *e, const void *args,
     t->id = ++rt->next_tid;
     t->refs = out ? 2 : 1;
     rt->nlive++;
+    tl__note_tasklet(rt, t, 1);
     tl__runq_push_back(rt, t);
     if (out)
         *out = tl__tasklet_handle(t);
