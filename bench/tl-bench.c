@@ -771,7 +771,8 @@ static int measure_snap_bytes(uint64_t n, double *v) { int rc = persist_run(n); 
  *                            idle one share a chunk)
  *   checkpoint_incr_highids  the idle ones asleep, every id near 2^40
  * The store does not fsync (TL_STORE_NOSYNC): the figure is the
- * checkpoint's own work, not the disk's.
+ * checkpoint's own work, not the disk's.  TL_BENCH_ROUNDS=1 in the
+ * environment prints each round's time on stderr.
  * --------------------------------------------------------------------- */
 #ifndef INCR_ROUNDS
 #define INCR_ROUNDS 20
@@ -823,6 +824,8 @@ static int incr_rounds(tl_runtime *rt, tl_chan *work, const char *path, double *
         if (rc == TL_OK && (rc = tl_store_checkpoint(st)) != TL_OK)
             store_fail(st, rc, "incremental checkpoint");
         total += now_ns() - t0;
+        if (getenv("TL_BENCH_ROUNDS")) /* each round's time, to see outliers */
+            fprintf(stderr, "round %d: %.3f ms\n", i, (double)(now_ns() - t0) / 1e6);
     }
     if (rc == TL_OK && tl_store_last_checkpoint(st) != INCR_ROUNDS + 1)
         rc = TL_ESTATE;

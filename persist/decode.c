@@ -233,6 +233,8 @@ static void loader_free(tl__loader *ld)
     tl__idmap_free(ld->rt, &ld->tasklets);
     tl__idmap_free(ld->rt, &ld->chans);
     tl__free(ld->rt, ld->joins, ld->capjoins * sizeof *ld->joins);
+    tl__free(ld->rt, ld->qents, ld->capq * sizeof *ld->qents);
+    tl__free(ld->rt, ld->lqs, ld->caplq * sizeof *ld->lqs);
 }
 
 int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n,
@@ -248,9 +250,16 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     ld.rt = rt;
     ld.where = where;
     msgpack_unpacked_init(&ld.head.up);
+    tl__pstate *ps = tl__pstate_peek(rt);
+    if (ps)
+        ps->loading = 1; /* waiters get the numbers their records give */
     int rc = load_all(&ld, head, chunks, n);
+    if (ps)
+        ps->loading = 0;
     if (format)
         *format = ld.format;
+    for (size_t i = 0; i < ld.nlq; i++)
+        ld.lqs[i].ch->lq = 0; /* a failed load may leave them set */
     loader_free(&ld);
     if (rc != TL_OK) {
         int code = rt->errcode;
@@ -262,6 +271,8 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
         return rc;
     }
     tl__clear_dirty(rt);
+    if (ps && ld.renumber && ps->tix.on)
+        ps->need_full = 1; /* numbered afresh: the store's records lack them */
     rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */
     return TL_OK;
 }

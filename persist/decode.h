@@ -65,6 +65,13 @@ typedef struct tl__idmap {
     int direct;
 } tl__idmap;
 
+/* A queue given by number: [count] in its channel's record. */
+typedef struct tl__lqueue {
+    tl_chan *ch;
+    int op;
+    uint64_t count;
+} tl__lqueue;
+
 /* A joiner a tasklet record lists, linked once every tasklet exists. */
 typedef struct tl__joinrec {
     tl_tasklet *joinee;
@@ -84,6 +91,13 @@ typedef struct tl__loader {
      * instead of in the id maps */
     void *(*resolve)(void *ud, int chan, uint64_t id);
     void *resolve_ud;
+    tl__keyed *qents;    /* waiters with a queue number: (number, waiter) */
+    size_t nq, capq;
+    int numbered;        /* some queue is given by number (tl_chan.lq set) */
+    tl__lqueue *lqs;     /* those queues */
+    size_t nlq, caplq;
+    int renumber;        /* a listed queue's numbers are missing or out of
+                          * order: number them afresh, write all next */
     int import;          /* tl__import: one moving tasklet, next to others */
     tl_tasklet *moved;   /* import: that tasklet */
 } tl__loader;
@@ -182,6 +196,12 @@ TL__HIDDEN int tl__run_upgrade(tl__loader *ld, const tl__fnref *r, const msgpack
 
 TL__HIDDEN int tl__dec_tasklet(tl__loader *ld, tl__doc *d, const msgpack_object *o);
 TL__HIDDEN int tl__dec_chan(tl__loader *ld, const msgpack_object *o);
+/* Waiter w (its `on` set) has queue number o (a positive integer) in its
+ * record: noted for the queues given by number. */
+TL__HIDDEN int tl__ld_number(tl__loader *ld, tl__waiter *w, const msgpack_object *o);
+/* Links the waiters of the queues given by number, in number order, and
+ * checks each queue's count; numbers listed queues afresh if need be. */
+TL__HIDDEN int tl__ld_link_numbered(tl__loader *ld);
 
 /* ---- decode_finish.c ---- */
 

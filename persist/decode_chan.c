@@ -54,13 +54,50 @@ static int link_waiter(tl__loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, i
     return TL_OK;
 }
 
-/* [ids (delta-coded), cases ([position, case index] of select waiters)] */
+/* [count]: the queue's waiters are those whose records give a queue
+ * number for it, in number order (linked by tl__ld_link_numbered). */
+static int dec_numbered(tl__loader *ld, tl_chan *ch, const msgpack_object *q, int op)
+{
+    const msgpack_object *n = &q->via.array.ptr[0];
+    if (!is_uint(n) || n->via.u64 > ld->ntasklets || ch->remote)
+        return tl__corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
+    if (ld->nlq == ld->caplq) {
+        size_t ncap = ld->caplq ? 2 * ld->caplq : 8;
+        tl__lqueue *nv = tl__realloc(ld->rt, ld->lqs, ld->caplq * sizeof *nv, ncap * sizeof *nv);
+        if (!nv)
+            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+        ld->lqs = nv;
+        ld->caplq = ncap;
+    }
+    ld->lqs[ld->nlq++] = (tl__lqueue){ch, op, n->via.u64};
+    ch->lq |= (uint8_t)(op == TL_OP_SEND ? 1 : 2);
+    ld->numbered = 1;
+    return TL_OK;
+}
+
+/* Whether w's queue number follows *prev (listed queues keep them in
+ * order; a reader of a store written without them numbers afresh). */
+static void check_order(tl__loader *ld, const tl__waiter *w, uint64_t *prev)
+{
+    const tl__pstate *ps = tl__pstate_peek(ld->rt);
+    if (!ps || !ps->tix.on)
+        return;
+    uint64_t seq = tl__tix_seq((tl__tindex *)&ps->tix, w);
+    if (!seq || seq <= *prev)
+        ld->renumber = 1;
+    *prev = seq;
+}
+
+/* [ids (delta-coded), cases ([position, case index] of select waiters)],
+ * or [count] (dec_numbered) */
 static int dec_queue(tl__loader *ld, tl_chan *ch, const msgpack_object *q, int op)
 {
     const msgpack_object *ids = &q->via.array.ptr[0], *cases = &q->via.array.ptr[1];
-    uint64_t id = 0;
+    uint64_t id = 0, prev = 0;
     uint32_t next_sel = 0;
     int rc = TL_OK;
+    if (is_array(q, 1))
+        return dec_numbered(ld, ch, q, op);
     if (!is_array(q, 2) || !is_array(ids, UINT32_MAX) || !is_array(cases, UINT32_MAX))
         return tl__corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
     for (uint32_t i = 0; i < ids->via.array.size && rc == TL_OK; i++) {
@@ -80,6 +117,9 @@ static int dec_queue(tl__loader *ld, tl_chan *ch, const msgpack_object *q, int o
             next_sel++;
         }
         rc = link_waiter(ld, ch, id, idx, op);
+        if (rc == TL_OK)
+            check_order(ld, (const tl__waiter *)(op == TL_OP_SEND ? ch->sendq.prev
+                                                                  : ch->recvq.prev), &prev);
     }
     if (rc == TL_OK && next_sel != cases->via.array.size)
         return tl__corrupt(ld, "channel #%llu: select cases out of order",
@@ -245,7 +285,8 @@ int tl__dec_chan(tl__loader *ld, const msgpack_object *o)
     if ((a[1].type != MSGPACK_OBJECT_NIL && a[1].type != MSGPACK_OBJECT_STR) || !is_int(&a[3]) ||
         as_int(&a[3]) < -1 || as_int(&a[3]) > 1 || a[4].type != MSGPACK_OBJECT_BOOLEAN ||
         a[5].type != MSGPACK_OBJECT_BOOLEAN || !is_array(&a[7], UINT32_MAX) ||
-        a[7].via.array.size > ch->cap || !is_array(&a[8], 2) || !is_array(&a[9], 2))
+        a[7].via.array.size > ch->cap || (!is_array(&a[8], 2) && !is_array(&a[8], 1)) ||
+        (!is_array(&a[9], 2) && !is_array(&a[9], 1)))
         return tl__corrupt(ld, "channel #%llu: malformed record", (unsigned long long)ch->id);
     if (a[1].type == MSGPACK_OBJECT_STR) {
         char buf[256];
@@ -265,5 +306,91 @@ int tl__dec_chan(tl__loader *ld, const msgpack_object *o)
         rc = dec_queue(ld, ch, &a[8], TL_OP_SEND);
     if (rc == TL_OK)
         rc = dec_queue(ld, ch, &a[9], TL_OP_RECV);
+    return rc;
+}
+
+/* ---- queues given by number ---- */
+
+int tl__ld_number(tl__loader *ld, tl__waiter *w, const msgpack_object *o)
+{
+    const tl__pstate *ps = tl__pstate_peek(ld->rt);
+    if (!is_uint(o) || o->via.u64 == 0)
+        return tl__corrupt(ld, "a queue number is not a positive integer");
+    if (ps && ps->tix.on)
+        tl__tix_set_seq((tl__tindex *)&ps->tix, w, o->via.u64);
+    if (ld->nq == ld->capq) {
+        size_t ncap = ld->capq ? 2 * ld->capq : 256;
+        tl__keyed *nv = tl__realloc(ld->rt, ld->qents, ld->capq * sizeof *nv, ncap * sizeof *nv);
+        if (!nv)
+            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+        ld->qents = nv;
+        ld->capq = ncap;
+    }
+    ld->qents[ld->nq++] = (tl__keyed){o->via.u64, w};
+    return TL_OK;
+}
+
+static uint64_t waiter_tid(const tl__waiter *w)
+{
+    return w->on & 1 ? ((const tl__selw *)w)->sel->t->id : TL__CONTAINER(w, tl_tasklet, w)->id;
+}
+
+/* The channel and operation of a waiter noted by tl__ld_number. */
+static tl_chan *waiter_chan(const tl__waiter *w, int *op)
+{
+    if (w->on & 1) {
+        const tl__selw *sw = (const tl__selw *)w;
+        *op = sw->sel->cases[sw->idx].op;
+        return (tl_chan *)(w->on & ~(uintptr_t)1);
+    }
+    *op = TL__CONTAINER(w, tl_tasklet, w)->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV;
+    return (tl_chan *)w->on;
+}
+
+/* Links the noted waiters of numbered queues in number order. */
+static int link_in_order(tl__loader *ld)
+{
+    for (size_t i = 0; i < ld->nq; i++) {
+        tl__waiter *w = ld->qents[i].obj;
+        int op;
+        tl_chan *ch = waiter_chan(w, &op);
+        if (!(ch->lq & (op == TL_OP_SEND ? 1 : 2)))
+            continue; /* a listed queue: linked already */
+        if (w->link.next != &w->link)
+            return tl__corrupt(ld, "tasklet #%llu is queued twice",
+                               (unsigned long long)waiter_tid(w));
+        tl__chan_enqueue(ch, w, op);
+    }
+    return TL_OK;
+}
+
+/* Each numbered queue holds as many waiters as its record counts. */
+static int check_numbered(tl__loader *ld)
+{
+    for (size_t i = 0; i < ld->nlq; i++) {
+        const tl_chan *ch = ld->lqs[i].ch;
+        int32_t got = ld->lqs[i].op == TL_OP_SEND ? ch->nsend : ch->nrecv;
+        if ((uint64_t)got != ld->lqs[i].count)
+            return tl__corrupt(ld, "channel #%llu: its record counts %llu %s, %ld records "
+                               "give it a queue number", (unsigned long long)ch->id,
+                               (unsigned long long)ld->lqs[i].count,
+                               ld->lqs[i].op == TL_OP_SEND ? "senders" : "receivers",
+                               (long)got);
+    }
+    for (size_t i = 0; i < ld->nlq; i++)
+        ld->lqs[i].ch->lq = 0;
+    return TL_OK;
+}
+
+int tl__ld_link_numbered(tl__loader *ld)
+{
+    tl__pstate *ps = tl__pstate_peek(ld->rt);
+    int rc = ld->numbered ? tl__sort_keyed(ld->rt, ld->qents, ld->nq) : TL_OK;
+    if (rc != TL_OK)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    if (ld->numbered && (rc = link_in_order(ld)) == TL_OK)
+        rc = check_numbered(ld);
+    if (rc == TL_OK && ld->renumber && ps && ps->tix.on)
+        tl__tix_number_queues(ld->rt, &ps->tix);
     return rc;
 }

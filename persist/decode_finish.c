@@ -148,7 +148,9 @@ static void rematch_all(tl_runtime *rt)
 int tl__ld_finish(tl__loader *ld)
 {
     finish_ctx c = {ld, TL_OK};
-    c.rc = check_chans(ld);
+    c.rc = tl__ld_link_numbered(ld);
+    if (c.rc == TL_OK)
+        c.rc = check_chans(ld);
     if (c.rc == TL_OK)
         c.rc = link_joiners(ld);
     if (c.rc == TL_OK)

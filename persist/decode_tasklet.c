@@ -4,7 +4,7 @@
  * [id, state, wait, err, extrefs, on, xfer, frames, extra] (FORMAT.md 4):
  * the state and wait are checked for consistency, the frames pushed
  * (decode_frame.c), then the extra map (name, error message, select,
- * joiners) and what the tasklet waits on: a channel (linked from the
+ * joiners, queue number) and what the tasklet waits on: a channel (linked from the
  * channel's queue record, or at once on import), a joinee, a deadline.
  * Invariants: a record fills a shell exactly once; an ended tasklet has
  * no frames and a live one has some; a select's cases lie inside the top
@@ -66,7 +66,7 @@ static tl_case *select_cases_in(tl__loader *ld, tl_tasklet *t, const msgpack_obj
 static int dec_case(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, tl_case *c)
 {
     const msgpack_object *a = o->via.array.ptr;
-    if (!is_array(o, 3) || !is_uint(&a[0]) || !is_uint(&a[1]) ||
+    if ((!is_array(o, 3) && !is_array(o, 4)) || !is_uint(&a[0]) || !is_uint(&a[1]) ||
         (a[1].via.u64 != TL_OP_SEND && a[1].via.u64 != TL_OP_RECV))
         return tl__corrupt(ld, "tasklet #%llu: bad select case", (unsigned long long)t->id);
     tl_chan *ch = tl__ld_chan(ld, a[0].via.u64);
@@ -75,6 +75,14 @@ static int dec_case(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, tl_c
     c->ch = tl__chan_handle(ch);
     c->op = (int)a[1].via.u64;
     return tl__dec_value(ld, &a[2], &c->value, 0);
+}
+
+/* A case's optional 4th item, its queue number (format 2). */
+static int dec_case_number(tl__loader *ld, tl_tasklet *t, const msgpack_object *o, int i)
+{
+    tl__selw *w = &t->ext->sel->ws[i];
+    w->w.on = (uintptr_t)tl__slot(t->ext->sel->cases[i].ch) | 1;
+    return o->via.array.size == 4 ? tl__ld_number(ld, &w->w, &o->via.array.ptr[3]) : TL_OK;
 }
 
 /* extra.sel: {"field": the TL_T_CASES field (format 1: "at", its byte
@@ -96,6 +104,8 @@ static int dec_select(tl__loader *ld, tl_tasklet *t, const msgpack_object *sel)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
     for (uint32_t i = 0; i < n; i++) {
         int rc = dec_case(ld, t, &cases->via.array.ptr[i], &cs[i]);
+        if (rc == TL_OK)
+            rc = dec_case_number(ld, t, &cases->via.array.ptr[i], (int)i);
         if (rc != TL_OK)
             return rc;
     }
@@ -156,6 +166,8 @@ static int dec_extra(tl__loader *ld, tl_tasklet *t, const msgpack_object *x)
         return TL_OK;
     if (x->type != MSGPACK_OBJECT_MAP)
         return tl__corrupt(ld, "tasklet #%llu: bad extra", (unsigned long long)t->id);
+    if (map_get(x, "q") && x->via.map.size == 1)
+        return TL_OK; /* a queue number alone: no tl__ext (dec_wait reads it) */
     tl__ext *e = tl__ext_get(t);
     if (!e)
         return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
@@ -178,7 +190,8 @@ static int check_state(tl__loader *ld, tl_tasklet *t, uint64_t state, uint64_t w
     return TL_OK;
 }
 
-static int dec_wait(tl__loader *ld, tl_tasklet *t, const msgpack_object *on)
+static int dec_wait(tl__loader *ld, tl_tasklet *t, const msgpack_object *on,
+                    const msgpack_object *extra)
 {
     switch (t->wait) {
     case TL_WAIT_SEND:
@@ -189,8 +202,11 @@ static int dec_wait(tl__loader *ld, tl_tasklet *t, const msgpack_object *on)
             return is_uint(on) ? ld->rt->errcode
                                : tl__corrupt(ld, "tasklet #%llu: bad wait",
                                              (unsigned long long)t->id);
-        if (!ld->import)
-            return TL_OK; /* linked from the queue side; the checks see to it */
+        if (!ld->import) { /* linked from the queue side; the checks see to it */
+            const msgpack_object *q = map_get(extra, "q");
+            t->w.on = (uintptr_t)ch;
+            return q ? tl__ld_number(ld, &t->w, q) : TL_OK;
+        }
         int op = t->wait == TL_WAIT_SEND ? TL_OP_SEND : TL_OP_RECV;
         if (ch->remote) {
             tl__proxy_enqueue(ch, t, op);
@@ -253,6 +269,6 @@ int tl__dec_tasklet(tl__loader *ld, tl__doc *d, const msgpack_object *o)
         rc = tl__corrupt(ld, "tasklet #%llu waits in a select without its cases",
                          (unsigned long long)t->id);
     if (rc == TL_OK)
-        rc = dec_wait(ld, t, &a[5]);
+        rc = dec_wait(ld, t, &a[5], &a[8]);
     return rc;
 }

@@ -262,6 +262,23 @@ static int64_t wait_on(const tl_tasklet *t, const tl_runtime *rt)
     }
 }
 
+/* Whether records carry queue numbers: a store is attached and its chunk
+ * index complete (never in a subset snapshot). */
+static int numbers_known(tl_runtime *rt)
+{
+    return !tl__subset(rt) && tl__tix_ok(rt);
+}
+
+/* The queue number of t, waiting in a send or receive on a local channel
+ * (0: none, or not known). */
+static uint64_t queue_number(const tl_tasklet *t)
+{
+    if (t->state != TL_BLOCKED || (t->wait != TL_WAIT_SEND && t->wait != TL_WAIT_RECV) ||
+        ((const tl_chan *)t->w.on)->remote || !numbers_known(t->rt))
+        return 0;
+    return tl__tix_seq(&tl__pstate_peek(t->rt)->tix, &t->w);
+}
+
 static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
 {
     const tl__sel *sel = t->ext->sel;
@@ -278,12 +295,15 @@ static int enc_select(msgpack_packer *pk, const tl_tasklet *t)
     pack_cstr(pk, fn->fields[field].name);
     pack_cstr(pk, "cases");
     msgpack_pack_array(pk, (size_t)sel->n);
+    int numbered = numbers_known(t->rt);
     for (int i = 0; i < sel->n; i++) {
-        msgpack_pack_array(pk, 3);
+        msgpack_pack_array(pk, numbered ? 4 : 3);
         msgpack_pack_uint64(pk, ((const tl_chan *)tl__slot(sel->cases[i].ch))->id);
         msgpack_pack_int(pk, sel->cases[i].op);
         if (enc_value(pk, sel->cases[i].value, 0) != TL_OK)
             return TL_ERANGE;
+        if (numbered) /* its queue number (FORMAT.md section 5) */
+            msgpack_pack_uint64(pk, sel->ws[i].seq);
     }
     return TL_OK;
 }
@@ -296,24 +316,31 @@ static size_t joiner_count(const tl__ext *x)
     return n;
 }
 
-static size_t extra_count(const tl_tasklet *t)
+static size_t extra_count(const tl_tasklet *t, uint64_t q)
 {
     const tl__ext *x = t->ext;
     if (!x)
-        return 0;
+        return q != 0;
     return (x->name != NULL) + (x->errmsg != NULL) + 1 /* fired */ +
-           (joiner_count(x) > 0) + (x->sel != NULL);
+           (joiner_count(x) > 0) + (x->sel != NULL) + (q != 0);
 }
 
 static int enc_extra(msgpack_packer *pk, const tl_tasklet *t)
 {
     const tl__ext *x = t->ext;
-    size_t n = extra_count(t);
+    uint64_t q = queue_number(t);
+    size_t n = extra_count(t, q);
     if (!n) {
         msgpack_pack_nil(pk);
         return TL_OK;
     }
     msgpack_pack_map(pk, n);
+    if (q) { /* format 2: the place in its queue (FORMAT.md section 4) */
+        pack_cstr(pk, "q");
+        msgpack_pack_uint64(pk, q);
+    }
+    if (!x)
+        return TL_OK;
     if (x->name) { pack_cstr(pk, "name"); pack_cstr(pk, x->name); }
     if (x->errmsg) { pack_cstr(pk, "msg"); pack_cstr(pk, x->errmsg); }
     pack_cstr(pk, "fired");
@@ -414,12 +441,19 @@ static const tl_tasklet *waiter_tasklet(const tl__waiter *w)
 /* A queue as [ids, cases]: ids delta-coded (waiters usually arrive in id
  * order, so a million of them compress to almost nothing), cases the
  * [position, case index] of the select waiters among them.  Waiters left
- * out of a subset snapshot are skipped. */
-static void enc_queue(msgpack_packer *pk, const tl__link *q, size_t n)
+ * out of a subset snapshot are skipped.  A long queue of a local channel,
+ * when every record carries its waiters' queue numbers, is only [count]:
+ * touching the channel then costs nothing per waiter (FORMAT.md 5). */
+static void enc_queue(msgpack_packer *pk, const tl_chan *ch, const tl__link *q, size_t n)
 {
     uint64_t prev = 0;
     size_t nsel = 0, pos = 0;
     const tl__waiter *w0 = (const tl__waiter *)q->next;
+    if (n > TL__LONG_QUEUE && !ch->remote && numbers_known(ch->rt)) {
+        msgpack_pack_array(pk, 1); /* [count]: the waiters' records give the order */
+        msgpack_pack_uint64(pk, n);
+        return;
+    }
     if (q->next != q && (tl__subset(waiter_tasklet(w0)->rt) ||
                          (!(w0->on & 1) && ((const tl_chan *)w0->on)->remote))) {
         n = 0;
@@ -493,8 +527,8 @@ static int enc_chan(msgpack_packer *pk, const tl_chan *ch)
         if (enc_value(pk, ch->buf[(ch->head + i) % ch->cap], 0) != TL_OK)
             return tl__seterr(ch->rt, TL_ERANGE, "channel #%llu buffers a value nested too deep",
                               (unsigned long long)ch->id);
-    enc_queue(pk, &ch->sendq, (size_t)ch->nsend);
-    enc_queue(pk, &ch->recvq, (size_t)ch->nrecv);
+    enc_queue(pk, ch, &ch->sendq, (size_t)ch->nsend);
+    enc_queue(pk, ch, &ch->recvq, (size_t)ch->nrecv);
     if (extra)
         enc_chan_extra(pk, ch, moving);
     return TL_OK;

@@ -14,6 +14,9 @@
 #define TL__KIND_TASKLETS 1
 #define TL__KIND_CHANS 2
 #define TL__CHUNK_SHIFT 8
+/* A channel queue longer than this is written as a count, its order given
+ * by the waiters' queue numbers (FORMAT.md section 5), when they are known. */
+#define TL__LONG_QUEUE 64
 /* The largest record document a reader accepts (FORMAT.md section 8):
  * the encoder refuses to write a larger one (TL_ERANGE). */
 #define TL__MAX_DOC ((size_t)256 << 20)
@@ -103,6 +106,8 @@ TL__HIDDEN tl__tchunk *tl__tix_chunk(const tl__tindex *ix, uint64_t key);
 /* A waiter's queue number (a select case's own), 0 when unknown. */
 TL__HIDDEN uint64_t tl__tix_seq(tl__tindex *ix, const tl__waiter *w);
 TL__HIDDEN void tl__tix_set_seq(tl__tindex *ix, tl__waiter *w, uint64_t seq);
+/* Numbers every waiter of every local channel queue afresh, head to tail. */
+TL__HIDDEN void tl__tix_number_queues(tl_runtime *rt, tl__tindex *ix);
 /* Whether queue numbers are known for every waiter: a store is attached
  * and its index complete. */
 static inline bool tl__tix_ok(const tl_runtime *rt)
@@ -118,6 +123,13 @@ static inline bool tl__pstate_wants_full(const tl_runtime *rt)
     const tl__pstate *ps = tl__pstate_peek(rt);
     return rt->dmap_lost || (ps && (ps->need_full || (ps->tix.on && ps->tix.lost)));
 }
+
+/* A key with an object, and a stable O(n) sort by key (snapshot.c). */
+typedef struct tl__keyed {
+    uint64_t id;
+    void *obj;
+} tl__keyed;
+TL__HIDDEN int tl__sort_keyed(tl_runtime *rt, tl__keyed *v, size_t n);
 
 /* A growable byte buffer in the runtime's allocator. */
 typedef struct tl__buf {

@@ -15,10 +15,7 @@
 /* ---- chunk index ---- */
 
 /* An object with its id, for sorting without chasing pointers. */
-typedef struct idobj {
-    uint64_t id;
-    void *obj;
-} idobj;
+typedef tl__keyed idobj;
 
 typedef struct collect {
     tl_runtime *rt;
@@ -104,6 +101,11 @@ static int sort_by_id(tl_runtime *rt, idobj *v, size_t n)
         memcpy(v, src, n * sizeof *v);
     tl__free(rt, tmp, n * sizeof *tmp);
     return TL_OK;
+}
+
+int tl__sort_keyed(tl_runtime *rt, tl__keyed *v, size_t n)
+{
+    return sort_by_id(rt, v, n);
 }
 
 static void each_object(tl_runtime *rt, int kind, tl__slab_visit fn, void *ud)

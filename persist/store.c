@@ -446,6 +446,8 @@ int tl_store_checkpoint(tl_store *st)
         any_dirty(&tix) ||
         any_dirty(&cix)) {
         rc = write_checkpoint(st, &tix, &cix, st->last + 1);
+        if (rc == TL_OK && st->full_next && st->be->ops->settle)
+            st->be->ops->settle(st->be); /* its bytes are the full one's cost */
         if (rc == TL_OK) {
             st->last++;
             st->full_next = 0;

@@ -82,6 +82,11 @@ typedef struct tl__store_ops {
     int (*begin)(tl__store_be *be, int64_t epoch);
     int (*commit)(tl__store_be *be);
     void (*rollback)(tl__store_be *be);
+    /* After a large commit (a full checkpoint): puts what it wrote in its
+     * final place now (SQLite: a passive WAL checkpoint), so that the small
+     * commits after it do not pay for it.  Optional (NULL); never fails
+     * the commit. */
+    void (*settle)(tl__store_be *be);
 
     /* Checkpoint rows.  put_chunk stores record (kind, key) of checkpoint
      * ckpt; put_head the checkpoint itself, after its chunks.

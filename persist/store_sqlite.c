@@ -532,6 +532,14 @@ static int sq_commit(tl__store_be *be)
     return step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing");
 }
 
+/* A passive checkpoint: copies the WAL's pages into the main file as far
+ * as no reader holds them back, without waiting for one. */
+static void sq_settle(tl__store_be *be)
+{
+    sq *q = (sq *)be;
+    sqlite3_wal_checkpoint_v2(q->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
+
 static void sq_rollback(tl__store_be *be)
 {
     sq *q = (sq *)be;
@@ -982,6 +990,7 @@ const tl__store_ops tl__store_sqlite_ops = {
     .read = sq_read,
     .prune = sq_prune,
     .retire = sq_retire,
+    .settle = sq_settle,
     .row_put = sq_row_put,
     .row_del = sq_row_del,
     .row_clear = sq_row_clear,

@@ -222,8 +222,7 @@ static void add_visit(void *obj, void *ud)
         c->ix->lost = 1;
 }
 
-/* Numbers every waiter of every local channel queue, head to tail. */
-static void number_queues(tl_runtime *rt, tl__tindex *ix)
+void tl__tix_number_queues(tl_runtime *rt, tl__tindex *ix)
 {
     for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next) {
         tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
@@ -241,7 +240,7 @@ int tl__tix_start(tl_runtime *rt, tl__tindex *ix)
     struct { tl_runtime *rt; tl__tindex *ix; } c = {rt, ix};
     tl__slab_each(&rt->tasklets, TL__MAGIC_TASK, add_visit, &c);
     if (!ix->lost)
-        number_queues(rt, ix);
+        tl__tix_number_queues(rt, ix);
     return ix->lost ? TL_ENOMEM : TL_OK;
 }
 

@@ -873,6 +873,7 @@ static tl_status select_block(tl_frame *f, tl_case *cases, int n)
         tl__selw *w = &sel->ws[i];
         w->sel = sel;
         w->idx = i;
+        w->seq = 0;
         tl_chan *ch = tl__slot(cases[i].ch); /* checked by tl__select */
         w->w.on = (uintptr_t)ch | SEL_TAG;
         tl__chan_enqueue(ch, &w->w, cases[i].op);
@@ -894,6 +895,7 @@ tl__sel *tl__sel_new(tl_runtime *rt, tl_tasklet *t, tl_case *cases, int n)
     for (int i = 0; i < n; i++) {
         sel->ws[i].sel = sel;
         sel->ws[i].idx = i;
+        sel->ws[i].seq = 0;
         sel->ws[i].w.on = 1;
         tl__list_init(&sel->ws[i].w.link);
     }

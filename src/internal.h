@@ -245,6 +245,7 @@ struct tl_chan {
     tl__link all; /* in rt->chans */
     uint8_t dirty; /* changed since the last checkpoint */
     uint8_t pinned; /* held by the runtime itself (tl_chan_pin) */
+    uint8_t lq;     /* loader: queues given by number (1 senders, 2 receivers) */
     tl__remote *remote; /* a proxy: the channel lives on another node */
 };
 

@@ -227,9 +227,19 @@ static void tasklet_head(msgpack_packer *pk, uint64_t id, uint64_t state, uint64
         msgpack_pack_int64(pk, on);
 }
 
+/* Channel 1's receivers at checkpoint 3 written as [count] (FORMAT.md
+ * section 5): the count is numbered_receivers, and the waiters carry their
+ * queue numbers (tasklet 2 extra.q 20, tasklet 5's case 0 number 10). */
+static int numbered_receivers;
+
 static void name_extra(msgpack_packer *pk, const char *name, bool joiner4)
 {
-    msgpack_pack_map(pk, joiner4 ? 2 : 1);
+    bool q = joiner4 && numbered_receivers;
+    msgpack_pack_map(pk, (joiner4 ? 2 : 1) + q);
+    if (q) {
+        pstr(pk, "q");
+        msgpack_pack_uint64(pk, 20);
+    }
     pstr(pk, "name");
     pstr(pk, name);
     if (joiner4) {
@@ -291,10 +301,12 @@ static void tasklet_5(msgpack_packer *pk)
     msgpack_pack_uint64(pk, 16);
     pstr(pk, "cases");
     msgpack_pack_array(pk, 2);
-    msgpack_pack_array(pk, 3);
+    msgpack_pack_array(pk, numbered_receivers ? 4 : 3);
     msgpack_pack_uint64(pk, 1);
     msgpack_pack_uint64(pk, 2);
     msgpack_pack_nil(pk);
+    if (numbered_receivers)
+        msgpack_pack_uint64(pk, 10);
     msgpack_pack_array(pk, 3);
     msgpack_pack_uint64(pk, 2);
     msgpack_pack_uint64(pk, 1);
@@ -416,7 +428,10 @@ static void chan1_receivers(msgpack_packer *pk, int ckpt)
 {
     static const uint64_t ids3[] = {5, 2}, ids2[] = {2};
     static const int kases3[] = {0, -1}, kases2[] = {-1};
-    if (ckpt == 3)
+    if (ckpt == 3 && numbered_receivers) {
+        msgpack_pack_array(pk, 1);
+        msgpack_pack_uint64(pk, (uint64_t)numbered_receivers);
+    } else if (ckpt == 3)
         queue(pk, drop_receiver_2 ? 1 : 2, ids3, kases3);
     else
         queue(pk, ckpt == 2 ? 1 : 0, ids2, kases2);
@@ -1285,6 +1300,38 @@ static void test_inconsistent_queue(void **state)
     run_free(&r);
 }
 
+/* Rewrites checkpoint 3's chunks with channel 1's receivers as [count]. */
+static void write_numbered(const fixture *fx, int count)
+{
+    doc d, rec;
+    numbered_receivers = count;
+    tasklet_chunk0(&d, 3);
+    record_of(&d, &rec);
+    msgpack_sbuffer_destroy(&d.sb);
+    replace_chunk(fx, 1, 0, 3, &rec);
+    chan_chunk0(&d, 3);
+    record_of(&d, &rec);
+    msgpack_sbuffer_destroy(&d.sb);
+    replace_chunk(fx, 2, 0, 3, &rec);
+    numbered_receivers = 0;
+}
+
+static void test_numbered_queue(void **state)
+{
+    fixture *fx = *state;
+    write_numbered(fx, 2);
+    run r = EXPECT(fx, 0, "verify", fx->db);
+    assert_string_equal(r.out, "ok: checkpoint 3, 7 tasklets, 3 channels\n");
+    run_free(&r);
+    r = EXPECT(fx, 0, "dump", fx->db);
+    assert_contains(r.out, "receivers #5 (select case 0), #2"); /* by number, not by id */
+    run_free(&r);
+    write_numbered(fx, 3);
+    r = EXPECT(fx, 1, "verify", fx->db);
+    assert_contains(r.out, "channel 1 counts 3 receivers, 2 records give it a queue number");
+    run_free(&r);
+}
+
 /* ---- prune ---- */
 
 static void test_prune(void **state)
@@ -1713,6 +1760,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_hostile_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_mutations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inconsistent_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_numbered_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_refuses_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_store, setup, teardown),

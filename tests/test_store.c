@@ -23,6 +23,8 @@
 #include "tasklet.h"
 #include "../persist/store_sqlite.h"
 
+#include <msgpack.h>
+
 static char dir[64];
 static char path[128];
 
@@ -315,6 +317,231 @@ static void test_newer_store_version(void **state)
     assert_non_null(strstr(tl_store_errmsg(st), "newer"));
     tl_store_close(st);
     tl_runtime_free(rt);
+}
+
+/* ---- a long queue given by number ---- */
+
+/* A waiter with a tag: receives from in (or, a selector, from in or
+ * other), then reports tag * 100000 + the value on out; woken with an
+ * even value from LQ_AGAIN on, it waits again (at the queue's tail). */
+typedef struct { tl_case cs[2]; tl_chan *in, *other, *out; int64_t tag, idx; tl_value v; } lq_t;
+static const tl_field lq_fields[] = {
+    TL_FIELD(lq_t, cs, TL_T_CASES), TL_FIELD(lq_t, in, TL_T_CHAN), TL_FIELD(lq_t, other, TL_T_CHAN),
+    TL_FIELD(lq_t, out, TL_T_CHAN), TL_FIELD(lq_t, tag, TL_T_I64), TL_FIELD(lq_t, idx, TL_T_I64),
+    TL_FIELD(lq_t, v, TL_T_VALUE),
+};
+
+#define LQ_AGAIN 1000000
+
+static tl_status lq_rx(tl_frame *f, void *locals)
+{
+    lq_t *L = locals;
+    TL_BEGIN(f);
+    for (;;) {
+        if (L->other) {
+            L->cs[0] = (tl_case){L->other, TL_OP_RECV, tl_nil()};
+            L->cs[1] = (tl_case){L->in, TL_OP_RECV, tl_nil()};
+            TL_SELECT(f, L->cs, 2, L->idx, L->v);
+        } else {
+            TL_RECV(f, L->in, L->v);
+        }
+        TL_SEND(f, L->out, tl_i64(L->tag * 100000 + tl_as_i64(L->v) % 100000));
+        if (tl_as_i64(L->v) < LQ_AGAIN || tl_as_i64(L->v) % 2)
+            break; /* an even LQ_AGAIN + i: back to the tail of the queue */
+    }
+    TL_END(f);
+}
+static const tl_func lq_rx_fn = {"store.lq_rx", 1, lq_rx, sizeof(lq_t), lq_fields,
+                                 TL_COUNTOF(lq_fields), NULL};
+
+#define LQ_MAX 4096
+
+typedef struct lq_run {
+    tl_runtime *rt;
+    tl_chan *in, *other, *out;
+    tl_tasklet *h[LQ_MAX]; /* spawned here, still held */
+    int n, tag;
+} lq_run;
+
+static tl_runtime *lq_rt(void)
+{
+    tl_runtime *rt = new_rt();
+    assert_int_equal(tl_register(rt, &lq_rx_fn), TL_OK);
+    return rt;
+}
+
+static void lq_chans(lq_run *r)
+{
+    r->in = tl_chan_find_name(r->rt, "in");
+    r->other = tl_chan_find_name(r->rt, "other");
+    r->out = tl_chan_find_name(r->rt, "out");
+    assert_non_null(r->in);
+    assert_non_null(r->other);
+    assert_non_null(r->out);
+}
+
+static void lq_new(lq_run *r)
+{
+    tl_chan *c[3];
+    const char *names[3] = {"in", "other", "out"};
+    r->rt = lq_rt();
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tl_chan_new(r->rt, i == 2 ? LQ_MAX : 0, &c[i]), TL_OK);
+        assert_int_equal(tl_chan_set_name(c[i], names[i]), TL_OK);
+        assert_int_equal(tl_chan_pin(c[i], 1), TL_OK);
+        tl_chan_release(c[i]);
+    }
+    lq_chans(r);
+}
+
+/* k more waiters at the tail of in's queue; every 7th a selector. */
+static void lq_spawn(lq_run *r, int k)
+{
+    for (int i = 0; i < k; i++, r->tag++) {
+        lq_t a = {.in = r->in, .out = r->out, .tag = r->tag,
+                  .other = r->tag % 7 == 3 ? r->other : NULL};
+        assert_true(r->n < LQ_MAX);
+        assert_int_equal(tl_spawn(r->rt, &lq_rx_fn, &a, sizeof a, &r->h[r->n++]), TL_OK);
+    }
+    assert_int_equal(tl_run(r->rt), TL_EDEADLOCK);
+}
+
+/* Kills the waiter held at i (the tail: the newest). */
+static void lq_kill(lq_run *r, int i)
+{
+    assert_int_equal(tl_kill(r->h[i]), TL_OK);
+    tl_tasklet_release(r->h[i]);
+    memmove(&r->h[i], &r->h[i + 1], (size_t)(--r->n - i) * sizeof *r->h);
+}
+
+/* Wakes the first k of in's queue (every other one queues again at the
+ * tail); what they report is dropped. */
+static void lq_wake(lq_run *r, int k)
+{
+    tl_value v;
+    for (int i = 0; i < k; i++)
+        assert_int_equal(tl_chan_try_send(r->in, tl_i64(LQ_AGAIN + r->tag + i)), TL_OK);
+    assert_int_equal(tl_run(r->rt), TL_EDEADLOCK);
+    while (tl_chan_try_recv(r->out, &v) == TL_OK)
+        tl_release(v);
+}
+
+/* Rounds of changes at both ends and in the middle, a checkpoint each. */
+static void lq_rounds(lq_run *r, tl_store *st, int rounds)
+{
+    for (int i = 0; i < rounds; i++) {
+        lq_spawn(r, 9);
+        lq_wake(r, 5);
+        lq_kill(r, r->n - 1);
+        lq_kill(r, (i * 37) % r->n);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+}
+
+/* Who gets each value when in's waiters are woken one by one. */
+static int lq_drain(tl_runtime *rt, int64_t *seq)
+{
+    tl_chan *in = tl_chan_find_name(rt, "in"), *out = tl_chan_find_name(rt, "out");
+    tl_value v;
+    int n = 0;
+    while (tl_chan_try_send(in, tl_i64(n)) == TL_OK) {
+        int rc = tl_run(rt); /* the last one leaves nothing blocked */
+        assert_true(rc == TL_EDEADLOCK || rc == TL_OK);
+        assert_int_equal(tl_chan_try_recv(out, &v), TL_OK);
+        assert_true(n < LQ_MAX);
+        seq[n++] = tl_as_i64(v);
+    }
+    return n;
+}
+
+/* The uncompressed length of the newest record of in's channel chunk. */
+static int64_t lq_chan_record_len(void)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int64_t len = -1;
+    msgpack_unpacked up;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT data FROM chunks WHERE kind = 2 ORDER BY "
+                                        "ckpt DESC LIMIT 1", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0),
+                            NULL) == MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 5)
+        len = (int64_t)up.data.via.array.ptr[3].via.u64; /* ["tlrec", z, crc, rawlen, bin] */
+    msgpack_unpacked_destroy(&up);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return len;
+}
+
+static void test_long_queue_by_number(void **state)
+{
+    (void)state;
+    int64_t want[LQ_MAX], got[LQ_MAX];
+    int fd[2], nwant = 0;
+    assert_int_equal(pipe(fd), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) { /* builds the queue, checkpoints, reports the order, dies */
+        lq_run *r = calloc(1, sizeof *r);
+        lq_new(r);
+        tl_store *st = open_attached(r->rt);
+        lq_spawn(r, 400);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+        lq_rounds(r, st, 40);
+        int n = lq_drain(r->rt, want); /* after the last checkpoint: not stored */
+        if (write(fd[1], &n, sizeof n) != sizeof n ||
+            write(fd[1], want, (size_t)n * sizeof *want) != (ssize_t)(n * sizeof *want))
+            _exit(2);
+        raise(SIGKILL); /* no close: the store as a crash leaves it */
+    }
+    close(fd[1]);
+    assert_int_equal(read(fd[0], &nwant, sizeof nwant), sizeof nwant);
+    assert_int_equal(read(fd[0], want, (size_t)nwant * sizeof *want), nwant * sizeof *want);
+    close(fd[0]);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status));
+    assert_true(nwant > 300);
+    /* the channel chunk is a few bytes, however long the queue */
+    assert_true(lq_chan_record_len() < 200);
+
+    /* the crashed store restores in the order the child had */
+    tl_runtime *rt = lq_rt();
+    tl_store *st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 41);
+    assert_int_equal(lq_drain(rt, got), nwant);
+    assert_memory_equal(want, got, (size_t)nwant * sizeof *want);
+    tl_store_close(st); /* nothing checkpointed since the restore */
+    tl_runtime_free(rt);
+
+    /* more incremental checkpoints after a restore: a second restore has
+     * the same order as the runtime that wrote them */
+    lq_run *r = calloc(1, sizeof *r);
+    r->rt = lq_rt();
+    st = open_attached(r->rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    lq_chans(r);
+    lq_rounds(r, st, 10);
+    assert_true(query("SELECT count(*) FROM chunks WHERE ckpt = 42") < 10);
+    assert_true(lq_chan_record_len() < 200);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    for (int i = 0; i < r->n; i++)
+        tl_tasklet_release(r->h[i]);
+    int n1 = lq_drain(r->rt, want);
+    tl_runtime_free(r->rt);
+    rt = lq_rt();
+    st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(lq_drain(rt, got), n1);
+    assert_true(n1 > 300);
+    assert_memory_equal(want, got, (size_t)n1 * sizeof *want);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    free(r);
 }
 
 /* ---- ownership between processes ---- */
@@ -684,6 +911,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_policy_every_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incremental_high_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_queue_by_number, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -199,6 +199,7 @@ typedef struct cli_frame {
 typedef struct cli_case {
     uint64_t chan, op;
     const msgpack_object *value;
+    uint64_t qnum; /* its queue number (FORMAT.md section 4), 0: none */
 } cli_case;
 
 enum { CLI_S_RUNNABLE = 1, CLI_S_BLOCKED = 3 };
@@ -216,6 +217,7 @@ typedef struct cli_tasklet {
     uint64_t sel_at;
     cli_case *cases;
     uint32_t ncases;
+    uint64_t qnum; /* extra.q: its place in a channel queue, 0: none */
 } cli_tasklet;
 
 typedef struct cli_tchunk {
@@ -237,6 +239,10 @@ typedef struct cli_chan {
     const msgpack_object *name, *buffer; /* name: NULL when nil */
     cli_waiter *senders, *receivers;
     uint32_t nsenders, nreceivers;
+    /* A queue written as [count] (FORMAT.md section 5): the count, -1 for a
+     * listed queue; cli_snap_load fills the list from the waiters' records
+     * in queue-number order. */
+    int64_t numbered[2]; /* senders, receivers */
     /* The optional 11th item (FORMAT.md section 5): where the channel
      * lives, for a remote channel (home_node NULL: a local one), and
      * whether the runtime pins it. */

@@ -368,8 +368,13 @@ static int tasklet_frames(cli_doc *doc, const msgpack_object *arr, const cli_tch
 
 static int decode_case(const msgpack_object *o, cli_case *k, cli_err *e)
 {
-    if (want_array(o, 3, "case", e) < 0
-        || want_uint(&o->via.array.ptr[0], &k->chan, "case channel", e) < 0
+    if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4
+        && want_uint(&o->via.array.ptr[3], &k->qnum, "case queue number", e) < 0)
+        return -1;
+    if ((o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
+        && want_array(o, 3, "case", e) < 0)
+        return -1;
+    if (want_uint(&o->via.array.ptr[0], &k->chan, "case channel", e) < 0
         || want_uint(&o->via.array.ptr[1], &k->op, "case op", e) < 0)
         return -1;
     if (k->op != 1 && k->op != 2)
@@ -423,6 +428,9 @@ static int tasklet_extra(cli_doc *doc, const msgpack_object *x, cli_tasklet *t, 
     if (extra_key(x, "name", MSGPACK_OBJECT_STR, &t->name, e) < 0
         || extra_key(x, "msg", MSGPACK_OBJECT_STR, &t->msg, e) < 0
         || extra_key(x, "fired", MSGPACK_OBJECT_NEGATIVE_INTEGER, &t->fired, e) < 0)
+        return cli_wrap(e, "extra");
+    const msgpack_object *q = cli_mp_get(x, "q");
+    if (q && want_uint(q, &t->qnum, "q", e) < 0)
         return cli_wrap(e, "extra");
     t->joiners = cli_mp_get(x, "joiners");
     if (t->joiners && want_list(x, "joiners", MSGPACK_OBJECT_POSITIVE_INTEGER, &t->joiners, e) < 0)
@@ -521,13 +529,21 @@ static int decode_cases(const msgpack_object *arr, cli_waiter *w, uint32_t n, cl
     return 0;
 }
 
-/* A queue: [ids (delta-coded ints), cases]. */
+/* A queue: [ids (delta-coded ints), cases], or [count] (*numbered: the
+ * count; otherwise -1). */
 static int decode_waiters(cli_doc *doc, const msgpack_object *q, cli_waiter **out,
-                          uint32_t *n, const char *what, cli_err *e)
+                          uint32_t *n, int64_t *numbered, const char *what, cli_err *e)
 {
     const msgpack_object *ids;
-    uint64_t id = 0;
+    uint64_t id = 0, count;
     int64_t delta;
+    *numbered = -1;
+    if (q->type == MSGPACK_OBJECT_ARRAY && q->via.array.size == 1) {
+        if (want_uint(&q->via.array.ptr[0], &count, "count", e) < 0 || count > INT64_MAX)
+            return cli_wrap(e, "%s", what);
+        *numbered = (int64_t)count;
+        return 0;
+    }
     if (want_array(q, 2, what, e) < 0)
         return -1;
     ids = &q->via.array.ptr[0];
@@ -594,8 +610,10 @@ static int decode_chan(cli_doc *doc, const msgpack_object *o, cli_chan *ch, uint
     ch->buffer = &a[7];
     if (want_array(ch->buffer, UINT32_MAX, "buffer", e) < 0
         || cli_check_value(ch->buffer, e) < 0
-        || decode_waiters(doc, &a[8], &ch->senders, &ch->nsenders, "senders", e) < 0
-        || decode_waiters(doc, &a[9], &ch->receivers, &ch->nreceivers, "receivers", e) < 0)
+        || decode_waiters(doc, &a[8], &ch->senders, &ch->nsenders, &ch->numbered[0], "senders",
+                          e) < 0
+        || decode_waiters(doc, &a[9], &ch->receivers, &ch->nreceivers, &ch->numbered[1],
+                          "receivers", e) < 0)
         return cli_wrap(e, "channel %llu", (unsigned long long)ch->id);
     if (ch->home_node && (ch->capacity || ch->buffer->via.array.size))
         return cli_fail(e, "channel %llu: a remote channel with capacity %llu and %u buffered "

@@ -323,6 +323,73 @@ static int snap_chunks(cli_store *st, cli_snap *s, cli_bad_fn bad, void *ud, cli
     return rc;
 }
 
+/* ---- queues given by number ---- */
+
+typedef struct qent {
+    uint64_t qnum, tasklet;
+    int64_t kase;
+} qent;
+
+static int qent_cmp(const void *a, const void *b)
+{
+    const qent *x = a, *y = b;
+    if (x->qnum != y->qnum)
+        return (x->qnum > y->qnum) - (x->qnum < y->qnum);
+    return (x->kase > y->kase) - (x->kase < y->kase);
+}
+
+/* The waiters of channel chan's queue (side 1 senders, 2 receivers) that
+ * carry a queue number, in any order; *n of them. */
+static qent *numbered_waiters(const cli_snap *s, uint64_t chan, int side, size_t *n)
+{
+    qent *v = NULL;
+    *n = 0;
+    for (size_t i = 0; i < s->nchunks; i++) {
+        const cli_tchunk *c = &s->chunks[i].t;
+        for (uint32_t j = 0; s->chunks[i].kind == CLI_KIND_TASKLETS && j < c->ntasklets; j++) {
+            const cli_tasklet *t = &c->tasklets[j];
+            if (t->state != CLI_S_BLOCKED)
+                continue;
+            if ((int)t->wait == side && t->qnum && t->on && t->on->via.u64 == chan) {
+                v = cli_xgrow(v, *n, 1, sizeof *v);
+                v[(*n)++] = (qent){t->qnum, t->id, -1};
+            }
+            for (uint32_t k = 0; t->wait == CLI_W_SELECT && k < t->ncases; k++)
+                if (t->cases[k].chan == chan && (int)t->cases[k].op == side && t->cases[k].qnum) {
+                    v = cli_xgrow(v, *n, 1, sizeof *v);
+                    v[(*n)++] = (qent){t->cases[k].qnum, t->id, (int64_t)k};
+                }
+        }
+    }
+    return v;
+}
+
+/* Fills the lists of queues written as [count] from the waiters' records
+ * (cli_xcheck compares each list with its count). */
+static void snap_number_queues(cli_snap *s)
+{
+    for (size_t i = 0; i < s->nchunks; i++) {
+        cli_chunk *c = &s->chunks[i];
+        for (uint32_t j = 0; c->kind == CLI_KIND_CHANS && j < c->c.nchans; j++) {
+            cli_chan *ch = &c->c.chans[j];
+            for (int side = 1; side <= 2; side++) {
+                size_t n;
+                if (ch->numbered[side - 1] < 0)
+                    continue;
+                qent *v = numbered_waiters(s, ch->id, side, &n);
+                if (n)
+                    qsort(v, n, sizeof *v, qent_cmp);
+                cli_waiter *w = cli_doc_alloc(&c->doc, n ? n : 1, sizeof *w);
+                for (size_t k = 0; k < n; k++)
+                    w[k] = (cli_waiter){v[k].tasklet, v[k].kase};
+                *(side == 1 ? &ch->senders : &ch->receivers) = w;
+                *(side == 1 ? &ch->nsenders : &ch->nreceivers) = (uint32_t)n;
+                free(v);
+            }
+        }
+    }
+}
+
 int cli_snap_load(cli_store *st, int64_t id, cli_snap *s, cli_bad_fn bad, void *ud,
                   cli_err *e)
 {
@@ -335,7 +402,10 @@ int cli_snap_load(cli_store *st, int64_t id, cli_snap *s, cli_bad_fn bad, void *
     }
     if (rc < 0 || cli_decode_head(&s->head_doc, &s->head, e) < 0)
         return -1;
-    return snap_chunks(st, s, bad, ud, e);
+    rc = snap_chunks(st, s, bad, ud, e);
+    if (rc == 0)
+        snap_number_queues(s);
+    return rc;
 }
 
 void cli_snap_free(cli_snap *s)

@@ -414,6 +414,12 @@ static void check_chan(xctx *x, const xc *c)
     check_refs(x, &c->loc, ch->buffer, "channel %llu buffer", (unsigned long long)ch->id);
     check_queue(x, c, ch->senders, ch->nsenders, true);
     check_queue(x, c, ch->receivers, ch->nreceivers, false);
+    for (int side = 0; side < 2; side++)
+        if (ch->numbered[side] >= 0 &&
+            (uint64_t)ch->numbered[side] != (side ? ch->nreceivers : ch->nsenders))
+            reportf(x, &c->loc, "channel %llu counts %lld %s, %u records give it a queue number",
+                    (unsigned long long)ch->id, (long long)ch->numbered[side],
+                    side ? "receivers" : "senders", side ? ch->nreceivers : ch->nsenders);
 }
 
 void cli_xcheck(const cli_snap *s, cli_problem_fn fn, void *ud)
