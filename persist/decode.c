@@ -251,11 +251,7 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
     ld.where = where;
     msgpack_unpacked_init(&ld.head.up);
     tl__pstate *ps = tl__pstate_peek(rt);
-    if (ps)
-        ps->loading = 1; /* waiters get the numbers their records give */
-    int rc = load_all(&ld, head, chunks, n);
-    if (ps)
-        ps->loading = 0;
+    int rc = load_all(&ld, head, chunks, n); /* waiters keep their records' numbers */
     if (format)
         *format = ld.format;
     for (size_t i = 0; i < ld.nlq; i++)

@@ -213,6 +213,7 @@ static int dec_wait(tl__loader *ld, tl_tasklet *t, const msgpack_object *on,
         } else {
             t->w.on = (uintptr_t)ch;
             tl__chan_enqueue(ch, &t->w, op);
+            tl__note_queued(ld->rt, &t->w); /* at the tail: a fresh number */
         }
         return TL_OK;
     }

@@ -58,7 +58,6 @@ typedef struct tl__pstate {
     size_t ngone, capgone;
     struct upgrade *upgrades; /* decode_upgrade.c: tl_register_upgrade */
     tl__tindex tix;           /* tindex.c, while a store is attached */
-    int loading;              /* tl__load runs: the loader numbers waiters */
     int need_full;            /* the store's records lack queue numbers the
                                * runtime now has: write everything next */
     void *zdef, *zinf;        /* zlib streams, reused record to record */

@@ -70,8 +70,7 @@ static void pstate_queued(tl_runtime *rt, void *state, tl__waiter *w)
 {
     (void)rt;
     tl__pstate *ps = state;
-    if (!ps->loading) /* the loader gives the numbers it reads */
-        tl__tix_set_seq(&ps->tix, w, ps->tix.wseq + 1);
+    tl__tix_set_seq(&ps->tix, w, ps->tix.wseq + 1);
 }
 
 static const char *pstate_holder(const tl_runtime *rt, void *state)

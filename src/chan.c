@@ -361,7 +361,6 @@ void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op)
     else
         ch->nrecv++;
     ch->refs++;
-    tl__note_queued(ch->rt, w);
 }
 
 /* Unlinks w; the channel reference it held passes to the caller. */
@@ -709,6 +708,7 @@ static tl_status send_value(tl_frame *f, tl_chan *h, tl__vw v)
     t->w.on = (uintptr_t)ch;
     tl__chan_enqueue(ch, &t->w, TL_OP_SEND);
     tl__block(t, TL_WAIT_SEND);
+    tl__note_queued(t->rt, &t->w);
     return TL__SWITCH;
 }
 
@@ -754,6 +754,7 @@ static inline __attribute__((always_inline)) tl_status recv(tl_frame *f, tl_chan
     t->w.on = (uintptr_t)ch;
     tl__chan_enqueue(ch, &t->w, TL_OP_RECV);
     tl__block(t, TL_WAIT_RECV);
+    tl__note_queued(t->rt, &t->w);
     return TL__SWITCH;
 }
 
@@ -877,6 +878,7 @@ static tl_status select_block(tl_frame *f, tl_case *cases, int n)
         tl_chan *ch = tl__slot(cases[i].ch); /* checked by tl__select */
         w->w.on = (uintptr_t)ch | SEL_TAG;
         tl__chan_enqueue(ch, &w->w, cases[i].op);
+        tl__note_queued(t->rt, &w->w);
     }
     t->ext->sel = sel;
     tl__block(t, TL_WAIT_SELECT);

@@ -199,8 +199,10 @@ typedef struct tl__layer_ops {
      * -> tasklets index with it, so a checkpoint walks only what changed. */
     void (*tasklet_note)(tl_runtime *rt, void *state, tl_tasklet *t, int born);
     /* While rt->track is set: waiter w (a tasklet's, or a select case's)
-     * joined the tail of a local channel's queue.  persist numbers the
-     * waiters in that order (FORMAT.md: queues by number). */
+     * joined the tail of a local channel's queue as a tasklet blocked (or
+     * an imported one arrived; the loader gives the numbers it reads).
+     * persist numbers the waiters in that order (FORMAT.md: queues by
+     * number). */
     void (*queued)(tl_runtime *rt, void *state, tl__waiter *w);
     /* What of the layer still holds rt and must be closed first, as a
      * message ("a store is still attached; close it (tl_store_close)"),
