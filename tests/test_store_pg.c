@@ -3,11 +3,14 @@
  * store_pg*.c), against a real server (TL_PG_URL; tests/pg/
  * with-postgres.sh): what test_store_backend shows for SQLite that applies
  * (checkpoint and restore, participants' rows riding on checkpoints,
- * fencing, pruning, the mailbox), then what is PostgreSQL's own: the
- * lease (a live owner refused, a dead one taken over at once, an expired
- * one taken over and its late writes refused), a lost connection, and bad
- * locations (a bad URL, no server, no schema, another application's
- * tables, a newer store) refused with a clear code and message.
+ * fencing, pruning, retention, the record limit, the mailbox, a handover
+ * taken exactly once by two racing processes), then what is PostgreSQL's
+ * own: the lease (a live owner refused, a dead one taken over at once, an
+ * expired one taken over and its late writes refused, tl_store_renew), a
+ * claim that skips a locked epoch row, the listener idle workers wait on,
+ * a lost connection, and bad locations (a bad URL, no server, no schema,
+ * another application's tables, a newer store) refused with a clear code
+ * and message.
  * Skipped (exit 77) without a server; see pgtest.h.
  */
 #include <stdarg.h>
@@ -457,6 +460,87 @@ static void test_prune(void **state)
     assert_int_equal(restored_count(0), 300);
 }
 
+
+/* ---- retention, stepping back, the record limit ---- */
+
+/* Keeping the newest 5 as checkpoints are written, in their transactions;
+ * the kept ones restore, the retired ones are gone. */
+static void test_retention(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    tl_policy p = {.keep = 5};
+    assert_int_equal(tl_store_set_policy(st, &p), TL_OK);
+    for (int i = 0; i < 300; i++) /* two tasklet chunks */
+        spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    for (int i = 0; i < 11; i++) { /* chunk 0 changes each time; chunk 1 never */
+        assert_int_equal(tl_chan_try_send(in, tl_i64(i)), TL_OK);
+        assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+    assert_int_equal(tl_store_last_checkpoint(st), 12);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 5);
+    assert_int_equal(query("SELECT min(id) FROM checkpoints"), 8);
+    /* chunk 1 of checkpoint 1 is still read by every kept checkpoint */
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE kind = 1 AND key = 1"), 1);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE kind = 1 AND key = 0 AND ckpt < 8"),
+                     0);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    assert_int_equal(restored_count(8), 300);
+    assert_int_equal(restored_count(0), 300);
+    /* a retired checkpoint: refused, or the nearest older one kept (none) */
+    rt = new_rt();
+    st = open_at(url, rt);
+    int64_t got = 0;
+    assert_int_equal(tl_store_restore_at(st, 7, 0, &got), TL_ENOENT);
+    assert_non_null(strstr(tl_store_errmsg(st), "7"));
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
+/* 20,000 bytes that do not compress. */
+static tl_value big_value(tl_runtime *rt)
+{
+    static unsigned char bytes[20000];
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        bytes[i] = (unsigned char)x;
+    }
+    tl_value v;
+    assert_int_equal(tl_bin_new(rt, bytes, sizeof bytes, &v), TL_OK);
+    return v;
+}
+
+/* A record over the reader's limit is refused before anything is written;
+ * the previous checkpoint stays the newest and loads. */
+static void test_record_limit(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_value v = big_value(rt);
+    spawn_holder(rt, v);
+    tl_release(v);
+    tl__store_limit_doc(st, 10000);
+    assert_int_equal(tl_store_checkpoint(st), TL_ERANGE);
+    assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
+    tl__store_limit_doc(st, TL__MAX_DOC);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_true(query("SELECT max(length(data)) FROM chunks") > 20000);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    assert_int_equal(restored_count(0), 2);
+    assert_int_equal(restored_count(1), 1);
+}
+
 /* ---- the mailbox ---- */
 
 static void test_mailbox(void **state)
@@ -642,6 +726,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim_skips_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_locations, setup, teardown),
