@@ -2,9 +2,13 @@
  * bench_wf.c -- tl-bench's durable-workflow benchmarks (docs/PERFORMANCE.md).
  *
  * disk_fsync_per_s: bare SQLite commits with synchronous=FULL on the same
- * disk, measured in the same run, for scale.  wf_step_*: no-op steps
- * through the workflow engine (a step = an effect on a worker thread, its
- * row and the checkpoint committed before the workflow sees the result).
+ * disk, measured in the same run, for scale (sqlite_nosync_commit_per_s:
+ * the same with synchronous=NORMAL).  wf_step_*: no-op steps through the
+ * workflow engine, inline (TL_WF_INLINE: the effect on the engine's
+ * thread, its row and the checkpoint committed before the workflow sees
+ * the result); wf_pool_step_*: the same step on the worker pool (two
+ * thread hand-offs more).  wf_start_waiting_per_s: starting 100,000
+ * workflows that wait for a message, one commit.
  * wf_resume_first_step_ms: from a fresh runtime to the first effect run
  * after restoring n suspended workflows (in-process: exec not counted).
  * wf_message_latency_ms: median from tl_wf_post in a child process to the

@@ -13,7 +13,9 @@
  *     that was running when the process died runs again with the same
  *     idempotency key (tl_wf_ctx_key: "<workflow id>#<step number>").
  *     A step with TL_WF_TX runs inside the checkpoint transaction that
- *     records its result (it may write the store's own SQLite database).
+ *     records its result (it may write the store's own SQLite database);
+ *     one with TL_WF_INLINE (short, never blocking) runs on the engine's
+ *     thread, without a hand-off to a worker.
  *   - TL_WF_RECV waits for a message posted from outside (tl_wf_post, or
  *     `tasklet send`), taken in exactly once; tl_wf_chan opens a named
  *     channel others post to (tl_wf_post_chan, `tasklet send-chan`).
