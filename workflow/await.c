@@ -169,6 +169,7 @@ static int begin_join(tl_wf *wf, wf_rec *r, await_t *L)
     wf_rec *c = tl__wf_find(wf, L->name);
     if (c) {
         c->joiner = r;
+        wf->joined = 1;
         r->wait = W_JOIN;
         return 1;
     }

@@ -601,6 +601,7 @@ int tl__wf_db_load(tl_wf *wf)
                     c->joiner = r;
                 else
                     rc = join_finished(wf, r);
+                wf->joined = 1;
             }
     return rc;
 }

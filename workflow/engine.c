@@ -122,7 +122,7 @@ void tl__wf_rec_free(tl_wf *wf, wf_rec *r)
         atomic_store(&r->job->canceled, 1);
         r->job->rec = NULL;
     }
-    for (size_t i = 0; i < wf->hcap; i++)
+    for (size_t i = 0; wf->joined && i < wf->hcap; i++) /* none joined: no joiner */
         for (wf_rec *c = wf->hash[i]; c; c = c->hnext)
             if (c->joiner == r)
                 c->joiner = NULL;

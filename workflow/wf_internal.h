@@ -176,6 +176,7 @@ struct tl_wf {
     int force;                   /* commit at the end of this round */
     size_t inflight;             /* jobs the pool holds */
     int changed;                 /* the scheduler ran since the last commit */
+    int joined;                  /* a joiner was ever set (tl__wf_rec_free) */
     wf_pool pool;
     char errmsg[512];
 };
