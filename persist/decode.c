@@ -266,7 +266,6 @@ int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t 
         memcpy(rt->errmsg, msg, sizeof msg);
         return rc;
     }
-    tl__clear_dirty(rt);
     if (ps && ld.renumber && ps->tix.on)
         ps->need_full = 1; /* numbered afresh: the store's records lack them */
     rt->errcode = TL_OK; /* lookups on the way (upgrades) are not errors */

@@ -5,6 +5,11 @@
  * many objects as the head announces, every blocked tasklet in the queue
  * it claims, joiners and the run queue linked; then the loader's
  * reference on every object is dropped, so what nothing refers to goes.
+ * The runtime equals the checkpoint just before that drop; what the drop
+ * frees differs from it, so the change tracking is reset before and not
+ * after: the chunks of the dropped objects are marked and the next
+ * incremental checkpoint rewrites them (else it would announce fewer
+ * objects than its chunks hold: "a chunk is missing" at the next load).
  * An import (tl__ld_finish_import): one complete tasklet, the run queue
  * naming it exactly when it is runnable.
  * Invariants: nothing is linked or freed before every check has passed
@@ -162,6 +167,7 @@ int tl__ld_finish(tl__loader *ld)
     if (c.rc != TL_OK)
         return c.rc;
     rematch_all(ld->rt);
+    tl__clear_dirty(ld->rt); /* the checkpoint as read; the drops below are changes */
     tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
     int rc = drop_unreferenced_chans(ld);
     if (rc != TL_OK)
