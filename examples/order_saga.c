@@ -2,18 +2,19 @@
  * order_saga.c -- an order workflow with compensation, durable through
  * kill -9 (docs/API.md, "Workflows").
  *
- *   order_saga DB BANK N [SLEEP_S]
+ *   order_saga DB BANK N [SLEEP_S [WAIT_S]]
  *
  * Starts workflows order-1 .. order-N (idempotently: run it again and it
  * starts none twice).  Each reserves stock (a transactional step on the
  * store's own database), charges a card (a step writing BANK, idempotent
- * by its key), waits up to 120 s for the topic "shipped" (posted from
- * outside: tasklet send DB order-K shipped '{}'), sleeps SLEEP_S seconds
- * (default 2) durably and confirms.  Orders whose number is a multiple of
- * 7 are declined at charge time; those and the ones never shipped are
- * compensated (refund, stock released).  Prints "done N" and a summary
- * once every order is final.  It may be killed at any instant and run
- * again.
+ * by its key), waits up to WAIT_S seconds (default 120) for the topic
+ * "shipped" (posted from outside: tasklet send DB order-K shipped '{}'),
+ * sleeps SLEEP_S seconds (default 2) durably and confirms.  Orders whose
+ * number is a multiple of 7 are declined at charge time; those and the
+ * ones never shipped are compensated (refund, stock released).  Prints
+ * "done N" and a summary once every order is final (each one that is not
+ * done named on stderr, exit status 1).  It may be killed at any instant
+ * and run again.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -97,7 +98,7 @@ static const tl_wf_step s_charge = {"charge", charge, 0, 3, 50, 1000, 30000};
 static const tl_wf_step s_refund = {"refund", refund, 0, 10, 50, 1000, 30000};
 
 typedef struct order_t {
-    tl_value arg, r, msg; /* arg: [order number, sleep seconds] */
+    tl_value arg, r, msg; /* arg: [order number, sleep seconds, wait seconds] */
 } order_t;
 static const tl_field order_fields[] = {TL_FIELD(order_t, arg, TL_T_VALUE),
                                         TL_FIELD(order_t, r, TL_T_VALUE),
@@ -112,7 +113,7 @@ static tl_status order(tl_frame *f, void *locals)
     TL_WF_STEP(f, &s_charge, tl_array_at(L->arg, 0), L->r);
     if (tl_frame_error(f))
         goto release;
-    TL_WF_RECV(f, "shipped", 120000, L->msg);
+    TL_WF_RECV(f, "shipped", tl_as_i64(tl_array_at(L->arg, 2)) * 1000, L->msg);
     if (tl_frame_error(f))
         goto refund;
     TL_SLEEP(f, tl_as_i64(tl_array_at(L->arg, 1)) * 1000);
@@ -155,8 +156,9 @@ static int fail(const char *what, const char *msg)
 int main(int argc, char **argv)
 {
     if (argc < 4 || atoi(argv[3]) < 1)
-        return fprintf(stderr, "usage: order_saga DB BANK N [SLEEP_S]\n"), 2;
+        return fprintf(stderr, "usage: order_saga DB BANK N [SLEEP_S [WAIT_S]]\n"), 2;
     int n = atoi(argv[3]), sleep_s = argc > 4 ? atoi(argv[4]) : 2;
+    int wait_s = argc > 5 ? atoi(argv[5]) : 120;
     bank_path = argv[2];
     tl_runtime *rt;
     tl_store *st;
@@ -185,9 +187,9 @@ int main(int argc, char **argv)
     sqlite3_close(sdb);
     for (int k = 1; k <= n; k++) {
         char id[32];
-        tl_value kv[2] = {tl_i64(k), tl_i64(sleep_s)}, arg;
+        tl_value kv[3] = {tl_i64(k), tl_i64(sleep_s), tl_i64(wait_s)}, arg;
         snprintf(id, sizeof id, "order-%d", k);
-        tl_array_new(rt, kv, 2, &arg);
+        tl_array_new(rt, kv, 3, &arg);
         int rc = tl_wf_start(wf, id, &order_fn, arg, NULL);
         tl_release(arg);
         if (rc != TL_OK)
@@ -202,10 +204,15 @@ int main(int argc, char **argv)
         tl_wf_info in;
         memset(&in, 0, sizeof in);
         snprintf(id, sizeof id, "order-%d", k);
-        if (tl_wf_get(tmp, argv[1], id, 0, &in) == TL_OK && in.status == TL_WF_DONE)
+        int got = tl_wf_get(tmp, argv[1], id, 0, &in);
+        if (got == TL_OK && in.status == TL_WF_DONE) {
             tl_as_i64(in.result) ? confirmed++ : compensated++;
-        else
+        } else {
             other++;
+            fprintf(stderr, "order_saga: %s is not done: %s %s\n", id,
+                    got == TL_OK ? tl_wf_status_name(in.status) : "unreadable",
+                    got == TL_OK ? in.errmsg : tl_errmsg(tmp));
+        }
         tl_release(in.result);
     }
     printf("done %d\nconfirmed %d compensated %d other %d\n", n, confirmed, compensated, other);
