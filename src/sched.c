@@ -510,9 +510,11 @@ int (*tl__check_codec)(tl_runtime *rt, tl_tasklet *t);
  * the last run left there. */
 static __attribute__((noinline)) void scrub_stack(void)
 {
-    volatile unsigned char pad[SCRUB_BYTES];
-    for (size_t i = 0; i < sizeof pad; i++)
-        pad[i] = 0xA5;
+    unsigned char pad[SCRUB_BYTES];
+    memset(pad, 0xA5, sizeof pad);
+    /* the compiler must assume pad is read: the stores stay (one memset,
+     * not 16 Ki volatile byte stores, which were 90% of check mode's cost) */
+    __asm__ volatile("" : : "r"(pad) : "memory");
 }
 
 /* The step loop of dispatch in check mode: before each resumption, t's
