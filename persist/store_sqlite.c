@@ -1,7 +1,8 @@
 /*
  * store_sqlite.c -- the SQLite backend of the store interface
  * (store_backend.h): one file in WAL mode, tables in docs/FORMAT.md
- * section 7.
+ * section 7.  The mailbox's operations are in store_sqlite_mail.c; what
+ * the two share, in store_sqlite_int.h.
  *
  * Invariants:
  * - Every write happens inside BEGIN IMMEDIATE ... COMMIT (begin), so
@@ -42,25 +43,7 @@
 
 #define APP_ID 1414288212 /* 0x544C5354 "TLST" */
 #define SCHEMA_VERSION 1
-#define NCACHE 16
-
-enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
-enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, NFIXED }; /* fixed() */
-
-typedef struct sq {
-    tl__store_be base;
-    sqlite3 *db;
-    int flags;
-    int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
-    mode_t mode;     /* for files we create: 0600, or 0640 */
-    char *lockpath;  /* path + "-lock" */
-    sqlite3_stmt *ins_chunk, *get_epoch, *fixed[NFIXED];
-    struct {
-        const tl__table *t;
-        int op;
-        sqlite3_stmt *s;
-    } cache[NCACHE];
-} sq;
+#include "store_sqlite_int.h"
 
 /* Tables for moving tasklets (added in 0.2, created on open if missing):
  * the mailbox (handover through the store), and a node's outbox (sent,
@@ -85,17 +68,11 @@ static const char schema_sql[] =
     " ckpt INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, key, ckpt)) WITHOUT ROWID;"
     MIGRATION_SQL;
 
-/* Refused mailbox rows (dead letters), created by the first refusal. */
-#define REFUSED_SQL                                                                        \
-    "CREATE TABLE IF NOT EXISTS mailbox_refused(xid TEXT PRIMARY KEY, to_node TEXT NOT NULL," \
-    " from_node TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL,"                  \
-    " reason TEXT NOT NULL)"
-
 /* ---- errors and small helpers ---- */
 
 /* Maps a SQLite failure to our codes: I/O trouble (full, read-only) is
  * TL_EIO, the rest TL_ESTORE. */
-static int sql_err(sq *q, int rc, const char *what)
+int tl__sq_err(sq *q, int rc, const char *what)
 {
     int code = TL_ESTORE;
     int prim = rc & 0xff;
@@ -110,7 +87,10 @@ static int sql_err(sq *q, int rc, const char *what)
                           q->db ? sqlite3_errmsg(q->db) : "no database");
 }
 
-static int last_err(sq *q, const char *what) { return sql_err(q, sqlite3_errcode(q->db), what); }
+int tl__sq_last_err(sq *q, const char *what)
+{
+    return tl__sq_err(q, sqlite3_errcode(q->db), what);
+}
 
 static int query_int(sq *q, const char *sql, int64_t *out)
 {
@@ -125,10 +105,10 @@ static int query_int(sq *q, const char *sql, int64_t *out)
     return rc;
 }
 
-static int exec(sq *q, const char *sql, const char *what)
+int tl__sq_exec(sq *q, const char *sql, const char *what)
 {
     int rc = sqlite3_exec(q->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, what);
+    return rc == SQLITE_OK ? TL_OK : tl__sq_err(q, rc, what);
 }
 
 /* Statement i of the write path, prepared at its first use (NULL if it
@@ -141,16 +121,16 @@ static sqlite3_stmt *fixed(sq *q, int i, const char *sql)
 }
 
 /* Runs a statement that returns no row, then resets it. */
-static int step_done(sq *q, sqlite3_stmt *s, const char *what)
+int tl__sq_step_done(sq *q, sqlite3_stmt *s, const char *what)
 {
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
-    return rc == SQLITE_DONE ? TL_OK : sql_err(q, rc, what);
+    return rc == SQLITE_DONE ? TL_OK : tl__sq_err(q, rc, what);
 }
 
 /* Binds n bytes; SQLite takes an int length, so more is TL_ERANGE. */
-static int bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n)
+int tl__sq_bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n)
 {
     if (n > INT_MAX)
         return tl__store_fail(q->base.st, TL_ERANGE, "a record of %zu bytes is larger than "
@@ -166,20 +146,20 @@ static int init_schema(sq *q)
     char sql[256];
     /* before the first table: free pages can then be given back bit by bit
      * (retire) instead of only by a VACUUM */
-    int rc = exec(q, "PRAGMA auto_vacuum=INCREMENTAL", "creating the store");
+    int rc = tl__sq_exec(q, "PRAGMA auto_vacuum=INCREMENTAL", "creating the store");
     if (rc == TL_OK)
-        rc = exec(q, "BEGIN IMMEDIATE", "creating the store");
+        rc = tl__sq_exec(q, "BEGIN IMMEDIATE", "creating the store");
     if (rc == TL_OK)
-        rc = exec(q, schema_sql, "creating the store");
+        rc = tl__sq_exec(q, schema_sql, "creating the store");
     snprintf(sql, sizeof sql,
              "PRAGMA application_id=%d; PRAGMA user_version=%d;"
              "INSERT OR REPLACE INTO meta VALUES('format', %d), ('lib', '%s'), ('created', %lld);",
              APP_ID, SCHEMA_VERSION, TL_FORMAT_VERSION, TL_VERSION_STRING,
              (long long)time(NULL) * 1000000000LL);
     if (rc == TL_OK)
-        rc = exec(q, sql, "creating the store");
+        rc = tl__sq_exec(q, sql, "creating the store");
     if (rc == TL_OK)
-        return exec(q, "COMMIT", "creating the store");
+        return tl__sq_exec(q, "COMMIT", "creating the store");
     sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
@@ -201,7 +181,7 @@ static int check_identity(sq *q, const char *path)
         return tl__store_fail(st, TL_ENOTSTORE, "%s is not a SQLite database, so not a "
                               "libtasklet store; it was left untouched", path);
     if (rc != SQLITE_OK)
-        return sql_err(q, rc, path);
+        return tl__sq_err(q, rc, path);
     if (app == 0 && ver == 0 && tables == 0) {
         if (q->flags & TL_STORE_READONLY)
             return tl__store_fail(st, TL_ENOENT, "%s: no libtasklet store here (empty file)", path);
@@ -232,7 +212,7 @@ static int enable_wal(sq *q, const char *path)
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_OK)
-        return sql_err(q, rc, "enabling WAL");
+        return tl__sq_err(q, rc, "enabling WAL");
     if (strcmp(mode, "wal") != 0)
         return tl__store_fail(q->base.st, TL_EIO, "%s: SQLite cannot use WAL mode there (it "
                               "stays in mode '%s'); a store needs a local file system", path,
@@ -246,7 +226,7 @@ static int configure(sq *q, const char *path)
         return TL_OK;
     int rc = enable_wal(q, path);
     if (rc == TL_OK)
-        rc = exec(q, q->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
+        rc = tl__sq_exec(q, q->flags & TL_STORE_NOSYNC ? "PRAGMA synchronous=NORMAL"
                                                 : "PRAGMA synchronous=FULL", "setting durability");
     return rc;
 }
@@ -265,7 +245,7 @@ static int open_schema(sq *q, const char *path)
         return init_schema(q);
     if (!(q->flags & TL_STORE_READONLY) &&
         sqlite3_exec(q->db, MIGRATION_SQL, NULL, NULL, NULL) != SQLITE_OK)
-        return last_err(q, path);
+        return tl__sq_last_err(q, path);
     return TL_OK;
 }
 
@@ -321,7 +301,7 @@ static int prepare_writes(sq *q, const char *path)
                            &q->ins_chunk, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(q->db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &q->get_epoch,
                            NULL) != SQLITE_OK)
-        return last_err(q, path);
+        return tl__sq_last_err(q, path);
     return TL_OK;
 }
 
@@ -365,7 +345,7 @@ static int sq_open(tl_store *st, const char *path, int flags, tl__store_be **out
     int rc = check_path(q, path);
     if (rc == TL_OK) {
         rc = sqlite3_open_v2(path, &q->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
-        rc = rc == SQLITE_OK ? TL_OK : sql_err(q, rc, path);
+        rc = rc == SQLITE_OK ? TL_OK : tl__sq_err(q, rc, path);
     }
     if (rc == TL_OK) {
         sqlite3_busy_timeout(q->db, 5000);
@@ -449,7 +429,7 @@ static void drop_lock(sq *q)
  * key.  The owner removes them when it claims the store. */
 static int drop_orphan_chunks(sq *q)
 {
-    return exec(q, "DELETE FROM chunks WHERE ckpt > (SELECT coalesce(max(id), 0) FROM "
+    return tl__sq_exec(q, "DELETE FROM chunks WHERE ckpt > (SELECT coalesce(max(id), 0) FROM "
                 "checkpoints)", "removing chunk rows of no checkpoint");
 }
 
@@ -461,26 +441,26 @@ static int sq_claim(tl__store_be *be, int64_t *epoch)
     hostname(host, sizeof host);
     int rc = q->lockfd >= 0 ? TL_OK : take_lock(q);
     if (rc == TL_OK)
-        rc = exec(q, "BEGIN IMMEDIATE", "claiming the store");
+        rc = tl__sq_exec(q, "BEGIN IMMEDIATE", "claiming the store");
     if (rc != TL_OK) {
         drop_lock(q);
         return rc;
     }
     if (query_int(q, "SELECT coalesce((SELECT value FROM meta WHERE key = 'epoch'), 0)", &old) !=
         SQLITE_OK)
-        rc = last_err(q, "claiming the store");
+        rc = tl__sq_last_err(q, "claiming the store");
     if (rc == TL_OK) {
         char *h = sqlite3_mprintf("%q", host);
         snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO owner VALUES(1, %lld, '%s', %lld);"
                  "INSERT OR REPLACE INTO meta VALUES('epoch', %lld)", (long long)getpid(),
                  h ? h : "?", (long long)time(NULL), (long long)old + 1);
         sqlite3_free(h);
-        rc = exec(q, sql, "claiming the store");
+        rc = tl__sq_exec(q, sql, "claiming the store");
     }
     if (rc == TL_OK)
         rc = drop_orphan_chunks(q);
     if (rc == TL_OK)
-        rc = exec(q, "COMMIT", "claiming the store");
+        rc = tl__sq_exec(q, "COMMIT", "claiming the store");
     if (rc != TL_OK) {
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
         drop_lock(q);
@@ -509,7 +489,7 @@ static int check_epoch(sq *q, int64_t epoch)
         cur = sqlite3_column_int64(q->get_epoch, 0);
     sqlite3_reset(q->get_epoch);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_err(q, rc, "checking ownership");
+        return tl__sq_err(q, rc, "checking ownership");
     if (cur != epoch)
         return tl__store_fail(q->base.st, TL_ELOCKED, "this handle no longer owns the store: "
                               "it was claimed again since (epoch %lld, ours %lld); nothing was "
@@ -520,7 +500,7 @@ static int check_epoch(sq *q, int64_t epoch)
 static int sq_begin(tl__store_be *be, int64_t epoch)
 {
     sq *q = (sq *)be;
-    int rc = step_done(q, fixed(q, S_BEGIN, "BEGIN IMMEDIATE"), "starting a transaction");
+    int rc = tl__sq_step_done(q, fixed(q, S_BEGIN, "BEGIN IMMEDIATE"), "starting a transaction");
     if (rc == TL_OK && epoch > 0 && (rc = check_epoch(q, epoch)) != TL_OK)
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
@@ -529,7 +509,7 @@ static int sq_begin(tl__store_be *be, int64_t epoch)
 static int sq_commit(tl__store_be *be)
 {
     sq *q = (sq *)be;
-    return step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing");
+    return tl__sq_step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing");
 }
 
 /* A passive checkpoint: copies the WAL's pages into the main file as far
@@ -562,8 +542,8 @@ static int sq_put_chunk(tl__store_be *be, int kind, uint64_t key, int64_t ckpt, 
     sqlite3_bind_int(s, 1, kind);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)key);
     sqlite3_bind_int64(s, 3, ckpt);
-    int rc = bind_bytes(q, s, 4, p, n);
-    return rc == TL_OK ? step_done(q, s, "writing a chunk") : rc;
+    int rc = tl__sq_bind_bytes(q, s, 4, p, n);
+    return rc == TL_OK ? tl__sq_step_done(q, s, "writing a chunk") : rc;
 }
 
 static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
@@ -571,14 +551,14 @@ static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
     sq *q = (sq *)be;
     sqlite3_stmt *s = fixed(q, S_HEAD, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)");
     if (!s)
-        return last_err(q, "writing a checkpoint");
+        return tl__sq_last_err(q, "writing a checkpoint");
     sqlite3_bind_int64(s, 1, r->id);
     sqlite3_bind_int64(s, 2, r->time);
     sqlite3_bind_int64(s, 3, r->tasklets);
     sqlite3_bind_int64(s, 4, r->chans);
     sqlite3_bind_int64(s, 5, r->bytes);
-    int rc = bind_bytes(q, s, 6, r->head, r->len);
-    return rc == TL_OK ? step_done(q, s, "writing a checkpoint") : rc;
+    int rc = tl__sq_bind_bytes(q, s, 6, r->head, r->len);
+    return rc == TL_OK ? tl__sq_step_done(q, s, "writing a checkpoint") : rc;
 }
 
 static int sq_stored_keys(tl__store_be *be, int (*fn)(void *ud, int kind, uint64_t key), void *ud)
@@ -588,11 +568,11 @@ static int sq_stored_keys(tl__store_be *be, int (*fn)(void *ud, int kind, uint64
     int rc, out = TL_OK;
     if (sqlite3_prepare_v2(q->db, "SELECT DISTINCT kind, key FROM chunks", -1, &s, NULL) !=
         SQLITE_OK)
-        return last_err(q, "listing chunks");
+        return tl__sq_last_err(q, "listing chunks");
     while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
         out = fn(ud, sqlite3_column_int(s, 0), (uint64_t)sqlite3_column_int64(s, 1));
     if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(q, rc, "listing chunks");
+        out = tl__sq_err(q, rc, "listing chunks");
     sqlite3_finalize(s);
     return out;
 }
@@ -603,7 +583,7 @@ static int sq_last_id(tl__store_be *be, int64_t *id)
 {
     sq *q = (sq *)be;
     int rc = query_int(q, "SELECT coalesce(max(id), 0) FROM checkpoints", id);
-    return rc == SQLITE_OK ? TL_OK : sql_err(q, rc, "reading checkpoints");
+    return rc == SQLITE_OK ? TL_OK : tl__sq_err(q, rc, "reading checkpoints");
 }
 
 static int read_head(sq *q, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
@@ -612,7 +592,7 @@ static int read_head(sq *q, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
     int rc = sqlite3_prepare_v2(q->db, "SELECT id, head FROM checkpoints WHERE ?1 = 0 OR id = ?1"
                                 " ORDER BY id DESC LIMIT 1", -1, &s, NULL);
     if (rc != SQLITE_OK)
-        return sql_err(q, rc, "reading checkpoints");
+        return tl__sq_err(q, rc, "reading checkpoints");
     sqlite3_bind_int64(s, 1, at);
     rc = sqlite3_step(s);
     int out;
@@ -626,7 +606,7 @@ static int read_head(sq *q, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
     } else {
         out = rc == SQLITE_DONE ? tl__store_fail(q->base.st, TL_ENOENT,
                                                  "the store has no checkpoint yet")
-                                : sql_err(q, rc, "reading checkpoints");
+                                : tl__sq_err(q, rc, "reading checkpoints");
     }
     sqlite3_finalize(s);
     return out;
@@ -643,7 +623,7 @@ static int read_chunks(sq *q, int64_t ckpt, tl__raw_fn fn, void *ud)
         " ON c.kind = l.kind AND c.key = l.key AND c.ckpt = l.m ORDER BY c.kind, c.key",
         -1, &s, NULL);
     if (rc != SQLITE_OK)
-        return sql_err(q, rc, "reading chunks");
+        return tl__sq_err(q, rc, "reading chunks");
     sqlite3_bind_int64(s, 1, ckpt);
     int out = TL_OK;
     while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -653,7 +633,7 @@ static int read_chunks(sq *q, int64_t ckpt, tl__raw_fn fn, void *ud)
     }
     sqlite3_finalize(s);
     if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(q, rc, "reading chunks");
+        out = tl__sq_err(q, rc, "reading chunks");
     return out;
 }
 
@@ -663,18 +643,18 @@ static int sq_prev_id(tl__store_be *be, int64_t below, int64_t *id)
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(q->db, "SELECT coalesce(max(id), 0) FROM checkpoints WHERE id < ?1",
                            -1, &s, NULL) != SQLITE_OK)
-        return last_err(q, "reading checkpoints");
+        return tl__sq_last_err(q, "reading checkpoints");
     sqlite3_bind_int64(s, 1, below);
     int rc = sqlite3_step(s);
     *id = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? TL_OK : sql_err(q, rc, "reading checkpoints");
+    return rc == SQLITE_ROW ? TL_OK : tl__sq_err(q, rc, "reading checkpoints");
 }
 
 static int sq_read(tl__store_be *be, int64_t at, int64_t *ckpt, tl__raw_fn fn, void *ud)
 {
     sq *q = (sq *)be;
-    int rc = exec(q, "BEGIN", "restoring"); /* one consistent view */
+    int rc = tl__sq_exec(q, "BEGIN", "restoring"); /* one consistent view */
     if (rc == TL_OK)
         rc = read_head(q, at, ckpt, fn, ud);
     if (rc == TL_OK)
@@ -697,9 +677,9 @@ static int sq_prune(tl__store_be *be, int64_t oldest_kept)
     };
     for (size_t i = 0; i < 2 && rc == TL_OK; i++) {
         if (sqlite3_prepare_v2(q->db, sql[i], -1, &s, NULL) != SQLITE_OK)
-            return last_err(q, "pruning");
+            return tl__sq_last_err(q, "pruning");
         sqlite3_bind_int64(s, 1, oldest_kept);
-        rc = step_done(q, s, "pruning");
+        rc = tl__sq_step_done(q, s, "pruning");
         sqlite3_finalize(s);
     }
     return rc;
@@ -710,9 +690,9 @@ static int sq_prune(tl__store_be *be, int64_t oldest_kept)
 static int run_int(sq *q, sqlite3_stmt **s, const char *sql, int64_t a)
 {
     if (!*s && sqlite3_prepare_v2(q->db, sql, -1, s, NULL) != SQLITE_OK)
-        return last_err(q, "retiring old checkpoints");
+        return tl__sq_last_err(q, "retiring old checkpoints");
     sqlite3_bind_int64(*s, 1, a);
-    return step_done(q, *s, "retiring old checkpoints");
+    return tl__sq_step_done(q, *s, "retiring old checkpoints");
 }
 
 static int sq_retire(tl__store_be *be, int64_t oldest_kept)
@@ -722,7 +702,7 @@ static int sq_retire(tl__store_be *be, int64_t oldest_kept)
     int64_t oldest = o && sqlite3_step(o) == SQLITE_ROW ? sqlite3_column_int64(o, 0) : -1;
     sqlite3_reset(o); /* NULL: a no-op */
     if (oldest < 0)
-        return last_err(q, "retiring old checkpoints");
+        return tl__sq_last_err(q, "retiring old checkpoints");
     if (oldest == 0 || oldest >= oldest_kept)
         return TL_OK;
     int rc = TL_OK;
@@ -734,7 +714,7 @@ static int sq_retire(tl__store_be *be, int64_t oldest_kept)
     if (rc == TL_OK)
         rc = run_int(q, &q->fixed[S_GONE], "DELETE FROM checkpoints WHERE id < ?1", oldest_kept);
     if (rc == TL_OK) /* a no-op in a store made without auto_vacuum */
-        rc = step_done(q, fixed(q, S_VACUUM, "PRAGMA incremental_vacuum(" RECLAIM_PAGES ")"),
+        rc = tl__sq_step_done(q, fixed(q, S_VACUUM, "PRAGMA incremental_vacuum(" RECLAIM_PAGES ")"),
                        "giving back free pages");
     return rc;
 }
@@ -783,7 +763,7 @@ static int create_table(sq *q, const tl__table *t)
         t->peer ? ", " : "", t->peer ? t->peer : "", t->peer ? " TEXT NOT NULL" : "",
         t->time ? ", " : "", t->time ? t->time : "", t->time ? " INTEGER NOT NULL" : "",
         t->data ? ", " : "", t->data ? t->data : "", t->data ? " BLOB NOT NULL" : "");
-    int rc = sql ? exec(q, sql, t->name) : tl__store_fail(q->base.st, TL_ENOMEM, "out of memory");
+    int rc = sql ? tl__sq_exec(q, sql, t->name) : tl__store_fail(q->base.st, TL_ENOMEM, "out of memory");
     sqlite3_free(sql);
     return rc;
 }
@@ -810,7 +790,7 @@ static sqlite3_stmt *row_stmt(sq *q, const tl__table *t, int op, bool *missing)
                  : SQLITE_NOMEM;
     sqlite3_free(sql);
     if (rc != SQLITE_OK) {
-        sql_err(q, rc, t->name);
+        tl__sq_err(q, rc, t->name);
         return NULL;
     }
     if (free_slot >= 0)
@@ -842,9 +822,9 @@ static int sq_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
     if (t->time)
         sqlite3_bind_int64(s, 3, r->time);
     if (t->data)
-        rc = bind_bytes(q, s, 4, r->data, r->len);
+        rc = tl__sq_bind_bytes(q, s, 4, r->data, r->len);
     if (rc == TL_OK)
-        rc = step_done(q, s, t->name);
+        rc = tl__sq_step_done(q, s, t->name);
     else
         sqlite3_clear_bindings(s);
     return row_done(q, s, rc);
@@ -859,7 +839,7 @@ static int sq_row_del(tl__store_be *be, const tl__table *t, const char *key)
         return tl_store_errcode(q->base.st);
     if (key)
         sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-    return row_done(q, s, step_done(q, s, t->name));
+    return row_done(q, s, tl__sq_step_done(q, s, t->name));
 }
 
 static int sq_row_clear(tl__store_be *be, const tl__table *t) { return sq_row_del(be, t, NULL); }
@@ -881,95 +861,9 @@ static int sq_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, voi
         out = fn(ud, &r);
     }
     if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(q, rc, t->name);
+        out = tl__sq_err(q, rc, t->name);
     sqlite3_reset(s);
     return row_done(q, s, out);
-}
-
-/* ---- the mailbox ---- */
-
-static int sq_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud)
-{
-    sq *q = (sq *)be;
-    sqlite3_stmt *s;
-    int rc, out = TL_OK;
-    if (sqlite3_prepare_v2(q->db, "SELECT xid, to_node, from_node, time, data FROM mailbox "
-                           "WHERE to_node = ? ORDER BY time, xid", -1, &s, NULL) != SQLITE_OK)
-        return last_err(q, "reading the mailbox");
-    sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
-    while (out == TL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *xid = (const char *)sqlite3_column_text(s, 0);
-        const char *from = (const char *)sqlite3_column_text(s, 2);
-        tl__mail_row m = {xid ? xid : "", to, from ? from : "", sqlite3_column_int64(s, 3),
-                          sqlite3_column_blob(s, 4), (size_t)sqlite3_column_bytes(s, 4)};
-        out = fn(ud, &m);
-    }
-    if (out == TL_OK && rc != SQLITE_DONE)
-        out = sql_err(q, rc, "reading the mailbox");
-    sqlite3_finalize(s);
-    return out;
-}
-
-static int sq_mail_put(tl__store_be *be, const tl__mail_row *m)
-{
-    sq *q = (sq *)be;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(q->db, "INSERT INTO mailbox VALUES(?,?,?,?,?)", -1, &s, NULL) !=
-        SQLITE_OK)
-        return last_err(q, "writing the mailbox");
-    sqlite3_bind_text(s, 1, m->xid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, m->to, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, m->from, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, m->time);
-    int rc = bind_bytes(q, s, 5, m->data, m->len);
-    if (rc == TL_OK)
-        rc = step_done(q, s, "writing the mailbox");
-    sqlite3_finalize(s);
-    return rc;
-}
-
-/* Runs sql with ?1 = xid, ?2 = text; the number of rows changed or -1. */
-static int mail_change(sq *q, const char *sql, const char *xid, const char *text)
-{
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) {
-        last_err(q, "writing the mailbox");
-        return -1;
-    }
-    sqlite3_bind_text(s, 1, xid, -1, SQLITE_STATIC);
-    if (text)
-        sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
-    int rc = step_done(q, s, "writing the mailbox");
-    sqlite3_finalize(s);
-    return rc == TL_OK ? sqlite3_changes(q->db) : -1;
-}
-
-static int sq_mail_take(tl__store_be *be, const char *xid)
-{
-    sq *q = (sq *)be;
-    int n = mail_change(q, "DELETE FROM mailbox WHERE xid = ?1", xid, NULL);
-    if (n < 0)
-        return tl_store_errcode(q->base.st);
-    if (n != 1)
-        return tl__store_fail(q->base.st, TL_EBUSY, "mailbox row %s was taken by another "
-                              "process meanwhile", xid);
-    return TL_OK;
-}
-
-static int sq_mail_refuse(tl__store_be *be, const char *xid, const char *reason)
-{
-    sq *q = (sq *)be;
-    int rc = exec(q, REFUSED_SQL, "creating the refused mailbox rows");
-    if (rc != TL_OK)
-        return rc;
-    int n = mail_change(q, "INSERT OR REPLACE INTO mailbox_refused SELECT xid, to_node, "
-                        "from_node, time, data, ?2 FROM mailbox WHERE xid = ?1", xid, reason);
-    if (n < 0)
-        return tl_store_errcode(q->base.st);
-    if (n != 1)
-        return tl__store_fail(q->base.st, TL_EBUSY, "mailbox row %s was taken by another "
-                              "process meanwhile", xid);
-    return sq_mail_take(be, xid);
 }
 
 const tl__store_ops tl__store_sqlite_ops = {
@@ -995,10 +889,10 @@ const tl__store_ops tl__store_sqlite_ops = {
     .row_del = sq_row_del,
     .row_clear = sq_row_clear,
     .rows_read = sq_rows_read,
-    .mail_read = sq_mail_read,
-    .mail_put = sq_mail_put,
-    .mail_take = sq_mail_take,
-    .mail_refuse = sq_mail_refuse,
+    .mail_read = tl__sq_mail_read,
+    .mail_put = tl__sq_mail_put,
+    .mail_take = tl__sq_mail_take,
+    .mail_refuse = tl__sq_mail_refuse,
 };
 
 void *tl__store_sqlite_db(tl__store_be *be)

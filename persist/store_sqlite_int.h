@@ -1,0 +1,51 @@
+/*
+ * store_sqlite_int.h -- what the SQLite backend's files share (internal to
+ * persist/store_sqlite*.c): the connection struct and the error and
+ * statement helpers.  store_sqlite.c is the backend; store_sqlite_mail.c
+ * its mailbox (FORMAT.md section 7).
+ */
+#ifndef TL_STORE_SQLITE_INT_H
+#define TL_STORE_SQLITE_INT_H
+
+#include "store_backend.h"
+
+#include <sqlite3.h>
+#include <sys/types.h>
+
+#define NCACHE 16
+
+enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
+enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, NFIXED }; /* fixed() */
+
+typedef struct sq {
+    tl__store_be base;
+    sqlite3 *db;
+    int flags;
+    int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
+    mode_t mode;     /* for files we create: 0600, or 0640 */
+    char *lockpath;  /* path + "-lock" */
+    sqlite3_stmt *ins_chunk, *get_epoch, *fixed[NFIXED];
+    struct {
+        const tl__table *t;
+        int op;
+        sqlite3_stmt *s;
+    } cache[NCACHE];
+} sq;
+
+/* A SQLite failure as our code (I/O trouble: TL_EIO, else TL_ESTORE),
+ * with the store's message set; the last error of the connection. */
+TL__HIDDEN int tl__sq_err(sq *q, int rc, const char *what);
+TL__HIDDEN int tl__sq_last_err(sq *q, const char *what);
+/* Runs sql (no rows); steps s to its end (reset, not finalized). */
+TL__HIDDEN int tl__sq_exec(sq *q, const char *sql, const char *what);
+TL__HIDDEN int tl__sq_step_done(sq *q, sqlite3_stmt *s, const char *what);
+/* Binds n bytes at column col (TL_ERANGE past SQLite's limit). */
+TL__HIDDEN int tl__sq_bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n);
+
+/* store_sqlite_mail.c: the backend's mailbox operations (store_backend.h). */
+TL__HIDDEN int tl__sq_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud);
+TL__HIDDEN int tl__sq_mail_put(tl__store_be *be, const tl__mail_row *m);
+TL__HIDDEN int tl__sq_mail_take(tl__store_be *be, const char *xid);
+TL__HIDDEN int tl__sq_mail_refuse(tl__store_be *be, const char *xid, const char *reason);
+
+#endif
