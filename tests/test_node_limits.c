@@ -388,7 +388,9 @@ static void test_big_frames(void **state)
     raw[2] = (unsigned char)(frame >> 8);
     raw[3] = (unsigned char)frame;
     memset(raw + 4, 0x5a, body);
-    assert_int_equal(tl__node_raw(xn, "T", raw, 4 + body), LINKS);
+    /* the target may drop links once its buffers are full, also while
+     * these writes still go on (a slower attacker, e.g. in check mode) */
+    assert_in_range(tl__node_raw(xn, "T", raw, 4 + body), 1, LINKS);
     free(raw);
     double end = now_ms() + 20000; /* until the bytes are out, or dropped */
     while (now_ms() < end && (tl__node_links_up(xn, "T") == LINKS || !target_saw("buffers"))) {
