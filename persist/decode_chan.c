@@ -59,7 +59,7 @@ static int link_waiter(tl__loader *ld, tl_chan *ch, uint64_t tid, int64_t idx, i
 static int dec_numbered(tl__loader *ld, tl_chan *ch, const msgpack_object *q, int op)
 {
     const msgpack_object *n = &q->via.array.ptr[0];
-    if (!is_uint(n) || n->via.u64 > ld->ntasklets || ch->remote)
+    if (!is_uint(n) || n->via.u64 > ld->ntasklets * TL_SELECT_MAX || ch->remote)
         return tl__corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
     if (ld->nlq == ld->caplq) {
         size_t ncap = ld->caplq ? 2 * ld->caplq : 8;
