@@ -590,6 +590,65 @@ static void test_long_queue_by_number(void **state)
     free(r);
 }
 
+/* tests/data/golden-v2-queue.db, a store with a queue by number (FORMAT.md
+ * section 5), made once by TL_MAKE_GOLDEN_QUEUE=PATH ./test_store: 100
+ * waiters on "in" (tags 0..99, every 7th a select on "other" and "in"),
+ * checkpoint 1 full; the first 10 woken with an even value from LQ_AGAIN on,
+ * back at the tail (checkpoint 2); tag 50 killed (checkpoint 3).  Its queue
+ * is then tags 10..49, 51..99, 0..9. */
+static int make_golden_queue(const char *to)
+{
+    lq_run *r = calloc(1, sizeof *r);
+    tl_store *st;
+    tl_value v;
+    if (!r)
+        return 1;
+    lq_new(r);
+    if (tl_store_open(to, 0, &st) != TL_OK || tl_store_attach(st, r->rt) != TL_OK)
+        return 1;
+    lq_spawn(r, 100);
+    int rc = tl_store_checkpoint(st);
+    for (int i = 0; rc == TL_OK && i < 10; i++)
+        rc = tl_chan_try_send(r->in, tl_i64(LQ_AGAIN + 2 * i));
+    if (rc == TL_OK && tl_run(r->rt) == TL_EDEADLOCK)
+        rc = tl_store_checkpoint(st);
+    while (tl_chan_try_recv(r->out, &v) == TL_OK)
+        tl_release(v);
+    if (rc == TL_OK && (rc = tl_kill(r->h[50])) == TL_OK)
+        rc = tl_store_checkpoint(st);
+    tl_store_close(st);
+    return rc == TL_OK ? 0 : 1;
+}
+
+static void test_golden_queue(void **state)
+{
+    (void)state;
+    const char *golden = getenv("GOLDEN_QUEUE_DB");
+    char cmd[400];
+    int64_t got[LQ_MAX];
+    if (!golden) {
+        skip();
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", golden, path);
+    assert_int_equal(system(cmd), 0);
+    tl_runtime *rt = lq_rt();
+    tl_store *st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 3);
+    assert_true(lq_chan_record_len() < 200); /* written by number */
+    int n = lq_drain(rt, got);
+    assert_int_equal(n, 99);
+    for (int i = 0; i < n; i++) {
+        int64_t tag = i < 40 ? 10 + i : i < 89 ? 11 + i : i - 89;
+        if (got[i] / 100000 != tag)
+            fail_msg("place %d: tag %lld, expected %lld", i, (long long)(got[i] / 100000),
+                     (long long)tag);
+    }
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 /* ---- ownership between processes ---- */
 
 /* A child process that owns the store until it is killed; returns its pid
@@ -942,6 +1001,8 @@ static void test_damaged_chunk(void **state)
 
 int main(void)
 {
+    if (getenv("TL_MAKE_GOLDEN_QUEUE"))
+        return make_golden_queue(getenv("TL_MAKE_GOLDEN_QUEUE"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_restore_without_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_and_restore, setup, teardown),
@@ -959,6 +1020,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incremental_high_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_queue_by_number, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_golden_queue, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
