@@ -174,7 +174,7 @@ typedef struct cli_head {
 
 typedef enum cli_ftype {
     CLI_F_BOOL, CLI_F_I32, CLI_F_I64, CLI_F_U32, CLI_F_U64, CLI_F_F64,
-    CLI_F_VALUE, CLI_F_CHAN, CLI_F_TASKLET, CLI_F_BYTES
+    CLI_F_VALUE, CLI_F_CHAN, CLI_F_TASKLET, CLI_F_BYTES, CLI_F_CASES
 } cli_ftype;
 
 typedef struct cli_field {
@@ -214,7 +214,8 @@ typedef struct cli_tasklet {
     /* extra */
     const msgpack_object *name, *msg, *fired, *joiners;
     bool has_sel;
-    uint64_t sel_at;
+    uint64_t sel_at;     /* format 1: the cases' byte offset in the locals */
+    cli_str sel_field;   /* format 2: the TL_T_CASES field holding them ({NULL, 0} in 1) */
     cli_case *cases;
     uint32_t ncases;
     uint64_t qnum; /* extra.q: its place in a channel queue, 0: none */

@@ -18,6 +18,7 @@
 
 static const char *const ftype_names[] = {
     "bool", "i32", "i64", "u32", "u64", "f64", "value", "chan", "tasklet", "bytes",
+    "cases", /* format 2: a select's case array, saved as nil (its cases are in extra.sel) */
 };
 
 const char *cli_ftype_name(cli_ftype t)
@@ -245,6 +246,7 @@ static bool local_fits(cli_ftype type, const msgpack_object *v)
     case CLI_F_TASKLET:
         return v->type == MSGPACK_OBJECT_NIL || (ext && v->via.ext.type == 2);
     case CLI_F_BYTES: return v->type == MSGPACK_OBJECT_BIN;
+    case CLI_F_CASES: return v->type == MSGPACK_OBJECT_NIL;
     }
     return false;
 }
@@ -386,11 +388,15 @@ static int decode_case(const msgpack_object *o, cli_case *k, cli_err *e)
 
 static int decode_sel(cli_doc *doc, const msgpack_object *sel, cli_tasklet *t, cli_err *e)
 {
-    const msgpack_object *at, *cases;
+    const msgpack_object *at, *field, *cases;
     if (sel->type != MSGPACK_OBJECT_MAP)
         return cli_fail(e, "sel is a %s, not a map", cli_mp_typename(sel));
-    if (want_key(sel, "at", &at, e) < 0 || want_uint(at, &t->sel_at, "at", e) < 0
-        || want_key(sel, "cases", &cases, e) < 0
+    /* format 2 names the cases' field; format 1 gave their byte offset */
+    field = cli_mp_get(sel, "field");
+    if (field ? want_str(field, &t->sel_field, "field", e) < 0
+              : want_key(sel, "at", &at, e) < 0 || want_uint(at, &t->sel_at, "at", e) < 0)
+        return cli_wrap(e, "sel");
+    if (want_key(sel, "cases", &cases, e) < 0
         || want_array(cases, UINT32_MAX, "cases", e) < 0)
         return cli_wrap(e, "sel");
     t->has_sel = true;

@@ -114,7 +114,10 @@ static json_t *frame_json(const cli_tchunk *c, const cli_frame *fr, uint32_t ind
 static json_t *select_json(const cli_tasklet *t)
 {
     json_t *sel = json_object(), *cases = json_array();
-    json_object_set_new(sel, "at", cli_json_u64(t->sel_at));
+    if (t->sel_field.p)
+        json_object_set_new(sel, "field", json_stringn(t->sel_field.p, t->sel_field.n));
+    else
+        json_object_set_new(sel, "at", cli_json_u64(t->sel_at));
     for (uint32_t i = 0; i < t->ncases; i++) {
         json_t *k = json_object();
         json_object_set_new(k, "chan", cli_json_u64(t->cases[i].chan));
@@ -219,7 +222,11 @@ static void print_frames(const cli_tchunk *c, const cli_tasklet *t)
 static void print_select(const cli_tasklet *t)
 {
     cli_buf b = {0};
-    printf("  %-9s at %llu, %u cases\n", "select", (unsigned long long)t->sel_at, t->ncases);
+    if (t->sel_field.p)
+        printf("  %-9s in field %.*s, %u cases\n", "select", (int)t->sel_field.n, t->sel_field.p,
+               t->ncases);
+    else
+        printf("  %-9s at %llu, %u cases\n", "select", (unsigned long long)t->sel_at, t->ncases);
     for (uint32_t i = 0; i < t->ncases; i++) {
         const cli_case *k = &t->cases[i];
         cli_buf_reset(&b);
