@@ -391,6 +391,34 @@ static tl_value args2(tl_runtime *rt, const char *step, int64_t n)
 
 /* ---- tests ---- */
 
+/* tl_wf_run(wf, -1) returns TL_OK only once no workflow is live: not
+ * while one waits on a deadline or its step is in flight on a worker. */
+static void test_run_forever_until_none_live(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r = 0;
+    atomic_store(&clock_skew, 0);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&block_step, 1); /* its attempt runs until the 300 ms deadline */
+    tl_value a1 = args2(e.rt, "recv", 300), a2 = args2(e.rt, "step", 300);
+    assert_int_equal(tl_wf_start(e.wf, "recv", &wait_fn, a1, NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "step", &wait_fn, a2, NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "two", &two_fn, tl_i64(40), NULL), TL_OK);
+    tl_release(a1);
+    tl_release(a2);
+    assert_int_equal(tl_wf_run(e.wf, -1), TL_OK);
+    atomic_store(&block_step, 0);
+    assert_int_equal(tl_wf_live(e.wf), 0);
+    assert_int_equal(result_of(&e, "recv", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ETIMEDOUT);
+    assert_int_equal(result_of(&e, "step", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ETIMEDOUT);
+    assert_int_equal(result_of(&e, "two", &r), TL_WF_DONE);
+    assert_int_equal(r, 42);
+    eng_done(&e);
+}
+
 static void test_start_steps_result(void **state)
 {
     (void)state;
@@ -1162,6 +1190,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_steps_result),
+        cmocka_unit_test(test_run_forever_until_none_live),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_retries_and_errors),
         cmocka_unit_test(test_transactional_step),
