@@ -5,11 +5,13 @@
  * many objects as the head announces, every blocked tasklet in the queue
  * it claims, joiners and the run queue linked; then the loader's
  * reference on every object is dropped, so what nothing refers to goes.
- * The runtime equals the checkpoint just before that drop; what the drop
- * frees differs from it, so the change tracking is reset before and not
- * after: the chunks of the dropped objects are marked and the next
- * incremental checkpoint rewrites them (else it would announce fewer
- * objects than its chunks hold: "a chunk is missing" at the next load).
+ * The runtime equals the checkpoint once every check has passed; what
+ * the restore then does differs from it (the rendezvous it completes, the
+ * objects the drop frees), so the change tracking is reset before those
+ * and not after: their chunks are marked and the next incremental
+ * checkpoint rewrites them (else a channel's stored record would still
+ * queue the waiters the rendezvous woke, and the head would announce fewer
+ * objects than the chunks hold: "a chunk is missing" at the next load).
  * An import (tl__ld_finish_import): one complete tasklet, the run queue
  * naming it exactly when it is runnable.
  * Invariants: nothing is linked or freed before every check has passed
@@ -166,8 +168,8 @@ int tl__ld_finish(tl__loader *ld)
         c.rc = check_counts(ld);
     if (c.rc != TL_OK)
         return c.rc;
+    tl__clear_dirty(ld->rt); /* the checkpoint as read; the rendezvous and drops are changes */
     rematch_all(ld->rt);
-    tl__clear_dirty(ld->rt); /* the checkpoint as read; the drops below are changes */
     tl__slab_each(&ld->rt->tasklets, TL__MAGIC_TASK, drop_visit, NULL);
     int rc = drop_unreferenced_chans(ld);
     if (rc != TL_OK)
