@@ -3,8 +3,9 @@
  * on its SQLite backend: participants' rows commit with a checkpoint or
  * not at all, a handle whose claim was superseded cannot write (fencing
  * epoch), records over the reader's limit are refused with the previous
- * checkpoint kept, pruning, refusing a mailbox row, and store handles
- * checked by magic.
+ * checkpoint kept, pruning, refusing a mailbox row, store handles
+ * checked by magic, and a churn of changes, failed checkpoints and
+ * restarts whose every newest checkpoint loads.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -429,6 +430,151 @@ static void test_mailbox_refuse(void **state)
     tl_runtime_free(b);
 }
 
+/* ---- churn across failed checkpoints and restarts ---- */
+
+typedef struct { tl_chan *ch; tl_value v; } io_t;
+static const tl_field io_fields[] = {TL_FIELD(io_t, ch, TL_T_CHAN), TL_FIELD(io_t, v, TL_T_VALUE)};
+
+static tl_status rx_once(tl_frame *f, void *locals)
+{
+    io_t *L = locals;
+    TL_BEGIN(f);
+    TL_RECV(f, L->ch, L->v);
+    TL_END(f);
+}
+static const tl_func rx_once_fn = {"stbe.rx_once", 1, rx_once, sizeof(io_t), io_fields,
+                                   TL_COUNTOF(io_fields), NULL};
+
+static tl_status tx_once(tl_frame *f, void *locals)
+{
+    io_t *L = locals;
+    TL_BEGIN(f);
+    TL_SEND(f, L->ch, L->v);
+    TL_END(f);
+}
+static const tl_func tx_once_fn = {"stbe.tx_once", 1, tx_once, sizeof(io_t), io_fields,
+                                   TL_COUNTOF(io_fields), NULL};
+
+static uint32_t churn_seed;
+static uint32_t rnd(void) { return (churn_seed = churn_seed * 1103515245u + 12345u) >> 8; }
+
+/* Named channel cK (made when it is not there: names do not hold a
+ * channel, its waiters do), with a reference for the caller. */
+static tl_chan *named(tl_runtime *rt, int k)
+{
+    char name[8];
+    snprintf(name, sizeof name, "c%d", k);
+    tl_chan *ch = tl_chan_find_name(rt, name);
+    if (ch)
+        return tl_chan_retain(ch);
+    assert_int_equal(tl_chan_new(rt, (size_t)(k % 2), &ch), TL_OK);
+    assert_int_equal(tl_chan_set_name(ch, name), TL_OK);
+    return ch;
+}
+
+static void spawn_io(tl_runtime *rt, const tl_func *fn, tl_chan *ch, int64_t v, tl_tasklet **out)
+{
+    io_t a = {.ch = ch, .v = tl_i64(v)};
+    assert_int_equal(tl_spawn(rt, fn, &a, sizeof a, out), TL_OK);
+}
+
+#define NHELD 64
+
+/* One change of the churn: waiters and senders on named and fresh
+ * channels, tasklets that end while the host holds them, jumps to new
+ * chunks, checkpoints that fail (the participant after every chunk and
+ * the head are written; SQLITE_BUSY at begin, another connection holding
+ * the write lock). */
+static void churn_op(tl_runtime *rt, tl_store *st, part_state *ps, tl_tasklet **held,
+                     int *nheld, size_t *expect)
+{
+    tl_chan *ch;
+    switch (rnd() % 8) {
+    case 0:
+    case 1:
+        ch = named(rt, (int)(rnd() % 4));
+        spawn_io(rt, rnd() % 2 ? &rx_once_fn : &tx_once_fn, ch, 1, NULL);
+        tl_chan_release(ch);
+        break;
+    case 2: /* a fresh channel with both ends: all three go */
+    case 3: /* the same, the receiver held by the host until the restart */
+        assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+        spawn_io(rt, &rx_once_fn, ch, 0, *nheld < NHELD ? &held[*nheld] : NULL);
+        *nheld += *nheld < NHELD;
+        spawn_io(rt, &tx_once_fn, ch, 2, NULL);
+        tl_chan_release(ch);
+        break;
+    case 4: /* the next tasklets in another chunk */
+        tl__set_next_ids(rt, rt->next_tid + 256 * (1 + rnd() % 3), rt->next_cid + 256 * (rnd() % 2));
+        break;
+    case 5: { /* a checkpoint that fails after writing everything */
+        ps->fail = 1;
+        tl__store_touch(st);
+        assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+        ps->fail = 0;
+        break;
+    }
+    case 6: { /* a checkpoint that finds the store locked */
+        sqlite3 *other;
+        assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(tl__store_sqlite(st), 1);
+        tl__store_touch(st);
+        assert_int_not_equal(tl_store_checkpoint(st), TL_OK);
+        sqlite3_busy_timeout(tl__store_sqlite(st), 5000);
+        assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(other);
+        break;
+    }
+    default: /* a checkpoint that goes in */
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+        *expect = tl_tasklet_count(rt);
+        return;
+    }
+    int rc = tl_run(rt);
+    assert_true(rc == TL_OK || rc == TL_EDEADLOCK);
+}
+
+/* Restarts ("kill -9": the runtime and store dropped, nothing written
+ * after the last successful checkpoint) between rounds of changes and
+ * failed checkpoints, retention keeping 2: every newest checkpoint loads
+ * (its chunks agree with its head) with the tasklets it had. */
+static void test_churn_across_failed_checkpoints(void **state)
+{
+    (void)state;
+    size_t expect = 0;
+    for (int round = 0; round < 120; round++) {
+        if (round % 40 == 0) { /* three seeds, each on a fresh store */
+            churn_seed = 12345u + (uint32_t)round;
+            expect = 0;
+            char rm[200];
+            snprintf(rm, sizeof rm, "rm -f %s*", path);
+            assert_int_equal(system(rm), 0);
+        }
+        tl_runtime *rt = new_rt();
+        assert_int_equal(tl_register(rt, &rx_once_fn), TL_OK);
+        assert_int_equal(tl_register(rt, &tx_once_fn), TL_OK);
+        tl_store *st = open_at(path, rt);
+        tl_policy pol = {.keep = 2};
+        assert_int_equal(tl_store_set_policy(st, &pol), TL_OK);
+        part_state ps = {.nrows = 1};
+        assert_int_equal(tl__store_join(st, &test_part, &ps), TL_OK);
+        if (round % 40) {
+            int rc = tl_store_restore(st);
+            if (rc != TL_OK && !(rc == TL_ENOENT && tl_store_last_checkpoint(st) == 0))
+                fail_msg("round %d: restore: %s", round, tl_store_errmsg(st));
+            assert_int_equal(tl_tasklet_count(rt), expect);
+        }
+        tl_tasklet *held[NHELD];
+        int nheld = 0;
+        for (int i = 0, n = 1 + (int)(rnd() % 8); i < n; i++)
+            churn_op(rt, st, &ps, held, &nheld, &expect);
+        tl_store_close(st); /* the held handles die with the process */
+        tl_runtime_free(rt);
+    }
+    assert_true(query("SELECT max(id) FROM checkpoints") > 10); /* the last seed's */
+}
+
 /* ---- handles ---- */
 
 static void test_bad_handles(void **state)
@@ -482,6 +628,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_refuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_churn_across_failed_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_handles, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
