@@ -1231,7 +1231,7 @@ static int run_bench(const bench *b, int quick, uint64_t n_override)
         return rc;
     }
     printf("{\"name\": \"%s\", \"value\": %.*f, \"unit\": \"%s\"}\n", b->name,
-           strcmp(b->unit, "s") == 0 ? 4 : 2, value, b->unit);
+           strcmp(b->unit, "s") == 0 ? 6 : 2, value, b->unit);
     fflush(stdout);
     return TL_OK;
 }
