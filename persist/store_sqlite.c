@@ -506,10 +506,23 @@ static int sq_begin(tl__store_be *be, int64_t epoch)
     return rc;
 }
 
+/* The write transaction begin opened is still open: an error SQLite
+ * answers with a rollback (or SQL of a participant's own) may have ended
+ * it, and what follows must not run in autocommit (retention would
+ * delete the checkpoints before one that never commits). */
+static int in_tx(sq *q, const char *what)
+{
+    if (!sqlite3_get_autocommit(q->db))
+        return TL_OK;
+    return tl__store_fail(q->base.st, TL_ESTORE, "%s: the checkpoint's transaction was ended "
+                          "before its commit (rolled back); nothing more is written", what);
+}
+
 static int sq_commit(tl__store_be *be)
 {
     sq *q = (sq *)be;
-    return tl__sq_step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing");
+    int rc = in_tx(q, "committing");
+    return rc == TL_OK ? tl__sq_step_done(q, fixed(q, S_COMMIT, "COMMIT"), "committing") : rc;
 }
 
 /* A passive checkpoint: copies the WAL's pages into the main file as far
@@ -698,6 +711,8 @@ static int run_int(sq *q, sqlite3_stmt **s, const char *sql, int64_t a)
 static int sq_retire(tl__store_be *be, int64_t oldest_kept)
 {
     sq *q = (sq *)be;
+    if (in_tx(q, "retiring old checkpoints") != TL_OK)
+        return TL_ESTORE;
     sqlite3_stmt *o = fixed(q, S_OLDEST, "SELECT coalesce(min(id), 0) FROM checkpoints");
     int64_t oldest = o && sqlite3_step(o) == SQLITE_ROW ? sqlite3_column_int64(o, 0) : -1;
     sqlite3_reset(o); /* NULL: a no-op */
@@ -812,6 +827,8 @@ static int sq_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
 {
     sq *q = (sq *)be;
     bool missing;
+    if (in_tx(q, t->name) != TL_OK)
+        return TL_ESTORE;
     sqlite3_stmt *s = row_stmt(q, t, ROW_PUT, &missing);
     if (!s)
         return tl_store_errcode(q->base.st);
@@ -834,6 +851,8 @@ static int sq_row_del(tl__store_be *be, const tl__table *t, const char *key)
 {
     sq *q = (sq *)be;
     bool missing;
+    if (in_tx(q, t->name) != TL_OK)
+        return TL_ESTORE;
     sqlite3_stmt *s = row_stmt(q, t, key ? ROW_DEL : ROW_CLEAR, &missing);
     if (!s)
         return tl_store_errcode(q->base.st);

@@ -575,6 +575,44 @@ static void test_churn_across_failed_checkpoints(void **state)
     assert_true(query("SELECT max(id) FROM checkpoints") > 10); /* the last seed's */
 }
 
+/* A participant whose SQL ends the checkpoint's transaction (an error
+ * SQLite answers with a rollback, or a ROLLBACK of its own). */
+static int ender_write(void *ud, tl__store_tx *tx)
+{
+    (void)tx;
+    sqlite3_exec(ud, "ROLLBACK", NULL, NULL, NULL);
+    return TL_OK;
+}
+static const tl__participant ender_part = {"ender", ender_write, NULL, NULL};
+
+/* Nothing is written outside the checkpoint's transaction once it ended
+ * early: retention (keep 1) does not delete the checkpoints before it in
+ * autocommit, the checkpoint fails, and the previous one restores. */
+static void test_transaction_ended_early(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(path, rt);
+    tl_policy pol = {.keep = 1};
+    assert_int_equal(tl_store_set_policy(st, &pol), TL_OK);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl__store_join(st, &ender_part, tl__store_sqlite(st)), TL_OK);
+    spawn_holder(rt, tl_nil());
+    assert_int_not_equal(tl_store_checkpoint(st), TL_OK);
+    assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
+    assert_int_equal(query("SELECT count(*) FROM checkpoints WHERE id = 1"), 1);
+    tl__store_leave(st, &ender_part, tl__store_sqlite(st));
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    rt = new_rt();
+    st = open_at(path, rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 1);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 /* ---- handles ---- */
 
 static void test_bad_handles(void **state)
@@ -629,6 +667,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_refuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_churn_across_failed_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transaction_ended_early, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_handles, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -228,9 +228,11 @@ static int del_selected(tl_wf *wf, tl__store_tx *tx, const tl__table *t, const c
     if (sqlite3_prepare_v2(wf->db, sel, -1, &s, NULL) != SQLITE_OK)
         return sqlerr(wf, wf->db, "selecting rows past the retention");
     sqlite3_bind_int64(s, 1, cut);
-    int rc = TL_OK;
-    while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW)
+    int rc = TL_OK, src = SQLITE_DONE;
+    while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW)
         rc = tl__tx_del(tx, t, (const char *)sqlite3_column_text(s, 0));
+    if (rc == TL_OK && src != SQLITE_DONE) /* not a silent end: the rest would still commit */
+        rc = sqlerr(wf, wf->db, "selecting rows past the retention");
     sqlite3_finalize(s);
     return rc;
 }
