@@ -131,40 +131,49 @@ static void test_import_all_or_nothing(void **state)
     tl_runtime_free(rt);
 }
 
-/* Committed with the imported sender still waiting beside the receiver
- * (what a crash right after the import's commit leaves): the restore
- * completes the rendezvous. */
-static void test_restore_completes_rendezvous(void **state)
+/* A receiver at home A and a sender of value sent back to it through the
+ * mailbox, imported as tl_store_import does it but stopped before the
+ * restart, the import committed, then "the crash": the store holds sender
+ * and receiver both waiting on one channel.  held_check: the receiver is
+ * still blocked before the commit (no partner yet). */
+static void commit_import_held(int64_t value, int held_check)
 {
-    (void)state;
     nreceived = 0;
     tl_runtime *rt = new_rt("A", 0);
     tl_store *st = open_attached(rt);
     tl_chan *ch;
     assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
     assert_int_equal(tl_chan_pin(ch, 1), TL_OK);
-    tl_tasklet *r = send_home_through_mailbox(rt, st, ch, 9);
+    tl_tasklet *r = send_home_through_mailbox(rt, st, ch, value);
     tl_tasklet *back;
-    /* the import as tl_store_import does it, stopped before the restart */
-    const char *sql = "SELECT data FROM mailbox";
     sqlite3 *db;
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT data FROM mailbox", -1, &s, NULL),
+                     SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     assert_int_equal(tl__snapshot_import_held(rt, sqlite3_column_blob(s, 0),
                                               (size_t)sqlite3_column_bytes(s, 0), &back), TL_OK);
     sqlite3_finalize(s);
     sqlite3_close(db);
-    assert_int_equal(tl_tasklet_state(r), TL_BLOCKED); /* held: no partner yet */
+    if (held_check)
+        assert_int_equal(tl_tasklet_state(r), TL_BLOCKED); /* held: no partner yet */
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
     tl_tasklet_release(r);
     tl_chan_release(ch);
     tl_store_close(st);
-    tl_runtime_free(rt); /* "the crash" */
+    tl_runtime_free(rt); /* "the crash" after the import's commit */
+}
 
-    rt = new_rt("A", 0);
-    st = open_attached(rt);
+/* Committed with the imported sender still waiting beside the receiver
+ * (what a crash right after the import's commit leaves): the restore
+ * completes the rendezvous. */
+static void test_restore_completes_rendezvous(void **state)
+{
+    (void)state;
+    commit_import_held(9, 1);
+    tl_runtime *rt = new_rt("A", 0);
+    tl_store *st = open_attached(rt);
     assert_int_equal(tl_store_restore(st), TL_OK);
     assert_int_equal(tl_run(rt), TL_OK);
     assert_int_equal(nreceived, 1);
@@ -179,32 +188,9 @@ static void test_restore_completes_rendezvous(void **state)
 static void test_restored_rendezvous_is_written(void **state)
 {
     (void)state;
-    nreceived = 0;
+    commit_import_held(5, 0);
     tl_runtime *rt = new_rt("A", 0);
     tl_store *st = open_attached(rt);
-    tl_chan *ch;
-    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
-    assert_int_equal(tl_chan_pin(ch, 1), TL_OK);
-    tl_tasklet *r = send_home_through_mailbox(rt, st, ch, 5);
-    tl_tasklet *back;
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT data FROM mailbox", -1, &s, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(tl__snapshot_import_held(rt, sqlite3_column_blob(s, 0),
-                                              (size_t)sqlite3_column_bytes(s, 0), &back), TL_OK);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    assert_int_equal(tl_store_checkpoint(st), TL_OK);
-    tl_tasklet_release(r);
-    tl_chan_release(ch);
-    tl_store_close(st);
-    tl_runtime_free(rt); /* "the crash" after the import's commit */
-
-    rt = new_rt("A", 0);
-    st = open_attached(rt);
     assert_int_equal(tl_store_restore(st), TL_OK); /* the rendezvous completes */
     int64_t first = tl_store_last_checkpoint(st);
     assert_int_equal(tl_store_checkpoint(st), TL_OK); /* both runnable, nothing ran */
