@@ -76,8 +76,9 @@ static int state_code(const char *state)
     if (!state)
         return TL_EIO; /* no answer from the server: the connection */
     if (!strncmp(state, "08", 2) || !strncmp(state, "53", 2) || !strncmp(state, "57", 2) ||
-        !strncmp(state, "58", 2) || !strcmp(state, "25006"))
-        return TL_EIO; /* connection, resources (disk full), shutdown, read-only */
+        !strncmp(state, "58", 2) || !strcmp(state, "25006") || !strcmp(state, "25P03"))
+        return TL_EIO; /* connection, resources (disk full), shutdown, read-only,
+                        * the session cut off idle in its transaction */
     if (!strncmp(state, "54", 2) || !strcmp(state, "22001") || !strcmp(state, "22003"))
         return TL_ERANGE;
     if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03"))
@@ -320,6 +321,23 @@ static int describe(pg *q, tl_store *st, const char *location)
     return TL_OK;
 }
 
+/* The session's settings, on every new connection (the first one and each
+ * PQreset: a reset session has the server's defaults again, without the
+ * idle_in_transaction timeout that keeps a stopped owner from holding the
+ * epoch row past its lease). */
+static int set_up_session(pg *q)
+{
+    PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
+    char sql[256];
+    /* without TL_STORE_NOSYNC, the server's synchronous_commit (on by
+     * default; a replicated setup may ask for more) */
+    snprintf(sql, sizeof sql, "%sSET default_transaction_read_only = %s; SET "
+             "idle_in_transaction_session_timeout = %lld",
+             q->flags & TL_STORE_NOSYNC ? "SET synchronous_commit = off; " : "",
+             q->flags & TL_STORE_READONLY ? "on" : "off", (long long)q->lease_ms);
+    return exec_simple(q, sql, "setting up the session");
+}
+
 static int connect_to(pg *q, const char *location)
 {
     /* the URL's own connect_timeout (and the rest) win over these: later
@@ -336,15 +354,7 @@ static int connect_to(pg *q, const char *location)
         return tl__store_fail(q->base.st, TL_EIO, "cannot connect to PostgreSQL at %s: %s",
                               q->where, msg);
     }
-    PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
-    char sql[256];
-    /* without TL_STORE_NOSYNC, the server's synchronous_commit (on by
-     * default; a replicated setup may ask for more) */
-    snprintf(sql, sizeof sql, "%sSET default_transaction_read_only = %s; SET "
-             "idle_in_transaction_session_timeout = %lld",
-             q->flags & TL_STORE_NOSYNC ? "SET synchronous_commit = off; " : "",
-             q->flags & TL_STORE_READONLY ? "on" : "off", (long long)q->lease_ms);
-    return exec_simple(q, sql, "setting up the session");
+    return set_up_session(q);
 }
 
 /* The current schema, named in where; TL_ENOENT when the search_path
@@ -608,11 +618,14 @@ static int begin_fenced(pg *q, int64_t epoch)
 static int pg_begin(tl__store_be *be, int64_t epoch)
 {
     pg *q = (pg *)be;
-    if (PQstatus(q->conn) == CONNECTION_BAD) /* lost since: one new try */
+    int rc = TL_OK;
+    if (PQstatus(q->conn) == CONNECTION_BAD) { /* lost since: one new try */
         PQreset(q->conn);
-    if (PQstatus(q->conn) == CONNECTION_OK)
-        PQsetNoticeProcessor(q->conn, quiet_notices, NULL);
-    int rc = epoch > 0 ? begin_fenced(q, epoch) : exec_simple(q, "BEGIN", "starting a transaction");
+        if (PQstatus(q->conn) == CONNECTION_OK)
+            rc = set_up_session(q);
+    }
+    if (rc == TL_OK)
+        rc = epoch > 0 ? begin_fenced(q, epoch) : exec_simple(q, "BEGIN", "starting a transaction");
     if (rc != TL_OK)
         rollback_quiet(q);
     return rc;

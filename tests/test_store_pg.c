@@ -316,7 +316,7 @@ static void test_connection_lost(void **state)
     tl_store *st = open_at(url, rt);
     spawn_holder(rt, tl_nil());
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
-    assert_int_equal(query("SELECT pg_terminate_backend(backend) FROM owner"), 1);
+    assert_int_equal(query("SELECT pg_terminate_backend(backend, 60000) FROM owner"), 1);
     spawn_holder(rt, tl_nil());
     assert_int_equal(tl_store_checkpoint(st), TL_EIO);
     assert_non_null(strstr(tl_store_errmsg(st), "PostgreSQL"));
@@ -326,6 +326,46 @@ static void test_connection_lost(void **state)
     assert_int_equal(tl_store_close(st), TL_OK);
     tl_runtime_free(rt);
     assert_int_equal(restored_count(0), 2);
+}
+
+/* A participant that stays idle inside the checkpoint's transaction for
+ * *ud milliseconds before writing. */
+static int slow_write(void *ud, tl__store_tx *tx)
+{
+    int ms = *(int *)ud;
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+    tl__row r = {"slow", "", 0, "x", 1};
+    return tl__tx_put(tx, &test_table, &r);
+}
+
+static const tl__participant slow_part = {"slow participant", slow_write, NULL};
+
+/* A reconnected session has the settings of the first one again: an owner
+ * idle in its transaction past its lease is cut off by the server (else a
+ * stopped owner would hold the epoch row, and no worker could claim). */
+static void test_reconnect_keeps_session_settings(void **state)
+{
+    (void)state;
+    setenv("TL_PG_LEASE_MS", "400", 1);
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(query("SELECT pg_terminate_backend(backend, 60000) FROM owner"), 1);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    int idle_ms = 2000; /* five leases */
+    assert_int_equal(tl__store_join(st, &slow_part, &idle_ms), TL_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    assert_non_null(strstr(tl_store_errmsg(st), "idle-in-transaction"));
+    assert_int_equal(tl_store_last_checkpoint(st), 1);
+    assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
+    tl__store_leave(st, &slow_part, &idle_ms);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 2);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+    unsetenv("TL_PG_LEASE_MS");
 }
 
 
@@ -719,6 +759,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_checkpoint_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_participant_rows_ride_on_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_keeps_session_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_owner_refused_expired_one_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_owner_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
