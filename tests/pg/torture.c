@@ -158,16 +158,6 @@ static pid_t start_worker(void)
 
 static int left(void) { return (int)q64("SELECT count(*) FROM %s.dir WHERE NOT done", dirs); }
 
-/* A worker that is running a workflow now: the last step's executor. */
-static pid_t busy_worker(void)
-{
-    pid_t p = (pid_t)q64("SELECT pid FROM %s.exec ORDER BY id DESC LIMIT 1", dirs);
-    for (int i = 0; i < opt.workers; i++)
-        if (pids[i] == p)
-            return p;
-    return 0;
-}
-
 static void kill_one(int *kills)
 {
     int i = rand() % opt.workers;
@@ -177,31 +167,39 @@ static void kill_one(int *kills)
     (*kills)++;
 }
 
-/* SIGSTOP a worker in the middle of a workflow (its last step was not
- * among the last three), and SIGCONT it once three leases passed and
- * another worker took that workflow over: its next write is late.  0 when
- * no worker was caught so, or nobody took over within two minutes. */
-static pid_t pause_one(void)
+/* Pauses worker i if it is in the middle of a workflow, and resumes it
+ * once another worker took that workflow over and its late write was
+ * refused.  Whether it is in the middle is read after SIGSTOP, when its
+ * log can no longer move: its last execution (the one in flight at most
+ * is later) is of a step before the last, of a workflow not done, so its
+ * next write is a checkpoint of that workflow.  0 when it was not caught
+ * so (it is resumed at once), else its pid. */
+static pid_t pause_one(int i)
 {
-    char sql[300], row[200], wf[80];
+    char sql[600], row[200], wf[80];
     long long e0 = 0;
-    int p = 0;
-    snprintf(sql, sizeof sql, "SELECT pid || ' ' || epoch || ' ' || wf FROM %s.exec WHERE step "
-             "<= %d ORDER BY id DESC LIMIT 1", dirs, opt.steps - 3);
-    query_text(sql, row, sizeof row);
-    if (sscanf(row, "%d %lld %79s", &p, &e0, wf) != 3 || busy_worker() != p)
-        return 0;
+    int step = 0;
+    pid_t p = pids[i];
     kill(p, SIGSTOP);
-    double t0 = now_s();
-    int taken = 0;
-    while (!taken && now_s() < t0 + 120) {
-        sleep_ms(20);
-        taken = now_s() > t0 + 3 * opt.lease / 1000.0 &&
-                q64("SELECT count(*) FROM %s.exec WHERE wf = '%s' AND epoch > %lld", dirs, wf,
-                    e0) > 0;
+    snprintf(sql, sizeof sql, "SELECT x.step || ' ' || x.epoch || ' ' || x.wf FROM %s.exec x "
+             "JOIN %s.dir d ON d.name = x.wf AND NOT d.done WHERE x.id = (SELECT max(id) FROM "
+             "%s.exec WHERE pid = %d)", dirs, dirs, dirs, (int)p);
+    query_text(sql, row, sizeof row);
+    if (sscanf(row, "%d %lld %79s", &step, &e0, wf) != 3 || step >= opt.steps) {
+        kill(p, SIGCONT);
+        return 0;
     }
+    /* its lease runs out, another worker claims the workflow and runs its
+     * next step: an execution under a later epoch */
+    double t0 = now_s();
+    while (q64("SELECT count(*) FROM %s.exec WHERE wf = '%s' AND epoch > %lld", dirs, wf, e0) ==
+               0 && now_s() < t0 + 300)
+        sleep_ms(20);
     kill(p, SIGCONT);
-    return taken ? p : 0;
+    while (q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) == 0 &&
+           now_s() < t0 + 600)
+        sleep_ms(20);
+    return p;
 }
 
 /* Reaps workers that ended; 1 when all have. */
@@ -224,16 +222,28 @@ static int all_exited(void)
     return alive == 0;
 }
 
+static int64_t progress(void) { return q64("SELECT count(*) FROM %s.exec", dirs); }
+
+/* Kills and the pause happen at points of the run's progress (executions
+ * logged), not of time, so that a fast machine sees them all as a slow one
+ * does: kill k at about (k + 1) / (kills + 2) of the steps, the pause from
+ * a third on (tried on every worker in turn until one is caught in the
+ * middle of a workflow), at most one of them per look. */
 static void chaos(int *kills, pid_t *paused)
 {
+    int64_t total = (int64_t)opt.flows * opt.steps, slot = total / (opt.kills + 2), next = 0;
     double deadline = now_s() + 900;
-    int tries = 0;
-    while (left() > 0 && now_s() < deadline) {
-        sleep_ms(150 + rand() % 450);
-        if (*kills < opt.kills && left() > 0)
+    for (int k = 0; left() > 0 && now_s() < deadline; k++) {
+        sleep_ms(5 + rand() % 20);
+        int64_t done = progress();
+        if (!next)
+            next = slot + rand() % (slot / 2 + 1);
+        if (opt.pause && !*paused && done >= total / 3) {
+            *paused = pause_one(k % opt.workers);
+        } else if (*kills < opt.kills && done >= next) {
             kill_one(kills);
-        if (opt.pause && !*paused && *kills >= opt.kills / 3 && tries++ < 20)
-            *paused = pause_one();
+            next = (*kills + 1) * slot + rand() % (slot / 2 + 1);
+        }
     }
 }
 
@@ -312,7 +322,7 @@ static int failover(void)
     double deadline = now_s() + 120;
     while (q64("SELECT count(*) FROM %s.exec", dirs) < 20 && now_s() < deadline)
         sleep_ms(5);
-    pid_t owner = busy_worker();
+    pid_t owner = (pid_t)q64("SELECT pid FROM %s.exec ORDER BY id DESC LIMIT 1", dirs);
     int64_t e0 = q64("SELECT max(epoch) FROM %s.exec", dirs);
     double t0 = now_s();
     kill(owner, SIGKILL);
