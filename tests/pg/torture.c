@@ -1,6 +1,7 @@
 /*
  * torture.c -- many workers on one PostgreSQL database (issue 14): seeds
- * FLOWS workflow stores (tests/pg/pgflow.h, STEPS steps each), starts
+ * FLOWS workflows (tests/pg/pgflow.h, STEPS steps each) in stores of
+ * GROUP workflows each (a worker claims a store: a group), starts
  * WORKERS worker processes (tests/pg/worker.c) and, in the chaos mode,
  * kills workers with SIGKILL at random instants (each replaced at once) and
  * pauses one with SIGSTOP past its lease before resuming it.  Then checks:
@@ -10,10 +11,13 @@
  * no worker is left waiting.  Prints its figures (steps/s, executions,
  * kills, refusals).
  *
- *   pg-torture WORKER [--workers N] [--flows F] [--steps S] [--kills K]
- *              [--pause] [--lease MS] [--failover]
- * --failover measures instead how long a killed owner's workflow takes to
- * resume elsewhere (one long workflow, two workers).  TL_PG_URL names the
+ *   pg-torture WORKER [--workers N] [--flows F] [--group G] [--batch B]
+ *              [--steps S] [--kills K] [--pause] [--lease MS] [--failover]
+ * Defaults: 4 workers, 10,000 workflows of 10 steps in groups of 50 (a
+ * store, a schema, per group: 200 stores), a checkpoint per round of a
+ * group (--batch B: every B steps instead), 12 kills, a lease of 1.5 s.
+ * --failover measures instead how long a killed owner's workflows take to
+ * resume elsewhere (one group, two workers).  TL_PG_URL names the
  * database (tests/pg/with-postgres.sh); without it, exit 77 (skipped).
  * Waits are on events or generous wall-clock deadlines, never on speed.
  */
@@ -47,9 +51,9 @@ int main(void)
 
 static struct {
     const char *worker;
-    int workers, flows, steps, kills, pause, failover;
+    int workers, flows, group, batch, steps, kills, pause, failover;
     int64_t lease;
-} opt = {NULL, 4, 200, 10, 12, 0, 0, 1500};
+} opt = {NULL, 4, 10000, 50, 0, 10, 12, 0, 0, 1500};
 
 static char dirs[64];
 static pid_t pids[MAXW];
@@ -104,19 +108,32 @@ static void run_sql(const char *fmt, ...)
 
 /* ---- seeding ---- */
 
-static void seed_one(int i)
+static int groups(void) { return (opt.flows + opt.group - 1) / opt.group; }
+
+/* Group store g: a schema holding workflows g * group ... (at most group
+ * of them), each its own tasklet, in one checkpoint. */
+static void seed_one(int g)
 {
     char name[80], where[1200];
-    snprintf(name, sizeof name, "%s_%d", dirs, i);
+    snprintf(name, sizeof name, "%s_%d", dirs, g);
     run_sql("CREATE SCHEMA %s", name);
     pgtest_url(where, sizeof where, name);
     tl_runtime *rt;
     tl_store *st;
-    flow_t a = {0, opt.steps};
-    if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &flow_fn) != TL_OK ||
-        tl_store_open(where, TL_STORE_NOSYNC, &st) != TL_OK || tl_store_attach(st, rt) != TL_OK ||
-        tl_spawn(rt, &flow_fn, &a, sizeof a, NULL) != TL_OK ||
-        tl_store_checkpoint(st) != TL_OK) {
+    int rc = tl_runtime_new(NULL, &rt);
+    if (rc == TL_OK)
+        rc = tl_register(rt, &flow_fn);
+    if (rc == TL_OK)
+        rc = tl_store_open(where, TL_STORE_NOSYNC, &st);
+    if (rc == TL_OK)
+        rc = tl_store_attach(st, rt);
+    for (int i = g * opt.group; i < (g + 1) * opt.group && i < opt.flows && rc == TL_OK; i++) {
+        flow_t a = {i, 0, opt.steps};
+        rc = tl_spawn(rt, &flow_fn, &a, sizeof a, NULL);
+    }
+    if (rc == TL_OK)
+        rc = tl_store_checkpoint(st);
+    if (rc != TL_OK) {
         fprintf(stderr, "seeding %s: %s\n", name, tl_errmsg(rt));
         exit(1);
     }
@@ -129,17 +146,18 @@ static void seed(void)
 {
     snprintf(dirs, sizeof dirs, "tlw_%d", (int)getpid());
     run_sql("CREATE SCHEMA %s; CREATE TABLE %s.dir(name text PRIMARY KEY, done bool NOT NULL);"
-            "CREATE TABLE %s.exec(id bigserial PRIMARY KEY, wf text, step int, epoch bigint,"
-            " pid int); CREATE TABLE %s.done(wf text, pid int, epoch bigint);"
-            "CREATE TABLE %s.stats(pid int, rejected int)", dirs, dirs, dirs, dirs, dirs);
-    for (int i = 0; i < opt.flows; i++)
-        seed_one(i);
+            "CREATE TABLE %s.exec(id bigserial PRIMARY KEY, grp text, wf int, step int,"
+            " epoch bigint, pid int); CREATE TABLE %s.done(wf int, grp text, pid int,"
+            " epoch bigint); CREATE TABLE %s.stats(pid int, rejected int)",
+            dirs, dirs, dirs, dirs, dirs);
+    for (int g = 0; g < groups(); g++)
+        seed_one(g);
 }
 
 static void cleanup(void)
 {
-    for (int i = 0; i < opt.flows; i++)
-        run_sql("DROP SCHEMA IF EXISTS %s_%d CASCADE", dirs, i);
+    for (int g = 0; g < groups(); g++)
+        run_sql("DROP SCHEMA IF EXISTS %s_%d CASCADE", dirs, g);
     run_sql("DROP SCHEMA IF EXISTS %s CASCADE", dirs);
 }
 
@@ -150,7 +168,9 @@ static pid_t start_worker(void)
     fflush(stdout);
     pid_t p = fork();
     if (p == 0) {
-        execl(opt.worker, opt.worker, dirs, (char *)NULL);
+        char batch[16];
+        snprintf(batch, sizeof batch, "%d", opt.batch);
+        execl(opt.worker, opt.worker, dirs, batch, (char *)NULL);
         _exit(127);
     }
     return p;
@@ -167,36 +187,40 @@ static void kill_one(int *kills)
     (*kills)++;
 }
 
-/* Pauses worker i if it is in the middle of a workflow, and resumes it
- * once another worker took that workflow over and its late write was
+/* Pauses worker i if it is in the middle of a group, and resumes it once
+ * another worker took that group over and a late write of its was
  * refused.  Whether it is in the middle is read after SIGSTOP, when its
  * log can no longer move: its last execution (the one in flight at most
- * is later) is of a step before the last, of a workflow not done, so its
- * next write is a checkpoint of that workflow.  0 when it was not caught
- * so (it is resumed at once), else its pid. */
+ * is later) is of a step before the last, of a workflow in a group not
+ * done that it still holds under that execution's epoch, so its next write
+ * is a checkpoint of that group under that epoch.  0 when it was not
+ * caught so (it is resumed at once), else its pid. */
 static pid_t pause_one(int i)
 {
-    char sql[600], row[200], wf[80];
+    char sql[600], row[200], grp[80];
     long long e0 = 0;
     int step = 0;
     pid_t p = pids[i];
     kill(p, SIGSTOP);
-    snprintf(sql, sizeof sql, "SELECT x.step || ' ' || x.epoch || ' ' || x.wf FROM %s.exec x "
-             "JOIN %s.dir d ON d.name = x.wf AND NOT d.done WHERE x.id = (SELECT max(id) FROM "
+    snprintf(sql, sizeof sql, "SELECT x.step || ' ' || x.epoch || ' ' || x.grp FROM %s.exec x "
+             "JOIN %s.dir d ON d.name = x.grp AND NOT d.done WHERE x.id = (SELECT max(id) FROM "
              "%s.exec WHERE pid = %d)", dirs, dirs, dirs, (int)p);
     query_text(sql, row, sizeof row);
-    if (sscanf(row, "%d %lld %79s", &step, &e0, wf) != 3 || step >= opt.steps) {
+    if (sscanf(row, "%d %lld %79s", &step, &e0, grp) != 3 || step >= opt.steps ||
+        q64("SELECT count(*) FROM %s.owner o, %s.meta m WHERE o.pid = %d AND m.key = 'epoch' "
+            "AND m.value = '%lld'", grp, grp, (int)p, e0) != 1) {
         kill(p, SIGCONT);
         return 0;
     }
-    /* its lease runs out, another worker claims the workflow and runs its
-     * next step: an execution under a later epoch */
+    int64_t r0 = q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p);
+    /* its lease runs out, another worker claims the group and runs a step
+     * of it: an execution under a later epoch */
     double t0 = now_s();
-    while (q64("SELECT count(*) FROM %s.exec WHERE wf = '%s' AND epoch > %lld", dirs, wf, e0) ==
-               0 && now_s() < t0 + 300)
+    while (q64("SELECT count(*) FROM %s.exec WHERE grp = '%s' AND epoch > %lld", dirs, grp,
+               e0) == 0 && now_s() < t0 + 300)
         sleep_ms(20);
     kill(p, SIGCONT);
-    while (q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) == 0 &&
+    while (q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) == r0 &&
            now_s() < t0 + 600)
         sleep_ms(20);
     return p;
@@ -249,27 +273,71 @@ static void chaos(int *kills, pid_t *paused)
 
 /* ---- checks ---- */
 
+/* Workflows of group g (a schema s) not complete: without each of its
+ * steps' rows or its end's, or with rows of workflows not its own. */
+static int incomplete_in(int g, const char *s)
+{
+    int lo = g * opt.group, hi = lo + opt.group - 1 < opt.flows ? lo + opt.group - 1
+                                                                  : opt.flows - 1;
+    int n = (int)q64("SELECT count(*) FROM generate_series(%d, %d) w WHERE (SELECT count(*) "
+                     "FROM %s.flow_steps WHERE key LIKE 'w' || w || '/step-%%') <> %d OR NOT "
+                     "EXISTS (SELECT 1 FROM %s.flow_steps WHERE key = 'w' || w || '/done')",
+                     lo, hi, s, opt.steps, s);
+    if (q64("SELECT count(*) FROM %s.flow_steps", s) != (int64_t)(hi - lo + 1) * (opt.steps + 1))
+        n++;
+    return n;
+}
+
+/* Executions in group s of a recorded step after the one recorded, by the
+ * recording claim or a later one: a recorded step run again. */
+static int reruns_in(const char *s)
+{
+    return (int)q64("SELECT count(*) FROM %s.exec x JOIN %s.flow_steps f ON f.key = 'w' || "
+                    "x.wf || '/step-' || lpad(x.step::text, 4, '0') WHERE x.grp = '%s' AND "
+                    "(x.epoch > f.time OR (x.epoch = f.time AND x.id > "
+                    "convert_from(f.data, 'UTF8')::bigint))", dirs, s, s);
+}
+
+/* Steps of group s recorded without an execution of theirs logged under
+ * the recording epoch. */
+static int unlogged_in(const char *s)
+{
+    return (int)q64("SELECT count(*) FROM %s.flow_steps f WHERE key LIKE '%%/step-%%' AND NOT "
+                    "EXISTS (SELECT 1 FROM %s.exec x WHERE x.id = convert_from(f.data, "
+                    "'UTF8')::bigint AND x.grp = '%s' AND x.epoch = f.time AND f.key = 'w' || "
+                    "x.wf || '/step-' || lpad(x.step::text, 4, '0'))", s, dirs, s);
+}
+
 static void check_flows(void)
 {
-    int incomplete = 0, reruns = 0, twice = 0;
-    for (int i = 0; i < opt.flows; i++) {
+    int incomplete = 0, reruns = 0, unlogged = 0;
+    run_sql("CREATE INDEX ON %s.exec(grp)", dirs);
+    for (int g = 0; g < groups(); g++) {
         char s[80];
-        snprintf(s, sizeof s, "%s_%d", dirs, i);
-        if (q64("SELECT count(*) FROM %s.flow_steps WHERE key LIKE 'step-%%'", s) != opt.steps ||
-            q64("SELECT count(*) FROM %s.flow_steps WHERE key = 'done'", s) != 1)
-            incomplete++;
-        /* an execution after the one recorded, by the recording claim or a
-         * later one: a recorded step run again */
-        reruns += (int)q64("SELECT count(*) FROM %s.exec x JOIN %s.flow_steps f ON f.key = "
-                           "'step-' || lpad(x.step::text, 4, '0') WHERE x.wf = '%s' AND "
-                           "(x.epoch > f.time OR (x.epoch = f.time AND x.id > "
-                           "convert_from(f.data, 'UTF8')::bigint))", dirs, s, s);
-        twice += q64("SELECT count(*) FROM %s.done WHERE wf = '%s'", dirs, s) > 1;
+        snprintf(s, sizeof s, "%s_%d", dirs, g);
+        incomplete += incomplete_in(g, s);
+        reruns += reruns_in(s);
+        unlogged += unlogged_in(s);
     }
-    check(incomplete == 0, "%d workflows, every one complete with its %d steps (%d not)",
-          opt.flows, opt.steps, incomplete);
+    int64_t twice = q64("SELECT count(*) FROM (SELECT wf FROM %s.done GROUP BY wf HAVING "
+                        "count(*) > 1) t", dirs);
+    check(incomplete == 0, "%d workflows in %d groups, every one complete with its %d steps "
+          "(%d not)", opt.flows, groups(), opt.steps, incomplete);
+    check(unlogged == 0, "every recorded step recorded by an execution of its own (%d not)",
+          unlogged);
     check(reruns == 0, "no recorded step ran again under a later claim (%d did)", reruns);
-    check(twice == 0, "no workflow's end logged twice (%d were)", twice);
+    check(twice == 0, "no workflow's end logged twice (%lld were)", (long long)twice);
+}
+
+/* What a checkpoint covers, in words. */
+static const char *batch_s(void)
+{
+    static char s[64];
+    if (opt.batch)
+        snprintf(s, sizeof s, "a checkpoint every %d steps", opt.batch);
+    else
+        snprintf(s, sizeof s, "a checkpoint per round of a group");
+    return s;
 }
 
 static int torture(void)
@@ -296,9 +364,10 @@ static int torture(void)
     if (opt.pause)
         check(paused && rejected > 0, "the paused worker %d: late writes refused: %lld in all",
               (int)paused, (long long)rejected);
-    printf("figures: %d workers, %d workflows x %d steps, seeded in %.1f s, run in %.2f s: "
-           "%.0f steps/s; %lld step executions (%lld more than steps), %d kills, %lld late "
-           "writes refused\n", opt.workers, opt.flows, opt.steps, t1 - t0, t2 - t1,
+    printf("figures: %d workers, %d workflows x %d steps in %d groups, %s, seeded in %.1f s, "
+           "run in %.2f s: %.0f steps/s; %lld step executions (%lld more than steps), %d kills, "
+           "%lld late writes refused\n", opt.workers, opt.flows, opt.steps, groups(), batch_s(),
+           t1 - t0, t2 - t1,
            opt.flows * opt.steps / (t2 - t1), (long long)execs,
            (long long)(execs - (int64_t)opt.flows * opt.steps), kills, (long long)rejected);
     for (int i = 0; i < opt.workers; i++)
@@ -309,11 +378,11 @@ static int torture(void)
     return failures ? 1 : 0;
 }
 
-/* One long workflow, two workers: kill its owner, time until another
- * worker runs its next step. */
+/* One group of long workflows, two workers: kill its owner, time until
+ * another worker runs its next step. */
 static int failover(void)
 {
-    opt.flows = 1;
+    opt.flows = opt.group;
     opt.workers = 2;
     setenv("TL_PG_LEASE_MS", "30000", 1);
     seed();
@@ -357,7 +426,11 @@ int main(int argc, char **argv)
             opt.workers = (int)n;
         else if (!strcmp(a, "--flows") && n > 0)
             opt.flows = (int)n;
-        else if (!strcmp(a, "--steps") && n > 0 && n <= 60)
+        else if (!strcmp(a, "--group") && n > 0 && n <= 100000)
+            opt.group = (int)n;
+        else if (!strcmp(a, "--batch") && n >= 0)
+            opt.batch = (int)n;
+        else if (!strcmp(a, "--steps") && n > 0 && n <= 9999)
             opt.steps = (int)n;
         else if (!strcmp(a, "--kills") && n >= 0)
             opt.kills = (int)n;

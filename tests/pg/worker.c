@@ -1,20 +1,23 @@
 /*
  * worker.c -- one worker of the many-worker test (tests/pg/torture.c):
- *   pg-worker DIR
+ *   pg-worker DIR [BATCH]
  * with TL_PG_URL the database.  DIR is a schema holding the run's
- * directory (dir: one row per workflow store, done or not) and its logs
- * (exec: every execution of a step, with the executing claim's epoch;
- * done: every completion committed; stats: per worker, claims and late
- * writes refused).  The worker LISTENs, then repeatedly goes round the
- * workflows not done in random order, attaching to one nobody holds,
- * running it step by step with a checkpoint after each step, until it
- * ends or the store is taken away (TL_ELOCKED: counted as a late write
- * refused).  With nothing to claim it waits on the listener; it exits 0
- * once every workflow is done.
+ * directory (dir: one row per group store, done or not) and its logs
+ * (exec: every execution of a step, with the group, the workflow and the
+ * executing claim's epoch; done: every workflow's end committed; stats:
+ * per worker, late writes refused).  A group store holds many workflows
+ * (tests/pg/pgflow.h), one tasklet each.  The worker LISTENs, then
+ * repeatedly goes round the groups not done in random order, attaching to
+ * one nobody holds, running its workflows with a checkpoint after every
+ * BATCH steps (0, the default: after one round, every runnable workflow of
+ * the group one step), until all ended or the store is taken away
+ * (TL_ELOCKED: counted as a late write refused).  With nothing to claim it
+ * waits on the listener; it exits 0 once every group is done.
  *
  * The steps' rows reach the store through a participant, in the
  * checkpoint's transaction; the logs go through a connection of its own,
- * outside it (so they see executions that never committed).
+ * outside it: a batch's executions are logged before its checkpoint (so
+ * the log sees executions that never committed), the ends after it.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -33,12 +36,14 @@ static const tl__table steps_table = {"flow_steps", "key", "peer", "time", "data
 
 static PGconn *logc;
 static const char *dirs;
-static char cur[80];   /* the workflow being run */
+static int batch;      /* steps per checkpoint; 0: one round of the group */
+static char cur[80];   /* the group being run */
 static int64_t epoch;  /* the claim's epoch */
 static struct pending {
-    int64_t k, exec;
-} pend[64];
-static int npend, finished, rejected, claims;
+    int64_t wf, k, exec;
+} *pend;               /* the steps run since the last checkpoint */
+static int64_t *ended; /* the workflows ended since then */
+static int npend, nended, cap, rejected, claims;
 
 static void die(const char *what)
 {
@@ -62,28 +67,84 @@ static PGresult *logq(const char *fmt, ...)
     return r;
 }
 
-static void on_step(int64_t k)
+static void grow(void)
 {
-    PGresult *r = logq("INSERT INTO %s.exec(wf, step, epoch, pid) VALUES ('%s', %lld, %lld, %d) "
-                       "RETURNING id", dirs, cur, (long long)k, (long long)epoch, (int)getpid());
-    if (npend < 64)
-        pend[npend++] = (struct pending){k, strtoll(PQgetvalue(r, 0, 0), NULL, 10)};
+    if (npend < cap && nended < cap)
+        return;
+    cap = cap ? 2 * cap : 64;
+    pend = realloc(pend, (size_t)cap * sizeof *pend);
+    ended = realloc(ended, (size_t)cap * sizeof *ended);
+    if (!pend || !ended)
+        exit(4);
+}
+
+static void on_step(int64_t wf, int64_t k)
+{
+    grow();
+    pend[npend++] = (struct pending){wf, k, 0};
+}
+
+static void on_end(int64_t wf)
+{
+    grow();
+    ended[nended++] = wf;
+}
+
+/* Logs what the last steps did, before their checkpoint (so the log also
+ * holds executions that never committed): one row each, whose id the
+ * checkpoint records with the step.  Or, with done, the workflows whose
+ * end just committed. */
+static void log_rows(int done)
+{
+    int n = done ? nended : npend;
+    if (n == 0)
+        return;
+    char *sql = malloc((size_t)n * 120 + 200);
+    if (!sql)
+        exit(4);
+    size_t len = (size_t)sprintf(sql, done ? "INSERT INTO %s.done(wf, grp, pid, epoch) VALUES "
+                                           : "INSERT INTO %s.exec(wf, step, grp, epoch, pid) "
+                                             "VALUES ", dirs);
+    for (int i = 0; i < n; i++) {
+        if (done)
+            len += (size_t)sprintf(sql + len, "%s(%lld, ", i ? ", " : "", (long long)ended[i]);
+        else
+            len += (size_t)sprintf(sql + len, "%s(%lld, %lld, ", i ? ", " : "",
+                                   (long long)pend[i].wf, (long long)pend[i].k);
+        len += (size_t)sprintf(sql + len, "'%s', %lld, %d)", cur, (long long)epoch,
+                               (int)getpid());
+    }
+    if (!done)
+        strcpy(sql + len, " RETURNING id, wf, step");
+    PGresult *r = PQexec(logc, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        die(sql);
+    for (int i = 0; !done && i < PQntuples(r); i++) {
+        int64_t wf = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        int64_t k = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        for (int j = 0; j < npend; j++)
+            if (pend[j].wf == wf && pend[j].k == k && !pend[j].exec)
+                pend[j].exec = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    }
     PQclear(r);
+    free(sql);
 }
 
 static int part_write(void *ud, tl__store_tx *tx)
 {
     (void)ud;
     int rc = TL_OK;
+    char key[48], data[32];
     for (int i = 0; i < npend && rc == TL_OK; i++) {
-        char key[32], data[32];
-        snprintf(key, sizeof key, "step-%04lld", (long long)pend[i].k);
+        snprintf(key, sizeof key, "w%lld/step-%04lld", (long long)pend[i].wf,
+                 (long long)pend[i].k);
         snprintf(data, sizeof data, "%lld", (long long)pend[i].exec);
         tl__row row = {key, "", epoch, data, strlen(data)};
         rc = tl__tx_put(tx, &steps_table, &row);
     }
-    if (rc == TL_OK && finished) {
-        tl__row row = {"done", "", epoch, "", 0};
+    for (int i = 0; i < nended && rc == TL_OK; i++) {
+        snprintf(key, sizeof key, "w%lld/done", (long long)ended[i]);
+        tl__row row = {key, "", epoch, "", 0};
         rc = tl__tx_put(tx, &steps_table, &row);
     }
     return rc;
@@ -106,68 +167,74 @@ static int checkpoint(tl_store *st)
     return rc;
 }
 
-static void mark_done(void)
-{
-    PQclear(logq("UPDATE %s.dir SET done = true WHERE name = '%s'", dirs, cur));
-}
-
 enum { BUSY, RAN, LOST };
 
-/* Runs workflow name to its end, if nobody holds it. */
-static int run_one(const char *name)
+/* Opens group name and claims it: NULL when somebody holds it. */
+static tl_store *claim(const char *name, tl_runtime *rt)
 {
     char url[1024];
     const char *base = getenv("TL_PG_URL");
     snprintf(url, sizeof url, "%s%soptions=-csearch_path%%3D%s", base,
              strchr(base, '?') ? "&" : "?", name);
-    tl_runtime *rt;
     tl_store *st;
-    if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &flow_fn) != TL_OK)
-        exit(4);
     int rc = tl_store_open(url, 0, &st);
     if (rc == TL_OK)
         rc = tl_store_attach(st, rt);
     if (rc != TL_OK) {
         tl_store_close(st);
-        tl_runtime_free(rt);
-        return BUSY;
+        return NULL;
     }
     claims++;
     snprintf(cur, sizeof cur, "%s", name);
     PGresult *r = logq("SELECT value FROM %s.meta WHERE key = 'epoch'", name);
     epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    npend = 0;
-    finished = 0;
+    npend = nended = 0;
     tl__store_join(st, &part, NULL);
-    rc = tl_store_restore(st);
-    int out = RAN;
-    if (rc != TL_OK) {
+    if (tl_store_restore(st) != TL_OK) {
         fprintf(stderr, "pg-worker %d: %s: restore: %s\n", (int)getpid(), name,
                 tl_store_errmsg(st));
         exit(5);
     }
-    while (out == RAN && tl_tasklet_count(rt) > 0) {
-        if (tl_run_steps(rt, 1, NULL) != TL_OK)
+    return st;
+}
+
+/* Runs the claimed group to its end, a checkpoint after every batch of
+ * steps; LOST when the group was taken over meanwhile. */
+static int run_group(tl_runtime *rt, tl_store *st)
+{
+    while (tl_tasklet_count(rt) > 0) {
+        size_t n = tl_runnable_count(rt);
+        if (batch > 0 && (size_t)batch < n)
+            n = (size_t)batch;
+        if (tl_run_steps(rt, n ? n : 1, NULL) != TL_OK)
             exit(6);
-        finished = tl_tasklet_count(rt) == 0;
-        rc = checkpoint(st);
+        log_rows(0);
+        int rc = checkpoint(st);
         if (rc == TL_ELOCKED) {
             rejected++;
             PQclear(logq("UPDATE %s.stats SET rejected = rejected + 1 WHERE pid = %d", dirs,
                          (int)getpid()));
-            out = LOST;
-        } else if (rc != TL_OK) {
-            exit(7);
-        } else {
-            npend = 0;
+            return LOST;
         }
+        if (rc != TL_OK)
+            exit(7);
+        log_rows(1);
+        npend = nended = 0;
     }
-    if (out == RAN && finished)
-        PQclear(logq("INSERT INTO %s.done VALUES ('%s', %d, %lld)", dirs, name, (int)getpid(),
-                     (long long)epoch));
+    return RAN;
+}
+
+/* Runs group name to its end, if nobody holds it. */
+static int run_one(const char *name)
+{
+    tl_runtime *rt;
+    if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &flow_fn) != TL_OK)
+        exit(4);
+    tl_store *st = claim(name, rt);
+    int out = st ? run_group(rt, st) : BUSY;
     if (out == RAN)
-        mark_done();
+        PQclear(logq("UPDATE %s.dir SET done = true WHERE name = '%s'", dirs, name));
     tl_store_close(st);
     tl_runtime_free(rt);
     return out;
@@ -188,17 +255,19 @@ static int round_robin(int *ran)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || !getenv("TL_PG_URL")) {
-        fprintf(stderr, "usage: TL_PG_URL=... pg-worker DIRSCHEMA\n");
+    if (argc < 2 || argc > 3 || !getenv("TL_PG_URL")) {
+        fprintf(stderr, "usage: TL_PG_URL=... pg-worker DIRSCHEMA [BATCH]\n");
         return 2;
     }
     dirs = argv[1];
+    batch = argc == 3 ? atoi(argv[2]) : 0;
     logc = PQconnectdb(getenv("TL_PG_URL"));
     if (PQstatus(logc) != CONNECTION_OK)
         die("connect");
     PQclear(logq("SET synchronous_commit = off"));
     PQclear(logq("INSERT INTO %s.stats VALUES (%d, 0)", dirs, (int)getpid()));
     flow_on_step = on_step;
+    flow_on_end = on_end;
     tl_store_listener *l;
     if (tl_store_listen(getenv("TL_PG_URL"), &l) != TL_OK) {
         fprintf(stderr, "pg-worker: %s\n", tl_store_listener_errmsg(l));
@@ -211,6 +280,8 @@ int main(int argc, char **argv)
             tl_store_listener_wait(l, 250, NULL, 0);
     tl_store_listener_free(l);
     PQfinish(logc);
+    free(pend);
+    free(ended);
     printf("pg-worker %d: %d claims, %d late writes refused\n", (int)getpid(), claims, rejected);
     return 0;
 }
