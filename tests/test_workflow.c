@@ -494,9 +494,9 @@ static void test_bad_input(void **state)
     assert_int_equal(tl_wf_cancel(e.wf, "nobody"), TL_ENOENT);
     tl_wf_info in;
     assert_int_equal(tl_wf_get(e.rt, e.path, "nobody", 0, &in), TL_ENOENT);
-    tl_wf *other = e.wf; /* tl_wf_new clears its out argument first */
-    assert_int_equal(tl_wf_new(NULL, e.st, NULL, &other), TL_EINVAL);
-    assert_null(other);
+    tl_wf *wf2 = e.wf; /* tl_wf_new clears its out argument first */
+    assert_int_equal(tl_wf_new(NULL, e.st, NULL, &wf2), TL_EINVAL);
+    assert_null(wf2);
     eng_done(&e);
 }
 
