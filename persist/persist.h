@@ -221,6 +221,7 @@ typedef struct tl__row {
     int64_t time;
     const void *data;
     size_t len;
+    int64_t seq; /* on read: the row's place in write order (ignored on write) */
 } tl__row;
 
 typedef int (*tl__row_fn)(void *ud, const tl__row *r);
@@ -260,6 +261,43 @@ TL__HIDDEN void tl__store_touch(tl_store *st);
 /* Participant rows written (puts, deletes, clears) through st since it
  * opened, committed or not: tests count what a checkpoint writes. */
 TL__HIDDEN uint64_t tl__store_row_writes(const tl_store *st);
+
+/* ---- rows for the layers above, beside the checkpoints ----
+ *
+ * What the workflow engine needs of a participant's table besides the
+ * checkpoint's puts: reading one row by key, reading the rows written
+ * since a point, and rows inserted by a process that does not own the
+ * store (a posted message) in a transaction of its own.  Optional in a
+ * backend: TL_ENOTSUP where it lacks them (SQLite's callers use their own
+ * SQL on the store's connection).  store_rows.c. */
+
+/* Creates tables ts[0..n) now, in a transaction of their own, so that
+ * other processes can read and insert before the first checkpoint. */
+TL__HIDDEN int tl__store_tables(tl_store *st, const tl__table *const *ts, size_t n);
+/* fn gets the committed row of t with key (bytes borrowed); TL_ENOENT
+ * when there is none (or no table). */
+TL__HIDDEN int tl__store_row_get(tl_store *st, const tl__table *t, const char *key,
+                                 tl__row_fn fn, void *ud);
+/* fn gets every row of t whose seq is above after, in seq order (a row
+ * rewritten since gets a new seq). */
+TL__HIDDEN int tl__store_rows_since(tl_store *st, const tl__table *t, int64_t after,
+                                    tl__row_fn fn, void *ud);
+/* In a transaction of its own, not fenced (no ownership needed): calls
+ * check(ud) (NULL: none; it may read with tl__store_row_get, and a non-OK
+ * return is the result), inserts r into t -- TL_EEXIST when its key is
+ * there -- and announces it to listeners (tl_store_listen) at commit. */
+TL__HIDDEN int tl__store_insert(tl_store *st, const tl__table *t, const tl__row *r,
+                                int (*check)(void *ud), void *ud);
+/* Inside a participant's write: deletes every row of t whose peer column
+ * is peer; announces what (a short word) to listeners at commit. */
+TL__HIDDEN int tl__tx_del_peer(tl__store_tx *tx, const tl__table *t, const char *peer);
+TL__HIDDEN int tl__tx_notify(tl__store_tx *tx, const char *what);
+/* A listener on st's announcements (tl_store_listen on its location);
+ * TL_ENOTSUP for a backend that has none.  *out NULL on failure. */
+TL__HIDDEN int tl__store_watch(tl_store *st, tl_store_listener **out);
+/* The listener's socket, to poll for POLLIN (then tl_store_listener_wait
+ * with timeout 0 takes what arrived), or -1. */
+TL__HIDDEN int tl__store_listener_fd(const tl_store_listener *l);
 
 /* Keeps the newest keep checkpoints (keep >= 1) and deletes the rest,
  * with the chunk rows only they read, in one fenced transaction. */

@@ -79,6 +79,7 @@ struct tl_store {
     char (*unmail)[40]; /* mailbox rows to take with it */
     size_t nunmail;
     struct refusal *refused; /* mailbox rows to refuse with it (dead letters) */
+    char *location;     /* as opened (tl__store_watch) */
     int errcode;
     char errmsg[512];
 };
@@ -173,6 +174,9 @@ int tl_store_open(const char *path, int flags, tl_store **out)
     const tl__store_ops *ops = backend_for(st, path);
     if (!ops)
         return st->errcode;
+    st->location = strdup(path);
+    if (!st->location)
+        return st_err(st, TL_ENOMEM, "tl_store_open: out of memory");
     int rc = ops->open(st, path, flags, &st->be);
     if (rc == TL_OK && ops->last_id(st->be, &st->last) != TL_OK)
         st->last = 0;
@@ -922,6 +926,15 @@ void tl__store_touch(tl_store *st)
 
 uint64_t tl__store_row_writes(const tl_store *st) { return valid(st) ? st->row_writes : 0; }
 
+tl__store_be *tl__store_backend(tl_store *st, const char **location)
+{
+    if (location)
+        *location = valid(st) ? st->location : NULL;
+    return usable(st) ? st->be : NULL;
+}
+
+tl__store_be *tl__tx_backend(tl__store_tx *tx) { return tx->st->be; }
+
 void *tl__store_sqlite(tl_store *st) { return usable(st) ? tl__store_sqlite_db(st->be) : NULL; }
 
 /* ---- closing ---- */
@@ -948,6 +961,7 @@ int tl_store_close(tl_store *st)
     if (st->be)
         st->be->ops->close(st->be);
     st->magic = 0;
+    free(st->location);
     free(st);
     return rc;
 }

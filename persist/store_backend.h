@@ -138,7 +138,29 @@ typedef struct tl__store_ops {
     int (*mail_put)(tl__store_be *be, const tl__mail_row *m);
     int (*mail_take)(tl__store_be *be, const char *xid);
     int (*mail_refuse)(tl__store_be *be, const char *xid, const char *reason);
+
+    /* Optional (NULL: TL_ENOTSUP), for the layers above (persist.h,
+     * store_rows.c).  tables_make creates t now (autocommit); row_get
+     * reads one committed row by key (TL_ENOENT); rows_since the rows
+     * whose seq is above after, in seq order, seq filled in; row_insert
+     * adds a new row (TL_EEXIST when the key is there) in a transaction
+     * begun with begin(0); row_del_peer deletes the rows whose peer
+     * column is peer; notify announces what to listeners at commit. */
+    int (*tables_make)(tl__store_be *be, const tl__table *t);
+    int (*row_get)(tl__store_be *be, const tl__table *t, const char *key, tl__row_fn fn,
+                   void *ud);
+    int (*rows_since)(tl__store_be *be, const tl__table *t, int64_t after, tl__row_fn fn,
+                      void *ud);
+    int (*row_insert)(tl__store_be *be, const tl__table *t, const tl__row *r);
+    int (*row_del_peer)(tl__store_be *be, const tl__table *t, const char *peer);
+    int (*notify)(tl__store_be *be, const char *what);
 } tl__store_ops;
+
+/* st's backend connection and (if location is not NULL) the location it
+ * was opened with; NULL when st is not an open store.  Inside a
+ * participant's write, tx's. */
+TL__HIDDEN tl__store_be *tl__store_backend(tl_store *st, const char **location);
+TL__HIDDEN tl__store_be *tl__tx_backend(tl__store_tx *tx);
 
 /* Records the store's error (and the attached runtime's); returns code. */
 TL__HIDDEN int tl__store_fail(tl_store *st, int code, const char *fmt, ...)

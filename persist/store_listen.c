@@ -60,6 +60,16 @@ const char *tl_store_listener_errmsg(const tl_store_listener *l)
     return l->errcode ? l->errmsg : "no error";
 }
 
+int tl__store_listener_fd(const tl_store_listener *l)
+{
+#ifdef TL_HAVE_PG
+    return valid(l) && l->conn ? PQsocket(l->conn) : -1;
+#else
+    (void)l;
+    return -1;
+#endif
+}
+
 void tl_store_listener_free(tl_store_listener *l)
 {
     if (!valid(l))

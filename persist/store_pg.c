@@ -85,6 +85,8 @@ static int state_code(const char *state)
         return TL_EBUSY;
     if (!strcmp(state, "42501"))
         return TL_EPERM;
+    if (!strcmp(state, "23505"))
+        return TL_EEXIST; /* a unique key taken (row_insert) */
     return TL_ESTORE;
 }
 
@@ -678,4 +680,10 @@ const tl__store_ops tl__store_pg_ops = {
     .mail_put = tl__pg_mail_put,
     .mail_take = tl__pg_mail_take,
     .mail_refuse = tl__pg_mail_refuse,
+    .tables_make = tl__pg_tables_make,
+    .row_get = tl__pg_row_get,
+    .rows_since = tl__pg_rows_since,
+    .row_insert = tl__pg_row_insert,
+    .row_del_peer = tl__pg_row_del_peer,
+    .notify = tl__pg_notify,
 };

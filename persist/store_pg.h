@@ -89,6 +89,14 @@ TL__HIDDEN int tl__pg_row_put(tl__store_be *be, const tl__table *t, const tl__ro
 TL__HIDDEN int tl__pg_row_del(tl__store_be *be, const tl__table *t, const char *key);
 TL__HIDDEN int tl__pg_row_clear(tl__store_be *be, const tl__table *t);
 TL__HIDDEN int tl__pg_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, void *ud);
+TL__HIDDEN int tl__pg_tables_make(tl__store_be *be, const tl__table *t);
+TL__HIDDEN int tl__pg_row_get(tl__store_be *be, const tl__table *t, const char *key,
+                              tl__row_fn fn, void *ud);
+TL__HIDDEN int tl__pg_rows_since(tl__store_be *be, const tl__table *t, int64_t after,
+                                 tl__row_fn fn, void *ud);
+TL__HIDDEN int tl__pg_row_insert(tl__store_be *be, const tl__table *t, const tl__row *r);
+TL__HIDDEN int tl__pg_row_del_peer(tl__store_be *be, const tl__table *t, const char *peer);
+TL__HIDDEN int tl__pg_notify(tl__store_be *be, const char *what);
 TL__HIDDEN int tl__pg_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud);
 TL__HIDDEN int tl__pg_mail_put(tl__store_be *be, const tl__mail_row *m);
 TL__HIDDEN int tl__pg_mail_take(tl__store_be *be, const char *xid);

@@ -309,26 +309,106 @@ int tl__pg_row_del(tl__store_be *be, const tl__table *t, const char *key)
 
 int tl__pg_row_clear(tl__store_be *be, const tl__table *t) { return tl__pg_row_del(be, t, NULL); }
 
-int tl__pg_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, void *ud)
+/* SELECT of t's columns (key, peer, time, data, tl_seq), then tail. */
+static void select_sql(const tl__table *t, const char *tail, char *sql, size_t n)
 {
-    pg *q = (pg *)be;
+    snprintf(sql, n, "SELECT %s, %s, %s, %s, tl_seq FROM %s %s", t->key,
+             t->peer ? t->peer : "''", t->time ? t->time : "0::bigint",
+             t->data ? t->data : "''::bytea", t->name, tail);
+}
+
+/* Runs a select_sql query and gives fn each row; TL_ENOENT for none when
+ * one was wanted. */
+static int rows_run(pg *q, const tl__table *t, const char *tail, const pg_params *p,
+                    int want_one, tl__row_fn fn, void *ud)
+{
     int rc = table_exists(q, t);
     if (rc <= 0)
-        return rc; /* no table: no rows */
+        return rc == 0 && want_one ? TL_ENOENT : rc; /* no table: no rows */
     char sql[400];
-    snprintf(sql, sizeof sql, "SELECT %s, %s, %s, %s FROM %s ORDER BY tl_seq", t->key,
-             t->peer ? t->peer : "''", t->time ? t->time : "0::bigint",
-             t->data ? t->data : "''::bytea", t->name);
+    select_sql(t, tail, sql, sizeof sql);
     PGresult *r = NULL;
-    if ((rc = tl__pg_run(q, sql, NULL, t->name, &r)) != TL_OK)
+    if ((rc = tl__pg_run(q, sql, p, t->name, &r)) != TL_OK)
         return rc;
+    if (want_one && PQntuples(r) == 0)
+        rc = TL_ENOENT;
     for (int i = 0; rc == TL_OK && i < PQntuples(r); i++) {
         tl__row row = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), tl__pg_col_i64(r, i, 2),
-                       PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3)};
+                       PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
+                       tl__pg_col_i64(r, i, 4)};
         rc = fn(ud, &row);
     }
     PQclear(r);
     return rc;
+}
+
+int tl__pg_rows_read(tl__store_be *be, const tl__table *t, tl__row_fn fn, void *ud)
+{
+    return rows_run((pg *)be, t, "ORDER BY tl_seq", NULL, 0, fn, ud);
+}
+
+int tl__pg_tables_make(tl__store_be *be, const tl__table *t) { return ensure_table((pg *)be, t); }
+
+int tl__pg_row_get(tl__store_be *be, const tl__table *t, const char *key, tl__row_fn fn,
+                   void *ud)
+{
+    char tail[120];
+    pg_params p = {0};
+    tl__pg_text(&p, key);
+    snprintf(tail, sizeof tail, "WHERE %s = $1", t->key);
+    return rows_run((pg *)be, t, tail, &p, 1, fn, ud);
+}
+
+int tl__pg_rows_since(tl__store_be *be, const tl__table *t, int64_t after, tl__row_fn fn,
+                      void *ud)
+{
+    pg_params p = {0};
+    tl__pg_i64(&p, after);
+    return rows_run((pg *)be, t, "WHERE tl_seq > $1 ORDER BY tl_seq", &p, 0, fn, ud);
+}
+
+/* A plain INSERT (no ON CONFLICT: a taken key is TL_EEXIST), waited for,
+ * then the announcement, delivered at commit. */
+int tl__pg_row_insert(tl__store_be *be, const tl__table *t, const tl__row *r)
+{
+    pg *q = (pg *)be;
+    int rc = ensure_table(q, t);
+    if (rc != TL_OK)
+        return rc;
+    char sql[800];
+    put_sql(t, sql, sizeof sql);
+    *strstr(sql, " ON CONFLICT") = '\0';
+    pg_params p = {0};
+    tl__pg_text(&p, r->key);
+    if (t->peer)
+        tl__pg_text(&p, r->peer ? r->peer : "");
+    if (t->time)
+        tl__pg_i64(&p, r->time);
+    if (t->data && (rc = tl__pg_bytes(q, &p, r->data, r->len)) != TL_OK)
+        return rc;
+    rc = tl__pg_run(q, sql, &p, t->name, NULL);
+    return rc == TL_OK ? tl__pg_notify(be, t->name) : rc;
+}
+
+int tl__pg_row_del_peer(tl__store_be *be, const tl__table *t, const char *peer)
+{
+    pg *q = (pg *)be;
+    int rc = table_exists(q, t);
+    if (rc <= 0 || !t->peer)
+        return rc; /* no table (or no such column): no row to delete */
+    char sql[200];
+    pg_params p = {0};
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE %s = $1", t->name, t->peer);
+    tl__pg_text(&p, peer);
+    return tl__pg_send(q, sql, &p, t->name);
+}
+
+int tl__pg_notify(tl__store_be *be, const char *what)
+{
+    pg_params p = {0};
+    tl__pg_text(&p, what);
+    return tl__pg_send((pg *)be, "SELECT pg_notify('" TL__PG_CHANNEL "', 'row ' || $1 || ' ' || "
+                       "current_schema())", &p, "announcing a write");
 }
 
 /* ---- the mailbox ---- */

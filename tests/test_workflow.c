@@ -6,6 +6,12 @@
  * directory; "a crash" is an engine freed without finishing (its last
  * commit is what a kill -9 would leave) and a new one restored from the
  * file.  Waits are bounded by wall-clock deadlines, never by counts.
+ *
+ * Built a second time with TL_WF_PG (meson test workflow_pg, suite pg),
+ * the same tests run on PostgreSQL: every engine's store is a fresh schema
+ * on the server in TL_PG_URL (pgtest.h), posts, cancels and awaits go to
+ * its URL, and what only SQLite has (its length limit, TL_WF_TX steps on
+ * the store's connection, wf_conf) is shown in its place or left out.
  */
 #define _DEFAULT_SOURCE
 #include <stdarg.h>
@@ -27,11 +33,14 @@
 #include "tasklet.h"
 #include "tasklet_workflow.h"
 #include "../persist/store_sqlite.h"
+#ifdef TL_WF_PG
+#include "pgtest.h"
+#endif
 
 /* ---- fixture ---- */
 
 typedef struct eng {
-    char dir[64], path[96];
+    char dir[64], path[1100];
     tl_runtime *rt;
     tl_store *st;
     tl_wf *wf;
@@ -322,8 +331,34 @@ static const tl_func big_fn = {"t.big", 1, big_ret, sizeof(big_t), big_fields, 2
 
 static const tl_wf_config *eng_cfg; /* eng_open's engine configuration */
 
+#ifdef TL_WF_PG
+/* A fresh schema on the test server: the store of one engine's life. */
+static void pg_fresh(eng *e)
+{
+    static int seq;
+    snprintf(e->dir, sizeof e->dir, "tlw_%d_%d", (int)getpid(), ++seq);
+    pgtest_url(e->path, sizeof e->path, e->dir);
+    char cmd[120];
+    snprintf(cmd, sizeof cmd, "CREATE SCHEMA %s", e->dir);
+    assert_int_equal(pgtest_exec(pgt_conn, cmd), 0);
+}
+
+/* The first column of the first row of text, in e's schema (-1: none). */
+static int64_t pg_query(eng *e, const char *text)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "SET search_path = %s", e->dir);
+    assert_int_equal(pgtest_exec(pgt_conn, cmd), 0);
+    return query(text);
+}
+#endif
+
 static int eng_open(eng *e, int restore)
 {
+#ifdef TL_WF_PG
+    if (!e->dir[0])
+        pg_fresh(e);
+#endif
     if (!e->dir[0]) {
         snprintf(e->dir, sizeof e->dir, "/tmp/tl_wf_XXXXXX");
         assert_non_null(mkdtemp(e->dir));
@@ -359,8 +394,13 @@ static void eng_done(eng *e)
     if (e->wf)
         eng_close(e);
     char cmd[128];
+#ifdef TL_WF_PG
+    snprintf(cmd, sizeof cmd, "DROP SCHEMA %s CASCADE", e->dir);
+    assert_int_equal(pgtest_exec(pgt_conn, cmd), 0);
+#else
     snprintf(cmd, sizeof cmd, "rm -rf %s", e->dir);
     assert_int_equal(system(cmd), 0);
+#endif
 }
 
 /* Status and result (an int) of id, read from the store's file. */
@@ -529,6 +569,7 @@ static void test_retries_and_errors(void **state)
     atomic_store(&block_step, 0);
     assert_int_equal(result_of(&e, "s1", &r), TL_WF_DONE);
     assert_int_equal(r, TL_ETIMEDOUT);
+#ifndef TL_WF_PG /* SQLite's length limit, lowered: PostgreSQL has none to lower */
     /* a result over the store's record limit: TL_ERANGE, caught */
     sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 6000);
     a = args2(e.rt, "big", 1);
@@ -538,9 +579,28 @@ static void test_retries_and_errors(void **state)
     sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 1000000000);
     assert_int_equal(result_of(&e, "b1", &r), TL_WF_DONE);
     assert_int_equal(r, TL_ERANGE);
+#endif
     eng_done(&e);
 }
 
+#ifdef TL_WF_PG
+/* TL_WF_TX needs the store's SQLite connection: on PostgreSQL the step
+ * fails with TL_ENOTSUP, caught by the workflow, and runs never. */
+static void test_transactional_step(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    tl_value a = args2(e.rt, "reserve", 3);
+    assert_int_equal(tl_wf_start(e.wf, "r1", &one_fn, a, NULL), TL_OK);
+    tl_release(a);
+    assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
+    assert_int_equal(result_of(&e, "r1", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_ENOTSUP);
+    eng_done(&e);
+}
+#else
 static void test_transactional_step(void **state)
 {
     (void)state;
@@ -564,6 +624,7 @@ static void test_transactional_step(void **state)
     sqlite3_finalize(s);
     eng_done(&e);
 }
+#endif
 
 /* A message posted while the owner is stopped, then one while it runs. */
 static void test_messages_restore(void **state)
@@ -735,6 +796,7 @@ static void test_inline_step(void **state)
     eng_done(&e);
 }
 
+#ifndef TL_WF_PG
 /* A post follows the owner's durability: wf_conf names it (FORMAT.md 11). */
 static const char *durability_of(const char *path, char *buf, size_t cap)
 {
@@ -750,7 +812,9 @@ static const char *durability_of(const char *path, char *buf, size_t cap)
     sqlite3_close(db);
     return buf;
 }
+#endif
 
+#ifndef TL_WF_PG /* wf_conf: SQLite's posters follow the owner's synchronous setting */
 static void test_post_durability(void **state)
 {
     (void)state;
@@ -773,6 +837,7 @@ static void test_post_durability(void **state)
     assert_int_equal(r, 3);
     eng_done(&e);
 }
+#endif
 
 /* Awaiting from another thread (as another process would): woken when the
  * owner finishes, and a timeout when it does not. */
@@ -981,7 +1046,6 @@ static void test_bad_input_limits(void **state)
 {
     (void)state;
     eng e = {0};
-    tl_wf_info in;
     int64_t r;
     assert_int_equal(eng_open(&e, 1), TL_OK);
     tl_value a = args2(e.rt, "unreg", 1);
@@ -989,7 +1053,9 @@ static void test_bad_input_limits(void **state)
     tl_release(a);
     assert_int_equal(run_until_final(&e, "u1", &r), TL_WF_DONE);
     assert_int_equal(r, TL_ENOFUNC); /* delivered at TL_WF_STEP, caught */
+#ifndef TL_WF_PG /* SQLite's length limit, lowered for the test */
     /* results and messages over the record limit (lowered for the test) */
+    tl_wf_info in;
     sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 6000);
     assert_int_equal(tl_wf_start(e.wf, "big", &big_fn, tl_nil(), NULL), TL_OK);
     assert_int_equal(run_until_final(&e, "big", &r), TL_WF_FAILED);
@@ -1016,6 +1082,7 @@ static void test_bad_input_limits(void **state)
         assert_non_null(strstr(out, "(dropped)"));
     }
     sqlite3_limit(tl__store_sqlite(e.st), SQLITE_LIMIT_LENGTH, 1000000000);
+#endif
     /* a workflow function not registered at restore: refused, named */
     assert_int_equal(tl_wf_start(e.wf, "k2", &recv_fn, tl_i64(-1), NULL), TL_OK);
     assert_int_equal(tl_wf_run(e.wf, 100), TL_ETIMEDOUT);
@@ -1094,12 +1161,17 @@ static void test_retention(void **state)
     assert_int_equal(tl_wf_get(e.rt, e.path, "old", 0, &in), TL_ENOENT);
     assert_int_equal(tl_wf_get(e.rt, e.path, "live", 0, &in), TL_OK);
     assert_int_equal(in.status, TL_WF_WAITING);
+#ifdef TL_WF_PG
+    assert_int_equal(pg_query(&e, "SELECT count(*) FROM wf_step WHERE wf = 'old'"), 0);
+    assert_int_equal(pg_query(&e, "SELECT count(*) FROM wf_step WHERE wf = 'n2'"), 2);
+#else
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_prepare_v2(tl__store_sqlite(e.st), "SELECT count(*) FROM wf_step "
                                         "WHERE wf = 'old'", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(s, 0), 0);
     sqlite3_finalize(s);
+#endif
     eng_cfg = NULL;
     atomic_store(&clock_skew, 0);
     eng_done(&e);
@@ -1190,6 +1262,11 @@ static void test_cli_workflows(void **state)
 
 int main(void)
 {
+#ifdef TL_WF_PG
+    pgtest_require("workflow_pg");
+    if (!(pgt_conn = pgtest_connect()))
+        return 1;
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_steps_result),
         cmocka_unit_test(test_run_forever_until_none_live),
@@ -1200,7 +1277,9 @@ int main(void)
         cmocka_unit_test(test_timeout_cancel_children),
         cmocka_unit_test(test_inflight_step),
         cmocka_unit_test(test_inline_step),
+#ifndef TL_WF_PG
         cmocka_unit_test(test_post_durability),
+#endif
         cmocka_unit_test(test_await_elsewhere),
         cmocka_unit_test(test_timeouts_across_restart),
         cmocka_unit_test(test_named_channel),

@@ -188,6 +188,11 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
         snprintf(key, sizeof key, "%s|k|%s", target, dedup);
     else
         random_key(key, sizeof key, target, kind ? "c" : "r");
+    if (tl__wf_is_url(path)) { /* PostgreSQL: client_store.c */
+        rc = tl__wf_post_store(rt, path, kind, id, key, p, n);
+        free(p);
+        return rc;
+    }
     sqlite3 *db;
     rc = open_db(rt, path, 1, &db);
     if (rc == TL_OK)
@@ -226,11 +231,19 @@ static int read_info(tl_runtime *rt, sqlite3 *db, const char *id, tl_wf_info *ou
         return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
     if (rc != TL_OK)
         return cerr(rt, rc, "reading workflow %s: %s", id, sqlite3_errmsg(db));
+    return tl__wf_info_decode(rt, id, p, n, st, out);
+}
+
+/* Frees p. */
+int tl__wf_info_decode(tl_runtime *rt, const char *id, const void *p, size_t n, int st,
+                       tl_wf_info *out)
+{
+    int rc;
     wf_rec r;
     int64_t a, b;
     memset(&r, 0, sizeof r);
     rc = tl__wf_unpack_rec(p, n, &r, &a, &b);
-    free(p);
+    free((void *)p);
     memset(out, 0, sizeof *out);
     snprintf(out->id, sizeof out->id, "%s", id);
     snprintf(out->func, sizeof out->func, "%s", r.func);
@@ -258,6 +271,8 @@ int tl_wf_get(tl_runtime *rt, const char *path, const char *id, int64_t wait_ms,
 {
     if (!rt || !out || !id)
         return TL_EINVAL;
+    if (tl__wf_is_url(path))
+        return tl__wf_get_store(rt, path, id, wait_ms, out);
     sqlite3 *db;
     int rc = open_db(rt, path, 0, &db);
     int watch = rc == TL_OK && wait_ms ? tl__wf_watch_open(path) : -1;

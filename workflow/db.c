@@ -85,7 +85,7 @@ int tl__wf_db_init(tl_wf *wf)
 {
     sqlite3 *db = wf->db;
     if (!db)
-        return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_new: workflows need a SQLite store");
+        return tl__wf_dbs_init(wf); /* PostgreSQL */
     if (sqlite3_exec(db, wf_schema, NULL, NULL, NULL) != SQLITE_OK)
         return sqlerr(wf, db, "creating the workflow tables");
     return note_durability(wf, db);
@@ -93,9 +93,9 @@ int tl__wf_db_init(tl_wf *wf)
 
 /* ---- writing, inside the checkpoint transaction ---- */
 
-static const tl__table T_WF = {"wf", "id", "status", "updated", "rec"};
-static const tl__table T_STEP = {"wf_step", "key", "wf", "time", "data"};
-static const tl__table T_MSG = {"wf_msg", "key", "wf", "time", "data"};
+#define T_WF tl__wf_t_wf /* db_store.c */
+#define T_STEP tl__wf_t_step
+#define T_MSG tl__wf_t_msg
 
 static int put(tl_wf *wf, tl__store_tx *tx, const tl__table *t, const char *key,
                const char *peer, int64_t time, const void *p, size_t n)
@@ -123,12 +123,40 @@ static int exec(tl_wf *wf, sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? TL_OK : sqlerr(wf, db, sql);
 }
 
+static int write_step(tl_wf *wf, tl__store_tx *tx, const wf_out *o, const char *id);
+
+/* A TL_WF_TX step on a store without a SQLite connection: recorded as
+ * failed with TL_ENOTSUP, so the workflow sees a catchable error. */
+static int tx_unsupported(tl_wf *wf, tl__store_tx *tx, wf_job *j)
+{
+    wf_out o;
+    memset(&o, 0, sizeof o);
+    snprintf(o.key, sizeof o.key, "%s", j->key);
+    snprintf(o.name, sizeof o.name, "%s", j->step->name);
+    snprintf(o.errmsg, sizeof o.errmsg, "step %.60s: TL_WF_TX steps need a SQLite store",
+             j->step->name);
+    j->rc = TL_ENOTSUP;
+    snprintf(j->errmsg, sizeof j->errmsg, "%s", o.errmsg);
+    o.seq = j->seq;
+    o.attempts = j->attempt;
+    o.rc = TL_ENOTSUP;
+    int rc = write_step(wf, tx, &o, j->id);
+    if (rc == TL_OK) {
+        j->counted = 1;
+        j->rec->recorded++;
+        tl__wf_dirty(wf, j->rec);
+    }
+    return rc;
+}
+
 /* One TL_WF_TX attempt: the effect inside a savepoint of the commit's
  * transaction (on the store's connection: the effect's own SQL), its row
  * next to its writes; a failed attempt leaves nothing. */
 static int run_tx(tl_wf *wf, tl__store_tx *tx, wf_job *j)
 {
     sqlite3 *db = wf->db;
+    if (!db) /* PostgreSQL: not yet; the step fails, caught like any other */
+        return tx_unsupported(wf, tx, j);
     int rc = exec(wf, db, "SAVEPOINT wf_tx");
     if (rc != TL_OK)
         return rc;
@@ -245,6 +273,8 @@ static int prune(tl_wf *wf, tl__store_tx *tx)
         return TL_OK;
     wf->last_prune = now;
     int64_t cut = now - wf->cfg.retention_ms * 1000000;
+    if (!wf->db)
+        return tl__wf_dbs_prune(wf, tx, cut);
 #define OLD "(SELECT id FROM wf WHERE status IN " FINAL " AND updated < ?1)"
     int rc = del_selected(wf, tx, &T_STEP, "SELECT key FROM wf_step WHERE wf IN " OLD, cut);
     if (rc == TL_OK)
@@ -255,11 +285,23 @@ static int prune(tl_wf *wf, tl__store_tx *tx)
     return rc;
 }
 
+/* PostgreSQL: awaiting processes (tl_wf_get) wake when a workflow's
+ * final row commits (SQLite's see the file change). */
+static int announce_ends(tl_wf *wf, tl__store_tx *tx)
+{
+    for (wf_rec *r = wf->dirty; r && !wf->db; r = r->dnext)
+        if (r->status >= TL_WF_DONE)
+            return tl__tx_notify(tx, "wf");
+    return TL_OK;
+}
+
 int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx)
 {
     int rc = write_txq(wf, tx);
     if (rc == TL_OK)
         rc = write_recs(wf, tx);
+    if (rc == TL_OK)
+        rc = announce_ends(wf, tx);
     for (wf_out *o = wf->outs; o && rc == TL_OK; o = o->next)
         if (!o->written)
             rc = write_step(wf, tx, o, o->rec ? o->rec->id : "");
@@ -330,6 +372,8 @@ int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status
 
 int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len, int *status)
 {
+    if (!wf->db)
+        return tl__wf_dbs_get(wf->st, id, rec, len, status);
     sqlite3_stmt *s = stmt(wf, WF_ST_GET, SQL_GET);
     return s ? read_wf(s, id, rec, len, status) : TL_ESTORE;
 }
@@ -337,6 +381,8 @@ int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len, int *stat
 int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o)
 {
     sqlite3 *db = wf->db;
+    if (!db)
+        return tl__wf_dbs_step(wf, key, o);
     sqlite3_stmt *s = stmt(wf, WF_ST_STEP, "SELECT data FROM wf_step WHERE key = ?");
     if (!s)
         return sqlerr(wf, db, "reading a step");
@@ -353,6 +399,8 @@ int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o)
 /* Whether another connection committed since we last looked. */
 int tl__wf_db_changed(tl_wf *wf)
 {
+    if (!wf->db)
+        return tl__wf_dbs_changed(wf);
     sqlite3_stmt *s = stmt(wf, WF_ST_VERSION, "PRAGMA data_version");
     int64_t v = s && sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -2;
     sqlite3_reset(s);
@@ -364,6 +412,8 @@ int tl__wf_db_changed(tl_wf *wf)
 int tl__wf_db_intake(tl_wf *wf)
 {
     sqlite3 *db = wf->db;
+    if (!db)
+        return tl__wf_dbs_intake(wf);
     sqlite3_stmt *s = stmt(wf, WF_ST_INTAKE, "SELECT seq, wf, data, key, time FROM wf_msg "
                            "WHERE seq > ? ORDER BY seq");
     if (!s)
@@ -571,25 +621,39 @@ static int join_finished(tl_wf *wf, wf_rec *r)
     return rc;
 }
 
-int tl__wf_db_load(tl_wf *wf)
+/* One live workflow's row (id, status, rec) restored. */
+static int load_row(tl_wf *wf, void *ud, const char *id, const char *status, const void *p,
+                    size_t n)
+{
+    int rc = load_one(wf, ud, id, p, n);
+    if (rc == TL_OK)
+        tl__wf_find(wf, id)->status = status_of(status);
+    return rc;
+}
+
+static int load_rows(tl_wf *wf, loadix *x)
 {
     sqlite3 *db = wf->db;
     sqlite3_stmt *s;
+    if (!db) /* PostgreSQL */
+        return tl__wf_dbs_live(wf, load_row, x);
     if (sqlite3_prepare_v2(db, "SELECT id, status, rec FROM wf WHERE status NOT IN " FINAL,
                            -1, &s, NULL))
         return sqlerr(wf, db, "reading the workflows");
-    int rc = TL_OK, src;
+    int rc = TL_OK;
+    while (rc == TL_OK && sqlite3_step(s) == SQLITE_ROW)
+        rc = load_row(wf, x, (const char *)sqlite3_column_text(s, 0),
+                      (const char *)sqlite3_column_text(s, 1), sqlite3_column_blob(s, 2),
+                      (size_t)sqlite3_column_bytes(s, 2));
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int tl__wf_db_load(tl_wf *wf)
+{
     loadix x;
     idx_build(wf->rt, &x);
-    while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
-        rc = load_one(wf, &x, (const char *)sqlite3_column_text(s, 0), sqlite3_column_blob(s, 2),
-                      (size_t)sqlite3_column_bytes(s, 2));
-        if (rc == TL_OK) {
-            wf_rec *r = tl__wf_find(wf, (const char *)sqlite3_column_text(s, 0));
-            r->status = status_of((const char *)sqlite3_column_text(s, 1));
-        }
-    }
-    sqlite3_finalize(s);
+    int rc = load_rows(wf, &x);
     free(x.t.v);
     free(x.c.v);
     for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)

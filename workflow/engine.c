@@ -284,8 +284,9 @@ static int engine_init(tl_wf *wf)
     rc = tl__wf_pool_start(&wf->pool, wf->cfg.workers);
     if (rc != TL_OK)
         return tl__wf_err(wf, rc, "tl_wf_new: cannot start the worker threads");
-    const char *path = sqlite3_db_filename(wf->db, "main");
-    wf->watch = path && path[0] ? tl__wf_watch_open(path) : -1;
+    const char *path = wf->db ? sqlite3_db_filename(wf->db, "main") : NULL;
+    if (wf->db) /* PostgreSQL: the listener's socket (tl__wf_dbs_init) */
+        wf->watch = path && path[0] ? tl__wf_watch_open(path) : -1;
     return TL_OK;
 }
 
@@ -377,8 +378,9 @@ void tl_wf_free(tl_wf *wf)
     tl__wf_db_finalize(wf);
     if (wf->st)
         tl__store_leave(wf->st, &wf_part, wf);
-    if (wf->watch >= 0)
+    if (wf->watch >= 0 && !wf->listen)
         close(wf->watch);
+    tl_store_listener_free(wf->listen);
     free(wf->hash);
     free(wf->steps);
     free(wf->timers);

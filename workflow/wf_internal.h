@@ -171,7 +171,9 @@ struct tl_wf {
     int64_t cursor;              /* last message seq taken in */
     int64_t data_version;
     int64_t last_prune;
-    int watch;                   /* inotify fd, or -1 */
+    int watch;                   /* inotify fd (SQLite), the listener's socket
+                                    (PostgreSQL), or -1 */
+    tl_store_listener *listen;   /* PostgreSQL: posts are announced here */
     void *stmts[WF_NST];         /* db.c's prepared statements (sqlite3_stmt) */
     int force;                   /* commit at the end of this round */
     size_t inflight;             /* jobs the pool holds */
@@ -256,6 +258,31 @@ TL__HIDDEN int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len
 TL__HIDDEN void tl__wf_db_finalize(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_intake(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_changed(tl_wf *wf);
+
+/* db_store.c: the same tables on a store without a SQLite connection
+ * (PostgreSQL), through the store's row operations; db.c and client.c
+ * call these when wf->db (or the path) is not SQLite's */
+TL__HIDDEN extern const tl__table tl__wf_t_wf, tl__wf_t_step, tl__wf_t_msg, tl__wf_t_chan;
+TL__HIDDEN int tl__wf_dbs_init(tl_wf *wf);
+TL__HIDDEN int tl__wf_dbs_get(tl_store *st, const char *id, void **rec, size_t *len,
+                              int *status);
+TL__HIDDEN int tl__wf_dbs_step(tl_wf *wf, const char *key, wf_out *o);
+TL__HIDDEN int tl__wf_dbs_changed(tl_wf *wf);
+TL__HIDDEN int tl__wf_dbs_intake(tl_wf *wf);
+TL__HIDDEN int tl__wf_dbs_live(tl_wf *wf,
+                               int (*fn)(tl_wf *wf, void *ud, const char *id,
+                                         const char *status, const void *p, size_t n),
+                               void *ud);
+TL__HIDDEN int tl__wf_dbs_prune(tl_wf *wf, tl__store_tx *tx, int64_t cut);
+/* client_store.c: tl_wf_post and tl_wf_get on a postgresql:// location */
+TL__HIDDEN int tl__wf_is_url(const char *path);
+TL__HIDDEN int tl__wf_post_store(tl_runtime *rt, const char *url, int kind, const char *id,
+                                 const char *key, const void *p, size_t n);
+TL__HIDDEN int tl__wf_get_store(tl_runtime *rt, const char *url, const char *id,
+                                int64_t wait_ms, tl_wf_info *out);
+/* client.c: a wf row decoded into *out (result into rt when done) */
+TL__HIDDEN int tl__wf_info_decode(tl_runtime *rt, const char *id, const void *p, size_t n,
+                                  int st, tl_wf_info *out);
 
 /* watch.c: woken by other processes' writes to the store */
 TL__HIDDEN int tl__wf_watch_open(const char *dbpath);
