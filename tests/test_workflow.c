@@ -1260,6 +1260,52 @@ static void test_cli_workflows(void **state)
     eng_done(&e);
 }
 
+/* The store commands of the CLI on a workflow store (on PostgreSQL they
+ * read a consistent copy): ls lists the workflows' tasklets, show one of
+ * them, verify and checkpoints pass, backup writes a store the tool reads
+ * back with the same workflows. */
+static void test_cli_store_reads(void **state)
+{
+    (void)state;
+    const char *cli = getenv("TASKLET_CLI");
+    if (!cli)
+        skip();
+    eng e = {0};
+    int64_t r;
+    char out[CLI_OUT], bak[200];
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "d", &two_fn, tl_i64(40), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "w", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "d", &r), TL_WF_DONE);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(run_cli(cli, "ls", e.path, "", out), 0);
+    char *line = strstr(out, "  w  "); /* the tasklet of workflow w, waiting */
+    if (!line || !strstr(line, "recv"))
+        fail_msg("ls: %s", out);
+    while (line > out && line[-1] != '\n')
+        line--;
+    long tid = strtol(line, NULL, 10);
+    assert_true(tid > 0);
+    char arg[32];
+    snprintf(arg, sizeof arg, "%ld", tid);
+    assert_int_equal(run_cli(cli, "show", e.path, arg, out), 0);
+    assert_int_equal(run_cli(cli, "verify", e.path, "", out), 0);
+    assert_int_equal(run_cli(cli, "checkpoints", e.path, "", out), 0);
+    snprintf(bak, sizeof bak, "/tmp/tl_wf_bak_%d.db", (int)getpid());
+    unlink(bak);
+    assert_int_equal(run_cli(cli, "backup", e.path, bak, NULL), 0);
+    assert_int_equal(run_cli(cli, "wf ls", bak, "", out), 0);
+    assert_non_null(strstr(out, "recv go"));
+    assert_int_equal(run_cli(cli, "result", bak, "d", out), 0);
+    assert_string_equal(out, "done 42\n");
+    unlink(bak);
+#ifdef TL_WF_PG
+    /* what writes the checkpoints is the owner's: refused, exit 2 */
+    assert_int_equal(run_cli(cli, "prune --keep 1", e.path, "", NULL), 2);
+#endif
+    eng_done(&e);
+}
+
 int main(void)
 {
 #ifdef TL_WF_PG
@@ -1288,6 +1334,7 @@ int main(void)
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_cancel_running_step),
         cmocka_unit_test(test_cli_workflows),
+        cmocka_unit_test(test_cli_store_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

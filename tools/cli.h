@@ -385,6 +385,23 @@ typedef struct cli_opts {
     const char *key;         /* send: --key */
 } cli_opts;
 
+/* A postgresql:// location (pg.c; without libpq each says so, exit 2):
+ * cli_pg_copy writes one consistent copy of the store into a new SQLite
+ * store file out; cli_pg_post inserts one wf_msg row (blob p, n bytes)
+ * after checking its target, in one transaction, and announces it;
+ * cli_pg_status reads workflow id's status into st (waiting, if wait, at
+ * most wait_s seconds for it to finish).  Each returns a CLI_EXIT_ code,
+ * having complained. */
+bool cli_is_url(const char *path);
+int cli_pg_copy(const char *url, const char *out);
+int cli_pg_post(const char *url, int kind, const char *id, const char *key, int64_t now,
+                const void *p, size_t n);
+int cli_pg_status(const char *url, const char *id, bool wait, int64_t wait_s, char *st,
+                  size_t cap);
+/* Runs run(o) on a copy of the PostgreSQL store o->db (a temporary SQLite
+ * file, removed after). */
+int cli_on_copy(const cli_opts *o, int (*cmd)(const cli_opts *o));
+
 int cli_cmd_ls(const cli_opts *o);
 /* What is in transit (transit.c): mailbox, dead letters, outbox, inbox. */
 void cli_transit_text(cli_store *st);

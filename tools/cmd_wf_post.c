@@ -239,8 +239,9 @@ static int post(const cli_opts *o, int kind, const char *topic, json_t *val)
     else
         random_key(key, sizeof key, target, kind ? "c" : "r");
     sqlite3 *db;
-    int rc = open_rw(o->db, true, &db);
-    if (rc == CLI_EXIT_OK) {
+    int rc = cli_is_url(o->db) ? cli_pg_post(o->db, kind, o->arg, key, now_ns(), sb.data, sb.size)
+                               : open_rw(o->db, true, &db);
+    if (rc == CLI_EXIT_OK && !cli_is_url(o->db)) {
         rc = insert(db, kind, o->arg, key, &sb);
         sqlite3_close(db);
     }
@@ -312,8 +313,27 @@ static int watch_dir(const char *path)
     return fd;
 }
 
+static char pg_status[32]; /* result_print's status, on a PostgreSQL store's copy */
+static int print_copy(const cli_opts *o) { return cli_cmd_wf_result_print(o, pg_status); }
+
+/* `result` on a postgresql:// location: the status on the server
+ * (waiting there), then the row from a copy. */
+static int result_pg(const cli_opts *o)
+{
+    int rc = cli_pg_status(o->db, o->arg, o->has_wait, o->wait, pg_status, sizeof pg_status);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (!final(pg_status)) {
+        cli_complain("workflow %s is still %s", o->arg, pg_status);
+        return CLI_EXIT_FAIL;
+    }
+    return cli_on_copy(o, print_copy);
+}
+
 int cli_cmd_result(const cli_opts *o)
 {
+    if (cli_is_url(o->db))
+        return result_pg(o);
     sqlite3 *db;
     int rc = open_rw(o->db, false, &db);
     if (rc != CLI_EXIT_OK)

@@ -239,6 +239,17 @@ static const cli_cmd *find_command(const char *name)
     return NULL;
 }
 
+/* The commands that read a postgresql:// store through a copy (pg.c). */
+static bool reads_copy(const cli_cmd *c)
+{
+    static const char *const names[] = {"ls", "show", "dump", "verify", "checkpoints",
+                                        "wf ls", "wf show", "backup"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(c->name, names[i]))
+            return true;
+    return false;
+}
+
 static int run_command(const cli_cmd *c, int argc, char **argv)
 {
     cli_opts o;
@@ -248,6 +259,8 @@ static int run_command(const cli_cmd *c, int argc, char **argv)
         return CLI_EXIT_OK;
     if (rc > 0)
         return rc;
+    if (cli_is_url(o.db) && reads_copy(c))
+        return cli_on_copy(&o, c->run);
     return c->run(&o);
 }
 
