@@ -88,9 +88,10 @@ int cli_check_file(const char *path, bool writable)
 {
     struct stat sb;
     if (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11)) {
-        cli_complain("a postgresql:// location: the tasklet tool reads SQLite store files "
-                     "only; read a PostgreSQL store's tables with psql (docs/FORMAT.md, "
-                     "section 7.3)");
+        cli_complain("a postgresql:// location: this command works on SQLite store files "
+                     "only (on PostgreSQL the tool reads, posts and awaits: ls, show, dump, "
+                     "verify, checkpoints, backup, wf ls, wf show, send, send-chan, cancel, "
+                     "result; docs/CLI.md)");
         return CLI_EXIT_USAGE;
     }
     if (stat(path, &sb) != 0) {
