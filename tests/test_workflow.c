@@ -1227,6 +1227,84 @@ static void test_cancel_running_step(void **state)
     eng_done(&e);
 }
 
+/* Runs SQL on the store's file (the owner stopped). */
+static void sql_on(const eng *e, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(e->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Workflows restored while they wait for a message with no deadline have
+ * their rows read only when first needed (workflow/lazy.c).  Each lazy
+ * one is still queryable, cancellable (API, while stopped, and by a
+ * cascade from its parent), started idempotently, gets the messages
+ * posted while stopped or running, and ends with the right result; one
+ * whose row is damaged while stopped does not stop the restore: it is
+ * reported when a message asks for it, and the others go on. */
+static void test_lazy_restore(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r;
+    tl_wf_info in;
+    char id[8];
+    int created = 1, rc;
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    atomic_store(&calls, 0);
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "q%d", i);
+        assert_int_equal(tl_wf_start(e.wf, id, &recv_fn, tl_i64(-1), NULL), TL_OK);
+    }
+    assert_int_equal(tl_wf_start(e.wf, "d", &recv_fn, tl_i64(3600 * 1000), NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "p", &parent_fn, tl_nil(), NULL), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 200), TL_ETIMEDOUT);
+    eng_close(&e);
+    assert_int_equal(tl_wf_post(NULL, e.path, "q0", "go", tl_i64(10), NULL), TL_OK);
+    assert_int_equal(tl_wf_cancel_at(NULL, e.path, "q1"), TL_OK);
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_live(e.wf), 9); /* q0-q5, d, p, p.c */
+    assert_int_equal(tl_wf_run(e.wf, 200), TL_ETIMEDOUT);
+    assert_int_equal(result_of(&e, "q0", &r), TL_WF_DONE);
+    assert_int_equal(r, 10);
+    assert_int_equal(result_of(&e, "q1", &r), TL_WF_CANCELLED);
+    assert_int_equal(atomic_load(&calls), 1); /* q1 compensated */
+    assert_int_equal(tl_wf_get(e.rt, e.path, "q2", 0, &in), TL_OK);
+    assert_int_equal(in.status, TL_WF_WAITING);
+    assert_string_equal(in.wait, "recv go");
+    assert_int_equal(tl_wf_start(e.wf, "q3", &recv_fn, tl_i64(-1), &created), TL_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(tl_wf_cancel(e.wf, "q3"), TL_OK);
+    assert_int_equal(run_until_final(&e, "q3", &r), TL_WF_CANCELLED);
+    assert_int_equal(tl_wf_post(NULL, e.path, "q4", "go", tl_i64(44), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "q4", &r), TL_WF_DONE);
+    assert_int_equal(r, 44);
+    assert_int_equal(tl_wf_cancel(e.wf, "p"), TL_OK); /* p.c is lazy: cascades */
+    assert_int_equal(run_until_final(&e, "p.c", &r), TL_WF_CANCELLED);
+    assert_int_equal(run_until_final(&e, "p", &r), TL_WF_CANCELLED);
+    assert_int_equal(tl_wf_post(NULL, e.path, "q2", "go", tl_i64(22), NULL), TL_OK);
+    assert_int_equal(run_until_final(&e, "q2", &r), TL_WF_DONE);
+    assert_int_equal(r, 22);
+    assert_int_equal(tl_wf_live(e.wf), 2); /* d, q5 */
+    eng_close(&e);
+    sql_on(&e, "UPDATE wf SET rec = x'c1' WHERE id = 'q5'"); /* 0xc1: never msgpack */
+    assert_int_equal(eng_open(&e, 1), TL_OK); /* its row is not read */
+    assert_int_equal(tl_wf_live(e.wf), 2);
+    assert_int_equal(tl_wf_post(NULL, e.path, "q5", "go", tl_i64(55), NULL), TL_OK);
+    rc = TL_ETIMEDOUT;
+    for (int64_t t0 = skew_clock(NULL); rc == TL_ETIMEDOUT && skew_clock(NULL) - t0 < 30000000000;)
+        rc = tl_wf_run(e.wf, 20);
+    assert_int_equal(rc, TL_ECORRUPT);
+    assert_non_null(strstr(tl_wf_errmsg(e.wf), "q5"));
+    assert_int_equal(tl_wf_cancel(e.wf, "d"), TL_OK); /* the others go on */
+    assert_int_equal(run_until_final(&e, "d", &r), TL_WF_CANCELLED);
+    assert_int_equal(tl_wf_live(e.wf), 1);
+    eng_close(&e); /* lazy ones left in the table: freed with the engine */
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    eng_done(&e);
+}
+
 /* The CLI on a store with finished and waiting workflows: result, wf ls,
  * wf show, send (also to an unknown or finished workflow). */
 static void test_cli_workflows(void **state)
@@ -1333,6 +1411,7 @@ int main(void)
         cmocka_unit_test(test_timeout_decided_once),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_cancel_running_step),
+        cmocka_unit_test(test_lazy_restore),
         cmocka_unit_test(test_cli_workflows),
         cmocka_unit_test(test_cli_store_reads),
     };

@@ -57,7 +57,7 @@ static const tl_field root_fields[] = {
     TL_FIELD(root_t, ver, TL_T_U32),   TL_FIELD(root_t, res, TL_T_VALUE),
 };
 
-static wf_rec *rec_of(tl_frame *f) { return tl_tasklet_userdata(tl_frame_tasklet(f)); }
+static wf_rec *rec_of(tl_frame *f) { return tl__wf_rec_of(tl_frame_tasklet(f)); }
 
 static tl_wf *engine_of(tl_frame *f)
 {
@@ -263,6 +263,32 @@ static tl_status await_step(tl_frame *f, void *locals)
 
 const tl_func tl_wf__await = {"tl.wf.await", 1, await_step, sizeof(await_t),
                               await_fields, TL_COUNTOF(await_fields), NULL};
+
+/* ---- what a restored tasklet says about its workflow (lazy.c) ---- */
+
+/* Whether t (a bare tasklet) is a workflow's: its bottom frame is
+ * tl.wf.root.  Then *id points into that frame's locals (valid while the
+ * tasklet lives), *wake is its wake channel, and *quiet says whether its
+ * row can wait until it is needed: t blocks in TL_WF_RECV with no
+ * deadline, the one wait whose row asks restore to do nothing (no timer,
+ * no step to hand over or submit, no join to link). */
+int tl__wf_root_info(tl_tasklet *t, const char **id, tl_chan **wake, int *quiet)
+{
+    tl_frame *f = t->top;
+    while (f && f->parent)
+        f = f->parent;
+    if (!f || f->fn->fn != &tl__wf_root)
+        return 0;
+    root_t *R = TL__LOCALS(f);
+    if (!memchr(R->id, 0, sizeof R->id) || !R->id[0])
+        return 0;
+    *id = R->id;
+    *wake = R->wake;
+    const await_t *A = t->top->fn->fn == &tl_wf__await ? TL__LOCALS(t->top) : NULL;
+    *quiet = A && A->a.kind == TL_WF__RECV && A->a.timeout_ms < 0 &&
+             t->state == TL_BLOCKED && t->wait == TL_WAIT_RECV;
+    return 1;
+}
 
 /* ---- TL_WF_SELECT: a channel select with a durable deadline ---- */
 
@@ -673,6 +699,9 @@ int tl__wf_do_cancel(tl_wf *wf, wf_rec *r)
     r->cancel = 1;
     wf->force = 1;
     tl__wf_dirty(wf, r);
+    int rc = tl__wf_lazy_wake_all(wf); /* a child's parent is in its row */
+    if (rc != TL_OK)
+        return rc;
     for (size_t i = 0; i < wf->hcap; i++)
         for (wf_rec *c = wf->hash[i]; c; c = c->hnext)
             if (c != r && strcmp(c->parent, r->id) == 0 && c->status < TL_WF_DONE)
@@ -695,7 +724,7 @@ int tl__wf_do_cancel(tl_wf *wf, wf_rec *r)
     r->gen++;
     if (tl_current(wf->rt) == r->t)
         return TL_OK; /* it cancels itself: it sees the flag at its next wait */
-    int rc = tl_throw(r->t, TL_ECANCELED, "workflow cancelled");
+    rc = tl_throw(r->t, TL_ECANCELED, "workflow cancelled");
     return rc == TL_OK ? TL_OK : tl__wf_err(wf, rc, "cancelling %s: %s", r->id,
                                             tl_errmsg(wf->rt));
 }

@@ -557,38 +557,86 @@ static tl_chan *find_chan(tl_runtime *rt, const loadix *x, uint64_t id)
     return ch ? tl__chan_handle(ch) : tl_chan_find(rt, id);
 }
 
-static int load_one(tl_wf *wf, const loadix *x, const char *id, const void *p, size_t n)
+/* r (decoded from its row) on its restored tasklet t and wake channel ch
+ * (handles, retained here), with the row's status, in the hash. */
+static int adopt(tl_wf *wf, wf_rec *r, tl_tasklet *t, tl_chan *ch, int status)
 {
-    wf_rec *r = calloc(1, sizeof *r);
-    int64_t tid = 0, wid = 0;
-    if (!r)
-        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
-    r->wf = wf;
-    snprintf(r->id, sizeof r->id, "%s", id);
-    int rc = tl__wf_unpack_rec(p, n, r, &tid, &wid);
-    tl_tasklet *t = rc == TL_OK ? find_tasklet(wf->rt, x, (uint64_t)tid) : NULL;
-    tl_chan *ch = t ? find_chan(wf->rt, x, (uint64_t)wid) : NULL;
-    if (!ch) {
-        free(r->result);
-        free(r);
-        return tl__wf_err(wf, TL_ECORRUPT, "restore: workflow %s: its tasklet %lld or wake "
-                          "channel %lld is not in the checkpoint", id, (long long)tid,
-                          (long long)wid);
-    }
     r->t = tl_tasklet_retain(t);
     r->wake = tl_chan_retain(ch);
     if (r->wait == W_SLEEP || r->wait > W_SELECT)
         r->wait = W_NONE; /* in TL_SLEEP: the runtime's own timer */
-    r->status = TL_WF_RUNNING;
+    r->status = status;
     if (tl_tasklet_set_userdata(t, r) != TL_OK || tl__wf_hash_put(wf, r) != TL_OK) {
         tl__wf_rec_free(wf, r);
         return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
     }
-    wf->live++;
     return TL_OK;
 }
 
-static int status_of(const char *s) { return tl__wf_status_parse(s); }
+static wf_rec *decode_row(tl_wf *wf, const char *id, const void *p, size_t n, int64_t *tid,
+                          int64_t *wid)
+{
+    wf_rec *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->wf = wf;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    if (tl__wf_unpack_rec(p, n, r, tid, wid) != TL_OK)
+        *tid = *wid = -1; /* found by no lookup: reported as corrupt */
+    return r;
+}
+
+static int not_in_checkpoint(tl_wf *wf, wf_rec *r, int64_t tid, int64_t wid)
+{
+    int rc = tl__wf_err(wf, TL_ECORRUPT, "restore: workflow %s: its tasklet %lld or wake "
+                        "channel %lld is not in the checkpoint", r->id, (long long)tid,
+                        (long long)wid);
+    free(r->result);
+    free(r->sarg);
+    free(r);
+    return rc;
+}
+
+static int load_one(tl_wf *wf, const loadix *x, const char *id, int status, const void *p,
+                    size_t n)
+{
+    int64_t tid = 0, wid = 0;
+    wf_rec *r = decode_row(wf, id, p, n, &tid, &wid);
+    if (!r)
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+    tl_tasklet *t = tid > 0 ? find_tasklet(wf->rt, x, (uint64_t)tid) : NULL;
+    tl_chan *ch = t ? find_chan(wf->rt, x, (uint64_t)wid) : NULL;
+    if (!ch)
+        return not_in_checkpoint(wf, r, tid, wid);
+    int rc = adopt(wf, r, t, ch, status);
+    wf->live += rc == TL_OK;
+    return rc;
+}
+
+/* Workflow id's row read and adopted on t and ch (the tasklet and wake
+ * channel its root frame names: lazy.c); not counted in wf->live. */
+int tl__wf_db_adopt(tl_wf *wf, const char *id, tl_tasklet *t, tl_chan *ch, wf_rec **out)
+{
+    void *p = NULL;
+    size_t n = 0;
+    int st = 0;
+    int rc = tl__wf_db_find(wf, id, &p, &n, &st);
+    if (rc != TL_OK) {
+        free(p);
+        return tl__wf_err(wf, rc == TL_ENOENT ? TL_ECORRUPT : rc, "restore: workflow %s: "
+                          "its row %s", id, rc == TL_ENOENT ? "is missing" : "cannot be read");
+    }
+    int64_t tid = 0, wid = 0;
+    wf_rec *r = decode_row(wf, id, p, n, &tid, &wid);
+    free(p);
+    if (!r)
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+    if (tid != (int64_t)tl_tasklet_id(t) || wid != (int64_t)tl_chan_id(ch))
+        return not_in_checkpoint(wf, r, tid, wid);
+    rc = adopt(wf, r, t, ch, st);
+    *out = rc == TL_OK ? r : NULL;
+    return rc;
+}
 
 /* r waits for a child that finished (its row is final): hand it over. */
 static int join_finished(tl_wf *wf, wf_rec *r)
@@ -621,14 +669,14 @@ static int join_finished(tl_wf *wf, wf_rec *r)
     return rc;
 }
 
-/* One live workflow's row (id, status, rec) restored. */
+/* One live workflow's row (id, status, rec) restored, unless it is lazy
+ * (left for later). */
 static int load_row(tl_wf *wf, void *ud, const char *id, const char *status, const void *p,
                     size_t n)
 {
-    int rc = load_one(wf, ud, id, p, n);
-    if (rc == TL_OK)
-        tl__wf_find(wf, id)->status = status_of(status);
-    return rc;
+    if (tl__wf_lazy_has(wf, id))
+        return TL_OK;
+    return load_one(wf, ud, id, tl__wf_status_parse(status), p, n);
 }
 
 static int load_rows(tl_wf *wf, loadix *x)
@@ -649,25 +697,71 @@ static int load_rows(tl_wf *wf, loadix *x)
     return rc;
 }
 
-int tl__wf_db_load(tl_wf *wf)
+/* Every live workflow's row, in one pass over table wf. */
+static int load_scan(tl_wf *wf)
 {
     loadix x;
     idx_build(wf->rt, &x);
     int rc = load_rows(wf, &x);
     free(x.t.v);
     free(x.c.v);
+    return rc;
+}
+
+/* The rows of the workflows in v (not lazy), one lookup by id each: when
+ * most are lazy, cheaper than the pass over every row. */
+static int load_by_id(tl_wf *wf, const wf_lazy *v, size_t n)
+{
+    int rc = TL_OK;
+    for (size_t i = 0; i < n && rc == TL_OK; i++) {
+        wf_rec *r;
+        rc = tl__wf_db_adopt(wf, v[i].id, v[i].t, v[i].wake, &r);
+        wf->live += rc == TL_OK;
+    }
+    return rc;
+}
+
+/* Each restored workflow waiting for a child: the child (waking it if
+ * lazy, so the hash may grow: the joiners are listed first) knows its
+ * joiner, or it finished and its end is handed over. */
+static int link_joins(tl_wf *wf)
+{
+    size_t n = 0, k = 0;
+    for (size_t i = 0; i < wf->hcap; i++)
+        for (wf_rec *r = wf->hash[i]; r; r = r->hnext)
+            n += r->wait == W_JOIN && !r->expired;
+    wf_rec **v = n ? malloc(n * sizeof *v) : NULL;
+    if (n && !v)
+        return tl__wf_err(wf, TL_ENOMEM, "restore: out of memory");
+    for (size_t i = 0; i < wf->hcap; i++)
+        for (wf_rec *r = wf->hash[i]; r; r = r->hnext)
+            if (r->wait == W_JOIN && !r->expired)
+                v[k++] = r;
+    int rc = TL_OK;
+    for (size_t i = 0; i < n && rc == TL_OK; i++) {
+        wf_rec *c;
+        rc = tl__wf_lookup(wf, v[i]->what, &c);
+        if (rc == TL_OK && c)
+            c->joiner = v[i];
+        else if (rc == TL_OK)
+            rc = join_finished(wf, v[i]);
+        wf->joined = 1;
+    }
+    free(v);
+    return rc;
+}
+
+int tl__wf_db_load(tl_wf *wf)
+{
+    wf_lazy *eager;
+    size_t neager;
+    int rc = tl__wf_lazy_scan(wf, &eager, &neager);
+    if (rc == TL_OK)
+        rc = wf->nlazy && neager * 3 < wf->nlazy ? load_by_id(wf, eager, neager)
+                                                 : load_scan(wf);
+    free(eager);
     for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i]; r && rc == TL_OK; r = r->hnext)
             rc = resume_wait(wf, r);
-    for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
-        for (wf_rec *r = wf->hash[i]; r; r = r->hnext)
-            if (r->wait == W_JOIN && !r->expired) {
-                wf_rec *c = tl__wf_find(wf, r->what);
-                if (c)
-                    c->joiner = r;
-                else
-                    rc = join_finished(wf, r);
-                wf->joined = 1;
-            }
-    return rc;
+    return rc == TL_OK ? link_joins(wf) : rc;
 }

@@ -55,7 +55,7 @@ static size_t hash_id(const char *s)
     return h;
 }
 
-wf_rec *tl__wf_find(tl_wf *wf, const char *id)
+static wf_rec *hashed(tl_wf *wf, const char *id)
 {
     if (!wf->hcap)
         return NULL;
@@ -63,6 +63,29 @@ wf_rec *tl__wf_find(tl_wf *wf, const char *id)
         if (strcmp(r->id, id) == 0)
             return r;
     return NULL;
+}
+
+/* The live record of id (*out NULL: none), its row read first if it was
+ * restored lazily (lazy.c); an error only if that row cannot be read. */
+int tl__wf_lookup(tl_wf *wf, const char *id, wf_rec **out)
+{
+    *out = hashed(wf, id);
+    return *out || !wf->nlazy ? TL_OK : tl__wf_lazy_wake(wf, id, out);
+}
+
+wf_rec *tl__wf_find(tl_wf *wf, const char *id)
+{
+    wf_rec *r;
+    if (tl__wf_lookup(wf, id, &r) != TL_OK)
+        wf->lazy_rc = tl_errcode(wf->rt); /* tl_wf_run reports it */
+    return r;
+}
+
+/* The record of the workflow t runs (NULL: not a workflow's tasklet). */
+wf_rec *tl__wf_rec_of(tl_tasklet *t)
+{
+    wf_rec *r = tl_tasklet_userdata(t);
+    return r && r == r->wf->stub ? tl__wf_lazy_of(r->wf, t) : r;
 }
 
 static int hash_grow(tl_wf *wf)
@@ -374,6 +397,7 @@ void tl_wf_free(tl_wf *wf)
         tl__wf_out_free(o);
     }
     free_msgs(wf->taken);
+    tl__wf_lazy_free(wf);
     tl__wf_chan_free(wf);
     tl__wf_db_finalize(wf);
     if (wf->st)
@@ -431,7 +455,7 @@ int tl__wf_start_rec(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg,
     if (!fn || !fn->name || strlen(fn->name) >= 64 || !tl_lookup(wf->rt, fn->name, fn->version))
         return tl__wf_err(wf, TL_EINVAL, "tl_wf_start(%s): the function is not registered "
                           "(tl_wf_register)", id);
-    if (tl__wf_find(wf, id))
+    if (hashed(wf, id) || tl__wf_lazy_has(wf, id))
         return TL_OK;
     int st = 0;
     int rc = tl__wf_db_find(wf, id, NULL, NULL, &st);
@@ -475,10 +499,7 @@ int tl_wf_start(tl_wf *wf, const char *id, const tl_func *fn, tl_value arg, int 
     return tl__wf_start_rec(wf, id, fn, arg, NULL, created);
 }
 
-static wf_rec *frame_rec(tl_frame *f)
-{
-    return f ? tl_tasklet_userdata(tl_frame_tasklet(f)) : NULL;
-}
+static wf_rec *frame_rec(tl_frame *f) { return f ? tl__wf_rec_of(tl_frame_tasklet(f)) : NULL; }
 
 const char *tl_wf_self(tl_frame *f)
 {
@@ -542,7 +563,16 @@ int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
     }
     if (m->kind == 2)
         return tl__wf_chan_take(wf, m);
-    wf_rec *r = tl__wf_find(wf, id);
+    wf_rec *r;
+    int rc = tl__wf_lookup(wf, id, &r);
+    if (rc == TL_ECORRUPT) /* a lazy row that cannot be read: as if it had none */
+        wf->lazy_rc = rc;
+    else if (rc != TL_OK) { /* taken in again by the next intake */
+        wf->cursor = m->seq - 1;
+        free(m->val);
+        free(m);
+        return rc;
+    }
     if (!r || r->status >= TL_WF_DONE || m->kind == 1) {
         m->taken = r && r->status < TL_WF_DONE ? tl_now(wf->rt) : -1;
         m->next = wf->taken;

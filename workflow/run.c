@@ -221,6 +221,10 @@ int tl_wf_run(tl_wf *wf, int64_t timeout_ms)
     int64_t until = timeout_ms < 0 ? -1 : tl_now(wf->rt) + timeout_ms * 1000000;
     for (;;) {
         int rc = one_round(wf);
+        if (rc == TL_OK && wf->lazy_rc) { /* a lazy row failed to load (lazy.c) */
+            rc = wf->lazy_rc;
+            wf->lazy_rc = 0;
+        }
         if (rc != TL_OK)
             return rc;
         if (wf->live == 0 && !has_work(wf))

@@ -100,6 +100,14 @@ struct wf_rec {
     wf_rec *dnext;               /* dirty list */
 };
 
+/* A restored workflow whose row is not read yet (lazy.c). */
+typedef struct wf_lazy {
+    const char *id;              /* in its root frame's locals; NULL free */
+    tl_tasklet *t;               /* held */
+    tl_chan *wake;               /* its root frame's */
+    int quiet;                   /* restore: blocks in TL_WF_RECV, no deadline */
+} wf_lazy;
+
 /* A named channel this engine opened (chan.c). */
 typedef struct wf_chan {
     char name[TL_WF_NAME_MAX + 1];
@@ -154,7 +162,11 @@ struct tl_wf {
     const tl_wf_step **steps;
     size_t nsteps, capsteps;
     wf_rec **hash;
-    size_t hcap, live;
+    size_t hcap, live;           /* live: hashed and lazy */
+    wf_lazy *lazy;               /* open addressing, lcap slots (lazy.c) */
+    size_t lcap, nlazy;
+    wf_rec *stub;                /* the userdata of lazy workflows' tasklets */
+    int lazy_rc;                 /* a lazy row that failed to load, for tl_wf_run */
     wf_rec *dirty;
     wf_out *outs, **outs_tail;   /* to write in the next commit */
     wf_out *ready;               /* to deliver at once (restored) */
@@ -189,6 +201,8 @@ struct tl_wf {
 TL__HIDDEN int tl__wf_err(tl_wf *wf, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 TL__HIDDEN wf_rec *tl__wf_find(tl_wf *wf, const char *id);
+TL__HIDDEN int tl__wf_lookup(tl_wf *wf, const char *id, wf_rec **out);
+TL__HIDDEN wf_rec *tl__wf_rec_of(tl_tasklet *t);
 TL__HIDDEN void tl__wf_dirty(tl_wf *wf, wf_rec *r);
 TL__HIDDEN const tl_wf_step *tl__wf_step_find(tl_wf *wf, const char *name);
 TL__HIDDEN int tl__wf_timer_add(tl_wf *wf, int64_t at, wf_rec *r, int kind);
@@ -216,6 +230,15 @@ TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
 TL__HIDDEN int tl__wf_timeout_out(tl_wf *wf, wf_rec *r, wf_out **list);
 TL__HIDDEN void tl__wf_out_free(wf_out *o);
 TL__HIDDEN void tl__wf_run_inline(tl_wf *wf);
+
+/* lazy.c: restored workflows whose rows are read when first needed */
+TL__HIDDEN int tl__wf_root_info(tl_tasklet *t, const char **id, tl_chan **wake, int *quiet);
+TL__HIDDEN int tl__wf_lazy_scan(tl_wf *wf, wf_lazy **eager, size_t *neager);
+TL__HIDDEN int tl__wf_lazy_has(const tl_wf *wf, const char *id);
+TL__HIDDEN int tl__wf_lazy_wake(tl_wf *wf, const char *id, wf_rec **out);
+TL__HIDDEN wf_rec *tl__wf_lazy_of(tl_wf *wf, tl_tasklet *t);
+TL__HIDDEN int tl__wf_lazy_wake_all(tl_wf *wf);
+TL__HIDDEN void tl__wf_lazy_free(tl_wf *wf);
 
 /* chan.c: named channels */
 TL__HIDDEN int tl__wf_chan_write(tl_wf *wf, tl__store_tx *tx);
@@ -252,6 +275,8 @@ TL__HIDDEN int tl__wf_check_id(const char *id);
 TL__HIDDEN int tl__wf_db_init(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx);
 TL__HIDDEN int tl__wf_db_load(tl_wf *wf);
+TL__HIDDEN int tl__wf_db_adopt(tl_wf *wf, const char *id, tl_tasklet *t, tl_chan *ch,
+                               wf_rec **out);
 TL__HIDDEN int tl__wf_db_step(tl_wf *wf, const char *key, wf_out *o);
 TL__HIDDEN int tl__wf_db_get(void *db, const char *id, void **rec, size_t *len, int *status);
 TL__HIDDEN int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len, int *status);
