@@ -1227,13 +1227,23 @@ static void test_cancel_running_step(void **state)
     eng_done(&e);
 }
 
-/* Runs SQL on the store's file (the owner stopped). */
-static void sql_on(const eng *e, const char *sql)
+/* Replaces workflow id's record in its row by a byte that is never
+ * msgpack (0xc1), the owner stopped. */
+static void damage_row(eng *e, const char *id)
 {
+    char sql[200];
+#ifdef TL_WF_PG
+    snprintf(sql, sizeof sql, "SET search_path = %s", e->dir);
+    assert_int_equal(pgtest_exec(pgt_conn, sql), 0);
+    snprintf(sql, sizeof sql, "UPDATE wf SET rec = '\\xc1'::bytea WHERE id = '%s'", id);
+    assert_int_equal(pgtest_exec(pgt_conn, sql), 0);
+#else
     sqlite3 *db;
+    snprintf(sql, sizeof sql, "UPDATE wf SET rec = x'c1' WHERE id = '%s'", id);
     assert_int_equal(sqlite3_open(e->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+#endif
 }
 
 /* Workflows restored while they wait for a message with no deadline have
@@ -1288,7 +1298,7 @@ static void test_lazy_restore(void **state)
     assert_int_equal(r, 22);
     assert_int_equal(tl_wf_live(e.wf), 2); /* d, q5 */
     eng_close(&e);
-    sql_on(&e, "UPDATE wf SET rec = x'c1' WHERE id = 'q5'"); /* 0xc1: never msgpack */
+    damage_row(&e, "q5");
     assert_int_equal(eng_open(&e, 1), TL_OK); /* its row is not read */
     assert_int_equal(tl_wf_live(e.wf), 2);
     assert_int_equal(tl_wf_post(NULL, e.path, "q5", "go", tl_i64(55), NULL), TL_OK);
