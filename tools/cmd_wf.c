@@ -308,7 +308,8 @@ int cli_cmd_wf_show(const cli_opts *o)
         return CLI_EXIT_FAIL;
     }
     json_object_set_new(w, "steps_done", rows_json(db, "SELECT key, time, data FROM wf_step "
-                                                   "WHERE wf = ? ORDER BY time", o->arg, 1));
+                                                   "WHERE key > ?1 || '#' AND key < ?1 || '$' "
+                                                   "AND wf = ?1 ORDER BY time", o->arg, 1));
     json_object_set_new(w, "messages", rows_json(db, "SELECT key, time, data FROM wf_msg "
                                                  "WHERE wf = ? ORDER BY seq", o->arg, 0));
     if (o->json)

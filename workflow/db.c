@@ -29,12 +29,17 @@
 
 #define FINAL "('done','failed','cancelled')"
 
+/* wf and wf_step are WITHOUT ROWID tables with no other index (FORMAT.md
+ * section 11): a step's commit rewrites one b-tree page of each, not a
+ * rowid table's page and its key index's (and wf_step's index on wf).  A
+ * workflow's steps are found by key range (STEPS_OF).  Stores made before
+ * keep their rowid tables and the wf_step_wf index: every statement here
+ * reads and writes both shapes. */
 static const char wf_schema[] =
     "CREATE TABLE IF NOT EXISTS wf(id TEXT PRIMARY KEY, status TEXT NOT NULL,"
-    " updated INTEGER NOT NULL, rec BLOB NOT NULL);"
+    " updated INTEGER NOT NULL, rec BLOB NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS wf_step(key TEXT PRIMARY KEY, wf TEXT NOT NULL,"
-    " time INTEGER NOT NULL, data BLOB NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS wf_step_wf ON wf_step(wf);"
+    " time INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS wf_msg(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " key TEXT UNIQUE NOT NULL, wf TEXT NOT NULL, time INTEGER NOT NULL, data BLOB NOT NULL);"
     "CREATE INDEX IF NOT EXISTS wf_msg_wf ON wf_msg(wf);"
@@ -276,7 +281,9 @@ static int prune(tl_wf *wf, tl__store_tx *tx)
     if (!wf->db)
         return tl__wf_dbs_prune(wf, tx, cut);
 #define OLD "(SELECT id FROM wf WHERE status IN " FINAL " AND updated < ?1)"
-    int rc = del_selected(wf, tx, &T_STEP, "SELECT key FROM wf_step WHERE wf IN " OLD, cut);
+    int rc = del_selected(wf, tx, &T_STEP, "SELECT s.key FROM wf w CROSS JOIN wf_step s ON "
+                          TL_WF_STEPS_OF("s", "w.id") " WHERE w.status IN " FINAL
+                          " AND w.updated < ?1", cut);
     if (rc == TL_OK)
         rc = del_selected(wf, tx, &T_MSG, "SELECT key FROM wf_msg WHERE wf IN " OLD, cut);
     if (rc == TL_OK)

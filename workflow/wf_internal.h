@@ -197,6 +197,14 @@ struct tl_wf {
 
 #define WF_MAGIC 0x746c5746u /* "tlWF" */
 
+/* SQL: the wf_step rows (alias s) of the workflow whose id is the SQL
+ * expression id, found on the primary key: keys "<id>#<n>" sort between
+ * "<id>#" and "<id>$"; the wf column drops the steps of a workflow whose
+ * own id begins with "<id>#".  In a join, the workflows' table comes first
+ * (CROSS JOIN), or SQLite scans wf_step for the equality on wf. */
+#define TL_WF_STEPS_OF(s, id)                                                              \
+    s ".key > " id " || '#' AND " s ".key < " id " || '$' AND " s ".wf = " id
+
 /* engine.c */
 TL__HIDDEN int tl__wf_err(tl_wf *wf, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
