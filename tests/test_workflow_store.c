@@ -4,7 +4,10 @@
  * with no other index; stores made before (rowid tables, index
  * wf_step_wf) keep working: steps, restore, retention and `wf show` find
  * a workflow's steps by key range, and never those of a workflow whose id
- * begins with "<id>#".
+ * begins with "<id>#".  The engine looks at the store after another
+ * process's (or connection's) post closes its connection, not after its
+ * own writes: a post from a child process and one from a thread of the
+ * owner's process each wake a tl_wf_run that would otherwise sleep 60 s.
  *
  * Every test runs an engine on a SQLite store in a fresh temporary
  * directory; "a crash" is an engine freed without finishing.
@@ -16,6 +19,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -226,12 +230,68 @@ static void test_old_shape_round(void **state)
     shape_round(1);
 }
 
+/* A post made 50 ms after it starts, from a thread of this process. */
+static void *post_later(void *path)
+{
+    usleep(50000);
+    if (tl_wf_post(NULL, path, "w", "go", tl_i64(1), NULL) != TL_OK)
+        abort();
+    return NULL;
+}
+
+/* Waits in tl_wf_run (60 s: nothing else wakes it) for the post that
+ * finishes workflow w; from a child process, or else from a thread. */
+static void woken_by(int child)
+{
+    eng e = {0};
+    atomic_store(&clock_skew, 0);
+    eng_open(&e, 0, 1);
+    assert_int_equal(tl_wf_start(e.wf, "w", &two_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    assert_int_equal(tl_wf_run(e.wf, 0), TL_ETIMEDOUT); /* its steps done, waiting */
+    pthread_t th;
+    pid_t p = -1;
+    if (child) {
+        p = fork();
+        assert_true(p >= 0);
+        if (p == 0) {
+            usleep(50000);
+            _exit(tl_wf_post(NULL, e.path, "w", "go", tl_i64(1), NULL) == TL_OK ? 0 : 1);
+        }
+    } else {
+        assert_int_equal(pthread_create(&th, NULL, post_later, e.path), 0);
+    }
+    assert_int_equal(tl_wf_run(e.wf, 60000), TL_OK); /* every workflow finished */
+    if (child) {
+        int ws;
+        assert_int_equal(waitpid(p, &ws, 0), p);
+        assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    } else {
+        pthread_join(th, NULL);
+    }
+    eng_done(&e);
+}
+
+static void test_woken_by_other_process(void **state)
+{
+    (void)state;
+    woken_by(1);
+}
+
+static void test_woken_by_own_thread(void **state)
+{
+    (void)state;
+    woken_by(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_shape),
         cmocka_unit_test(test_new_shape_round),
         cmocka_unit_test(test_old_shape_round),
+        cmocka_unit_test(test_woken_by_other_process),
+        cmocka_unit_test(test_woken_by_own_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

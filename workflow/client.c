@@ -275,7 +275,7 @@ int tl_wf_get(tl_runtime *rt, const char *path, const char *id, int64_t wait_ms,
         return tl__wf_get_store(rt, path, id, wait_ms, out);
     sqlite3 *db;
     int rc = open_db(rt, path, 0, &db);
-    int watch = rc == TL_OK && wait_ms ? tl__wf_watch_open(path) : -1;
+    int watch = rc == TL_OK && wait_ms ? tl__wf_watch_open(path, 0) : -1;
     int64_t until = wait_ms < 0 ? -1 : now_ns() + wait_ms * 1000000;
     while (rc == TL_OK) {
         rc = read_info(rt, db, id, out);

@@ -309,7 +309,8 @@ static int engine_init(tl_wf *wf)
         return tl__wf_err(wf, rc, "tl_wf_new: cannot start the worker threads");
     const char *path = wf->db ? sqlite3_db_filename(wf->db, "main") : NULL;
     if (wf->db) /* PostgreSQL: the listener's socket (tl__wf_dbs_init) */
-        wf->watch = path && path[0] ? tl__wf_watch_open(path) : -1;
+        wf->watch = path && path[0] ? tl__wf_watch_open(path, 1) : -1;
+    wf->poked = 1; /* the first round looks at the store */
     return TL_OK;
 }
 
@@ -593,8 +594,16 @@ int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
     return TL_OK;
 }
 
+/* Takes in what other processes posted: on SQLite with inotify, only
+ * after an event (watch.c), else at every round. */
 int tl__wf_intake(tl_wf *wf)
 {
+    if (wf->db && wf->watch >= 0) {
+        wf->poked |= tl__wf_watch_drain(wf->watch);
+        if (!wf->poked)
+            return TL_OK;
+        wf->poked = 0;
+    }
     if (!tl__wf_db_changed(wf))
         return TL_OK;
     return tl__wf_db_intake(wf);

@@ -191,7 +191,7 @@ static void wait_events(tl_wf *wf, int ms)
     struct pollfd p[2] = {{wf->pool.efd, POLLIN, 0}, {wf->watch, POLLIN, 0}};
     int n = poll(p, wf->watch >= 0 ? 2 : 1, ms);
     if (n > 0 && wf->watch >= 0 && !wf->listen && (p[1].revents & POLLIN))
-        tl__wf_watch_drain(wf->watch); /* a listener is read by tl__wf_dbs_changed */
+        wf->poked |= tl__wf_watch_drain(wf->watch); /* a listener is read by tl__wf_dbs_changed */
 }
 
 static int one_round(tl_wf *wf)

@@ -4,11 +4,17 @@
  * inotify on the store's directory: every commit by any process writes
  * the -wal file (or, without WAL, the database file), which raises
  * IN_MODIFY there; the watcher then asks SQLite whether the data changed
- * (PRAGMA data_version, db.c), so its own commits cost one cheap query.
- * A directory watch, not a file watch, keeps working when the -wal file
- * is deleted and created again (the last connection closes, a new owner
- * opens).  Where inotify is missing, tl__wf_watch_open returns -1 and the
- * callers look every 50 ms instead.  The busy handler (tl__wf_busy) keeps
+ * (PRAGMA data_version, db.c).  The owner's engine watches with `others`
+ * set: not IN_MODIFY, which its own commits would raise at every page
+ * they write (a kernel event per pwrite, then a read and a query per
+ * round), but IN_CLOSE_WRITE, which every other writer raises once it is
+ * done: a poster (client.c) closes its connection after its commit, and
+ * a process that dies has its files closed by the kernel.  So the engine
+ * looks at the store only after an event.  A directory watch, not a file
+ * watch, keeps working when the -wal file is deleted and created again
+ * (the last connection closes, a new owner opens).  Where inotify is
+ * missing, tl__wf_watch_open returns -1 and the callers look every 50 ms
+ * instead.  The busy handler (tl__wf_busy) keeps
  * the wait for the store's write lock as short as the lock is held.
  */
 #define _GNU_SOURCE
@@ -23,7 +29,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-int tl__wf_watch_open(const char *dbpath)
+int tl__wf_watch_open(const char *dbpath, int others)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", dbpath);
@@ -37,7 +43,8 @@ int tl__wf_watch_open(const char *dbpath)
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0)
         return -1;
-    if (inotify_add_watch(fd, dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+    uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | (others ? 0 : IN_MODIFY);
+    if (inotify_add_watch(fd, dir, mask) < 0) {
         close(fd);
         return -1;
     }
@@ -63,9 +70,11 @@ void tl__wf_busy(void *db, int ms)
     sqlite3_busy_handler(db, busy_wait, (void *)(intptr_t)ms);
 }
 
-void tl__wf_watch_drain(int fd)
+int tl__wf_watch_drain(int fd)
 {
     char buf[4096];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
+    int any = 0;
+    while (read(fd, buf, sizeof buf) > 0)
+        any = 1;
+    return any;
 }

@@ -186,6 +186,7 @@ struct tl_wf {
     int watch;                   /* inotify fd (SQLite), the listener's socket
                                     (PostgreSQL), or -1 */
     tl_store_listener *listen;   /* PostgreSQL: posts are announced here */
+    int poked;                   /* SQLite: an event since the last look at the store */
     void *stmts[WF_NST];         /* db.c's prepared statements (sqlite3_stmt) */
     int force;                   /* commit at the end of this round */
     size_t inflight;             /* jobs the pool holds */
@@ -318,8 +319,10 @@ TL__HIDDEN int tl__wf_info_decode(tl_runtime *rt, const char *id, const void *p,
                                   int st, tl_wf_info *out);
 
 /* watch.c: woken by other processes' writes to the store */
-TL__HIDDEN int tl__wf_watch_open(const char *dbpath);
-TL__HIDDEN void tl__wf_watch_drain(int fd);
+/* others: only other processes' writes (see watch.c), else every write */
+TL__HIDDEN int tl__wf_watch_open(const char *dbpath, int others);
+/* Reads what is pending; 1 if there was an event. */
+TL__HIDDEN int tl__wf_watch_drain(int fd);
 TL__HIDDEN void tl__wf_busy(void *db, int ms);
 
 #endif
