@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define TL_PROTO_VERSION 2
+#define TL_PROTO_VERSION 3
 
 typedef struct tl_node tl_node;
 

@@ -2,24 +2,31 @@
  * frame.c -- frames on a link: the write buffer, frame encoding and the
  * frame decoder (docs/PROTOCOL.md).
  *
- * Every frame is a 4-byte big-endian length and one msgpack array
- * [type, ...]; once the link is sealed (after the handshake), the array
- * is encrypted in place and followed by its 16-byte tag (session.c).
+ * Every frame is one msgpack array [type, ...].  Before the handshake
+ * ends it goes as a 4-byte big-endian length and the array.  Once the
+ * link is sealed, it goes as one or more records (PROTOCOL.md 4.3): a
+ * 4-byte header (the length, with TL__RECORD_MORE set on all records but
+ * a frame's last), the piece of the array encrypted in place, its 16-byte
+ * tag (session.c).  A frame of more than TL__RECORD_BYTES is cut into
+ * records of that size, each sent as soon as it is sealed, so that the
+ * peer opens one while the next is sealed.
  * Writing: tl__frame_begin reserves the length, the caller packs one
  * array into l->wbuf, tl__frame_end fills the length in and seals the
  * frame; tl__flush sends what the socket takes and keeps the rest for
  * POLLOUT.  Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per
- * round), tl__on_bytes cuts it into frames, take_frame opens a sealed one
- * in place, on_frame checks it (tl__msgpack_check bounds its depth and
+ * round), tl__on_bytes cuts it into records, take_frame opens a sealed
+ * one in place (a frame of several records into l->fbuf, take_part),
+ * on_frame checks a whole frame (tl__msgpack_check bounds its depth and
  * sizes before msgpack-c sees it) and dispatches it by type to the
  * handler of link.c, transfer.c or remote.c.
  *
  * Invariants: before authentication a frame is at most MAX_HANDSHAKE_FRAME
- * bytes and only HELLO, AUTH and ERROR are taken; after it, at most
- * n->max_frame plus the tag, and a sealed frame that does not open drops
- * the link before any of it is read.  Frames are sealed in the order they
- * are written and opened in the order they arrive: the counters of
- * session.c make any other order fail.  A handler may drop the link (l->state == L_DEAD): the
+ * bytes and only HELLO, AUTH and ERROR are taken; after it, a record is
+ * at most n->max_frame plus the tag and a frame at most n->max_frame, and
+ * a record that does not open drops the link before any of its frame is
+ * read.  Records are sealed in the order they are written and opened in
+ * the order they arrive: the counters of session.c make any other order
+ * fail, and the MORE bit is inside what the tag covers.  A handler may drop the link (l->state == L_DEAD): the
  * reader then stops at once.  Out of memory while packing leaves a frame
  * short or missing: the peer finds it malformed and drops the link, which
  * the protocol survives like any lost link.
@@ -60,25 +67,76 @@ size_t tl__frame_begin(conn *l, msgpack_packer *pk)
     return at;
 }
 
+static void put_be32(unsigned char *p, uint32_t n)
+{
+    p[0] = (unsigned char)(n >> 24);
+    p[1] = (unsigned char)(n >> 16);
+    p[2] = (unsigned char)(n >> 8);
+    p[3] = (unsigned char)n;
+}
+
+/* Sends what the socket takes of l->wbuf up to end, without waiting:
+ * the peer opens a record while the next is sealed.  Errors are left to
+ * tl__flush. */
+static void send_upto(conn *l, size_t end)
+{
+    while (l->woff < end) {
+        ssize_t k = send(l->fd, l->wbuf + l->woff, end - l->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k <= 0)
+            return;
+        l->woff += (size_t)k;
+    }
+}
+
+/* Seals the body of body bytes at wbuf[at + 4] as records of at most
+ * TL__RECORD_BYTES each (all but the last flagged TL__RECORD_MORE), each
+ * sent as soon as it is sealed.  The records' headers and tags are made
+ * room for by moving the pieces, last first, to where they go. */
+static void seal_records(conn *l, size_t at, size_t body)
+{
+    size_t k = (body + TL__RECORD_BYTES - 1) / TL__RECORD_BYTES, step = TL__RECORD_BYTES + 4 +
+               TL__SEAL_BYTES;
+    static const char zero[4 + TL__SEAL_BYTES] = {0};
+    for (size_t i = 0; i < k; i++) /* room for k tags and k - 1 more headers */
+        if (wbuf_write(l, zero, i ? sizeof zero : TL__SEAL_BYTES) != 0) {
+            tl__link_drop(l, "out of memory for a frame of %zu bytes", body);
+            return;
+        }
+    for (size_t i = k - 1; i > 0; i--)
+        memmove(l->wbuf + at + i * step + 4, l->wbuf + at + 4 + i * TL__RECORD_BYTES,
+                i == k - 1 ? body - i * TL__RECORD_BYTES : TL__RECORD_BYTES);
+    for (size_t i = 0; i < k && l->state != L_DEAD; i++) {
+        size_t len = i == k - 1 ? body - i * TL__RECORD_BYTES : TL__RECORD_BYTES;
+        unsigned char *rec = l->wbuf + at + i * step;
+        put_be32(rec, (uint32_t)(len + TL__SEAL_BYTES) | (i < k - 1 ? TL__RECORD_MORE : 0));
+        if (tl__seal(l, rec, len) != 0) {
+            tl__link_drop(l, "the session's record counter is spent");
+            return;
+        }
+        send_upto(l, at + i * step + 4 + len + TL__SEAL_BYTES);
+    }
+}
+
 /* Ends the frame begun at at: its length filled in and, on a sealed
- * link, its body encrypted in place with the tag after it. */
+ * link, its body encrypted in place with the tag after it (a long one in
+ * several records). */
 void tl__frame_end(conn *l, size_t at)
 {
     static const char tag[TL__SEAL_BYTES] = {0};
     if (l->wlen < at + 4)
         return; /* out of memory: the link is dropped when flushed */
     size_t body = l->wlen - at - 4;
+    if (l->sealed && body > TL__RECORD_BYTES) {
+        seal_records(l, at, body);
+        return;
+    }
     if (l->sealed && wbuf_write(l, tag, sizeof tag) != 0) {
         tl__link_drop(l, "out of memory for a frame of %zu bytes", body);
         return;
     }
-    uint32_t n = (uint32_t)(l->wlen - at - 4);
-    l->wbuf[at] = (unsigned char)(n >> 24);
-    l->wbuf[at + 1] = (unsigned char)(n >> 16);
-    l->wbuf[at + 2] = (unsigned char)(n >> 8);
-    l->wbuf[at + 3] = (unsigned char)n;
+    put_be32(l->wbuf + at, (uint32_t)(l->wlen - at - 4));
     if (l->sealed && l->state != L_DEAD && tl__seal(l, l->wbuf + at, body) != 0)
-        tl__link_drop(l, "the session's frame counter is spent");
+        tl__link_drop(l, "the session's record counter is spent");
 }
 
 void tl__pack_str(msgpack_packer *pk, const char *s)
@@ -207,7 +265,8 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The largest length prefix l takes now: a sealed frame carries a tag. */
+/* The largest record (or, unsealed, frame) l takes now: a sealed one
+ * carries a tag. */
 static uint32_t frame_limit(const conn *l)
 {
     if (l->state != L_UP)
@@ -215,24 +274,63 @@ static uint32_t frame_limit(const conn *l)
     return l->node->max_frame + (l->sealed ? TL__SEAL_BYTES : 0);
 }
 
-/* The frame at p, 4 + len bytes, whole in l->rbuf: opened if sealed (a
- * frame that does not authenticate drops the link, unread), then acted
- * on. */
-static void take_frame(conn *l, unsigned char *p, uint32_t len)
+static void auth_failed(conn *l, uint32_t len)
 {
-    if (l->sealed) {
-        if (len <= TL__SEAL_BYTES || tl__open(l, p, len) != 0) {
-            l->node->stats.frames_rejected++;
-            tl__link_drop(l, "a frame of %u bytes failed authentication (altered, forged, "
-                          "replayed or out of order)", len);
-            return;
-        }
-        len -= TL__SEAL_BYTES;
-    }
-    on_frame(l, p + 4, len);
+    l->node->stats.frames_rejected++;
+    tl__link_drop(l, "a frame of %u bytes failed authentication (altered, forged, replayed or "
+                  "out of order)", len);
 }
 
-/* Splits l->rbuf into frames. */
+/* A record of a frame of several: opened into l->fbuf; the frame is
+ * acted on after its last record.  The frame's length is bounded by
+ * max_frame, and fbuf grows with the records that came, never to more. */
+static void take_part(conn *l, unsigned char *p, uint32_t len, int more)
+{
+    size_t plain = len - TL__SEAL_BYTES;
+    if (l->flen + plain > l->node->max_frame) {
+        tl__link_drop(l, "a frame of more than %zu bytes (the limit is %u)", l->flen + plain,
+                      l->node->max_frame);
+        return;
+    }
+    if (!tl__fbuf_room(l, l->flen + plain))
+        return;
+    if (tl__open(l, p, len, l->fbuf + l->flen) != 0) {
+        auth_failed(l, len);
+        return;
+    }
+    l->flen += plain;
+    if (more)
+        return;
+    size_t n = l->flen;
+    l->flen = 0;
+    on_frame(l, l->fbuf, n);
+}
+
+/* The record at p, 4 + len bytes, whole in l->rbuf: opened if sealed (a
+ * record that does not authenticate drops the link, unread), then acted
+ * on, or kept for the rest of its frame. */
+static void take_frame(conn *l, unsigned char *p, uint32_t len, int more)
+{
+    if (!l->sealed) {
+        on_frame(l, p + 4, len);
+        return;
+    }
+    if (len <= TL__SEAL_BYTES) {
+        auth_failed(l, len);
+        return;
+    }
+    if (more || l->flen) {
+        take_part(l, p, len, more);
+        return;
+    }
+    if (tl__open(l, p, len, p + 4) != 0) {
+        auth_failed(l, len);
+        return;
+    }
+    on_frame(l, p + 4, len - TL__SEAL_BYTES);
+}
+
+/* Splits l->rbuf into records (unsealed: frames). */
 void tl__on_bytes(conn *l)
 {
     tl_node *n = l->node;
@@ -240,15 +338,16 @@ void tl__on_bytes(conn *l)
     while (l->state != L_DEAD && l->rlen - off >= 4) {
         unsigned char *p = l->rbuf + off;
         n->last_io = tl__mono_ns();
-        uint32_t len = be32(p);
-        uint32_t limit = frame_limit(l);
+        uint32_t head = be32(p), more = l->sealed ? head & TL__RECORD_MORE : 0;
+        uint32_t len = head & ~more, limit = frame_limit(l);
         if (len == 0 || len > limit) {
-            tl__link_drop(l, "a frame of %u bytes (the limit is %u)", len, limit);
+            tl__link_drop(l, "a frame of %u bytes (length prefix %u; the limit is %u)", len,
+                          head, limit);
             return;
         }
         if (l->rlen - off - 4 < len)
             break;
-        take_frame(l, p, len);
+        take_frame(l, p, len, more != 0);
         off += 4 + (size_t)len;
     }
     if (l->state == L_DEAD || off == 0)

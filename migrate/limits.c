@@ -19,7 +19,7 @@
  *   max_requests         our operations in flight on one link: more fail
  *                        TL_EBUSY at the requester
  *
- * Invariants: n->bufbytes is the sum of rcap + wcap over n's links (every
+ * Invariants: n->bufbytes is the sum of rcap + wcap + fcap over n's links (every
  * resize goes through tl__buf_resize, every free through
  * tl__buf_release); n->nlinks counts n->links; a peer's agents are those
  * of its links up (remote.c).
@@ -32,6 +32,8 @@
 #include <sys/socket.h>
 
 #define MIB ((size_t)1 << 20)
+#define BIG_BUF ((size_t)512 << 10) /* a buffer over this shrinks once idle ... */
+#define BIG_KEEP_NS 250000000LL    /* ... for this long (tl__buf_trim) */
 
 static uint32_t or_default(uint32_t v, uint32_t d)
 {
@@ -79,11 +81,22 @@ int tl__buf_resize(conn *l, unsigned char **buf, size_t *cap, size_t ncap)
 
 void tl__buf_release(conn *l)
 {
-    l->node->bufbytes -= l->rcap + l->wcap;
+    l->node->bufbytes -= l->rcap + l->wcap + l->fcap;
     free(l->rbuf);
     free(l->wbuf);
-    l->rbuf = l->wbuf = NULL;
-    l->rcap = l->wcap = 0;
+    free(l->fbuf);
+    l->rbuf = l->wbuf = l->fbuf = NULL;
+    l->rcap = l->wcap = l->fcap = 0;
+}
+
+int tl__fbuf_room(conn *l, size_t len)
+{
+    if (len <= l->fcap)
+        return 1;
+    size_t ncap = 2 * l->fcap > len ? 2 * l->fcap : len; /* len <= max_frame */
+    if (ncap > l->node->max_frame)
+        ncap = len;
+    return tl__buf_resize(l, &l->fbuf, &l->fcap, ncap);
 }
 
 /* The read buffer's next size: before authentication small; after it,
@@ -106,14 +119,25 @@ size_t tl__rbuf_want(const conn *l, size_t frame_limit)
     return want;
 }
 
-/* After frames were taken: a big buffer that is (nearly) empty shrinks
- * back, so that a peer's one large frame is not held for good. */
+/* A big buffer that is (nearly) empty shrinks back, so that a peer's one
+ * large frame is not held for good; but only once no buffer of the link
+ * needed to be big for BIG_KEEP_NS, so that a run of large frames (a
+ * tasklet holding a large binary, moving back and forth) reuses warm
+ * memory instead of faulting in fresh pages for every frame.  Called
+ * after reads and every round (node.c, timers). */
 void tl__buf_trim(conn *l)
 {
-    if (l->rcap > 4 * 131072 && l->rlen <= 65536)
+    int64_t now = tl__mono_ns();
+    if (l->rlen > 65536 || l->flen || (l->wlen && l->wcap > BIG_BUF))
+        l->big_at = now;
+    if (now - l->big_at < BIG_KEEP_NS)
+        return;
+    if (l->rcap > BIG_BUF && l->rlen <= 65536)
         tl__buf_resize(l, &l->rbuf, &l->rcap, 131072);
-    if (l->state != L_DEAD && l->wcap > 4 * 131072 && l->wlen == 0)
+    if (l->state != L_DEAD && l->wcap > BIG_BUF && l->wlen == 0)
         tl__buf_resize(l, &l->wbuf, &l->wcap, 0);
+    if (l->state != L_DEAD && l->fcap > BIG_BUF && l->flen == 0)
+        tl__buf_resize(l, &l->fbuf, &l->fcap, 0);
 }
 
 int tl__limit_queue(conn *l)

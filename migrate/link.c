@@ -13,7 +13,8 @@
  *     `----------------------------------------> HANDSHAKE <------------'
  *                                                   |  sends HELLO (our ephemeral
  *                                                   |  public key)
- *                         tl__on_hello: checks it, derives the session keys
+ *                         tl__on_hello: checks it, picks the cipher both
+ *                                       offer, derives the session keys
  *                                       (session.c), sends AUTH (our MAC)
  *                         tl__on_auth: their MAC verified: sealed, then
  *                                      tl__link_set_up
@@ -190,13 +191,14 @@ void tl__send_hello(conn *l)
 {
     msgpack_packer pk;
     size_t at = tl__frame_begin(l, &pk);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint8(&pk, M_HELLO);
     tl__pack_str(&pk, TL__NODE_MAGIC);
     msgpack_pack_uint32(&pk, TL_PROTO_VERSION);
     tl__pack_str(&pk, l->node->id);
     msgpack_pack_bin(&pk, sizeof l->mine);
     msgpack_pack_bin_body(&pk, l->mine, sizeof l->mine);
+    msgpack_pack_uint8(&pk, (uint8_t)tl__ciphers_local(l->node));
     tl__frame_end(l, at);
     tl__flush(l);
 }
@@ -329,6 +331,42 @@ int tl__valid_id(const char *s)
     return 1;
 }
 
+/* The version check of a HELLO: 0 and an ERROR naming both versions
+ * sent, the link dropped, if it is not ours. */
+static int hello_version_ok(conn *l, const msgpack_object *v)
+{
+    if (mp_is_u(v) && v->via.u64 == TL_PROTO_VERSION)
+        return 1;
+    char msg[200];
+    unsigned long long got = mp_is_u(v) ? v->via.u64 : 0;
+    snprintf(msg, sizeof msg, "protocol version %llu is not supported; this node speaks %d "
+             "(version 3 negotiates the cipher and seals large frames in records)", got,
+             TL_PROTO_VERSION);
+    tl__wire_error(l, TL_EPROTO, msg);
+    tl__link_drop(l, "the peer speaks protocol version %llu, this node %d", got, TL_PROTO_VERSION);
+    return 0;
+}
+
+/* The peer's cipher offer: the link's cipher chosen from both (0 and
+ * the link dropped if they share none). */
+static int hello_cipher(conn *l, const msgpack_object *offer)
+{
+    if (!mp_is_u(offer) || offer->via.u64 > 255) {
+        tl__link_drop(l, "malformed hello (no cipher offer)");
+        return 0;
+    }
+    l->their_ciphers = (unsigned)offer->via.u64;
+    l->cipher = tl__session_cipher(l);
+    if (!l->cipher) {
+        tl__wire_error(l, TL_EPROTO, "no cipher in common (this node offers ChaCha20-Poly1305"
+                       " and, with AES-NI, AES-256-GCM)");
+        tl__link_drop(l, "no cipher in common with the peer (its offer: %u, ours: %u)",
+                      l->their_ciphers, tl__ciphers_local(l->node));
+        return 0;
+    }
+    return 1;
+}
+
 void tl__on_hello(conn *l, const msgpack_object *o)
 {
     tl_node *n = l->node;
@@ -338,17 +376,11 @@ void tl__on_hello(conn *l, const msgpack_object *o)
         tl__link_drop(l, "not a libtasklet node (bad hello)");
         return;
     }
-    if (!mp_is_u(mp_item(o, 2)) || mp_item(o, 2)->via.u64 != TL_PROTO_VERSION) {
-        char msg[160];
-        unsigned long long v = mp_is_u(mp_item(o, 2)) ? mp_item(o, 2)->via.u64 : 0;
-        snprintf(msg, sizeof msg, "protocol version %llu is not supported; this node speaks %d "
-                 "(version 2 seals every frame)", v, TL_PROTO_VERSION);
-        tl__wire_error(l, TL_EPROTO, msg);
-        tl__link_drop(l, "the peer speaks protocol version %llu, this node %d", v, TL_PROTO_VERSION);
+    if (!hello_version_ok(l, mp_item(o, 2)))
         return;
-    }
-    if (!mp_str(mp_item(o, 3), peer, sizeof peer) || !tl__valid_id(peer) ||
-        mp_item(o, 4)->type != MSGPACK_OBJECT_BIN || mp_item(o, 4)->via.bin.size != 32) {
+    if (o->via.array.size < 6 || !mp_str(mp_item(o, 3), peer, sizeof peer) ||
+        !tl__valid_id(peer) || mp_item(o, 4)->type != MSGPACK_OBJECT_BIN ||
+        mp_item(o, 4)->via.bin.size != 32) {
         tl__link_drop(l, "malformed hello");
         return;
     }
@@ -360,6 +392,8 @@ void tl__on_hello(conn *l, const msgpack_object *o)
         tl__link_drop(l, "a second hello");
         return;
     }
+    if (!hello_cipher(l, mp_item(o, 5)))
+        return;
     l->hello_got = 1;
     snprintf(l->peer, sizeof l->peer, "%s", peer);
     memcpy(l->theirs, mp_item(o, 4)->via.bin.ptr, sizeof l->theirs);
@@ -387,7 +421,8 @@ void tl__on_auth(conn *l, const msgpack_object *o)
     l->sealed = 1; /* every frame after the peer's AUTH, both ways */
     tl__link_set_up(l);
     if (l->state == L_UP)
-        tl__node_log(l->node, "link %s to %s up", l->where, l->peer);
+        tl__node_log(l->node, "link %s to %s up (%s)", l->where, l->peer,
+                     tl__cipher_name(l->cipher));
 }
 
 /* ---- dialing, accepting ---- */

@@ -109,6 +109,7 @@ static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
     n->max_frame = cfg->max_frame && cfg->max_frame < MAX_FRAME_DEFAULT ? cfg->max_frame
                                                                          : MAX_FRAME_DEFAULT;
     n->batch = cfg->batch ? cfg->batch : 1024;
+    n->ciphers = TL__CIPHER_CHACHA | TL__CIPHER_AES; /* those this CPU has: session.c */
     tl__limits_config(n, cfg);
     n->inbox_keep = cfg->inbox_keep_ns ? cfg->inbox_keep_ns : INBOX_KEEP_DEFAULT_NS;
     n->lfd = -1;
@@ -508,7 +509,8 @@ static void dispatch_io(tl_node *n, pollset *ps)
     }
 }
 
-/* Redials that are due, drops handshakes out of time, frees dead links. */
+/* Redials that are due, drops handshakes out of time, shrinks idle big
+ * buffers, frees dead links. */
 static void timers(tl_node *n)
 {
     int64_t now = tl__mono_ns();
@@ -521,6 +523,9 @@ static void timers(tl_node *n)
             break;
         tl__link_drop(l, "no authentication within %lld ms", n->lim.handshake_ns / 1000000LL);
     }
+    for (conn *l = n->links; l; l = l->next)
+        if (l->state != L_DEAD)
+            tl__buf_trim(l); /* big buffers idle long enough */
     tl__links_reap(n);
 }
 
@@ -658,6 +663,12 @@ int tl__node_links_up(const tl_node *n, const char *peer)
     for (conn *l = valid(n) ? n->links : NULL; l; l = l->next)
         k += l->state == L_UP && strcmp(l->peer, peer) == 0;
     return k;
+}
+
+void tl__node_ciphers(tl_node *n, unsigned mask)
+{
+    if (valid(n))
+        n->ciphers = mask;
 }
 
 void tl__node_deaf(tl_node *n, int on)

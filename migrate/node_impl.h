@@ -42,7 +42,14 @@
 #define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
 #define TL__SESSION_KEYBYTES crypto_aead_chacha20poly1305_IETF_KEYBYTES
-#define TL__SEAL_BYTES crypto_aead_chacha20poly1305_IETF_ABYTES /* a sealed frame's tag */
+#define TL__SEAL_BYTES crypto_aead_chacha20poly1305_IETF_ABYTES /* a sealed record's tag */
+#define TL__RECORD_BYTES ((size_t)64 << 10) /* a sealed frame longer than this goes in
+                                             * records of this much (PROTOCOL.md 4.3): the
+                                             * peer opens each while the next is sealed */
+#define TL__RECORD_MORE 0x80000000u /* a record header's bit: the frame goes on */
+/* Ciphers, as offered in HELLO (a bit mask; PROTOCOL.md 4.1). */
+#define TL__CIPHER_CHACHA 1u /* ChaCha20-Poly1305 (IETF): every node has it */
+#define TL__CIPHER_AES 2u    /* AES-256-GCM: where the CPU has AES-NI and CLMUL */
 
 /* Frame types (docs/PROTOCOL.md). */
 enum { M_HELLO = 1, M_AUTH = 2, M_ERROR = 3, M_XFER = 10, M_ACK = 11, M_NACK = 12,
@@ -105,13 +112,19 @@ struct conn {
     unsigned char mine[crypto_kx_PUBLICKEYBYTES], kx_sk[crypto_kx_SECRETKEYBYTES];
     unsigned char theirs[crypto_kx_PUBLICKEYBYTES];
     unsigned char tx_key[TL__SESSION_KEYBYTES], rx_key[TL__SESSION_KEYBYTES];
-    uint64_t tx_n, rx_n;
+    crypto_aead_aes256gcm_state tx_aes, rx_aes; /* the keys expanded (AES-256-GCM) */
+    uint64_t tx_n, rx_n;         /* records sealed, opened */
+    unsigned their_ciphers;      /* the peer's offer (HELLO) */
+    int cipher;                  /* TL__CIPHER_*, both sides' choice (from the HELLOs) */
     int hello_got;
     int sealed;                  /* every frame sealed both ways (from UP on) */
     int64_t born;                /* handshakes must finish in time */
     uint64_t src;                /* accepted: its source, for the per-address share */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
+    unsigned char *fbuf;         /* a frame of several records, opened into it */
+    size_t flen, fcap;
+    int64_t big_at;              /* when a buffer last needed more than 512 KiB */
 };
 
 /* A node we have linked with or have transfers for (n->peers, by name;
@@ -205,8 +218,9 @@ struct tl_node {
     tl_log_fn log;
     void *log_ud;
     uint32_t max_frame, batch;
+    unsigned ciphers;      /* offered, of those this CPU has (tests: tl__node_ciphers) */
     tl__limits lim;        /* limits.c */
-    size_t bufbytes;       /* every link's rcap + wcap */
+    size_t bufbytes;       /* every link's rcap + wcap + fcap */
     size_t nlinks;         /* links in n->links */
     int deaf;              /* tests: links are not read (tl__node_deaf) */
     uint64_t refused_n;    /* connections refused since refused_at (logged once a second) */
@@ -302,8 +316,12 @@ TL__HIDDEN void tl__session_init(conn *l);
 TL__HIDDEN int tl__session_derive(conn *l);
 TL__HIDDEN void tl__session_mac(const conn *l, int from_client,
                                 unsigned char mac[crypto_auth_BYTES]);
+/* The ciphers this node offers (TL__CIPHER_* mask). */
+TL__HIDDEN unsigned tl__ciphers_local(const tl_node *n);
+TL__HIDDEN int tl__session_cipher(const conn *l);
+TL__HIDDEN const char *tl__cipher_name(int cipher);
 TL__HIDDEN int tl__seal(conn *l, unsigned char *f, size_t len);
-TL__HIDDEN int tl__open(conn *l, unsigned char *f, size_t n);
+TL__HIDDEN int tl__open(conn *l, const unsigned char *f, size_t n, unsigned char *out);
 TL__HIDDEN void tl__session_wipe(conn *l);
 
 /* ---- frame.c ---- */
@@ -396,6 +414,9 @@ TL__HIDDEN void tl__limits_config(tl_node *n, const tl_node_config *cfg);
  * if l was dropped instead. */
 TL__HIDDEN int tl__buf_resize(conn *l, unsigned char **buf, size_t *cap, size_t ncap);
 TL__HIDDEN void tl__buf_release(conn *l);
+/* Room for len bytes in l's frame buffer (a frame of several records);
+ * 0 if l was dropped instead. */
+TL__HIDDEN int tl__fbuf_room(conn *l, size_t len);
 TL__HIDDEN size_t tl__rbuf_want(const conn *l, size_t frame_limit);
 TL__HIDDEN void tl__buf_trim(conn *l);
 /* 1 if l's queue is within max_queue; else l is dropped (0). */

@@ -10,7 +10,7 @@
 
 /* Feeds bytes to n as if they came from one peer's link (authenticated
  * already when authed is set, and then unsealed: the frames are in clear,
- * as protocol 2 never takes them from a real peer, so that the fuzzer
+ * as protocol 3 never takes them from a real peer, so that the fuzzer
  * reaches the decoders): frames are parsed and acted on, the runtime runs
  * what they started, then the link is dropped. */
 __attribute__((visibility("hidden"))) int tl__node_feed(tl_node *n, const void *bytes,
@@ -33,6 +33,10 @@ __attribute__((visibility("hidden"))) int tl__node_raw(tl_node *n, const char *p
 __attribute__((visibility("hidden"))) int tl__node_links_up(const tl_node *n, const char *peer);
 /* Tests: with on, n stops reading its links (a peer that never reads). */
 __attribute__((visibility("hidden"))) void tl__node_deaf(tl_node *n, int on);
+/* Tests: the ciphers n offers in its next HELLOs (1 ChaCha20-Poly1305,
+ * 2 AES-256-GCM, as PROTOCOL.md 4.1 numbers them; those the CPU lacks are
+ * never offered). */
+__attribute__((visibility("hidden"))) void tl__node_ciphers(tl_node *n, unsigned mask);
 /* The id of the oldest transfer in n's outbox, or NULL. */
 __attribute__((visibility("hidden"))) const char *tl__node_first_xid(const tl_node *n);
 

@@ -12,17 +12,21 @@
  *                       key is wiped at once
  *   tl__session_mac     the AUTH MAC (crypto_auth, keyed with the cluster
  *                       key) over both public keys, both ids and a role
- *   tl__seal, tl__open  ChaCha20-Poly1305 (IETF) in place, the nonce a
- *                       per-direction frame counter, the frame's length
- *                       prefix as associated data
+ *   tl__session_cipher  the cipher both ends offer (HELLO): AES-256-GCM
+ *                       when both have it (AES-NI), else ChaCha20-Poly1305
+ *   tl__seal, tl__open  one record sealed in place / opened in place or
+ *                       into another buffer with the link's cipher, the
+ *                       nonce a per-direction record counter, the record's
+ *                       4-byte header as associated data
  *
  * Also tl_node_secret_load, the way programs read the cluster secret
  * (from a file only its owner may read, or the environment; never argv).
  *
  * Invariants: a link seals and opens only once the peer's AUTH verified
- * (l->sealed); the counters only move forward, so a frame replayed,
- * dropped, reordered or altered fails to open and the link is dropped
- * before anything in it is acted on.  Secret material (the ephemeral
+ * (l->sealed), with the one cipher both offered (l->cipher, fixed at the
+ * peer's HELLO and covered by both MACs); the counters only move forward,
+ * so a record replayed, dropped, reordered or altered fails to open and
+ * the link is dropped before anything in it is acted on.  Secret material (the ephemeral
  * secret key, the session keys) is wiped when it is no longer needed.
  */
 #include "node_impl.h"
@@ -34,12 +38,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SESSION_LABEL "tl-sess2"
-#define AUTH_LABEL "tl-auth2"
+#define SESSION_LABEL "tl-sess3"
+#define AUTH_LABEL "tl-auth3"
 
 void tl__session_init(conn *l)
 {
     crypto_kx_keypair(l->mine, l->kx_sk);
+}
+
+unsigned tl__ciphers_local(const tl_node *n)
+{
+    unsigned have = TL__CIPHER_CHACHA |
+                    (crypto_aead_aes256gcm_is_available() ? TL__CIPHER_AES : 0u);
+    return have & n->ciphers;
+}
+
+/* The cipher of the link, from both offers (ours, l->theirs_ciphers):
+ * AES-256-GCM when both offer it, else ChaCha20-Poly1305 when both do;
+ * 0 if they share none. */
+int tl__session_cipher(const conn *l)
+{
+    unsigned both = tl__ciphers_local(l->node) & l->their_ciphers;
+    return both & TL__CIPHER_AES ? TL__CIPHER_AES : both & TL__CIPHER_CHACHA ? TL__CIPHER_CHACHA
+                                                                            : 0;
+}
+
+const char *tl__cipher_name(int cipher)
+{
+    return cipher == TL__CIPHER_AES ? "AES-256-GCM" : "ChaCha20-Poly1305";
 }
 
 /* key = BLAKE2b-256(key = the cluster key, message = label || kx key). */
@@ -54,7 +80,8 @@ static void bind_key(const conn *l, unsigned char key[TL__SESSION_KEYBYTES],
 }
 
 /* The session keys from our key pair and the peer's public key (in
- * l->theirs); -1 if the peer's key is unusable (a low-order point). */
+ * l->theirs), for l->cipher (AES-256-GCM: its key schedules expanded
+ * once); -1 if the peer's key is unusable (a low-order point). */
 int tl__session_derive(conn *l)
 {
     unsigned char rx[crypto_kx_SESSIONKEYBYTES], tx[crypto_kx_SESSIONKEYBYTES];
@@ -64,15 +91,20 @@ int tl__session_derive(conn *l)
     if (rc == 0) {
         bind_key(l, l->rx_key, rx);
         bind_key(l, l->tx_key, tx);
+        if (l->cipher == TL__CIPHER_AES) {
+            crypto_aead_aes256gcm_beforenm(&l->rx_aes, l->rx_key);
+            crypto_aead_aes256gcm_beforenm(&l->tx_aes, l->tx_key);
+        }
     }
     sodium_memzero(rx, sizeof rx);
     sodium_memzero(tx, sizeof tx);
     return rc == 0 ? 0 : -1;
 }
 
-/* The MAC a side sends: over both public keys and both ids, client first,
- * with the role of the sender, so neither message can be replayed,
- * reflected or spliced onto other keys. */
+/* The MAC a side sends: over both public keys, both ids and both cipher
+ * offers, client first, with the role of the sender, so neither message
+ * can be replayed, reflected or spliced onto other keys, and an offer
+ * altered on the path (to force the other cipher) fails it. */
 void tl__session_mac(const conn *l, int from_client, unsigned char mac[crypto_auth_BYTES])
 {
     const unsigned char *pc = l->client ? l->mine : l->theirs;
@@ -81,6 +113,10 @@ void tl__session_mac(const conn *l, int from_client, unsigned char mac[crypto_au
     const char *ids = l->client ? l->peer : l->node->id;
     crypto_auth_hmacsha512256_state st;
     unsigned char role = from_client ? 'C' : 'S';
+    unsigned char offers[2] = {(unsigned char)(l->client ? tl__ciphers_local(l->node)
+                                                          : l->their_ciphers),
+                               (unsigned char)(l->client ? l->their_ciphers
+                                                         : tl__ciphers_local(l->node))};
     crypto_auth_hmacsha512256_init(&st, l->key, sizeof l->key);
     crypto_auth_hmacsha512256_update(&st, (const unsigned char *)AUTH_LABEL, 8);
     crypto_auth_hmacsha512256_update(&st, &role, 1);
@@ -88,10 +124,12 @@ void tl__session_mac(const conn *l, int from_client, unsigned char mac[crypto_au
     crypto_auth_hmacsha512256_update(&st, ps, crypto_kx_PUBLICKEYBYTES);
     crypto_auth_hmacsha512256_update(&st, (const unsigned char *)idc, strlen(idc) + 1);
     crypto_auth_hmacsha512256_update(&st, (const unsigned char *)ids, strlen(ids) + 1);
+    crypto_auth_hmacsha512256_update(&st, offers, sizeof offers);
     crypto_auth_hmacsha512256_final(&st, mac);
 }
 
-/* The nonce of frame number k: 4 zero bytes, then k little-endian. */
+/* The nonce of record number k: 4 zero bytes, then k little-endian (the
+ * same 12 bytes for both ciphers). */
 static void nonce_of(uint64_t k, unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
 {
     memset(nonce, 0, 4);
@@ -99,32 +137,47 @@ static void nonce_of(uint64_t k, unsigned char nonce[crypto_aead_chacha20poly130
         nonce[4 + i] = (unsigned char)(k >> (8 * i));
 }
 
-/* Seals the frame at f: f[0..4) its length prefix (already counting the
- * tag), f[4..4+len) the body, encrypted in place, then room for the tag;
- * -1 once the counter is spent (2^64 - 1 frames: never, in practice). */
+_Static_assert(crypto_aead_aes256gcm_NPUBBYTES == crypto_aead_chacha20poly1305_IETF_NPUBBYTES &&
+               crypto_aead_aes256gcm_ABYTES == TL__SEAL_BYTES,
+               "both ciphers take the same nonce and tag sizes");
+
+/* Seals the record at f: f[0..4) its header (already counting the tag),
+ * f[4..4+len) the body, encrypted in place, then room for the tag; -1
+ * once the counter is spent (2^64 - 1 records: never, in practice). */
 int tl__seal(conn *l, unsigned char *f, size_t len)
 {
     unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
     if (l->tx_n == UINT64_MAX)
         return -1;
     nonce_of(l->tx_n++, nonce);
-    crypto_aead_chacha20poly1305_ietf_encrypt_detached(f + 4, f + 4 + len, NULL, f + 4, len,
-                                                       f, 4, NULL, nonce, l->tx_key);
+    if (l->cipher == TL__CIPHER_AES)
+        crypto_aead_aes256gcm_encrypt_detached_afternm(f + 4, f + 4 + len, NULL, f + 4, len, f,
+                                                       4, NULL, nonce, &l->tx_aes);
+    else
+        crypto_aead_chacha20poly1305_ietf_encrypt_detached(f + 4, f + 4 + len, NULL, f + 4, len,
+                                                           f, 4, NULL, nonce, l->tx_key);
     return 0;
 }
 
-/* Opens the frame at f (length prefix, ciphertext of n bytes with its
- * tag): the body is decrypted in place; -1 if it does not authenticate
- * as the next frame from the peer (nothing of it may be used then). */
-int tl__open(conn *l, unsigned char *f, size_t n)
+/* Opens the record at f (header, ciphertext of n bytes with its tag):
+ * the body is decrypted into out (f + 4: in place; else a buffer that
+ * does not overlap f); -1 if it does not authenticate as the next record
+ * from the peer (nothing of it may be used then). */
+int tl__open(conn *l, const unsigned char *f, size_t n, unsigned char *out)
 {
     unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
     if (n < TL__SEAL_BYTES || l->rx_n == UINT64_MAX)
         return -1;
     nonce_of(l->rx_n, nonce);
     size_t len = n - TL__SEAL_BYTES;
-    if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(f + 4, NULL, f + 4, len, f + 4 + len,
-                                                           f, 4, nonce, l->rx_key) != 0)
+    int rc = l->cipher == TL__CIPHER_AES
+                 ? crypto_aead_aes256gcm_decrypt_detached_afternm(out, NULL, f + 4, len,
+                                                                  f + 4 + len, f, 4, nonce,
+                                                                  &l->rx_aes)
+                 : crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, f + 4, len,
+                                                                      f + 4 + len, f, 4, nonce,
+                                                                      l->rx_key);
+    if (rc != 0)
         return -1;
     l->rx_n++;
     return 0;
@@ -135,6 +188,8 @@ void tl__session_wipe(conn *l)
     sodium_memzero(l->kx_sk, sizeof l->kx_sk);
     sodium_memzero(l->rx_key, sizeof l->rx_key);
     sodium_memzero(l->tx_key, sizeof l->tx_key);
+    sodium_memzero(&l->rx_aes, sizeof l->rx_aes);
+    sodium_memzero(&l->tx_aes, sizeof l->tx_aes);
     sodium_memzero(l->key, sizeof l->key);
 }
 

@@ -5,7 +5,7 @@
  *                [--store FILE] [--role cmd|source|dest]
  *                [--count N] [--dest ID] [--pace MS] [--skip FUNC]
  *                [--limits NAME=N,...]   (tl_node_config limits: max_queue, ...)
- *                [--pause-after-import 1]
+ *                [--pause-after-import 1] [--ciphers MASK]  (the ciphers offered)
  *
  * The cluster secret comes from FILE (mode 600) or, without --secret-file,
  * from the environment variable TL_NODE_SECRET (tl_node_secret_load), never
@@ -64,6 +64,7 @@
 #include "tasklet.h"
 #include "tasklet_node.h"
 #include "../persist/persist.h" /* the participant interface, for --pause-after-import */
+#include "../migrate/node_internal.h" /* tl__node_ciphers, for --ciphers */
 
 static tl_node *node;
 static volatile sig_atomic_t stopping;
@@ -347,9 +348,10 @@ static void print_stats(tl_runtime *rt)
     tl_node_stats_get(node, &s);
     printf("stats moved_out=%" PRIu64 " moved_in=%" PRIu64 " refused=%" PRIu64
            " duplicates=%" PRIu64 " pending=%" PRIu64 " remote_ops=%" PRIu64
-           " links_up=%" PRIu64 " links_dropped=%" PRIu64 " live=%zu\n",
+           " links_up=%" PRIu64 " links_dropped=%" PRIu64 " live=%zu frames_rejected=%" PRIu64
+           "\n",
            s.moved_out, s.moved_in, s.refused, s.duplicates, s.pending, s.remote_ops,
-           s.links_up, s.links_dropped, tl_tasklet_count(rt));
+           s.links_up, s.links_dropped, tl_tasklet_count(rt), s.frames_rejected);
 }
 
 static void command(tl_runtime *rt, char *line)
@@ -420,7 +422,7 @@ static void read_commands(tl_runtime *rt, int with_commands)
 
 typedef struct opts {
     const char *id, *secret_file, *listen, *connect, *store, *role, *dest, *skip, *limits;
-    int count, pace, pause_after_import;
+    int count, pace, pause_after_import, ciphers;
 } opts;
 
 /* --limits NAME=N,NAME=N...: fields of tl_node_config; 0 if every name is
@@ -552,7 +554,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: migrate_peer --id ID [--secret-file FILE] [--listen ADDR] "
             "[--connect ADDR] [--store FILE] [--role cmd|source|dest] [--count N] [--dest ID] "
-            "[--pace MS] [--skip FUNC] [--pause-after-import 1] [--limits NAME=N,...]\n"
+            "[--pace MS] [--skip FUNC] [--pause-after-import 1] [--limits NAME=N,...] [--ciphers MASK]\n"
             "(the secret in FILE, mode 600, "
             "or in $TL_NODE_SECRET; never on the command line)\n");
     return 2;
@@ -578,6 +580,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (strcmp(k, "--skip") == 0) o->skip = v;
         else if (strcmp(k, "--pause-after-import") == 0) o->pause_after_import = atoi(v);
         else if (strcmp(k, "--limits") == 0) o->limits = v;
+        else if (strcmp(k, "--ciphers") == 0) o->ciphers = atoi(v);
         else return -1;
     }
     if (argc % 2 == 0 || !o->id || o->count < 0 || o->count > MP_MAX_CARRIERS)
@@ -647,6 +650,8 @@ static int start(tl_runtime *rt, const opts *o, tl_store **st)
     rc = tl_node_new(rt, &cfg, &node);
     if (rc != TL_OK)
         return fail("tl_node_new", rc, tl_errmsg(rt));
+    if (o->ciphers) /* 1 ChaCha20-Poly1305 only, 3 both (PROTOCOL.md 4.1) */
+        tl__node_ciphers(node, (unsigned)o->ciphers);
     if (*st && o->pause_after_import && (rc = tl__store_join(*st, &pause_part, NULL)) != TL_OK)
         return fail("join", rc, tl_store_errmsg(*st));
     if (*st) {

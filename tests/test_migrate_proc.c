@@ -503,12 +503,24 @@ static uint64_t next_rand(fixture *fx)
 
 /* ---- 1. a round trip ---- */
 
-static void round_trip(fixture *fx, const char *listen)
+/* ciphers: NULL, or the cipher mask A offers (--ciphers; "1": the two
+ * nodes must agree on ChaCha20-Poly1305). */
+static void round_trip(fixture *fx, const char *listen, const char *ciphers)
 {
     peer *a = &fx->a, *b = &fx->b;
     const char *addr = start_listener(b, "B", listen, SECRET);
-    start_dialer(a, "A", addr, SECRET);
+    const char *args[] = {"--id", "A", "--connect", addr, "--ciphers", ciphers, NULL};
+    if (ciphers) {
+        peer_start(a, "A", SECRET, args);
+        peer_wait(a, "ready", NULL);
+    } else {
+        start_dialer(a, "A", addr, SECRET);
+    }
     peer_until(a, "peer B", "peer B", "peer B 1");
+    if (ciphers && strcmp(ciphers, "1") == 0) {
+        peer_wait(a, "log ", "to B up (ChaCha20-Poly1305)");
+        peer_wait(b, "log ", "to A up (ChaCha20-Poly1305)");
+    }
 
     /* three calls deep, blocked receiving on trip.c at home */
     peer_say(a, "trip-start");
@@ -555,7 +567,7 @@ static void round_trip(fixture *fx, const char *listen)
 
 static void test_round_trip_tcp(void **state)
 {
-    round_trip(*state, "tcp://127.0.0.1:0");
+    round_trip(*state, "tcp://127.0.0.1:0", NULL);
 }
 
 static void test_round_trip_unix(void **state)
@@ -563,7 +575,7 @@ static void test_round_trip_unix(void **state)
     fixture *fx = *state;
     char listen[128];
     snprintf(listen, sizeof listen, "unix:%s/b.sock", fx->dir);
-    round_trip(fx, listen);
+    round_trip(fx, listen, NULL);
 }
 
 /* The same tasklet, moved back home by the destination while it waits
@@ -932,13 +944,14 @@ static void send_hello(int fd, unsigned version)
     unsigned char nonce[32] = {1, 2, 3};
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint8(&pk, 1);
     pack_cstr(&pk, "libtasklet-node");
     msgpack_pack_uint32(&pk, version);
     pack_cstr(&pk, "rogue");
     msgpack_pack_bin(&pk, sizeof nonce);
     msgpack_pack_bin_body(&pk, nonce, sizeof nonce);
+    msgpack_pack_uint8(&pk, 1); /* the cipher offer: ChaCha20-Poly1305 */
     send_frame(fd, &sb);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -1147,7 +1160,9 @@ static void test_raw_misbehaviour(void **state)
     close(fd);
     assert_int_equal(r.first_type, 3);
     assert_int_equal(r.err_code, TL_EPROTO);
-    if (!strstr(r.err_msg, "version") || !strstr(r.err_msg, "2"))
+    char speaks[32];
+    snprintf(speaks, sizeof speaks, "speaks %d", TL_PROTO_VERSION);
+    if (!strstr(r.err_msg, "version") || !strstr(r.err_msg, speaks))
         fail_msg("the ERROR frame does not name the version: '%s'", r.err_msg);
     peer_wait(b, "log ", "protocol version");
     assert_true(peer_alive(b));
@@ -1161,9 +1176,21 @@ static void test_raw_misbehaviour(void **state)
     close(fd);
     assert_int_equal(r.first_type, 3);
     assert_int_equal(r.err_code, TL_EPROTO);
-    if (!strstr(r.err_msg, "version 1 is not supported") || !strstr(r.err_msg, "speaks 2"))
+    if (!strstr(r.err_msg, "version 1 is not supported") || !strstr(r.err_msg, "speaks 3"))
         fail_msg("the ERROR frame does not name both versions: '%s'", r.err_msg);
-    peer_wait(b, "log ", "the peer speaks protocol version 1, this node 2");
+    peer_wait(b, "log ", "the peer speaks protocol version 1, this node 3");
+    assert_true(peer_alive(b));
+
+    /* a HELLO of protocol version 2 (one cipher, no records): the same */
+    fd = dial_tcp(addr);
+    send_hello(fd, 2);
+    r = read_until_closed(fd, true);
+    close(fd);
+    assert_int_equal(r.first_type, 3);
+    assert_int_equal(r.err_code, TL_EPROTO);
+    if (!strstr(r.err_msg, "version 2 is not supported") || !strstr(r.err_msg, "speaks 3"))
+        fail_msg("the ERROR frame does not name both versions: '%s'", r.err_msg);
+    peer_wait(b, "log ", "the peer speaks protocol version 2, this node 3");
     assert_true(peer_alive(b));
 
     /* a message before authentication: first thing, then after a HELLO */
@@ -1189,33 +1216,39 @@ static void test_raw_misbehaviour(void **state)
     peer_stop(b);
 }
 
-/* An authenticated raw client: the handshake of protocol 2 done by hand
+/* An authenticated raw client: the handshake of protocol 3 done by hand
  * (tests/rawsession.h, from PROTOCOL.md section 4), so that frames after
- * authentication can misbehave; they are sealed like a node's. */
-static int raw_login(const char *addr, const char *id, const char *secret, raw_session *s)
+ * authentication can misbehave; they are sealed like a node's, with the
+ * cipher picked from offer (1 ChaCha20-Poly1305, 3 both) and the node's. */
+static int raw_login_offer(const char *addr, const char *id, const char *secret,
+                           unsigned offer, raw_session *s)
 {
     unsigned char mac[crypto_auth_BYTES];
     frame up;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     raw_session_init(s, secret, id, 1);
+    s->offer = offer;
     int fd = dial_tcp(addr);
     assert_true(read_frame(fd, &up));
     assert_int_equal(frame_type(&up), 1);
+    assert_int_equal(up.up.data.via.array.size, 6);
     const msgpack_object *key = &up.up.data.via.array.ptr[4];
     assert_int_equal(key->via.bin.size, 32);
-    assert_int_equal(raw_session_hello(s, "B", (const unsigned char *)key->via.bin.ptr), 0);
+    assert_int_equal(raw_session_hello(s, "B", (const unsigned char *)key->via.bin.ptr,
+                                       (unsigned)up.up.data.via.array.ptr[5].via.u64), 0);
     frame_free(&up);
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint8(&pk, 1);
     pack_cstr(&pk, "libtasklet-node");
     msgpack_pack_uint32(&pk, TL_PROTO_VERSION);
     pack_cstr(&pk, id);
     msgpack_pack_bin(&pk, 32);
     msgpack_pack_bin_body(&pk, s->pk, 32);
+    msgpack_pack_uint8(&pk, (uint8_t)offer);
     send_frame(fd, &sb);
     msgpack_sbuffer_clear(&sb);
     raw_session_mac(s, 'C', mac);
@@ -1236,6 +1269,11 @@ static int raw_login(const char *addr, const char *id, const char *secret, raw_s
     return fd;
 }
 
+static int raw_login(const char *addr, const char *id, const char *secret, raw_session *s)
+{
+    return raw_login_offer(addr, id, secret, 1, s);
+}
+
 /* Packs one message and sends it sealed. */
 static void send_packed(int fd, raw_session *s, void (*pack)(msgpack_packer *pk, void *ud),
                         void *ud)
@@ -1245,7 +1283,7 @@ static void send_packed(int fd, raw_session *s, void (*pack)(msgpack_packer *pk,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     pack(&pk, ud);
-    unsigned char *f = malloc(sb.size + 4 + crypto_aead_chacha20poly1305_IETF_ABYTES);
+    unsigned char *f = malloc(raw_sealed_size(sb.size));
     assert_non_null(f);
     send_all(fd, f, raw_seal(s, sb.data, sb.size, f));
     free(f);
@@ -1366,6 +1404,96 @@ static void test_raw_after_auth(void **state)
     assert_int_equal(field(st, "live"), 0);
     assert_false(peer_saw(b, "tasklet-failed", NULL));
     peer_stop(b);
+}
+
+#define BIG_OP_BYTES ((size_t)300 << 10) /* five records */
+
+static void pack_big_op(msgpack_packer *pk, void *ud)
+{
+    const unsigned char *bytes = ud; /* [20, req 8, SEND, [0, "nosuch"], bin of 300 KiB] */
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint8(pk, 20);
+    msgpack_pack_uint8(pk, 8);
+    msgpack_pack_uint8(pk, TL_OP_SEND);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint8(pk, 0);
+    pack_cstr(pk, "nosuch");
+    msgpack_pack_bin(pk, BIG_OP_BYTES);
+    msgpack_pack_bin_body(pk, bytes, BIG_OP_BYTES);
+}
+
+/* Seals pack_big_op's frame in records, flips one byte of the third
+ * record's ciphertext when tamper is set, and sends it. */
+static void send_big_op(int fd, raw_session *s, const unsigned char *bytes, int tamper)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_big_op(&pk, (void *)(uintptr_t)bytes);
+    unsigned char *f = malloc(raw_sealed_size(sb.size));
+    assert_non_null(f);
+    size_t n = raw_seal(s, sb.data, sb.size, f);
+    assert_true(n > 3 * (RAW_RECORD + 20));
+    assert_true(f[0] & 0x80); /* the first record says that more follow */
+    if (tamper)
+        f[2 * (RAW_RECORD + 20) + 4 + 100] ^= 0x40;
+    send_all(fd, f, n);
+    free(f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Both ciphers (the raw client offers ChaCha20-Poly1305 alone, then both:
+ * AES-256-GCM where the CPU has it) and frames of several records: a
+ * 300 KiB OP in five records is answered; the same with one byte of its
+ * third record altered drops the link before any of it is acted on. */
+static void test_raw_ciphers_and_records(void **state)
+{
+    fixture *fx = *state;
+    peer *b = &fx->b;
+    char addr[128];
+    frame up;
+    unsigned char *bytes = malloc(BIG_OP_BYTES);
+    assert_non_null(bytes);
+    randombytes_buf(bytes, BIG_OP_BYTES);
+    snprintf(addr, sizeof addr, "%s", start_listener(b, "B", "tcp://127.0.0.1:0", SECRET));
+    peer_say(b, "chan box");
+    peer_wait(b, "chan box TL_OK", NULL);
+    int aes = crypto_aead_aes256gcm_is_available();
+    for (unsigned offer = 1; offer <= 3; offer += 2) {
+        raw_session rs;
+        const char *name = offer == 3 && aes ? "AES-256-GCM" : "ChaCha20-Poly1305";
+        char want[64];
+        snprintf(want, sizeof want, "to raw up (%s)", name);
+        int fd = raw_login_offer(addr, "raw", SECRET, offer, &rs);
+        peer_wait(b, "log ", want);
+        assert_int_equal(rs.aes, offer == 3 && aes);
+        send_big_op(fd, &rs, bytes, 0);
+        assert_true(read_sealed(fd, &rs, &up));
+        assert_int_equal(frame_type(&up), 21); /* DONE [21, 8, TL_ENOENT, msg, nil] */
+        assert_int_equal(up.up.data.via.array.ptr[1].via.u64, 8);
+        assert_int_equal(up.up.data.via.array.ptr[2].via.i64, TL_ENOENT);
+        frame_free(&up);
+        send_big_op(fd, &rs, bytes, 1);
+        read_until_closed(fd, false);
+        close(fd);
+        peer_wait(b, "log ", "failed authentication");
+        assert_true(peer_alive(b));
+    }
+    good_client_served(fx, addr, 8);
+    peer_say(b, "stats");
+    const char *st = peer_wait(b, "stats ", NULL);
+    assert_int_equal(field(st, "frames_rejected"), 2); /* the two altered records */
+    assert_int_equal(field(st, "live"), 0);
+    free(bytes);
+    peer_stop(b);
+}
+
+/* Two nodes where one offers ChaCha20-Poly1305 alone agree on it, and a
+ * tasklet still makes its round trip. */
+static void test_round_trip_chacha(void **state)
+{
+    round_trip(*state, "tcp://127.0.0.1:0", "1");
 }
 
 /* ---- 5. exactly once under kill -9 ---- */
@@ -1673,6 +1801,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_misbehaviour, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_after_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raw_ciphers_and_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_chacha, setup, teardown),
         cmocka_unit_test_setup_teardown(test_import_kill9_before_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exactly_once_kill9, setup, teardown),
     };

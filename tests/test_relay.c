@@ -1,5 +1,5 @@
 /*
- * test_relay.c -- the session of protocol 2 (docs/PROTOCOL.md section 4)
+ * test_relay.c -- the session of protocol 3 (docs/PROTOCOL.md section 4)
  * against someone on the path.  Node "A" (the home: channel "box")
  * listens on 127.0.0.1; a relay thread listens beside it and forwards each
  * connection to A; node "B" dials the relay.  The relay passes the genuine
@@ -851,13 +851,14 @@ static void test_bad_public_key(void **state)
     start(NULL, 0);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint8(&pk, 1);
     pack_str(&pk, "libtasklet-node");
     msgpack_pack_uint8(&pk, TL_PROTO_VERSION);
     pack_str(&pk, "Z");
     msgpack_pack_bin(&pk, sizeof zero);
     msgpack_pack_bin_body(&pk, zero, sizeof zero);
+    msgpack_pack_uint8(&pk, 1); /* the cipher offer */
     frame_of(&hello, &sb);
     msgpack_sbuffer_destroy(&sb);
     int fd = dial_port(atoi(strrchr(tl_node_address(F.n[A]), ':') + 1));

@@ -121,12 +121,13 @@ static void hello(uint32_t version)
 {
     static const unsigned char nonce[32] = {1, 2, 3, 4, 5, 6, 7, 8};
     frame_begin();
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint8(&pk, M_HELLO);
     str("libtasklet-node");
     msgpack_pack_uint32(&pk, version);
     str(FZ_PEER);
     bin(nonce, sizeof nonce);
+    msgpack_pack_uint8(&pk, 3); /* the cipher offer: both */
     frame_end();
 }
 
