@@ -179,7 +179,9 @@ int tl__access_save_moving(tl_node *n, tl_tasklet *t, const char *peer, void **b
     peerinfo *p = tl__peer_get(n, peer, 1);
     if (!p)
         return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
-    return tl__snapshot_save_moving_to(t, buf, len, grant_one, p);
+    /* without a store the snapshot never rests: the session's tag
+     * authenticates it, no CRC (FORMAT.md section 2, flags 3) */
+    return tl__snapshot_save_moving_to(t, buf, len, grant_one, p, n->store == NULL);
 }
 
 void tl__access_peer_free(peerinfo *p)

@@ -38,7 +38,7 @@
  *   the others come back if never sent, else are reported as uncertain.
  *
  * At the destination, tl__on_xfer takes each item: an id in n->seen is a
- * duplicate (ACK queued again); otherwise tl__snapshot_import_held, the id
+ * duplicate (ACK queued again); otherwise tl__snapshot_import_wire (held), the id
  * into n->seen (tl__inbox_add), the tasklet held (tl__import_hold: its
  * wait starts once a checkpoint holds it) and an ACK queued on the link (a
  * failed import is answered NACK at once).  Queued ACKs go out
@@ -243,6 +243,16 @@ static outx *take_outx(tl_node *n, const conn *l, const char *xid)
     return x;
 }
 
+/* One of our own transfers back into the runtime (held or not): without a
+ * store it never left this process's memory, and may lack CRCs. */
+static int import_own(tl_node *n, const outx *x, int hold, tl_tasklet **t)
+{
+    if (n->store)
+        return hold ? tl__snapshot_import_held(n->rt, x->data, x->len, t)
+                    : tl__snapshot_import(n->rt, x->data, x->len, t);
+    return tl__snapshot_import_wire(n->rt, x->data, x->len, hold, t);
+}
+
 void tl__outx_free(tl_node *n, outx *x)
 {
     tl_snapshot_free(n->rt, x->data, x->len);
@@ -287,7 +297,7 @@ static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *sn
     /* held: its wait starts (a remote operation issued, a local partner
      * met) only once a checkpoint holds it (tl__import_hold) */
     n->importing = l->p; /* the channels it may reach: access.c */
-    int rc = tl__snapshot_import_held(n->rt, snap->via.bin.ptr, snap->via.bin.size, &t);
+    int rc = tl__snapshot_import_wire(n->rt, snap->via.bin.ptr, snap->via.bin.size, 1, &t);
     n->importing = NULL;
     if (rc == TL_OK && tl__inbox_add(n, k, l->peer) != TL_OK) {
         tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
@@ -374,7 +384,7 @@ void tl__on_nack(conn *l, const msgpack_object *o)
     tl__outbox_gone(n, x);
     tl_tasklet *t;
     /* held: the error thrown ends its wait, no remote operation is issued */
-    if (tl__snapshot_import_held(n->rt, x->data, x->len, &t) == TL_OK) {
+    if (import_own(n, x, 1, &t) == TL_OK) {
         char full[400];
         snprintf(full, sizeof full, "node %s refused the tasklet: %s", l->peer, msg);
         tl_throw_pending(t, (int)code, full);
@@ -491,7 +501,7 @@ void tl__transfers_free(tl_node *n, int durable)
             tl__outx_free(n, x);
             continue;
         }
-        if (!x->tried && tl__snapshot_import(n->rt, x->data, x->len, &t) == TL_OK)
+        if (!x->tried && import_own(n, x, 0, &t) == TL_OK)
             tl_throw_pending(t, TL_ELINK, "the node closed before the tasklet could move");
         else
             tl__node_log(n, "transfer %s to %s was not acknowledged before the node closed: "

@@ -23,7 +23,9 @@
  * or, for an import, scraps the half-built tasklet, so no caller ever
  * sees part of a snapshot; every record is bounds-checked
  * (tl__msgpack_check) before msgpack-c sees it, and its CRC checked after
- * inflating.
+ * inflating (a record without one, flags 3, is taken only by an import
+ * from a node's sealed session: tl__snapshot_import_wire).  A document
+ * stored raw is read where it lies in the caller's bytes, never copied.
  */
 #include "decode.h"
 
@@ -46,6 +48,9 @@ int tl__corrupt(tl__loader *ld, const char *fmt, ...)
 
 /* ---- the record envelope: ["tlrec", flags, crc, rawlen, payload] ---- */
 
+/* The document of a record: inflated into a new buffer (flags 1, 2), or
+ * the record's own bytes, borrowed (0, and 3 when the loader takes
+ * records without a CRC): no copy of a large payload stored raw. */
 static int inflate_doc(tl__loader *ld, const msgpack_object *rec, tl__doc *d, const char *what)
 {
     const msgpack_object *a = rec->via.array.ptr;
@@ -53,22 +58,26 @@ static int inflate_doc(tl__loader *ld, const msgpack_object *rec, tl__doc *d, co
         !is_uint(&a[3]) || a[4].type != MSGPACK_OBJECT_BIN)
         return tl__corrupt(ld, "%s: not a record", what);
     uint64_t flags = a[1].via.u64, crc = a[2].via.u64, rawlen = a[3].via.u64;
-    if (flags > 2 || rawlen > MAX_RAWLEN) /* 0 raw, 1 zlib, 2 raw deflate */
+    if (flags == 3 && !ld->unchecked_ok)
+        return tl__corrupt(ld, "%s: a record without a checksum (flags 3) is only taken from a "
+                           "node's sealed session", what);
+    if (flags > 3 || rawlen > MAX_RAWLEN) /* 0 raw, 1 zlib, 2 raw deflate, 3 raw unchecked */
         return tl__corrupt(ld, "%s: bad record flags or length", what);
     d->len = (size_t)rawlen;
-    d->bytes = tl__alloc(ld->rt, d->len ? d->len : 1);
-    if (!d->bytes)
-        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
-    if (flags) {
+    if (flags == 0 || flags == 3) {
+        if (a[4].via.bin.size != d->len)
+            return tl__corrupt(ld, "%s: payload length differs from the record's", what);
+        d->bytes = (char *)(uintptr_t)a[4].via.bin.ptr; /* read only, never written */
+        d->borrowed = 1;
+    } else {
+        d->bytes = tl__alloc(ld->rt, d->len ? d->len : 1);
+        if (!d->bytes)
+            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
         if (tl__inflate(ld->rt, a[4].via.bin.ptr, a[4].via.bin.size, d->bytes, d->len,
                         flags == 2) != 0)
             return tl__corrupt(ld, "%s: compressed payload does not inflate", what);
-    } else {
-        if (a[4].via.bin.size != d->len)
-            return tl__corrupt(ld, "%s: payload length differs from the record's", what);
-        memcpy(d->bytes, a[4].via.bin.ptr, d->len);
     }
-    if (crc32(0L, (const Bytef *)d->bytes, (uInt)d->len) != crc)
+    if (flags != 3 && crc32(0L, (const Bytef *)d->bytes, (uInt)d->len) != crc)
         return tl__corrupt(ld, "%s: CRC mismatch (damaged record)", what);
     return TL_OK;
 }
@@ -103,7 +112,8 @@ static void doc_free(tl__loader *ld, tl__doc *d)
         if (d->funcs[i].match)
             tl__free(ld->rt, d->funcs[i].match, d->funcs[i].e->fn->nfields + 1);
     msgpack_unpacked_destroy(&d->up);
-    tl__free(ld->rt, d->bytes, d->len ? d->len : 1);
+    if (!d->borrowed)
+        tl__free(ld->rt, d->bytes, d->len ? d->len : 1);
     tl__free(ld->rt, d->funcs, (d->nfuncs + 1) * sizeof *d->funcs);
 }
 
@@ -306,7 +316,7 @@ void tl__import_restart(tl_runtime *rt, tl_tasklet *t)
 }
 
 int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_t n, int hold,
-               tl_tasklet **out)
+               int unchecked_ok, tl_tasklet **out)
 {
     tl__loader ld;
     if (rt->current)
@@ -315,6 +325,7 @@ int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks, size_
     ld.rt = rt;
     ld.where = "moving tasklet";
     ld.import = 1;
+    ld.unchecked_ok = unchecked_ok;
     msgpack_unpacked_init(&ld.head.up);
     int rc = load_all(&ld, head, chunks, n);
     tl_tasklet *t = ld.moved;

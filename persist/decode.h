@@ -50,6 +50,7 @@ typedef struct tl__doc {
     uint64_t key;
     char *bytes;      /* the inflated document */
     size_t len;
+    int borrowed;     /* bytes point into the record (stored raw): not freed */
     msgpack_unpacked up;
     tl__fnref *funcs; /* tasklet chunks: the function table */
     size_t nfuncs;
@@ -99,6 +100,8 @@ typedef struct tl__loader {
     int renumber;        /* a listed queue's numbers are missing or out of
                           * order: number them afresh, write all next */
     int import;          /* tl__import: one moving tasklet, next to others */
+    int unchecked_ok;    /* records without a CRC (flags 3) are taken: the
+                          * bytes came over a sealed session */
     tl_tasklet *moved;   /* import: that tasklet */
 } tl__loader;
 

@@ -397,35 +397,27 @@ static void enc_funcs(msgpack_packer *pk, const functab *ft)
     }
 }
 
-/* The tasklets of one chunk; functab is filled as frames are written,
- * then written before them (hence the two buffers). */
+/* The tasklets of one chunk, then the functions their frames use (the
+ * table fills as the frames are written, so it goes last: a reader looks
+ * both keys up by name). */
 static int enc_tasklet_chunk(tl_runtime *rt, void **objs, size_t n, tl__buf *doc)
 {
-    tl__buf body;
     msgpack_packer pk;
     functab ft = {.n = 0};
     int rc = TL_OK;
-    tl__buf_init(&body, rt);
-    msgpack_packer_init(&pk, &body, tl__buf_write);
+    msgpack_packer_init(&pk, doc, tl__buf_write);
+    msgpack_pack_map(&pk, 2);
+    pack_cstr(&pk, "tasklets");
     msgpack_pack_array(&pk, n);
     for (size_t i = 0; i < n && rc == TL_OK; i++)
         rc = enc_tasklet(&pk, objs[i], &ft);
     if (rc == TL_OK && ft.overflow)
         rc = tl__seterr(rt, TL_ERANGE, "more than 64 functions in one chunk of 256 tasklets");
-    if (rc == TL_OK && body.oom)
-        rc = TL_ENOMEM;
     if (rc == TL_OK) {
-        msgpack_packer_init(&pk, doc, tl__buf_write);
-        msgpack_pack_map(&pk, 2);
         pack_cstr(&pk, "funcs");
         enc_funcs(&pk, &ft);
-        pack_cstr(&pk, "tasklets");
-        tl__buf_write(doc, body.p, body.len);
     }
-    if (body.oom)
-        rc = TL_ENOMEM;
-    tl__buf_free(&body);
-    return rc;
+    return rc == TL_OK && doc->oom ? TL_ENOMEM : rc;
 }
 
 static uint64_t waiter_tid(const tl__waiter *w)
@@ -611,7 +603,7 @@ void tl__zlib_free(tl_runtime *rt, tl__pstate *ps)
 
 /* zlib and crc32 take uInt lengths, SQLite int ones: a record is never
  * longer than what both hold, because a document over TL__MAX_DOC is
- * refused before it is compressed (wrap_record) or inflated (the decoder's
+ * refused before it is compressed (finish_record) or inflated (the decoder's
  * rawlen check). */
 _Static_assert(TL__MAX_DOC <= INT_MAX && TL__MAX_DOC <= UINT_MAX,
                "a record must fit zlib's uInt and SQLite's int lengths");
@@ -665,67 +657,119 @@ static ptrdiff_t compress_doc(tl_runtime *rt, const tl__buf *doc, const unsigned
 
 /* ---- records ---- */
 
-static int wrap_record(tl_runtime *rt, const tl__buf *doc, tl__buf *out)
+/* A record is ["tlrec", flags, crc, rawlen, bin payload] (FORMAT.md
+ * section 2).  Its document is written straight into the output after
+ * room for the widest header (REC_HEAD bytes: crc as uint32, rawlen as
+ * uint64, payload as bin32), then the header goes in front: in that width
+ * when the document stays raw and is long (no byte of it moves), else in
+ * the shortest one, the payload moved up to it. */
+#define REC_HEAD 27
+#define REC_WIDE_MIN ((size_t)64 << 10)
+
+static void put_be(unsigned char *p, uint64_t v, int bytes)
 {
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+}
+
+/* The header in its widest form, exactly REC_HEAD bytes. */
+static void wide_head(unsigned char *h, unsigned flags, uint32_t crc, size_t rawlen)
+{
+    memcpy(h, "\x95\xa5tlrec", 7);
+    h[7] = (unsigned char)flags;
+    h[8] = 0xce;
+    put_be(h + 9, crc, 4);
+    h[13] = 0xcf;
+    put_be(h + 14, rawlen, 8);
+    h[22] = 0xc6;
+    put_be(h + 23, rawlen, 4);
+}
+
+/* The header in its shortest form into h (at most REC_HEAD bytes). */
+static size_t short_head(unsigned char *h, unsigned flags, uint32_t crc, size_t rawlen,
+                         size_t paylen)
+{
+    tl__buf b = {.p = (char *)h, .cap = REC_HEAD, .max_doc = 0};
     msgpack_packer pk;
-    const unsigned char *z = NULL;
-    size_t zlen = 0;
-    if (doc->len > out->max_doc)
-        return tl__seterr(rt, TL_ERANGE, "a record of %zu bytes (uncompressed) is larger than "
-                          "a reader accepts (%zu bytes, FORMAT.md section 8): keep less in one "
-                          "tasklet's locals or one channel's buffer", doc->len, out->max_doc);
-    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)doc->p, (uInt)doc->len);
-    int compressed = 0;
-    if (doc->len >= COMPRESS_MIN) {
-        ptrdiff_t c = compress_doc(rt, doc, &z);
-        if (c < 0)
-            return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
-        compressed = c > 0;
-        zlen = (size_t)c;
-    }
-    msgpack_packer_init(&pk, out, tl__buf_write);
+    msgpack_packer_init(&pk, &b, tl__buf_write);
     msgpack_pack_array(&pk, 5);
     pack_cstr(&pk, "tlrec");
-    msgpack_pack_uint8(&pk, compressed ? 2 : 0); /* FORMAT.md section 2 */
+    msgpack_pack_uint8(&pk, (uint8_t)flags);
     msgpack_pack_uint32(&pk, crc);
-    msgpack_pack_uint64(&pk, doc->len);
-    msgpack_pack_bin(&pk, compressed ? zlen : doc->len);
-    msgpack_pack_bin_body(&pk, compressed ? (const char *)z : doc->p, compressed ? zlen : doc->len);
-    return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : TL_OK;
+    msgpack_pack_uint64(&pk, rawlen);
+    msgpack_pack_bin(&pk, paylen);
+    return b.len;
+}
+
+/* The record whose document was written at out->p[at + REC_HEAD ..
+ * out->len): compressed if that pays, checksummed unless stored raw in an
+ * unchecked snapshot (flags 3), its header put in front. */
+static int finish_record(tl_runtime *rt, tl__buf *out, size_t at)
+{
+    unsigned char h[REC_HEAD];
+    const unsigned char *z = NULL;
+    tl__buf doc = {.p = out->p + at + REC_HEAD, .len = out->len - at - REC_HEAD};
+    if (doc.len > out->max_doc)
+        return tl__seterr(rt, TL_ERANGE, "a record of %zu bytes (uncompressed) is larger than "
+                          "a reader accepts (%zu bytes, FORMAT.md section 8): keep less in one "
+                          "tasklet's locals or one channel's buffer", doc.len, out->max_doc);
+    ptrdiff_t c = doc.len >= COMPRESS_MIN ? compress_doc(rt, &doc, &z) : 0;
+    if (c < 0)
+        return tl__seterr(rt, TL_ENOMEM, "snapshot: cannot compress a record");
+    const tl__pstate *ps = tl__pstate_peek(rt);
+    unsigned flags = c > 0 ? 2 : ps && ps->unchecked ? 3 : 0;
+    uint32_t crc = flags == 3 ? 0 : (uint32_t)crc32(0L, (const Bytef *)doc.p, (uInt)doc.len);
+    if (c > 0) { /* the compressed bytes replace the document */
+        size_t k = short_head(h, flags, crc, doc.len, (size_t)c);
+        memcpy(out->p + at, h, k);
+        memcpy(out->p + at + k, z, (size_t)c);
+        out->len = at + k + (size_t)c;
+    } else if (doc.len >= REC_WIDE_MIN) {
+        wide_head((unsigned char *)out->p + at, flags, crc, doc.len);
+    } else {
+        size_t k = short_head(h, flags, crc, doc.len, doc.len);
+        memmove(out->p + at + k, doc.p, doc.len);
+        memcpy(out->p + at, h, k);
+        out->len = at + k + doc.len;
+    }
+    return TL_OK;
+}
+
+/* Starts a record in out: room for its header; the caller writes the
+ * document after it, then calls finish_record(rt, out, *at). */
+static int begin_record(tl__buf *out, size_t *at)
+{
+    static const char room[REC_HEAD] = {0};
+    *at = out->len;
+    return tl__buf_write(out, room, sizeof room);
 }
 
 int tl__enc_tombstone(tl_runtime *rt, tl__buf *out)
 {
-    tl__buf doc;
     msgpack_packer pk;
-    tl__buf_init(&doc, rt);
-    msgpack_packer_init(&pk, &doc, tl__buf_write);
+    size_t at;
+    begin_record(out, &at);
+    msgpack_packer_init(&pk, out, tl__buf_write);
     msgpack_pack_array(&pk, 0);
-    int rc = doc.oom ? TL_ENOMEM : wrap_record(rt, &doc, out);
-    tl__buf_free(&doc);
-    return rc;
+    return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory")
+                    : finish_record(rt, out, at);
 }
 
 int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix, size_t key, tl__buf *out)
 {
-    tl__buf doc;
     void **objs = ix->objs + ix->start[key];
-    size_t n = ix->start[key + 1] - ix->start[key];
+    size_t n = ix->start[key + 1] - ix->start[key], at;
     int rc;
     if (n == 0)
         return tl__enc_tombstone(rt, out);
-    tl__buf_init(&doc, rt);
-    if (kind == TL__KIND_TASKLETS) {
-        rc = enc_tasklet_chunk(rt, objs, n, &doc);
-    } else {
-        rc = enc_chan_chunk(objs, n, &doc);
-    }
-    if (rc == TL_OK && doc.oom)
+    begin_record(out, &at);
+    if (kind == TL__KIND_TASKLETS)
+        rc = enc_tasklet_chunk(rt, objs, n, out);
+    else
+        rc = enc_chan_chunk(objs, n, out);
+    if (rc == TL_OK && out->oom)
         rc = tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
-    if (rc == TL_OK)
-        rc = wrap_record(rt, &doc, out);
-    tl__buf_free(&doc);
-    return rc;
+    return rc == TL_OK ? finish_record(rt, out, at) : rc;
 }
 
 /* ---- head ---- */
@@ -799,13 +843,34 @@ static int enc_needs(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
     return TL_OK;
 }
 
+/* The head's run queue: the moving tasklet if it is runnable (a moving
+ * tasklet's snapshot), else the subset's (or every) runnable tasklet. */
+static void enc_runq(msgpack_packer *pk, tl_runtime *rt, const tl__index *tix)
+{
+    if (tl__subset(rt) == 2) {
+        const tl_tasklet *t = tix->nkeys ? tix->objs[0] : NULL;
+        int runnable = t && t->state == TL_RUNNABLE;
+        msgpack_pack_array(pk, (size_t)runnable);
+        if (runnable)
+            msgpack_pack_uint64(pk, t->id);
+        return;
+    }
+    size_t nq = 0;
+    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
+        nq += tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link));
+    msgpack_pack_array(pk, nq);
+    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
+        if (tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link)))
+            msgpack_pack_uint64(pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
+}
+
 int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
                  const tl__index *cix, tl__buf *out)
 {
-    tl__buf doc;
     msgpack_packer pk;
-    tl__buf_init(&doc, rt);
-    msgpack_packer_init(&pk, &doc, tl__buf_write);
+    size_t at;
+    begin_record(out, &at);
+    msgpack_packer_init(&pk, out, tl__buf_write);
     msgpack_pack_map(&pk, 11);
     pack_cstr(&pk, "magic"); pack_cstr(&pk, "libtasklet");
     pack_cstr(&pk, "format"); msgpack_pack_uint32(&pk, TL_FORMAT_VERSION);
@@ -813,34 +878,14 @@ int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
     pack_cstr(&pk, "node"); pack_cstr(&pk, rt->node);
     pack_cstr(&pk, "time"); msgpack_pack_int64(&pk, time);
     pack_cstr(&pk, "needs");
-    if (enc_needs(&pk, rt, tix) != TL_OK) {
-        tl__buf_free(&doc);
+    if (enc_needs(&pk, rt, tix) != TL_OK)
         return TL_ENOMEM;
-    }
     pack_cstr(&pk, "next_tid"); msgpack_pack_uint64(&pk, rt->next_tid);
     pack_cstr(&pk, "next_cid"); msgpack_pack_uint64(&pk, rt->next_cid);
     pack_cstr(&pk, "ntasklets"); msgpack_pack_uint64(&pk, tix->total);
     pack_cstr(&pk, "nchans"); msgpack_pack_uint64(&pk, cix->total);
     pack_cstr(&pk, "runq");
-    if (tl__subset(rt) == 2) { /* a moving tasklet: the run queue is it, or empty */
-        const tl_tasklet *t = tix->nkeys ? tix->objs[0] : NULL;
-        int runnable = t && t->state == TL_RUNNABLE;
-        msgpack_pack_array(&pk, (size_t)runnable);
-        if (runnable)
-            msgpack_pack_uint64(&pk, t->id);
-        int rc = doc.oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory")
-                         : wrap_record(rt, &doc, out);
-        tl__buf_free(&doc);
-        return rc;
-    }
-    size_t nq = 0;
-    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
-        nq += tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link));
-    msgpack_pack_array(&pk, nq);
-    for (tl__link *l = rt->runq.next; l != &rt->runq; l = l->next)
-        if (tl__t_in(TL__CONTAINER(l, tl_tasklet, w.link)))
-            msgpack_pack_uint64(&pk, TL__CONTAINER(l, tl_tasklet, w.link)->id);
-    int rc = doc.oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory") : wrap_record(rt, &doc, out);
-    tl__buf_free(&doc);
-    return rc;
+    enc_runq(&pk, rt, tix);
+    return out->oom ? tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory")
+                    : finish_record(rt, out, at);
 }

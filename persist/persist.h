@@ -60,6 +60,9 @@ typedef struct tl__pstate {
     tl__tindex tix;           /* tindex.c, while a store is attached */
     int need_full;            /* the store's records lack queue numbers the
                                * runtime now has: write everything next */
+    int unchecked;            /* records stored raw go without their CRC
+                               * (flags 3): a moving tasklet's snapshot that
+                               * never rests, sealed by the node's session */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
     unsigned char *zbuf;      /* compression output, reused */
     size_t zcap;
@@ -186,9 +189,13 @@ static inline bool tl__ch_in(const tl_chan *ch)
  * a tasklet reference), TL_ESTATE, TL_ENOMEM. */
 TL__HIDDEN int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len);
 /* The same, calling left(ud, ch) for each local channel the snapshot
- * refers to (the node grants them to the destination). */
+ * refers to (the node grants them to the destination).  With unchecked,
+ * records stored raw carry no CRC (FORMAT.md section 2, flags 3): only for
+ * a snapshot that goes over an authenticated session and never rests (a
+ * node without a store); only tl__snapshot_import_wire reads them. */
 TL__HIDDEN int tl__snapshot_save_moving_to(tl_tasklet *t, void **buf, size_t *len,
-                                           void (*left)(void *ud, tl_chan *ch), void *ud);
+                                           void (*left)(void *ud, tl_chan *ch), void *ud,
+                                           int unchecked);
 /* Loads such a snapshot into rt, which may hold other tasklets: the
  * tasklet gets a fresh id, channels whose home is rt's node resolve to the
  * local ones, others to proxies (reused when rt has one).  All or nothing.
@@ -352,7 +359,7 @@ TL__HIDDEN int tl__load(tl_runtime *rt, const tl__raw *head, const tl__raw *chun
 /* The same, importing a moving tasklet next to what rt holds (see
  * tl__snapshot_import). */
 TL__HIDDEN int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *chunks,
-                          size_t nchunks, int hold, tl_tasklet **out);
+                          size_t nchunks, int hold, int unchecked_ok, tl_tasklet **out);
 
 /* Like tl__snapshot_import, but a tasklet blocked in a send or receive
  * waits in its channel's queue without looking for partners and without
@@ -360,6 +367,13 @@ TL__HIDDEN int tl__import(tl_runtime *rt, const tl__raw *head, const tl__raw *ch
  * changes until the caller, once the import is durable, calls
  * tl__import_restart (or undoes it with tl__tasklet_depart). */
 TL__HIDDEN int tl__snapshot_import_held(tl_runtime *rt, const void *buf, size_t len,
+                                        tl_tasklet **out);
+/* tl__snapshot_import (hold 0) or _held (hold 1) of bytes that came over
+ * an authenticated, encrypted session or from this process's own memory:
+ * records without a CRC (flags 3) are taken too, the session's tag (or
+ * nothing at all) having stood between the encoder and here.  Never for
+ * bytes that rested in a file or a store. */
+TL__HIDDEN int tl__snapshot_import_wire(tl_runtime *rt, const void *buf, size_t len, int hold,
                                         tl_tasklet **out);
 TL__HIDDEN void tl__import_restart(tl_runtime *rt, tl_tasklet *t);
 

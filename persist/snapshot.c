@@ -619,11 +619,11 @@ int tl_snapshot_save_tasklet(tl_tasklet *h, void **buf, size_t *len)
 
 int tl__snapshot_save_moving(tl_tasklet *t, void **buf, size_t *len)
 {
-    return tl__snapshot_save_moving_to(t, buf, len, NULL, NULL);
+    return tl__snapshot_save_moving_to(t, buf, len, NULL, NULL, 0);
 }
 
 int tl__snapshot_save_moving_to(tl_tasklet *t, void **buf, size_t *len,
-                                void (*left)(void *ud, tl_chan *ch), void *ud)
+                                void (*left)(void *ud, tl_chan *ch), void *ud, int unchecked)
 {
     tl_runtime *rt = t->rt;
     char label[160];
@@ -653,8 +653,10 @@ int tl__snapshot_save_moving_to(tl_tasklet *t, void **buf, size_t *len,
                         tl__tasklet_label(t, label, sizeof label));
     if (rc == TL_OK) {
         ps->subset = 2;
+        ps->unchecked = unchecked;
         rc = save(rt, buf, len, c.objs, c.n);
         ps->subset = 0;
+        ps->unchecked = 0;
     }
     for (size_t i = 0; rc == TL_OK && i < c.n; i++) {
         tl_chan *ch = (tl_chan *)(c.objs[i] & ~(uintptr_t)1);
@@ -784,7 +786,7 @@ static int load_records(tl_runtime *rt, const void *buf, size_t len,
         rc = tl__seterr(rt, TL_ECORRUPT, "tl_snapshot_load: cannot locate the records");
     if (rc == TL_OK) {
         tl__raw head = {0, 0, (const char *)buf + head_at, head_len};
-        rc = import ? tl__import(rt, &head, raws, n, import == 2, out)
+        rc = import ? tl__import(rt, &head, raws, n, (import & 3) == 2, import & 4, out)
                     : tl__load(rt, &head, raws, n, "snapshot", NULL);
     }
     if (raws)
@@ -794,7 +796,8 @@ static int load_records(tl_runtime *rt, const void *buf, size_t len,
 
 /* A standalone snapshot into rt: loaded whole (import 0) or imported
  * next to what rt holds (import 1, *out the tasklet; 2: held, see
- * tl__snapshot_import_held). */
+ * tl__snapshot_import_held; | 4: unchecked records taken, see
+ * tl__snapshot_import_wire). */
 static int load_standalone(tl_runtime *rt, const void *buf, size_t len, int import,
                            tl_tasklet **out)
 {
@@ -830,4 +833,11 @@ int tl__snapshot_import_held(tl_runtime *rt, const void *buf, size_t len, tl_tas
 {
     *out = NULL;
     return load_standalone(rt, buf, len, 2, out);
+}
+
+int tl__snapshot_import_wire(tl_runtime *rt, const void *buf, size_t len, int hold,
+                             tl_tasklet **out)
+{
+    *out = NULL;
+    return load_standalone(rt, buf, len, (hold ? 2 : 1) | 4, out);
 }

@@ -306,8 +306,10 @@ static int put_head(tl_store *st, int64_t ckpt, int64_t now, const tl__index *ti
     tl__buf_init(&rec, st->rt);
     rec.max_doc = st->max_doc;
     int rc = tl__enc_head(st->rt, now, tix, cix, &rec);
-    if (rc != TL_OK)
+    if (rc != TL_OK) {
+        tl__buf_free(&rec); /* what was written before the failure */
         return st_err(st, rc, "the head: %s", st->rt->errmsg);
+    }
     tl__ckpt_row row = {ckpt, now, (int64_t)tix->total, (int64_t)cix->total,
                         bytes + (int64_t)rec.len, rec.p, rec.len};
     if (rec.len > st->be->ops->max_record(st->be))

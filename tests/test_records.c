@@ -4,6 +4,9 @@
  * stored raw (flags 0), a compressible one as raw deflate (flags 2, the
  * record's crc32 its one checksum); records of earlier writers (flags 1,
  * a zlib stream) still load; any other flags value is refused as corrupt.
+ * A moving tasklet's snapshot made to go over a node's sealed session
+ * stores its raw records without a CRC (flags 3): only the import from a
+ * session takes them, never a load from a file or a store.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 #include <zlib.h>
 
 #include "tasklet.h"
+#include "../persist/persist.h" /* the moving snapshot and its import from a session */
 
 #define PAYLOAD (64u << 10)
 
@@ -212,17 +216,91 @@ static void test_zlib_records_still_load(void **state)
     free(bytes);
 }
 
+/* A moving tasklet holding bytes[n], saved unchecked or not; the
+ * runtime is freed, the snapshot copied out. */
+static void *moving_holding(const unsigned char *bytes, size_t n, int unchecked, size_t *len)
+{
+    tl_runtime *rt = new_rt();
+    tl_chan *ch;
+    tl_tasklet *t;
+    holder_t a = {0};
+    assert_int_equal(tl_set_node_id(rt, "rec-a"), TL_OK);
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    a.in = ch;
+    assert_int_equal(tl_bin_new(rt, bytes, n, &a.keep), TL_OK);
+    assert_int_equal(tl_spawn(rt, &holder_fn, &a, sizeof a, &t), TL_OK);
+    tl_release(a.keep);
+    assert_int_equal(tl_run_steps(rt, 100, NULL), TL_OK);
+    void *buf, *copy;
+    assert_int_equal(tl__snapshot_save_moving_to(tl__tasklet_at(t), &buf, len, NULL, NULL,
+                                                 unchecked), TL_OK);
+    copy = malloc(*len);
+    memcpy(copy, buf, *len);
+    tl_snapshot_free(rt, buf, *len);
+    tl_tasklet_release(t);
+    tl_chan_release(ch);
+    tl_runtime_free(rt);
+    return copy;
+}
+
+/* Imports buf into a fresh runtime of node "rec-b" as from a session
+ * (wire) or as from a store: the code. */
+static int import_into_fresh(const void *buf, size_t len, int wire)
+{
+    tl_runtime *rt = new_rt();
+    tl_tasklet *t = NULL;
+    assert_int_equal(tl_set_node_id(rt, "rec-b"), TL_OK);
+    int rc = wire ? tl__snapshot_import_wire(rt, buf, len, 0, &t)
+                  : tl__snapshot_import(rt, buf, len, &t);
+    assert_int_equal(tl_tasklet_count(rt), rc == TL_OK ? 1 : 0);
+    if (rc != TL_OK)
+        assert_non_null(strstr(tl_errmsg(rt), "without a checksum"));
+    tl_runtime_free(rt);
+    return rc;
+}
+
+static void test_unchecked_only_from_a_session(void **state)
+{
+    (void)state;
+    unsigned char *bytes = random_bytes(PAYLOAD);
+    size_t len, clen;
+    void *buf = moving_holding(bytes, PAYLOAD, 1, &len);
+    void *checked = moving_holding(bytes, PAYLOAD, 0, &clen);
+    msgpack_unpacked up;
+    msgpack_object *rec = tasklet_record(&up, buf, len);
+    assert_int_equal(rec[1].via.u64, 3); /* raw, no CRC */
+    assert_int_equal(rec[2].via.u64, 0);
+    assert_true(contains((const unsigned char *)rec[4].via.bin.ptr, rec[4].via.bin.size, bytes,
+                         PAYLOAD));
+    msgpack_unpacked_destroy(&up);
+    rec = tasklet_record(&up, checked, clen);
+    assert_int_equal(rec[1].via.u64, 0);
+    msgpack_unpacked_destroy(&up);
+    assert_int_equal(import_into_fresh(buf, len, 1), TL_OK);
+    assert_int_equal(import_into_fresh(checked, clen, 1), TL_OK);
+    assert_int_equal(import_into_fresh(checked, clen, 0), TL_OK);
+    assert_int_equal(import_into_fresh(buf, len, 0), TL_ECORRUPT); /* never from a store */
+    tl_runtime *rt = new_rt();
+    assert_int_equal(tl_snapshot_load(rt, buf, len), TL_ECORRUPT); /* nor from a file */
+    assert_non_null(strstr(tl_errmsg(rt), "without a checksum"));
+    tl_runtime_free(rt);
+    free(buf);
+    free(checked);
+    free(bytes);
+}
+
 static void test_unknown_flags_refused(void **state)
 {
     (void)state;
     unsigned char *bytes = random_bytes(PAYLOAD);
     size_t len;
     void *buf = snapshot_holding(bytes, PAYLOAD, &len);
-    for (uint64_t flags = 3; flags <= 4; flags++) {
+    for (uint64_t flags = 3; flags <= 4; flags++) { /* 3: no CRC, never from a file */
         msgpack_sbuffer sb = reseal(buf, len, flags);
         tl_runtime *rt = new_rt();
         assert_int_equal(tl_snapshot_load(rt, sb.data, sb.size), TL_ECORRUPT);
-        assert_non_null(strstr(tl_errmsg(rt), "bad record flags"));
+        assert_non_null(strstr(tl_errmsg(rt), flags == 3 ? "without a checksum"
+                                                         : "bad record flags"));
         assert_int_equal(tl_tasklet_count(rt), 0);
         tl_runtime_free(rt);
         msgpack_sbuffer_destroy(&sb);
@@ -238,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_compressible_raw_deflate),
         cmocka_unit_test(test_zlib_records_still_load),
         cmocka_unit_test(test_unknown_flags_refused),
+        cmocka_unit_test(test_unchecked_only_from_a_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
