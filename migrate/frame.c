@@ -7,13 +7,14 @@
  * link is sealed, it goes as one or more records (PROTOCOL.md 4.3): a
  * 4-byte header (the length, with TL__RECORD_MORE set on all records but
  * a frame's last), the piece of the array encrypted in place, its 16-byte
- * tag (session.c).  A frame of more than TL__RECORD_BYTES is cut into
- * records of that size, each sent as soon as it is sealed, so that the
- * peer opens one while the next is sealed.
- * Writing: tl__frame_begin reserves the length, the caller packs one
- * array into l->wbuf, tl__frame_end fills the length in and seals the
- * frame; tl__flush sends what the socket takes and keeps the rest for
- * POLLOUT.  Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per
+ * tag (session.c).  A frame of more than TL__RECORD_BYTES goes in
+ * records of that size, each sealed and sent as soon as it is full, so
+ * that the peer opens one while the next is packed and sealed.
+ * Writing: tl__frame_begin reserves the length (the first record's
+ * header), the caller packs one array into l->wbuf through wbuf_write
+ * (which closes full records), tl__frame_end closes the last record (or,
+ * unsealed, fills the length in); tl__flush sends what the socket takes
+ * and keeps the rest for POLLOUT.  Reading: tl__on_readable fills l->rbuf (within READ_BUDGET per
  * round), tl__on_bytes cuts it into records, take_frame opens a sealed
  * one in place (a frame of several records into l->fbuf, take_part),
  * on_frame checks a whole frame (tl__msgpack_check bounds its depth and
@@ -40,9 +41,9 @@
 
 /* ---- frames out ---- */
 
-static int wbuf_write(void *data, const char *p, size_t n)
+/* Appends n bytes to l->wbuf as they are. */
+static int wbuf_append(conn *l, const char *p, size_t n)
 {
-    conn *l = data;
     if (l->state == L_DEAD)
         return -1;
     if (l->wlen + n > l->wcap) {
@@ -55,16 +56,6 @@ static int wbuf_write(void *data, const char *p, size_t n)
     memcpy(l->wbuf + l->wlen, p, n);
     l->wlen += n;
     return 0;
-}
-
-/* Starts a frame: a length placeholder, then the caller packs one array. */
-size_t tl__frame_begin(conn *l, msgpack_packer *pk)
-{
-    static const char zero[4] = {0};
-    size_t at = l->wlen;
-    wbuf_write(l, zero, 4);
-    msgpack_packer_init(pk, l, wbuf_write);
-    return at;
 }
 
 static void put_be32(unsigned char *p, uint32_t n)
@@ -88,55 +79,80 @@ static void send_upto(conn *l, size_t end)
     }
 }
 
-/* Seals the body of body bytes at wbuf[at + 4] as records of at most
- * TL__RECORD_BYTES each (all but the last flagged TL__RECORD_MORE), each
- * sent as soon as it is sealed.  The records' headers and tags are made
- * room for by moving the pieces, last first, to where they go. */
-static void seal_records(conn *l, size_t at, size_t body)
-{
-    size_t k = (body + TL__RECORD_BYTES - 1) / TL__RECORD_BYTES, step = TL__RECORD_BYTES + 4 +
-               TL__SEAL_BYTES;
-    static const char zero[4 + TL__SEAL_BYTES] = {0};
-    for (size_t i = 0; i < k; i++) /* room for k tags and k - 1 more headers */
-        if (wbuf_write(l, zero, i ? sizeof zero : TL__SEAL_BYTES) != 0) {
-            tl__link_drop(l, "out of memory for a frame of %zu bytes", body);
-            return;
-        }
-    for (size_t i = k - 1; i > 0; i--)
-        memmove(l->wbuf + at + i * step + 4, l->wbuf + at + 4 + i * TL__RECORD_BYTES,
-                i == k - 1 ? body - i * TL__RECORD_BYTES : TL__RECORD_BYTES);
-    for (size_t i = 0; i < k && l->state != L_DEAD; i++) {
-        size_t len = i == k - 1 ? body - i * TL__RECORD_BYTES : TL__RECORD_BYTES;
-        unsigned char *rec = l->wbuf + at + i * step;
-        put_be32(rec, (uint32_t)(len + TL__SEAL_BYTES) | (i < k - 1 ? TL__RECORD_MORE : 0));
-        if (tl__seal(l, rec, len) != 0) {
-            tl__link_drop(l, "the session's record counter is spent");
-            return;
-        }
-        send_upto(l, at + i * step + 4 + len + TL__SEAL_BYTES);
-    }
-}
-
-/* Ends the frame begun at at: its length filled in and, on a sealed
- * link, its body encrypted in place with the tag after it (a long one in
- * several records). */
-void tl__frame_end(conn *l, size_t at)
+/* Closes the record open at l->rec_at: its tag appended, its header
+ * filled in, sealed; with more, the frame goes on in a new record and
+ * this one is sent at once.  -1 if l was dropped. */
+static int close_record(conn *l, int more)
 {
     static const char tag[TL__SEAL_BYTES] = {0};
-    if (l->wlen < at + 4)
-        return; /* out of memory: the link is dropped when flushed */
-    size_t body = l->wlen - at - 4;
-    if (l->sealed && body > TL__RECORD_BYTES) {
-        seal_records(l, at, body);
-        return;
+    size_t len = l->wlen - l->rec_at - 4;
+    if (wbuf_append(l, tag, sizeof tag) != 0) {
+        tl__link_drop(l, "out of memory for a frame");
+        return -1;
     }
-    if (l->sealed && wbuf_write(l, tag, sizeof tag) != 0) {
-        tl__link_drop(l, "out of memory for a frame of %zu bytes", body);
-        return;
-    }
-    put_be32(l->wbuf + at, (uint32_t)(l->wlen - at - 4));
-    if (l->sealed && l->state != L_DEAD && tl__seal(l, l->wbuf + at, body) != 0)
+    put_be32(l->wbuf + l->rec_at, (uint32_t)(len + TL__SEAL_BYTES) | (more ? TL__RECORD_MORE : 0));
+    if (tl__seal(l, l->wbuf + l->rec_at, len) != 0) {
         tl__link_drop(l, "the session's record counter is spent");
+        return -1;
+    }
+    if (!more)
+        return 0;
+    send_upto(l, l->wlen);
+    static const char zero[4] = {0};
+    l->rec_at = l->wlen;
+    return wbuf_append(l, zero, sizeof zero);
+}
+
+/* The packer's writer.  Inside a frame on a sealed link the bytes go into
+ * records of at most TL__RECORD_BYTES, each sealed and sent as soon as the
+ * next byte needs a new one (so a long frame is on its way, and opened by
+ * the peer, while the rest is still being packed); elsewhere they are
+ * appended as they are. */
+static int wbuf_write(void *data, const char *p, size_t n)
+{
+    conn *l = data;
+    if (!l->sealed || !l->in_frame)
+        return wbuf_append(l, p, n);
+    while (n) {
+        size_t room = TL__RECORD_BYTES - (l->wlen - l->rec_at - 4);
+        if (room == 0) {
+            if (close_record(l, 1) != 0)
+                return -1;
+            continue;
+        }
+        size_t k = n < room ? n : room;
+        if (wbuf_append(l, p, k) != 0)
+            return -1;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Starts a frame: a length placeholder (a sealed link: the first record's
+ * header), then the caller packs one array. */
+size_t tl__frame_begin(conn *l, msgpack_packer *pk)
+{
+    static const char zero[4] = {0};
+    size_t at = l->wlen;
+    wbuf_append(l, zero, 4);
+    l->rec_at = at;
+    l->in_frame = 1;
+    msgpack_packer_init(pk, l, wbuf_write);
+    return at;
+}
+
+/* Ends the frame begun at at: on a sealed link its last record closed
+ * (sealed in place, the tag after it), else its length filled in. */
+void tl__frame_end(conn *l, size_t at)
+{
+    l->in_frame = 0;
+    if (l->state == L_DEAD || l->wlen < l->rec_at + 4 || l->rec_at < at)
+        return; /* out of memory: the link is dropped */
+    if (l->sealed)
+        close_record(l, 0);
+    else
+        put_be32(l->wbuf + at, (uint32_t)(l->wlen - at - 4));
 }
 
 void tl__pack_str(msgpack_packer *pk, const char *s)

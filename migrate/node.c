@@ -650,6 +650,7 @@ int tl__node_raw(tl_node *n, const char *peer, const void *bytes, size_t len)
         size_t at = tl__frame_begin(l, &pk);
         if (l->wlen == at + 4)
             l->wlen = at; /* no frame: the packer appends the bytes as they are */
+        l->in_frame = 0;
         msgpack_pack_bin_body(&pk, bytes, len);
         tl__flush(l);
         k += l->state == L_UP;

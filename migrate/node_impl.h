@@ -122,6 +122,8 @@ struct conn {
     uint64_t src;                /* accepted: its source, for the per-address share */
     unsigned char *rbuf, *wbuf;
     size_t rlen, rcap, woff, wlen, wcap;
+    size_t rec_at;               /* writing a frame: where its open record starts */
+    int in_frame;                /* between tl__frame_begin and tl__frame_end */
     unsigned char *fbuf;         /* a frame of several records, opened into it */
     size_t flen, fcap;
     int64_t big_at;              /* when a buffer last needed more than 512 KiB */
