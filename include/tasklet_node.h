@@ -19,7 +19,8 @@
  * 512-256, libsodium's crypto_auth, over fresh ephemeral X25519 keys) and
  * derive fresh session keys from the key exchange, bound to the secret:
  * every frame after the handshake is encrypted and authenticated
- * (ChaCha20-Poly1305 with a per-direction frame counter), so frames cannot
+ * (AES-256-GCM where both CPUs have AES-NI, else ChaCha20-Poly1305, with
+ * a per-direction record counter), so frames cannot
  * be read, altered, forged, replayed or reordered on the way, and a
  * recorded session stays unreadable if the secret leaks later.  Only functions the receiving program registered can run:
  * frames carry names and data, never code or pointers.
