@@ -22,6 +22,8 @@
  * acknowledged them all.  tcp_pingpong_us is a plain blocking TCP
  * ping-pong between two processes (bench_net.c), the yardstick; the
  * *_loaded_us figures are measured while one CPU burner per core runs.
+ * aead_*_mib_us, crc32_mib_us and memcpy*_mib_us time one pass over
+ * 1 MiB with the primitives a large transfer uses (bench_prim.c).
  *
  * Usage: tl-bench [--quick] [NAME]
  *   NAME     run only the benchmarks whose name contains NAME
@@ -35,6 +37,7 @@
 #include "bench_wf.h"
 #include "bench_node.h"
 #include "bench_net.h"
+#include "bench_prim.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -1190,6 +1193,12 @@ static const bench benches[] = {
     {"remote_chan_msg_loaded_us", "us/msg", 5000, NULL, measure_remote_msg_loaded},
     {"remote_chan_pingpong_loaded_us", "us/round trip", 5000, NULL, measure_remote_chan_loaded},
     {"tcp_pingpong_loaded_us", "us/round trip", 5000, NULL, bench_tcp_pingpong_loaded},
+    /* the floor under a large transfer (bench_prim.c): one pass over 1 MiB */
+    {"aead_aes256gcm_mib_us", "us/MiB sealed and opened", 200, NULL, bench_aead_aes},
+    {"aead_chacha20_mib_us", "us/MiB sealed and opened", 200, NULL, bench_aead_chacha},
+    {"crc32_mib_us", "us/MiB", 200, NULL, bench_crc32_mib},
+    {"memcpy_mib_us", "us/MiB", 200, NULL, bench_memcpy_mib},
+    {"memcpy_fresh_mib_us", "us/MiB", 200, NULL, bench_memcpy_fresh_mib},
     /* durable workflows (bench_wf.c) */
     {"disk_fsync_per_s", "commits/s", 500, NULL, bench_disk_fsync},
     {"wf_step_fsync_per_s", "steps/s", 10000, NULL, bench_wf_step_fsync},
