@@ -118,6 +118,7 @@ typedef struct mapin {
     msgpack_unpacked up;
     const msgpack_object_map *m;
     const char *base;
+    uint32_t next; /* where the next key is looked for first */
 } mapin;
 
 static int map_open(mapin *mi, const void *p, size_t n)
@@ -131,22 +132,30 @@ static int map_open(mapin *mi, const void *p, size_t n)
         return TL_ECORRUPT;
     }
     mi->m = &mi->up.data.via.map;
+    mi->next = 0;
     return TL_OK;
 }
 
-static const msgpack_object *map_get(const mapin *mi, const char *k)
+/* Readers ask for the keys in the order the writers put them, so the
+ * search starts after the key found last: one compare per key for a row
+ * this version wrote, any order still found. */
+static const msgpack_object *map_get(mapin *mi, const char *k)
 {
     size_t kn = strlen(k);
-    for (uint32_t i = 0; i < mi->m->size; i++) {
+    uint32_t n = mi->m->size;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t i = (mi->next + j) % n;
         const msgpack_object *key = &mi->m->ptr[i].key;
         if (key->type == MSGPACK_OBJECT_STR && key->via.str.size == kn &&
-            memcmp(key->via.str.ptr, k, kn) == 0)
+            memcmp(key->via.str.ptr, k, kn) == 0) {
+            mi->next = i + 1;
             return &mi->m->ptr[i].val;
+        }
     }
     return NULL;
 }
 
-static int64_t map_int(const mapin *mi, const char *k)
+static int64_t map_int(mapin *mi, const char *k)
 {
     const msgpack_object *o = map_get(mi, k);
     if (!o)
@@ -156,7 +165,7 @@ static int64_t map_int(const mapin *mi, const char *k)
     return o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? o->via.i64 : 0;
 }
 
-static void map_str(const mapin *mi, const char *k, char *dst, size_t cap)
+static void map_str(mapin *mi, const char *k, char *dst, size_t cap)
 {
     const msgpack_object *o = map_get(mi, k);
     size_t n = 0;
@@ -169,7 +178,7 @@ static void map_str(const mapin *mi, const char *k, char *dst, size_t cap)
 
 /* A copy of the encoded bytes of a value item (re-packed from the
  * object: msgpack-c keeps no offsets). */
-static int map_raw(const mapin *mi, const char *k, void **out, size_t *len)
+static int map_raw(mapin *mi, const char *k, void **out, size_t *len)
 {
     const msgpack_object *o = map_get(mi, k);
     *out = NULL;
@@ -246,10 +255,10 @@ int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet, int6
     r->cancel = (int)map_int(&mi, "cancel");
     r->created = map_int(&mi, "created");
     r->finished = map_int(&mi, "finished");
-    r->updated = map_int(&mi, "updated");
     r->error = (int)map_int(&mi, "error");
     map_str(&mi, "msg", r->errmsg, sizeof r->errmsg);
     int rc = map_raw(&mi, "result", &r->result, &r->rlen);
+    r->updated = map_int(&mi, "updated");
     if (rc == TL_OK)
         rc = map_raw(&mi, "sarg", &r->sarg, &r->salen);
     msgpack_unpacked_destroy(&mi.up);
@@ -290,9 +299,9 @@ int tl__wf_unpack_step(const void *p, size_t n, wf_out *o)
     o->attempts = (uint32_t)map_int(&mi, "attempts");
     o->rc = (int)map_int(&mi, "error");
     map_str(&mi, "msg", o->errmsg, sizeof o->errmsg);
+    int rc = map_raw(&mi, "result", &o->res, &o->rlen);
     o->started = map_int(&mi, "started");
     o->ended = map_int(&mi, "ended");
-    int rc = map_raw(&mi, "result", &o->res, &o->rlen);
     msgpack_unpacked_destroy(&mi.up);
     return rc;
 }
@@ -330,9 +339,9 @@ int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic, const voi
         return TL_ECORRUPT;
     *kind = (int)map_int(&mi, "kind");
     map_str(&mi, "topic", topic, TL_WF_NAME_MAX + 1);
-    *taken = map_int(&mi, "taken");
     void *copy;
     int rc = map_raw(&mi, "value", &copy, vlen);
+    *taken = map_int(&mi, "taken");
     *val = copy;
     msgpack_unpacked_destroy(&mi.up);
     return rc;
