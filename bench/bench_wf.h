@@ -12,6 +12,7 @@ int bench_wf_pool_nosync(uint64_t n, double *per_s);
 int bench_wf_pool_conc(uint64_t n, double *per_s);
 int bench_sqlite_nosync(uint64_t n, double *per_s);
 int bench_wf_resume(uint64_t n, double *ms);
+int bench_wf_resume_cpu(uint64_t n, double *ms);
 int bench_wf_start(uint64_t n, double *per_s);
 int bench_wf_message_latency(uint64_t n, double *ms);
 int bench_wf_bytes_done(uint64_t n, double *bytes);

@@ -1209,6 +1209,7 @@ static const bench benches[] = {
     {"wf_pool_step_nosync_per_s", "steps/s", 5000, NULL, bench_wf_pool_nosync},
     {"wf_pool_step_conc_per_s", "steps/s", 5000, NULL, bench_wf_pool_conc},
     {"wf_resume_first_step_ms", "ms", 10000, NULL, bench_wf_resume},
+    {"wf_resume_first_step_cpu_ms", "ms", 10000, NULL, bench_wf_resume_cpu},
     {"wf_start_waiting_per_s", "workflows/s", 100000, NULL, bench_wf_start},
     {"wf_message_latency_ms", "ms", 200, NULL, bench_wf_message_latency},
     {"wf_step_fsync_idle_per_s", "steps/s", 100000, NULL, bench_wf_step_idle},
