@@ -142,6 +142,37 @@ static void seed_one(int g)
     run_sql("INSERT INTO %s.dir VALUES ('%s', false)", dirs, name);
 }
 
+/* fn(g) for every group, in HELPERS processes at once (each with a
+ * connection of its own): creating a store's tables, and dropping them,
+ * are most of the time outside the run. */
+static void for_groups(void (*fn)(int g), const char *what)
+{
+    enum { HELPERS = 4 };
+    pid_t kids[HELPERS];
+    fflush(stdout);
+    for (int j = 0; j < HELPERS; j++) {
+        kids[j] = fork();
+        if (kids[j] == 0) {
+            if (!(pgt_conn = pgtest_connect()))
+                _exit(1);
+            for (int g = j; g < groups(); g += HELPERS)
+                fn(g);
+            PQfinish(pgt_conn);
+            _exit(0);
+        }
+    }
+    int bad = 0;
+    for (int j = 0; j < HELPERS; j++) {
+        int status = 0;
+        bad += kids[j] < 0 || waitpid(kids[j], &status, 0) != kids[j] || !WIFEXITED(status) ||
+               WEXITSTATUS(status) != 0;
+    }
+    if (bad) {
+        fprintf(stderr, "pg-torture: %s failed in %d processes\n", what, bad);
+        exit(1);
+    }
+}
+
 static void seed(void)
 {
     snprintf(dirs, sizeof dirs, "tlw_%d", (int)getpid());
@@ -150,14 +181,14 @@ static void seed(void)
             " epoch bigint, pid int); CREATE TABLE %s.done(wf int, grp text, pid int,"
             " epoch bigint); CREATE TABLE %s.stats(pid int, rejected int)",
             dirs, dirs, dirs, dirs, dirs);
-    for (int g = 0; g < groups(); g++)
-        seed_one(g);
+    for_groups(seed_one, "seeding");
 }
+
+static void drop_one(int g) { run_sql("DROP SCHEMA IF EXISTS %s_%d CASCADE", dirs, g); }
 
 static void cleanup(void)
 {
-    for (int g = 0; g < groups(); g++)
-        run_sql("DROP SCHEMA IF EXISTS %s_%d CASCADE", dirs, g);
+    for_groups(drop_one, "dropping the groups");
     run_sql("DROP SCHEMA IF EXISTS %s CASCADE", dirs);
 }
 
