@@ -95,7 +95,11 @@ static int best(uint64_t n, pass_fn fn, int fresh, double *us)
 
 int bench_aead_aes(uint64_t n, double *us)
 {
-    return crypto_aead_aes256gcm_is_available() ? best(n, pass_aes, 0, us) : -1;
+    if (sodium_init() >= 0 && !crypto_aead_aes256gcm_is_available()) {
+        *us = -1; /* no AES-NI here: links use ChaCha20-Poly1305 */
+        return 0;
+    }
+    return best(n, pass_aes, 0, us);
 }
 
 int bench_aead_chacha(uint64_t n, double *us) { return best(n, pass_chacha, 0, us); }

@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-/* Each: the best of n passes over 1 MiB, in microseconds; -1 if it cannot
- * run here (AES-256-GCM without AES-NI). */
+/* Each: the best of n passes over 1 MiB, in microseconds (AES-256-GCM:
+ * -1 where the CPU lacks AES-NI); nonzero if it could not run. */
 int bench_aead_aes(uint64_t n, double *us);    /* seal + open, AES-256-GCM */
 int bench_aead_chacha(uint64_t n, double *us); /* seal + open, ChaCha20-Poly1305 */
 int bench_crc32_mib(uint64_t n, double *us);
