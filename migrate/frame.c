@@ -179,6 +179,8 @@ void tl__flush(conn *l)
             return;
         }
     }
+    if (l->wlen > TL__BIG_BUF)
+        l->big_at = tl__mono_ns(); /* a big frame went: its buffer is kept a while */
     l->woff = l->wlen = 0;
 }
 
@@ -319,6 +321,8 @@ static void take_part(conn *l, unsigned char *p, uint32_t len, int more)
         return;
     size_t n = l->flen;
     l->flen = 0;
+    if (n > TL__BIG_BUF)
+        l->big_at = tl__mono_ns();
     on_frame(l, l->fbuf, n);
 }
 

@@ -32,7 +32,7 @@
 #include <sys/socket.h>
 
 #define MIB ((size_t)1 << 20)
-#define BIG_BUF ((size_t)512 << 10) /* a buffer over this shrinks once idle ... */
+#define BIG_BUF TL__BIG_BUF       /* a buffer over this shrinks once idle ... */
 #define BIG_KEEP_NS 250000000LL    /* ... for this long (tl__buf_trim) */
 
 static uint32_t or_default(uint32_t v, uint32_t d)
@@ -76,6 +76,8 @@ int tl__buf_resize(conn *l, unsigned char **buf, size_t *cap, size_t ncap)
     n->bufbytes = n->bufbytes - *cap + ncap;
     *buf = nb;
     *cap = ncap;
+    if (ncap > BIG_BUF)
+        l->big_at = tl__mono_ns(); /* needed big now: kept a while (tl__buf_trim) */
     return 1;
 }
 
@@ -127,6 +129,8 @@ size_t tl__rbuf_want(const conn *l, size_t frame_limit)
  * after reads and every round (node.c, timers). */
 void tl__buf_trim(conn *l)
 {
+    if (l->rcap <= BIG_BUF && l->wcap <= BIG_BUF && l->fcap <= BIG_BUF)
+        return; /* the common case: nothing big, no clock read */
     int64_t now = tl__mono_ns();
     if (l->rlen > 65536 || l->flen || (l->wlen && l->wcap > BIG_BUF))
         l->big_at = now;

@@ -46,6 +46,8 @@
 #define TL__RECORD_BYTES ((size_t)64 << 10) /* a sealed frame longer than this goes in
                                              * records of this much (PROTOCOL.md 4.3): the
                                              * peer opens each while the next is sealed */
+#define TL__BIG_BUF ((size_t)512 << 10) /* a link buffer past this is big: kept
+                                        * while in use, shrunk 250 ms after (limits.c) */
 #define TL__RECORD_MORE 0x80000000u /* a record header's bit: the frame goes on */
 /* Ciphers, as offered in HELLO (a bit mask; PROTOCOL.md 4.1). */
 #define TL__CIPHER_CHACHA 1u /* ChaCha20-Poly1305 (IETF): every node has it */
@@ -126,7 +128,7 @@ struct conn {
     int in_frame;                /* between tl__frame_begin and tl__frame_end */
     unsigned char *fbuf;         /* a frame of several records, opened into it */
     size_t flen, fcap;
-    int64_t big_at;              /* when a buffer last needed more than 512 KiB */
+    int64_t big_at;              /* when a buffer last held more than TL__BIG_BUF */
 };
 
 /* A node we have linked with or have transfers for (n->peers, by name;
