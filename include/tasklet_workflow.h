@@ -13,7 +13,8 @@
  *     that was running when the process died runs again with the same
  *     idempotency key (tl_wf_ctx_key: "<workflow id>#<step number>").
  *     A step with TL_WF_TX runs inside the checkpoint transaction that
- *     records its result (it may write the store's own SQLite database);
+ *     records its result (it may write the store's own database, SQLite or
+ *     PostgreSQL);
  *     one with TL_WF_INLINE (short, never blocking) runs on the engine's
  *     thread, without a hand-off to a worker.
  *   - TL_WF_RECV waits for a message posted from outside (tl_wf_post, or
@@ -36,7 +37,8 @@
  * effects run on the engine's worker threads and must not touch the
  * engine's runtime: they build their results with tl_wf_ctx_runtime.
  * The tl_wf_post / tl_wf_post_chan / tl_wf_cancel_at / tl_wf_get functions
- * only need the store's path and may be called from any process or thread.
+ * only need the store's path (or postgresql:// URL) and may be called from
+ * any process or thread.
  */
 #ifndef TASKLET_WORKFLOW_H
 #define TASKLET_WORKFLOW_H
@@ -115,8 +117,9 @@ TL_API uint32_t tl_wf_ctx_attempt(const tl_wf_ctx *cx); /* 1, 2, ... */
 TL_API int tl_wf_ctx_canceled(const tl_wf_ctx *cx);
 /* The runtime to build the result in (the worker's own). */
 TL_API tl_runtime *tl_wf_ctx_runtime(tl_wf_ctx *cx);
-/* TL_WF_TX steps: the store's SQLite connection (sqlite3 *), inside the
- * transaction that records the step; NULL otherwise. */
+/* TL_WF_TX steps: the store's connection, inside the transaction that
+ * records the step -- a sqlite3 * on a SQLite store, a PGconn * (libpq) on
+ * a PostgreSQL one; NULL otherwise. */
 TL_API void *tl_wf_ctx_db(tl_wf_ctx *cx);
 /* Sets the message of the failure the effect returns; returns code. */
 TL_API int tl_wf_ctx_fail(tl_wf_ctx *cx, int code, const char *msg);

@@ -299,6 +299,12 @@ TL__HIDDEN int tl__store_insert(tl_store *st, const tl__table *t, const tl__row 
  * is peer; announces what (a short word) to listeners at commit. */
 TL__HIDDEN int tl__tx_del_peer(tl__store_tx *tx, const tl__table *t, const char *peer);
 TL__HIDDEN int tl__tx_notify(tl__store_tx *tx, const char *what);
+/* Inside a participant's write: runs one SQL statement of the caller's
+ * (TL_ENOTSUP where the backend has none), and the backend's connection
+ * for the caller's own statements in the same transaction (PGconn *; NULL
+ * where none). */
+TL__HIDDEN int tl__tx_exec(tl__store_tx *tx, const char *sql);
+TL__HIDDEN void *tl__tx_conn(tl__store_tx *tx);
 /* A listener on st's announcements (tl_store_listen on its location);
  * TL_ENOTSUP for a backend that has none.  *out NULL on failure. */
 TL__HIDDEN int tl__store_watch(tl_store *st, tl_store_listener **out);

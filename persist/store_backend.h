@@ -154,6 +154,11 @@ typedef struct tl__store_ops {
     int (*row_insert)(tl__store_be *be, const tl__table *t, const tl__row *r);
     int (*row_del_peer)(tl__store_be *be, const tl__table *t, const char *peer);
     int (*notify)(tl__store_be *be, const char *what);
+    /* Inside the checkpoint's transaction, for a participant's own SQL
+     * (TL_WF_TX steps): tx_exec runs one statement; tx_conn hands out the
+     * connection (PGconn *), every write sent before it done first. */
+    int (*tx_exec)(tl__store_be *be, const char *sql);
+    void *(*tx_conn)(tl__store_be *be);
 } tl__store_ops;
 
 /* st's backend connection and (if location is not NULL) the location it

@@ -654,6 +654,18 @@ static void pg_rollback(tl__store_be *be)
     tl__pg_tables_forget(q); /* a table created in it is gone again */
 }
 
+/* A participant's own SQL inside the checkpoint's transaction. */
+static int pg_tx_exec(tl__store_be *be, const char *sql)
+{
+    return tl__pg_run((pg *)be, sql, NULL, sql, NULL);
+}
+
+static void *pg_tx_conn(tl__store_be *be)
+{
+    pg *q = (pg *)be;
+    return tl__pg_drain(q) == TL_OK ? q->conn : NULL; /* out of pipeline mode */
+}
+
 const tl__store_ops tl__store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
@@ -686,4 +698,6 @@ const tl__store_ops tl__store_pg_ops = {
     .row_insert = tl__pg_row_insert,
     .row_del_peer = tl__pg_row_del_peer,
     .notify = tl__pg_notify,
+    .tx_exec = pg_tx_exec,
+    .tx_conn = pg_tx_conn,
 };

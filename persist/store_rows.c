@@ -91,6 +91,19 @@ int tl__tx_notify(tl__store_tx *tx, const char *what)
     return be->ops->notify ? be->ops->notify(be, what) : TL_OK;
 }
 
+int tl__tx_exec(tl__store_tx *tx, const char *sql)
+{
+    tl__store_be *be = tl__tx_backend(tx);
+    int rc = need(be->st, be, be->ops->tx_exec != NULL, "running a statement");
+    return rc == TL_OK ? be->ops->tx_exec(be, sql) : rc;
+}
+
+void *tl__tx_conn(tl__store_tx *tx)
+{
+    tl__store_be *be = tl__tx_backend(tx);
+    return be->ops->tx_conn ? be->ops->tx_conn(be) : NULL;
+}
+
 int tl__store_watch(tl_store *st, tl_store_listener **out)
 {
     const char *where = NULL;

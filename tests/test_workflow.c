@@ -90,7 +90,29 @@ static int big_result(tl_wf_ctx *cx, tl_value arg, tl_value *res)
     return tl_str_new(tl_wf_ctx_runtime(cx), buf, sizeof buf, res);
 }
 
-/* A transactional step: one row in the store's own database. */
+/* A transactional step: one row in the store's own database (on
+ * PostgreSQL through the store's own connection); a negative argument
+ * writes its row and then fails, so the row must go with the attempt. */
+#ifdef TL_WF_PG
+static int reserve(tl_wf_ctx *cx, tl_value arg, tl_value *res)
+{
+    PGconn *c = tl_wf_ctx_db(cx);
+    if (!c)
+        return TL_EINVAL;
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO stock_moves VALUES('%s', %lld)", tl_wf_ctx_key(cx),
+             (long long)tl_as_i64(arg));
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return tl_wf_ctx_fail(cx, TL_EUSER, PQerrorMessage(c));
+    if (tl_as_i64(arg) < 0)
+        return tl_wf_ctx_fail(cx, TL_EUSER, "declined after writing");
+    *res = tl_bool(1);
+    return TL_OK;
+}
+#else
 static int reserve(tl_wf_ctx *cx, tl_value arg, tl_value *res)
 {
     sqlite3 *db = tl_wf_ctx_db(cx);
@@ -104,6 +126,7 @@ static int reserve(tl_wf_ctx *cx, tl_value arg, tl_value *res)
     *res = tl_bool(1);
     return TL_OK;
 }
+#endif
 
 static const tl_wf_step add_one_step = {"add_one", add_one, 0, 0, 0, 0, 0};
 static const tl_wf_step flaky_step = {"flaky", flaky, 0, 3, 5, 20, 0};
@@ -584,20 +607,29 @@ static void test_retries_and_errors(void **state)
 }
 
 #ifdef TL_WF_PG
-/* TL_WF_TX needs the store's SQLite connection: on PostgreSQL the step
- * fails with TL_ENOTSUP, caught by the workflow, and runs never. */
+/* TL_WF_TX on PostgreSQL: the effect's SQL runs on the store's own
+ * connection inside the commit's transaction; a failed attempt's writes
+ * are rolled back with it. */
 static void test_transactional_step(void **state)
 {
     (void)state;
     eng e = {0};
     int64_t r;
     assert_int_equal(eng_open(&e, 1), TL_OK);
-    tl_value a = args2(e.rt, "reserve", 3);
+    assert_int_equal(pg_query(&e, "SELECT 0"), 0); /* in e's schema */
+    sql("CREATE TABLE stock_moves(k text PRIMARY KEY, n int)");
+    tl_value a = args2(e.rt, "reserve", 3), b = args2(e.rt, "reserve", -1);
     assert_int_equal(tl_wf_start(e.wf, "r1", &one_fn, a, NULL), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "r2", &one_fn, b, NULL), TL_OK);
     tl_release(a);
+    tl_release(b);
     assert_int_equal(tl_wf_run(e.wf, 30000), TL_OK);
     assert_int_equal(result_of(&e, "r1", &r), TL_WF_DONE);
-    assert_int_equal(r, TL_ENOTSUP);
+    assert_int_equal(r, 1);
+    assert_int_equal(result_of(&e, "r2", &r), TL_WF_DONE);
+    assert_int_equal(r, TL_EUSER); /* caught */
+    assert_int_equal(pg_query(&e, "SELECT count(*) FROM stock_moves"), 1);
+    assert_int_equal(pg_query(&e, "SELECT count(*) FROM stock_moves WHERE k = 'r1#1'"), 1);
     eng_done(&e);
 }
 #else

@@ -128,30 +128,14 @@ static int exec(tl_wf *wf, sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? TL_OK : sqlerr(wf, db, sql);
 }
 
-static int write_step(tl_wf *wf, tl__store_tx *tx, const wf_out *o, const char *id);
-
-/* A TL_WF_TX step on a store without a SQLite connection: recorded as
- * failed with TL_ENOTSUP, so the workflow sees a catchable error. */
-static int tx_unsupported(tl_wf *wf, tl__store_tx *tx, wf_job *j)
+/* A statement of run_tx's in the commit's transaction, on either backend. */
+static int tx_sql(tl_wf *wf, tl__store_tx *tx, const char *sql)
 {
-    wf_out o;
-    memset(&o, 0, sizeof o);
-    snprintf(o.key, sizeof o.key, "%s", j->key);
-    snprintf(o.name, sizeof o.name, "%s", j->step->name);
-    snprintf(o.errmsg, sizeof o.errmsg, "step %.60s: TL_WF_TX steps need a SQLite store",
-             j->step->name);
-    j->rc = TL_ENOTSUP;
-    snprintf(j->errmsg, sizeof j->errmsg, "%s", o.errmsg);
-    o.seq = j->seq;
-    o.attempts = j->attempt;
-    o.rc = TL_ENOTSUP;
-    int rc = write_step(wf, tx, &o, j->id);
-    if (rc == TL_OK) {
-        j->counted = 1;
-        j->rec->recorded++;
-        tl__wf_dirty(wf, j->rec);
-    }
-    return rc;
+    if (wf->db)
+        return exec(wf, wf->db, sql);
+    int rc = tl__tx_exec(tx, sql);
+    return rc == TL_OK ? TL_OK : tl__wf_err(wf, rc, "workflows: %s: %s", sql,
+                                            tl_store_errmsg(wf->st));
 }
 
 /* One TL_WF_TX attempt: the effect inside a savepoint of the commit's
@@ -159,21 +143,21 @@ static int tx_unsupported(tl_wf *wf, tl__store_tx *tx, wf_job *j)
  * next to its writes; a failed attempt leaves nothing. */
 static int run_tx(tl_wf *wf, tl__store_tx *tx, wf_job *j)
 {
-    sqlite3 *db = wf->db;
-    if (!db) /* PostgreSQL: not yet; the step fails, caught like any other */
-        return tx_unsupported(wf, tx, j);
-    int rc = exec(wf, db, "SAVEPOINT wf_tx");
+    int rc = tx_sql(wf, tx, "SAVEPOINT wf_tx");
     if (rc != TL_OK)
         return rc;
-    j->db = db;
+    j->db = wf->db ? wf->db : tl__tx_conn(tx); /* PostgreSQL: its PGconn */
+    if (!j->db)
+        return tl__wf_err(wf, TL_ESTORE, "workflows: no connection for a TL_WF_TX step: %s",
+                          tl_store_errmsg(wf->st));
     if (!wf->inl_rt && tl_runtime_new(NULL, &wf->inl_rt) != TL_OK)
         wf->inl_rt = NULL;
     tl__wf_job_run(j, wf->inl_rt);
     uint32_t max = j->step->max_attempts ? j->step->max_attempts : 1;
     if (j->rc != TL_OK) {
-        rc = exec(wf, db, "ROLLBACK TO wf_tx");
+        rc = tx_sql(wf, tx, "ROLLBACK TO wf_tx");
         if (rc == TL_OK)
-            rc = exec(wf, db, "RELEASE wf_tx");
+            rc = tx_sql(wf, tx, "RELEASE wf_tx");
         if (rc != TL_OK || j->attempt < max)
             return rc;
     }
@@ -191,7 +175,7 @@ static int run_tx(tl_wf *wf, tl__store_tx *tx, wf_job *j)
     o.ended = j->ended;
     rc = write_step(wf, tx, &o, j->id);
     if (rc == TL_OK && j->rc == TL_OK)
-        rc = exec(wf, db, "RELEASE wf_tx");
+        rc = tx_sql(wf, tx, "RELEASE wf_tx");
     if (rc == TL_OK) {
         j->counted = 1;
         j->rec->recorded++;
