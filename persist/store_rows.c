@@ -12,6 +12,7 @@
  */
 #include "store_backend.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* TL_OK when be is there and has the operation (have); else the error. */
@@ -69,8 +70,7 @@ int tl__store_insert(tl_store *st, const tl__table *t, const tl__row *r,
     if (rc != TL_OK) {
         char keep[512];
         int code = tl_store_errcode(st);
-        memcpy(keep, tl_store_errmsg(st), sizeof keep);
-        keep[sizeof keep - 1] = '\0';
+        snprintf(keep, sizeof keep, "%s", tl_store_errmsg(st));
         be->ops->rollback(be);
         if (code != TL_OK)
             tl__store_fail(st, code, "%s", keep);

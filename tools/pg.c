@@ -68,9 +68,13 @@ static PGresult *run(PGconn *c, const char *sql, int n, const char *const *vals,
     if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
         return r;
     char msg[400];
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(r));
     one_line(msg);
-    cli_complain("%s: %s", what, msg);
+    if (state && !strcmp(state, "42P01")) /* undefined table */
+        cli_complain("%s: not a workflow store (%s)", what, msg);
+    else
+        cli_complain("%s: %s", what, msg);
     PQclear(r);
     return NULL;
 }
@@ -287,8 +291,10 @@ int cli_pg_copy(const char *url, const char *out)
     PGconn *c = connect_url(url);
     if (!c)
         return CLI_EXIT_USAGE;
-    int rc = run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
-                 "reading the store") ? identify(c) : CLI_EXIT_FAIL;
+    PGresult *r = run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+                      "reading the store");
+    int rc = r ? identify(c) : CLI_EXIT_FAIL;
+    PQclear(r);
     sqlite3 *db = NULL;
     if (rc == CLI_EXIT_OK &&
         sqlite3_open_v2(out, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
