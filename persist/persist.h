@@ -21,10 +21,14 @@
  * the encoder refuses to write a larger one (TL_ERANGE). */
 #define TL__MAX_DOC ((size_t)256 << 20)
 
-/* The chunk -> tasklets index (tindex.c): a chunk's tasklets sorted by
- * id, each with its queue number (0: none). */
+/* The chunk -> objects indexes (tindex.c): a chunk's tasklets sorted by
+ * id, each with its queue number (0: none); or (ix->chans) a chunk's
+ * channels sorted by id. */
 typedef struct tl__tent {
-    tl_tasklet *t;
+    union {
+        tl_tasklet *t;
+        tl_chan *ch;
+    };
     uint64_t seq;
 } tl__tent;
 typedef struct tl__tchunk {
@@ -40,6 +44,7 @@ typedef struct tl__tindex {
     tl__tchunk *last;     /* the chunk found last */
     int on;               /* kept: a store is attached */
     int lost;             /* a note was not kept: rebuild, write everything */
+    int chans;            /* an index of channels (no queue numbers) */
 } tl__tindex;
 
 /* persist's own state in a runtime, in its layer slot (src/internal.h):
@@ -58,6 +63,8 @@ typedef struct tl__pstate {
     size_t ngone, capgone;
     struct upgrade *upgrades; /* decode_upgrade.c: tl_register_upgrade */
     tl__tindex tix;           /* tindex.c, while a store is attached */
+    tl__tindex cix;           /* the same for channels: every live channel
+                               * is in it or in rt->dchans (tl__cix_sync) */
     int need_full;            /* the store's records lack queue numbers the
                                * runtime now has: write everything next */
     int unchecked;            /* records stored raw go without their CRC
@@ -110,6 +117,12 @@ TL__HIDDEN uint64_t tl__tix_seq(tl__tindex *ix, const tl__waiter *w);
 TL__HIDDEN void tl__tix_set_seq(tl__tindex *ix, tl__waiter *w, uint64_t seq);
 /* Numbers every waiter of every local channel queue afresh, head to tail. */
 TL__HIDDEN void tl__tix_number_queues(tl_runtime *rt, tl__tindex *ix);
+/* The channel index (tl__pstate.cix): built from every channel, made
+ * complete by adding the channels of rt->dchans (those born or renumbered
+ * since are there), told of each channel freed. */
+TL__HIDDEN int tl__cix_start(tl_runtime *rt, tl__tindex *ix);
+TL__HIDDEN void tl__cix_sync(tl_runtime *rt, tl__tindex *ix);
+TL__HIDDEN void tl__cix_gone(tl_runtime *rt, tl__tindex *ix, uint64_t id);
 /* Whether queue numbers are known for every waiter: a store is attached
  * and its index complete. */
 static inline bool tl__tix_ok(const tl_runtime *rt)
@@ -118,12 +131,15 @@ static inline bool tl__tix_ok(const tl_runtime *rt)
     return ps && ps->tix.on && !ps->tix.lost;
 }
 
-/* Whether the next checkpoint must write everything: the dirty set or
- * the chunk index lost a note, or a load left numbers the store lacks. */
+/* Whether the next checkpoint must write everything: the dirty set, the
+ * freed channels' list or the chunk index lost a note, or a load left
+ * numbers the store lacks.  (The channel index losing one costs a rebuild
+ * only: rt->dchans still lists every changed channel.) */
 static inline bool tl__pstate_wants_full(const tl_runtime *rt)
 {
     const tl__pstate *ps = tl__pstate_peek(rt);
-    return rt->dmap_lost || (ps && (ps->need_full || (ps->tix.on && ps->tix.lost)));
+    return rt->dmap_lost ||
+           (ps && (ps->need_full || ps->ngone == SIZE_MAX || (ps->tix.on && ps->tix.lost)));
 }
 
 /* A key with an object, and a stable O(n) sort by key (snapshot.c). */

@@ -3,9 +3,12 @@
  *
  * tl__index_build buckets every tasklet or channel by chunk key (id >> 8)
  * with a counting sort, then orders each bucket by id: O(n) for a million
- * objects.  A standalone snapshot (tl_snapshot_save) is the head record and
- * every chunk record in one msgpack array; tl_snapshot_load hands the same
- * records to the loader the store uses.
+ * objects.  An incremental checkpoint's index is built from the chunk
+ * indexes instead (tindex.c): the chunks of the tasklet dirty set and of
+ * the channels listed in rt->dchans (or freed), so it costs what changed;
+ * tl__clear_dirty empties both.  A standalone snapshot (tl_snapshot_save)
+ * is the head record and every chunk record in one msgpack array;
+ * tl_snapshot_load hands the same records to the loader the store uses.
  */
 #include "persist.h"
 
@@ -231,7 +234,7 @@ static int group(tl_runtime *rt, int kind, int all, tl__index *ix, const idobj *
     return TL_OK;
 }
 
-/* Counts the tasklets of the sorted dirty chunk keys, fills ix. */
+/* Lists the objects of the sorted dirty chunk keys, fills ix. */
 static void fill_from_tix(const tl__tindex *tx, tl__index *ix, const uint64_t *keys, size_t nk)
 {
     size_t n = 0;
@@ -241,35 +244,86 @@ static void fill_from_tix(const tl__tindex *tx, tl__index *ix, const uint64_t *k
         ix->start[k] = n;
         ix->dirty[k] = 1;
         for (uint32_t i = 0; c && i < c->n; i++)
-            ix->objs[n++] = c->e[i].t;
+            ix->objs[n++] = tx->chans ? (void *)c->e[i].ch : (void *)c->e[i].t;
     }
     ix->nkeys = nk;
     ix->start[nk] = n;
 }
 
-/* The incremental tasklet index from the chunk index (tindex.c): the
- * dirty chunks' tasklets, found without a walk over all of them. */
-static int index_from_tix(tl_runtime *rt, const tl__tindex *tx, tl__index *ix)
+/* Sorts keys[0..n) and drops repeats; returns how many are left. */
+static size_t sort_unique(uint64_t *keys, size_t n)
 {
-    size_t room = rt->dn, esize = (room + 1) * sizeof(uint64_t), n = 0;
-    uint64_t *keys = tl__alloc(rt, esize), *extra;
-    if (!keys)
-        return TL_ENOMEM;
-    keylist l = {keys, 0, room};
-    tl__dirty_each(rt, keylist_add, &l);
-    qsort(keys, l.n, sizeof *keys, cmp_u64);
-    for (size_t k = 0; k < l.n; k++) {
+    size_t k = 0;
+    qsort(keys, n, sizeof *keys, cmp_u64);
+    for (size_t i = 0; i < n; i++)
+        if (!k || keys[i] != keys[k - 1])
+            keys[k++] = keys[i];
+    return k;
+}
+
+/* The incremental index of the nk dirty chunk keys (room allocated, esize
+ * bytes) from a chunk index (tindex.c): their objects, found without a
+ * walk over all of them.  Frees keys. */
+static int index_from_keys(tl_runtime *rt, const tl__tindex *tx, tl__index *ix, uint64_t *keys,
+                           size_t nk, size_t room, size_t esize)
+{
+    size_t n = 0;
+    uint64_t *extra;
+    nk = sort_unique(keys, nk);
+    for (size_t k = 0; k < nk; k++) {
         const tl__tchunk *c = tl__tix_chunk(tx, keys[k]);
         n += c ? c->n : 0;
     }
     int rc = group_alloc(rt, ix, n, room, &extra, esize);
     if (rc == TL_OK) {
         tl__free(rt, extra, esize);
-        fill_from_tix(tx, ix, keys, l.n);
+        fill_from_tix(tx, ix, keys, nk);
         ix->total = tx->total;
     }
     tl__free(rt, keys, esize);
     return rc;
+}
+
+/* The incremental tasklet index: the chunks of the dirty set. */
+static int index_from_tix(tl_runtime *rt, const tl__tindex *tx, tl__index *ix)
+{
+    size_t room = rt->dn, esize = (room + 1) * sizeof(uint64_t);
+    uint64_t *keys = tl__alloc(rt, esize);
+    if (!keys)
+        return TL_ENOMEM;
+    keylist l = {keys, 0, room};
+    tl__dirty_each(rt, keylist_add, &l);
+    return index_from_keys(rt, tx, ix, keys, l.n, room, esize);
+}
+
+/* The incremental channel index: the chunks of the channels in
+ * rt->dchans and of those freed since the last checkpoint. */
+static int index_from_cix(tl_runtime *rt, const tl__pstate *ps, tl__index *ix)
+{
+    size_t room = ps->ngone, n = 0;
+    for (tl__link *l = rt->dchans.next; l != &rt->dchans; l = l->next)
+        room++;
+    size_t esize = (room + 1) * sizeof(uint64_t);
+    uint64_t *keys = tl__alloc(rt, esize);
+    if (!keys)
+        return TL_ENOMEM;
+    for (tl__link *l = rt->dchans.next; l != &rt->dchans; l = l->next)
+        keys[n++] = TL__CONTAINER(l, tl_chan, dlink)->id >> TL__CHUNK_SHIFT;
+    for (size_t i = 0; i < ps->ngone; i++)
+        keys[n++] = ps->gone[i];
+    return index_from_keys(rt, &ps->cix, ix, keys, n, room, esize);
+}
+
+/* Whether the channel index can give an incremental index (made
+ * complete first; rebuilt if it lost a note). */
+static bool cix_usable(tl_runtime *rt, tl__pstate *ps)
+{
+    if (!ps || !ps->cix.on || ps->ngone == SIZE_MAX)
+        return false;
+    tl__cix_sync(rt, &ps->cix);
+    if (ps->cix.lost)
+        tl__cix_start(rt, &ps->cix);
+    return !ps->cix.lost;
 }
 
 int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
@@ -285,8 +339,9 @@ int tl__index_build(tl_runtime *rt, int kind, int all, tl__index *ix)
         tl__tix_start(rt, &ps->tix); /* a note was lost: rebuilt, all written */
         all = 1;
     }
-    if (kind == TL__KIND_TASKLETS && !all && !ix->subset && tl__tix_ok(rt)) {
-        if (index_from_tix(rt, &ps->tix, ix) == TL_OK)
+    bool from_tix = kind == TL__KIND_TASKLETS && tl__tix_ok(rt);
+    if (!all && !ix->subset && (from_tix || (kind == TL__KIND_CHANS && cix_usable(rt, ps)))) {
+        if ((from_tix ? index_from_tix(rt, &ps->tix, ix) : index_from_cix(rt, ps, ix)) == TL_OK)
             return TL_OK;
         tl__index_free(rt, ix);
         return tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory for the chunk index");
@@ -330,9 +385,14 @@ void tl__index_free(tl_runtime *rt, tl__index *ix)
 void tl__clear_dirty(tl_runtime *rt)
 {
     tl__dirty_clear(rt);
-    for (tl__link *l = rt->chans.next; l != &rt->chans; l = l->next)
-        TL__CONTAINER(l, tl_chan, all)->dirty = 0;
     tl__pstate *ps = tl__pstate_peek(rt);
+    if (ps) /* a channel leaving rt->dchans must be in the channel index */
+        tl__cix_sync(rt, &ps->cix);
+    while (!tl__list_empty(&rt->dchans)) {
+        tl_chan *ch = TL__CONTAINER(rt->dchans.next, tl_chan, dlink);
+        tl__list_unlink(&ch->dlink);
+        ch->dirty = 0;
+    }
     if (ps) {
         ps->ngone = 0;
         ps->need_full = 0;

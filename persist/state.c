@@ -9,7 +9,8 @@
  *   on_reset   a load failed and emptied the runtime: forget freed chunks
  *   policy     the scheduler's policy step: run the store's policy
  *   chan_gone  a channel was freed while a store is attached: its chunk
- *              must be rewritten (as a tombstone if it is empty now)
+ *              must be rewritten (as a tombstone if it is empty now); it
+ *              leaves the channel index (tindex.c)
  *   tasklet_note, queued  a tasklet born or freed, a waiter queued, while
  *              a store is attached: the chunk index (tindex.c)
  *   holder     tl_runtime_free asks: a store still attached refuses it
@@ -25,6 +26,7 @@ static void pstate_free(tl_runtime *rt, void *state)
     tl__zlib_free(rt, ps);
     tl__free(rt, ps->gone, ps->capgone * sizeof *ps->gone);
     tl__tix_stop(rt, &ps->tix);
+    tl__tix_stop(rt, &ps->cix);
     tl__free(rt, ps, sizeof *ps);
 }
 
@@ -33,6 +35,7 @@ static void pstate_reset(tl_runtime *rt, void *state)
     tl__pstate *ps = state;
     ps->ngone = 0;
     tl__tix_clear(rt, &ps->tix); /* the runtime is empty */
+    tl__tix_clear(rt, &ps->cix);
 }
 
 static int pstate_policy(tl_runtime *rt, void *state, int idle)
@@ -46,6 +49,7 @@ static void pstate_chan_gone(tl_runtime *rt, void *state, uint64_t id)
 {
     tl__pstate *ps = state;
     uint64_t key = id >> TL__CHUNK_SHIFT;
+    tl__cix_gone(rt, &ps->cix, id);
     if (ps->ngone == SIZE_MAX || (ps->ngone && ps->gone[ps->ngone - 1] == key))
         return;
     if (ps->ngone == ps->capgone) {
@@ -113,6 +117,7 @@ int tl__pstate_attach_store(tl_runtime *rt, tl_store *st)
     ps->store = st;
     tl__track(rt, 1);
     tl__tix_start(rt, &ps->tix); /* lost if short of memory: rebuilt later */
+    tl__cix_start(rt, &ps->cix); /* likewise */
     return TL_OK;
 }
 
@@ -122,6 +127,7 @@ void tl__pstate_detach_store(tl_runtime *rt)
     if (ps) {
         ps->store = NULL;
         tl__tix_stop(rt, &ps->tix);
+        tl__tix_stop(rt, &ps->cix);
     }
     tl__pstate_set_policy(rt, NULL, NULL, 0);
     tl__track(rt, 0);

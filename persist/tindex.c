@@ -1,7 +1,8 @@
 /*
  * tindex.c -- the chunk -> tasklets index and the waiters' queue numbers,
- * kept while a store is attached, so that an incremental checkpoint visits
- * only the chunks that changed (docs/ARCHITECTURE.md section 11.2).
+ * and the chunk -> channels index, kept while a store is attached, so that
+ * an incremental checkpoint visits only the chunks that changed
+ * (docs/ARCHITECTURE.md section 11.2).
  *
  * Each chunk key (tasklet id >> 8) with live tasklets has a tl__tchunk:
  * its tasklets sorted by id, each with the queue number (seq) of the
@@ -15,6 +16,16 @@
  * numbers increase from head to tail; ix->wseq is the largest number given.
  * A note that cannot be kept (out of memory) sets lost: the next
  * checkpoint rebuilds the index (tl__tix_start) and writes everything.
+ *
+ * The channel index (ix->chans, the same table; seq unused) is fed
+ * lazily: a channel is born dirty, so it is in rt->dchans, and
+ * tl__cix_sync adds the channels listed there (a loaded channel gets its
+ * id after it was made: it is added with the id it ends with); the layer
+ * op chan_gone takes a freed one out (tl__cix_gone).  Invariant while on
+ * and !lost: every live channel is in the chunk of its id, or in
+ * rt->dchans, or both, and no freed one is in the index.  Lost: the next
+ * checkpoint rebuilds it (tl__cix_start); what changed is still listed in
+ * rt->dchans, so the checkpoint stays incremental.
  */
 #include "persist.h"
 
@@ -86,15 +97,20 @@ static tl__tchunk *chunk_make(tl_runtime *rt, tl__tindex *ix, uint64_t key)
     return c;
 }
 
-/* Where tasklet id is, or would go, in c (binary search). */
-static uint32_t pos_of(const tl__tchunk *c, uint64_t id)
+static uint64_t ent_id(const tl__tindex *ix, const tl__tent *e)
+{
+    return ix->chans ? e->ch->id : e->t->id;
+}
+
+/* Where the object of this id is, or would go, in c (binary search). */
+static uint32_t pos_of(const tl__tindex *ix, const tl__tchunk *c, uint64_t id)
 {
     uint32_t lo = 0, hi = c->n;
-    if (hi && c->e[hi - 1].t->id < id)
+    if (hi && ent_id(ix, &c->e[hi - 1]) < id)
         return hi; /* the usual case: a new id is the largest */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (c->e[mid].t->id < id)
+        if (ent_id(ix, &c->e[mid]) < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -112,41 +128,59 @@ static tl__tchunk *chunk_of(tl__tindex *ix, uint64_t key)
     return c;
 }
 
-static int add(tl_runtime *rt, tl__tindex *ix, tl_tasklet *t)
+/* Makes room for one more entry in c; false when out of memory (an empty
+ * c is then taken out of the table). */
+static bool entry_room(tl_runtime *rt, tl__tindex *ix, tl__tchunk *c)
 {
-    uint64_t key = t->id >> TL__CHUNK_SHIFT;
+    if (c->n < c->cap)
+        return true;
+    uint32_t ncap = c->cap ? 2 * c->cap : 4;
+    tl__tent *ne = tl__realloc(rt, c->e, c->cap * sizeof *ne, ncap * sizeof *ne);
+    if (ne) {
+        c->e = ne;
+        c->cap = ncap;
+        return true;
+    }
+    if (!c->n) {
+        table_del(ix, c);
+        tl__free(rt, c, sizeof *c);
+        ix->last = NULL;
+    }
+    return false;
+}
+
+/* Adds obj (a tasklet, or a channel in a channel index) of this id; an
+ * object already there is left as it is. */
+static int add(tl_runtime *rt, tl__tindex *ix, void *obj, uint64_t id)
+{
+    uint64_t key = id >> TL__CHUNK_SHIFT;
     tl__tchunk *c = chunk_of(ix, key);
     if (!c && !(c = chunk_make(rt, ix, key)))
         return TL_ENOMEM;
-    uint32_t at = pos_of(c, t->id);
-    if (at < c->n && c->e[at].t == t)
+    uint32_t at = pos_of(ix, c, id);
+    if (at < c->n && (void *)c->e[at].t == obj)
         return TL_OK;
-    if (c->n == c->cap) {
-        uint32_t ncap = c->cap ? 2 * c->cap : 4;
-        tl__tent *ne = tl__realloc(rt, c->e, c->cap * sizeof *ne, ncap * sizeof *ne);
-        if (!ne) {
-            if (!c->n) {
-                table_del(ix, c);
-                tl__free(rt, c, sizeof *c);
-                ix->last = NULL;
-            }
-            return TL_ENOMEM;
-        }
-        c->e = ne;
-        c->cap = ncap;
-    }
+    if (!entry_room(rt, ix, c))
+        return TL_ENOMEM;
     memmove(&c->e[at + 1], &c->e[at], (c->n - at) * sizeof *c->e);
-    c->e[at] = (tl__tent){t, 0};
+    c->e[at].seq = 0;
+    if (ix->chans)
+        c->e[at].ch = obj;
+    else
+        c->e[at].t = obj;
     c->n++;
     ix->total++;
     return TL_OK;
 }
 
-static void del(tl_runtime *rt, tl__tindex *ix, const tl_tasklet *t)
+/* Takes obj (or, obj NULL, the object of this id) out; nothing if it is
+ * not there. */
+static void del(tl_runtime *rt, tl__tindex *ix, const void *obj, uint64_t id)
 {
-    tl__tchunk *c = chunk_of(ix, t->id >> TL__CHUNK_SHIFT);
-    uint32_t at = c ? pos_of(c, t->id) : 0;
-    if (!c || at == c->n || c->e[at].t != t)
+    tl__tchunk *c = chunk_of(ix, id >> TL__CHUNK_SHIFT);
+    uint32_t at = c ? pos_of(ix, c, id) : 0;
+    if (!c || at == c->n ||
+        (obj ? (const void *)c->e[at].t != obj : ent_id(ix, &c->e[at]) != id))
         return;
     memmove(&c->e[at], &c->e[at + 1], (c->n - at - 1) * sizeof *c->e);
     c->n--;
@@ -164,15 +198,15 @@ void tl__tix_note(tl_runtime *rt, tl__tindex *ix, tl_tasklet *t, int born)
     if (!ix->on || ix->lost)
         return;
     if (!born)
-        del(rt, ix, t);
-    else if (add(rt, ix, t) != TL_OK)
+        del(rt, ix, t, t->id);
+    else if (add(rt, ix, t, t->id) != TL_OK)
         ix->lost = 1;
 }
 
 static tl__tent *entry_of(tl__tindex *ix, const tl_tasklet *t)
 {
     tl__tchunk *c = chunk_of(ix, t->id >> TL__CHUNK_SHIFT);
-    uint32_t at = c ? pos_of(c, t->id) : 0;
+    uint32_t at = c ? pos_of(ix, c, t->id) : 0;
     return c && at < c->n && c->e[at].t == t ? &c->e[at] : NULL;
 }
 
@@ -209,16 +243,18 @@ void tl__tix_clear(tl_runtime *rt, tl__tindex *ix)
     }
     tl__free(rt, ix->slots, ix->cap * sizeof *ix->slots);
     uint64_t wseq = ix->wseq;
-    int on = ix->on;
+    int on = ix->on, chans = ix->chans;
     memset(ix, 0, sizeof *ix);
     ix->wseq = wseq; /* numbers only grow */
     ix->on = on;
+    ix->chans = chans;
 }
 
 static void add_visit(void *obj, void *ud)
 {
     struct { tl_runtime *rt; tl__tindex *ix; } *c = ud;
-    if (!c->ix->lost && add(c->rt, c->ix, obj) != TL_OK)
+    tl_tasklet *t = obj;
+    if (!c->ix->lost && add(c->rt, c->ix, t, t->id) != TL_OK)
         c->ix->lost = 1;
 }
 
@@ -248,4 +284,34 @@ void tl__tix_stop(tl_runtime *rt, tl__tindex *ix)
 {
     tl__tix_clear(rt, ix);
     ix->on = 0;
+}
+
+/* ---- the channel index ---- */
+
+int tl__cix_start(tl_runtime *rt, tl__tindex *ix)
+{
+    ix->chans = 1;
+    tl__tix_clear(rt, ix);
+    ix->on = 1;
+    for (tl__link *l = rt->chans.next; l != &rt->chans && !ix->lost; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, all);
+        if (add(rt, ix, ch, ch->id) != TL_OK)
+            ix->lost = 1;
+    }
+    return ix->lost ? TL_ENOMEM : TL_OK;
+}
+
+void tl__cix_sync(tl_runtime *rt, tl__tindex *ix)
+{
+    for (tl__link *l = rt->dchans.next; ix->on && l != &rt->dchans && !ix->lost; l = l->next) {
+        tl_chan *ch = TL__CONTAINER(l, tl_chan, dlink);
+        if (add(rt, ix, ch, ch->id) != TL_OK)
+            ix->lost = 1;
+    }
+}
+
+void tl__cix_gone(tl_runtime *rt, tl__tindex *ix, uint64_t id)
+{
+    if (ix->on && !ix->lost)
+        del(rt, ix, NULL, id);
 }

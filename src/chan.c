@@ -114,7 +114,7 @@ int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out)
     tl__list_init(&ch->sendq);
     tl__list_init(&ch->recvq);
     tl__list_push_back(&rt->chans, &ch->all);
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     *out = ch;
     return TL_OK;
 }
@@ -131,6 +131,8 @@ static void chan_free(tl_chan *ch)
         tl__free(rt, ch->remote, sizeof *ch->remote);
     }
     tl__list_unlink(&ch->all);
+    if (ch->dirty)
+        tl__list_unlink(&ch->dlink);
     if (!rt->tearing_down)
         tl__note_chan_gone(rt, ch->id);
     tl__slab_put(&rt->chan_slab, ch);
@@ -173,7 +175,7 @@ int tl__chan_make_proxy(tl_chan *ch, const char *node, uint64_t id, const char *
     r->id = id;
     r->name = nm;
     ch->remote = r;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -185,7 +187,7 @@ int tl_chan_pin(tl_chan *h, int on)
     if (!on == !ch->pinned)
         return TL_OK;
     ch->pinned = on != 0;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     if (on)
         ch->refs++;
     else
@@ -278,7 +280,7 @@ int tl_chan_set_name(tl_chan *h, const char *name)
         return tl__seterr(ch->rt, TL_ENOMEM, "tl_chan_set_name: out of memory");
     tl__strfree(ch->rt, ch->name);
     ch->name = copy;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -288,7 +290,7 @@ int tl_chan_set_preference(tl_chan *h, int pref)
     if (!ch)
         return TL_EMISUSE;
     ch->pref = (int8_t)((pref > 0) - (pref < 0)); /* Stackless keeps the sign */
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -298,7 +300,7 @@ int tl_chan_set_schedule_all(tl_chan *h, int on)
     if (!ch)
         return TL_EMISUSE;
     ch->sched_all = on != 0;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -308,7 +310,7 @@ int tl_chan_close(tl_chan *h)
     if (!ch)
         return TL_EMISUSE;
     ch->closing = 1;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -318,7 +320,7 @@ int tl_chan_open(tl_chan *h)
     if (!ch)
         return TL_EMISUSE;
     ch->closing = 0;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     return TL_OK;
 }
 
@@ -355,7 +357,7 @@ static tl__link *queue_of(tl_chan *ch, int op) { return op == TL_OP_SEND ? &ch->
 void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op)
 {
     tl__list_push_back(queue_of(ch, op), &w->link);
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     if (op == TL_OP_SEND)
         ch->nsend++;
     else
@@ -367,7 +369,7 @@ void tl__chan_enqueue(tl_chan *ch, tl__waiter *w, int op)
 static void dequeue(tl_chan *ch, tl__waiter *w, int op)
 {
     tl__list_unlink(&w->link);
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     if (op == TL_OP_SEND)
         ch->nsend--;
     else
@@ -462,7 +464,7 @@ void tl__chan_forget_waiter(tl_tasklet *t)
     tl_chan *ch = (tl_chan *)t->w.on;
     if (ch->remote) {
         tl__list_unlink(&t->w.link);
-        ch->dirty = 1;
+        tl__chan_touch(ch);
         if (t->flags & TL__TF_REMOTE) {
             t->flags &= (uint16_t)~TL__TF_REMOTE;
             const tl__layer *node = tl__node_layer(t->rt);
@@ -484,7 +486,7 @@ void tl__proxy_enqueue(tl_chan *ch, tl_tasklet *t, int op)
     tl__list_push_back(op == TL_OP_SEND ? &ch->sendq : &ch->recvq, &t->w.link);
     t->w.on = (uintptr_t)ch;
     ch->refs++;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
 }
 
 void tl__remote_complete(tl_tasklet *t, int code, const char *msg, tl_value v)
@@ -494,7 +496,7 @@ void tl__remote_complete(tl_tasklet *t, int code, const char *msg, tl_value v)
     tl__list_unlink(&t->w.link);
     t->flags &= (uint16_t)~TL__TF_REMOTE;
     t->w.on = 0;
-    ch->dirty = 1;
+    tl__chan_touch(ch);
     if (wait == TL_WAIT_SEND)
         tl_value_set(&t->xfer, tl_nil());
     if (code < 0) {
@@ -569,7 +571,7 @@ void tl__chan_rematch(tl_chan *ch)
         } else {
             break;
         }
-        ch->dirty = 1;
+        tl__chan_touch(ch);
     }
     tl_chan_release(ch);
 }
@@ -616,7 +618,7 @@ static inline __attribute__((always_inline)) bool send_now(tl_chan *ch, tl_taskl
     }
     if (ch->count < ch->cap) {
         tl__vw_store(&ch->buf[slot(ch, ch->count++)], v);
-        ch->dirty = 1;
+        tl__chan_touch(ch);
         *st = tl__cont(ch->rt);
         return true;
     }
@@ -630,7 +632,7 @@ static inline __attribute__((always_inline)) bool recv_now(tl_chan *ch, tl_taskl
         *out = tl__vw_load(&ch->buf[ch->head]);
         ch->head = slot(ch, 1);
         ch->count--;
-        ch->dirty = 1;
+        tl__chan_touch(ch);
         *st = tl__cont(ch->rt);
         if (ch->nsend) { /* a blocked sender's value takes the freed slot */
             tl__vw v;

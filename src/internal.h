@@ -245,7 +245,8 @@ struct tl_chan {
     size_t cap, head, count;
     char *name;
     tl__link all; /* in rt->chans */
-    uint8_t dirty; /* changed since the last checkpoint */
+    tl__link dlink; /* in rt->dchans while dirty */
+    uint8_t dirty; /* changed since the last checkpoint (tl__chan_touch) */
     uint8_t pinned; /* held by the runtime itself (tl_chan_pin) */
     uint8_t lq;     /* loader: queues given by number (1 senders, 2 receivers) */
     tl__remote *remote; /* a proxy: the channel lives on another node */
@@ -302,6 +303,7 @@ struct tl_runtime {
                        * (tl__stale_handle), allocated on first use */
     tl__slab frames[TL__FRAME_CLASSES];
     tl__link chans;
+    tl__link dchans;  /* the channels whose dirty flag is set, by dlink */
 
     tl_schedule_cb sched_cb;
     void *sched_ud;
@@ -314,7 +316,8 @@ struct tl_runtime {
      * set sized by what changed, never by the id space, and at most
      * TL__DSET_MAX slots; dlast is the chunk marked last (so a mark of the
      * same chunk again costs one compare).  Channels carry their own
-     * dirty bit. */
+     * dirty flag and are listed in dchans while it is set
+     * (tl__chan_touch). */
     int track;           /* a layer tracks changes (tl__track) */
     uint64_t *dset;      /* dcap slots (0 or a power of two), dn used */
     size_t dcap, dn;
@@ -678,6 +681,17 @@ TL__HIDDEN void tl__tasklet_depart(tl_tasklet *t, int code, const char *msg);
 TL__HIDDEN void tl__tasklet_scrap(tl_tasklet *t);
 
 /* ---- chan.c ---- */
+/* Notes that ch changed since the last checkpoint: it joins rt->dchans,
+ * so a checkpoint finds the changed channels without walking them all.
+ * Once dirty, a mark costs one byte test (the channel hot paths); no
+ * allocation (the link is in the channel). */
+static inline void tl__chan_touch(tl_chan *ch)
+{
+    if (__builtin_expect(!ch->dirty, 0)) {
+        ch->dirty = 1;
+        tl__list_push_back(&ch->rt->dchans, &ch->dlink);
+    }
+}
 /* tl_chan_new for the library: *out gets the bare object. */
 TL__HIDDEN int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out);
 TL__HIDDEN void tl__chan_forget_waiter(tl_tasklet *t);

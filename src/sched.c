@@ -105,6 +105,7 @@ int tl_runtime_new(const tl_config *cfg, tl_runtime **out)
     rt->check = check_mode(cfg);
     tl__list_init(&rt->runq);
     tl__list_init(&rt->chans);
+    tl__list_init(&rt->dchans);
     tl__slab_init(&rt->tasklets, sizeof(tl_tasklet));
     tl__slab_init(&rt->exts, sizeof(tl__ext));
     tl__slab_init(&rt->chan_slab, sizeof(tl_chan));
