@@ -136,11 +136,23 @@ void tl__wf_dirty(tl_wf *wf, wf_rec *r)
     }
 }
 
+/* A timer entry naming r left the heap; true when r was freed (then the
+ * entry is stale, and r goes with its last one). */
+static bool timer_release(wf_rec *r)
+{
+    r->ntimers--;
+    if (!r->gone)
+        return false;
+    if (!r->ntimers)
+        free(r);
+    return true;
+}
+
+/* Frees what r holds; r itself stays while timer entries name it
+ * (r->gone: they are dropped as they come out of the heap), so freeing
+ * never walks the heap. */
 void tl__wf_rec_free(tl_wf *wf, wf_rec *r)
 {
-    for (size_t i = 0; i < wf->ntimers; i++)
-        if (wf->timers[i].rec == r)
-            wf->timers[i].rec = NULL;
     if (r->job) {
         atomic_store(&r->job->canceled, 1);
         r->job->rec = NULL;
@@ -162,7 +174,10 @@ void tl__wf_rec_free(tl_wf *wf, wf_rec *r)
     tl_chan_release(r->wake);
     free(r->sarg);
     free(r->result);
-    free(r);
+    if (r->ntimers)
+        r->gone = 1;
+    else
+        free(r);
 }
 
 /* ---- timers: a binary heap by deadline ---- */
@@ -186,6 +201,7 @@ int tl__wf_timer_add(tl_wf *wf, int64_t at, wf_rec *r, int kind)
     }
     size_t i = wf->ntimers++;
     wf->timers[i] = (wf_timer){at, r, r->gen, kind, r->attempt};
+    r->ntimers++;
     while (i > 0 && wf->timers[(i - 1) / 2].at > wf->timers[i].at) {
         heap_swap(&wf->timers[(i - 1) / 2], &wf->timers[i]);
         i = (i - 1) / 2;
@@ -221,7 +237,8 @@ void tl__wf_fire_timers(tl_wf *wf)
     int64_t now = tl_now(wf->rt);
     while (wf->ntimers && wf->timers[0].at <= now) {
         wf_timer tm = heap_pop(wf);
-        tl__wf_timer_fire(wf, &tm);
+        if (!timer_release(tm.rec))
+            tl__wf_timer_fire(wf, &tm);
     }
 }
 
@@ -409,6 +426,8 @@ void tl_wf_free(tl_wf *wf)
     tl_store_listener_free(wf->listen);
     free(wf->hash);
     free(wf->steps);
+    for (size_t i = 0; i < wf->ntimers; i++) /* every record is gone now */
+        timer_release(wf->timers[i].rec);
     free(wf->timers);
     wf->magic = 0;
     free(wf);

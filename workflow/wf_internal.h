@@ -86,6 +86,8 @@ struct wf_rec {
     size_t salen;
     int64_t retry_at;            /* next attempt (ns), 0 none */
     uint32_t gen;                /* bumped at every wait: stale timers */
+    uint32_t ntimers;            /* entries of wf->timers naming it */
+    int gone;                    /* freed, kept for those entries only */
     int cancel;                  /* cancel requested */
     int dirty;                   /* row to write at the next commit */
     int64_t created, updated, finished;
