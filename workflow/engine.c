@@ -392,7 +392,6 @@ void tl_wf_free(tl_wf *wf)
             all = r;
         }
     wf->hcap = 0; /* so that freeing one looks at no other */
-    wf->ntimers = 0; /* nor at the timers (each looked at every timer: n^2) */
     while (all) {
         wf_rec *nx = all->hnext;
         tl__wf_rec_free(wf, all);
