@@ -115,23 +115,46 @@ static void pk_kraw(msgpack_sbuffer *sb, msgpack_packer *pk, const char *k, cons
 }
 
 typedef struct mapin {
-    msgpack_unpacked up;
+    msgpack_zone *zone;          /* the objects' memory */
+    int own;                     /* zone is this decode's (else reused) */
+    msgpack_object root;
     const msgpack_object_map *m;
     const char *base;
     uint32_t next; /* where the next key is looked for first */
 } mapin;
 
-static int map_open(mapin *mi, const void *p, size_t n)
+static void map_close(mapin *mi)
+{
+    if (mi->own)
+        msgpack_zone_free(mi->zone);
+    else
+        msgpack_zone_clear(mi->zone); /* keeps its first chunk */
+}
+
+void *tl__wf_zone_new(void) { return msgpack_zone_new(4096); }
+void tl__wf_zone_free(void *zone)
+{
+    if (zone)
+        msgpack_zone_free(zone);
+}
+
+/* zone: one to reuse (NULL: a new one, freed by map_close). */
+static int map_open(mapin *mi, const void *p, size_t n, msgpack_zone *zone)
 {
     size_t off = 0;
-    msgpack_unpacked_init(&mi->up);
+    mi->own = !zone;
+    mi->zone = zone ? zone : msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     mi->base = p;
-    if (!p || msgpack_unpack_next(&mi->up, p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
-        mi->up.data.type != MSGPACK_OBJECT_MAP) {
-        msgpack_unpacked_destroy(&mi->up);
+    if (!mi->zone)
+        return TL_ENOMEM;
+    msgpack_unpack_return ur = p ? msgpack_unpack(p, n, &off, mi->zone, &mi->root)
+                                 : MSGPACK_UNPACK_PARSE_ERROR;
+    if ((ur != MSGPACK_UNPACK_SUCCESS && ur != MSGPACK_UNPACK_EXTRA_BYTES) ||
+        mi->root.type != MSGPACK_OBJECT_MAP) {
+        map_close(mi);
         return TL_ECORRUPT;
     }
-    mi->m = &mi->up.data.via.map;
+    mi->m = &mi->root.via.map;
     mi->next = 0;
     return TL_OK;
 }
@@ -236,9 +259,16 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
 
 int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet, int64_t *wake)
 {
+    return tl__wf_unpack_rec_in(NULL, p, n, r, tasklet, wake);
+}
+
+int tl__wf_unpack_rec_in(void *zone, const void *p, size_t n, wf_rec *r, int64_t *tasklet,
+                         int64_t *wake)
+{
     mapin mi;
-    if (map_open(&mi, p, n) != TL_OK)
-        return TL_ECORRUPT;
+    int orc = map_open(&mi, p, n, zone);
+    if (orc != TL_OK)
+        return orc;
     map_str(&mi, "func", r->func, sizeof r->func);
     map_str(&mi, "parent", r->parent, sizeof r->parent);
     r->wait = (int)map_int(&mi, "wait");
@@ -261,7 +291,7 @@ int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet, int6
     r->updated = map_int(&mi, "updated");
     if (rc == TL_OK)
         rc = map_raw(&mi, "sarg", &r->sarg, &r->salen);
-    msgpack_unpacked_destroy(&mi.up);
+    map_close(&mi);
     return rc;
 }
 
@@ -292,8 +322,9 @@ int tl__wf_pack_step(const wf_out *o, void **out, size_t *len)
 int tl__wf_unpack_step(const void *p, size_t n, wf_out *o)
 {
     mapin mi;
-    if (map_open(&mi, p, n) != TL_OK)
-        return TL_ECORRUPT;
+    int orc = map_open(&mi, p, n, NULL);
+    if (orc != TL_OK)
+        return orc;
     map_str(&mi, "step", o->name, sizeof o->name);
     o->seq = map_int(&mi, "seq");
     o->attempts = (uint32_t)map_int(&mi, "attempts");
@@ -302,7 +333,7 @@ int tl__wf_unpack_step(const void *p, size_t n, wf_out *o)
     int rc = map_raw(&mi, "result", &o->res, &o->rlen);
     o->started = map_int(&mi, "started");
     o->ended = map_int(&mi, "ended");
-    msgpack_unpacked_destroy(&mi.up);
+    map_close(&mi);
     return rc;
 }
 
@@ -335,15 +366,16 @@ int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic, const voi
                       size_t *vlen, int64_t *taken)
 {
     mapin mi;
-    if (map_open(&mi, p, n) != TL_OK)
-        return TL_ECORRUPT;
+    int orc = map_open(&mi, p, n, NULL);
+    if (orc != TL_OK)
+        return orc;
     *kind = (int)map_int(&mi, "kind");
     map_str(&mi, "topic", topic, TL_WF_NAME_MAX + 1);
     void *copy;
     int rc = map_raw(&mi, "value", &copy, vlen);
     *taken = map_int(&mi, "taken");
     *val = copy;
-    msgpack_unpacked_destroy(&mi.up);
+    map_close(&mi);
     return rc;
 }
 

@@ -572,7 +572,9 @@ static wf_rec *decode_row(tl_wf *wf, const char *id, const void *p, size_t n, in
         return NULL;
     r->wf = wf;
     snprintf(r->id, sizeof r->id, "%s", id);
-    if (tl__wf_unpack_rec(p, n, r, tid, wid) != TL_OK)
+    if (!wf->rowzone)
+        wf->rowzone = tl__wf_zone_new(); /* NULL: each row gets its own */
+    if (tl__wf_unpack_rec_in(wf->rowzone, p, n, r, tid, wid) != TL_OK)
         *tid = *wid = -1; /* found by no lookup: reported as corrupt */
     return r;
 }

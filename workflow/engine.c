@@ -416,6 +416,7 @@ void tl_wf_free(tl_wf *wf)
     }
     free_msgs(wf->taken);
     tl__wf_lazy_free(wf);
+    tl__wf_zone_free(wf->rowzone);
     tl__wf_chan_free(wf);
     tl__wf_db_finalize(wf);
     if (wf->st)

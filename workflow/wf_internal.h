@@ -169,6 +169,7 @@ struct tl_wf {
     size_t lcap, nlazy;
     wf_rec *stub;                /* the userdata of lazy workflows' tasklets */
     int lazy_rc;                 /* a lazy row that failed to load, for tl_wf_run */
+    void *rowzone;               /* msgpack zone for decoding rows at restore */
     wf_rec *dirty;
     wf_out *outs, **outs_tail;   /* to write in the next commit */
     wf_out *ready;               /* to deliver at once (restored) */
@@ -272,6 +273,12 @@ TL__HIDDEN int tl__wf_unpack(tl_runtime *rt, const void *p, size_t n, tl_value *
 TL__HIDDEN int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len);
 TL__HIDDEN int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *tasklet,
                                  int64_t *wake);
+/* The same, the decoded objects in zone (a tl__wf_zone_new, reused from
+ * row to row: no allocation per row; NULL: a zone of its own). */
+TL__HIDDEN int tl__wf_unpack_rec_in(void *zone, const void *p, size_t n, wf_rec *r,
+                                    int64_t *tasklet, int64_t *wake);
+TL__HIDDEN void *tl__wf_zone_new(void);
+TL__HIDDEN void tl__wf_zone_free(void *zone);
 TL__HIDDEN int tl__wf_pack_step(const wf_out *o, void **out, size_t *len);
 TL__HIDDEN int tl__wf_unpack_step(const void *p, size_t n, wf_out *o);
 TL__HIDDEN int tl__wf_pack_msg(int kind, const char *topic, const void *val, size_t vlen,
