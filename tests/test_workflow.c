@@ -1380,6 +1380,33 @@ static void test_cli_workflows(void **state)
     eng_done(&e);
 }
 
+/* Awaiting and posting from other processes (the CLI: `result --wait`
+ * started before the workflow can finish, then `send`): the awaiting one
+ * is woken by the owner's final commit and prints the result. */
+static void test_await_other_process(void **state)
+{
+    (void)state;
+    const char *cli = getenv("TASKLET_CLI");
+    if (!cli)
+        skip();
+    eng e = {0};
+    int64_t r;
+    char line[1400], out[256] = "";
+    assert_int_equal(eng_open(&e, 1), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "ap", &recv_fn, tl_i64(-1), NULL), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    snprintf(line, sizeof line, "%s result --wait 60 '%s' ap", cli, e.path);
+    FILE *p = popen(line, "r");
+    assert_non_null(p);
+    assert_int_equal(run_cli(cli, "send", e.path, "ap go 5", NULL), 0);
+    assert_int_equal(run_until_final(&e, "ap", &r), TL_WF_DONE);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(out, "done 5\n");
+    eng_done(&e);
+}
+
 /* The store commands of the CLI on a workflow store (on PostgreSQL they
  * read a consistent copy): ls lists the workflows' tasklets, show one of
  * them, verify and checkpoints pass, backup writes a store the tool reads
@@ -1491,6 +1518,7 @@ int main(void)
         cmocka_unit_test(test_cli_workflows),
         cmocka_unit_test(test_cli_store_reads),
         cmocka_unit_test(test_freed_before_deadline),
+        cmocka_unit_test(test_await_other_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
