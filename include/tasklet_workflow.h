@@ -62,7 +62,9 @@ typedef enum tl_wf_status {
     TL_WF_WAITING,     /* in a step, receive, join, sleep */
     TL_WF_DONE,        /* returned its result            */
     TL_WF_FAILED,      /* ended with an error            */
-    TL_WF_CANCELLED    /* cancelled (after compensating)  */
+    TL_WF_CANCELLED,   /* cancelled (after compensating)  */
+    TL_WF_MOVED        /* moved to another node's store (tl_wf_move):
+                          final here; tl_wf_info.moved_to names it */
 } tl_wf_status;
 
 /* "pending", "running", ... (or "?" for another value). */
@@ -187,6 +189,35 @@ TL_API int tl_wf_cancel(tl_wf *wf, const char *id);
  * borrowed (the runtime holds the channel).  TL_EINVAL, TL_ENOMEM. */
 TL_API int tl_wf_chan(tl_wf *wf, const char *name, size_t cap, tl_chan **out);
 
+/* Moves workflow id, with its tasklet, its recorded steps, its status
+ * and its messages (posted and not yet received, and those received, for
+ * deduplication), to node peer: the engine's runtime must have a node
+ * (tl_node_new) configured with the engine's store, a link to peer up,
+ * and peer a workflow engine on its own store with the workflow's
+ * function (and the step it waits in) registered.  Returns at once; the
+ * transfer is the node's (tl_node_poll), exactly once across a crash of
+ * either side: the source's checkpoint that commits the hand-off also
+ * marks the workflow TL_WF_MOVED here (tl_wf_info.moved_to names peer),
+ * and the destination's checkpoint that commits the import writes its
+ * rows there.  From then on posts to id at this store are refused with
+ * TL_EMOVED naming peer; post to, await and query peer's store instead.
+ * There the workflow goes on: recorded steps are not run again, a step
+ * whose attempt was in flight here runs again with the same idempotency
+ * key (this attempt is abandoned: tl_wf_ctx_canceled, its result
+ * discarded), deadlines keep their instants (wall clock).  If peer
+ * refuses it (no workflow engine, a function or step not registered, an
+ * id it already has), the workflow comes back here and goes on, with
+ * tl_wf_info.move_error saying why.  Channels its locals hold stay here,
+ * as for any moving tasklet (remote channels there).
+ * Errors: TL_ENOENT (unknown id), TL_EDONE (finished), TL_EMOVED (moved
+ * already), TL_EBUSY (moving already, or a result is being handed to it:
+ * run the engine and try again; or called from inside a tasklet),
+ * TL_ENOTSUP (no node with the store; it waits in a join or a
+ * TL_WF_SELECT, on a channel other than its own, or has a live parent or
+ * children here), TL_ESTATE (being cancelled), TL_ELINK (no link to
+ * peer), TL_ERANGE (too large for a frame), TL_EINVAL. */
+TL_API int tl_wf_move(tl_wf *wf, const char *id, const char *peer);
+
 /* Workflows not finished (in this engine). */
 TL_API size_t tl_wf_live(const tl_wf *wf);
 TL_API const char *tl_wf_errmsg(const tl_wf *wf);
@@ -272,6 +303,9 @@ typedef struct tl_wf_info {
     int error;              /* TL_FAILED / TL_CANCELLED: the code */
     char errmsg[256];
     tl_value result;        /* TL_DONE (tl_wf_get with rt): owned by the caller */
+    char moved_to[64];      /* TL_WF_MOVED: the node it moved to */
+    char moved_from[64];    /* the node it last came from ("" if none) */
+    char move_error[200];   /* why its last move was refused ("" if not) */
 } tl_wf_info;
 
 /* Posts a message to workflow id under topic, in the store at path: a
@@ -279,7 +313,8 @@ typedef struct tl_wf_info {
  * or stopped; a running one is woken within milliseconds).  With a
  * non-NULL dedup_key, a second post with that key to id is refused with
  * TL_EEXIST.  rt (may be NULL) receives the error message.  TL_ENOENT
- * (no such workflow), TL_EDONE (it finished), TL_EINVAL, TL_ERANGE (the
+ * (no such workflow), TL_EDONE (it finished), TL_EMOVED (it moved to
+ * another node: the message names it; post to that node's store), TL_EINVAL, TL_ERANGE (the
  * message is larger than the store's record limit), TL_EIO, TL_ESTORE. */
 TL_API int tl_wf_post(tl_runtime *rt, const char *path, const char *id, const char *topic,
                       tl_value msg, const char *dedup_key);

@@ -50,8 +50,11 @@ static int write_outbox(tl_node *n, tl__store_tx *tx)
 {
     int rc = TL_OK;
     for (outx *x = n->undurable; x && rc == TL_OK; x = x->next) {
+        if (x->cargo) /* its rows' layers write the departure here too */
+            rc = tl__cargo_wrap(n, tx, x);
         tl__row r = {x->xid, x->peer, 0, x->data, x->len};
-        rc = tl__tx_put(tx, &outbox_table, &r);
+        if (rc == TL_OK)
+            rc = tl__tx_put(tx, &outbox_table, &r);
     }
     for (size_t i = 0; i < n->out_gone.n && rc == TL_OK; i++)
         rc = tl__tx_del(tx, &outbox_table, n->out_gone.v[i].s);
@@ -329,6 +332,14 @@ int tl__import_hold(tl_node *n, tl_tasklet *t)
     tl_tasklet_retain(t);
     n->need_ckpt = 1;
     return TL_OK;
+}
+
+void tl__import_unhold(tl_node *n, tl_tasklet *t)
+{
+    if (n->held.n && n->held.v[n->held.n - 1] == t) {
+        n->held.n--;
+        tl_tasklet_release(t);
+    }
 }
 
 /* At tl_node_free, after tl__node_store_close: an import still held was

@@ -307,23 +307,44 @@ int tl_node_wait_peer(tl_node *n, const char *peer, int timeout_ms)
     return TL_OK;
 }
 
-int tl_node_migrate(tl_node *n, tl_tasklet *h, const char *peer)
+static int migrate(tl_node *n, tl_tasklet *t, const char *peer, size_t cargo)
 {
-    tl_tasklet *t = tl__tasklet_at(h);
-    if (!valid(n) || !t || !peer)
-        return t || !h ? TL_EMISUSE : tl__bad_tasklet(h, "tl_node_migrate");
     if (t->rt != n->rt)
         return tl__seterr(n->rt, TL_EINVAL, "tl_node_migrate: the tasklet belongs to another "
                           "runtime");
     if (strlen(peer) >= 64 || !tl__link_up(n, peer))
         return tl__seterr(n->rt, TL_ELINK, "tl_node_migrate: no link to node '%s'", peer);
+    if (cargo && !n->store)
+        return tl__seterr(n->rt, TL_ENOTSUP, "moving a workflow: the node has no store "
+                          "(tl_node_config.store: the workflow engine's), so its rows cannot "
+                          "travel exactly once");
+    if (cargo && t->state == TL_BLOCKED && (t->flags & TL__TF_REMOTE))
+        return tl__seterr(n->rt, TL_ENOTSUP, "moving a workflow while it waits on a remote "
+                          "channel");
     if (t->state == TL_BLOCKED && (t->flags & TL__TF_REMOTE)) {
         /* its request at the home must stop first, or be answered */
         int handled, rc = tl__remote_migrate(n, t, peer, &handled);
         if (handled)
             return rc;
     }
-    return tl__depart(n, t, peer);
+    return tl__depart(n, t, peer, cargo);
+}
+
+int tl_node_migrate(tl_node *n, tl_tasklet *h, const char *peer)
+{
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!valid(n) || !t || !peer)
+        return t || !h ? TL_EMISUSE : tl__bad_tasklet(h, "tl_node_migrate");
+    return migrate(n, t, peer, 0);
+}
+
+int tl__node_migrate_op(void *ud, tl_tasklet *h, const char *peer, size_t cargo)
+{
+    tl_node *n = ud;
+    tl_tasklet *t = tl__tasklet_at(h);
+    if (!valid(n) || !t || !peer)
+        return TL_EMISUSE;
+    return migrate(n, t, peer, cargo);
 }
 
 int tl_node_chan(tl_node *n, const char *path, tl_chan **out)

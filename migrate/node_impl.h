@@ -162,6 +162,13 @@ typedef struct outx {       /* a transfer not yet acknowledged */
     peerinfo *p;
     tl__link q;             /* in p->unsent, or in sent->sent */
     uint64_t hash;          /* in n->outmap, if its xid parses */
+    /* with cargo (store rows that travel, persist.h): data is the
+     * envelope (tl__cargo_wrap), rebuilt at every write while not durable
+     * from snap (the tasklet's snapshot, rt's allocator) */
+    int cargo;
+    uint64_t tid;           /* the departed tasklet's id */
+    void *snap;
+    size_t slen;
 } outx;
 
 /* A request of ours at a channel's home.  moving: the waiter is to move
@@ -287,6 +294,8 @@ TL__HIDDEN int tl__vec_grow(void **p, size_t *cap, size_t size);
 TL__HIDDEN int64_t tl__mono_ns(void);
 TL__HIDDEN void tl__node_log(tl_node *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The layer op migrate (src/internal.h): tl_node_migrate, with cargo. */
+TL__HIDDEN int tl__node_migrate_op(void *ud, tl_tasklet *t, const char *peer, size_t cargo);
 
 /* ---- link.c ---- */
 TL__HIDDEN peerinfo *tl__peer_get(tl_node *n, const char *name, int create);
@@ -377,7 +386,13 @@ TL__HIDDEN int tl__outbox_append(tl_node *n, outx *x);
 TL__HIDDEN void tl__outx_free(tl_node *n, outx *x);
 TL__HIDDEN void tl__outbox_unsend(tl_node *n, conn *l);
 TL__HIDDEN void tl__transfers_free(tl_node *n, int durable);
-TL__HIDDEN int tl__depart(tl_node *n, tl_tasklet *t, const char *peer);
+TL__HIDDEN int tl__depart(tl_node *n, tl_tasklet *t, const char *peer, size_t cargo);
+/* Cargo transfers: x->data becomes [magic, snapshot, cargo] with the
+ * store's participants' cargo (inside write's transaction tx); split
+ * finds the parts of such bytes (0: plain snapshot bytes, left as they
+ * are). */
+TL__HIDDEN int tl__cargo_wrap(tl_node *n, tl__store_tx *tx, outx *x);
+TL__HIDDEN int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen);
 TL__HIDDEN int tl__settle(tl_node *n);
 TL__HIDDEN void tl__on_xfer(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_ack(conn *l, const msgpack_object *o);
@@ -453,6 +468,8 @@ TL__HIDDEN void tl__outbox_gone(tl_node *n, const outx *x);
 /* Held import t is restarted once a checkpoint holds it (with a store;
  * else at once).  TL_ENOMEM: t is not held. */
 TL__HIDDEN int tl__import_hold(tl_node *n, tl_tasklet *t);
+/* Undoes the last tl__import_hold (of t). */
+TL__HIDDEN void tl__import_unhold(tl_node *n, tl_tasklet *t);
 TL__HIDDEN void tl__node_durable_free(tl_node *n);
 TL__HIDDEN int tl__node_store_close(tl_node *n);
 

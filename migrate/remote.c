@@ -236,7 +236,7 @@ static void hook_moves(void *ud)
         tl_tasklet *t = n->moves.v[i].t;
         if (t->state == TL_BLOCKED && t->wait == TL_WAIT_MOVE) {
             tl__wake(t); /* it resumes after TL_MIGRATE, here or there */
-            if (tl__depart(n, t, n->moves.v[i].peer) != TL_OK)
+            if (tl__depart(n, t, n->moves.v[i].peer, 0) != TL_OK)
                 tl__deliver_error(t, n->rt->errcode, n->rt->errmsg);
         }
         tl_tasklet_release(t);
@@ -260,6 +260,7 @@ const tl__layer_ops tl__node_ops = {
     .move = hook_move,
     .moves = hook_moves,
     .import_chan = tl__access_import,
+    .migrate = tl__node_migrate_op,
 };
 
 /* ---- agents: remote operations at the channel's home ---- */
@@ -431,7 +432,7 @@ void tl__on_done(conn *l, const msgpack_object *o)
         tl__remote_complete(r->t, (int)code, msg, v);
     else
         tl_release(v);
-    if (r->moving[0] && r->t->state == TL_RUNNABLE && tl__depart(n, r->t, r->moving) != TL_OK)
+    if (r->moving[0] && r->t->state == TL_RUNNABLE && tl__depart(n, r->t, r->moving, 0) != TL_OK)
         tl__node_log(n, "tasklet #%llu could not move to %s: %s", (unsigned long long)r->t->id,
                      r->moving, n->rt->errmsg);
     rop_free(r);
@@ -469,7 +470,7 @@ void tl__on_cancelled(conn *l, const msgpack_object *o)
         return;
     if (r->moving[0] && r->t->state == TL_BLOCKED) {
         r->t->flags &= (uint16_t)~TL__TF_REMOTE;
-        if (tl__depart(n, r->t, r->moving) != TL_OK)
+        if (tl__depart(n, r->t, r->moving, 0) != TL_OK)
             tl__node_log(n, "tasklet #%llu could not move to %s: %s",
                          (unsigned long long)r->t->id, r->moving, n->rt->errmsg);
     } else if (r->t->state == TL_BLOCKED && (r->t->flags & TL__TF_REMOTE)) {

@@ -245,17 +245,29 @@ static outx *take_outx(tl_node *n, const conn *l, const char *xid)
 
 /* One of our own transfers back into the runtime (held or not): without a
  * store it never left this process's memory, and may lack CRCs. */
-static int import_own(tl_node *n, const outx *x, int hold, tl_tasklet **t)
+static int import_own(tl_node *n, const outx *x, int hold, tl_tasklet **t,
+                      const void **cargo, size_t *clen)
 {
+    const void *p = x->data;
+    size_t len = x->len;
+    *cargo = NULL;
+    *clen = 0;
+    if (!p) { /* with rows that travel, never written: the bare snapshot */
+        p = x->snap;
+        len = x->slen;
+    } else {
+        tl__cargo_split(&p, &len, cargo, clen);
+    }
     if (n->store)
-        return hold ? tl__snapshot_import_held(n->rt, x->data, x->len, t)
-                    : tl__snapshot_import(n->rt, x->data, x->len, t);
-    return tl__snapshot_import_wire(n->rt, x->data, x->len, hold, t);
+        return hold ? tl__snapshot_import_held(n->rt, p, len, t)
+                    : tl__snapshot_import(n->rt, p, len, t);
+    return tl__snapshot_import_wire(n->rt, p, len, hold, t);
 }
 
 void tl__outx_free(tl_node *n, outx *x)
 {
     tl_snapshot_free(n->rt, x->data, x->len);
+    tl_snapshot_free(n->rt, x->snap, x->slen);
     free(x);
 }
 
@@ -283,8 +295,45 @@ static void send_nack(conn *l, const char *xid, int code)
     tl__flush(l);
 }
 
-/* One transfer [xid, snapshot]: acknowledged if seen before, else
- * imported and acknowledged (once durable) or refused. */
+/* An import's store rows (cargo), taken in last: undone with the rest
+ * if they are refused. */
+static int take_cargo(conn *l, xkey k, tl_tasklet *t, const void *cargo, size_t clen)
+{
+    tl_node *n = l->node;
+    int rc = tl__store_cargo_in(n->store, t, 0, l->peer, cargo, clen, NULL);
+    if (rc != TL_OK) {
+        char msg[sizeof n->rt->errmsg];
+        memcpy(msg, n->rt->errmsg, sizeof msg);
+        tl__import_unhold(n, t);
+        tl__inbox_forget(n, k);
+        tl__tasklet_depart(t, TL_EMOVED, "import undone: its rows were refused");
+        tl__seterr(n->rt, rc, "%s", msg);
+    }
+    return rc;
+}
+
+/* Imports one transfer's snapshot (held) and takes its id. */
+static int import_item(conn *l, xkey k, const void *p, size_t len, tl_tasklet **t)
+{
+    tl_node *n = l->node;
+    /* held: its wait starts (a remote operation issued, a local partner
+     * met) only once a checkpoint holds it (tl__import_hold) */
+    n->importing = l->p; /* the channels it may reach: access.c */
+    int rc = tl__snapshot_import_wire(n->rt, p, len, 1, t);
+    n->importing = NULL;
+    if (rc == TL_OK && tl__inbox_add(n, k, l->peer) != TL_OK) {
+        tl__tasklet_depart(*t, TL_EMOVED, "import undone: out of memory");
+        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
+    } else if (rc == TL_OK && tl__import_hold(n, *t) != TL_OK) {
+        tl__inbox_forget(n, k);
+        tl__tasklet_depart(*t, TL_EMOVED, "import undone: out of memory");
+        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+/* One transfer [xid, snapshot or cargo envelope]: acknowledged if seen
+ * before, else imported and acknowledged (once durable) or refused. */
 static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *snap)
 {
     tl_node *n = l->node;
@@ -293,20 +342,19 @@ static void take_item(conn *l, const char *xid, xkey k, const msgpack_object *sn
         queue_ack(l, xid);
         return;
     }
+    const void *p = snap->via.bin.ptr, *cargo;
+    size_t len = snap->via.bin.size, clen;
+    tl__cargo_split(&p, &len, &cargo, &clen);
     tl_tasklet *t;
-    /* held: its wait starts (a remote operation issued, a local partner
-     * met) only once a checkpoint holds it (tl__import_hold) */
-    n->importing = l->p; /* the channels it may reach: access.c */
-    int rc = tl__snapshot_import_wire(n->rt, snap->via.bin.ptr, snap->via.bin.size, 1, &t);
-    n->importing = NULL;
-    if (rc == TL_OK && tl__inbox_add(n, k, l->peer) != TL_OK) {
-        tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
-        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
-    } else if (rc == TL_OK && tl__import_hold(n, t) != TL_OK) {
-        tl__inbox_forget(n, k);
-        tl__tasklet_depart(t, TL_EMOVED, "import undone: out of memory");
-        rc = tl__seterr(n->rt, TL_ENOMEM, "out of memory");
-    }
+    int rc = cargo && !n->store
+                 ? tl__seterr(n->rt, TL_ENOTSUP, "node %s has no store: it cannot take a "
+                              "tasklet whose store rows travel with it (a workflow)", n->id)
+             : cargo ? tl__store_cargo_takes(n->store, n->rt, cargo, clen)
+                     : TL_OK;
+    if (rc == TL_OK)
+        rc = import_item(l, k, p, len, &t);
+    if (rc == TL_OK && cargo)
+        rc = take_cargo(l, k, t, cargo, clen);
     if (rc != TL_OK) {
         send_nack(l, xid, rc);
         return;
@@ -383,11 +431,16 @@ void tl__on_nack(conn *l, const msgpack_object *o)
     n->need_ckpt |= n->store != NULL;
     tl__outbox_gone(n, x);
     tl_tasklet *t;
-    /* held: the error thrown ends its wait, no remote operation is issued */
-    if (import_own(n, x, 1, &t) == TL_OK) {
-        char full[400];
-        snprintf(full, sizeof full, "node %s refused the tasklet: %s", l->peer, msg);
-        tl_throw_pending(t, (int)code, full);
+    const void *cargo;
+    size_t clen;
+    char full[400];
+    snprintf(full, sizeof full, "node %s refused the tasklet: %s", l->peer, msg);
+    /* held: the error thrown ends its wait, no remote operation is issued;
+     * one with store rows is taken back by their layers instead */
+    if (import_own(n, x, 1, &t, &cargo, &clen) == TL_OK) {
+        if (!cargo || !n->store ||
+            tl__store_cargo_in(n->store, t, x->tid, n->id, cargo, clen, full) != TL_OK)
+            tl_throw_pending(t, (int)code, full);
     } else {
         tl__node_log(n, "tasklet %s refused by %s could not come back: %s", xid, l->peer,
               n->rt->errmsg);
@@ -438,8 +491,10 @@ int tl__outbox_append(tl_node *n, outx *x)
     return TL_OK;
 }
 
-/* Takes suspended t out of the runtime into the outbox. */
-int tl__depart(tl_node *n, tl_tasklet *t, const char *peer)
+/* Takes suspended t out of the runtime into the outbox; with cargo
+ * (about that many bytes of store rows travel with it), the envelope is
+ * made at each write of its outbox row (tl__cargo_wrap). */
+int tl__depart(tl_node *n, tl_tasklet *t, const char *peer, size_t cargo)
 {
     outx *x = calloc(1, sizeof *x);
     if (!x)
@@ -452,18 +507,26 @@ int tl__depart(tl_node *n, tl_tasklet *t, const char *peer)
         free(x);
         return rc;
     }
-    if (x->len + 128 > n->max_frame) {
+    if (x->len + cargo + 128 > n->max_frame) {
         size_t len = x->len;
         tl_snapshot_free(n->rt, x->data, x->len);
         free(x);
-        return tl__seterr(n->rt, TL_ERANGE, "moving a tasklet: its snapshot (%zu bytes) is "
-                          "larger than a frame may be (%u)", len, n->max_frame);
+        return tl__seterr(n->rt, TL_ERANGE, "moving a tasklet: its snapshot (%zu bytes, and "
+                          "%zu of rows) is larger than a frame may be (%u)", len, cargo,
+                          n->max_frame);
     }
     snprintf(x->peer, sizeof x->peer, "%s", peer);
     x->durable = n->store == NULL;
+    if (cargo) {
+        x->cargo = 1;
+        x->tid = t->id;
+        x->snap = x->data;
+        x->slen = x->len;
+        x->data = NULL;
+        x->len = 0;
+    }
     if (tl__outbox_append(n, x) != TL_OK) {
-        tl_snapshot_free(n->rt, x->data, x->len);
-        free(x);
+        tl__outx_free(n, x);
         return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
     }
     char msg[128];
@@ -471,6 +534,66 @@ int tl__depart(tl_node *n, tl_tasklet *t, const char *peer)
     tl__tasklet_depart(t, TL_EMOVED, msg);
     n->need_ckpt |= n->store != NULL;
     return TL_OK;
+}
+
+/* ---- cargo: [TL__CARGO_MAGIC, snapshot, cargo] (docs/PROTOCOL.md 4) ---- */
+
+#define TL__CARGO_MAGIC "libtasklet-cargo"
+
+int tl__cargo_wrap(tl_node *n, tl__store_tx *tx, outx *x)
+{
+    void *cargo;
+    size_t clen;
+    int rc = tl__store_cargo_out(n->store, tx, x->tid, x->peer, &cargo, &clen);
+    if (rc != TL_OK)
+        return rc;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3);
+    tl__pack_str(&pk, TL__CARGO_MAGIC);
+    msgpack_pack_bin(&pk, x->slen);
+    msgpack_pack_bin_body(&pk, x->snap, x->slen);
+    msgpack_pack_bin(&pk, clen);
+    msgpack_pack_bin_body(&pk, cargo, clen);
+    free(cargo);
+    void *env = sb.data ? tl__alloc(n->rt, sb.size) : NULL;
+    if (!env) {
+        msgpack_sbuffer_destroy(&sb);
+        return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory for its rows");
+    }
+    memcpy(env, sb.data, sb.size);
+    tl_snapshot_free(n->rt, x->data, x->len);
+    x->data = env;
+    x->len = sb.size;
+    msgpack_sbuffer_destroy(&sb);
+    return TL_OK;
+}
+
+int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+    int found = 0;
+    *cargo = NULL;
+    *clen = 0;
+    msgpack_unpacked_init(&up);
+    if (*p && msgpack_unpack_next(&up, *p, *n, &off) == MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 3) {
+        const msgpack_object *a = up.data.via.array.ptr;
+        char magic[32];
+        found = mp_str(&a[0], magic, sizeof magic) && strcmp(magic, TL__CARGO_MAGIC) == 0 &&
+                a[1].type == MSGPACK_OBJECT_BIN && a[2].type == MSGPACK_OBJECT_BIN;
+        if (found) { /* the parts point into *p (msgpack-c does not copy bins) */
+            *p = a[1].via.bin.ptr;
+            *n = a[1].via.bin.size;
+            *cargo = a[2].via.bin.ptr;
+            *clen = a[2].via.bin.size;
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    return found;
 }
 
 /* l went down: what went out on it is to be sent again, first (the ids
@@ -501,11 +624,18 @@ void tl__transfers_free(tl_node *n, int durable)
             tl__outx_free(n, x);
             continue;
         }
-        if (!x->tried && import_own(n, x, 0, &t) == TL_OK)
-            tl_throw_pending(t, TL_ELINK, "the node closed before the tasklet could move");
-        else
+        const void *cargo;
+        size_t clen;
+        if (!x->tried && import_own(n, x, 0, &t, &cargo, &clen) == TL_OK) {
+            /* one with store rows: their layer takes it back (it never left) */
+            if (!x->cargo || !n->store ||
+                tl__store_cargo_in(n->store, t, x->tid, n->id, NULL, 0,
+                                   "the node closed before it could move") != TL_OK)
+                tl_throw_pending(t, TL_ELINK, "the node closed before the tasklet could move");
+        } else {
             tl__node_log(n, "transfer %s to %s was not acknowledged before the node closed: "
                          "the tasklet may or may not have arrived", x->xid, x->peer);
+        }
         tl__outx_free(n, x);
     }
     n->out_last = n->undurable = NULL;

@@ -266,7 +266,42 @@ typedef struct tl__participant {
      * told).  Called before tl_store_checkpoint returns; nothing of the
      * participant changed between its write and this call. */
     void (*committed)(void *ud);
+    /* Cargo (all NULL: none): rows that travel with a moving tasklet in
+     * the node's transfer (docs/ARCHITECTURE.md, "Moving a workflow").
+     * cargo names them on the wire ("wf"; [a-z]+).  cargo_out: at the
+     * source, inside the checkpoint transaction that writes tasklet tid's
+     * transfer to node peer into the outbox (again if it rolls back), the
+     * participant writes its own rows for the departure through tx and
+     * sets *out (malloc'd; NULL: nothing of its own travels) and *len.
+     * cargo_in: t (imported, held) arrived from node from with the bytes
+     * this participant's cargo_out gave there; it takes them in, its rows
+     * going into the checkpoint that commits the import.  With refused
+     * not NULL it is the source taking its tasklet back (the destination
+     * refused it: refused says why; p is NULL when the transfer never left,
+     * and tid is then the departed tasklet's id).  A non-OK return (rt's
+     * error says why) refuses the import. */
+    const char *cargo;
+    int (*cargo_out)(void *ud, tl__store_tx *tx, uint64_t tid, const char *peer, void **out,
+                     size_t *len);
+    int (*cargo_in)(void *ud, tl_tasklet *t, uint64_t tid, const char *from, const void *p,
+                    size_t n, const char *refused);
 } tl__participant;
+
+/* The cargo of moving tasklet tid (cargo.c): every participant's, as one
+ * msgpack map {cargo name: bin} in *out (malloc'd; NULL and 0 when none
+ * has any), from inside write's transaction tx. */
+TL__HIDDEN int tl__store_cargo_out(tl_store *st, tl__store_tx *tx, uint64_t tid,
+                                   const char *peer, void **out, size_t *len);
+/* Hands each entry of such a map to the participant of that name (see
+ * cargo_in); TL_ENOTSUP naming the first entry no participant takes.
+ * p NULL (refused set): each participant with cargo is told. */
+TL__HIDDEN int tl__store_cargo_in(tl_store *st, tl_tasklet *t, uint64_t tid, const char *from,
+                                  const void *p, size_t n, const char *refused);
+/* Whether some participant of st takes each entry of cargo map p (rt's
+ * error names the first none takes: TL_ENOTSUP; TL_ECORRUPT). */
+TL__HIDDEN int tl__store_cargo_takes(tl_store *st, tl_runtime *rt, const void *p, size_t n);
+/* Participant i of st (NULL past the last), its ud in *ud. */
+TL__HIDDEN const tl__participant *tl__store_part(tl_store *st, size_t i, void **ud);
 
 /* Joins (at most 4 participants per store; TL_ENOMEM beyond) and leaves. */
 TL__HIDDEN int tl__store_join(tl_store *st, const tl__participant *p, void *ud);

@@ -879,6 +879,14 @@ int tl__store_join(tl_store *st, const tl__participant *p, void *ud)
     return TL_OK;
 }
 
+const tl__participant *tl__store_part(tl_store *st, size_t i, void **ud)
+{
+    if (!valid(st) || i >= st->nparts)
+        return NULL;
+    *ud = st->parts[i].ud;
+    return st->parts[i].p;
+}
+
 void tl__store_leave(tl_store *st, const tl__participant *p, void *ud)
 {
     if (!valid(st))

@@ -222,6 +222,12 @@ typedef struct tl__layer_ops {
     /* a moving tasklet being imported refers to local channel ch: 0
      * refuses the import as if ch did not exist (access control) */
     int (*import_chan)(void *state, tl_chan *ch);
+    /* Moves suspended t (not the current tasklet) to node now, as
+     * tl_node_migrate does, for a layer above core that may not call the
+     * node (the workflow engine).  cargo: 0 a plain move; else about that
+     * many bytes of store rows travel with it (persist/persist.h,
+     * cargo_out), which needs the node's store.  Non-zero: rt's error. */
+    int (*migrate)(void *state, tl_tasklet *t, const char *node, size_t cargo);
 } tl__layer_ops;
 typedef struct tl__layer {
     const tl__layer_ops *ops;

@@ -94,6 +94,22 @@ static tl_status root_step(tl_frame *f, void *locals)
 const tl_func tl__wf_root = {"tl.wf.root", 1, root_step, sizeof(root_t),
                              root_fields, TL_COUNTOF(root_fields), NULL};
 
+int tl__wf_root_wake(tl_tasklet *h, tl_chan *ch)
+{
+    tl_tasklet *t = tl__tasklet_at(h);
+    tl_frame *f = t ? t->top : NULL;
+    while (f && f->parent)
+        f = f->parent;
+    if (!f || strcmp(f->fn->fn->name, tl__wf_root.name) != 0)
+        return 0;
+    root_t *L = TL__LOCALS(f);
+    tl_chan *old = L->wake;
+    L->wake = ch ? tl_chan_retain(ch) : NULL;
+    tl_chan_release(old);
+    tl__mark(t->rt, t);
+    return 1;
+}
+
 /* ---- tl.wf.await: one suspension point ---- */
 
 typedef struct await_t {
@@ -256,7 +272,13 @@ static tl_status await_step(tl_frame *f, void *locals)
         TL_FAIL(f, rc, r->wf->errmsg);
     if (rc == 0)
         TL_RETURN(f, L->v);
+again:
     TL_RECV(f, r->wake, L->v);
+    if (r && r->rebind) { /* woken by a move (move.c): wait on the wake channel it has now */
+        r->rebind = 0;
+        tl__wf_dirty(r->wf, r);
+        goto again;
+    }
     TL_RETURN(f, L->v);
     TL_END(f);
 }
@@ -358,7 +380,7 @@ static int select_timeout(tl_wf *wf, wf_rec *r, int rc, const char *msg)
 
 /* Whether r's step result is recorded and waits to be handed over: then
  * the result wins over a deadline that expires meanwhile. */
-static int result_pending(const tl_wf *wf, const wf_rec *r)
+int tl__wf_result_pending(const tl_wf *wf, const wf_rec *r)
 {
     for (const wf_out *o = wf->outs; o; o = o->next)
         if (o->rec == r && o->gen == r->gen)
@@ -558,7 +580,7 @@ static int unlink_job(wf_job **head, wf_job ***tail, wf_job *j)
 }
 
 /* Abandons the attempt in flight: a worker's result will be dropped. */
-static void abandon(tl_wf *wf, wf_rec *r)
+void tl__wf_abandon(tl_wf *wf, wf_rec *r)
 {
     wf_job *j = r->job;
     if (!j)
@@ -603,7 +625,7 @@ void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm)
         if (r->job && r->job->attempt == tm->attempt) {
             const tl_wf_step *s = r->job->step;
             int64_t started = tl_now(wf->rt) - (int64_t)s->timeout_ms * 1000000;
-            abandon(wf, r);
+            tl__wf_abandon(wf, r);
             char msg[160];
             snprintf(msg, sizeof msg, "step %s: attempt %u timed out after %u ms", s->name,
                      tm->attempt, s->timeout_ms);
@@ -613,14 +635,14 @@ void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm)
     }
     if (r->deadline == 0 || tm->at != r->deadline || r->expired)
         return;
-    if ((r->wait == W_SELECT && !select_blocked(r)) || (r->wait == W_STEP && result_pending(wf, r)))
+    if ((r->wait == W_SELECT && !select_blocked(r)) || (r->wait == W_STEP && tl__wf_result_pending(wf, r)))
         return; /* the case or the recorded result wins */
     if (r->wait == W_JOIN) {
         wf_rec *c = tl__wf_find(wf, r->what);
         if (c && c->joiner == r)
             c->joiner = NULL;
     }
-    abandon(wf, r);
+    tl__wf_abandon(wf, r);
     r->expired = 1;
     tl__wf_dirty(wf, r);
     if (tl__wf_timeout_out(wf, r, &wf->outs) != TL_OK)
@@ -716,7 +738,7 @@ int tl__wf_do_cancel(tl_wf *wf, wf_rec *r)
         if (c && c->joiner == r)
             c->joiner = NULL;
     }
-    abandon(wf, r);
+    tl__wf_abandon(wf, r);
     r->wait = W_NONE;
     r->what[0] = 0;
     r->deadline = 0;

@@ -104,9 +104,23 @@ static int check_target(tl_runtime *rt, sqlite3 *db, int kind, const char *id)
     int st = 0;
     if (kind == 2)
         return chan_known(rt, db, id);
-    int rc = tl__wf_db_get(db, id, NULL, NULL, &st);
+    void *p = NULL;
+    size_t n = 0;
+    int rc = tl__wf_db_get(db, id, &p, &n, &st);
     if (rc == TL_ENOENT)
         return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+    if (rc == TL_OK && st == TL_WF_MOVED) {
+        wf_rec r;
+        int64_t a, b;
+        memset(&r, 0, sizeof r);
+        tl__wf_unpack_rec(p, n, &r, &a, &b);
+        free(r.result);
+        free(r.sarg);
+        free(p);
+        return cerr(rt, TL_EMOVED, "workflow %s moved to node %s: post to that node's store",
+                    id, r.move_to);
+    }
+    free(p);
     if (rc == TL_OK && st >= TL_WF_DONE)
         return cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id,
                     tl_wf_status_name(st));
@@ -259,6 +273,9 @@ int tl__wf_info_decode(tl_runtime *rt, const char *id, const void *p, size_t n, 
     out->finished = r.finished;
     out->error = r.error;
     snprintf(out->errmsg, sizeof out->errmsg, "%s", r.errmsg);
+    snprintf(out->moved_to, sizeof out->moved_to, "%s", st == TL_WF_MOVED ? r.move_to : "");
+    snprintf(out->moved_from, sizeof out->moved_from, "%s", r.moved_from);
+    snprintf(out->move_error, sizeof out->move_error, "%s", r.move_error);
     if (rc == TL_OK && st == TL_WF_DONE && rt)
         rc = tl__wf_unpack(rt, r.result, r.rlen, &out->result);
     free(r.result);

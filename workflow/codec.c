@@ -14,17 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const status_names[] = {"?",    "pending", "running",  "waiting",
-                                           "done", "failed",  "cancelled"};
+static const char *const status_names[] = {"?",    "pending", "running",   "waiting",
+                                           "done", "failed",  "cancelled", "moved"};
 
 const char *tl_wf_status_name(int status)
 {
-    return status >= TL_WF_PENDING && status <= TL_WF_CANCELLED ? status_names[status] : "?";
+    return status >= TL_WF_PENDING && status <= TL_WF_MOVED ? status_names[status] : "?";
 }
 
 int tl__wf_status_parse(const char *s)
 {
-    for (int i = TL_WF_PENDING; s && i <= TL_WF_CANCELLED; i++)
+    for (int i = TL_WF_PENDING; s && i <= TL_WF_MOVED; i++)
         if (strcmp(s, status_names[i]) == 0)
             return i;
     return 0;
@@ -227,7 +227,8 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 21);
+    int moved = r->move_to[0] || r->moved_from[0] || r->move_error[0] || r->rebind;
+    msgpack_pack_map(&pk, moved ? 25 : 21); /* the move's keys only once it moved */
     pk_kstr(&pk, "func", r->func);
     pk_kstr(&pk, "parent", r->parent);
     int sleeping = r->wait == W_NONE && r->status == TL_WF_WAITING;
@@ -250,6 +251,12 @@ int tl__wf_pack_rec(const wf_rec *r, void **out, size_t *len)
     pk_kraw(&sb, &pk, "result", r->result, r->rlen);
     pk_kint(&pk, "updated", r->updated);
     pk_kraw(&sb, &pk, "sarg", r->wait == W_STEP ? r->sarg : NULL, r->salen);
+    if (moved) {
+        pk_kstr(&pk, "to", r->move_to);
+        pk_kstr(&pk, "from", r->moved_from);
+        pk_kstr(&pk, "move_error", r->move_error);
+        pk_kint(&pk, "rebind", r->rebind);
+    }
     if (!sb.data) {
         msgpack_sbuffer_destroy(&sb);
         return TL_ENOMEM;
@@ -287,6 +294,10 @@ int tl__wf_unpack_rec_in(void *zone, const void *p, size_t n, wf_rec *r, int64_t
     r->finished = map_int(&mi, "finished");
     r->error = (int)map_int(&mi, "error");
     map_str(&mi, "msg", r->errmsg, sizeof r->errmsg);
+    map_str(&mi, "to", r->move_to, sizeof r->move_to);
+    map_str(&mi, "from", r->moved_from, sizeof r->moved_from);
+    map_str(&mi, "move_error", r->move_error, sizeof r->move_error);
+    r->rebind = (int)map_int(&mi, "rebind");
     int rc = map_raw(&mi, "result", &r->result, &r->rlen);
     r->updated = map_int(&mi, "updated");
     if (rc == TL_OK)

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FINAL "('done','failed','cancelled')"
+#define FINAL "('done','failed','cancelled','moved')"
 
 /* wf and wf_step are WITHOUT ROWID tables with no other index (FORMAT.md
  * section 11): a step's commit rewrites one b-tree page of each, not a
@@ -197,23 +197,40 @@ static int write_txq(tl_wf *wf, tl__store_tx *tx)
     return rc;
 }
 
+int tl__wf_sqlerr(tl_wf *wf, void *db, const char *what) { return sqlerr(wf, db, what); }
+
+int tl__wf_db_put(tl_wf *wf, tl__store_tx *tx, int step, const char *key, const char *id,
+                  int64_t time, const void *p, size_t n)
+{
+    return put(wf, tx, step ? &T_STEP : &T_MSG, key, id, time, p, n);
+}
+
+/* r's row (its status in the column, the rest in the blob). */
+int tl__wf_db_put_rec(tl_wf *wf, tl__store_tx *tx, wf_rec *r)
+{
+    void *p;
+    size_t n;
+    int sleeping = r->status == TL_WF_RUNNING && r->t && !r->moving &&
+                   tl_tasklet_state(r->t) == TL_BLOCKED && tl_tasklet_wait(r->t) == TL_WAIT_SLEEP;
+    if (sleeping) /* in TL_SLEEP: shown as waiting on "sleep" */
+        r->status = TL_WF_WAITING;
+    int rc = tl__wf_pack_rec(r, &p, &n);
+    if (sleeping)
+        r->status = TL_WF_RUNNING;
+    if (rc != TL_OK)
+        return tl__wf_err(wf, rc, "workflows: out of memory for a row");
+    rc = put(wf, tx, &T_WF, r->id, tl_wf_status_name(sleeping ? TL_WF_WAITING : r->status),
+             r->updated, p, n);
+    free(p);
+    return rc;
+}
+
 static int write_recs(tl_wf *wf, tl__store_tx *tx)
 {
     for (wf_rec *r = wf->dirty; r; r = r->dnext) {
-        void *p;
-        size_t n;
-        int sleeping = r->status == TL_WF_RUNNING && r->t &&
-                       tl_tasklet_state(r->t) == TL_BLOCKED &&
-                       tl_tasklet_wait(r->t) == TL_WAIT_SLEEP;
-        if (sleeping) /* in TL_SLEEP: shown as waiting on "sleep" */
-            r->status = TL_WF_WAITING;
-        int rc = tl__wf_pack_rec(r, &p, &n);
-        if (rc != TL_OK)
-            return tl__wf_err(wf, rc, "workflows: out of memory for a row");
-        rc = put(wf, tx, &T_WF, r->id, tl_wf_status_name(r->status), r->updated, p, n);
-        if (sleeping)
-            r->status = TL_WF_RUNNING;
-        free(p);
+        if (r->moving)
+            continue; /* its departure row is the cargo's (move.c) */
+        int rc = tl__wf_db_put_rec(wf, tx, r);
         if (rc != TL_OK)
             return rc;
     }
@@ -288,7 +305,11 @@ static int announce_ends(tl_wf *wf, tl__store_tx *tx)
 
 int tl__wf_db_write(tl_wf *wf, tl__store_tx *tx)
 {
-    int rc = write_txq(wf, tx);
+    if (wf->txdone) /* the checkpoint that ran them rolled back */
+        tl__wf_tx_rollback(wf);
+    int rc = tl__wf_arrivals_write(wf, tx);
+    if (rc == TL_OK)
+        rc = write_txq(wf, tx);
     if (rc == TL_OK)
         rc = write_recs(wf, tx);
     if (rc == TL_OK)
@@ -440,9 +461,44 @@ int tl__wf_db_intake(tl_wf *wf)
     return rc;
 }
 
+int tl__wf_db_rows(tl_wf *wf, int step, const char *id,
+                   int (*fn)(void *ud, const char *key, int64_t time, const void *p, size_t n),
+                   void *ud)
+{
+    sqlite3_stmt *s;
+    const char *sql = step ? "SELECT key, time, data FROM wf_step WHERE wf = ? ORDER BY time"
+                           : "SELECT key, time, data FROM wf_msg WHERE wf = ? ORDER BY seq";
+    if (sqlite3_prepare_v2(wf->db, sql, -1, &s, NULL) != SQLITE_OK)
+        return sqlerr(wf, wf->db, "reading a workflow's rows");
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = TL_OK, src = SQLITE_DONE;
+    while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW)
+        rc = fn(ud, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1),
+                sqlite3_column_blob(s, 2), (size_t)sqlite3_column_bytes(s, 2));
+    if (rc == TL_OK && src != SQLITE_DONE)
+        rc = sqlerr(wf, wf->db, "reading a workflow's rows");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+size_t tl__wf_db_size(tl_wf *wf, const char *id)
+{
+    sqlite3_stmt *s;
+    int64_t n = 0;
+    if (sqlite3_prepare_v2(wf->db, "SELECT (SELECT total(length(data)) + 100 * count(*) FROM "
+                           "wf_step WHERE wf = ?1) + (SELECT total(length(data)) + 300 * "
+                           "count(*) FROM wf_msg WHERE wf = ?1)", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            n = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
 /* ---- restore: the live workflows' rows ---- */
 
-static int resume_wait(tl_wf *wf, wf_rec *r)
+int tl__wf_resume_wait(tl_wf *wf, wf_rec *r)
 {
     if (r->expired && r->wait != W_NONE) /* decided before the stop: the same branch */
         return tl__wf_timeout_out(wf, r, &wf->ready) == TL_OK
@@ -755,6 +811,6 @@ int tl__wf_db_load(tl_wf *wf)
     free(eager);
     for (size_t i = 0; rc == TL_OK && i < wf->hcap; i++)
         for (wf_rec *r = wf->hash[i]; r && rc == TL_OK; r = r->hnext)
-            rc = resume_wait(wf, r);
+            rc = tl__wf_resume_wait(wf, r);
     return rc == TL_OK ? link_joins(wf) : rc;
 }

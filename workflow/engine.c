@@ -301,7 +301,10 @@ static void part_detach(void *ud)
     tl__wf_db_finalize(ud); /* the store closes: its connection with it */
     ((tl_wf *)ud)->st = NULL;
 }
-static const tl__participant wf_part = {"workflow engine", part_write, part_detach};
+static void part_committed(void *ud) { tl__wf_committed(ud); }
+static const tl__participant wf_part = {"workflow engine", part_write, part_detach,
+                                        part_committed, "wf", tl__wf_cargo_out,
+                                        tl__wf_cargo_in};
 
 static int engine_init(tl_wf *wf)
 {
@@ -417,6 +420,7 @@ void tl_wf_free(tl_wf *wf)
     free_msgs(wf->taken);
     tl__wf_lazy_free(wf);
     tl__wf_zone_free(wf->rowzone);
+    tl__wf_moves_free(wf);
     tl__wf_chan_free(wf);
     tl__wf_db_finalize(wf);
     if (wf->st)
@@ -541,10 +545,16 @@ int tl_wf_cancel(tl_wf *wf, const char *id)
     if (bad(wf))
         return TL_EMISUSE;
     wf_rec *r = id ? tl__wf_find(wf, id) : NULL;
+    if (r && r->moving)
+        return tl__wf_err(wf, TL_EMOVED, "tl_wf_cancel: workflow %s is moving to node %s: "
+                          "cancel it there (tl_wf_cancel_at on its store)", id, r->move_to);
     if (r)
         return tl__wf_do_cancel(wf, r);
     int st = 0;
     int rc = id ? tl__wf_db_find(wf, id, NULL, NULL, &st) : TL_ENOENT;
+    if (rc == TL_OK && st == TL_WF_MOVED)
+        return tl__wf_err(wf, TL_EMOVED, "tl_wf_cancel: workflow %s moved to another node: "
+                          "cancel it there (tasklet wf show names the node)", id);
     if (rc == TL_OK)
         return tl__wf_err(wf, TL_EDONE, "tl_wf_cancel: workflow %s already finished (%s)", id,
                           tl_wf_status_name(st));
@@ -593,6 +603,11 @@ int tl__wf_intake_one(tl_wf *wf, const char *id, wf_msg *m)
         free(m->val);
         free(m);
         return rc;
+    }
+    if (r && r->moving) { /* its row travels with it (read in the hand-off, move.c) */
+        free(m->val);
+        free(m);
+        return TL_OK;
     }
     if (!r || r->status >= TL_WF_DONE || m->kind == 1) {
         m->taken = r && r->status < TL_WF_DONE ? tl_now(wf->rt) : -1;

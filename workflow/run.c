@@ -21,7 +21,8 @@ static int bad(const tl_wf *wf) { return !wf || wf->magic != WF_MAGIC; }
 
 static int has_work(const tl_wf *wf)
 {
-    return wf->dirty || wf->outs || wf->txq || wf->taken || wf->force || wf->changed;
+    return wf->dirty || wf->outs || wf->txq || wf->taken || wf->force || wf->changed ||
+           wf->arrivals;
 }
 
 /* Hands every committed result to its workflow (if it still waits for
@@ -78,6 +79,45 @@ static void reap(tl_wf *wf, wf_rec *fin)
     }
 }
 
+void tl__wf_tx_rollback(tl_wf *wf)
+{
+    for (wf_job *j = wf->txdone, *nx; j; j = nx) {
+        nx = j->next;
+        if (j->counted && j->rec)
+            j->rec->recorded--;
+        j->counted = 0;
+        free(j->res);
+        j->res = NULL;
+        j->db = NULL;
+        j->next = wf->txq;
+        wf->txq = j;
+    }
+    wf->txdone = NULL;
+}
+
+/* A checkpoint holding the engine's rows committed (the engine's own, or
+ * one the node wrote for a transfer): what it recorded is handed over,
+ * finished workflows leave memory, moves and arrivals settle. */
+void tl__wf_committed(tl_wf *wf)
+{
+    wf->force = 0;
+    wf->changed = 0;
+    tl__wf_chan_committed(wf);
+    wf_rec *fin = NULL;
+    while (wf->dirty) {
+        wf_rec *r = wf->dirty;
+        wf->dirty = r->dnext;
+        r->dirty = 0;
+        if (r->status >= TL_WF_DONE && !r->moving) {
+            r->dnext = fin;
+            fin = r;
+        }
+    }
+    after_commit(wf);
+    reap(wf, fin);
+    tl__wf_moves_committed(wf);
+}
+
 int tl_wf_commit(tl_wf *wf)
 {
     if (bad(wf))
@@ -89,37 +129,10 @@ int tl_wf_commit(tl_wf *wf)
     tl__store_touch(wf->st);
     int rc = tl_store_checkpoint(wf->st);
     if (rc != TL_OK) {
-        /* the transaction rolled back: TL_WF_TX attempts run again */
-        for (wf_job *j = wf->txdone, *nx; j; j = nx) {
-            nx = j->next;
-            if (j->counted && j->rec)
-                j->rec->recorded--;
-            j->counted = 0;
-            free(j->res);
-            j->res = NULL;
-            j->db = NULL;
-            j->next = wf->txq;
-            wf->txq = j;
-        }
-        wf->txdone = NULL;
+        tl__wf_tx_rollback(wf); /* the transaction rolled back: they run again */
         return tl__wf_err(wf, rc, "commit: %s", tl_store_errmsg(wf->st));
     }
-    wf->force = 0;
-    wf->changed = 0;
-    tl__wf_chan_committed(wf);
-    wf_rec *fin = NULL;
-    while (wf->dirty) {
-        wf_rec *r = wf->dirty;
-        wf->dirty = r->dnext;
-        r->dirty = 0;
-        if (r->status >= TL_WF_DONE) {
-            r->dnext = fin;
-            fin = r;
-        }
-    }
-    after_commit(wf);
-    reap(wf, fin);
-    return TL_OK;
+    return TL_OK; /* tl__wf_committed ran */
 }
 
 /* ---- the loop ---- */

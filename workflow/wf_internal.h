@@ -100,6 +100,18 @@ struct wf_rec {
     wf_rec *joiner;              /* the parent waiting on us */
     wf_rec *hnext;               /* hash chain */
     wf_rec *dnext;               /* dirty list */
+    /* moving (move.c) */
+    int rebind;                  /* its await receives once more, on the
+                                    wake channel it has now (a move woke it) */
+    int moving;                  /* departed (tl_wf_move), hand-off not committed */
+    int move_written;            /* its departure rows are in the checkpoint
+                                    being written */
+    int arrived;                 /* taken in (move.c): waits resume once committed */
+    uint64_t move_tid;           /* its tasklet's id when it departed */
+    wf_rec *mnext;               /* wf->moves */
+    char move_to[64];            /* TL_WF_MOVED, or moving: where */
+    char moved_from[64];         /* the node it last came from */
+    char move_error[200];        /* why its last move was refused */
 };
 
 /* A restored workflow whose row is not read yet (lazy.c). */
@@ -109,6 +121,16 @@ typedef struct wf_lazy {
     tl_chan *wake;               /* its root frame's */
     int quiet;                   /* restore: blocks in TL_WF_RECV, no deadline */
 } wf_lazy;
+/* Rows that came with moved workflows, to write in the next checkpoint. */
+typedef struct wf_arrival {
+    struct wf_arrival *next;
+    int step;                    /* 1 wf_step, 0 wf_msg */
+    char key[TL_WF_ID_MAX + 280];
+    char wf[TL_WF_ID_MAX + 1];
+    int64_t time;
+    void *data;
+    size_t len;
+} wf_arrival;
 
 /* A named channel this engine opened (chan.c). */
 typedef struct wf_chan {
@@ -195,6 +217,9 @@ struct tl_wf {
     size_t inflight;             /* jobs the pool holds */
     int changed;                 /* the scheduler ran since the last commit */
     int joined;                  /* a joiner was ever set (tl__wf_rec_free) */
+    wf_rec *moves;               /* departed, hand-off not committed (mnext) */
+    wf_arrival *arrivals;        /* rows of arrived workflows to write */
+    int arrived;                 /* some rec is arrived: resume after the commit */
     wf_pool pool;
     char errmsg[512];
 };
@@ -242,6 +267,24 @@ TL__HIDDEN void tl__wf_timer_fire(tl_wf *wf, const wf_timer *tm);
 TL__HIDDEN int tl__wf_timeout_out(tl_wf *wf, wf_rec *r, wf_out **list);
 TL__HIDDEN void tl__wf_out_free(wf_out *o);
 TL__HIDDEN void tl__wf_run_inline(tl_wf *wf);
+/* run.c: the TL_WF_TX attempts of a checkpoint that rolled back run again */
+TL__HIDDEN void tl__wf_tx_rollback(tl_wf *wf);
+TL__HIDDEN void tl__wf_committed(tl_wf *wf);
+
+TL__HIDDEN void tl__wf_abandon(tl_wf *wf, wf_rec *r);
+TL__HIDDEN int tl__wf_result_pending(const tl_wf *wf, const wf_rec *r);
+/* Sets the root frame's wake channel of workflow tasklet t (NULL: none;
+ * the old one is released); 0 if t's bottom frame is not tl.wf.root. */
+TL__HIDDEN int tl__wf_root_wake(tl_tasklet *t, tl_chan *ch);
+
+/* move.c: moving workflows between nodes */
+TL__HIDDEN int tl__wf_cargo_out(void *ud, tl__store_tx *tx, uint64_t tid, const char *peer,
+                                void **out, size_t *len);
+TL__HIDDEN int tl__wf_cargo_in(void *ud, tl_tasklet *t, uint64_t tid, const char *from,
+                               const void *p, size_t n, const char *refused);
+TL__HIDDEN int tl__wf_arrivals_write(tl_wf *wf, tl__store_tx *tx);
+TL__HIDDEN void tl__wf_moves_committed(tl_wf *wf);
+TL__HIDDEN void tl__wf_moves_free(tl_wf *wf);
 
 /* lazy.c: restored workflows whose rows are read when first needed */
 TL__HIDDEN int tl__wf_root_info(tl_tasklet *t, const char **id, tl_chan **wake, int *quiet);
@@ -301,6 +344,18 @@ TL__HIDDEN int tl__wf_db_find(tl_wf *wf, const char *id, void **rec, size_t *len
 TL__HIDDEN void tl__wf_db_finalize(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_intake(tl_wf *wf);
 TL__HIDDEN int tl__wf_db_changed(tl_wf *wf);
+TL__HIDDEN int tl__wf_resume_wait(tl_wf *wf, wf_rec *r);
+TL__HIDDEN int tl__wf_sqlerr(tl_wf *wf, void *db, const char *what);
+/* The rows of table wf_step (step 1) or wf_msg of workflow id, in
+ * insertion order: fn(ud, key, time, data, len); non-OK stops. */
+TL__HIDDEN int tl__wf_db_rows(tl_wf *wf, int step, const char *id,
+                              int (*fn)(void *ud, const char *key, int64_t time,
+                                        const void *p, size_t n), void *ud);
+TL__HIDDEN int tl__wf_db_put(tl_wf *wf, tl__store_tx *tx, int step, const char *key,
+                             const char *id, int64_t time, const void *p, size_t n);
+TL__HIDDEN int tl__wf_db_put_rec(tl_wf *wf, tl__store_tx *tx, wf_rec *r);
+/* Rough bytes of workflow id's rows (steps and messages). */
+TL__HIDDEN size_t tl__wf_db_size(tl_wf *wf, const char *id);
 
 /* db_store.c: the same tables on a store without a SQLite connection
  * (PostgreSQL), through the store's row operations; db.c and client.c
