@@ -242,6 +242,22 @@ static void link_pair(side **v, int k, side *x, side *y)
 
 /* ---- tests ---- */
 
+/* `tasklet wf ls` shows w1 moved to B at A's store; `tasklet send` to it
+ * there is refused naming B. */
+static void cli_shows(const char *db)
+{
+    const char *cli = getenv("TASKLET_CLI");
+    if (!cli)
+        return; /* run outside meson */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s' wf ls %s | grep -q 'w1 .* moved .* to B'", cli, db);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "'%s' send %s w1 go 1 2>&1 | grep -q 'moved to node B'", cli, db);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "'%s' result %s w1 | grep -q '^moved .*node B'", cli, db);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Between its steps, with "fin" posted before it moved (and its dedup
  * key): B finishes it, each step ran once, A refuses posts naming B. */
 static void test_move_between_steps(void **state)
@@ -279,6 +295,7 @@ static void test_move_between_steps(void **state)
     tl_runtime_free(rt);
     assert_int_equal(tl_wf_move(a.wf, "w1", "B"), TL_EMOVED);
     assert_int_equal(tl_wf_cancel(a.wf, "w1"), TL_EMOVED);
+    cli_shows(a.path);
     pump_until(v, 2, &b, "w1", TL_WF_DONE, NULL);
     int64_t r = 0;
     assert_int_equal(result_of(&b, "w1", &r), TL_WF_DONE);

@@ -124,6 +124,20 @@ static json_t *wf_json(sqlite3_stmt *s)
                           "readable", m != NULL);
     json_object_set_new(j, "result", mval(m, "result"));
     json_object_set_new(j, "deadline", json_integer(mint(m, "deadline")));
+    char to[80], from[80], merr[220];
+    mstr(m, "to", to, sizeof to);
+    mstr(m, "from", from, sizeof from);
+    mstr(m, "move_error", merr, sizeof merr);
+    json_object_set_new(j, "moved_to", json_string(to));
+    json_object_set_new(j, "moved_from", json_string(from));
+    json_object_set_new(j, "move_error", json_string(merr));
+    if (!strcmp((const char *)sqlite3_column_text(s, 1), "moved")) { /* where it went */
+        char line[128];
+        snprintf(line, sizeof line, "to %s", to);
+        json_object_set_new(j, "wait", json_string(line));
+        snprintf(line, sizeof line, "moved to node %s", to);
+        json_object_set_new(j, "message", json_string(line));
+    }
     msgpack_unpacked_destroy(&up);
     return j;
 }
@@ -267,6 +281,12 @@ static void show_text(json_t *w)
            json_integer_value(json_object_get(w, "error")),
            json_string_value(json_object_get(w, "message")));
     free(res);
+    const char *from = json_string_value(json_object_get(w, "moved_from"));
+    const char *merr = json_string_value(json_object_get(w, "move_error"));
+    if (from && from[0])
+        printf("  came from node %s\n", from);
+    if (merr && merr[0])
+        printf("  last move refused: %s\n", merr);
     size_t i;
     json_t *r;
     json_array_foreach(json_object_get(w, "steps_done"), i, r) {
@@ -282,7 +302,8 @@ static void show_text(json_t *w)
         char *v = json_dumps(json_object_get(r, "value"), JSON_ENCODE_ANY | JSON_COMPACT);
         printf("  %s %-10s %s %s\n", json_string_value(json_object_get(r, "kind")),
                json_string_value(json_object_get(r, "topic")), v ? v : "null",
-               json_integer_value(json_object_get(r, "taken")) < 0   ? "(dropped)"
+               json_integer_value(json_object_get(r, "taken")) == -2 ? "(moved with it)"
+               : json_integer_value(json_object_get(r, "taken")) < 0 ? "(dropped)"
                : json_integer_value(json_object_get(r, "taken")) ? "(received)"
                                                                  : "(in transit)");
         free(v);

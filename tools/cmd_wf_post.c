@@ -109,7 +109,33 @@ static int wf_status(sqlite3 *db, const char *id, char *out, size_t cap)
 
 static bool final(const char *st)
 {
-    return !strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled");
+    return !strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled") ||
+           !strcmp(st, "moved");
+}
+
+/* The node a moved workflow went to (its row's "to"), or "?". */
+static void moved_to(sqlite3 *db, const char *id, char *out, size_t cap)
+{
+    sqlite3_stmt *s;
+    snprintf(out, cap, "?");
+    if (sqlite3_prepare_v2(db, "SELECT rec FROM wf WHERE id = ?", -1, &s, NULL))
+        return;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (sqlite3_step(s) == SQLITE_ROW &&
+        msgpack_unpack_next(&up, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0),
+                            &off) == MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_MAP)
+        for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+            const msgpack_object_kv *kv = &up.data.via.map.ptr[i];
+            if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 2 &&
+                !memcmp(kv->key.via.str.ptr, "to", 2) && kv->val.type == MSGPACK_OBJECT_STR)
+                snprintf(out, cap, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
+        }
+    msgpack_unpacked_destroy(&up);
+    sqlite3_finalize(s);
 }
 
 static int open_rw(const char *path, bool rw, sqlite3 **db)
@@ -158,6 +184,12 @@ static int check_target(sqlite3 *db, int kind, const char *id)
         return CLI_EXIT_OK;
     if (wf_status(db, id, st, sizeof st) != 0) {
         cli_complain("no workflow %s in the store", id);
+        return CLI_EXIT_FAIL;
+    }
+    if (!strcmp(st, "moved")) {
+        char to[80];
+        moved_to(db, id, to, sizeof to);
+        cli_complain("workflow %s moved to node %s: post to that node's store", id, to);
         return CLI_EXIT_FAIL;
     }
     if (final(st)) {
