@@ -547,6 +547,10 @@ int tl__cargo_wrap(tl_node *n, tl__store_tx *tx, outx *x)
     int rc = tl__store_cargo_out(n->store, tx, x->tid, x->peer, &cargo, &clen);
     if (rc != TL_OK)
         return rc;
+    if (!cargo) /* its layer left the store: the hand-off cannot be whole */
+        return tl__seterr(n->rt, TL_ESTATE, "moving tasklet %s: the layer whose rows travel "
+                          "with it (a workflow engine) left the store before they were "
+                          "written; free the node before the engine", x->xid);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
