@@ -160,6 +160,9 @@ int tl_wf_move(tl_wf *wf, const char *id, const char *peer)
     if (!nl->ops || !nl->ops->migrate)
         return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_move: the engine's runtime has no node "
                           "(tl_node_new with the engine's store)");
+    if (!wf->db)
+        return tl__wf_err(wf, TL_ENOTSUP, "tl_wf_move: moving workflows needs a SQLite store "
+                          "for now (this engine's is on PostgreSQL)");
     int rc = tl_wf_commit(wf); /* every result and message received is in the rows */
     if (rc != TL_OK)
         return rc;
@@ -586,6 +589,9 @@ int tl__wf_cargo_in(void *ud, tl_tasklet *t, uint64_t tid, const char *from, con
     tl_wf *wf = ud;
     if (!p)
         return back_unsent(wf, t, tid, refused ? refused : "");
+    if (!wf->db)
+        return tl__seterr(wf->rt, TL_ENOTSUP, "node %s keeps its workflows on PostgreSQL: "
+                          "workflows cannot move there yet", wf->rt->node);
     int rc = arrive(wf, t, from, p, n, refused);
     if (rc != TL_OK && wf->rt->errcode != rc)
         tl__seterr(wf->rt, rc, "%s", wf->errmsg);
