@@ -562,6 +562,31 @@ static int arrive(tl_wf *wf, tl_tasklet *t, const char *from, const void *p, siz
     return TL_OK;
 }
 
+/* One of r's message rows, read again after a move was undone: intake
+ * skipped it while r was moving (the row was to travel). */
+static int reread_row(void *ud, const char *key, int64_t time, const void *p, size_t n)
+{
+    wf_rec *r = ud;
+    for (wf_msg *m = r->mail; m; m = m->next)
+        if (strcmp(m->key, key) == 0)
+            return TL_OK; /* in its mailbox since before the move */
+    wf_msg *m = calloc(1, sizeof *m);
+    const void *val = NULL;
+    if (!m)
+        return tl__wf_err(r->wf, TL_ENOMEM, "workflow %s: out of memory", r->id);
+    if (tl__wf_unpack_msg(p, n, &m->kind, m->topic, &val, &m->len, &m->taken) != TL_OK ||
+        m->taken) {
+        free((void *)val);
+        free(m);
+        return TL_OK;
+    }
+    m->val = (void *)val;
+    m->posted = time;
+    snprintf(m->key, sizeof m->key, "%s", key);
+    snprintf(m->wf, sizeof m->wf, "%s", r->id);
+    return tl__wf_intake_one(r->wf, r->id, m);
+}
+
 /* The transfer of tid never left (the node closed first): the record
  * still in memory is live again with tasklet t. */
 static int back_unsent(tl_wf *wf, tl_tasklet *t, uint64_t tid, const char *refused)
@@ -580,7 +605,8 @@ static int back_unsent(tl_wf *wf, tl_tasklet *t, uint64_t tid, const char *refus
     tl_tasklet_release(r->t);
     r->t = NULL;
     r->gen++;
-    return adopt(wf, r, t);
+    int rc = adopt(wf, r, t);
+    return rc == TL_OK ? tl__wf_db_rows(wf, 0, r->id, reread_row, r) : rc;
 }
 
 int tl__wf_cargo_in(void *ud, tl_tasklet *t, uint64_t tid, const char *from, const void *p,
