@@ -294,14 +294,14 @@ int tl__wf_unpack_rec_in(void *zone, const void *p, size_t n, wf_rec *r, int64_t
     r->finished = map_int(&mi, "finished");
     r->error = (int)map_int(&mi, "error");
     map_str(&mi, "msg", r->errmsg, sizeof r->errmsg);
-    map_str(&mi, "to", r->move_to, sizeof r->move_to);
-    map_str(&mi, "from", r->moved_from, sizeof r->moved_from);
-    map_str(&mi, "move_error", r->move_error, sizeof r->move_error);
-    r->rebind = (int)map_int(&mi, "rebind");
     int rc = map_raw(&mi, "result", &r->result, &r->rlen);
     r->updated = map_int(&mi, "updated");
     if (rc == TL_OK)
         rc = map_raw(&mi, "sarg", &r->sarg, &r->salen);
+    map_str(&mi, "to", r->move_to, sizeof r->move_to); /* written last, once it moved */
+    map_str(&mi, "from", r->moved_from, sizeof r->moved_from);
+    map_str(&mi, "move_error", r->move_error, sizeof r->move_error);
+    r->rebind = (int)map_int(&mi, "rebind");
     map_close(&mi);
     return rc;
 }
