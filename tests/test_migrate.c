@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "tasklet.h"
 #include "tasklet_node.h"
@@ -499,9 +500,36 @@ static tl_status big(tl_frame *f, void *locals)
 static const tl_func big_fn = {"test.migrate.big", 1, big, sizeof(big_t), big_fields,
                                TL_COUNTOF(big_fields), NULL};
 
+/* shuttle: carries a large binary to B and back, n times, recording the
+ * binary's CRC at each arrival (tag + 2i at B, tag + 2i + 1 at A). */
+typedef struct { tl_value blob; int64_t n, i; int32_t tag, pad_; } shuttle_t;
+static const tl_field shuttle_fields[] = {
+    TL_FIELD(shuttle_t, blob, TL_T_VALUE), TL_FIELD(shuttle_t, n, TL_T_I64),
+    TL_FIELD(shuttle_t, i, TL_T_I64), TL_FIELD(shuttle_t, tag, TL_T_I32)};
+static int64_t blob_crc(tl_value v)
+{
+    size_t n = 0;
+    const char *p = tl_str_data(v, &n);
+    return p ? (int64_t)crc32(0L, (const Bytef *)p, (uInt)n) : -1;
+}
+static tl_status shuttle(tl_frame *f, void *locals)
+{
+    shuttle_t *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < L->n; L->i++) {
+        TL_MIGRATE(f, "B");
+        mark(f, L->tag + 2 * (int)L->i)->num = blob_crc(L->blob);
+        TL_MIGRATE(f, "A");
+        mark(f, L->tag + 2 * (int)L->i + 1)->num = blob_crc(L->blob);
+    }
+    TL_END(f);
+}
+static const tl_func shuttle_fn = {"test.migrate.shuttle", 1, shuttle, sizeof(shuttle_t),
+                                   shuttle_fields, TL_COUNTOF(shuttle_fields), NULL};
+
 static const tl_func *const common_fns[] = {
     &hop_fn, &trav_fn, &peer_fn, &sel_fn, &holder_fn, &visitor_fn, &step_fn, &sleeper_fn,
-    &ticker_fn, &big_fn,
+    &ticker_fn, &big_fn, &shuttle_fn,
 };
 
 static int register_all(tl_runtime *rt)
@@ -1516,6 +1544,38 @@ static void test_io_does_not_stall(void **state)
  * the one it allocated (persist/decode.c: resolve_funcs allocates
  * nfuncs + 1 entries, doc_free frees nfuncs), breaking the tl_alloc_fn
  * contract: every migration and every load is off by sizeof(fnref). */
+/* A tasklet holding 3 MiB of random bytes (XFER frames of 48 records,
+ * the links' big buffers kept between them, its raw records unchecked:
+ * the nodes have no store) goes to B and back three times, the bytes the
+ * same at every arrival. */
+static void test_large_payload_shuttle(void **state)
+{
+    (void)state;
+    size_t n = (size_t)3 << 20;
+    unsigned char *bytes = malloc(n);
+    assert_non_null(bytes);
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < n; i++) { /* xorshift: incompressible */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        bytes[i] = (unsigned char)(x >> 24);
+    }
+    int64_t want = (int64_t)crc32(0L, bytes, (uInt)n);
+    shuttle_t args = {.n = 3, .tag = 50};
+    assert_int_equal(tl_bin_new(F.rt[0], bytes, n, &args.blob), TL_OK);
+    free(bytes);
+    spawn(0, &shuttle_fn, &args, sizeof args);
+    tl_release(args.blob);
+    PUMP_UNTIL(R[55].set == 1);
+    for (int k = 50; k <= 55; k++) {
+        assert_int_equal(R[k].set, 1);
+        assert_string_equal(R[k].node, k % 2 ? "A" : "B");
+        assert_int_equal(R[k].num, want);
+    }
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0 && stats(1).moved_out == 3);
+    assert_int_equal(stats(0).moved_in, 3);
+    assert_int_equal(stats(0).frames_rejected + stats(1).frames_rejected, 0);
+}
+
 static void test_load_frees_with_alloc_size(void **state)
 {
     size_alloc s1, s2;
@@ -1713,6 +1773,7 @@ int main(void)
         T(test_two_threads),
         T(test_snapshot_proxy_pinned),
         T(test_io_does_not_stall),
+        T(test_large_payload_shuttle),
         TS(test_store_mailbox),
         cmocka_unit_test(test_load_frees_with_alloc_size),
         cmocka_unit_test(test_node_handle_misuse),
