@@ -375,6 +375,14 @@ static void free_msgs(wf_msg *m)
     }
 }
 
+static void free_jobs(wf_job *j)
+{
+    for (wf_job *nx; j; j = nx) {
+        nx = j->next;
+        tl__wf_job_free(j);
+    }
+}
+
 void tl_wf_free(tl_wf *wf)
 {
     if (bad(wf))
@@ -400,14 +408,8 @@ void tl_wf_free(tl_wf *wf)
         tl__wf_rec_free(wf, all);
         all = nx;
     }
-    for (wf_job *j = wf->txq, *nx; j; j = nx) {
-        nx = j->next;
-        tl__wf_job_free(j);
-    }
-    for (wf_job *j = wf->inlq, *nx; j; j = nx) {
-        nx = j->next;
-        tl__wf_job_free(j);
-    }
+    free_jobs(wf->txq);
+    free_jobs(wf->inlq);
     tl_runtime_free(wf->inl_rt);
     for (wf_out *o = wf->outs, *nx; o; o = nx) {
         nx = o->next;
