@@ -17,6 +17,11 @@
  *     second one (its "go" was posted at B only);
  *   - B holds exactly one "fin" row per workflow (the dedup key travelled).
  *
+ * And a deterministic pair: A killed inside the checkpoint transaction of
+ * its hand-off, then B inside the one of its import (WFMOVE_PAUSE stops
+ * the peer there), before either commits: A's store still has every
+ * workflow, B's none, and the restarted pair moves each once.
+ *
  * No assertion depends on timing: waits are bounded only against hangs.
  * WFMOVE_SEED=n replays a run's kill instants.
  */
@@ -53,6 +58,7 @@ typedef struct proc {
     char buf[4096];
     size_t len;
     const char *argv[8];
+    int pause; /* WFMOVE_PAUSE: stops inside its first hand-off or import */
 } proc;
 
 static char dir[64], db_a[96], db_b[96], steplog[96], addr[128];
@@ -75,6 +81,8 @@ static void proc_start(proc *p)
         close(fds[0]);
         close(fds[1]);
         setenv("TL_NODE_SECRET", SECRET, 1);
+        if (p->pause)
+            setenv("WFMOVE_PAUSE", "1", 1);
         execv(getenv("WFMOVE_PEER"), (char *const *)p->argv);
         _exit(127);
     }
@@ -296,10 +304,65 @@ static void test_move_exactly_once_under_kill9(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Killed inside the hand-off's transaction (A) and inside the import's
+ * (B), before either commits: nothing of it is visible after, and the
+ * restarted pair moves every workflow once. */
+static void test_kill9_inside_the_handoff(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/tl_wfmp_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(db_a, sizeof db_a, "%s/a.db", dir);
+    snprintf(db_b, sizeof db_b, "%s/b.db", dir);
+    snprintf(steplog, sizeof steplog, "%s/steps.log", dir);
+    proc a = {0}, b = {0};
+    b.pause = 1;
+    start_b(&b, "tcp://127.0.0.1:0");
+    a.pause = 1;
+    start_a(&a);
+    assert_true(proc_line(&a, "paused", NULL, 0, WAIT_MS)); /* inside A's hand-off */
+    tl_wf_info in;
+    for (int k = 1; k <= N; k++) { /* not one has left A's store yet */
+        char id[32];
+        snprintf(id, sizeof id, "wf-%d", k);
+        int st = status_at(db_a, id, &in);
+        assert_true(st == TL_WF_WAITING || st == TL_WF_RUNNING || st == TL_WF_PENDING);
+    }
+    proc_kill(&a);
+    a.pause = 0;
+    start_a(&a);
+    assert_true(proc_line(&b, "paused", NULL, 0, WAIT_MS)); /* inside B's import */
+    for (int k = 1; k <= N; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "wf-%d", k);
+        assert_int_equal(status_at(db_b, id, &in), TL_ENOENT);
+    }
+    proc_kill(&b);
+    b.pause = 0;
+    start_b(&b, addr);
+    int64_t end = now_ms() + WAIT_MS;
+    while (!all_moved()) {
+        assert_true(now_ms() < end);
+        for (int k = 1; k <= N; k++)
+            post_fin(k);
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int k = 1; k <= N; k++)
+        post_fin(k); /* the dedup key: refused if it came along */
+    finish_at_b();
+    proc_kill(&a);
+    proc_kill(&b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill9_inside_the_handoff),
         cmocka_unit_test(test_move_exactly_once_under_kill9),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,9 @@
 #include "tasklet_node.h"
 #include "tasklet_workflow.h"
 #include "wfmove_funcs.h"
+#include "../persist/persist.h" /* the participant interface, for WFMOVE_PAUSE */
+
+#include <signal.h>
 
 static void die(const char *what, const char *msg)
 {
@@ -39,6 +42,27 @@ static int64_t mono_ms(void)
 }
 
 static void quiet(void *ud, const char *msg) { (void)ud; (void)msg; }
+
+/* WFMOVE_PAUSE=1: the first checkpoint that holds a hand-off (at the
+ * source, after a tl_wf_move) or an import (at the destination) stops
+ * inside its transaction, after the engine's and the node's rows (this
+ * participant joined last), prints "paused" and waits for SIGKILL. */
+static tl_node *the_node;
+static int src_moved;
+static int pause_write(void *ud, tl__store_tx *tx)
+{
+    tl_node_stats s;
+    (void)ud;
+    (void)tx;
+    tl_node_stats_get(the_node, &s);
+    if (!src_moved && s.moved_in == 0)
+        return TL_OK;
+    printf("paused\n");
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+static const tl__participant pause_part = {"pause in the hand-off", pause_write, NULL, NULL};
 
 /* Moves what may move; 1 once every workflow is moved and acknowledged. */
 static int move_some(tl_wf *wf, tl_node *n, tl_runtime *scratch, const char *db, int count,
@@ -56,7 +80,7 @@ static int move_some(tl_wf *wf, tl_node *n, tl_runtime *scratch, const char *db,
             if (in.status == TL_WF_MOVED)
                 moved[k] = 1;
             else if (in.status == TL_WF_WAITING && strcmp(in.wait, "recv go") == 0)
-                tl_wf_move(wf, id, "B"); /* refused for now (no link, busy): again later */
+                src_moved |= tl_wf_move(wf, id, "B") == TL_OK; /* else again later */
         }
         all &= moved[k];
     }
@@ -96,6 +120,9 @@ int main(int argc, char **argv)
         die("register", tl_wf_errmsg(wf));
     if (tl_wf_restore(wf) != TL_OK)
         die("restore", tl_wf_errmsg(wf));
+    the_node = n;
+    if (getenv("WFMOVE_PAUSE") && tl__store_join(st, &pause_part, NULL) != TL_OK)
+        die("pause", "cannot join the store");
     if (src ? tl_node_connect(n, argv[4]) : tl_node_listen(n, argv[4]))
         die("link", tl_errmsg(rt));
     if (!src)
