@@ -373,6 +373,17 @@ int tl__wf_pack_msg(int kind, const char *topic, const void *val, size_t vlen, i
  * as written by tl__wf_pack_msg; otherwise it is re-encoded into a
  * malloc'd copy that the caller must free: to keep one rule, it is always
  * a malloc'd copy here. */
+int tl__wf_msg_taken(void *zone, const void *p, size_t n, int64_t *taken)
+{
+    mapin mi;
+    int rc = map_open(&mi, p, n, zone);
+    if (rc != TL_OK)
+        return rc;
+    *taken = map_int(&mi, "taken");
+    map_close(&mi);
+    return TL_OK;
+}
+
 int tl__wf_unpack_msg(const void *p, size_t n, int *kind, char *topic, const void **val,
                       size_t *vlen, int64_t *taken)
 {

@@ -432,8 +432,14 @@ int tl__wf_db_intake(tl_wf *wf)
         return sqlerr(wf, db, "reading posted messages");
     sqlite3_bind_int64(s, 1, wf->cursor);
     int rc = TL_OK, src;
+    if (!wf->rowzone)
+        wf->rowzone = tl__wf_zone_new(); /* NULL: each row gets its own */
     while (rc == TL_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
         wf->cursor = sqlite3_column_int64(s, 0);
+        int64_t taken = 0; /* after a restore every row is read again: most were taken */
+        if (tl__wf_msg_taken(wf->rowzone, sqlite3_column_blob(s, 2),
+                             (size_t)sqlite3_column_bytes(s, 2), &taken) == TL_OK && taken)
+            continue;
         wf_msg *m = calloc(1, sizeof *m);
         const void *val = NULL;
         if (!m)

@@ -320,6 +320,8 @@ TL__HIDDEN int tl__wf_unpack_rec(const void *p, size_t n, wf_rec *r, int64_t *ta
  * row to row: no allocation per row; NULL: a zone of its own). */
 TL__HIDDEN int tl__wf_unpack_rec_in(void *zone, const void *p, size_t n, wf_rec *r,
                                     int64_t *tasklet, int64_t *wake);
+/* A message row's taken time only (decoded in zone, may be NULL). */
+TL__HIDDEN int tl__wf_msg_taken(void *zone, const void *p, size_t n, int64_t *taken);
 TL__HIDDEN void *tl__wf_zone_new(void);
 TL__HIDDEN void tl__wf_zone_free(void *zone);
 TL__HIDDEN int tl__wf_pack_step(const wf_out *o, void **out, size_t *len);
