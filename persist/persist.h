@@ -234,6 +234,9 @@ typedef struct tl__table {
     const char *peer; /* a text column, or NULL */
     const char *time; /* an integer column, or NULL */
     const char *data; /* a bytes column, or NULL */
+    int shared;       /* other processes insert rows (tl__store_insert): a
+                       * backend whose write order (seq) is not commit order
+                       * orders those writes (PostgreSQL: a lock) */
 } tl__table;
 
 /* One row; a column the table lacks is ignored on write and zero on

@@ -271,10 +271,26 @@ static void put_sql(const tl__table *t, char *sql, size_t n)
              "tl_seq = DEFAULT", t->name, cols, vals, t->key, set);
 }
 
+/* A shared table's writers (owner and posters) take its lock until they
+ * commit, so tl_seq values become visible in increasing order: a sequence
+ * hands them out at INSERT, not at commit, and a reader's cursor past a
+ * larger one would otherwise skip a smaller one committed later. */
+static int order_writes(pg *q, const tl__table *t)
+{
+    if (!t->shared)
+        return TL_OK;
+    pg_params p = {0};
+    tl__pg_text(&p, t->name);
+    return tl__pg_send(q, "SELECT pg_advisory_xact_lock(hashtext('libtasklet:' || "
+                       "current_schema() || ':' || $1))", &p, t->name);
+}
+
 int tl__pg_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
 {
     pg *q = (pg *)be;
     int rc = ensure_table(q, t);
+    if (rc == TL_OK)
+        rc = order_writes(q, t);
     if (rc != TL_OK)
         return rc;
     char sql[800];
@@ -374,6 +390,8 @@ int tl__pg_row_insert(tl__store_be *be, const tl__table *t, const tl__row *r)
     pg *q = (pg *)be;
     int rc = ensure_table(q, t);
     if (rc != TL_OK)
+        return rc;
+    if ((rc = order_writes(q, t)) != TL_OK)
         return rc;
     char sql[800];
     put_sql(t, sql, sizeof sql);

@@ -1380,6 +1380,62 @@ static void test_cli_workflows(void **state)
     eng_done(&e);
 }
 
+/* Receives arg messages on topic "go" and returns their sum. */
+typedef struct sum_t {
+    tl_value arg, m;
+    int64_t i, sum;
+} sum_t;
+static const tl_field sum_fields[] = {TL_FIELD(sum_t, arg, TL_T_VALUE), TL_FIELD(sum_t, m, TL_T_VALUE),
+                                      TL_FIELD(sum_t, i, TL_T_I64), TL_FIELD(sum_t, sum, TL_T_I64)};
+static tl_status summer(tl_frame *f, void *l)
+{
+    sum_t *L = l;
+    TL_BEGIN(f);
+    for (L->i = 0; L->i < tl_as_i64(L->arg); L->i++) {
+        TL_WF_RECV(f, "go", -1, L->m);
+        L->sum += tl_as_i64(L->m);
+    }
+    TL_RETURN(f, tl_i64(L->sum));
+    TL_END(f);
+}
+static const tl_func sum_fn = {"t.sum", 1, summer, sizeof(sum_t), sum_fields, 4, NULL};
+
+static void *post_many(void *ud)
+{
+    eng *e = ud;
+    intptr_t bad = 0;
+    for (int i = 0; i < 40; i++)
+        bad += tl_wf_post(NULL, e->path, "sum", "go", tl_i64(1), NULL) != TL_OK;
+    return (void *)bad;
+}
+
+/* Four posters at once while the owner runs: every message is taken in
+ * (on PostgreSQL a sequence hands out wf_msg's seq before commit, so
+ * without ordering a later commit of a smaller seq was behind the
+ * owner's cursor, never taken in). */
+static void test_concurrent_posters(void **state)
+{
+    (void)state;
+    eng e = {0};
+    int64_t r = 0;
+    assert_int_equal(eng_open(&e, 0), TL_OK);
+    assert_int_equal(tl_wf_register(e.wf, &sum_fn), TL_OK);
+    assert_int_equal(tl_wf_restore(e.wf), TL_OK);
+    assert_int_equal(tl_wf_start(e.wf, "sum", &sum_fn, tl_i64(160), NULL), TL_OK);
+    assert_int_equal(tl_wf_commit(e.wf), TL_OK);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, post_many, &e), 0);
+    assert_int_equal(run_until_final(&e, "sum", &r), TL_WF_DONE);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        assert_int_equal((intptr_t)bad, 0);
+    }
+    assert_int_equal(r, 160);
+    eng_done(&e);
+}
+
 /* Awaiting and posting from other processes (the CLI: `result --wait`
  * started before the workflow can finish, then `send`): the awaiting one
  * is woken by the owner's final commit and prints the result. */
@@ -1519,6 +1575,7 @@ int main(void)
         cmocka_unit_test(test_cli_store_reads),
         cmocka_unit_test(test_freed_before_deadline),
         cmocka_unit_test(test_await_other_process),
+        cmocka_unit_test(test_concurrent_posters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,7 +55,9 @@ static PGconn *connect_url(const char *url)
         PQfinish(c);
         return NULL;
     }
-    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    /* a tool stopped inside a post holds wf_msg's lock at most this long */
+    PQclear(PQexec(c, "SET client_min_messages = warning; "
+                   "SET idle_in_transaction_session_timeout = 30000"));
     return c;
 }
 
@@ -358,7 +360,9 @@ int cli_pg_post(const char *url, int kind, const char *id, const char *key, int6
     PGresult *r = run(c, "BEGIN", 0, NULL, "posting");
     int rc = r ? check_target(c, kind, id) : CLI_EXIT_FAIL;
     PQclear(r);
-    if (rc == CLI_EXIT_OK) {
+    if (rc == CLI_EXIT_OK) { /* the order of wf_msg's tl_seq: FORMAT.md section 11 */
+        PQclear(run(c, "SELECT pg_advisory_xact_lock(hashtext('libtasklet:' || current_schema() "
+                    "|| ':wf_msg'))", 0, NULL, "posting"));
         r = PQexecParams(c, "INSERT INTO wf_msg(key, wf, time, data) VALUES($1, $2, $3, $4)", 4,
                          NULL, vals, lens, fmts, 1);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {

@@ -28,7 +28,8 @@
 
 const tl__table tl__wf_t_wf = {"wf", "id", "status", "updated", "rec"};
 const tl__table tl__wf_t_step = {"wf_step", "key", "wf", "time", "data"};
-const tl__table tl__wf_t_msg = {"wf_msg", "key", "wf", "time", "data"};
+/* posters insert: seq order must be commit order (rows_since's cursor) */
+const tl__table tl__wf_t_msg = {"wf_msg", "key", "wf", "time", "data", 1};
 const tl__table tl__wf_t_chan = {"wf_chan", "name", "kind", "time", "data"};
 
 static int store_err(tl_wf *wf, int rc, const char *what)
