@@ -689,14 +689,14 @@ TL__HIDDEN void tl__tasklet_scrap(tl_tasklet *t);
 /* ---- chan.c ---- */
 /* Notes that ch changed since the last checkpoint: it joins rt->dchans,
  * so a checkpoint finds the changed channels without walking them all.
- * Once dirty, a mark costs one byte test (the channel hot paths); no
+ * Once dirty, a mark costs one byte test (the channel hot paths; the
+ * first mark is out of line, so the test is all the inliner sees); no
  * allocation (the link is in the channel). */
+TL__HIDDEN void tl__chan_touch_first(tl_chan *ch) __attribute__((cold, noinline));
 static inline void tl__chan_touch(tl_chan *ch)
 {
-    if (__builtin_expect(!ch->dirty, 0)) {
-        ch->dirty = 1;
-        tl__list_push_back(&ch->rt->dchans, &ch->dlink);
-    }
+    if (__builtin_expect(!ch->dirty, 0))
+        tl__chan_touch_first(ch);
 }
 /* tl_chan_new for the library: *out gets the bare object. */
 TL__HIDDEN int tl__chan_create(tl_runtime *rt, size_t capacity, tl_chan **out);

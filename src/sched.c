@@ -189,6 +189,12 @@ void tl__dirty_each(const tl_runtime *rt, void (*fn)(uint64_t k, void *ud), void
             fn(rt->dset[i] - 1, ud);
 }
 
+void tl__chan_touch_first(tl_chan *ch)
+{
+    ch->dirty = 1;
+    tl__list_push_back(&ch->rt->dchans, &ch->dlink);
+}
+
 void tl__set_next_ids(tl_runtime *rt, uint64_t tid, uint64_t cid)
 {
     rt->next_tid = tid > rt->next_tid ? tid : rt->next_tid;
