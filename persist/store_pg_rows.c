@@ -285,6 +285,17 @@ static int order_writes(pg *q, const tl__table *t)
                        "current_schema() || ':' || $1))", &p, t->name);
 }
 
+/* A row's columns as the parameters of put_sql's statement. */
+static int row_params(pg *q, const tl__table *t, const tl__row *r, pg_params *p)
+{
+    tl__pg_text(p, r->key);
+    if (t->peer)
+        tl__pg_text(p, r->peer ? r->peer : "");
+    if (t->time)
+        tl__pg_i64(p, r->time);
+    return t->data ? tl__pg_bytes(q, p, r->data, r->len) : TL_OK;
+}
+
 int tl__pg_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
 {
     pg *q = (pg *)be;
@@ -296,12 +307,7 @@ int tl__pg_row_put(tl__store_be *be, const tl__table *t, const tl__row *r)
     char sql[800];
     put_sql(t, sql, sizeof sql);
     pg_params p = {0};
-    tl__pg_text(&p, r->key);
-    if (t->peer)
-        tl__pg_text(&p, r->peer ? r->peer : "");
-    if (t->time)
-        tl__pg_i64(&p, r->time);
-    if (t->data && (rc = tl__pg_bytes(q, &p, r->data, r->len)) != TL_OK)
+    if ((rc = row_params(q, t, r, &p)) != TL_OK)
         return rc;
     return tl__pg_send(q, sql, &p, t->name);
 }
@@ -397,12 +403,7 @@ int tl__pg_row_insert(tl__store_be *be, const tl__table *t, const tl__row *r)
     put_sql(t, sql, sizeof sql);
     *strstr(sql, " ON CONFLICT") = '\0';
     pg_params p = {0};
-    tl__pg_text(&p, r->key);
-    if (t->peer)
-        tl__pg_text(&p, r->peer ? r->peer : "");
-    if (t->time)
-        tl__pg_i64(&p, r->time);
-    if (t->data && (rc = tl__pg_bytes(q, &p, r->data, r->len)) != TL_OK)
+    if ((rc = row_params(q, t, r, &p)) != TL_OK)
         return rc;
     rc = tl__pg_run(q, sql, &p, t->name, NULL);
     return rc == TL_OK ? tl__pg_notify(be, t->name) : rc;

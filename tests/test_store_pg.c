@@ -307,18 +307,27 @@ static void test_dead_owner_taken_over(void **state)
     unsetenv("TL_PG_LEASE_MS");
 }
 
-/* The server drops the owner's connection: that checkpoint fails with
- * TL_EIO, the next one reconnects, and (the epoch still ours) writes. */
-static void test_connection_lost(void **state)
+/* A store of rt with checkpoint 1, whose second checkpoint failed with
+ * TL_EIO: the server dropped the owner's connection (pg_terminate_backend
+ * waits until it is gone). */
+static tl_store *connection_lost_once(tl_runtime *rt)
 {
-    (void)state;
-    tl_runtime *rt = new_rt();
     tl_store *st = open_at(url, rt);
     spawn_holder(rt, tl_nil());
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
     assert_int_equal(query("SELECT pg_terminate_backend(backend, 60000) FROM owner"), 1);
     spawn_holder(rt, tl_nil());
     assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    return st;
+}
+
+/* The server drops the owner's connection: that checkpoint fails with
+ * TL_EIO, the next one reconnects, and (the epoch still ours) writes. */
+static void test_connection_lost(void **state)
+{
+    (void)state;
+    tl_runtime *rt = new_rt();
+    tl_store *st = connection_lost_once(rt);
     assert_non_null(strstr(tl_store_errmsg(st), "PostgreSQL"));
     assert_non_null(strstr(tl_store_errmsg(st), "checkpoint 1 stays the newest"));
     assert_int_equal(tl_store_checkpoint(st), TL_OK);
@@ -348,12 +357,7 @@ static void test_reconnect_keeps_session_settings(void **state)
     (void)state;
     setenv("TL_PG_LEASE_MS", "400", 1);
     tl_runtime *rt = new_rt();
-    tl_store *st = open_at(url, rt);
-    spawn_holder(rt, tl_nil());
-    assert_int_equal(tl_store_checkpoint(st), TL_OK);
-    assert_int_equal(query("SELECT pg_terminate_backend(backend, 60000) FROM owner"), 1);
-    spawn_holder(rt, tl_nil());
-    assert_int_equal(tl_store_checkpoint(st), TL_EIO);
+    tl_store *st = connection_lost_once(rt);
     int idle_ms = 2000; /* five leases */
     assert_int_equal(tl__store_join(st, &slow_part, &idle_ms), TL_OK);
     assert_int_equal(tl_store_checkpoint(st), TL_EIO);

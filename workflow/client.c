@@ -14,6 +14,7 @@
 #include "wf_internal.h"
 
 #include <poll.h>
+#include <stdarg.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static int cerr(tl_runtime *rt, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int cerr(tl_runtime *rt, int code, const char *fmt, ...)
+int tl__wf_cerr(tl_runtime *rt, int code, const char *fmt, ...)
 {
     if (rt) {
-        char msg[400];
+        char msg[600];
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
@@ -37,30 +35,23 @@ static int cerr(tl_runtime *rt, int code, const char *fmt, ...)
     return code;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int open_db(tl_runtime *rt, const char *path, int rw, sqlite3 **db)
 {
     *db = NULL;
     if (!path)
-        return cerr(rt, TL_EINVAL, "no store path");
+        return tl__wf_cerr(rt, TL_EINVAL, "no store path");
     int rc = sqlite3_open_v2(path, db, rw ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_close(*db);
         *db = NULL;
-        return cerr(rt, TL_ENOENT, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
+        return tl__wf_cerr(rt, TL_ENOENT, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
     }
     tl__wf_busy(*db, 10000);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(*db, "SELECT 1 FROM wf LIMIT 0", -1, &s, NULL) != SQLITE_OK) {
         sqlite3_close(*db);
         *db = NULL;
-        return cerr(rt, TL_ENOENT, "%s holds no workflows (not a workflow store)", path);
+        return tl__wf_cerr(rt, TL_ENOENT, "%s holds no workflows (not a workflow store)", path);
     }
     sqlite3_finalize(s);
     return TL_OK;
@@ -93,7 +84,7 @@ static int chan_known(tl_runtime *rt, sqlite3 *db, const char *name)
         sqlite3_finalize(s);
     }
     return found ? TL_OK
-                 : cerr(rt, TL_ENOENT, "no channel %s in the store (its owner opens it with "
+                 : tl__wf_cerr(rt, TL_ENOENT, "no channel %s in the store (its owner opens it with "
                         "tl_wf_chan)", name);
 }
 
@@ -108,7 +99,7 @@ static int check_target(tl_runtime *rt, sqlite3 *db, int kind, const char *id)
     size_t n = 0;
     int rc = tl__wf_db_get(db, id, &p, &n, &st);
     if (rc == TL_ENOENT)
-        return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+        return tl__wf_cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
     if (rc == TL_OK && st == TL_WF_MOVED) {
         wf_rec r;
         int64_t a, b;
@@ -117,12 +108,12 @@ static int check_target(tl_runtime *rt, sqlite3 *db, int kind, const char *id)
         free(r.result);
         free(r.sarg);
         free(p);
-        return cerr(rt, TL_EMOVED, "workflow %s moved to node %s: post to that node's store",
+        return tl__wf_cerr(rt, TL_EMOVED, "workflow %s moved to node %s: post to that node's store",
                     id, r.move_to);
     }
     free(p);
     if (rc == TL_OK && st >= TL_WF_DONE)
-        return cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id,
+        return tl__wf_cerr(rt, TL_EDONE, "workflow %s already finished (%s)", id,
                     tl_wf_status_name(st));
     return rc;
 }
@@ -135,29 +126,29 @@ static int insert_msg(tl_runtime *rt, sqlite3 *db, int kind, const char *id, con
     char wfcol[TL_WF_ID_MAX + 2];
     snprintf(wfcol, sizeof wfcol, "%s%s", kind == 2 ? "\x1f" : "", id);
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+        return tl__wf_cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
     int rc = check_target(rt, db, kind, id);
     sqlite3_stmt *s = NULL;
     if (rc == TL_OK && sqlite3_prepare_v2(db, "INSERT INTO wf_msg(key, wf, time, data) "
                                           "VALUES(?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
-        rc = cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+        rc = tl__wf_cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
     if (rc == TL_OK) {
         sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, wfcol, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, now_ns());
+        sqlite3_bind_int64(s, 3, tl__wf_wall_ns());
         sqlite3_bind_blob(s, 4, p, (int)n, SQLITE_STATIC);
         int src = sqlite3_step(s);
         if (src == SQLITE_CONSTRAINT || (sqlite3_extended_errcode(db) & 0xff) == SQLITE_CONSTRAINT)
-            rc = cerr(rt, TL_EEXIST, "a message with this deduplication key was posted to %s "
+            rc = tl__wf_cerr(rt, TL_EEXIST, "a message with this deduplication key was posted to %s "
                       "already", id);
         else if (src == SQLITE_TOOBIG)
-            rc = cerr(rt, TL_ERANGE, "the message is larger than the store's record limit");
+            rc = tl__wf_cerr(rt, TL_ERANGE, "the message is larger than the store's record limit");
         else if (src != SQLITE_DONE)
-            rc = cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
+            rc = tl__wf_cerr(rt, TL_ESTORE, "posting to %s: %s", id, sqlite3_errmsg(db));
     }
     sqlite3_finalize(s);
     if (rc == TL_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        rc = cerr(rt, TL_EIO, "posting to %s: %s", id, sqlite3_errmsg(db));
+        rc = tl__wf_cerr(rt, TL_EIO, "posting to %s: %s", id, sqlite3_errmsg(db));
     if (rc != TL_OK)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
@@ -167,7 +158,7 @@ static void random_key(char *out, size_t cap, const char *id, const char *tag)
 {
     char x[40];
     if (tl__new_xid(x) != TL_OK)
-        snprintf(x, sizeof x, "%llx-%d", (unsigned long long)now_ns(), (int)getpid());
+        snprintf(x, sizeof x, "%llx-%d", (unsigned long long)tl__wf_wall_ns(), (int)getpid());
     snprintf(out, cap, "%s|%s|%s", id, tag, x);
 }
 
@@ -175,14 +166,14 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
                 tl_value msg, const char *dedup)
 {
     if (tl__wf_check_id(id) != TL_OK)
-        return cerr(rt, TL_EINVAL, "a workflow id is 1 to %d bytes with no control characters",
+        return tl__wf_cerr(rt, TL_EINVAL, "a workflow id is 1 to %d bytes with no control characters",
                     TL_WF_ID_MAX);
     if (kind == 2 && strlen(id) > TL_WF_NAME_MAX)
-        return cerr(rt, TL_EINVAL, "a channel name is 1 to %d bytes", TL_WF_NAME_MAX);
+        return tl__wf_cerr(rt, TL_EINVAL, "a channel name is 1 to %d bytes", TL_WF_NAME_MAX);
     if (kind == 0 && (!topic || !topic[0] || strlen(topic) > TL_WF_NAME_MAX))
-        return cerr(rt, TL_EINVAL, "a topic is 1 to %d bytes", TL_WF_NAME_MAX);
+        return tl__wf_cerr(rt, TL_EINVAL, "a topic is 1 to %d bytes", TL_WF_NAME_MAX);
     if (dedup && (!dedup[0] || strlen(dedup) > 200))
-        return cerr(rt, TL_EINVAL, "a deduplication key is 1 to 200 bytes");
+        return tl__wf_cerr(rt, TL_EINVAL, "a deduplication key is 1 to 200 bytes");
     void *val = NULL, *p = NULL;
     size_t vlen = 0, n = 0;
     int rc = tl__wf_pack(msg, &val, &vlen);
@@ -190,10 +181,10 @@ static int post(tl_runtime *rt, const char *path, const char *id, int kind, cons
         rc = tl__wf_pack_msg(kind, topic, val, vlen, 0, &p, &n);
     free(val);
     if (rc != TL_OK)
-        return cerr(rt, rc, "the message cannot be encoded: %s", tl_strerror(rc));
+        return tl__wf_cerr(rt, rc, "the message cannot be encoded: %s", tl_strerror(rc));
     if (n > TL__MAX_DOC - 4096) {
         free(p);
-        return cerr(rt, TL_ERANGE, "a message of %zu bytes is larger than the store's record "
+        return tl__wf_cerr(rt, TL_ERANGE, "a message of %zu bytes is larger than the store's record "
                     "limit", n);
     }
     char key[320], target[TL_WF_ID_MAX + 2];
@@ -242,9 +233,9 @@ static int read_info(tl_runtime *rt, sqlite3 *db, const char *id, tl_wf_info *ou
     int st = 0;
     int rc = tl__wf_db_get(db, id, &p, &n, &st);
     if (rc == TL_ENOENT)
-        return cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
+        return tl__wf_cerr(rt, TL_ENOENT, "no workflow %s in the store", id);
     if (rc != TL_OK)
-        return cerr(rt, rc, "reading workflow %s: %s", id, sqlite3_errmsg(db));
+        return tl__wf_cerr(rt, rc, "reading workflow %s: %s", id, sqlite3_errmsg(db));
     return tl__wf_info_decode(rt, id, p, n, st, out);
 }
 
@@ -280,7 +271,7 @@ int tl__wf_info_decode(tl_runtime *rt, const char *id, const void *p, size_t n, 
         rc = tl__wf_unpack(rt, r.result, r.rlen, &out->result);
     free(r.result);
     free(r.sarg);
-    return rc == TL_OK ? TL_OK : cerr(rt, rc, "workflow %s: its row does not decode", id);
+    return rc == TL_OK ? TL_OK : tl__wf_cerr(rt, rc, "workflow %s: its row does not decode", id);
 }
 
 int tl_wf_get(tl_runtime *rt, const char *path, const char *id, int64_t wait_ms,
@@ -293,14 +284,14 @@ int tl_wf_get(tl_runtime *rt, const char *path, const char *id, int64_t wait_ms,
     sqlite3 *db;
     int rc = open_db(rt, path, 0, &db);
     int watch = rc == TL_OK && wait_ms ? tl__wf_watch_open(path, 0) : -1;
-    int64_t until = wait_ms < 0 ? -1 : now_ns() + wait_ms * 1000000;
+    int64_t until = wait_ms < 0 ? -1 : tl__wf_wall_ns() + wait_ms * 1000000;
     while (rc == TL_OK) {
         rc = read_info(rt, db, id, out);
         if (rc != TL_OK || out->status >= TL_WF_DONE || wait_ms == 0)
             break;
-        int64_t left = until < 0 ? 1000 : (until - now_ns()) / 1000000;
+        int64_t left = until < 0 ? 1000 : (until - tl__wf_wall_ns()) / 1000000;
         if (left <= 0) {
-            rc = cerr(rt, TL_ETIMEDOUT, "workflow %s is still %s", id,
+            rc = tl__wf_cerr(rt, TL_ETIMEDOUT, "workflow %s is still %s", id,
                       tl_wf_status_name(out->status));
             break;
         }

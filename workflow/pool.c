@@ -43,7 +43,7 @@ int tl_wf_ctx_fail(tl_wf_ctx *cx, int code, const char *msg)
     return code;
 }
 
-static int64_t now_ns(void)
+int64_t tl__wf_wall_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -57,7 +57,7 @@ static void run_in(wf_job *j, tl_runtime *rt)
 {
     tl_wf_ctx cx = {j, rt};
     tl_value arg, res = tl_nil();
-    j->started = now_ns();
+    j->started = tl__wf_wall_ns();
     j->errmsg[0] = 0;
     j->rc = tl__wf_unpack(rt, j->arg, j->alen, &arg);
     if (j->rc == TL_OK) {
@@ -76,7 +76,7 @@ static void run_in(wf_job *j, tl_runtime *rt)
     }
     tl_release(arg);
     tl_release(res);
-    j->ended = now_ns();
+    j->ended = tl__wf_wall_ns();
 }
 
 /* Runs one attempt in rt, or (rt NULL) in a runtime made for it. */

@@ -238,6 +238,12 @@ struct tl_wf {
 TL__HIDDEN int tl__wf_err(tl_wf *wf, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 TL__HIDDEN wf_rec *tl__wf_find(tl_wf *wf, const char *id);
+/* The clients' error (client.c): sets rt's message when there is a
+ * runtime, and returns code. */
+TL__HIDDEN int tl__wf_cerr(tl_runtime *rt, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The wall clock in nanoseconds (pool.c): times in the rows. */
+TL__HIDDEN int64_t tl__wf_wall_ns(void);
 TL__HIDDEN int tl__wf_lookup(tl_wf *wf, const char *id, wf_rec **out);
 TL__HIDDEN wf_rec *tl__wf_rec_of(tl_tasklet *t);
 TL__HIDDEN void tl__wf_dirty(tl_wf *wf, wf_rec *r);
