@@ -1587,9 +1587,10 @@ static void test_not_a_regular_file(void **state)
         assert_contains(r.err, "cannot connect to PostgreSQL at 127.0.0.1:1/db");
     assert_null(strstr(r.err, "s3cret"));
     run_free(&r);
-    /* a command that writes checkpoints: the owner's, never the tool's */
+    /* a command that rewrites checkpoints (tests/test_store_pg.c) too */
     r = EXPECT(fx, 2, "prune", "--keep", "1", "postgresql://app:s3cret@127.0.0.1:1/db");
-    assert_contains(r.err, "SQLite store files only");
+    if (!strstr(r.err, "SQLite store files only"))
+        assert_contains(r.err, "cannot connect to PostgreSQL at 127.0.0.1:1/db");
     assert_null(strstr(r.err, "s3cret"));
     run_free(&r);
     alarm(0);

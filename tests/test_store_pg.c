@@ -754,6 +754,138 @@ static void test_bad_locations(void **state)
     expect_open(url, 0, TL_EFORMAT, "store version 99, newer");
 }
 
+/* ---- the CLI's prune and rollback (tools/pg.c) ---- */
+
+/* `TASKLET_CLI args` (stderr too) into out: its exit status. */
+static int cli(const char *args, char *out, size_t n)
+{
+    char line[2000];
+    snprintf(line, sizeof line, "%s %s 2>&1", getenv("TASKLET_CLI"), args);
+    FILE *p = popen(line, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int64_t rows_now(void)
+{
+    return query("SELECT (SELECT count(*) FROM chunks) * 1000 + (SELECT count(*) FROM "
+                 "checkpoints) * 10 + (SELECT value::bigint FROM meta WHERE key = 'epoch')");
+}
+
+/* Checkpoint N holds N tasklets; rollback --to 2 is refused while the
+ * owner is live, done once its lease ran out (the owner fenced), refused
+ * for a missing or a damaged checkpoint, the store untouched each time. */
+static void test_cli_rollback(void **state)
+{
+    (void)state;
+    char args[1400], out[4000];
+    if (!getenv("TASKLET_CLI"))
+        skip();
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(url, rt);
+    for (int i = 0; i < 3; i++) {
+        spawn_holder(rt, tl_i64(i));
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+    int64_t before = rows_now();
+    snprintf(args, sizeof args, "rollback --to 2 '%s'", url);
+    int rc = cli(args, out, sizeof out);
+    if (rc != 1 || !strstr(out, "is owned by pid"))
+        fail_msg("%d: %s", rc, out);
+    assert_int_equal(rows_now(), before);
+    sql("UPDATE owner SET lease_until = now() - interval '1 second'"); /* paused past it */
+    assert_int_equal(cli(args, out, sizeof out), 0);
+    assert_string_equal(out, "rolled back to checkpoint 2: removed 1 newer checkpoint and 2 "
+                             "chunk rows\n");
+    assert_int_equal(query("SELECT max(id) FROM checkpoints"), 2);
+    assert_int_equal(query("SELECT count(*) FROM chunks WHERE ckpt > 2"), 0);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 2);
+    spawn_holder(rt, tl_nil()); /* the paused owner's late write: fenced */
+    assert_int_equal(tl_store_checkpoint(st), TL_ELOCKED);
+    assert_int_equal(query("SELECT max(id) FROM checkpoints"), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    /* a new owner restores checkpoint 2; its next checkpoint is 3 */
+    rt = new_rt();
+    st = open_at(url, rt);
+    int64_t got = 0;
+    assert_int_equal(tl_store_restore_at(st, 0, 0, &got), TL_OK);
+    assert_int_equal(got, 2);
+    assert_int_equal(tl_tasklet_count(rt), 2);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(tl_store_last_checkpoint(st), 3);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    /* a missing checkpoint, a damaged one: refused, untouched */
+    before = rows_now();
+    snprintf(args, sizeof args, "rollback --to 9 '%s'", url);
+    assert_int_equal(cli(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "no checkpoint 9"));
+    sql("UPDATE chunks SET data = '\\xdeadbeef'::bytea WHERE ckpt = 2");
+    snprintf(args, sizeof args, "rollback --to 2 '%s'", url);
+    assert_int_equal(cli(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "does not verify"));
+    assert_int_equal(rows_now(), before);
+    assert_null(strstr(out, "postgresql://"));
+}
+
+/* The history of test_prune, written at where. */
+static void prune_history(const char *where)
+{
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_at(where, rt);
+    for (int i = 0; i < 300; i++)
+        spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_chan *in = tl_chan_find_name(rt, "in");
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(tl_chan_try_send(in, tl_i64(i)), TL_OK);
+        assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+}
+
+/* prune --keep 2 removes on PostgreSQL what it removes on SQLite for the
+ * same history (the report but what the file gave back is the same). */
+static void test_cli_prune_as_sqlite(void **state)
+{
+    (void)state;
+    char args[1400], pg_out[8000], lite_out[8000], path[80];
+    if (!getenv("TASKLET_CLI"))
+        skip();
+    snprintf(path, sizeof path, "/tmp/tl_stpg_prune_%d.db", (int)getpid());
+    unlink(path);
+    prune_history(path);
+    prune_history(url);
+    int64_t epoch = query("SELECT value FROM meta WHERE key = 'epoch'");
+    snprintf(args, sizeof args, "prune --keep 2 --json '%s'", path);
+    assert_int_equal(cli(args, lite_out, sizeof lite_out), 0);
+    snprintf(args, sizeof args, "prune --keep 2 --json '%s'", url);
+    assert_int_equal(cli(args, pg_out, sizeof pg_out), 0);
+    char *a = strstr(lite_out, "\"reclaimed\""), *b = strstr(pg_out, "\"reclaimed\"");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(strstr(b, "null"));
+    *a = *b = '\0';
+    assert_string_equal(pg_out, lite_out);
+    assert_non_null(strstr(pg_out, "superseded"));
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 2);
+    assert_int_equal(query("SELECT min(id) FROM checkpoints"), 4);
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), epoch + 1);
+    snprintf(args, sizeof args, "verify '%s'", url);
+    assert_int_equal(cli(args, pg_out, sizeof pg_out), 0);
+    assert_int_equal(restored_count(0), 300);
+    unlink(path);
+    snprintf(args, sizeof args, "%s-lock", path);
+    unlink(args);
+}
+
 #endif /* TL_HAVE_PG */
 
 int main(void)
@@ -776,6 +908,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_locations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_prune_as_sqlite, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else

@@ -383,6 +383,7 @@ typedef struct cli_opts {
     const char *db, *arg;
     const char *arg2, *arg3; /* send: TOPIC and JSON */
     const char *key;         /* send: --key */
+    bool on_copy;            /* db is pg.c's copy of a PostgreSQL store */
 } cli_opts;
 
 /* A postgresql:// location (pg.c; without libpq each says so, exit 2):
@@ -401,6 +402,13 @@ int cli_pg_status(const char *url, const char *id, bool wait, int64_t wait_s, ch
 /* Runs run(o) on a copy of the PostgreSQL store o->db (a temporary SQLite
  * file, removed after). */
 int cli_on_copy(const cli_opts *o, int (*cmd)(const cli_opts *o));
+/* prune, rollback on the PostgreSQL store o->db: in one transaction that
+ * holds the epoch row (no live owner), cmd runs on a copy at path and
+ * what it deleted is deleted on the server, the epoch incremented; its
+ * output is printed once that committed.  cli_on_rewrite makes the
+ * temporary copy and calls it. */
+int cli_pg_rewrite(const cli_opts *o, const char *path, int (*cmd)(const cli_opts *o));
+int cli_on_rewrite(const cli_opts *o, int (*cmd)(const cli_opts *o));
 
 int cli_cmd_ls(const cli_opts *o);
 /* What is in transit (transit.c): mailbox, dead letters, outbox, inbox. */

@@ -274,7 +274,7 @@ static int prune(cli_store *st, const cli_opts *o)
         else
             puts("no checkpoints: nothing to prune");
     } else {
-        p.reclaimed = reclaim(st);
+        p.reclaimed = o->on_copy ? -1 : reclaim(st); /* PostgreSQL's vacuum reuses it */
         if (o->json)
             report_json(&p, (size_t)o->keep);
         else

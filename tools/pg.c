@@ -12,7 +12,12 @@
  * transaction on the server: the target's row is checked, the wf_msg row
  * inserted and announced (NOTIFY libtasklet) to the owner's listener;
  * `result --wait` LISTENs before it reads, and reads again when the owner
- * announces a finished workflow (at least once a second).
+ * announces a finished workflow (at least once a second).  Rewriting
+ * (prune, rollback: cli_pg_rewrite) is one REPEATABLE READ transaction
+ * that locks the epoch row, refuses a live owner, copies the store, runs
+ * the SQLite command on the copy (triggers there note what it deletes),
+ * deletes the same rows on the server and increments the epoch (an owner
+ * paused before is fenced), then commits and prints the command's report.
  *
  * Invariants: table and column names put into SQL come from the server's
  * catalog and are checked to be [a-z_0-9]+ first; every value is a
@@ -441,6 +446,184 @@ int cli_pg_status(const char *url, const char *id, bool wait, int64_t wait_s, ch
     return rc;
 }
 
+/* ---- rewriting history: prune, rollback ---- */
+
+/* Runs cmd with its standard output into a temporary file (kept until
+ * the server committed: nothing is reported done that was not). */
+static int captured(int (*cmd)(const cli_opts *o), const cli_opts *o, FILE **out)
+{
+    fflush(stdout);
+    int saved = dup(1);
+    *out = tmpfile();
+    if (saved < 0 || !*out || dup2(fileno(*out), 1) < 0) {
+        if (saved >= 0)
+            close(saved);
+        cli_complain("cannot make a temporary file");
+        return CLI_EXIT_FAIL;
+    }
+    int rc = cmd(o);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return rc;
+}
+
+/* In the transaction: the epoch row locked, no live owner. */
+static int lock_unowned(PGconn *c, const char *what)
+{
+    PGresult *r = PQexec(c, "SELECT 1 FROM meta WHERE key = 'epoch' FOR UPDATE");
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    bool busy = state && (!strcmp(state, "55P03") || !strcmp(state, "40001"));
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    if (!ok) {
+        cli_complain(busy ? "%s: the store is being written or claimed by another process "
+                     "right now; try again" : "%s: the store has no epoch row (FORMAT.md 7.3)",
+                     what);
+        return CLI_EXIT_FAIL;
+    }
+    r = run(c, "SELECT pid::text, host, to_char(lease_until, 'YYYY-MM-DD HH24:MI:SS TZ'), "
+            "(lease_until > now() AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = "
+            "owner.backend))::text FROM owner WHERE id = 1", 0, NULL, what);
+    if (!r)
+        return CLI_EXIT_FAIL;
+    int rc = CLI_EXIT_OK;
+    if (PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 3), "true")) {
+        cli_complain("%s: the store is owned by pid %s on host %s, which is still connected "
+                     "(its lease runs until %s); stop it first", what, PQgetvalue(r, 0, 0),
+                     PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+        rc = CLI_EXIT_FAIL;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* The copy records what the command deletes (kind NULL: a checkpoint). */
+static const char gone_sql[] =
+    "CREATE TABLE tool_gone(kind INTEGER, key INTEGER, ckpt INTEGER NOT NULL);"
+    "CREATE TRIGGER tool_gone_chunk AFTER DELETE ON chunks BEGIN INSERT INTO tool_gone "
+    "VALUES(old.kind, old.key, old.ckpt); END;"
+    "CREATE TRIGGER tool_gone_ckpt AFTER DELETE ON checkpoints BEGIN INSERT INTO tool_gone "
+    "VALUES(NULL, NULL, old.id); END;";
+
+/* What the command deleted on the copy, as PostgreSQL arrays: v[0..2]
+ * the chunk rows' kinds, keys and ckpts, v[3] the checkpoints' ids. */
+static int gone_arrays(const char *path, char *v[4], int64_t *nrows)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    size_t len[4] = {0};
+    *nrows = 0;
+    for (int i = 0; i < 4; i++)
+        v[i] = NULL;
+    int step = SQLITE_ERROR;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT kind, key, ckpt FROM tool_gone", -1, &s, NULL) == SQLITE_OK)
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+            bool ck = sqlite3_column_type(s, 0) == SQLITE_NULL;
+            *nrows += !ck;
+            for (int i = ck ? 3 : 0; i < (ck ? 4 : 3); i++) {
+                v[i] = cli_xgrow(v[i], len[i], 32, 1);
+                len[i] += (size_t)snprintf(v[i] + len[i], 32, "%s%lld", len[i] ? "," : "{",
+                                           (long long)sqlite3_column_int64(s, ck ? 2 : i));
+            }
+        }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    for (int i = 0; i < 4; i++) {
+        v[i] = cli_xgrow(v[i], len[i], 3, 1);
+        snprintf(v[i] + len[i], 3, "%s}", len[i] ? "" : "{");
+    }
+    if (step != SQLITE_DONE)
+        cli_complain("reading the copy: %s", "cannot read what the command removed");
+    return step == SQLITE_DONE ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+/* The same deletions on the server, and the epoch moved on (fencing an
+ * owner paused before); still in the transaction. */
+static int apply_gone(PGconn *c, const char *path, const char *what)
+{
+    char *v[4];
+    int64_t nrows;
+    int rc = gone_arrays(path, v, &nrows);
+    PGresult *r = NULL;
+    if (rc == CLI_EXIT_OK &&
+        (r = run(c, "DELETE FROM chunks WHERE (kind, key, ckpt) IN (SELECT * FROM unnest("
+                 "$1::int[], $2::bigint[], $3::bigint[]))", 3, (const char *const *)v, what))) {
+        if (atoll(PQcmdTuples(r)) != nrows) {
+            cli_complain("%s: the store changed meanwhile; nothing was changed", what);
+            rc = CLI_EXIT_FAIL;
+        }
+    } else {
+        rc = CLI_EXIT_FAIL;
+    }
+    PQclear(r);
+    const char *ids[1] = {v[3]};
+    if (rc == CLI_EXIT_OK &&
+        (!(r = run(c, "DELETE FROM checkpoints WHERE id = ANY($1::bigint[])", 1, ids, what)) ||
+         (PQclear(r), !(r = run(c, "UPDATE meta SET value = (value::bigint + 1)::text WHERE "
+                                "key = 'epoch'", 0, NULL, what)))))
+        rc = CLI_EXIT_FAIL;
+    PQclear(r);
+    for (int i = 0; i < 4; i++)
+        free(v[i]);
+    return rc;
+}
+
+/* The command on a copy made in the transaction that holds the epoch
+ * row, then its deletions applied to the server in that transaction. */
+static int on_locked(PGconn *c, const cli_opts *o, int (*cmd)(const cli_opts *o),
+                     const char *path, FILE **out, int *cmd_rc)
+{
+    const char *what = o->has_keep ? "prune" : "rollback";
+    PGresult *r = run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, what);
+    int rc = r ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    PQclear(r);
+    if (rc == CLI_EXIT_OK)
+        PQclear(PQexec(c, "SET LOCAL lock_timeout = '10s'"));
+    if (rc == CLI_EXIT_OK)
+        rc = lock_unowned(c, what);
+    sqlite3 *db = NULL;
+    if (rc == CLI_EXIT_OK && sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        rc = CLI_EXIT_FAIL;
+    if (rc == CLI_EXIT_OK && (rc = copy_all(c, db)) == CLI_EXIT_OK &&
+        sqlite3_exec(db, gone_sql, NULL, NULL, NULL) != SQLITE_OK)
+        rc = CLI_EXIT_FAIL;
+    sqlite3_close(db);
+    cli_opts copy = *o;
+    copy.db = path;
+    copy.on_copy = true;
+    if (rc == CLI_EXIT_OK)
+        rc = *cmd_rc = captured(cmd, &copy, out);
+    if (rc == CLI_EXIT_OK)
+        rc = apply_gone(c, path, what);
+    r = rc == CLI_EXIT_OK ? run(c, "COMMIT", 0, NULL, what) : NULL;
+    rc = r ? rc : rc == CLI_EXIT_OK ? CLI_EXIT_FAIL : rc;
+    PQclear(r);
+    return rc;
+}
+
+int cli_pg_rewrite(const cli_opts *o, const char *path, int (*cmd)(const cli_opts *o))
+{
+    PGconn *c = connect_store(o->db);
+    if (!c)
+        return CLI_EXIT_USAGE;
+    FILE *out = NULL;
+    int cmd_rc = CLI_EXIT_OK;
+    int rc = on_locked(c, o, cmd, path, &out, &cmd_rc);
+    PQfinish(c); /* rolls back what was not committed */
+    if ((rc == CLI_EXIT_OK || cmd_rc != CLI_EXIT_OK) && out) { /* what it said, or why not */
+        char buf[4096];
+        size_t n;
+        rewind(out);
+        while ((n = fread(buf, 1, sizeof buf, out)) > 0)
+            fwrite(buf, 1, n, stdout);
+    }
+    if (out)
+        fclose(out);
+    return rc;
+}
+
 #else /* no libpq */
 
 static int no_pg(void)
@@ -470,9 +653,17 @@ int cli_pg_status(const char *url, const char *id, bool wait, int64_t wait_s, ch
     return no_pg();
 }
 
+int cli_pg_rewrite(const cli_opts *o, const char *path, int (*cmd)(const cli_opts *o))
+{
+    (void)o, (void)path, (void)cmd;
+    return no_pg();
+}
+
 #endif
 
-int cli_on_copy(const cli_opts *o, int (*cmd)(const cli_opts *o))
+/* The copy at a temporary path (removed after, with what SQLite and
+ * rollback's lock put beside it): read, or rewritten (cli_pg_rewrite). */
+static int on_temp(const cli_opts *o, int (*cmd)(const cli_opts *o), bool rewrite)
 {
     const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char path[4096];
@@ -483,15 +674,29 @@ int cli_on_copy(const cli_opts *o, int (*cmd)(const cli_opts *o))
         return CLI_EXIT_FAIL;
     }
     close(fd);
-    int rc = cli_pg_copy(o->db, path);
-    if (rc == CLI_EXIT_OK) {
+    int rc = rewrite ? cli_pg_rewrite(o, path, cmd) : cli_pg_copy(o->db, path);
+    if (rc == CLI_EXIT_OK && !rewrite) {
         cli_opts copy = *o;
         copy.db = path;
+        copy.on_copy = true;
         rc = cmd(&copy);
     }
     unlink(path);
-    char side[4200];
-    snprintf(side, sizeof side, "%s-journal", path);
-    unlink(side);
+    static const char *const sides[] = {"-journal", "-lock"};
+    for (int i = 0; i < 2; i++) {
+        char side[4200];
+        snprintf(side, sizeof side, "%s%s", path, sides[i]);
+        unlink(side);
+    }
     return rc;
+}
+
+int cli_on_copy(const cli_opts *o, int (*cmd)(const cli_opts *o))
+{
+    return on_temp(o, cmd, false);
+}
+
+int cli_on_rewrite(const cli_opts *o, int (*cmd)(const cli_opts *o))
+{
+    return on_temp(o, cmd, true);
 }

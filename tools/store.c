@@ -91,7 +91,7 @@ int cli_check_file(const char *path, bool writable)
         cli_complain("a postgresql:// location: this command works on SQLite store files "
                      "only (on PostgreSQL the tool reads, posts and awaits: ls, show, dump, "
                      "verify, checkpoints, backup, wf ls, wf show, send, send-chan, cancel, "
-                     "result; docs/CLI.md)");
+                     "result, prune, rollback; docs/CLI.md)");
         return CLI_EXIT_USAGE;
     }
     if (stat(path, &sb) != 0) {

@@ -54,7 +54,8 @@ static const cli_cmd commands[] = {
      "needs, in one transaction; prints what was removed.  Every kept checkpoint stays\n"
      "loadable.  Then gives the freed space back to the file system (an incremental\n"
      "vacuum, or a VACUUM for a store made without auto_vacuum).  It waits up to 5 s\n"
-     "for a busy store.\n",
+     "for a busy store.  On PostgreSQL: refused while the owner's lease is live;\n"
+     "fences a paused owner (docs/CLI.md).\n",
      OPT_JSON | OPT_KEEP, 1, cli_cmd_prune},
     {"backup", "[--json] DB OUT", "a consistent copy of a store, safe while it runs",
      "Copies store DB into the new file OUT with SQLite's online backup: one\n"
@@ -101,7 +102,8 @@ static const cli_cmd commands[] = {
      "agree (verify's checks), deletes the newer checkpoints and every chunk row\n"
      "newer than N, in one transaction, and says what it removed.  For a store whose\n"
      "newest checkpoints are damaged.  Refused while a process owns the store (it\n"
-     "holds DB-lock); holds that lock itself meanwhile.\n",
+     "holds DB-lock); holds that lock itself meanwhile.  On PostgreSQL: refused while\n"
+     "the owner's lease is live; fences a paused owner (docs/CLI.md).\n",
      OPT_JSON | OPT_TO, 1, cli_cmd_rollback, NULL},
 };
 
@@ -261,6 +263,8 @@ static int run_command(const cli_cmd *c, int argc, char **argv)
         return rc;
     if (cli_is_url(o.db) && reads_copy(c))
         return cli_on_copy(&o, c->run);
+    if (cli_is_url(o.db) && (!strcmp(c->name, "prune") || !strcmp(c->name, "rollback")))
+        return cli_on_rewrite(&o, c->run);
     return c->run(&o);
 }
 
