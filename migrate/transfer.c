@@ -583,7 +583,11 @@ int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen)
     *cargo = NULL;
     *clen = 0;
     msgpack_unpacked_init(&up);
-    if (*p && msgpack_unpack_next(&up, *p, *n, &off) == MSGPACK_UNPACK_SUCCESS &&
+    /* a peer's bytes: msgpack-c allocates what the counts announce, so
+     * they are checked against the bytes first (else the snapshot decoder
+     * refuses them) */
+    if (*p && tl__msgpack_check(*p, *n, 40) == *n &&
+        msgpack_unpack_next(&up, *p, *n, &off) == MSGPACK_UNPACK_SUCCESS &&
         up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 3) {
         const msgpack_object *a = up.data.via.array.ptr;
         char magic[32];

@@ -106,7 +106,8 @@ int tl__store_cargo_takes(tl_store *st, tl_runtime *rt, const void *p, size_t n)
     size_t off = 0;
     int rc = TL_OK;
     msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (tl__msgpack_check(p, n, 24) != n || /* a peer's bytes: counts fit them */
+        msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
         up.data.type != MSGPACK_OBJECT_MAP)
         rc = tl__seterr(rt, TL_ECORRUPT, "a moving tasklet's cargo is malformed");
     for (uint32_t i = 0; rc == TL_OK && i < up.data.via.map.size; i++) {
@@ -134,7 +135,8 @@ int tl__store_cargo_in(tl_store *st, tl_tasklet *t, uint64_t tid, const char *fr
     msgpack_unpacked up;
     size_t off = 0;
     msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (tl__msgpack_check(p, n, 24) != n || /* a peer's bytes: counts fit them */
+        msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
         up.data.type != MSGPACK_OBJECT_MAP) {
         msgpack_unpacked_destroy(&up);
         return tl__seterr(rt, TL_ECORRUPT, "a moving tasklet's cargo is malformed");
