@@ -36,6 +36,19 @@
 #define MAX_RAWLEN ((uint64_t)TL__MAX_DOC) /* the encoder refuses more */
 #define MAX_DEPTH 40
 
+int tl__ld_room(tl__loader *ld, void **v, size_t *cap, size_t n, size_t size, size_t first)
+{
+    if (n < *cap)
+        return TL_OK;
+    size_t ncap = *cap ? 2 * *cap : first;
+    void *nv = tl__realloc(ld->rt, *v, *cap * size, ncap * size);
+    if (!nv)
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
+    *v = nv;
+    *cap = ncap;
+    return TL_OK;
+}
+
 int tl__corrupt(tl__loader *ld, const char *fmt, ...)
 {
     char msg[400];

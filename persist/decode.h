@@ -152,6 +152,11 @@ static inline uint64_t ext_id(const msgpack_object *o)
 /* ---- decode.c ---- */
 
 /* Sets TL_ECORRUPT with "where: message" and returns it. */
+/* Room for one more element in the loader's growable array *v (*cap
+ * elements of size bytes, count n): doubles it, first elements the first
+ * time.  TL_ENOMEM (message set) when it cannot. */
+TL__HIDDEN int tl__ld_room(tl__loader *ld, void **v, size_t *cap, size_t n, size_t size,
+                           size_t first);
 TL__HIDDEN int tl__corrupt(tl__loader *ld, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -61,14 +61,11 @@ static int dec_numbered(tl__loader *ld, tl_chan *ch, const msgpack_object *q, in
     const msgpack_object *n = &q->via.array.ptr[0];
     if (!is_uint(n) || n->via.u64 > ld->ntasklets * TL_SELECT_MAX || ch->remote)
         return tl__corrupt(ld, "channel #%llu: malformed queue", (unsigned long long)ch->id);
-    if (ld->nlq == ld->caplq) {
-        size_t ncap = ld->caplq ? 2 * ld->caplq : 8;
-        tl__lqueue *nv = tl__realloc(ld->rt, ld->lqs, ld->caplq * sizeof *nv, ncap * sizeof *nv);
-        if (!nv)
-            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-        ld->lqs = nv;
-        ld->caplq = ncap;
-    }
+    void *v = ld->lqs;
+    int rc = tl__ld_room(ld, &v, &ld->caplq, ld->nlq, sizeof *ld->lqs, 8);
+    ld->lqs = v;
+    if (rc != TL_OK)
+        return rc;
     ld->lqs[ld->nlq++] = (tl__lqueue){ch, op, n->via.u64};
     ch->lq |= (uint8_t)(op == TL_OP_SEND ? 1 : 2);
     ld->numbered = 1;
@@ -318,14 +315,11 @@ int tl__ld_number(tl__loader *ld, tl__waiter *w, const msgpack_object *o)
         return tl__corrupt(ld, "a queue number is not a positive integer");
     if (ps && ps->tix.on)
         tl__tix_set_seq((tl__tindex *)&ps->tix, w, o->via.u64);
-    if (ld->nq == ld->capq) {
-        size_t ncap = ld->capq ? 2 * ld->capq : 256;
-        tl__keyed *nv = tl__realloc(ld->rt, ld->qents, ld->capq * sizeof *nv, ncap * sizeof *nv);
-        if (!nv)
-            return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-        ld->qents = nv;
-        ld->capq = ncap;
-    }
+    void *v = ld->qents;
+    int rc = tl__ld_room(ld, &v, &ld->capq, ld->nq, sizeof *ld->qents, 256);
+    ld->qents = v;
+    if (rc != TL_OK)
+        return rc;
     ld->qents[ld->nq++] = (tl__keyed){o->via.u64, w};
     return TL_OK;
 }

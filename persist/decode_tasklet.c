@@ -118,15 +118,11 @@ static int dec_joiners(tl__loader *ld, tl_tasklet *t, const msgpack_object *js)
     for (uint32_t j = 0; js && is_array(js, UINT32_MAX) && j < js->via.array.size; j++) {
         if (!is_uint(&js->via.array.ptr[j]))
             return tl__corrupt(ld, "tasklet #%llu: bad joiner", (unsigned long long)t->id);
-        if (ld->njoins == ld->capjoins) {
-            size_t ncap = ld->capjoins ? 2 * ld->capjoins : 16;
-            tl__joinrec *nj = tl__realloc(ld->rt, ld->joins, ld->capjoins * sizeof *nj,
-                                          ncap * sizeof *nj);
-            if (!nj)
-                return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory", ld->where);
-            ld->joins = nj;
-            ld->capjoins = ncap;
-        }
+        void *v = ld->joins;
+        int rc = tl__ld_room(ld, &v, &ld->capjoins, ld->njoins, sizeof *ld->joins, 16);
+        ld->joins = v;
+        if (rc != TL_OK)
+            return rc;
         ld->joins[ld->njoins++] = (tl__joinrec){t, js->via.array.ptr[j].via.u64};
     }
     return TL_OK;
