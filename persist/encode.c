@@ -14,7 +14,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#define COMPRESS_MIN 512     /* shorter documents are stored raw */
+#define COMPRESS_MIN 1024    /* shorter documents are stored raw */
 #define COMPRESS_SAMPLE 4096 /* longer ones are first tried on a sample this long */
 #define MAX_VALUE_DEPTH 16
 
@@ -540,22 +540,37 @@ static int enc_chan_chunk(void **objs, size_t n, tl__buf *doc)
 }
 
 /* ---- zlib streams, kept per runtime: setting one up costs ~256 KB of
- * allocation, far more than compressing a 10 KB chunk ---- */
+ * allocation, far more than compressing a 10 KB chunk.  A document of at
+ * most SMALL_DOC bytes goes through a second stream with a window that
+ * holds it whole and a small hash table: deflateReset clears the hash
+ * table, 64 KiB for the large stream, which cost more than compressing a
+ * 600-byte record.  Both write raw deflate that inflate(-15) reads, so
+ * the choice is not in the format. ---- */
 
-static z_stream *deflater(tl__pstate *ps)
+#define SMALL_DOC 4096 /* 2^SMALL_WBITS: the small stream's window */
+#define SMALL_WBITS 12
+#define SMALL_MEMLEVEL 4 /* a hash table of 2^(4+7) entries: 4 KiB */
+
+static z_stream *new_deflater(int wbits, int memlevel)
 {
-    if (!ps->zdef) {
-        z_stream *zs = calloc(1, sizeof *zs);
-        /* raw deflate (RFC 1951): the record's crc32 is its one checksum,
-         * no adler32 of a zlib stream besides it */
-        if (!zs || deflateInit2(zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-            free(zs);
-            return NULL;
-        }
-        ps->zdef = zs;
+    z_stream *zs = calloc(1, sizeof *zs);
+    /* raw deflate (RFC 1951): the record's crc32 is its one checksum,
+     * no adler32 of a zlib stream besides it */
+    if (!zs || deflateInit2(zs, 1, Z_DEFLATED, -wbits, memlevel, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(zs);
+        return NULL;
     }
-    deflateReset(ps->zdef);
-    return ps->zdef;
+    return zs;
+}
+
+static z_stream *deflater(tl__pstate *ps, size_t n)
+{
+    void **slot = n <= SMALL_DOC ? &ps->zsmall : &ps->zdef;
+    if (!*slot)
+        *slot = n <= SMALL_DOC ? new_deflater(SMALL_WBITS, SMALL_MEMLEVEL) : new_deflater(15, 8);
+    if (*slot)
+        deflateReset(*slot);
+    return *slot;
 }
 
 int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_t dstlen,
@@ -587,16 +602,19 @@ int tl__inflate(tl_runtime *rt, const void *src, size_t srclen, void *dst, size_
 
 void tl__zlib_free(tl_runtime *rt, tl__pstate *ps)
 {
-    if (ps->zdef) {
-        deflateEnd(ps->zdef);
-        free(ps->zdef);
+    for (int i = 0; i < 2; i++) {
+        void *zs = i ? ps->zsmall : ps->zdef;
+        if (zs) {
+            deflateEnd(zs);
+            free(zs);
+        }
     }
     if (ps->zinf) {
         inflateEnd(ps->zinf);
         free(ps->zinf);
     }
     tl__free(rt, ps->zbuf, ps->zcap);
-    ps->zdef = ps->zinf = NULL;
+    ps->zdef = ps->zinf = ps->zsmall = NULL;
     ps->zbuf = NULL;
     ps->zcap = 0;
 }
@@ -612,7 +630,7 @@ _Static_assert(TL__MAX_DOC <= INT_MAX && TL__MAX_DOC <= UINT_MAX,
  * compressed length, 0 on failure. */
 static size_t deflate_into(tl__pstate *ps, const void *p, size_t n, const unsigned char **z)
 {
-    z_stream *zs = deflater(ps);
+    z_stream *zs = deflater(ps, n);
     if (!zs)
         return 0;
     zs->next_in = (Bytef *)(uintptr_t)p;

@@ -71,6 +71,8 @@ typedef struct tl__pstate {
                                * (flags 3): a moving tasklet's snapshot that
                                * never rests, sealed by the node's session */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
+    void *zsmall;             /* deflate for documents up to SMALL_WINDOW
+                               * bytes (encode.c): small tables to reset */
     unsigned char *zbuf;      /* compression output, reused */
     size_t zcap;
 } tl__pstate;

@@ -13,15 +13,19 @@
 #include <sys/types.h>
 
 #define NCACHE 16
+#define FEW_KEYS 32 /* retire: up to this many chunks, one DELETE each */
 
 enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
-enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, NFIXED }; /* fixed() */
+enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, S_FREE, S_KEYS, S_SUP_MANY, NFIXED }; /* fixed() */
 
 typedef struct sq {
     tl__store_be base;
     sqlite3 *db;
     int flags;
     int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
+    int incremental; /* auto_vacuum is INCREMENTAL: retire gives pages back */
+    int64_t keys[2 * FEW_KEYS]; /* retire: a checkpoint's (kind, key) pairs */
+    size_t nkeys;    /* SIZE_MAX: more than FEW_KEYS */
     mode_t mode;     /* for files we create: 0600, or 0640 */
     char *lockpath;  /* path + "-lock" */
     sqlite3_stmt *ins_chunk, *get_epoch, *fixed[NFIXED];
@@ -41,6 +45,23 @@ TL__HIDDEN int tl__sq_exec(sq *q, const char *sql, const char *what);
 TL__HIDDEN int tl__sq_step_done(sq *q, sqlite3_stmt *s, const char *what);
 /* Binds n bytes at column col (TL_ERANGE past SQLite's limit). */
 TL__HIDDEN int tl__sq_bind_bytes(sq *q, sqlite3_stmt *s, int col, const void *p, size_t n);
+
+/* Statement i of the write path (S_*), prepared at its first use (NULL
+ * if it does not prepare: sqlite3_step(NULL) is SQLITE_MISUSE). */
+TL__HIDDEN sqlite3_stmt *tl__sq_fixed(sq *q, int i, const char *sql);
+/* TL_OK while the write transaction begin opened is open, else
+ * TL_ESTORE (what names the step refused). */
+TL__HIDDEN int tl__sq_in_tx(sq *q, const char *what);
+
+/* store_sqlite_retire.c: the backend's retire and prune operations. */
+TL__HIDDEN int tl__sq_retire(tl__store_be *be, int64_t oldest_kept);
+TL__HIDDEN int tl__sq_prune(tl__store_be *be, int64_t oldest_kept);
+
+/* store_sqlite_vfs.c: the name of the VFS a store's connection opens
+ * with (the unix VFS, a WAL frame in one write), registered at the first
+ * call; NULL (SQLite's default) where the unix VFS is not there. */
+#define TL__SQLITE_VFS "tl-unix"
+TL__HIDDEN const char *tl__sqlite_vfs(void);
 
 /* store_sqlite_mail.c: the backend's mailbox operations (store_backend.h). */
 TL__HIDDEN int tl__sq_mail_read(tl__store_be *be, const char *to, tl__mail_fn fn, void *ud);

@@ -139,6 +139,8 @@ int tl_wf_commit(tl_wf *wf)
 
 static void take_jobs(tl_wf *wf)
 {
+    if (!wf->inflight) /* none can be done: no read of the pool's eventfd */
+        return;
     wf_job *j = tl__wf_pool_take_done(&wf->pool);
     while (j) {
         wf_job *nx = j->next;

@@ -212,6 +212,7 @@ struct tl_wf {
                                     (PostgreSQL), or -1 */
     tl_store_listener *listen;   /* PostgreSQL: posts are announced here */
     int poked;                   /* SQLite: an event since the last look at the store */
+    int64_t drained;             /* when intake last read the inotify fd (mono ns) */
     void *stmts[WF_NST];         /* db.c's prepared statements (sqlite3_stmt) */
     int force;                   /* commit at the end of this round */
     size_t inflight;             /* jobs the pool holds */
