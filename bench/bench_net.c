@@ -5,7 +5,9 @@
  *
  * The ping-pong: a forked child echoes 16-byte messages on a TCP socket
  * on 127.0.0.1 (TCP_NODELAY, blocking reads, no spinning); the parent
- * times each round trip and reports the median.
+ * times each round trip and reports the median.  The link can also stay
+ * open across rounds (bench_tcp_open), so that tl-bench interleaves TCP
+ * rounds with a node's rounds under the same load (remote_vs_tcp_*).
  */
 #include "bench_net.h"
 
@@ -91,27 +93,52 @@ static int echo_link(pid_t *child)
     return fd;
 }
 
+int bench_tcp_open(bench_tcp *t)
+{
+    t->child = -1;
+    t->fd = echo_link(&t->child);
+    return t->fd < 0 ? -1 : 0;
+}
+
+int bench_tcp_rounds(bench_tcp *t, uint64_t n, int64_t *ns)
+{
+    char buf[MSG] = "ping";
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t t0 = mono_ns();
+        if (full_io(t->fd, buf, 1) != 0 || full_io(t->fd, buf, 0) != 0)
+            return -1;
+        ns[i] = mono_ns() - t0;
+    }
+    return 0;
+}
+
+void bench_tcp_close(bench_tcp *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    if (t->child > 0) {
+        if (t->fd < 0)
+            kill(t->child, SIGKILL); /* it may never have been connected */
+        waitpid(t->child, NULL, 0);
+    }
+    t->fd = t->child = -1;
+}
+
 int bench_tcp_pingpong(uint64_t n, double *us)
 {
-    pid_t child = -1;
-    int fd = n ? echo_link(&child) : -1, rc = fd < 0;
+    bench_tcp t;
     int64_t *v = calloc(n ? n : 1, sizeof *v);
-    char buf[MSG] = "ping";
-    for (uint64_t i = 0; !rc && v && i < n; i++) {
-        int64_t t0 = mono_ns();
-        rc = full_io(fd, buf, 1) != 0 || full_io(fd, buf, 0) != 0;
-        v[i] = mono_ns() - t0;
+    int rc = !n || !v || bench_tcp_open(&t) != 0;
+    if (!rc) {
+        rc = bench_tcp_rounds(&t, n, v) != 0;
+        bench_tcp_close(&t);
     }
-    if (fd >= 0)
-        close(fd);
-    if (child > 0)
-        waitpid(child, NULL, 0);
-    if (!rc && v) {
+    if (!rc) {
         qsort(v, n, sizeof *v, cmp_i64);
         *us = (double)v[n / 2] / 1000.0;
     }
     free(v);
-    return rc || !v ? -1 : 0;
+    return rc ? -1 : 0;
 }
 
 int bench_burners_start(int k)

@@ -21,7 +21,9 @@
  * in batches of 1000 and reports n over the time until the peer
  * acknowledged them all.  tcp_pingpong_us is a plain blocking TCP
  * ping-pong between two processes (bench_net.c), the yardstick; the
- * *_loaded_us figures are measured while one CPU burner per core runs.
+ * *_loaded_us figures are measured while one CPU burner per core runs;
+ * remote_vs_tcp_ratio and remote_vs_tcp_loaded_ratio interleave the two
+ * in one run and report remote over TCP (the target: at most 1 loaded).
  * aead_*_mib_us, crc32_mib_us and memcpy*_mib_us time one pass over
  * 1 MiB with the primitives a large transfer uses (bench_prim.c).
  *
@@ -1157,6 +1159,83 @@ static int measure_remote_msg_loaded(uint64_t n, double *us)
     return rc;
 }
 
+/* remote_vs_tcp_ratio and remote_vs_tcp_loaded_ratio: the remote message
+ * of remote_chan_msg_us and the round trip of tcp_pingpong_us, measured in
+ * alternating rounds of one run (VS_ROUNDS of each, which goes first
+ * swapped every round; the loaded one with one CPU burner per core for the
+ * whole run), so that what the machine does meanwhile falls on both alike.
+ * Prints the median of each (NAME_remote_us, NAME_tcp_us, over every
+ * message of every round) and reports remote over TCP. */
+#define VS_ROUNDS 10
+
+/* One round: k + 1 messages from a remote sender, k intervals into out. */
+static int remote_round(mig_link *m, int64_t k, int64_t *out)
+{
+    tl_chan *ch = NULL;
+    int rc = mig_samples(k + 1);
+    if (rc == TL_OK && (rc = tl_chan_new(m->rt, 0, &ch)) == TL_OK) {
+        chan_locals remote = {ch, NULL, tl_nil(), k + 1, 0};
+        chan_locals home = {NULL, ch, tl_nil(), k + 1, 0};
+        rc = tl_spawn(m->rt, &remote_sender_fn, &remote, sizeof remote, NULL);
+        if (rc == TL_OK)
+            rc = tl_spawn(m->rt, &home_receiver_fn, &home, sizeof home, NULL);
+    }
+    tl_chan_release(ch);
+    if (rc == TL_OK)
+        rc = mig_poll_until(m, &mig.done, 0);
+    for (int64_t i = 0; rc == TL_OK && i < k; i++)
+        out[i] = mig.samples[i + 1] - mig.samples[i];
+    free(mig.samples);
+    mig.samples = NULL;
+    return rc;
+}
+
+static int vs_rounds(mig_link *m, bench_tcp *t, int64_t k, int64_t *rv, int64_t *tv)
+{
+    int rc = TL_OK;
+    for (int r = 0; rc == TL_OK && r < 2 * VS_ROUNDS; r++) {
+        int64_t at = (r / 2) * k;
+        if ((r ^ (r / 2)) & 1) /* TCP first in odd rounds */
+            rc = bench_tcp_rounds(t, (uint64_t)k, tv + at) == 0 ? TL_OK : TL_EIO;
+        else
+            rc = remote_round(m, k, rv + at);
+    }
+    return rc;
+}
+
+static int remote_vs_tcp(uint64_t n, double *ratio, int loaded)
+{
+    mig_link m = {NULL, NULL, 0};
+    bench_tcp t = {-1, -1};
+    int64_t k = n / VS_ROUNDS < 2 ? 2 : (int64_t)(n / VS_ROUNDS), all = k * VS_ROUNDS;
+    int64_t *rv = calloc((size_t)all, sizeof *rv), *tv = calloc((size_t)all, sizeof *tv);
+    if (loaded)
+        bench_burners_start(0);
+    int rc = rv && tv ? mig_open(&m) : TL_ENOMEM;
+    if (rc == TL_OK && bench_tcp_open(&t) != 0)
+        rc = TL_EIO;
+    if (rc == TL_OK)
+        rc = vs_rounds(&m, &t, k, rv, tv);
+    bench_tcp_close(&t);
+    rc = mig_close(&m, rc);
+    if (loaded)
+        bench_burners_stop();
+    if (rc == TL_OK) {
+        const char *name = loaded ? "remote_vs_tcp_loaded" : "remote_vs_tcp";
+        double r = median_us(rv, all), c = median_us(tv, all);
+        printf("{\"name\": \"%s_remote_us\", \"value\": %.2f, \"unit\": \"us/msg\"}\n"
+               "{\"name\": \"%s_tcp_us\", \"value\": %.2f, \"unit\": \"us/round trip\"}\n",
+               name, r, name, c);
+        *ratio = r / c;
+    }
+    free(rv);
+    free(tv);
+    return rc;
+}
+
+static int measure_vs_tcp(uint64_t n, double *ratio) { return remote_vs_tcp(n, ratio, 0); }
+static int measure_vs_tcp_loaded(uint64_t n, double *ratio) { return remote_vs_tcp(n, ratio, 1); }
+
 /* ------------------------------------------------------------------------
  * Driver
  * --------------------------------------------------------------------- */
@@ -1193,6 +1272,8 @@ static const bench benches[] = {
     {"remote_chan_msg_loaded_us", "us/msg", 5000, NULL, measure_remote_msg_loaded},
     {"remote_chan_pingpong_loaded_us", "us/round trip", 5000, NULL, measure_remote_chan_loaded},
     {"tcp_pingpong_loaded_us", "us/round trip", 5000, NULL, bench_tcp_pingpong_loaded},
+    {"remote_vs_tcp_ratio", "remote/TCP", 20000, NULL, measure_vs_tcp},
+    {"remote_vs_tcp_loaded_ratio", "remote/TCP", 10000, NULL, measure_vs_tcp_loaded},
     /* the floor under a large transfer (bench_prim.c): one pass over 1 MiB */
     {"aead_aes256gcm_mib_us", "us/MiB sealed and opened", 200, NULL, bench_aead_aes},
     {"aead_chacha20_mib_us", "us/MiB sealed and opened", 200, NULL, bench_aead_chacha},
