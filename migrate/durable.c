@@ -305,8 +305,8 @@ static void inlog_compact(tl_node *n)
 
 void tl__inbox_age(tl_node *n)
 {
-    int64_t now = tl_now(n->rt);
-    while (n->inbox_keep >= 0 && n->inlog_head < n->inlog.n) {
+    int64_t now = n->inbox_keep >= 0 && n->inlog_head < n->inlog.n ? tl_now(n->rt) : 0;
+    while (n->inbox_keep >= 0 && n->inlog_head < n->inlog.n) { /* no clock read without */
         const inid *e = &n->inlog.v[n->inlog_head];
         if (e->at > now || now - e->at < n->inbox_keep)
             break; /* oldest first: the rest is younger */

@@ -231,24 +231,17 @@ void tl__wire_done(conn *l, uint64_t req, int code, const char *msg, const tl_va
 
 /* ---- frames in ---- */
 
-/* One frame from l: p[0..len) holds exactly one msgpack value. */
-static void on_frame(conn *l, const unsigned char *p, size_t len)
+/* Decodes p[0..len) into zone z; 1 if it is exactly one array that
+ * starts with a type. */
+static int decode(msgpack_zone *z, const unsigned char *p, size_t len, msgpack_object *o)
 {
-    msgpack_unpacked up;
     size_t off = 0;
-    if (tl__msgpack_check(p, len, 24) != len) {
-        tl__link_drop(l, "malformed frame (%zu bytes)", len);
-        return;
-    }
-    msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, (const char *)p, len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        up.data.type != MSGPACK_OBJECT_ARRAY || up.data.via.array.size < 1 ||
-        !mp_is_u(mp_item(&up.data, 0))) {
-        msgpack_unpacked_destroy(&up);
-        tl__link_drop(l, "malformed frame (%zu bytes)", len);
-        return;
-    }
-    const msgpack_object *o = &up.data;
+    return msgpack_unpack((const char *)p, len, &off, z, o) == MSGPACK_UNPACK_SUCCESS &&
+           o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size >= 1 && mp_is_u(mp_item(o, 0));
+}
+
+static void dispatch(conn *l, const msgpack_object *o)
+{
     uint64_t type = mp_item(o, 0)->via.u64;
     if (type == M_ERROR) {
         char msg[256] = "?";
@@ -274,7 +267,42 @@ static void on_frame(conn *l, const unsigned char *p, size_t len)
         default: tl__link_drop(l, "unknown message type %llu", (unsigned long long)type);
         }
     }
-    msgpack_unpacked_destroy(&up);
+}
+
+/* One frame from l: p[0..len) holds exactly one msgpack value.  It is
+ * decoded into the node's zone, kept from frame to frame so that a small
+ * frame costs no allocation (msgpack_zone_clear keeps only its first
+ * chunk), or into a zone of its own if a handler is decoding already. */
+static void on_frame(conn *l, const unsigned char *p, size_t len)
+{
+    tl_node *n = l->node;
+    msgpack_zone own, *z = &n->zone;
+    msgpack_object o;
+    if (tl__msgpack_check(p, len, 24) != len) {
+        tl__link_drop(l, "malformed frame (%zu bytes)", len);
+        return;
+    }
+    if (n->zone_busy || !n->zone_ok) {
+        if (!n->zone_busy && msgpack_zone_init(&n->zone, 4096))
+            n->zone_ok = 1;
+        else if (msgpack_zone_init(&own, 4096))
+            z = &own;
+        else {
+            tl__link_drop(l, "out of memory for a frame");
+            return;
+        }
+    }
+    n->zone_busy += z == &n->zone;
+    if (decode(z, p, len, &o))
+        dispatch(l, &o);
+    else
+        tl__link_drop(l, "malformed frame (%zu bytes)", len);
+    if (z == &n->zone) {
+        n->zone_busy--;
+        msgpack_zone_clear(z);
+    } else {
+        msgpack_zone_destroy(z);
+    }
 }
 
 /* A frame's length prefix. */

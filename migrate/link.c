@@ -232,6 +232,7 @@ void tl__link_drop(conn *l, const char *fmt, ...)
     int was_up = l->state == L_UP;
     tl__node_log(n, "link %s%s%s dropped: %s", l->where, l->peer[0] ? " to " : "", l->peer, why);
     set_state(l, L_DEAD);
+    tl__unwatch(l);
     close(l->fd);
     l->fd = -1;
     n->stats.links_dropped += was_up;
@@ -249,6 +250,7 @@ void tl__link_drop(conn *l, const char *fmt, ...)
 
 void tl__link_free(conn *l)
 {
+    tl__unwatch(l); /* a link taken back unmade: its caller closes the socket */
     tl__session_wipe(l);
     tl__buf_release(l);
     free(l->acks.v);
@@ -470,6 +472,7 @@ void tl__on_connected(conn *l)
     if (err) {
         /* quietly: the peer may not be up yet */
         set_state(l, L_DEAD);
+        tl__unwatch(l);
         close(l->fd);
         l->fd = -1;
         if (l->dial) {

@@ -4,9 +4,10 @@
  * A node owns a runtime's node slot (its layer ops: src/internal.h,
  * remote.c) and an event loop over non-blocking sockets.  One round
  * (tl_node_poll): scheduler steps; tl__settle (the checkpoint transfers
- * need, then what may be sent); one poll over the wake pipe, the listener
- * and every link, spinning briefly first right after traffic while that
- * pays (tl__node_spin_pays: not when shared CPUs delay answers); what came
+ * need, then what may be sent); one epoll_wait over the wake pipe, the
+ * listener and every link (registered once, "the epoll set" below),
+ * spinning briefly first right after traffic while that pays
+ * (tl__node_spin_pays: not when shared CPUs delay answers); what came
  * in is dispatched (frame.c); redials and handshake deadlines (link.c);
  * then, if imports came, their checkpoint before they run, the steps they
  * woke and a last tl__settle so that answers leave in one write.
@@ -26,10 +27,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -64,6 +65,16 @@ void tl__node_log(tl_node *n, const char *fmt, ...)
         n->log(n->log_ud, line);
     else
         fprintf(stderr, "tasklet node %s: %s\n", n->id, line);
+}
+
+/* epoll_ctl of fd in n's set, the event naming ptr (the event loop, below). */
+static int ep_ctl(tl_node *n, int op, int fd, uint32_t events, void *ptr)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.ptr = ptr;
+    return epoll_ctl(n->epfd, op, fd, &ev);
 }
 
 /* ---- public API ---- */
@@ -112,7 +123,7 @@ static void configure(tl_node *n, tl_runtime *rt, const tl_node_config *cfg)
     n->ciphers = TL__CIPHER_CHACHA | TL__CIPHER_AES; /* those this CPU has: session.c */
     tl__limits_config(n, cfg);
     n->inbox_keep = cfg->inbox_keep_ns ? cfg->inbox_keep_ns : INBOX_KEEP_DEFAULT_NS;
-    n->lfd = -1;
+    n->lfd = n->epfd = -1;
     tl__list_init(&n->shaking);
     randombytes_buf(&n->xid_prefix, sizeof n->xid_prefix);
 }
@@ -121,6 +132,24 @@ static void close_wake(tl_node *n)
 {
     close(n->wake[0]);
     close(n->wake[1]);
+    if (n->epfd >= 0)
+        close(n->epfd);
+}
+
+/* The wake pipe and the epoll set, the pipe in it; TL_EIO if not. */
+static int open_wake(tl_node *n)
+{
+    if (pipe(n->wake) != 0)
+        return tl__seterr(n->rt, TL_EIO, "tl_node_new: pipe: %s", strerror(errno));
+    tl__set_nonblock(n->wake[0]);
+    tl__set_nonblock(n->wake[1]);
+    n->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (n->epfd < 0 || ep_ctl(n, EPOLL_CTL_ADD, n->wake[0], EPOLLIN, n->wake) != 0) {
+        int rc = tl__seterr(n->rt, TL_EIO, "tl_node_new: epoll: %s", strerror(errno));
+        close_wake(n);
+        return rc;
+    }
+    return TL_OK;
 }
 
 int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
@@ -135,12 +164,10 @@ int tl_node_new(tl_runtime *rt, const tl_node_config *cfg, tl_node **out)
     if (!n)
         return tl__seterr(rt, TL_ENOMEM, "tl_node_new: out of memory");
     configure(n, rt, cfg);
-    if (pipe(n->wake) != 0) {
+    if ((rc = open_wake(n)) != TL_OK) {
         tl__free(rt, n, sizeof *n);
-        return tl__seterr(rt, TL_EIO, "tl_node_new: pipe: %s", strerror(errno));
+        return rc;
     }
-    tl__set_nonblock(n->wake[0]);
-    tl__set_nonblock(n->wake[1]);
     rc = tl_register(rt, &tl__agent_fn);
     if (rc != TL_OK && rc != TL_EEXIST) {
         close_wake(n);
@@ -185,6 +212,8 @@ void tl_node_free(tl_node *n)
         unlink(n->lpath);
     close_wake(n);
     tl__peers_free(n);
+    if (n->zone_ok)
+        msgpack_zone_destroy(&n->zone);
     tl__layer_detach(n->rt, TL__LAYER_NODE);
     n->magic = TL__MAGIC_DEAD;
     tl__free(n->rt, n, sizeof *n);
@@ -221,7 +250,13 @@ int tl_node_listen(tl_node *n, const char *where)
         return rc;
     }
     tl__set_nonblock(fd);
+    if (ep_ctl(n, EPOLL_CTL_ADD, fd, EPOLLIN, &n->lfd) != 0) {
+        rc = tl__seterr(n->rt, TL_EIO, "tl_node_listen %s: epoll: %s", where, strerror(errno));
+        close(fd);
+        return rc;
+    }
     n->lfd = fd;
+    n->lfd_on = 1;
     if (a.family == AF_INET) {
         struct sockaddr_in in;
         socklen_t len = sizeof in;
@@ -418,50 +453,55 @@ static int64_t wait_ns(tl_node *n, int timeout_ms, int64_t now)
     return wait;
 }
 
-/* The descriptors of one poll: fds[i] belongs to link who[i] (NULL: the
- * wake pipe or the listener). */
-typedef struct pollset {
-    struct pollfd *fds, stackfds[64];
-    conn **who, *stackwho[64];
-    size_t k;
-} pollset;
+/* ---- the epoll set ----
+ *
+ * Every descriptor stays registered while it is open: the wake pipe from
+ * tl_node_new, the listener from tl_node_listen (events 0 while accepting
+ * is paused), each link from the first round it is seen (watch_sync)
+ * until tl__unwatch, before its socket closes.  What a link waits for is
+ * registered again only when it changes (POLLOUT while output waits, say),
+ * so a steady round makes no epoll_ctl at all, and the wait costs the
+ * same whatever the number of idle links.  An event names its link by
+ * pointer: a link dropped while a batch is dispatched is DEAD (skipped),
+ * never freed before the next tl__links_reap. */
 
-static void pollset_free(pollset *ps)
+/* What l waits for now. */
+static uint32_t link_events(const tl_node *n, const conn *l)
 {
-    if (ps->fds != ps->stackfds)
-        free(ps->fds);
-    if (ps->who != ps->stackwho)
-        free(ps->who);
+    if (l->state == L_CONNECTING)
+        return EPOLLOUT;
+    return (n->deaf ? 0 : (uint32_t)EPOLLIN) | (l->wlen > l->woff ? (uint32_t)EPOLLOUT : 0);
 }
 
-static void pollset_add(pollset *ps, int fd, short events, conn *l)
+void tl__unwatch(conn *l)
 {
-    ps->fds[ps->k].fd = fd;
-    ps->fds[ps->k].events = events;
-    ps->fds[ps->k].revents = 0;
-    ps->who[ps->k++] = l;
+    if (l->watched && l->fd >= 0)
+        epoll_ctl(l->node->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+    l->watched = 0;
 }
 
-static int pollset_fill(tl_node *n, pollset *ps)
+/* Registers what each link and the listener wait for, where that
+ * changed.  1 if a link was dropped for it (out of kernel memory): what
+ * that woke runs before any wait. */
+static int watch_sync(tl_node *n, int64_t now)
 {
-    size_t cnt = 2;
-    for (conn *l = n->links; l; l = l->next)
-        cnt++;
-    ps->k = 0;
-    ps->fds = cnt <= 64 ? ps->stackfds : calloc(cnt, sizeof *ps->fds);
-    ps->who = cnt <= 64 ? ps->stackwho : calloc(cnt, sizeof *ps->who);
-    if (!ps->fds || !ps->who) {
-        pollset_free(ps);
-        return tl__seterr(n->rt, TL_ENOMEM, "tl_node_poll: out of memory");
+    int dropped = 0, listen_on = n->lfd >= 0 && now >= n->accept_after;
+    if (n->lfd >= 0 && listen_on != n->lfd_on &&
+        ep_ctl(n, EPOLL_CTL_MOD, n->lfd, listen_on ? EPOLLIN : 0, &n->lfd) == 0)
+        n->lfd_on = listen_on;
+    for (conn *l = n->links; l; l = l->next) {
+        uint32_t want = link_events(n, l);
+        if (l->state == L_DEAD || (l->watched && want == l->events))
+            continue;
+        if (ep_ctl(n, l->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, want, l) != 0) {
+            tl__link_drop(l, "epoll_ctl: %s", strerror(errno));
+            dropped = 1;
+            continue;
+        }
+        l->watched = 1;
+        l->events = want;
     }
-    pollset_add(ps, n->wake[0], POLLIN, NULL);
-    if (n->lfd >= 0 && tl__mono_ns() >= n->accept_after)
-        pollset_add(ps, n->lfd, POLLIN, NULL);
-    for (conn *l = n->links; l; l = l->next)
-        pollset_add(ps, l->fd, (short)(l->state == L_CONNECTING ? POLLOUT
-                                       : (n->deaf ? 0 : POLLIN) |
-                                             (l->wlen > l->woff ? POLLOUT : 0)), l);
-    return TL_OK;
+    return dropped;
 }
 
 /* Right after traffic an answer usually follows within tens of
@@ -490,41 +530,42 @@ void tl__node_spin_note(tl_node *n, int hit)
         n->spin_misses = n->spin_misses > SPIN_MISSES_MAX ? SPIN_MISSES_MAX - 1 : n->spin_misses - 1;
 }
 
-static int wait_io(tl_node *n, pollset *ps, int64_t wait, int64_t now)
+static int wait_io(tl_node *n, struct epoll_event *evs, int64_t wait, int64_t now)
 {
     int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
     int got = 0;
     if (ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS && tl__node_spin_pays(n)) {
         for (int64_t until = now + SPIN_NS; got == 0 && tl__mono_ns() < until;)
-            got = poll(ps->fds, (nfds_t)ps->k, 0);
+            got = epoll_wait(n->epfd, evs, EV_BATCH, 0);
         tl__node_spin_note(n, got > 0);
     }
     if (got == 0)
-        got = poll(ps->fds, (nfds_t)ps->k, ms);
-    return got;
+        got = epoll_wait(n->epfd, evs, EV_BATCH, ms);
+    return got; /* < 0: EINTR, as nothing */
 }
 
-static void dispatch_io(tl_node *n, pollset *ps)
+static void dispatch_io(tl_node *n, const struct epoll_event *evs, int got)
 {
-    for (size_t i = 0; i < ps->k; i++) {
-        short ev = ps->fds[i].revents;
-        conn *l = ps->who[i];
-        if (!ev)
+    for (int i = 0; i < got; i++) {
+        uint32_t ev = evs[i].events;
+        void *who = evs[i].data.ptr;
+        if (who == n->wake) {
+            char b[64];
+            while (read(n->wake[0], b, sizeof b) > 0)
+                ;
             continue;
-        if (!l) {
-            if (ps->fds[i].fd == n->wake[0]) {
-                char b[64];
-                while (read(n->wake[0], b, sizeof b) > 0)
-                    ;
-            } else {
-                tl__on_accept(n);
-            }
-        } else if (l->state == L_CONNECTING) {
+        }
+        if (who == &n->lfd) {
+            tl__on_accept(n);
+            continue;
+        }
+        conn *l = who;
+        if (l->state == L_CONNECTING) {
             tl__on_connected(l);
         } else if (l->state != L_DEAD) {
-            if (ev & POLLOUT)
+            if (ev & EPOLLOUT)
                 tl__flush(l);
-            if (ev & (POLLIN | POLLHUP | POLLERR))
+            if (l->state != L_DEAD && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 tl__on_readable(l);
         }
     }
@@ -561,14 +602,12 @@ int tl_node_poll(tl_node *n, int timeout_ms)
         rc = tl__settle(n);
     if (rc != TL_OK)
         return rc;
-    int64_t now = tl__mono_ns(), wait = wait_ns(n, timeout_ms, now);
-    pollset ps;
-    rc = pollset_fill(n, &ps);
-    if (rc != TL_OK)
-        return rc;
-    if (wait_io(n, &ps, wait, now) > 0)
-        dispatch_io(n, &ps);
-    pollset_free(&ps);
+    struct epoll_event evs[EV_BATCH];
+    int64_t now = tl__mono_ns();
+    int64_t wait = watch_sync(n, now) ? 0 : wait_ns(n, timeout_ms, now);
+    int got = wait_io(n, evs, wait, now);
+    if (got > 0)
+        dispatch_io(n, evs, got);
     timers(n);
     if (n->store && n->need_ckpt)
         rc = tl__settle(n); /* imports are checkpointed before they run */

@@ -38,6 +38,7 @@
 #define SPIN_RETRY 64              /* ... but spin once per this many waits, to learn */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
+#define EV_BATCH 64               /* events taken per wait (the rest: the next round) */
 #define ACCEPT_BATCH 1024          /* connections accepted (or refused) per round */
 #define MAX_REDIAL_NS 2000000000LL
 #define READ_BUDGET ((size_t)8 << 20) /* bytes read from one link per round */
@@ -97,6 +98,8 @@ struct conn {
     conn *dead_next;             /* in n->dead once DEAD, until reaped */
     tl_node *node;
     int fd, state, client;
+    int watched;                 /* fd is in the node's epoll set, waiting for events */
+    uint32_t events;             /* ... these (EPOLLIN, EPOLLOUT) */
     uint64_t seq;                /* order of creation: a peer's newest link is used */
     dial *dial;
     char peer[64];
@@ -236,7 +239,10 @@ struct tl_node {
     int deaf;              /* tests: links are not read (tl__node_deaf) */
     uint64_t refused_n;    /* connections refused since refused_at (logged once a second) */
     int64_t refused_at;
-    int lfd;
+    int lfd, lfd_on;       /* the listener; lfd_on: in the epoll set for EPOLLIN */
+    int epfd;              /* the epoll set: the wake pipe, the listener, the links */
+    msgpack_zone zone;     /* frames are decoded into it (frame.c), if zone_ok; */
+    int zone_ok, zone_busy; /* zone_busy: a frame decoded there is being handled */
     char laddr[300], lpath[128];
     conn *links;           /* newest first */
     conn *dead;            /* DEAD links, to free in tl__links_reap */
@@ -294,6 +300,8 @@ TL__HIDDEN int tl__vec_grow(void **p, size_t *cap, size_t size);
 TL__HIDDEN int64_t tl__mono_ns(void);
 TL__HIDDEN void tl__node_log(tl_node *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Takes l's socket out of the node's epoll set: before it is closed. */
+TL__HIDDEN void tl__unwatch(conn *l);
 /* The layer op migrate (src/internal.h): tl_node_migrate, with cargo. */
 TL__HIDDEN int tl__node_migrate_op(void *ud, tl_tasklet *t, const char *peer, size_t cargo);
 

@@ -165,24 +165,38 @@ static void send_op(conn *l, uint64_t req, int op, const tl__remote *r, const tl
     tl__flush(l);
 }
 
+/* hook_remote_op's refusals, naming the channel (formatted only then:
+ * the label is not built on the path of every operation); lost: the
+ * link dropped while the request was sent. */
+static int op_refused(tl_node *n, tl_chan *ch, int op, int rc, int lost)
+{
+    char label[160];
+    const char *what = op == TL_OP_SEND ? "send" : "receive";
+    const char *node = ch->remote->node;
+    tl__chan_label(ch, label, sizeof label);
+    if (rc == TL_ELINK && !lost)
+        return tl__seterr(n->rt, rc, "%s on %s: no link to node %s", what, label, node);
+    if (rc == TL_ELINK)
+        return tl__seterr(n->rt, rc, "%s on %s: the link to node %s was lost", what, label, node);
+    if (rc == TL_EBUSY)
+        return tl__seterr(n->rt, rc, "%s on %s: %u operations are in flight to node %s "
+                          "already (max_requests)", what, label, n->lim.max_requests, node);
+    return tl__seterr(n->rt, rc, "send on %s: a value crossing nodes cannot hold channel "
+                      "or tasklet references or nest deeper than 16", label);
+}
+
 static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
 {
     tl_node *n = ud;
     const tl__remote *r = ch->remote;
-    char label[160];
     conn *l = tl__link_up(n, r->node);
-    tl__chan_label(ch, label, sizeof label);
     if (!l)
-        return tl__seterr(n->rt, TL_ELINK, "%s on %s: no link to node %s",
-                          op == TL_OP_SEND ? "send" : "receive", label, r->node);
+        return op_refused(n, ch, op, TL_ELINK, 0);
     if (!tl__limit_requests(l))
-        return tl__seterr(n->rt, TL_EBUSY, "%s on %s: %u operations are in flight to node %s "
-                          "already (max_requests)", op == TL_OP_SEND ? "send" : "receive", label,
-                          n->lim.max_requests, r->node);
+        return op_refused(n, ch, op, TL_EBUSY, 0);
     int vc = op == TL_OP_SEND ? value_check(t->xfer, 0) : TL_OK;
     if (vc != TL_OK)
-        return tl__seterr(n->rt, vc, "send on %s: a value crossing nodes cannot hold channel "
-                          "or tasklet references or nest deeper than 16", label);
+        return op_refused(n, ch, op, vc, 0);
     rop *ro = calloc(1, sizeof *ro);
     if (ro) {
         ro->req = ++n->next_req;
@@ -196,8 +210,7 @@ static int hook_remote_op(void *ud, tl_chan *ch, tl_tasklet *t, int op)
     }
     send_op(l, ro->req, op, r, t);
     if (l->state == L_DEAD) /* the request did not go: tl__link_drop freed it */
-        return tl__seterr(n->rt, TL_ELINK, "%s on %s: the link to node %s was lost",
-                          op == TL_OP_SEND ? "send" : "receive", label, r->node);
+        return op_refused(n, ch, op, TL_ELINK, 1);
     return TL_OK;
 }
 
