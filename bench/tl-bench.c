@@ -1195,10 +1195,19 @@ static int vs_rounds(mig_link *m, bench_tcp *t, int64_t k, int64_t *rv, int64_t 
     int rc = TL_OK;
     for (int r = 0; rc == TL_OK && r < 2 * VS_ROUNDS; r++) {
         int64_t at = (r / 2) * k;
-        if ((r ^ (r / 2)) & 1) /* TCP first in odd rounds */
+        int tcp = (r ^ (r / 2)) & 1; /* TCP first in odd rounds */
+        if (tcp)
             rc = bench_tcp_rounds(t, (uint64_t)k, tv + at) == 0 ? TL_OK : TL_EIO;
         else
             rc = remote_round(m, k, rv + at);
+        if (rc == TL_OK && getenv("TL_BENCH_ROUNDS")) { /* each round's median */
+            int64_t *c = malloc((size_t)k * sizeof *c);
+            if (c)
+                memcpy(c, (tcp ? tv : rv) + at, (size_t)k * sizeof *c);
+            fprintf(stderr, "round %d %s: %.2f us\n", r / 2, tcp ? "tcp" : "remote",
+                    c ? median_us(c, k) : 0.0);
+            free(c);
+        }
     }
     return rc;
 }

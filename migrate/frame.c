@@ -166,7 +166,7 @@ void tl__pack_str(msgpack_packer *pk, const char *s)
 void tl__flush(conn *l)
 {
     while (l->state != L_DEAD && l->woff < l->wlen) {
-        ssize_t k = send(l->fd, l->wbuf + l->woff, l->wlen - l->woff, MSG_NOSIGNAL);
+        ssize_t k = send(l->fd, l->wbuf + l->woff, l->wlen - l->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
             l->woff += (size_t)k;
         } else if (k < 0 && errno == EINTR) {
@@ -429,7 +429,7 @@ void tl__on_readable(conn *l)
     while (l->state != L_DEAD && budget) {
         if (!make_room(l))
             return;
-        ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, 0);
+        ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT);
         if (k > 0) {
             int drained = (size_t)k < l->rcap - l->rlen; /* a short read: nothing more now */
             l->rlen += (size_t)k;
@@ -449,4 +449,31 @@ void tl__on_readable(conn *l)
             tl__link_drop(l, "receive failed: %s", strerror(errno));
         }
     }
+}
+
+/* Reads l's next bytes, waiting for them (block: in a blocking recv that
+ * the socket's SO_RCVTIMEO bounds) or not, then reads on as
+ * tl__on_readable does.  0 if nothing came (in time, or a signal came). */
+int tl__read_next(conn *l, int block)
+{
+    if (!make_room(l))
+        return 1;
+    ssize_t k = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, block ? 0 : MSG_DONTWAIT);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (k <= 0) {
+        if (k == 0)
+            tl__link_drop(l, "closed by the peer");
+        else
+            tl__link_drop(l, "receive failed: %s", strerror(errno));
+        return 1;
+    }
+    int drained = (size_t)k < l->rcap - l->rlen;
+    l->rlen += (size_t)k;
+    tl__on_bytes(l);
+    if (l->state != L_DEAD)
+        tl__buf_trim(l);
+    if (!drained && l->state != L_DEAD)
+        tl__on_readable(l);
+    return 1;
 }

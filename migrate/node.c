@@ -26,12 +26,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -530,11 +532,11 @@ void tl__node_spin_note(tl_node *n, int hit)
         n->spin_misses = n->spin_misses > SPIN_MISSES_MAX ? SPIN_MISSES_MAX - 1 : n->spin_misses - 1;
 }
 
-static int wait_io(tl_node *n, struct epoll_event *evs, int64_t wait, int64_t now)
+static int wait_io(tl_node *n, struct epoll_event *evs, int64_t wait, int64_t now, int spin)
 {
     int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
     int got = 0;
-    if (ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS && tl__node_spin_pays(n)) {
+    if (spin && ms != 0 && now - n->last_io < SPIN_AFTER_IO_NS && tl__node_spin_pays(n)) {
         for (int64_t until = now + SPIN_NS; got == 0 && tl__mono_ns() < until;)
             got = epoll_wait(n->epfd, evs, EV_BATCH, 0);
         tl__node_spin_note(n, got > 0);
@@ -542,6 +544,55 @@ static int wait_io(tl_node *n, struct epoll_event *evs, int64_t wait, int64_t no
     if (got == 0)
         got = epoll_wait(n->epfd, evs, EV_BATCH, ms);
     return got; /* < 0: EINTR, as nothing */
+}
+
+/* ---- the lone link ----
+ *
+ * A node whose one link carries traffic (a request and its answer, one
+ * after the other) waits for that link's next bytes in recv itself rather
+ * than in epoll_wait and then recv: a system call less per frame, like a
+ * plain blocking ping-pong.  The socket is made blocking for it (every
+ * other recv and send passes MSG_DONTWAIT), with SO_RCVTIMEO at
+ * READ_WAIT_NS.  What else the epoll set holds (the wake pipe, the
+ * listener) is not watched meanwhile, so the lone wait is taken only
+ * while the set was waited on within READ_WAIT_NS, never past a timer,
+ * and a wait that times out goes on in epoll_wait: the others wait at
+ * most READ_WAIT_NS.  The short spin of wait_io is done here on the socket
+ * (recv without waiting), so a spin that finds the answer has read it. */
+
+/* The node's one link, if this round may wait for it alone: up, nothing
+ * to send, traffic within SPIN_AFTER_IO_NS, the round would sleep at
+ * least READ_WAIT_NS, and the epoll set was waited on within that. */
+static conn *lone_link(tl_node *n, int64_t wait, int64_t now)
+{
+    conn *l = n->links;
+    if (!l || l->next || l->state != L_UP || n->deaf || l->wlen > l->woff ||
+        (wait >= 0 && wait < READ_WAIT_NS) || now - n->last_io >= SPIN_AFTER_IO_NS ||
+        now - n->polled_at >= READ_WAIT_NS)
+        return NULL;
+    if (!l->blocking) {
+        struct timeval tv = {0, (suseconds_t)(READ_WAIT_NS / 1000)};
+        int fl = fcntl(l->fd, F_GETFL);
+        if (fl < 0 || setsockopt(l->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+            fcntl(l->fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+            return NULL;
+        l->blocking = 1;
+    }
+    return l;
+}
+
+/* Waits for l (spinning first while that pays); 1 if bytes came or l went. */
+static int wait_lone(tl_node *n, conn *l, int64_t now)
+{
+    if (tl__node_spin_pays(n)) {
+        int got = 0;
+        for (int64_t until = now + SPIN_NS; !got && tl__mono_ns() < until;)
+            got = tl__read_next(l, 0);
+        tl__node_spin_note(n, got);
+        if (got)
+            return 1;
+    }
+    return tl__read_next(l, 1);
 }
 
 static void dispatch_io(tl_node *n, const struct epoll_event *evs, int got)
@@ -605,9 +656,15 @@ int tl_node_poll(tl_node *n, int timeout_ms)
     struct epoll_event evs[EV_BATCH];
     int64_t now = tl__mono_ns();
     int64_t wait = watch_sync(n, now) ? 0 : wait_ns(n, timeout_ms, now);
-    int got = wait_io(n, evs, wait, now);
-    if (got > 0)
-        dispatch_io(n, evs, got);
+    conn *lone = lone_link(n, wait, now);
+    if (!lone || !wait_lone(n, lone, now)) {
+        if (lone && wait > 0) /* the lone wait timed out: the rest in epoll_wait */
+            wait = wait > READ_WAIT_NS ? wait - READ_WAIT_NS : 0;
+        int got = wait_io(n, evs, wait, now, !lone);
+        n->polled_at = now;
+        if (got > 0)
+            dispatch_io(n, evs, got);
+    }
     timers(n);
     if (n->store && n->need_ckpt)
         rc = tl__settle(n); /* imports are checkpointed before they run */
@@ -736,6 +793,16 @@ void tl__node_deaf(tl_node *n, int on)
 {
     if (valid(n))
         n->deaf = on;
+}
+
+int tl__node_lone(tl_node *n, long long wait_ns, long long io_ago_ns, long long poll_ago_ns)
+{
+    if (!valid(n))
+        return 0;
+    int64_t now = tl__mono_ns();
+    n->last_io = now - io_ago_ns;
+    n->polled_at = now - poll_ago_ns;
+    return lone_link(n, wait_ns, now) != NULL;
 }
 
 const char *tl__node_first_xid(const tl_node *n)

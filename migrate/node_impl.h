@@ -38,6 +38,7 @@
 #define SPIN_RETRY 64              /* ... but spin once per this many waits, to learn */
 #define XFER_BATCH_BYTES ((size_t)64 << 10) /* both sides work while the next one goes */
 #define REDIAL_NS 100000000LL
+#define READ_WAIT_NS 1000000LL    /* the lone link's blocking recv waits this long */
 #define EV_BATCH 64               /* events taken per wait (the rest: the next round) */
 #define ACCEPT_BATCH 1024          /* connections accepted (or refused) per round */
 #define MAX_REDIAL_NS 2000000000LL
@@ -100,6 +101,7 @@ struct conn {
     int fd, state, client;
     int watched;                 /* fd is in the node's epoll set, waiting for events */
     uint32_t events;             /* ... these (EPOLLIN, EPOLLOUT) */
+    int blocking;                /* the socket blocks (SO_RCVTIMEO: READ_WAIT_NS) */
     uint64_t seq;                /* order of creation: a peer's newest link is used */
     dial *dial;
     char peer[64];
@@ -277,6 +279,7 @@ struct tl_node {
     int need_ckpt, started, wake[2];
     int64_t accept_after;  /* accept paused until then (after an error) */
     int64_t last_io;       /* when a frame last came in */
+    int64_t polled_at;     /* when the epoll set was last waited on */
     unsigned spin_misses;  /* spins before sleeping that found nothing, less
                             * those that found an answer (wait_io, node.c) */
     unsigned spin_skips;   /* waits that slept at once since the last spin */
@@ -356,6 +359,8 @@ TL__HIDDEN void tl__wire_done(conn *l, uint64_t req, int code, const char *msg,
                               const tl_value *v);
 TL__HIDDEN void tl__on_bytes(conn *l);
 TL__HIDDEN void tl__on_readable(conn *l);
+/* The lone link's read (node.c): 0 if nothing came. */
+TL__HIDDEN int tl__read_next(conn *l, int block);
 
 /* Reading a decoded frame: element i of array o, and type tests. */
 static inline const msgpack_object *mp_item(const msgpack_object *o, uint32_t i)

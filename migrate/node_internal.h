@@ -44,5 +44,11 @@ __attribute__((visibility("hidden"))) const char *tl__node_first_xid(const tl_no
  * next sleep, and what the spin found (hit: an answer came within it). */
 __attribute__((visibility("hidden"))) int tl__node_spin_pays(tl_node *n);
 __attribute__((visibility("hidden"))) void tl__node_spin_note(tl_node *n, int hit);
+/* Whether n's next round would wait for its one link alone (node.c, "the
+ * lone link"), were it to sleep wait_ns (-1: no bound), a frame having
+ * come io_ago_ns ago and the epoll set waited on poll_ago_ns ago. */
+__attribute__((visibility("hidden"))) int tl__node_lone(tl_node *n, long long wait_ns,
+                                                        long long io_ago_ns,
+                                                        long long poll_ago_ns);
 
 #endif

@@ -1265,6 +1265,142 @@ static void test_two_threads(void **state)
     assert_int_equal(tl_tasklet_count(F.rt[1]), 0);
 }
 
+/* ---- the lone link does not starve the rest (issue 12 point 7) ---- */
+
+/* A node whose one link carries traffic waits for it in a blocking recv
+ * (node.c, "the lone link"); its listener and wake pipe must still be
+ * served while that traffic never stops.  B sends to a channel of A
+ * without pause (each send a round trip), both nodes in threads of their
+ * own; meanwhile a third node links to A, then tl_node_stop ends both. */
+static atomic_int lone_stop;
+typedef struct { tl_chan *ch; tl_value v; int64_t i; } lone_t;
+static const tl_field lone_fields[] = {
+    TL_FIELD(lone_t, ch, TL_T_CHAN), TL_FIELD(lone_t, v, TL_T_VALUE),
+    TL_FIELD(lone_t, i, TL_T_I64),
+};
+
+static tl_status lone_sender(tl_frame *f, void *locals)
+{
+    lone_t *L = locals;
+    TL_BEGIN(f);
+    for (L->i = 0; !atomic_load(&lone_stop); L->i++)
+        TL_SEND(f, L->ch, tl_i64(L->i));
+    TL_SEND(f, L->ch, tl_i64(-1));
+    TL_END(f);
+}
+
+static tl_status lone_receiver(tl_frame *f, void *locals)
+{
+    lone_t *L = locals;
+    TL_BEGIN(f);
+    do {
+        TL_RECV(f, L->ch, L->v);
+        L->i++;
+        atomic_store(&TH.count, L->i);
+    } while (tl_as_i64(L->v) != -1);
+    atomic_store(&TH.count, L->i);
+    atomic_store(&TH.done, 1);
+    TL_END(f);
+}
+static const tl_func lone_sender_fn = {"test.migrate.lone_sender", 1, lone_sender,
+                                       sizeof(lone_t), lone_fields, TL_COUNTOF(lone_fields),
+                                       NULL};
+static const tl_func lone_receiver_fn = {"test.migrate.lone_receiver", 1, lone_receiver,
+                                         sizeof(lone_t), lone_fields, TL_COUNTOF(lone_fields),
+                                         NULL};
+
+static tl_node *secret_node(tl_runtime *rt, const char *id)
+{
+    static const char secret[] = "test_migrate: the lone link's secret";
+    tl_node_config cfg;
+    tl_node *n = NULL;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.node_id = id;
+    cfg.secret = secret;
+    cfg.secret_len = sizeof secret - 1;
+    cfg.log = quiet_log;
+    assert_int_equal(tl_node_new(rt, &cfg, &n), TL_OK);
+    return n;
+}
+
+/* When a round waits for the one link alone: only with recent traffic,
+ * a wait of at least READ_WAIT_NS (1 ms) or none, and the epoll set
+ * waited on within 1 ms (so that the listener, the wake pipe and timers
+ * wait at most that); never with a second link.  The link, blocking
+ * from then on, still carries traffic both ways. */
+static void test_lone_link_rules(void **state)
+{
+    (void)state;
+    const long long ms = 1000000;
+    assert_true(tl__node_lone(F.n[0], -1, 0, 0));
+    assert_true(tl__node_lone(F.n[0], 5 * ms, ms / 2, ms / 2));
+    assert_false(tl__node_lone(F.n[0], ms / 2, 0, 0));     /* a timer is near */
+    assert_false(tl__node_lone(F.n[0], 0, 0, 0));          /* work to do */
+    assert_false(tl__node_lone(F.n[0], -1, 2 * ms, 0));    /* no recent traffic */
+    assert_false(tl__node_lone(F.n[0], -1, 0, 2 * ms));    /* the others' turn */
+    assert_true(tl__node_lone(F.n[1], -1, 0, 0));
+    test_remote_rendezvous(state); /* both links blocking now */
+    tl_runtime *rt;
+    assert_int_equal(tl_runtime_new(NULL, &rt), TL_OK);
+    tl_node *c = node_new(rt, "C", NULL);
+    assert_int_equal(tl_node_pair(F.n[0], c), TL_OK);
+    assert_false(tl__node_lone(F.n[0], -1, 0, 0)); /* two links */
+    tl_node_free(c);
+    tl_runtime_free(rt);
+}
+
+static void test_lone_link_serves_the_rest(void **state)
+{
+    pthread_t th[2];
+    void *rc[2];
+    tl_runtime *crt;
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        tl_node_free(F.n[i]);
+        assert_int_equal(tl_register(F.rt[i], &lone_sender_fn), TL_OK);
+        assert_int_equal(tl_register(F.rt[i], &lone_receiver_fn), TL_OK);
+    }
+    memset(&TH, 0, sizeof TH);
+    atomic_store(&lone_stop, 0);
+    F.n[0] = secret_node(F.rt[0], "A");
+    F.n[1] = secret_node(F.rt[1], "B");
+    assert_int_equal(tl_node_listen(F.n[0], "tcp://127.0.0.1:0"), TL_OK);
+    pair_up();
+    tl_chan *home = chan_new(0, 0);
+    assert_int_equal(tl_node_export(F.n[0], home, "lone"), TL_OK);
+    tl_chan *proxy = NULL;
+    assert_int_equal(tl_node_chan(F.n[1], "A/lone", &proxy), TL_OK);
+    keep_chan(proxy);
+    lone_t a = {home, tl_nil(), 0}, b = {proxy, tl_nil(), 0};
+    spawn(0, &lone_receiver_fn, &a, sizeof a);
+    spawn(1, &lone_sender_fn, &b, sizeof b);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, node_thread, F.n[i]), 0);
+    /* once the messages flow, C links to A's listener */
+    for (int i = 0; i < 60000 && atomic_load(&TH.count) < 2000; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    assert_int_equal(tl_runtime_new(NULL, &crt), TL_OK);
+    tl_node *c = secret_node(crt, "C");
+    assert_int_equal(tl_node_connect(c, tl_node_address(F.n[0])), TL_OK);
+    int linked = tl_node_wait_peer(c, "A", 30000);
+    tl_node_free(c);
+    tl_runtime_free(crt);
+    atomic_store(&lone_stop, 1);
+    /* a bound, not a timing assertion: stop a hung run after ~60 s */
+    for (int i = 0; i < 60000 && !atomic_load(&TH.done); i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    tl_node_stop(F.n[0]);
+    tl_node_stop(F.n[1]);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], &rc[i]), 0);
+    assert_int_equal(linked, TL_OK);
+    assert_true(atomic_load(&TH.done));
+    assert_true(atomic_load(&TH.count) >= 2000);
+    assert_int_equal((intptr_t)rc[0], TL_OK);
+    assert_int_equal((intptr_t)rc[1], TL_OK);
+    PUMP_UNTIL(tl_tasklet_count(F.rt[0]) == 0 && tl_tasklet_count(F.rt[1]) == 0);
+}
+
 /* ---- 10. snapshots of a runtime holding a proxy and a pinned channel ---- */
 
 static void test_snapshot_proxy_pinned(void **state)
@@ -1771,6 +1907,8 @@ int main(void)
         T(test_kill_remote_waiter),
         T(test_many_remote_ops),
         T(test_two_threads),
+        T(test_lone_link_rules),
+        T(test_lone_link_serves_the_rest),
         T(test_snapshot_proxy_pinned),
         T(test_io_does_not_stall),
         T(test_large_payload_shuttle),
