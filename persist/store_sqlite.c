@@ -58,8 +58,7 @@
     "CREATE TABLE IF NOT EXISTS outbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"      \
     " data BLOB NOT NULL);"                                                            \
     "CREATE TABLE IF NOT EXISTS inbox(xid TEXT PRIMARY KEY, peer TEXT NOT NULL,"       \
-    " time INTEGER NOT NULL);"                                                         \
-    "CREATE INDEX IF NOT EXISTS chunks_by_ckpt ON chunks(ckpt);"
+    " time INTEGER NOT NULL);"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value NOT NULL);"
@@ -329,6 +328,7 @@ static void sq_close(tl__store_be *be)
     sqlite3_finalize(q->ins_chunk);
     sqlite3_finalize(q->get_epoch);
     sqlite3_close(q->db);
+    tl__sq_keys_free(q);
     if (q->lockfd >= 0)
         close(q->lockfd);
     free(q->lockpath);
@@ -477,6 +477,7 @@ static int sq_claim(tl__store_be *be, int64_t *epoch)
         return rc;
     }
     *epoch = old + 1;
+    tl__sq_keys_forget(q, 1); /* what others wrote meanwhile is read again */
     return TL_OK;
 }
 
@@ -487,6 +488,7 @@ static void sq_release(tl__store_be *be, int64_t epoch)
              "WHERE key = 'epoch') = %lld", (long long)epoch);
     sqlite3_exec(((sq *)be)->db, sql, NULL, NULL, NULL);
     drop_lock((sq *)be);
+    tl__sq_keys_forget((sq *)be, 1);
 }
 
 /* ---- the write transaction ---- */
@@ -510,6 +512,7 @@ static int check_epoch(sq *q, int64_t epoch)
 static int sq_begin(tl__store_be *be, int64_t epoch)
 {
     sq *q = (sq *)be;
+    tl__sq_keys_forget(q, 0);
     int rc = tl__sq_step_done(q, tl__sq_fixed(q, S_BEGIN, "BEGIN IMMEDIATE"), "starting a transaction");
     if (rc == TL_OK && epoch > 0 && (rc = check_epoch(q, epoch)) != TL_OK)
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
@@ -532,7 +535,11 @@ static int sq_commit(tl__store_be *be)
 {
     sq *q = (sq *)be;
     int rc = tl__sq_in_tx(q, "committing");
-    return rc == TL_OK ? tl__sq_step_done(q, tl__sq_fixed(q, S_COMMIT, "COMMIT"), "committing") : rc;
+    if (rc == TL_OK)
+        rc = tl__sq_step_done(q, tl__sq_fixed(q, S_COMMIT, "COMMIT"), "committing");
+    if (rc == TL_OK)
+        tl__sq_keys_committed(q); /* its chunks are a checkpoint's now */
+    return rc;
 }
 
 /* A passive checkpoint: copies the WAL's pages into the main file as far
@@ -548,6 +555,7 @@ static void sq_rollback(tl__store_be *be)
     sq *q = (sq *)be;
     if (!sqlite3_get_autocommit(q->db))
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    tl__sq_keys_forget(q, 0);
     /* a participant's table created in this transaction is gone again */
     for (int i = 0; i < NCACHE; i++) {
         sqlite3_finalize(q->cache[i].s);
@@ -566,7 +574,11 @@ static int sq_put_chunk(tl__store_be *be, int kind, uint64_t key, int64_t ckpt, 
     sqlite3_bind_int64(s, 2, (sqlite3_int64)key);
     sqlite3_bind_int64(s, 3, ckpt);
     int rc = tl__sq_bind_bytes(q, s, 4, p, n);
-    return rc == TL_OK ? tl__sq_step_done(q, s, "writing a chunk") : rc;
+    if (rc == TL_OK)
+        rc = tl__sq_step_done(q, s, "writing a chunk");
+    if (rc == TL_OK)
+        tl__sq_keys_note(q, kind, key, ckpt); /* for its retirement */
+    return rc;
 }
 
 static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
@@ -575,6 +587,7 @@ static int sq_put_head(tl__store_be *be, const tl__ckpt_row *r)
     sqlite3_stmt *s = tl__sq_fixed(q, S_HEAD, "INSERT INTO checkpoints VALUES(?,?,?,?,?,?)");
     if (!s)
         return tl__sq_last_err(q, "writing a checkpoint");
+    q->writing = r->id;
     sqlite3_bind_int64(s, 1, r->id);
     sqlite3_bind_int64(s, 2, r->time);
     sqlite3_bind_int64(s, 3, r->tasklets);

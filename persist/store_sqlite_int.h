@@ -13,7 +13,17 @@
 #include <sys/types.h>
 
 #define NCACHE 16
-#define FEW_KEYS 32 /* retire: up to this many chunks, one DELETE each */
+#define FEW_KEYS 256 /* retire: up to this many chunks, one DELETE each */
+#define RING 64      /* checkpoints whose chunk keys the backend remembers */
+
+/* The (kind, key) pairs one checkpoint wrote, for its retirement: exact
+ * (committed rows only) or many (more than FEW_KEYS: found by a scan). */
+typedef struct sq_keys {
+    int64_t ckpt;    /* 0: empty */
+    int many;
+    size_t n, cap;   /* pairs in kk: 2n int64s */
+    int64_t *kk;
+} sq_keys;
 
 enum { ROW_PUT, ROW_DEL, ROW_CLEAR, ROW_READ };
 enum { S_BEGIN, S_COMMIT, S_HEAD, S_OLDEST, S_SUP, S_GONE, S_VACUUM, S_FREE, S_KEYS, S_SUP_MANY, NFIXED }; /* fixed() */
@@ -24,8 +34,9 @@ typedef struct sq {
     int flags;
     int lockfd;      /* the owner's flock on path-lock, -1 when not owning */
     int incremental; /* auto_vacuum is INCREMENTAL: retire gives pages back */
-    int64_t keys[2 * FEW_KEYS]; /* retire: a checkpoint's (kind, key) pairs */
-    size_t nkeys;    /* SIZE_MAX: more than FEW_KEYS */
+    sq_keys cur;     /* what the open transaction's checkpoint wrote */
+    sq_keys ring[RING]; /* committed checkpoints', by ckpt % RING */
+    int64_t writing; /* the id of the checkpoint the transaction writes */
     mode_t mode;     /* for files we create: 0600, or 0640 */
     char *lockpath;  /* path + "-lock" */
     sqlite3_stmt *ins_chunk, *get_epoch, *fixed[NFIXED];
@@ -53,9 +64,16 @@ TL__HIDDEN sqlite3_stmt *tl__sq_fixed(sq *q, int i, const char *sql);
  * TL_ESTORE (what names the step refused). */
 TL__HIDDEN int tl__sq_in_tx(sq *q, const char *what);
 
-/* store_sqlite_retire.c: the backend's retire and prune operations. */
+/* store_sqlite_retire.c: the backend's retire and prune operations, and
+ * the memory of which chunks each checkpoint wrote (so that no index on
+ * chunks(ckpt) is needed): note after each chunk row, committed after
+ * the COMMIT, forget when what was noted may no longer be exact. */
 TL__HIDDEN int tl__sq_retire(tl__store_be *be, int64_t oldest_kept);
 TL__HIDDEN int tl__sq_prune(tl__store_be *be, int64_t oldest_kept);
+TL__HIDDEN void tl__sq_keys_note(sq *q, int kind, uint64_t key, int64_t ckpt);
+TL__HIDDEN void tl__sq_keys_committed(sq *q);
+TL__HIDDEN void tl__sq_keys_forget(sq *q, int all);
+TL__HIDDEN void tl__sq_keys_free(sq *q);
 
 /* store_sqlite_vfs.c: the name of the VFS a store's connection opens
  * with (the unix VFS, a WAL frame in one write), registered at the first

@@ -122,6 +122,68 @@ static void test_default_keeps_the_newest(void **state)
     restore_count(3, 0, NULL, TL_ENOENT); /* retired */
 }
 
+/* No chunk row left that no kept checkpoint reads, and every kept one
+ * restores to its count (checkpoint k holds k tasklets). */
+static void check_retained(int64_t newest, int64_t keep)
+{
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), keep);
+    assert_int_equal(query("SELECT min(id) FROM checkpoints"), newest - keep + 1);
+    assert_int_equal(query("SELECT count(*) FROM chunks c WHERE ckpt < (SELECT min(id) FROM "
+                           "checkpoints) AND EXISTS (SELECT 1 FROM chunks d WHERE d.kind = "
+                           "c.kind AND d.key = c.key AND d.ckpt > c.ckpt AND d.ckpt <= "
+                           "(SELECT min(id) FROM checkpoints))"), 0);
+    for (int64_t c = newest - keep + 1; c <= newest; c++) {
+        int64_t got = 0;
+        assert_int_equal(restore_count(c, 0, &got, TL_OK), (size_t)c);
+        assert_int_equal(got, c);
+    }
+}
+
+/* n more checkpoints in a new runtime that restored the newest, the
+ * store opened afresh (a restart: the backend learns from the table
+ * which chunks the checkpoints before it wrote). */
+static void continue_history(int n, size_t bytes)
+{
+    tl_runtime *rt = new_rt();
+    tl_store *st = open_attached(rt);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    tl_chan *ch;
+    assert_int_equal(tl_chan_new(rt, 0, &ch), TL_OK);
+    for (int k = 0; k < n; k++) {
+        add_receiver(rt, ch, bytes);
+        assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    }
+    tl_chan_release(ch);
+    assert_int_equal(tl_store_close(st), TL_OK);
+    tl_runtime_free(rt);
+}
+
+/* Retention across restarts, in a store made now (no index on
+ * chunks(ckpt): the backend remembers which chunks each checkpoint wrote,
+ * and reads the table for those written before it) and in one of the
+ * older shape that has the index. */
+static void test_retention_across_restarts(void **state)
+{
+    (void)state;
+    for (int shape = 0; shape < 2; shape++) {
+        unlink(path);
+        write_history(5, NULL, 0); /* fewer than kept */
+        assert_int_equal(query("SELECT count(*) FROM sqlite_master WHERE name = "
+                               "'chunks_by_ckpt'"), 0);
+        if (shape)
+            sql("CREATE INDEX chunks_by_ckpt ON chunks(ckpt)");
+        continue_history(20, 0); /* restart inside the window */
+        check_retained(25, TL_KEEP_DEFAULT);
+        continue_history(1, 300); /* one restart after another */
+        continue_history(3, 0);
+        check_retained(29, TL_KEEP_DEFAULT);
+        continue_history(100, 0); /* more than the backend remembers */
+        check_retained(129, TL_KEEP_DEFAULT);
+        assert_int_equal(query("SELECT count(*) FROM sqlite_master WHERE name = "
+                               "'chunks_by_ckpt'"), shape);
+    }
+}
+
 static void test_keep_all_and_keep_n(void **state)
 {
     (void)state;
@@ -225,6 +287,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_default_keeps_the_newest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_all_and_keep_n, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_across_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_is_given_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback_only_when_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback_when_nothing_loads, setup, teardown),
