@@ -85,7 +85,12 @@ int tl__xid_parse(const char *s, xkey *k)
 
 void tl__xid_format(xkey k, char out[40])
 {
-    snprintf(out, 40, "%016llx%016llx", (unsigned long long)k.hi, (unsigned long long)k.lo);
+    static const char hex[] = "0123456789abcdef"; /* as %016llx%016llx, without printf */
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(k.hi >> (60 - 4 * i)) & 15];
+        out[16 + i] = hex[(k.lo >> (60 - 4 * i)) & 15];
+    }
+    out[32] = '\0';
 }
 
 static uint64_t xkhash(xkey k)
@@ -529,8 +534,8 @@ int tl__depart(tl_node *n, tl_tasklet *t, const char *peer, size_t cargo)
         tl__outx_free(n, x);
         return tl__seterr(n->rt, TL_ENOMEM, "moving a tasklet: out of memory");
     }
-    char msg[128];
-    snprintf(msg, sizeof msg, "moved to node %s", peer);
+    char msg[128] = "moved to node "; /* peer is under 64 bytes (migrate, node.c) */
+    strncat(msg, peer, sizeof msg - strlen(msg) - 1);
     tl__tasklet_depart(t, TL_EMOVED, msg);
     n->need_ckpt |= n->store != NULL;
     return TL_OK;

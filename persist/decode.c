@@ -98,18 +98,19 @@ static int inflate_doc(tl__loader *ld, const msgpack_object *rec, tl__doc *d, co
 /* Decodes raw record bytes into d (the document, unpacked). */
 static int read_record(tl__loader *ld, const tl__raw *raw, tl__doc *d, const char *what)
 {
-    msgpack_unpacked rec;
+    msgpack_object rec;
     size_t off = 0;
     int rc;
     msgpack_unpacked_init(&d->up);
     if (!raw->p || tl__msgpack_check(raw->p, raw->n, 8) != raw->n)
         return tl__corrupt(ld, "%s: truncated or malformed record", what);
-    msgpack_unpacked_init(&rec);
-    if (msgpack_unpack_next(&rec, raw->p, raw->n, &off) != MSGPACK_UNPACK_SUCCESS)
+    if (!ld->zone_ok && !(ld->zone_ok = msgpack_zone_init(&ld->zone, 1024)))
+        return tl__seterr(ld->rt, TL_ENOMEM, "%s: out of memory for %s", ld->where, what);
+    if (msgpack_unpack(raw->p, raw->n, &off, &ld->zone, &rec) != MSGPACK_UNPACK_SUCCESS)
         rc = tl__corrupt(ld, "%s: undecodable record", what);
     else
-        rc = inflate_doc(ld, &rec.data, d, what);
-    msgpack_unpacked_destroy(&rec);
+        rc = inflate_doc(ld, &rec, d, what); /* keeps nothing of rec's own memory */
+    msgpack_zone_clear(&ld->zone);
     if (rc != TL_OK)
         return rc;
     off = 0;
@@ -206,6 +207,24 @@ static int read_counts(tl__loader *ld, const tl__raw *chunks, size_t n)
     return TL_OK;
 }
 
+/* "chunk KIND/KEY" (snprintf's "chunk %d/%llu", without printf: one per
+ * record read). */
+static void chunk_label(char what[64], int kind, uint64_t key)
+{
+    char digits[24];
+    size_t n = 6, k = 0;
+    memcpy(what, "chunk ", 6);
+    what[n++] = (char)('0' + kind); /* TL__KIND_TASKLETS or TL__KIND_CHANS: checked first */
+    what[n++] = '/';
+    do {
+        digits[k++] = (char)('0' + key % 10);
+        key /= 10;
+    } while (key);
+    while (k)
+        what[n++] = digits[--k];
+    what[n] = '\0';
+}
+
 /* Decodes, applies and frees each record of one kind. */
 static int stream_kind(tl__loader *ld, int kind, const tl__raw *chunks, size_t n)
 {
@@ -221,7 +240,7 @@ static int stream_kind(tl__loader *ld, int kind, const tl__raw *chunks, size_t n
         memset(&d, 0, sizeof d);
         d.kind = kind;
         d.key = chunks[i].key;
-        snprintf(what, sizeof what, "chunk %d/%llu", kind, (unsigned long long)chunks[i].key);
+        chunk_label(what, kind, chunks[i].key);
         rc = read_record(ld, &chunks[i], &d, what);
         if (rc == TL_OK)
             rc = contents_of(ld, &d);
@@ -252,6 +271,8 @@ static int load_all(tl__loader *ld, const tl__raw *head, const tl__raw *chunks, 
 /* What the loader holds besides the runtime's objects. */
 static void loader_free(tl__loader *ld)
 {
+    if (ld->zone_ok)
+        msgpack_zone_destroy(&ld->zone);
     doc_free(ld, &ld->head);
     tl__idmap_free(ld->rt, &ld->tasklets);
     tl__idmap_free(ld->rt, &ld->chans);

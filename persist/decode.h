@@ -82,6 +82,8 @@ typedef struct tl__joinrec {
 typedef struct tl__loader {
     tl_runtime *rt;
     const char *where;
+    msgpack_zone zone;   /* a record's outer array is decoded into it (once */
+    int zone_ok;         /* zone_ok), cleared after each: no allocation per record */
     tl__doc head;
     tl__idmap tasklets, chans;
     uint64_t max_tid, max_cid, ntasklets, nchans;
