@@ -137,9 +137,13 @@ int tl_wf_commit(tl_wf *wf)
 
 /* ---- the loop ---- */
 
-static void take_jobs(tl_wf *wf)
+/* Takes the finished jobs.  With none in flight none can be done, and a
+ * busy round skips the read of the pool's eventfd; wait_events reads it
+ * whenever poll finds it readable (force), so a count left by a worker
+ * after its job was taken never keeps poll from sleeping. */
+static void take_jobs(tl_wf *wf, int force)
 {
-    if (!wf->inflight) /* none can be done: no read of the pool's eventfd */
+    if (!wf->inflight && !force)
         return;
     wf_job *j = tl__wf_pool_take_done(&wf->pool);
     while (j) {
@@ -205,13 +209,15 @@ static void wait_events(tl_wf *wf, int ms)
 {
     struct pollfd p[2] = {{wf->pool.efd, POLLIN, 0}, {wf->watch, POLLIN, 0}};
     int n = poll(p, wf->watch >= 0 ? 2 : 1, ms);
+    if (n > 0 && (p[0].revents & POLLIN))
+        take_jobs(wf, 1);
     if (n > 0 && wf->watch >= 0 && !wf->listen && (p[1].revents & POLLIN))
         wf->poked |= tl__wf_watch_drain(wf->watch); /* a listener is read by tl__wf_dbs_changed */
 }
 
 static int one_round(tl_wf *wf)
 {
-    take_jobs(wf);
+    take_jobs(wf, 0);
     tl__wf_fire_timers(wf);
     int rc = tl__wf_intake(wf);
     if (rc == TL_OK) {
