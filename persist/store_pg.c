@@ -27,8 +27,11 @@
  *   refused while the deadline is ahead and the owner's connection is
  *   still there; a dead owner (its connection gone) is taken over at once,
  *   a paused or partitioned one when its lease runs out.  The owner's
- *   session has idle_in_transaction_session_timeout set to its lease, so a
- *   process stopped inside a transaction cannot hold the epoch row longer.
+ *   session has idle_in_transaction_session_timeout set to its lease, and a
+ *   claim ends the session of a transaction on the epoch row older than a
+ *   lease (a process stopped in the middle of a pipeline, which that
+ *   timeout does not see as idle), so a process stopped inside a
+ *   transaction cannot hold the epoch row longer.
  * - Nothing is written to a schema before it is identified as ours (or as
  *   empty): a schema with other tables is refused untouched.  Creation
  *   happens under a transaction-scoped advisory lock, so two processes
@@ -544,6 +547,32 @@ static int take_over(pg *q, int64_t *epoch)
     return rc;
 }
 
+/* The epoch row, locked for this claim: rows 1, or 0 when another
+ * transaction holds it.  A holder whose transaction began more than a lease
+ * ago has outlived any lease it renewed, and is ended first (its backend
+ * terminated; pg_terminate_backend waits until it is gone).  That is the
+ * owner stopped inside a checkpoint's pipeline: its session waits for the
+ * rest of the pipeline, which idle_in_transaction_session_timeout does not
+ * count as idle, so without this it held the row until it was resumed. */
+static int lock_epoch(pg *q, int64_t *rows)
+{
+    static const char lock_sql[] = "SELECT count(*) FROM (SELECT 1 FROM meta WHERE key = "
+                                   "'epoch' FOR UPDATE SKIP LOCKED) e";
+    pg_params p = {0};
+    tl__pg_i64(&p, q->lease_ms);
+    int64_t ended = 0;
+    int rc = tl__pg_int(q, lock_sql, NULL, "claiming the store", 0, rows);
+    if (rc == TL_OK && *rows == 0)
+        rc = tl__pg_int(q, "WITH h AS MATERIALIZED (SELECT a.pid FROM pg_stat_activity a "
+                        "WHERE a.backend_xid = (SELECT xmax FROM meta WHERE key = 'epoch') AND "
+                        "a.xact_start < now() - $1 * interval '1 millisecond') SELECT count(*) "
+                        "FROM h WHERE pg_terminate_backend(h.pid, 10000)", &p,
+                        "ending a holder of the store past its lease", 0, &ended);
+    if (rc == TL_OK && ended > 0)
+        rc = tl__pg_int(q, lock_sql, NULL, "claiming the store", 0, rows);
+    return rc;
+}
+
 static int pg_claim(tl__store_be *be, int64_t *epoch)
 {
     pg *q = (pg *)be;
@@ -555,8 +584,7 @@ static int pg_claim(tl__store_be *be, int64_t *epoch)
      * another worker claiming) is that process's; this worker moves on */
     int rc = exec_simple(q, "BEGIN", "claiming the store");
     if (rc == TL_OK)
-        rc = tl__pg_int(q, "SELECT count(*) FROM (SELECT 1 FROM meta WHERE key = 'epoch' FOR "
-                        "UPDATE SKIP LOCKED) e", NULL, "claiming the store", 0, &rows);
+        rc = lock_epoch(q, &rows);
     if (rc == TL_OK && rows == 0)
         rc = tl__store_fail(q->base.st, TL_ELOCKED, "the store (PostgreSQL %s) is being "
                             "written or claimed by another process right now; try again",

@@ -6,7 +6,8 @@
  * fencing, pruning, retention, the record limit, the mailbox, a handover
  * taken exactly once by two racing processes), then what is PostgreSQL's
  * own: the lease (a live owner refused, a dead one taken over at once, an
- * expired one taken over and its late writes refused, tl_store_renew), a
+ * expired one taken over and its late writes refused, one stopped in the
+ * middle of a checkpoint's pipeline taken over, tl_store_renew), a
  * claim that skips a locked epoch row, the listener idle workers wait on,
  * a lost connection, and bad locations (a bad URL, no server, no schema,
  * another application's tables, a newer store) refused with a clear code
@@ -305,6 +306,84 @@ static void test_dead_owner_taken_over(void **state)
     tl_store_close(st);
     tl_runtime_free(rt);
     unsetenv("TL_PG_LEASE_MS");
+}
+
+/* A participant that writes one row large enough to leave the pipeline
+ * on the wire (libpq sends at 64 KiB), then stops its process: an owner
+ * paused in the middle of a checkpoint, its session neither idle nor done. */
+static int stop_write(void *ud, tl__store_tx *tx)
+{
+    size_t n = 256 * 1024;
+    char *big = malloc(n);
+    if (!big)
+        return TL_ENOMEM;
+    memset(big, 'x', n);
+    tl__row r = {"big", "peer", 1, big, n};
+    int rc = tl__tx_put(tx, &test_table, &r);
+    free(big);
+    if (rc == TL_OK && *(int *)ud)
+        raise(SIGSTOP);
+    return rc;
+}
+
+static const tl__participant stop_part = {"stopping participant", stop_write, NULL};
+
+/* An owner stopped inside a checkpoint's pipeline, past its lease: the
+ * server's idle-in-transaction timeout does not end that session, so the
+ * claim does (it held the epoch row until resumed before).  Its writes
+ * fail when it resumes, and its retry is refused as fenced. */
+static void test_owner_stopped_mid_pipeline(void **state)
+{
+    (void)state;
+    setenv("TL_PG_LEASE_MS", "1000", 1);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        tl_runtime *rt = new_rt();
+        tl_store *st;
+        int stop = 0;
+        if (tl_store_open(url, 0, &st) != TL_OK || tl_store_attach(st, rt) != TL_OK ||
+            tl__store_join(st, &stop_part, &stop) != TL_OK)
+            _exit(1);
+        spawn_holder(rt, tl_nil());
+        if (tl_store_checkpoint(st) != TL_OK)
+            _exit(2);
+        stop = 1;
+        spawn_holder(rt, tl_nil());
+        int rc1 = tl_store_checkpoint(st); /* stops inside; fails on resuming */
+        int rc2 = tl_store_checkpoint(st);
+        _exit(rc1 != TL_OK && rc2 == TL_ELOCKED ? 0 : 10 + (rc1 != TL_OK));
+    }
+    unsetenv("TL_PG_LEASE_MS"); /* the child's lease only */
+    int status;
+    assert_int_equal(waitpid(child, &status, WUNTRACED), child);
+    assert_true(WIFSTOPPED(status));
+    tl_runtime *rt = new_rt();
+    tl_store *st;
+    assert_int_equal(tl_store_open(url, 0, &st), TL_OK);
+    int rc;
+    time_t deadline = time(NULL) + 60; /* its lease of 1 s runs out */
+    while ((rc = tl_store_attach(st, rt)) == TL_ELOCKED && time(NULL) < deadline)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    if (rc != TL_OK) {
+        kill(child, SIGKILL); /* its session goes, and the schema can be dropped */
+        waitpid(child, &status, 0);
+        fail_msg("not taken over: %s", tl_store_errmsg(st));
+    }
+    assert_int_equal(query("SELECT value FROM meta WHERE key = 'epoch'"), 2);
+    assert_int_equal(tl_store_restore(st), TL_OK);
+    assert_int_equal(tl_tasklet_count(rt), 1); /* checkpoint 1's */
+    assert_int_equal(query("SELECT count(*) FROM test_rows"), 1);
+    assert_int_equal(kill(child, SIGCONT), 0);
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 1);
+    spawn_holder(rt, tl_nil());
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    assert_int_equal(query("SELECT count(*) FROM checkpoints"), 2);
+    tl_store_close(st);
+    tl_runtime_free(rt);
 }
 
 /* A store of rt with checkpoint 1, whose second checkpoint failed with
@@ -898,6 +977,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnect_keeps_session_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_owner_refused_expired_one_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_owner_taken_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_stopped_mid_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skips_locked, setup, teardown),

@@ -228,7 +228,7 @@ static void kill_one(int *kills)
  * caught so (it is resumed at once), else its pid. */
 static pid_t pause_one(int i)
 {
-    char sql[600], row[200], grp[80];
+    char sql[1200], row[200], grp[80];
     long long e0 = 0;
     int step = 0;
     pid_t p = pids[i];
@@ -259,7 +259,17 @@ static pid_t pause_one(int i)
     while (q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) == r0 &&
            now_s() < t1 + 60)
         sleep_ms(20);
-    return q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) > r0 ? p : 0;
+    if (q64("SELECT rejected FROM %s.stats WHERE pid = %d", dirs, (int)p) > r0)
+        return p;
+    /* not caught: say how the group stands, for the reader of the log */
+    snprintf(sql, sizeof sql, "SELECT (SELECT value FROM %s.meta WHERE key = 'epoch') || ' "
+             "owner ' || coalesce((SELECT pid || ' lease ' || lease_until FROM %s.owner), "
+             "'none') || ' done ' || (SELECT done FROM %s.dir WHERE name = '%s') || ' ckpt ' || "
+             "(SELECT coalesce(max(id), 0) FROM %s.checkpoints)", grp, grp, dirs, grp, grp);
+    query_text(sql, row, sizeof row);
+    printf("pg-torture: worker %d paused at step %d of %s (epoch %lld) made no late write "
+           "within 60 s; the group now: epoch %s\n", (int)p, step, grp, e0, row);
+    return 0;
 }
 
 /* Reaps workers that ended; 1 when all have. */

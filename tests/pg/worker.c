@@ -19,6 +19,7 @@
  * outside it: a batch's executions are logged before its checkpoint (so
  * the log sees executions that never committed), the ends after it.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +45,33 @@ static struct pending {
 } *pend;               /* the steps run since the last checkpoint */
 static int64_t *ended; /* the workflows ended since then */
 static int npend, nended, cap, rejected, claims;
+
+/* Where the worker is (for the report after a pause): set before each
+ * stage; a SIGCONT records the stage it was stopped in. */
+enum { P_IDLE, P_CLAIM, P_STEPS, P_LOG, P_CKPT, P_LOGEND, P_DONE, P_CLOSE, P_WAIT };
+static const char *const phase_name[] = {"idle", "claim", "steps", "log", "checkpoint",
+                                         "log ends", "dir done", "close", "wait"};
+static volatile sig_atomic_t phase, cont_phase = -1;
+static int reported;
+
+static void on_cont(int sig)
+{
+    (void)sig;
+    if (cont_phase < 0)
+        cont_phase = phase;
+}
+
+/* After a SIGCONT: one line on what the worker does next in the group,
+ * so that a pause that caught nothing can be told apart from a bug. */
+static void after_cont(const char *what, int rc, const char *msg)
+{
+    if (cont_phase < 0 || reported >= 2)
+        return;
+    reported++;
+    printf("pg-worker %d: continued in %s of %s (epoch %lld): %s: %d %s\n", (int)getpid(),
+           phase_name[cont_phase], cur, (long long)epoch, what, rc, msg ? msg : "");
+    fflush(stdout);
+}
 
 static void die(const char *what)
 {
@@ -158,7 +186,9 @@ static int checkpoint(tl_store *st)
 {
     int rc = TL_OK;
     for (int attempt = 0; attempt < 5; attempt++) {
+        phase = P_CKPT;
         rc = tl_store_checkpoint(st);
+        after_cont("checkpoint", rc, rc == TL_OK ? "" : tl_store_errmsg(st));
         if (rc == TL_OK || rc == TL_ELOCKED)
             break;
         fprintf(stderr, "pg-worker %d: %s: %s (again)\n", (int)getpid(), cur, tl_store_errmsg(st));
@@ -207,8 +237,10 @@ static int run_group(tl_runtime *rt, tl_store *st)
         size_t n = tl_runnable_count(rt);
         if (batch > 0 && (size_t)batch < n)
             n = (size_t)batch;
+        phase = P_STEPS;
         if (tl_run_steps(rt, n ? n : 1, NULL) != TL_OK)
             exit(6);
+        phase = P_LOG;
         log_rows(0);
         int rc = checkpoint(st);
         if (rc == TL_ELOCKED) {
@@ -219,9 +251,11 @@ static int run_group(tl_runtime *rt, tl_store *st)
         }
         if (rc != TL_OK)
             exit(7);
+        phase = P_LOGEND;
         log_rows(1);
         npend = nended = 0;
     }
+    after_cont("group ended", (int)tl_tasklet_count(rt), "");
     return RAN;
 }
 
@@ -231,11 +265,15 @@ static int run_one(const char *name)
     tl_runtime *rt;
     if (tl_runtime_new(NULL, &rt) != TL_OK || tl_register(rt, &flow_fn) != TL_OK)
         exit(4);
+    phase = P_CLAIM;
     tl_store *st = claim(name, rt);
     int out = st ? run_group(rt, st) : BUSY;
+    phase = P_DONE;
     if (out == RAN)
         PQclear(logq("UPDATE %s.dir SET done = true WHERE name = '%s'", dirs, name));
+    phase = P_CLOSE;
     tl_store_close(st);
+    phase = P_IDLE;
     tl_runtime_free(rt);
     return out;
 }
@@ -266,6 +304,7 @@ int main(int argc, char **argv)
         die("connect");
     PQclear(logq("SET synchronous_commit = off"));
     PQclear(logq("INSERT INTO %s.stats VALUES (%d, 0)", dirs, (int)getpid()));
+    signal(SIGCONT, on_cont);
     flow_on_step = on_step;
     flow_on_end = on_end;
     tl_store_listener *l;
@@ -275,9 +314,12 @@ int main(int argc, char **argv)
     }
     int ran, left;
     while ((left = round_robin(&ran)) > 0)
-        if (!ran) /* all held by others: wait for a release; a death is not
-                   * announced, so look again after 250 ms at the latest */
+        if (!ran) { /* all held by others: wait for a release; a death is
+                     * not announced, so look again after 250 ms at the latest */
+            phase = P_WAIT;
             tl_store_listener_wait(l, 250, NULL, 0);
+            phase = P_IDLE;
+        }
     tl_store_listener_free(l);
     PQfinish(logc);
     free(pend);
