@@ -170,16 +170,24 @@ static int chunk_list(tl__loader *ld, tl__doc *d, const msgpack_object **list)
     return TL_OK;
 }
 
-/* Applies one chunk: each record in it goes to its type's decoder. */
-static int contents_of(tl__loader *ld, tl__doc *d)
+/* Applies one chunk (a home or hot record, rkind 1-4): each record in it
+ * goes to its type's decoder; a store's restore notes where each object
+ * lies (split.c). */
+static int contents_of(tl__loader *ld, tl__doc *d, int rkind)
 {
     const msgpack_object *list;
     int rc = chunk_list(ld, d, &list);
     if (rc == TL_OK && list && d->kind == TL__KIND_TASKLETS)
         rc = tl__resolve_funcs(ld, d);
-    for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++)
-        rc = d->kind == TL__KIND_TASKLETS ? tl__dec_tasklet(ld, d, &list->via.array.ptr[i])
-                                          : tl__dec_chan(ld, &list->via.array.ptr[i]);
+    for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++) {
+        const msgpack_object *o = &list->via.array.ptr[i];
+        rc = d->kind == TL__KIND_TASKLETS ? tl__dec_tasklet(ld, d, o) : tl__dec_chan(ld, o);
+        if (rc == TL_OK && !ld->import) /* a decoded record's id is a checked uint */
+            tl__split_loaded(ld->rt, rkind, d->key,
+                             tl__idmap_find(d->kind == TL__KIND_TASKLETS ? &ld->tasklets
+                                                                         : &ld->chans,
+                                            o->via.array.ptr[0].via.u64));
+    }
     return rc;
 }
 
@@ -190,9 +198,9 @@ static int read_counts(tl__loader *ld, const tl__raw *chunks, size_t n)
     const msgpack_object *h = &ld->head.up.data;
     const msgpack_object *nt = map_get(h, "ntasklets"), *nc = map_get(h, "nchans");
     uint64_t tchunks = 0, cchunks = 0;
-    for (size_t i = 0; i < n; i++) {
-        tchunks += chunks[i].kind == TL__KIND_TASKLETS;
-        cchunks += chunks[i].kind == TL__KIND_CHANS;
+    for (size_t i = 0; i < n; i++) { /* home and hot records alike */
+        tchunks += TL__KIND_BASE(chunks[i].kind) == TL__KIND_TASKLETS;
+        cchunks += TL__KIND_BASE(chunks[i].kind) == TL__KIND_CHANS;
     }
     if (!nt || !nc || !is_uint(nt) || !is_uint(nc) ||
         nt->via.u64 > tchunks << TL__CHUNK_SHIFT || nc->via.u64 > cchunks << TL__CHUNK_SHIFT)
@@ -214,7 +222,7 @@ static void chunk_label(char what[64], int kind, uint64_t key)
     char digits[24];
     size_t n = 6, k = 0;
     memcpy(what, "chunk ", 6);
-    what[n++] = (char)('0' + kind); /* TL__KIND_TASKLETS or TL__KIND_CHANS: checked first */
+    what[n++] = (char)('0' + kind); /* 1 to 4 (home or hot records): checked first */
     what[n++] = '/';
     do {
         digits[k++] = (char)('0' + key % 10);
@@ -231,19 +239,19 @@ static int stream_kind(tl__loader *ld, int kind, const tl__raw *chunks, size_t n
     char what[64];
     int rc = TL_OK;
     for (size_t i = 0; i < n && rc == TL_OK; i++) {
-        if (chunks[i].kind != TL__KIND_TASKLETS && chunks[i].kind != TL__KIND_CHANS)
+        if (chunks[i].kind < TL__KIND_TASKLETS || chunks[i].kind > TL__KIND_HOT(TL__KIND_CHANS))
             return tl__corrupt(ld, "chunk %d/%llu: unknown kind", chunks[i].kind,
                                (unsigned long long)chunks[i].key);
-        if (chunks[i].kind != kind)
+        if (TL__KIND_BASE(chunks[i].kind) != kind) /* kinds 3, 4: hot records */
             continue;
         tl__doc d;
         memset(&d, 0, sizeof d);
         d.kind = kind;
         d.key = chunks[i].key;
-        chunk_label(what, kind, chunks[i].key);
+        chunk_label(what, chunks[i].kind, chunks[i].key);
         rc = read_record(ld, &chunks[i], &d, what);
         if (rc == TL_OK)
-            rc = contents_of(ld, &d);
+            rc = contents_of(ld, &d, chunks[i].kind);
         doc_free(ld, &d);
     }
     return rc;

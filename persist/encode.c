@@ -775,8 +775,13 @@ int tl__enc_tombstone(tl_runtime *rt, tl__buf *out)
 
 int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix, size_t key, tl__buf *out)
 {
-    void **objs = ix->objs + ix->start[key];
-    size_t n = ix->start[key + 1] - ix->start[key], at;
+    return tl__enc_objs(rt, kind, ix->objs + ix->start[key], ix->start[key + 1] - ix->start[key],
+                        out);
+}
+
+int tl__enc_objs(tl_runtime *rt, int kind, void **objs, size_t n, tl__buf *out)
+{
+    size_t at;
     int rc;
     if (n == 0)
         return tl__enc_tombstone(rt, out);
@@ -788,6 +793,28 @@ int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix, size_t key, tl_
     if (rc == TL_OK && out->oom)
         rc = tl__seterr(rt, TL_ENOMEM, "snapshot: out of memory");
     return rc == TL_OK ? finish_record(rt, out, at) : rc;
+}
+
+/* The crc32 of one object's record alone (a tasklet with the functions
+ * its frames use): persist/split.c's check of the change marks. */
+int tl__enc_obj_crc(tl_runtime *rt, int kind, void *obj, uint32_t *crc)
+{
+    tl__buf doc;
+    msgpack_packer pk;
+    functab ft = {.n = 0};
+    int rc = TL_OK;
+    tl__buf_init(&doc, rt);
+    msgpack_packer_init(&pk, &doc, tl__buf_write);
+    if (kind == TL__KIND_TASKLETS) {
+        rc = enc_tasklet(&pk, obj, &ft);
+        enc_funcs(&pk, &ft);
+    } else {
+        rc = enc_chan(&pk, obj);
+    }
+    *crc = (uint32_t)crc32(0L, (const Bytef *)doc.p, (uInt)doc.len);
+    rc = rc == TL_OK && doc.oom ? TL_ENOMEM : rc;
+    tl__buf_free(&doc);
+    return rc;
 }
 
 /* ---- head ---- */

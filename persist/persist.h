@@ -70,6 +70,17 @@ typedef struct tl__pstate {
     int unchecked;            /* records stored raw go without their CRC
                                * (flags 3): a moving tasklet's snapshot that
                                * never rests, sealed by the node's session */
+    uint64_t *tgone;          /* split.c: chunk keys of tasklets freed since
+                               * the last checkpoint (unsorted, may repeat) */
+    size_t ntgone, captgone;
+    uint64_t *hot[2];         /* split.c: the chunk keys (tasklets, channels)
+                               * whose hot record in the store holds objects,
+                               * sorted */
+    size_t nhot[2], caphot[2];
+    int restoring;            /* tl_store_restore's load: objects note their
+                               * records (tl__split_loaded) */
+    struct tl__crcmap *marks; /* TL_CHECK_MARKS=1: each object's crc as last
+                               * written, to catch a change without a mark */
     void *zdef, *zinf;        /* zlib streams, reused record to record */
     void *zsmall;             /* deflate for documents up to SMALL_WINDOW
                                * bytes (encode.c): small tables to reset */
@@ -403,6 +414,41 @@ TL__HIDDEN int tl__enc_head(tl_runtime *rt, int64_t time, const tl__index *tix,
 TL__HIDDEN int tl__enc_tombstone(tl_runtime *rt, tl__buf *out);
 TL__HIDDEN int tl__enc_chunk(tl_runtime *rt, int kind, const tl__index *ix,
                              size_t key, tl__buf *out);
+/* A chunk record of the n objects (tasklets or channels) at objs, sorted
+ * by id: a tombstone when n is 0. */
+TL__HIDDEN int tl__enc_objs(tl_runtime *rt, int kind, void **objs, size_t n, tl__buf *out);
+/* The crc32 of one object's record alone (split.c's mark check). */
+TL__HIDDEN int tl__enc_obj_crc(tl_runtime *rt, int kind, void *obj, uint32_t *crc);
+
+/* ---- split.c: a chunk as a home record and a hot record ----
+ * Chunk key k of kind 1 (2) may be stored as two records: its home
+ * record (kind 1, 2) and its hot record (kind 3, 4: TL__KIND_HOT), each
+ * object in exactly one of them, so that the few objects that change at
+ * every step are rewritten without their idle neighbours (FORMAT.md 7.1,
+ * ARCHITECTURE.md 11.2). */
+#define TL__KIND_HOT(kind) ((kind) + 2)
+#define TL__KIND_BASE(kind) ((kind) > 2 ? (kind) - 2 : (kind))
+typedef int (*tl__put_fn)(void *ud, int kind, uint64_t key, const tl__buf *rec);
+/* Writes chunk ix->keys[k] (dirty) through put: its home record, its hot
+ * record or both, as its objects' marks say (full: the home record of
+ * every object; the stored hot records are the caller's to tombstone);
+ * decides each object's place (TL__TF_NHOT, NWARM) for tl__split_commit.
+ * *bytes grows by what was written. */
+TL__HIDDEN int tl__split_write(tl_runtime *rt, int kind, const tl__index *ix, size_t k, int full,
+                               tl__buf *rec, tl__put_fn put, void *ud, int64_t *bytes);
+/* The checkpoint that wrote ix committed: every object of its written
+ * chunks takes the place decided, its change mark cleared; the set of
+ * chunks with a hot record follows (full: only those written since). */
+TL__HIDDEN void tl__split_commit(tl_runtime *rt, int kind, const tl__index *ix, int full);
+/* Restore: obj came from a record of kind (1-4) with key; restoring
+ * notes where it lies in the store. */
+TL__HIDDEN void tl__split_loaded(tl_runtime *rt, int kind, uint64_t key, void *obj);
+/* The restore loaded: TL_CHECK_MARKS notes every object as written. */
+TL__HIDDEN void tl__split_restored(tl_runtime *rt);
+/* A tasklet of chunk key was freed (its home record must be rewritten). */
+TL__HIDDEN void tl__split_freed(tl_runtime *rt, tl__pstate *ps, uint64_t key);
+/* Forgets everything (the runtime was emptied or freed). */
+TL__HIDDEN void tl__split_reset(tl_runtime *rt, tl__pstate *ps);
 
 /* A raw record handed to the loader (bytes borrowed). */
 typedef struct tl__raw {

@@ -395,6 +395,7 @@ void tl__clear_dirty(tl_runtime *rt)
     }
     if (ps) {
         ps->ngone = 0;
+        ps->ntgone = 0;
         ps->need_full = 0;
     }
 }

@@ -7,12 +7,14 @@
  * the ops below (src/internal.h, tl__layer_ops):
  *   on_free    the runtime is freed: free the state
  *   on_reset   a load failed and emptied the runtime: forget freed chunks
+ *              and where the store holds what (split.c)
  *   policy     the scheduler's policy step: run the store's policy
  *   chan_gone  a channel was freed while a store is attached: its chunk
  *              must be rewritten (as a tombstone if it is empty now); it
  *              leaves the channel index (tindex.c)
  *   tasklet_note, queued  a tasklet born or freed, a waiter queued, while
- *              a store is attached: the chunk index (tindex.c)
+ *              a store is attached: the chunk index (tindex.c); a freed
+ *              one's chunk is noted for split.c (ps->tgone)
  *   holder     tl_runtime_free asks: a store still attached refuses it
  * Invariants: the slot holds either nothing or a tl__pstate made here;
  * rt->track is set exactly while ps->store is.
@@ -27,6 +29,7 @@ static void pstate_free(tl_runtime *rt, void *state)
     tl__free(rt, ps->gone, ps->capgone * sizeof *ps->gone);
     tl__tix_stop(rt, &ps->tix);
     tl__tix_stop(rt, &ps->cix);
+    tl__split_reset(rt, ps);
     tl__free(rt, ps, sizeof *ps);
 }
 
@@ -36,6 +39,7 @@ static void pstate_reset(tl_runtime *rt, void *state)
     ps->ngone = 0;
     tl__tix_clear(rt, &ps->tix); /* the runtime is empty */
     tl__tix_clear(rt, &ps->cix);
+    tl__split_reset(rt, ps);
 }
 
 static int pstate_policy(tl_runtime *rt, void *state, int idle)
@@ -67,7 +71,10 @@ static void pstate_chan_gone(tl_runtime *rt, void *state, uint64_t id)
 
 static void pstate_tasklet_note(tl_runtime *rt, void *state, tl_tasklet *t, int born)
 {
-    tl__tix_note(rt, &((tl__pstate *)state)->tix, t, born);
+    tl__pstate *ps = state;
+    tl__tix_note(rt, &ps->tix, t, born);
+    if (!born && ps->store) /* its chunk's home record must be rewritten */
+        tl__split_freed(rt, ps, t->id >> TL__CHUNK_SHIFT);
 }
 
 static void pstate_queued(tl_runtime *rt, void *state, tl__waiter *w)

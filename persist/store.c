@@ -208,7 +208,11 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
 
 /* ---- checkpoint ---- */
 
-static const char *kind_name(int kind) { return kind == TL__KIND_TASKLETS ? "tasklet" : "channel"; }
+static const char *kind_name(int kind)
+{
+    static const char *const names[] = {"?", "tasklet", "channel", "hot tasklet", "hot channel"};
+    return names[kind >= 1 && kind <= 4 ? kind : 0];
+}
 
 /* Writes one record, refusing one the backend cannot hold. */
 static int put_record(tl_store *st, int kind, uint64_t key, int64_t ckpt, const tl__buf *rec)
@@ -222,13 +226,27 @@ static int put_record(tl_store *st, int kind, uint64_t key, int64_t ckpt, const 
     return st->be->ops->put_chunk(st->be, kind, key, ckpt, rec->p, rec->len);
 }
 
+typedef struct put_ctx {
+    tl_store *st;
+    int64_t ckpt;
+    int failed; /* put_record failed: its message is set */
+} put_ctx;
+
+static int put_cb(void *ud, int kind, uint64_t key, const tl__buf *rec)
+{
+    put_ctx *pc = ud;
+    int rc = put_record(pc->st, kind, key, pc->ckpt, rec);
+    pc->failed = rc != TL_OK;
+    return rc;
+}
+
 /* In a full checkpoint, chunks the store still has but the runtime does
  * not must be written as tombstones too: those in the runtime's id range
  * are marked dirty (and so written, empty), those beyond it written here. */
 typedef struct stored_scan {
     tl_store *st;
     tl__index *ix[2];
-    uint64_t *beyond; /* (kind << 62) | key */
+    uint64_t *beyond; /* (kind << 60) | key */
     size_t n, cap;
 } stored_scan;
 
@@ -236,7 +254,7 @@ static int scan_key(void *ud, int kind, uint64_t key)
 {
     stored_scan *sc = ud;
     tl__index *ix = sc->ix[kind == TL__KIND_TASKLETS ? 0 : 1];
-    size_t at = tl__index_find(ix, key);
+    size_t at = kind <= TL__KIND_CHANS ? tl__index_find(ix, key) : SIZE_MAX; /* hot: gone */
     if (at != SIZE_MAX) {
         ix->dirty[at] = 1;
         return TL_OK;
@@ -249,7 +267,7 @@ static int scan_key(void *ud, int kind, uint64_t key)
         sc->beyond = nb;
         sc->cap = ncap;
     }
-    sc->beyond[sc->n++] = ((uint64_t)kind << 62) | key;
+    sc->beyond[sc->n++] = ((uint64_t)kind << 60) | key;
     return TL_OK;
 }
 
@@ -262,7 +280,7 @@ static int mark_stored_keys(tl_store *st, tl__index *tix, tl__index *cix, int64_
     if (rc == TL_OK && sc.n)
         rc = tl__enc_tombstone(st->rt, &tomb);
     for (size_t i = 0; i < sc.n && rc == TL_OK; i++)
-        rc = put_record(st, (int)(sc.beyond[i] >> 62), sc.beyond[i] & ((1ULL << 62) - 1), ckpt,
+        rc = put_record(st, (int)(sc.beyond[i] >> 60), sc.beyond[i] & ((1ULL << 60) - 1), ckpt,
                         &tomb);
     tl__buf_free(&tomb);
     free(sc.beyond);
@@ -273,19 +291,16 @@ static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt,
 {
     tl__buf rec;
     int rc = TL_OK;
+    put_ctx pc = {st, ckpt, 0};
     tl__buf_init(&rec, st->rt);
     rec.max_doc = st->max_doc;
     for (size_t k = 0; k < ix->nkeys && rc == TL_OK; k++) {
         if (!ix->dirty[k])
             continue;
-        rec.len = 0;
-        rc = tl__enc_chunk(st->rt, kind, ix, k, &rec);
-        if (rc != TL_OK)
+        rc = tl__split_write(st->rt, kind, ix, k, st->full_next, &rec, put_cb, &pc, bytes);
+        if (rc != TL_OK && !pc.failed) /* the encoder's */
             st_err(st, rc, "the %s chunk %llu: %s", kind_name(kind),
                    (unsigned long long)ix->keys[k], st->rt->errmsg);
-        else
-            rc = put_record(st, kind, ix->keys[k], ckpt, &rec);
-        *bytes += (int64_t)rec.len;
     }
     tl__buf_free(&rec);
     return rc;
@@ -455,6 +470,8 @@ int tl_store_checkpoint(tl_store *st)
         if (rc == TL_OK && st->full_next && st->be->ops->settle)
             st->be->ops->settle(st->be); /* its bytes are the full one's cost */
         if (rc == TL_OK) {
+            tl__split_commit(st->rt, TL__KIND_TASKLETS, &tix, st->full_next);
+            tl__split_commit(st->rt, TL__KIND_CHANS, &cix, st->full_next);
             st->last++;
             st->full_next = 0;
             st->touched = 0;
@@ -519,9 +536,15 @@ static int restore_one(tl_store *st, int64_t at, int64_t *ckpt, uint32_t *format
     if (rc == TL_OK && r.head.n != 1)
         rc = st_err(st, TL_ESTORE, "restore: the backend gave no head for checkpoint %lld",
                     (long long)*ckpt);
+    tl__pstate *ps = tl__pstate_peek(st->rt); /* attached: it exists */
     if (rc == TL_OK) {
         snprintf(where, sizeof where, "store checkpoint %lld", (long long)*ckpt);
+        tl__split_reset(st->rt, ps);
+        ps->restoring = 1; /* objects note their records */
         rc = tl__load(st->rt, &r.head.raws[0], r.chunks.raws, r.chunks.n, where, format);
+        ps->restoring = 0;
+        if (rc == TL_OK)
+            tl__split_restored(st->rt);
         if (rc != TL_OK)
             st_err(st, rc, "%s", st->rt->errmsg);
     }

@@ -165,6 +165,18 @@ struct tl_tasklet {
 
 #define TL__TF_SUBSET 1u /* in the tasklet snapshot being encoded */
 #define TL__TF_REMOTE 2u /* blocked on a proxy with its request issued */
+#define TL__TF_DIRTY 4u  /* changed since the last checkpoint (tl__mark) */
+/* persist's bits (persist/split.c), kept with the object: where the store
+ * holds it (HOME: its chunk's home record, HOT: the chunk's hot record,
+ * neither: nowhere yet), whether it changed at its chunk's last write
+ * (WARM), and the same decided by a checkpoint not yet committed (N*).
+ * A channel keeps them in tl_chan.ploc. */
+#define TL__TF_WARM 8u
+#define TL__TF_HOME 16u
+#define TL__TF_HOT 32u
+#define TL__TF_NWARM 64u
+#define TL__TF_NHOT 128u
+#define TL__TF_PLOC (TL__TF_WARM | TL__TF_HOME | TL__TF_HOT | TL__TF_NWARM | TL__TF_NHOT)
 
 /* A channel whose home is another node (a proxy): operations on it are
  * forwarded there by the node (migrate/).  Its waiters sit in its queues
@@ -255,6 +267,7 @@ struct tl_chan {
     uint8_t dirty; /* changed since the last checkpoint (tl__chan_touch) */
     uint8_t pinned; /* held by the runtime itself (tl_chan_pin) */
     uint8_t lq;     /* loader: queues given by number (1 senders, 2 receivers) */
+    uint8_t ploc;   /* persist's TL__TF_WARM/HOME/HOT/NWARM/NHOT bits */
     tl__remote *remote; /* a proxy: the channel lives on another node */
 };
 
@@ -619,11 +632,14 @@ static inline void tl__runq_remove(tl_runtime *rt, tl_tasklet *t)
 }
 /* Notes chunk k (tasklet id >> 8) as changed (see tl_runtime.dset). */
 TL__HIDDEN void tl__mark_chunk(tl_runtime *rt, uint64_t k);
-/* Notes that t's chunk changed: on the dispatch path, one compare when
- * it is the chunk marked last. */
-static inline void tl__mark(tl_runtime *rt, const tl_tasklet *t)
+/* Notes that t changed (TL__TF_DIRTY) and so its chunk: on the dispatch
+ * path, one store and one compare when it is the chunk marked last.
+ * Every change to what a tasklet's record holds must mark that tasklet
+ * itself (persist/split.c writes a chunk's unmarked tasklets nowhere). */
+static inline void tl__mark(tl_runtime *rt, tl_tasklet *t)
 {
     uint64_t k = t->id >> 8;
+    t->flags |= TL__TF_DIRTY;
     if (k != rt->dlast)
         tl__mark_chunk(rt, k);
 }

@@ -80,12 +80,14 @@ static tl_store *restored(tl_runtime *rt)
     return st;
 }
 
-/* Rows the newest checkpoint wrote of one kind (1 tasklets, 2 channels). */
+/* Chunks the newest checkpoint wrote of one kind (1 tasklets, 2
+ * channels): rows of their home records (kind) or hot records (kind + 2),
+ * a chunk counted once when it wrote both. */
 static int64_t newest_rows(int kind)
 {
-    char q[160];
-    snprintf(q, sizeof q, "SELECT count(*) FROM chunks WHERE kind = %d AND ckpt = "
-             "(SELECT max(id) FROM checkpoints)", kind);
+    char q[200];
+    snprintf(q, sizeof q, "SELECT count(DISTINCT key) FROM chunks WHERE kind IN (%d, %d) AND "
+             "ckpt = (SELECT max(id) FROM checkpoints)", kind, kind + 2);
     return query(q);
 }
 

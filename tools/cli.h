@@ -40,7 +40,10 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 #define CLI_MP_DEPTH 32                  /* msgpack-c's nesting limit */
 #define CLI_BUSY_MS 5000
 
-enum { CLI_KIND_TASKLETS = 1, CLI_KIND_CHANS = 2 };
+/* A chunk's home records (1, 2) and hot records (3, 4: FORMAT.md 7.1). */
+enum { CLI_KIND_TASKLETS = 1, CLI_KIND_CHANS = 2, CLI_KIND_HOT_TASKLETS = 3, CLI_KIND_HOT_CHANS = 4 };
+/* The kind of objects a record of kind k holds (1 or 2). */
+static inline int64_t cli_kind_base(int64_t k) { return k > 2 ? k - 2 : k; }
 
 /* ---- where a problem is, and what it is (util.c) ---- */
 

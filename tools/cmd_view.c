@@ -218,11 +218,16 @@ static int show_tasklet(const cli_opts *o, cli_store *st, int64_t id, uint64_t t
     if (rc != 0)
         return rc < 0 ? load_failed(&e, o)
                       : (cli_complain("there is no checkpoint %" PRId64, id), CLI_EXIT_FAIL);
-    rc = cli_chunk_at(st, CLI_KIND_TASKLETS, (int64_t)(tid >> 8), id, &c, &e);
-    if (rc < 0)
-        return load_failed(&e, o);
-    if (rc == 0)
-        t = chunk_tasklet(&c, tid);
+    /* in its chunk's home record, or else in the chunk's hot record */
+    for (int64_t kind = CLI_KIND_TASKLETS; !t && kind <= CLI_KIND_HOT_TASKLETS; kind += 2) {
+        if (kind != CLI_KIND_TASKLETS && rc == 0)
+            cli_doc_free(&c.doc);
+        rc = cli_chunk_at(st, kind, (int64_t)(tid >> 8), id, &c, &e);
+        if (rc < 0)
+            return load_failed(&e, o);
+        if (rc == 0)
+            t = chunk_tasklet(&c, tid);
+    }
     if (t)
         show_print(o, &ck, &c, t);
     else
@@ -274,14 +279,15 @@ static json_t *chunk_json(const cli_chunk *c)
     json_object_set_new(o, "key", json_integer(c->key));
     json_object_set_new(o, "ckpt", json_integer(c->ckpt));
     json_object_set_new(o, "record", record_json(&c->doc));
-    if (c->kind == CLI_KIND_TASKLETS) {
+    if (cli_kind_base(c->kind) == CLI_KIND_TASKLETS) {
         json_object_set_new(o, "funcs", cli_funcs_json(&c->t));
         for (uint32_t i = 0; i < c->t.ntasklets; i++)
             json_array_append_new(list, cli_tasklet_json(&c->t, &c->t.tasklets[i], true));
     }
     for (uint32_t i = 0; i < c->c.nchans; i++)
         json_array_append_new(list, cli_chan_json(&c->c.chans[i], true));
-    json_object_set_new(o, c->kind == CLI_KIND_TASKLETS ? "tasklets" : "chans", list);
+    json_object_set_new(o, cli_kind_base(c->kind) == CLI_KIND_TASKLETS ? "tasklets" : "chans",
+                        list);
     return o;
 }
 
@@ -320,7 +326,9 @@ static void record_line(const char *what, const cli_loc *loc, const cli_doc *d)
 static void dump_chunk(const cli_chunk *c)
 {
     cli_loc loc = cli_loc_chunk(c->kind, c->key, c->ckpt);
-    record_line(c->kind == CLI_KIND_TASKLETS ? "tasklet chunk" : "channel chunk", &loc, &c->doc);
+    static const char *const what[] = {"?", "tasklet chunk", "channel chunk",
+                                       "tasklet chunk (hot record)", "channel chunk (hot record)"};
+    record_line(what[c->kind >= 1 && c->kind <= 4 ? c->kind : 0], &loc, &c->doc);
     cli_funcs_print(&c->t);
     for (uint32_t i = 0; i < c->t.ntasklets; i++) {
         putchar('\n');

@@ -248,12 +248,13 @@ int cli_chunk_decode(cli_chunk *c, const void *blob, size_t n, cli_err *e)
         rc = cli_fail(e, "negative chunk key");
     else if (cli_doc_is_tombstone(&c->doc))
         rc = 1;
-    else if (c->kind == CLI_KIND_TASKLETS)
+    else if (c->kind > CLI_KIND_HOT_CHANS || c->kind < CLI_KIND_TASKLETS)
+        rc = cli_fail(e, "unknown chunk kind %" PRId64 " (1: tasklets, 2: channels, 3 and 4: "
+                      "their hot records)", c->kind);
+    else if (cli_kind_base(c->kind) == CLI_KIND_TASKLETS)
         rc = cli_decode_tchunk(&c->doc, c->key, &c->t, e);
-    else if (c->kind == CLI_KIND_CHANS)
-        rc = cli_decode_cchunk(&c->doc, c->key, &c->c, e);
     else
-        rc = cli_fail(e, "unknown chunk kind %" PRId64 " (1: tasklets, 2: channels)", c->kind);
+        rc = cli_decode_cchunk(&c->doc, c->key, &c->c, e);
     if (rc != 0)
         cli_doc_free(&c->doc);
     return rc;
@@ -347,7 +348,8 @@ static qent *numbered_waiters(const cli_snap *s, uint64_t chan, int side, size_t
     *n = 0;
     for (size_t i = 0; i < s->nchunks; i++) {
         const cli_tchunk *c = &s->chunks[i].t;
-        for (uint32_t j = 0; s->chunks[i].kind == CLI_KIND_TASKLETS && j < c->ntasklets; j++) {
+        for (uint32_t j = 0; cli_kind_base(s->chunks[i].kind) == CLI_KIND_TASKLETS &&
+                             j < c->ntasklets; j++) {
             const cli_tasklet *t = &c->tasklets[j];
             if (t->state != CLI_S_BLOCKED)
                 continue;
@@ -371,7 +373,7 @@ static void snap_number_queues(cli_snap *s)
 {
     for (size_t i = 0; i < s->nchunks; i++) {
         cli_chunk *c = &s->chunks[i];
-        for (uint32_t j = 0; c->kind == CLI_KIND_CHANS && j < c->c.nchans; j++) {
+        for (uint32_t j = 0; cli_kind_base(c->kind) == CLI_KIND_CHANS && j < c->c.nchans; j++) {
             cli_chan *ch = &c->c.chans[j];
             for (int side = 1; side <= 2; side++) {
                 size_t n;

@@ -15,9 +15,12 @@
  *   queue, and every queued waiter is blocked on that very operation;
  * - a joined tasklet lists its joiner, a buffer holds at most capacity.
  *
+ * - no id is held twice (by a chunk's home record and its hot record).
+ *
  * Invariant: chunks come sorted by kind then key, and each chunk's ids
  * are sorted and satisfy id >> 8 == key (checked by the decoders), so the
- * index built here is sorted without sorting.
+ * index built here is sorted without sorting unless hot records (kinds 3
+ * and 4, FORMAT.md 7.1) come after them; then it is sorted.
  */
 #include "cli.h"
 
@@ -99,8 +102,41 @@ static const xc *find_c(const xctx *x, uint64_t id)
     return NULL;
 }
 
+static int xt_cmp(const void *a, const void *b)
+{
+    uint64_t p = ((const xt *)a)->id, q = ((const xt *)b)->id;
+    return (p > q) - (p < q);
+}
+
+static int xc_cmp(const void *a, const void *b)
+{
+    uint64_t p = ((const xc *)a)->id, q = ((const xc *)b)->id;
+    return (p > q) - (p < q);
+}
+
+/* Sorts the index when hot records made it unsorted; reports an id held
+ * twice. */
+static void sort_index(xctx *x, bool hot)
+{
+    if (!hot)
+        return;
+    qsort(x->ts, x->nt, sizeof *x->ts, xt_cmp);
+    qsort(x->cs, x->nc, sizeof *x->cs, xc_cmp);
+    for (size_t i = 1; i < x->nt; i++)
+        if (x->ts[i].id == x->ts[i - 1].id)
+            reportf(x, &x->ts[i].loc, "tasklet %llu is held twice (also at chunk %lld/%lld)",
+                    (unsigned long long)x->ts[i].id, (long long)x->ts[i - 1].loc.kind,
+                    (long long)x->ts[i - 1].loc.key);
+    for (size_t i = 1; i < x->nc; i++)
+        if (x->cs[i].id == x->cs[i - 1].id)
+            reportf(x, &x->cs[i].loc, "channel %llu is held twice (also at chunk %lld/%lld)",
+                    (unsigned long long)x->cs[i].id, (long long)x->cs[i - 1].loc.kind,
+                    (long long)x->cs[i - 1].loc.key);
+}
+
 static void build_index(xctx *x)
 {
+    bool hot = false;
     for (size_t i = 0; i < x->s->nchunks; i++) {
         const cli_chunk *c = &x->s->chunks[i];
         cli_loc loc = cli_loc_chunk(c->kind, c->key, c->ckpt);
@@ -110,7 +146,9 @@ static void build_index(xctx *x)
         x->cs = cli_xgrow(x->cs, x->nc, c->c.nchans, sizeof *x->cs);
         for (uint32_t k = 0; k < c->c.nchans; k++)
             x->cs[x->nc++] = (xc){c->c.chans[k].id, &c->c.chans[k], loc};
+        hot |= c->kind > CLI_KIND_CHANS;
     }
+    sort_index(x, hot);
 }
 
 /* ---- against the head ---- */
