@@ -176,13 +176,15 @@ static int chunk_list(tl__loader *ld, tl__doc *d, const msgpack_object **list)
 static int contents_of(tl__loader *ld, tl__doc *d, int rkind)
 {
     const msgpack_object *list;
+    const tl__pstate *ps = tl__pstate_peek(ld->rt);
+    int notes = ps && ps->restoring && !ld->import;
     int rc = chunk_list(ld, d, &list);
     if (rc == TL_OK && list && d->kind == TL__KIND_TASKLETS)
         rc = tl__resolve_funcs(ld, d);
     for (uint32_t i = 0; list && i < list->via.array.size && rc == TL_OK; i++) {
         const msgpack_object *o = &list->via.array.ptr[i];
         rc = d->kind == TL__KIND_TASKLETS ? tl__dec_tasklet(ld, d, o) : tl__dec_chan(ld, o);
-        if (rc == TL_OK && !ld->import) /* a decoded record's id is a checked uint */
+        if (rc == TL_OK && notes) /* a decoded record's id is a checked uint */
             tl__split_loaded(ld->rt, rkind, d->key,
                              tl__idmap_find(d->kind == TL__KIND_TASKLETS ? &ld->tasklets
                                                                          : &ld->chans,

@@ -248,15 +248,19 @@ static void note_written(tl_runtime *rt, tl__pstate *ps, int kind, void *o)
         *crc_find(ps->marks, kind, id_of(kind, o), 1) = crc;
 }
 
+/* The state whose crcs are kept, or NULL when TL_CHECK_MARKS is not 1
+ * (the environment read once per process). */
 static tl__pstate *marks_state(tl_runtime *rt)
 {
-    tl__pstate *ps = tl__pstate_peek(rt);
-    if (ps && !ps->marks) {
+    static int wanted = -1;
+    if (wanted < 0) {
         const char *e = getenv("TL_CHECK_MARKS");
-        if (e && strcmp(e, "1") == 0 && !(ps->marks = calloc(1, sizeof *ps->marks)))
-            abort();
+        wanted = e && strcmp(e, "1") == 0;
     }
-    return ps && ps->marks ? ps : NULL;
+    tl__pstate *ps = wanted ? tl__pstate_peek(rt) : NULL;
+    if (ps && !ps->marks && !(ps->marks = calloc(1, sizeof *ps->marks)))
+        abort(); /* a test's check: no way to go on unchecked */
+    return ps;
 }
 
 /* ---- a chunk's plan ---- */
