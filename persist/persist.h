@@ -429,6 +429,8 @@ TL__HIDDEN int tl__enc_obj_crc(tl_runtime *rt, int kind, void *obj, uint32_t *cr
 #define TL__KIND_HOT(kind) ((kind) + 2)
 #define TL__KIND_BASE(kind) ((kind) > 2 ? (kind) - 2 : (kind))
 typedef int (*tl__put_fn)(void *ud, int kind, uint64_t key, const tl__buf *rec);
+/* "tasklet", "channel", "hot tasklet", "hot channel" for kinds 1-4. */
+TL__HIDDEN const char *tl__kind_name(int kind);
 /* Writes chunk ix->keys[k] (dirty) through put: its home record, its hot
  * record or both, as its objects' marks say (full: the home record of
  * every object; the stored hot records are the caller's to tombstone);

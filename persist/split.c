@@ -45,6 +45,12 @@
 #define SPLIT_MIN 16 /* smaller chunks are written whole */
 #define HOT_SHARE 8  /* a hot record holds at most 1/8 of its chunk's objects */
 
+const char *tl__kind_name(int kind)
+{
+    static const char *const names[] = {"?", "tasklet", "channel", "hot tasklet", "hot channel"};
+    return names[kind >= 1 && kind <= 4 ? kind : 0];
+}
+
 /* ---- an object's marks ---- */
 
 static unsigned bits_of(int kind, const void *o)

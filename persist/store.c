@@ -208,19 +208,13 @@ int tl_store_attach(tl_store *st, tl_runtime *rt)
 
 /* ---- checkpoint ---- */
 
-static const char *kind_name(int kind)
-{
-    static const char *const names[] = {"?", "tasklet", "channel", "hot tasklet", "hot channel"};
-    return names[kind >= 1 && kind <= 4 ? kind : 0];
-}
-
 /* Writes one record, refusing one the backend cannot hold. */
 static int put_record(tl_store *st, int kind, uint64_t key, int64_t ckpt, const tl__buf *rec)
 {
     size_t max = st->be->ops->max_record(st->be);
     if (rec->len > max)
         return st_err(st, TL_ERANGE, "the %s chunk %llu (ids %llu to %llu) is %zu bytes, more "
-                      "than the store holds in one record (%zu)", kind_name(kind),
+                      "than the store holds in one record (%zu)", tl__kind_name(kind),
                       (unsigned long long)key, (unsigned long long)key << TL__CHUNK_SHIFT,
                       ((unsigned long long)(key + 1) << TL__CHUNK_SHIFT) - 1, rec->len, max);
     return st->be->ops->put_chunk(st->be, kind, key, ckpt, rec->p, rec->len);
@@ -299,7 +293,7 @@ static int write_kind(tl_store *st, int kind, const tl__index *ix, int64_t ckpt,
             continue;
         rc = tl__split_write(st->rt, kind, ix, k, st->full_next, &rec, put_cb, &pc, bytes);
         if (rc != TL_OK && !pc.failed) /* the encoder's */
-            st_err(st, rc, "the %s chunk %llu: %s", kind_name(kind),
+            st_err(st, rc, "the %s chunk %llu: %s", tl__kind_name(kind),
                    (unsigned long long)ix->keys[k], st->rt->errmsg);
     }
     tl__buf_free(&rec);
