@@ -405,7 +405,6 @@ TL__HIDDEN int tl__depart(tl_node *n, tl_tasklet *t, const char *peer, size_t ca
  * finds the parts of such bytes (0: plain snapshot bytes, left as they
  * are). */
 TL__HIDDEN int tl__cargo_wrap(tl_node *n, tl__store_tx *tx, outx *x);
-TL__HIDDEN int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen);
 TL__HIDDEN int tl__settle(tl_node *n);
 TL__HIDDEN void tl__on_xfer(conn *l, const msgpack_object *o);
 TL__HIDDEN void tl__on_ack(conn *l, const msgpack_object *o);

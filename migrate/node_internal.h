@@ -50,5 +50,10 @@ __attribute__((visibility("hidden"))) void tl__node_spin_note(tl_node *n, int hi
 __attribute__((visibility("hidden"))) int tl__node_lone(tl_node *n, long long wait_ns,
                                                         long long io_ago_ns,
                                                         long long poll_ago_ns);
+/* Cargo envelopes ([magic, snapshot, cargo], transfer.c): 1 and the
+ * parts if p[0..n) is one (in any msgpack header width), else 0 and p, n
+ * left as they are. */
+__attribute__((visibility("hidden"))) int tl__cargo_split(const void **p, size_t *n,
+                                                          const void **cargo, size_t *clen);
 
 #endif

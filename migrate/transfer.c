@@ -580,6 +580,37 @@ int tl__cargo_wrap(tl_node *n, tl__store_tx *tx, outx *x)
     return TL_OK;
 }
 
+/* The length in a msgpack header at b[*at] of the family fix (its low
+ * bits under mask), or of the 8/16/32-bit forms w8, w16, w32 (0: none);
+ * -1 if b[*at] is none of them or the header runs past n. */
+static long long mp_head(const unsigned char *b, size_t n, size_t *at, unsigned fix,
+                         unsigned mask, unsigned w8, unsigned w16, unsigned w32)
+{
+    if (*at >= n)
+        return -1;
+    unsigned c = b[(*at)++];
+    int k = (c & ~mask) == fix ? 0 : w8 && c == w8 ? 1 : c == w16 ? 2 : c == w32 ? 4 : -1;
+    if (k < 0 || n - *at < (size_t)k)
+        return -1;
+    unsigned long long v = k ? 0 : c & mask;
+    for (int i = 0; i < k; i++)
+        v = v << 8 | b[(*at)++];
+    return (long long)v;
+}
+
+/* Whether p[0..n) may be a cargo envelope: an array of 3 that starts with
+ * TL__CARGO_MAGIC, in any header width.  Plain snapshot bytes fail here
+ * without being decoded (they did twice over before: a tenth of an
+ * import's instructions). */
+static int may_be_cargo(const unsigned char *p, size_t n)
+{
+    size_t at = 0, m = strlen(TL__CARGO_MAGIC);
+    if (!p || mp_head(p, n, &at, 0x90, 0x0f, 0, 0xdc, 0xdd) != 3 ||
+        mp_head(p, n, &at, 0xa0, 0x1f, 0xd9, 0xda, 0xdb) != (long long)m)
+        return 0;
+    return n - at >= m && memcmp(p + at, TL__CARGO_MAGIC, m) == 0;
+}
+
 int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen)
 {
     msgpack_unpacked up;
@@ -587,6 +618,8 @@ int tl__cargo_split(const void **p, size_t *n, const void **cargo, size_t *clen)
     int found = 0;
     *cargo = NULL;
     *clen = 0;
+    if (!may_be_cargo(*p, *n))
+        return 0;
     msgpack_unpacked_init(&up);
     /* a peer's bytes: msgpack-c allocates what the counts announce, so
      * they are checked against the bytes first (else the snapshot decoder

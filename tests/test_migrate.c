@@ -1323,6 +1323,62 @@ static tl_node *secret_node(tl_runtime *rt, const char *id)
     return n;
 }
 
+/* A cargo envelope is found in every header width (the quick test for
+ * "not an envelope" must not miss a wide one), and anything else is left
+ * as it is. */
+static size_t put_head(unsigned char *b, int width, unsigned fix, unsigned w8, unsigned w16,
+                       unsigned w32, uint32_t v)
+{
+    size_t k = 0;
+    if (width == 0)
+        b[k++] = (unsigned char)(fix | v);
+    else if (width == 1)
+        b[k++] = (unsigned char)w8, b[k++] = (unsigned char)v;
+    else if (width == 2)
+        b[k++] = (unsigned char)w16, b[k++] = 0, b[k++] = (unsigned char)v;
+    else
+        b[k++] = (unsigned char)w32, b[k++] = 0, b[k++] = 0, b[k++] = 0,
+        b[k++] = (unsigned char)v;
+    return k;
+}
+
+static void test_cargo_split_widths(void **state)
+{
+    (void)state;
+    static const char magic[] = "libtasklet-cargo";
+    for (int aw = 0; aw < 3; aw++)
+        for (int sw = 0; sw < 4; sw++) {
+            unsigned char b[64];
+            size_t k = put_head(b, aw ? aw + 1 : 0, 0x90, 0, 0xdc, 0xdd, 3);
+            k += put_head(b + k, sw, 0xa0, 0xd9, 0xda, 0xdb, sizeof magic - 1);
+            memcpy(b + k, magic, sizeof magic - 1);
+            k += sizeof magic - 1;
+            static const unsigned char parts[] = {0xc4, 2, 'S', 'N', 0xc4, 1, 'C'};
+            memcpy(b + k, parts, sizeof parts); /* bin "SN", bin "C" */
+            k += 7;
+            const void *p = b, *cargo;
+            size_t n = k, clen;
+            if (tl__cargo_split(&p, &n, &cargo, &clen) != 1)
+                fail_msg("array width %d, string width %d: not found", aw, sw);
+            assert_int_equal(n, 2);
+            assert_memory_equal(p, "SN", 2);
+            assert_int_equal(clen, 1);
+            assert_memory_equal(cargo, "C", 1);
+            b[k - 10] ^= 1; /* the magic's last byte */
+            p = b;
+            n = k;
+            assert_int_equal(tl__cargo_split(&p, &n, &cargo, &clen), 0);
+            assert_ptr_equal(p, b);
+            assert_int_equal(n, k);
+        }
+    const unsigned char plain[] = {0x94, 0xa1, 'x', 1, 2, 0x90};
+    const void *p = plain, *cargo;
+    size_t n = sizeof plain, clen;
+    assert_int_equal(tl__cargo_split(&p, &n, &cargo, &clen), 0);
+    assert_ptr_equal(p, plain);
+    assert_null(cargo);
+}
+
 /* When a round waits for the one link alone: only with recent traffic,
  * a wait of at least READ_WAIT_NS (1 ms) or none, and the epoll set
  * waited on within 1 ms (so that the listener, the wake pipe and timers
@@ -1908,6 +1964,7 @@ int main(void)
         T(test_many_remote_ops),
         T(test_two_threads),
         T(test_lone_link_rules),
+        T(test_cargo_split_widths),
         T(test_lone_link_serves_the_rest),
         T(test_snapshot_proxy_pinned),
         T(test_io_does_not_stall),
