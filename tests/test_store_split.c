@@ -529,8 +529,73 @@ static void test_missed_mark_aborts(void **state)
         fail_msg("the child was not stopped by TL_CHECK_MARKS (status %d)", status);
 }
 
+/* ---- the golden store of hot records ---- */
+
+#define GOLDEN_ROUNDS 6
+
+/* tests/data/golden-v2-hot.db, made once by TL_MAKE_GOLDEN_HOT=PATH
+ * ./test_store_split: START cells checkpointed in full, then rounds 1 to
+ * GOLDEN_ROUNDS of apply_round, each checkpointed (the hot cells and their
+ * channels in their chunks' hot records from round 2 on). */
+static int make_golden_hot(const char *to)
+{
+    static model m;
+    snprintf(path, sizeof path, "%s", to);
+    build();
+    tl_runtime *rt = new_rt();
+    tl_store *st = restored(rt);
+    model_start(&m);
+    int rc = TL_OK;
+    for (int r = 1; rc == TL_OK && r <= GOLDEN_ROUNDS; r++) {
+        rc = apply_round(rt, &m, r);
+        if (rc == TL_OK)
+            rc = tl_store_checkpoint(st);
+    }
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    return rc == TL_OK ? 0 : 1;
+}
+
+/* The golden store restores to the model of its last round, and goes on
+ * from there (a round more, restored again); `tasklet verify` passes. */
+static void test_golden_hot(void **state)
+{
+    (void)state;
+    static model m;
+    const char *golden = getenv("GOLDEN_HOT_DB"), *cli = getenv("TASKLET_CLI");
+    char cmd[600];
+    if (!golden) {
+        skip();
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", golden, path);
+    assert_int_equal(system(cmd), 0);
+    assert_true(query("SELECT count(*) FROM chunks WHERE kind = 3 AND length(data) > 40") > 0);
+    assert_true(query("SELECT count(*) FROM chunks WHERE kind = 4 AND length(data) > 40") > 0);
+    if (cli) {
+        snprintf(cmd, sizeof cmd, "'%s' verify '%s' >/dev/null", cli, path);
+        assert_int_equal(system(cmd), 0);
+    }
+    tl_runtime *rt = new_rt();
+    tl_store *st = restored(rt);
+    assert_int_equal(tl_store_last_checkpoint(st), GOLDEN_ROUNDS + 1);
+    model_at(&m, GOLDEN_ROUNDS);
+    assert_int_equal(apply_round(rt, &m, GOLDEN_ROUNDS + 1), TL_OK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    rt = new_rt();
+    st = restored(rt);
+    check_model(rt, &m);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 int main(void)
 {
+    const char *make = getenv("TL_MAKE_GOLDEN_HOT");
+    if (make)
+        return make_golden_hot(make);
     setenv("TL_CHECK_MARKS", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hot_only_writes_hot_records, setup, teardown),
@@ -538,6 +603,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollback_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missed_mark_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_churn_killed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_golden_hot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
