@@ -594,6 +594,7 @@ tl_status tl__join(tl_frame *f, tl_tasklet *h)
         return tl__op_error(f, TL_ENOMEM, "join: out of memory");
     target->refs++;
     tl__list_push_back(&x->joiners, &t->w.link);
+    tl__mark(t->rt, target); /* its record lists its joiners */
     t->w.on = (uintptr_t)target;
     tl__block(t, TL_WAIT_JOIN);
     return TL__SWITCH;
@@ -791,6 +792,7 @@ void tl__detach(tl_tasklet *t)
         break;
     case TL_WAIT_JOIN:
         tl__list_unlink(&t->w.link);
+        tl__mark(rt, (tl_tasklet *)t->w.on); /* one joiner fewer in its record */
         tl_tasklet_release((tl_tasklet *)t->w.on);
         break;
     case TL_WAIT_PAUSED:

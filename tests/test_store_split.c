@@ -529,6 +529,78 @@ static void test_missed_mark_aborts(void **state)
         fail_msg("the child was not stopped by TL_CHECK_MARKS (status %d)", status);
 }
 
+/* ---- a tasklet whose record another one changes ---- */
+
+/* Joins the tasklet in t, then waits on in (so the host can end it). */
+typedef struct {
+    tl_tasklet *t;
+    tl_value r;
+} joiner_t;
+static const tl_field joiner_fields[] = {TL_FIELD(joiner_t, t, TL_T_TASKLET),
+                                         TL_FIELD(joiner_t, r, TL_T_VALUE)};
+static tl_status joiner(tl_frame *f, void *locals)
+{
+    joiner_t *L = locals;
+    TL_BEGIN(f);
+    TL_JOIN(f, L->t, L->r);
+    TL_END(f);
+}
+static const tl_func joiner_fn = {"split.joiner", 1, joiner, sizeof(joiner_t), joiner_fields,
+                                  TL_COUNTOF(joiner_fields), NULL};
+
+static tl_runtime *join_rt(void)
+{
+    tl_runtime *rt = new_rt();
+    assert_int_equal(tl_register(rt, &joiner_fn), TL_OK);
+    return rt;
+}
+
+/* A joiner arriving lists itself in the joined tasklet's record (its
+ * joiners), and one killed takes itself out: the joined tasklet, idle
+ * in a chunk of idle ones, must be rewritten both times; each restore
+ * (after a SIGKILL) links the joiners there are. */
+/* The tasklet waiting on cell i's channel (a handle). */
+static tl_tasklet *cell_tasklet(tl_runtime *rt, int i)
+{
+    tl_chan *in = tl__chan_at(named(rt, "in", i));
+    assert_int_equal(in->nrecv, 1);
+    return tl__tasklet_handle(TL__CONTAINER(in->recvq.next, tl_tasklet, w.link));
+}
+
+static void test_joiners_change_the_joined(void **state)
+{
+    (void)state;
+    tl_runtime *rt = join_rt();
+    tl_store *st = attach_at(rt, TL_STORE_NOSYNC);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(spawn_cell(rt, i), TL_OK);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK); /* full */
+    tl_tasklet *ja, *jb;
+    joiner_t a = {cell_tasklet(rt, 7), tl_nil()}, b = {cell_tasklet(rt, 8), tl_nil()};
+    assert_int_equal(tl_spawn(rt, &joiner_fn, &a, sizeof a, &ja), TL_OK);
+    assert_int_equal(tl_spawn(rt, &joiner_fn, &b, sizeof b, &jb), TL_OK);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK); /* two joiners arrived */
+    assert_int_equal(tl_kill(jb), TL_OK);
+    assert_int_equal(tl_run(rt), TL_EDEADLOCK);
+    assert_int_equal(tl_tasklet_count(rt), 101);
+    assert_int_equal(tl_store_checkpoint(st), TL_OK); /* one left */
+    tl_tasklet_release(ja);
+    tl_tasklet_release(jb);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+    rt = join_rt();
+    st = restored(rt);
+    assert_int_equal(tl_tasklet_count(rt), 101);
+    assert_int_equal(poke(rt, 8, -1), TL_OK); /* no joiner left on cell 8 */
+    assert_int_equal(tl_tasklet_count(rt), 100);
+    assert_int_equal(poke(rt, 7, -1), TL_OK); /* cell 7 ends: its joiner too */
+    assert_int_equal(tl_tasklet_count(rt), 98);
+    tl_store_close(st);
+    tl_runtime_free(rt);
+}
+
 /* ---- the golden store of hot records ---- */
 
 #define GOLDEN_ROUNDS 6
@@ -604,6 +676,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missed_mark_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_churn_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_golden_hot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_joiners_change_the_joined, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
