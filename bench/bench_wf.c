@@ -16,6 +16,11 @@
  * wf_message_latency_ms: median from tl_wf_post in a child process to the
  * workflow running after its receive.  wf_stored_bytes_*: bytes of the
  * store file (vacuumed) per workflow.
+ * wf_step_fsync_idle_ratio: the sequential fsync'd step rate with n idle
+ * workflows waiting, over the same rate in a store of its own, measured in
+ * alternating rounds of one run (the order swapped every round) so that
+ * the disk's swings fall on both alike; the median of each side, their
+ * quotient printed (TL_BENCH_ROUNDS=1 prints each round's two rates).
  */
 #define _DEFAULT_SOURCE
 #include <sqlite3.h>
@@ -307,6 +312,54 @@ static int cmp64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
+}
+
+/* One round of the ratio: a fresh workflow of steps steps in b, whose
+ * idle others keep waiting; its rate. */
+static int steps_round(wfb *b, int round, int64_t steps, uint64_t idle, int64_t *rate)
+{
+    char id[32];
+    snprintf(id, sizeof id, "round-%d", round);
+    int64_t t0 = mono_ns();
+    int rc = tl_wf_start(b->wf, id, &steps_fn, tl_i64(steps), NULL);
+    while (rc == TL_OK && tl_wf_live(b->wf) > idle) {
+        rc = tl_wf_run(b->wf, 50);
+        rc = rc == TL_ETIMEDOUT ? TL_OK : rc;
+    }
+    *rate = (int64_t)((double)steps / ((double)(mono_ns() - t0) / 1e9));
+    if (rc != TL_OK)
+        fprintf(stderr, "tl-bench: %s\n", tl_wf_errmsg(b->wf));
+    return rc;
+}
+
+int bench_wf_step_idle_ratio(uint64_t n, double *v)
+{
+    enum { ROUNDS = 9 };
+    int64_t lone[ROUNDS], busy[ROUNDS], steps = n / 100 < 100 ? 100 : (int64_t)(n / 100);
+    wfb a = {0}, b = {0};
+    int rc = wfb_open(&a, 0, 1);
+    if (rc == TL_OK)
+        rc = wfb_open(&b, 0, 1);
+    if (rc == TL_OK)
+        rc = start_n(&b, "idle", &recv_fn, 1, n);
+    if (rc == TL_OK)
+        rc = tl_wf_run(b.wf, 0) == TL_ETIMEDOUT ? TL_OK : TL_ESTATE;
+    for (int r = 0; r < ROUNDS && rc == TL_OK; r++) {
+        rc = r % 2 ? steps_round(&b, r, steps, n, &busy[r]) : steps_round(&a, r, steps, 0, &lone[r]);
+        if (rc == TL_OK)
+            rc = r % 2 ? steps_round(&a, r, steps, 0, &lone[r]) : steps_round(&b, r, steps, n, &busy[r]);
+        if (rc == TL_OK && getenv("TL_BENCH_ROUNDS"))
+            fprintf(stderr, "round %d: alone %lld steps/s, with %llu idle %lld steps/s\n", r,
+                    (long long)lone[r], (unsigned long long)n, (long long)busy[r]);
+    }
+    if (rc == TL_OK) {
+        qsort(lone, ROUNDS, sizeof *lone, cmp64);
+        qsort(busy, ROUNDS, sizeof *busy, cmp64);
+        *v = (double)busy[ROUNDS / 2] / (double)lone[ROUNDS / 2];
+    }
+    wfb_close(&a, 1);
+    wfb_close(&b, 1);
+    return rc;
 }
 
 int bench_wf_message_latency(uint64_t n, double *ms)

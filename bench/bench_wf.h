@@ -7,6 +7,7 @@ int bench_wf_step_fsync(uint64_t n, double *per_s);
 int bench_wf_step_nosync(uint64_t n, double *per_s);
 int bench_wf_step_conc(uint64_t n, double *per_s);
 int bench_wf_step_idle(uint64_t n, double *per_s);
+int bench_wf_step_idle_ratio(uint64_t n, double *ratio);
 int bench_wf_pool_fsync(uint64_t n, double *per_s);
 int bench_wf_pool_nosync(uint64_t n, double *per_s);
 int bench_wf_pool_conc(uint64_t n, double *per_s);

@@ -1303,6 +1303,7 @@ static const bench benches[] = {
     {"wf_start_waiting_per_s", "workflows/s", 100000, NULL, bench_wf_start},
     {"wf_message_latency_ms", "ms", 200, NULL, bench_wf_message_latency},
     {"wf_step_fsync_idle_per_s", "steps/s", 100000, NULL, bench_wf_step_idle},
+    {"wf_step_fsync_idle_ratio", "idle/alone", 100000, NULL, bench_wf_step_idle_ratio},
     {"wf_stored_bytes_done", "bytes/workflow", 1000, NULL, bench_wf_bytes_done},
     {"wf_stored_bytes_waiting", "bytes/workflow", 1000, NULL, bench_wf_bytes_waiting},
 };
